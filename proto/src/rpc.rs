@@ -1,0 +1,190 @@
+//! The tarpc services between a worker process and its supervisor.
+//!
+//! # Design
+//!
+//! Two Unix sockets live under `<workdir>/run/` (directory mode 0700):
+//!
+//! * `ingest.sock`: the supervisor serves [`Ingest`]. A worker connects, says [`Ingest::hello`]
+//!   (build and protocol check, returns its [`WorkerConfig`]) and then sends batches with
+//!   [`Ingest::push`]. A batch is acknowledged only once the supervisor has accepted it into
+//!   delivery (the durable queue, when there is one); a worker keeps a batch until it is acked.
+//! * `control.sock`: the worker connects and then *serves* [`Control`] on that connection; the
+//!   supervisor is the client (health checks, pause/resume for election, reconfigure, shutdown).
+//!
+//! The supervisor identifies both connections by the peer's pid (`SO_PEERCRED`), which must be
+//! a worker it spawned. Framing is a length-delimited codec (max [`MAX_FRAME_BYTES`]) carrying
+//! bincode.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Category, Point};
+
+/// Bumped whenever a message below changes shape.
+pub const PROTO_VERSION: u32 = 1;
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// File name of the ingest socket under `<workdir>/run`.
+pub const INGEST_SOCKET: &str = "ingest.sock";
+/// File name of the control socket under `<workdir>/run`.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// The first message of a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTO_VERSION`] of the worker.
+    pub proto_version: u32,
+    /// [`crate::build_id`] of the worker binary; must equal the supervisor's.
+    pub build: String,
+    /// The family the worker runs (`host`, `socket`...).
+    pub family: String,
+    /// The worker's pid (checked against `SO_PEERCRED`).
+    pub pid: u32,
+}
+
+/// The supervisor's answer to [`Hello`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Go ahead with this configuration.
+    Accepted(WorkerConfig),
+    /// Refused (version mismatch, unknown family, unknown pid); the worker exits with the reason.
+    Refused(String),
+}
+
+/// Everything a worker needs to run its family.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// The family name.
+    pub family: String,
+    /// The host name the agent reports (`ENV_HOSTNAME` or the OS host name).
+    pub hostname: String,
+    /// One entry per configured input instance of this family.
+    pub inputs: Vec<InputSpec>,
+    /// Listening sockets bound by the supervisor and inherited by this worker.
+    pub listeners: Vec<InheritedListener>,
+    /// Health-check period the supervisor uses, in milliseconds (informational).
+    pub health_interval_ms: u64,
+}
+
+/// One `[[inputs.NAME]]` instance, as validated by the supervisor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// The Datakit input name (`cpu`, `socket`...).
+    pub name: String,
+    /// The file the instance came from (for error messages).
+    pub source: String,
+    /// The instance's TOML table, re-serialised.
+    pub toml: String,
+}
+
+/// The transport of an inherited listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerKind {
+    /// A bound and listening TCP socket.
+    Tcp,
+    /// A bound UDP socket.
+    Udp,
+    /// A bound Unix datagram socket.
+    UnixDatagram,
+    /// A bound and listening Unix stream socket.
+    UnixStream,
+}
+
+/// A socket the supervisor bound and left open (without `FD_CLOEXEC`) across the worker's exec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InheritedListener {
+    /// The address as written in the config (`udp://0.0.0.0:8125`), the worker's lookup key.
+    pub address: String,
+    /// Transport.
+    pub kind: ListenerKind,
+    /// The descriptor number in the worker.
+    pub fd: i32,
+}
+
+/// A batch of points of one category from one input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Per-worker sequence number (for logs and duplicate accounting).
+    pub seq: u64,
+    /// The category of every point in the batch.
+    pub category: Category,
+    /// The feed name (`cpu`, `socket`, `v1-write.metric`...).
+    pub input: String,
+    /// Attach the election tags instead of the host tags (election-aware inputs).
+    pub election: bool,
+    /// Attach no global tags at all.
+    pub no_global_tags: bool,
+    /// The points.
+    pub points: Vec<Point>,
+}
+
+/// The supervisor's answer to [`Ingest::push`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Ack {
+    /// Accepted into delivery; the worker may forget the batch.
+    Accepted {
+        /// Points accepted after normalisation.
+        points: u32,
+        /// Points dropped by normalisation (invalid, over limits).
+        dropped: u32,
+    },
+    /// Not accepted now (queue full, shutting down); the worker retries later with backoff.
+    Retry(String),
+    /// Never acceptable (bad category for this worker); the worker drops and counts it.
+    Rejected(String),
+}
+
+/// An error an input reports; it shows up in `/v1/lasterror` and `datakit_last_err`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    /// Input name.
+    pub input: String,
+    /// Source (e.g. the target or file that failed).
+    pub source: String,
+    /// Category the input feeds.
+    pub category: Category,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// A worker's answer to a health check.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Health {
+    /// Worker pid.
+    pub pid: u32,
+    /// Milliseconds since the worker started.
+    pub uptime_ms: u64,
+    /// Whether collection is paused (election).
+    pub paused: bool,
+    /// Points handed to the supervisor and acknowledged.
+    pub points_acked: u64,
+    /// Points dropped inside the worker (buffer full, rejected).
+    pub points_dropped: u64,
+    /// Batches waiting for an ack.
+    pub pending_batches: u64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+}
+
+/// The supervisor's side: served on `ingest.sock`.
+#[tarpc::service]
+pub trait Ingest {
+    /// Identify the worker; returns its configuration or a refusal.
+    async fn hello(hello: Hello) -> HelloReply;
+    /// Hand a batch to the supervisor.
+    async fn push(batch: Batch) -> Ack;
+    /// Report an error for `/v1/lasterror`.
+    async fn last_error(error: LastError);
+}
+
+/// The worker's side: served by the worker on its `control.sock` connection.
+#[tarpc::service]
+pub trait Control {
+    /// Liveness and counters; a worker that does not answer in time is restarted.
+    async fn health() -> Health;
+    /// Pause (true) or resume (false) election-aware inputs.
+    async fn set_paused(paused: bool);
+    /// Flush pending batches and exit within `grace_ms`.
+    async fn shutdown(grace_ms: u64);
+}

@@ -1,0 +1,2 @@
+//! The `datakit` binary (being written).
+fn main() {}

@@ -1,0 +1,91 @@
+//! The [`Emitter`]: how an input hands points to the runtime.
+//!
+//! Inputs call [`Emitter::emit`] with whatever they collected; the runtime's sender task
+//! batches by feed, pushes batches to the supervisor and waits for acks.
+
+use dk_proto::rpc::LastError;
+use dk_proto::{Category, Point};
+use tokio::sync::mpsc;
+
+/// Feed options, as Datakit's `Feed` options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedOpts {
+    /// Election-aware input: attach the election tags instead of the host tags.
+    pub election: bool,
+    /// Attach no global tags.
+    pub no_global_tags: bool,
+}
+
+/// One hand-over from an input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feed {
+    /// Category of every point.
+    pub category: Category,
+    /// Feed name (usually the input name).
+    pub input: String,
+    /// Options.
+    pub opts: FeedOpts,
+    /// The points.
+    pub points: Vec<Point>,
+}
+
+/// What flows from inputs to the runtime's sender task.
+#[derive(Debug)]
+pub enum Message {
+    /// Points to deliver.
+    Feed(Feed),
+    /// An error to report.
+    LastError(LastError),
+}
+
+/// Cloneable handle inputs use to hand over points.
+#[derive(Clone, Debug)]
+pub struct Emitter {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Emitter {
+    /// An emitter whose messages go to the returned receiver (the runtime, or a test).
+    pub fn channel(capacity: usize) -> (Emitter, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Emitter { tx }, rx)
+    }
+
+    /// Hands points over. Waits while the runtime's buffer is full (back-pressure);
+    /// returns `false` if the runtime is gone (the worker is shutting down).
+    pub async fn emit(
+        &self,
+        category: Category,
+        input: &str,
+        opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> bool {
+        if points.is_empty() {
+            return true;
+        }
+        let feed = Feed {
+            category,
+            input: input.to_string(),
+            opts,
+            points,
+        };
+        self.tx.send(Message::Feed(feed)).await.is_ok()
+    }
+
+    /// Reports an error for `/v1/lasterror` and the supervisor's log.
+    pub async fn last_error(
+        &self,
+        input: &str,
+        source: &str,
+        category: Category,
+        message: impl Into<String>,
+    ) {
+        let e = LastError {
+            input: input.to_string(),
+            source: source.to_string(),
+            category,
+            message: message.into(),
+        };
+        let _ = self.tx.send(Message::LastError(e)).await;
+    }
+}

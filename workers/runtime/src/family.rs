@@ -1,0 +1,97 @@
+//! The [`Family`] and [`Input`] traits.
+
+use std::time::Instant;
+
+use dk_proto::rpc::{InheritedListener, ListenerKind, WorkerConfig};
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ConfigProblem, Emitter};
+
+/// A listening socket an input instance needs; the supervisor binds it before any worker
+/// starts (so a busy port is a config error) and passes it to the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// The address as written in the config; the key the worker looks the socket up by.
+    pub address: String,
+    /// Transport.
+    pub kind: ListenerKind,
+}
+
+/// One input family: the unit of process isolation.
+pub trait Family: Send + Sync + 'static {
+    /// The family name (`host`, `socket`), also the `datakit worker <family>` argument.
+    fn name(&self) -> &'static str;
+
+    /// The Datakit input names this family serves (`cpu`, `mem`...).
+    fn inputs(&self) -> &'static [&'static str];
+
+    /// Sample config per input: `(input name, sample text)`. The text is the `conf.d` sample
+    /// (pulled in with `include_str!`), the single source for docs and tests.
+    fn samples(&self) -> &'static [(&'static str, &'static str)];
+
+    /// Checks one instance of `input` (its TOML table as text) and returns every problem.
+    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem>;
+
+    /// The listening sockets one instance claims (empty for inputs that do not listen).
+    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
+        let _ = (input, toml_text);
+        Vec::new()
+    }
+
+    /// Builds the inputs of this worker from its configuration.
+    ///
+    /// # Errors
+    /// Every problem found (the supervisor has validated already, so this is rare).
+    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>>;
+}
+
+/// A running input.
+pub trait Input: Send {
+    /// The input name (`cpu`), used as the feed name.
+    fn name(&self) -> &str;
+
+    /// Runs until `ctx.shutdown` is cancelled. Errors are reported through
+    /// [`Emitter::last_error`], never by returning early.
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()>;
+}
+
+/// What an input gets from the runtime.
+#[derive(Clone)]
+pub struct InputContext {
+    /// Where points go.
+    pub emitter: Emitter,
+    /// Cancelled when the worker shuts down.
+    pub shutdown: CancellationToken,
+    /// `true` while election-aware inputs must not collect.
+    pub paused: watch::Receiver<bool>,
+    /// The agent's host name.
+    pub hostname: String,
+    /// Listening sockets inherited from the supervisor.
+    pub listeners: Vec<InheritedListener>,
+    /// When the worker started.
+    pub started: Instant,
+}
+
+impl InputContext {
+    /// A context for tests: returns it with the cancel token and the pause sender.
+    pub fn for_test(emitter: Emitter) -> (InputContext, CancellationToken, watch::Sender<bool>) {
+        let shutdown = CancellationToken::new();
+        let (pause_tx, paused) = watch::channel(false);
+        let ctx = InputContext {
+            emitter,
+            shutdown: shutdown.clone(),
+            paused,
+            hostname: "test-host".to_string(),
+            listeners: Vec::new(),
+            started: Instant::now(),
+        };
+        (ctx, shutdown, pause_tx)
+    }
+
+    /// The inherited listener for a configured address.
+    pub fn listener(&self, address: &str) -> Option<&InheritedListener> {
+        self.listeners.iter().find(|l| l.address == address)
+    }
+}

@@ -1,0 +1,15 @@
+//! The worker runtime: what every input family builds on.
+//!
+//! A worker process runs one [`Family`]. The family validates its inputs' config (the
+//! supervisor calls the same code before anything starts), builds [`Input`]s, and each input
+//! runs until shutdown, handing points to its [`Emitter`]. The runtime batches those points and
+//! pushes them to the supervisor over tarpc (see `dk_proto::rpc`), answers health checks, and
+//! applies pause/resume and shutdown.
+
+pub mod config;
+pub mod emitter;
+pub mod family;
+
+pub use config::{ConfigProblem, parse_instance};
+pub use emitter::{Emitter, Feed, FeedOpts};
+pub use family::{Family, Input, InputContext, ListenSpec};
