@@ -15,7 +15,7 @@ pub mod point;
 pub mod rpc;
 
 pub use category::Category;
-pub use point::{Point, Value};
+pub use point::{FeedOpts, Point, Value};
 
 /// The Datakit version this build is compatible with, reported by `/v1/ping` and `X-DataKit`.
 pub const DATAKIT_VERSION: &str = "1.84.1";

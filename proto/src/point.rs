@@ -133,3 +133,12 @@ impl Point {
         self.name.len() + tags + fields + 20
     }
 }
+
+/// How global tags are attached to a feed, as Datakit's `Feed` options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedOpts {
+    /// Election-aware input: attach the election tags instead of the host tags.
+    pub election: bool,
+    /// Attach no global tags at all.
+    pub no_global_tags: bool,
+}

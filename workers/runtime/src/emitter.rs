@@ -7,14 +7,7 @@ use dk_proto::rpc::LastError;
 use dk_proto::{Category, Point};
 use tokio::sync::mpsc;
 
-/// Feed options, as Datakit's `Feed` options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FeedOpts {
-    /// Election-aware input: attach the election tags instead of the host tags.
-    pub election: bool,
-    /// Attach no global tags.
-    pub no_global_tags: bool,
-}
+pub use dk_proto::FeedOpts;
 
 /// One hand-over from an input.
 #[derive(Clone, Debug, PartialEq)]
