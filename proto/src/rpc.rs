@@ -172,8 +172,9 @@ pub struct Health {
 pub trait Ingest {
     /// Identify the worker; returns its configuration or a refusal.
     async fn hello(hello: Hello) -> HelloReply;
-    /// Hand a batch to the supervisor.
-    async fn push(batch: Batch) -> Ack;
+    /// Hand a batch to the supervisor. The batch travels in an `Arc` so that the worker can keep
+    /// it for a retry without copying the points.
+    async fn push(batch: std::sync::Arc<Batch>) -> Ack;
     /// Report an error for `/v1/lasterror`.
     async fn last_error(error: LastError);
 }
