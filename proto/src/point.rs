@@ -135,7 +135,7 @@ impl Point {
 }
 
 /// How global tags are attached to a feed, as Datakit's `Feed` options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FeedOpts {
     /// Election-aware input: attach the election tags instead of the host tags.
     pub election: bool,

@@ -9,6 +9,9 @@
 pub mod config;
 pub mod emitter;
 pub mod family;
+pub mod rpc;
+pub mod sender;
+pub mod worker;
 
 pub use config::{ConfigProblem, parse_instance};
 pub use emitter::{Emitter, Feed, FeedOpts};

@@ -1,0 +1,210 @@
+//! The worker process entry: connect, say hello, serve control, run the inputs, drain on exit.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dk_proto::rpc::{
+    CONTROL_SOCKET, Control, Health, Hello, HelloReply, INGEST_SOCKET, IngestClient, PROTO_VERSION,
+};
+use futures::StreamExt;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::rpc::{context_with_timeout, transport};
+use crate::sender::{self, SenderStats};
+use crate::{Emitter, Family, InputContext};
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A supervisor socket could not be reached.
+    #[error(
+        "cannot connect to the supervisor socket {path}: {source}; is `datakit run` running with this work dir?"
+    )]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The hello call failed.
+    #[error("hello to the supervisor failed: {0}")]
+    Hello(String),
+    /// The supervisor refused this worker.
+    #[error("the supervisor refused this worker: {0}")]
+    Refused(String),
+    /// The inputs' configuration did not build.
+    #[error("the {family} inputs' configuration is invalid: {problems}")]
+    Config {
+        /// Family.
+        family: String,
+        /// Every problem, joined.
+        problems: String,
+    },
+    /// The supervisor went away while pushing.
+    #[error(transparent)]
+    Sender(#[from] sender::SenderError),
+}
+
+#[derive(Clone)]
+struct ControlServer {
+    started: Instant,
+    stats: Arc<SenderStats>,
+    pause: Arc<watch::Sender<bool>>,
+    shutdown: CancellationToken,
+    grace: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Control for ControlServer {
+    async fn health(self, _: tarpc::context::Context) -> Health {
+        Health {
+            pid: std::process::id(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            paused: *self.pause.borrow(),
+            points_acked: self.stats.acked.load(Ordering::Relaxed),
+            points_dropped: self.stats.dropped.load(Ordering::Relaxed),
+            pending_batches: self.stats.pending.load(Ordering::Relaxed),
+            rss_bytes: rss_bytes(),
+        }
+    }
+
+    async fn set_paused(self, _: tarpc::context::Context, paused: bool) {
+        self.pause.send_replace(paused);
+    }
+
+    async fn shutdown(self, _: tarpc::context::Context, grace_ms: u64) {
+        self.grace.store(grace_ms, Ordering::Relaxed);
+        self.shutdown.cancel();
+    }
+}
+
+/// Resident set size of this process, from `/proc/self/statm`.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+async fn connect(run_dir: &Path, name: &str) -> Result<UnixStream, WorkerError> {
+    let path = run_dir.join(name);
+    UnixStream::connect(&path)
+        .await
+        .map_err(|source| WorkerError::Connect {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Runs one family's worker until the supervisor asks it to stop or goes away.
+///
+/// # Errors
+/// See [`WorkerError`]; the binary turns them into an exit code the supervisor records.
+pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError> {
+    let started = Instant::now();
+    let ingest = connect(run_dir, INGEST_SOCKET).await?;
+    let client = IngestClient::new(tarpc::client::Config::default(), transport(ingest)).spawn();
+    let hello = Hello {
+        proto_version: PROTO_VERSION,
+        build: dk_proto::build_id(),
+        family: family.name().to_string(),
+        pid: std::process::id(),
+    };
+    let config = match client
+        .hello(context_with_timeout(Duration::from_secs(10)), hello)
+        .await
+    {
+        Ok(HelloReply::Accepted(c)) => c,
+        Ok(HelloReply::Refused(reason)) => return Err(WorkerError::Refused(reason)),
+        Err(e) => return Err(WorkerError::Hello(e.to_string())),
+    };
+    let inputs = family
+        .build(&config)
+        .map_err(|problems| WorkerError::Config {
+            family: family.name().to_string(),
+            problems: problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+
+    let stats = Arc::new(SenderStats::default());
+    let (pause_tx, paused) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let grace = Arc::new(std::sync::atomic::AtomicU64::new(5_000));
+    let control = ControlServer {
+        started,
+        stats: stats.clone(),
+        pause: Arc::new(pause_tx),
+        shutdown: shutdown.clone(),
+        grace: grace.clone(),
+    };
+    let control_stream = connect(run_dir, CONTROL_SOCKET).await?;
+    let control_lost = shutdown.clone();
+    tokio::spawn(async move {
+        BaseChannel::with_defaults(transport(control_stream))
+            .execute(control.serve())
+            .for_each(|f| async {
+                tokio::spawn(f);
+            })
+            .await;
+        // The supervisor closed the control connection: stop.
+        control_lost.cancel();
+    });
+
+    let (emitter, rx) = Emitter::channel(256);
+    let mut sender_task = tokio::spawn(sender::run(rx, client, stats.clone()));
+    let mut tasks = JoinSet::new();
+    for input in inputs {
+        let ctx = InputContext {
+            emitter: emitter.clone(),
+            shutdown: shutdown.clone(),
+            paused: paused.clone(),
+            hostname: config.hostname.clone(),
+            listeners: config.listeners.clone(),
+            started,
+        };
+        tasks.spawn(input.run(ctx));
+    }
+    drop(emitter);
+    tracing::info!(
+        family = family.name(),
+        inputs = tasks.len(),
+        "Worker started."
+    );
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        res = &mut sender_task => {
+            // The sender only ends early on a lost supervisor.
+            return match res {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
+    }
+
+    // Graceful stop: inputs finish within the grace period, then everything buffered is pushed.
+    let deadline = Duration::from_millis(grace.load(Ordering::Relaxed));
+    let _ = tokio::time::timeout(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    match tokio::time::timeout(deadline, sender_task).await {
+        Ok(Ok(Err(e))) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
