@@ -1,0 +1,354 @@
+//! Decoding and checking one `[[inputs.socket]]` instance: pure functions from TOML text to settings.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use dk_worker::ConfigProblem;
+
+/// Datakit's defaults and limits for the socket input.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Shortest interval Datakit allows; shorter ones are raised to it.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest interval Datakit allows; longer ones are lowered to it.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `tcp_timeout` and `udp_timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The transport a `dest_url` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// `tcp://`: a TCP connect test.
+    Tcp,
+    /// `udp://`: a UDP reachability test.
+    Udp,
+}
+
+impl Proto {
+    /// The scheme, measurement name and `proto` tag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One checked `dest_url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The URL as configured (trimmed), used to name the target in errors.
+    pub url: String,
+    /// Transport.
+    pub proto: Proto,
+    /// Host name or IP literal, without IPv6 brackets (the `dest_host` tag).
+    pub host: String,
+    /// Port number.
+    pub port: u16,
+    /// The port as written (the `dest_port` tag, as Datakit reports it).
+    pub port_text: String,
+}
+
+/// Why a `dest_url` is not usable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// No `scheme://`.
+    #[error("no scheme")]
+    MissingScheme,
+    /// A scheme other than `tcp` or `udp`.
+    #[error("unknown scheme {0:?} (only tcp and udp are supported)")]
+    UnknownScheme(String),
+    /// `user@` in the authority.
+    #[error("user info is not allowed")]
+    UserInfo,
+    /// Nothing before the port.
+    #[error("the host is empty")]
+    EmptyHost,
+    /// An unbracketed IPv6 address or stray characters.
+    #[error("the host {0:?} is not valid (write IPv6 addresses in brackets: [::1])")]
+    BadHost(String),
+    /// No `:port`.
+    #[error("the port is missing")]
+    MissingPort,
+    /// The port is not a number.
+    #[error("the port {0:?} is not a number")]
+    PortNotNumber(String),
+    /// The port is 0 or above 65535.
+    #[error("the port {0} is out of range 1-65535")]
+    PortOutOfRange(String),
+}
+
+/// Parses one `dest_url` (`tcp://host:port`, `udp://[v6]:port`); a path, query or fragment
+/// after the port is ignored, as Datakit ignores it.
+///
+/// # Errors
+/// The first [`UrlError`] found.
+pub fn parse_dest_url(text: &str) -> Result<Target, UrlError> {
+    let url = text.trim();
+    let (scheme, rest) = url.split_once("://").ok_or(UrlError::MissingScheme)?;
+    let proto = match scheme.to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        "" => return Err(UrlError::MissingScheme),
+        _ => return Err(UrlError::UnknownScheme(scheme.to_string())),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(UrlError::UserInfo);
+    }
+    let (host, port) = split_host_port(authority)?;
+    if host.is_empty() {
+        return Err(UrlError::EmptyHost);
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '[' | ']' | '\\' | '"'))
+    {
+        return Err(UrlError::BadHost(host.to_string()));
+    }
+    let port_text = port.ok_or(UrlError::MissingPort)?;
+    if port_text.is_empty() {
+        return Err(UrlError::MissingPort);
+    }
+    if !port_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UrlError::PortNotNumber(port_text.to_string()));
+    }
+    let port = port_text
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| UrlError::PortOutOfRange(port_text.to_string()))?;
+    Ok(Target {
+        url: url.to_string(),
+        proto,
+        host: host.to_string(),
+        port,
+        port_text: port_text.to_string(),
+    })
+}
+
+/// Splits `host:port` / `[v6]:port` / `host`; the port is `None` when there is no colon.
+fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), UrlError> {
+    if let Some(inner) = authority.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| UrlError::BadHost(authority.to_string()))?;
+        let addr_part = host.split('%').next().unwrap_or_default();
+        if addr_part.parse::<Ipv6Addr>().is_err() {
+            return Err(UrlError::BadHost(host.to_string()));
+        }
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err(UrlError::BadHost(authority.to_string())),
+            },
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => Err(UrlError::BadHost(host.to_string())),
+        Some((host, port)) => Ok((host, Some(port))),
+        None => Ok((authority, None)),
+    }
+}
+
+/// Whether Datakit leaves out the `host` tag for this destination (it does for `localhost`
+/// and loopback addresses, so such probes keep the agent's own host tag).
+pub fn is_local_destination(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.is_loopback(),
+        Ok(IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// One instance's settings, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SocketConfig {
+    /// The destinations, in configured order.
+    pub targets: Vec<Target>,
+    /// Collection interval as configured (see [`clamp_interval`]).
+    pub interval: Duration,
+    /// Budget for DNS plus connect of a TCP probe.
+    pub tcp_timeout: Duration,
+    /// Budget for DNS plus probing of a UDP probe.
+    pub udp_timeout: Duration,
+    /// Election-aware (paused while this node is not the leader).
+    pub election: bool,
+    /// `[inputs.socket.tags]`, in key order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            targets: Vec::new(),
+            interval: DEFAULT_INTERVAL,
+            tcp_timeout: DEFAULT_TIMEOUT,
+            udp_timeout: DEFAULT_TIMEOUT,
+            election: true,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// An interval moved into Datakit's 10 s–60 s range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clamped {
+    /// As configured.
+    pub configured: Duration,
+    /// As used.
+    pub used: Duration,
+}
+
+impl fmt::Display for Clamped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interval {} is outside 10s-60s; using {}",
+            dk_proto::duration::format(self.configured),
+            dk_proto::duration::format(self.used)
+        )
+    }
+}
+
+/// Clamps an interval into 10 s–60 s as Datakit does; `Err` carries the change to log.
+///
+/// # Errors
+/// [`Clamped`] when the interval was moved (not a failure: the caller logs it and goes on).
+pub fn clamp_interval(interval: Duration) -> Result<Duration, Clamped> {
+    let used = interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+    if used == interval {
+        Ok(used)
+    } else {
+        Err(Clamped {
+            configured: interval,
+            used,
+        })
+    }
+}
+
+const URL_FIX: &str = "write it as \"tcp://host:port\" or \"udp://host:port\" with a port 1-65535";
+
+/// Decodes and checks one instance (its TOML table as text), reporting every problem at once.
+/// Unknown keys are ignored, as Datakit ignores them.
+///
+/// # Errors
+/// Every [`ConfigProblem`] found, each naming its key and a fix.
+pub fn parse(toml_text: &str) -> Result<SocketConfig, Vec<ConfigProblem>> {
+    let table: toml::Table = dk_worker::parse_instance(toml_text).map_err(|p| vec![p])?;
+    let mut cfg = SocketConfig::default();
+    let mut problems = Vec::new();
+
+    match table.get("dest_url") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let key = format!("dest_url[{i}]");
+                match item {
+                    toml::Value::String(s) => match parse_dest_url(s) {
+                        Ok(t) => cfg.targets.push(t),
+                        Err(e) => {
+                            problems.push(ConfigProblem::new(key, format!("{s:?}: {e}; {URL_FIX}")))
+                        }
+                    },
+                    other => problems.push(ConfigProblem::new(
+                        key,
+                        format!("expected a string, found {}; {URL_FIX}", other.type_str()),
+                    )),
+                }
+            }
+        }
+        Some(other) => problems.push(ConfigProblem::new(
+            "dest_url",
+            format!(
+                "expected an array of strings, found {}; write dest_url = [\"tcp://host:port\", \"udp://host:port\"]",
+                other.type_str()
+            ),
+        )),
+    }
+
+    for (key, slot, must_be_positive) in [
+        ("interval", &mut cfg.interval, false),
+        ("tcp_timeout", &mut cfg.tcp_timeout, true),
+        ("udp_timeout", &mut cfg.udp_timeout, true),
+    ] {
+        if let Some(v) = table.get(key) {
+            match duration_value(key, v) {
+                Ok(d) if must_be_positive && d.is_zero() => problems.push(ConfigProblem::new(
+                    key,
+                    "must be greater than 0; write e.g. \"10s\"",
+                )),
+                Ok(d) => *slot = d,
+                Err(p) => problems.push(p),
+            }
+        }
+    }
+
+    match table.get("election") {
+        None => {}
+        Some(toml::Value::Boolean(b)) => cfg.election = *b,
+        Some(other) => problems.push(ConfigProblem::new(
+            "election",
+            format!(
+                "expected true or false, found {}; write election = true (or false to collect on every node)",
+                other.type_str()
+            ),
+        )),
+    }
+
+    match table.get("tags") {
+        None => {}
+        Some(toml::Value::Table(tags)) => {
+            for (k, v) in tags {
+                match v {
+                    toml::Value::String(s) => cfg.tags.push((k.clone(), s.clone())),
+                    other => problems.push(ConfigProblem::new(
+                        format!("tags.{k}"),
+                        format!(
+                            "expected a string, found {}; quote the value: {k} = \"...\"",
+                            other.type_str()
+                        ),
+                    )),
+                }
+            }
+        }
+        Some(other) => problems.push(ConfigProblem::new(
+            "tags",
+            format!(
+                "expected a table, found {}; write [inputs.socket.tags] with key = \"value\" lines",
+                other.type_str()
+            ),
+        )),
+    }
+
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A duration as Datakit's `datakit.Duration` accepts it: a Go duration string, or a number
+/// of seconds.
+fn duration_value(key: &str, v: &toml::Value) -> Result<Duration, ConfigProblem> {
+    match v {
+        toml::Value::String(s) => dk_worker::config::duration(key, s),
+        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(n.unsigned_abs())),
+        toml::Value::Float(f) if f.is_finite() && *f >= 0.0 => {
+            Ok(Duration::from_secs(f.trunc() as u64))
+        }
+        other => Err(ConfigProblem::new(
+            key,
+            format!(
+                "expected a duration, found {} {other}; write e.g. {key} = \"10s\"",
+                other.type_str()
+            ),
+        )),
+    }
+}
