@@ -352,3 +352,184 @@ fn duration_value(key: &str, v: &toml::Value) -> Result<Duration, ConfigProblem>
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn parses_tcp_udp_and_bracketed_ipv6_urls() {
+        let t = parse_dest_url("tcp://www.example.com:443").expect("valid");
+        assert_eq!(
+            (t.proto, t.host.as_str(), t.port),
+            (Proto::Tcp, "www.example.com", 443)
+        );
+        let u = parse_dest_url(" UDP://[::1]:53/ignored?x#y ").expect("valid");
+        assert_eq!((u.proto, u.host.as_str(), u.port), (Proto::Udp, "::1", 53));
+        assert_eq!(u.url, "UDP://[::1]:53/ignored?x#y");
+    }
+
+    #[test]
+    fn keeps_the_port_as_written_for_the_tag() {
+        let t = parse_dest_url("tcp://h:080").expect("valid");
+        assert_eq!((t.port, t.port_text.as_str()), (80, "080"));
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_url() {
+        let cases = [
+            ("host:80", UrlError::MissingScheme),
+            ("http://h:80", UrlError::UnknownScheme("http".into())),
+            ("tcp4://h:80", UrlError::UnknownScheme("tcp4".into())),
+            ("tcp://h", UrlError::MissingPort),
+            ("tcp://h:", UrlError::MissingPort),
+            ("tcp://[::1]", UrlError::MissingPort),
+            ("tcp://:80", UrlError::EmptyHost),
+            ("tcp://h:http", UrlError::PortNotNumber("http".into())),
+            ("tcp://h:0", UrlError::PortOutOfRange("0".into())),
+            ("tcp://h:65536", UrlError::PortOutOfRange("65536".into())),
+            ("tcp://::1:80", UrlError::BadHost("::1".into())),
+            ("tcp://[nothex]:80", UrlError::BadHost("nothex".into())),
+            ("tcp://u@h:80", UrlError::UserInfo),
+            ("tcp://a b:80", UrlError::BadHost("a b".into())),
+        ];
+        for (url, want) in cases {
+            assert_eq!(parse_dest_url(url), Err(want), "{url}");
+        }
+    }
+
+    #[test]
+    fn applies_datakit_defaults_when_keys_are_absent() {
+        let cfg = parse("").expect("empty instance is valid");
+        assert_eq!(cfg, SocketConfig::default());
+        assert_eq!(cfg.interval, Duration::from_secs(30));
+        assert_eq!(cfg.tcp_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.udp_timeout, Duration::from_secs(10));
+        assert!(cfg.election);
+    }
+
+    #[test]
+    fn decodes_every_key() {
+        let cfg = parse(
+            r#"
+            dest_url = ["tcp://10.0.0.1:22", "udp://dns.local:53"]
+            interval = "15s"
+            tcp_timeout = "3s"
+            udp_timeout = 2
+            election = false
+            [tags]
+            b = "2"
+            a = "1"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.targets.len(), 2);
+        assert_eq!(cfg.interval, Duration::from_secs(15));
+        assert_eq!(cfg.tcp_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.udp_timeout, Duration::from_secs(2));
+        assert!(!cfg.election);
+        assert_eq!(
+            cfg.tags,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_at_once_with_its_key() {
+        let problems = parse(
+            r#"
+            dest_url = ["tcp://ok:1", "ftp://h:21", "tcp://h", 5, "udp://h:70000", "udp://:9"]
+            interval = "soon"
+            tcp_timeout = "0s"
+            udp_timeout = true
+            election = "yes"
+            [tags]
+            ok = "x"
+            n = 1
+            "#,
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            keys(&problems),
+            vec![
+                "dest_url[1]",
+                "dest_url[2]",
+                "dest_url[3]",
+                "dest_url[4]",
+                "dest_url[5]",
+                "interval",
+                "tcp_timeout",
+                "udp_timeout",
+                "election",
+                "tags.n",
+            ]
+        );
+        assert!(problems[0].message.contains("unknown scheme \"ftp\""));
+        assert!(problems[1].message.contains("port is missing"));
+        assert!(problems[3].message.contains("out of range"));
+        assert!(problems[4].message.contains("host is empty"));
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.message.contains("write") || p.message.contains("quote"))
+        );
+    }
+
+    #[test]
+    fn rejects_a_single_string_for_dest_url() {
+        let problems = parse(r#"dest_url = "tcp://h:1""#).expect_err("invalid");
+        assert_eq!(keys(&problems), vec!["dest_url"]);
+        assert!(problems[0].message.contains("array of strings"));
+    }
+
+    #[test]
+    fn reports_toml_syntax_errors() {
+        let problems = parse("dest_url = [").expect_err("invalid");
+        assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn clamps_the_interval_into_ten_to_sixty_seconds() {
+        assert_eq!(
+            clamp_interval(Duration::from_secs(30)),
+            Ok(Duration::from_secs(30))
+        );
+        let low = clamp_interval(Duration::from_secs(1)).expect_err("clamped");
+        assert_eq!(low.used, Duration::from_secs(10));
+        let high = clamp_interval(Duration::from_secs(600)).expect_err("clamped");
+        assert_eq!(high.used, Duration::from_secs(60));
+        assert_eq!(
+            high.to_string(),
+            "interval 10m0s is outside 10s-60s; using 1m0s"
+        );
+    }
+
+    #[test]
+    fn treats_localhost_and_loopback_as_local() {
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_local_destination(host), "{host}");
+        }
+        for host in [
+            "LOCALHOST",
+            "10.0.0.1",
+            "::2",
+            "example.com",
+            "localhost.localdomain",
+        ] {
+            assert!(!is_local_destination(host), "{host}");
+        }
+    }
+}

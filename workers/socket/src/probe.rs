@@ -234,3 +234,148 @@ pub async fn probe_udp(
     }
     Ok(UdpVerdict::NoError)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, UdpSocket};
+
+    use super::*;
+
+    const SHORT: UdpPlan = UdpPlan {
+        probes: 3,
+        spacing: Duration::from_millis(100),
+    };
+
+    /// A loopback port with nothing bound to it (bound once, then released).
+    async fn closed_tcp_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        port
+    }
+
+    async fn closed_udp_port() -> u16 {
+        let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let port = s.local_addr().expect("addr").port();
+        drop(s);
+        port
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_to_an_open_port_measures_a_plausible_connect_time() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let timing = probe_tcp("127.0.0.1", port, Duration::from_secs(5))
+            .await
+            .expect("open port");
+        assert_eq!(timing.dns, Duration::ZERO);
+        assert!(timing.response_time_us() > 0);
+        assert!(
+            timing.connect < Duration::from_secs(1),
+            "{:?}",
+            timing.connect
+        );
+        assert_eq!(
+            timing.response_time_with_dns_us(),
+            timing.response_time_us()
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_to_a_closed_port_fails_with_connect_error() {
+        let port = closed_tcp_port().await;
+        let err = probe_tcp("127.0.0.1", port, Duration::from_secs(5))
+            .await
+            .expect_err("closed");
+        match err {
+            ProbeError::Connect { addr, source } => {
+                assert_eq!(addr.port(), port);
+                assert_eq!(source.kind(), io::ErrorKind::ConnectionRefused);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_resolves_localhost_and_times_the_lookup_separately() {
+        let first = tokio::net::lookup_host(("localhost", 0))
+            .await
+            .expect("localhost resolves")
+            .next()
+            .expect("an address");
+        let l = TcpListener::bind((first.ip(), 0)).await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let timing = probe_tcp("localhost", port, Duration::from_secs(5))
+            .await
+            .expect("open");
+        assert!(timing.dns > Duration::ZERO);
+        assert!(timing.response_time_with_dns_us() >= timing.response_time_us());
+    }
+
+    #[tokio::test]
+    async fn resolve_failure_names_the_host() {
+        let err = probe_tcp("no-such-host.invalid", 80, Duration::from_secs(5))
+            .await
+            .expect_err("unresolvable");
+        assert!(
+            matches!(&err, ProbeError::Resolve { host, .. } | ProbeError::NoAddress { host } | ProbeError::ResolveTimeout { host, .. } if host == "no-such-host.invalid"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn udp_probe_succeeds_when_the_peer_replies() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let port = server.local_addr().expect("addr").port();
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let (n, from) = server.recv_from(&mut buf).await.expect("recv");
+            server.send_to(&buf[..n], from).await.expect("send");
+            buf[..n].to_vec()
+        });
+        let verdict = probe_udp("127.0.0.1", port, Duration::from_secs(5), SHORT).await;
+        assert_eq!(verdict.expect("reply"), UdpVerdict::Replied);
+        assert_eq!(echo.await.expect("echo task"), UDP_PAYLOAD.to_vec());
+    }
+
+    #[tokio::test]
+    async fn udp_probe_succeeds_when_a_bound_port_stays_silent() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let port = server.local_addr().expect("addr").port();
+        let verdict = probe_udp("127.0.0.1", port, Duration::from_secs(5), SHORT).await;
+        assert_eq!(verdict.expect("no error"), UdpVerdict::NoError);
+        let mut buf = [0u8; 16];
+        let (n, _) = server
+            .try_recv_from(&mut buf)
+            .expect("probe datagram queued");
+        assert_eq!(&buf[..n], UDP_PAYLOAD);
+    }
+
+    #[tokio::test]
+    async fn udp_probe_fails_when_the_port_is_closed() {
+        let port = closed_udp_port().await;
+        let err = probe_udp("127.0.0.1", port, Duration::from_secs(5), SHORT)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, ProbeError::UdpRefused { addr } if addr.port() == port),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn udp_probe_window_is_cut_short_by_the_timeout() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let port = server.local_addr().expect("addr").port();
+        let plan = UdpPlan {
+            probes: 3,
+            spacing: Duration::from_secs(10),
+        };
+        let start = Instant::now();
+        let verdict = probe_udp("127.0.0.1", port, Duration::from_millis(100), plan).await;
+        assert_eq!(verdict.expect("no error"), UdpVerdict::NoError);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
