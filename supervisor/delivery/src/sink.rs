@@ -1,0 +1,29 @@
+//! The `Sink` trait: where flushed batches of normalised points go.
+
+use crate::SinkError;
+use dk_proto::{Category, Point};
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+
+/// A destination for batches of normalised points (local files; later Dataway, InfluxDB).
+///
+/// Delivery calls `write` from one task per category, so calls for one category never overlap;
+/// calls for different categories may run concurrently.
+pub trait Sink: Send + Sync + 'static {
+    /// A short stable name, used as the `sink` label of metrics and in logs.
+    fn name(&self) -> &str;
+
+    /// Writes one batch of normalised points of one category durably (fsync before resolving
+    /// `Ok`). On [`SinkError::Rejected`] the batch is dropped; on any other error it is retried
+    /// with backoff, so a write must leave no partial batch behind when it fails.
+    fn write<'a>(
+        &'a self,
+        category: Category,
+        points: &'a [Point],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Registers the sink's own metrics; called once by [`crate::Delivery::start`].
+    fn register_metrics(&self, registry: &mut Registry) {
+        let _ = registry;
+    }
+}
