@@ -201,3 +201,239 @@ fn now_ns() -> i64 {
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use dk_proto::Value;
+    use dk_worker::Emitter;
+    use dk_worker::emitter::{Feed, Message};
+    use tokio::net::{TcpListener, UdpSocket};
+    use tokio::sync::{mpsc, watch};
+    use tokio::task::JoinHandle;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::parse;
+
+    const TICK: Duration = Duration::from_millis(100);
+
+    struct Running {
+        rx: mpsc::Receiver<Message>,
+        events: mpsc::UnboundedReceiver<TickEvent>,
+        pause: watch::Sender<bool>,
+        shutdown: CancellationToken,
+        handle: JoinHandle<()>,
+    }
+
+    impl Running {
+        /// Waits for the next tick event.
+        async fn next_event(&mut self) -> TickEvent {
+            tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+                .await
+                .expect("a tick within 10 s")
+                .expect("input still running")
+        }
+
+        /// Waits for the next collected tick and returns its feed and the last errors sent
+        /// with it.
+        async fn next_feed(&mut self) -> (i64, Feed, Vec<dk_proto::rpc::LastError>) {
+            let tick = loop {
+                if let TickEvent::Collected(t) = self.next_event().await {
+                    break t;
+                }
+            };
+            let mut errors = Vec::new();
+            loop {
+                match self.rx.try_recv().expect("messages of the collected tick") {
+                    Message::LastError(e) => errors.push(e),
+                    Message::Feed(feed) => return (tick, feed, errors),
+                }
+            }
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(5), self.handle)
+                .await
+                .expect("run ends after shutdown")
+                .expect("run did not panic");
+        }
+    }
+
+    fn start(toml_text: &str, paused: bool) -> Running {
+        let cfg = parse(toml_text).expect("valid config");
+        let mut input = SocketInput::with_interval(cfg, TICK);
+        input.udp_plan = UdpPlan {
+            probes: 2,
+            spacing: Duration::from_millis(30),
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        input.observer = Some(tx);
+        let (emitter, rx) = Emitter::channel(64);
+        let (ctx, shutdown, pause) = InputContext::for_test(emitter);
+        pause.send_replace(paused);
+        let handle = tokio::spawn(Box::new(input).run(ctx));
+        Running {
+            rx,
+            events,
+            pause,
+            shutdown,
+            handle,
+        }
+    }
+
+    fn field(p: &Point, key: &str) -> i64 {
+        match p.get_field(key) {
+            Some(Value::I(v)) => *v,
+            other => panic!("field {key}: {other:?}"),
+        }
+    }
+
+    /// A loopback TCP port nothing listens on (bound once, then released).
+    async fn closed_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    /// A loopback UDP port nothing is bound to.
+    async fn closed_udp_port() -> u16 {
+        let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        s.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn feeds_tcp_and_udp_points_stamped_with_the_aligned_tick() {
+        let open = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let open_port = open.local_addr().expect("addr").port();
+        let closed = closed_port().await;
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let udp_port = udp.local_addr().expect("addr").port();
+        let mut run = start(
+            &format!(
+                "dest_url = [\"tcp://127.0.0.1:{open_port}\", \"tcp://127.0.0.1:{closed}\", \"udp://127.0.0.1:{udp_port}\"]\n\
+                 election = false\n[tags]\nteam = \"net\"\n"
+            ),
+            false,
+        );
+        let (tick, feed, errors) = run.next_feed().await;
+        assert_eq!(feed.category, Category::Metric);
+        assert_eq!(feed.input, "socket");
+        assert_eq!(
+            feed.opts,
+            FeedOpts {
+                election: false,
+                no_global_tags: false
+            }
+        );
+        assert_eq!(tick % TICK.as_nanos() as i64, 0);
+        assert_eq!(feed.points.len(), 3);
+        assert!(feed.points.iter().all(|p| p.time == tick));
+
+        let ok = &feed.points[0];
+        assert_eq!(ok.name, "tcp");
+        assert_eq!(
+            ok.get_tag("dest_port"),
+            Some(open_port.to_string().as_str())
+        );
+        assert_eq!(ok.get_tag("proto"), Some("tcp"));
+        assert_eq!(ok.get_tag("team"), Some("net"));
+        assert_eq!(ok.get_tag("host"), None);
+        assert_eq!(field(ok, "success"), 1);
+        let rt = field(ok, "response_time");
+        assert!(rt > 0 && rt < 1_000_000, "response_time {rt}");
+        assert_eq!(field(ok, "response_time_with_dns"), rt);
+
+        let bad = &feed.points[1];
+        assert_eq!(field(bad, "success"), -1);
+        assert_eq!(field(bad, "response_time"), 0);
+        assert_eq!(field(bad, "response_time_with_dns"), 0);
+
+        let u = &feed.points[2];
+        assert_eq!((u.name.as_str(), u.get_tag("proto")), ("udp", Some("udp")));
+        assert_eq!(field(u, "success"), 1);
+
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].input, "socket");
+        assert_eq!(errors[0].source, format!("tcp://127.0.0.1:{closed}"));
+        assert!(
+            errors[0].message.contains("refused"),
+            "{}",
+            errors[0].message
+        );
+        run.stop().await;
+        drop(open);
+    }
+
+    #[tokio::test]
+    async fn reports_a_failing_target_once_per_streak_not_every_tick() {
+        let closed = closed_udp_port().await;
+        let mut run = start(&format!("dest_url = [\"udp://127.0.0.1:{closed}\"]"), false);
+        let mut all_errors = Vec::new();
+        let mut last_tick = 0;
+        for _ in 0..3 {
+            let (tick, feed, errors) = run.next_feed().await;
+            assert!(tick > last_tick);
+            last_tick = tick;
+            assert_eq!(feed.points.len(), 1);
+            assert_eq!(field(&feed.points[0], "success"), -1);
+            assert!(feed.opts.election);
+            all_errors.extend(errors);
+        }
+        assert_eq!(all_errors.len(), 1, "{all_errors:?}");
+        assert!(all_errors[0].message.contains("ICMP port unreachable"));
+        run.stop().await;
+    }
+
+    #[tokio::test]
+    async fn skips_ticks_while_paused_and_resumes_when_unpaused() {
+        let open = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = open.local_addr().expect("addr").port();
+        let mut run = start(&format!("dest_url = [\"tcp://127.0.0.1:{port}\"]"), true);
+        for _ in 0..2 {
+            assert!(matches!(run.next_event().await, TickEvent::Skipped(_)));
+        }
+        assert!(run.rx.try_recv().is_err(), "nothing fed while paused");
+        run.pause.send_replace(false);
+        let (_, feed, _) = run.next_feed().await;
+        assert_eq!(field(&feed.points[0], "success"), 1);
+        run.stop().await;
+    }
+
+    #[tokio::test]
+    async fn collects_while_paused_when_election_is_off() {
+        let open = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = open.local_addr().expect("addr").port();
+        let mut run = start(
+            &format!("dest_url = [\"tcp://127.0.0.1:{port}\"]\nelection = false"),
+            true,
+        );
+        assert!(matches!(run.next_event().await, TickEvent::Collected(_)));
+        let Ok(Message::Feed(feed)) = run.rx.try_recv() else {
+            panic!("a feed for the collected tick");
+        };
+        assert!(!feed.opts.election);
+        run.stop().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_run_future_even_without_targets() {
+        let run = start("", false);
+        run.stop().await;
+        let run = start("dest_url = [\"tcp://127.0.0.1:9\"]", true);
+        run.stop().await;
+    }
+
+    #[tokio::test]
+    async fn from_config_clamps_the_interval() {
+        let cfg = parse("interval = \"1s\"").expect("valid");
+        assert_eq!(
+            SocketInput::from_config(cfg, "t.conf").interval,
+            Duration::from_secs(10)
+        );
+        let cfg = parse("interval = \"5m\"").expect("valid");
+        assert_eq!(
+            SocketInput::from_config(cfg, "t.conf").interval,
+            Duration::from_secs(60)
+        );
+    }
+}
