@@ -1,1 +1,182 @@
-//! (being written)
+//! The Datakit-compatible HTTP API on 9529 (spec `datakit-supervisor.md` §1): writes, ping,
+//! ntp, last errors, metrics, with Datakit's access control, CORS, rate limit and errors.
+//!
+//! Build an [`ApiState`], then either mount [`router`] yourself or run [`serve`]
+//! (TCP, with the peer address for the loopback checks) or [`serve_unix`].
+//!
+//! Additions over Datakit: `GET /v1/lasterror` (loopback only) lists the recent errors
+//! as `{"content":[{input,source,category,message,timestamp}]}`; a busy delivery queue
+//! answers 503 `datakit.ioBusy` instead of blocking; write bodies are capped.
+
+mod error;
+mod lasterr;
+mod metrics;
+mod middleware;
+mod ratelimit;
+mod routes;
+mod state;
+mod write;
+
+use std::collections::HashSet;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::HeaderValue;
+use axum::routing::{get, post};
+use dk_proto::Category;
+use dk_proto::normalize::Limits;
+
+pub use error::{ApiError, camel_case};
+pub use lasterr::{LAST_ERRORS_CAPACITY, LastErrorEntry, LastErrors};
+pub use metrics::ApiMetrics;
+pub use middleware::{ClientInfo, X_DATAKIT};
+pub use state::{AgentInfo, ApiConfig, ApiState, FeedError, Feeder};
+pub use write::{CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF};
+
+/// How long [`serve`] lets in-flight requests finish after `shutdown` resolves.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Shared per-router state derived from [`ApiState`].
+pub(crate) struct Inner {
+    pub(crate) state: ApiState,
+    pub(crate) whitelist: HashSet<String>,
+    pub(crate) limiter: Option<ratelimit::RateLimiter>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) x_datakit: HeaderValue,
+}
+
+/// The paths served to non-loopback clients (spec §1.3): `/v1/ping`, `/v1/ntp`, plus
+/// `public_apis` (each with a leading `/`), or every category write URL when that is empty.
+pub fn whitelist(config: &ApiConfig) -> HashSet<String> {
+    let mut w: HashSet<String> = ["/v1/ping", "/v1/ntp"].map(String::from).into();
+    if config.public_apis.is_empty() {
+        w.extend(
+            Category::ALL
+                .iter()
+                .filter(|c| **c != Category::MetricDeprecated)
+                .map(|c| c.url_path()),
+        );
+    } else {
+        w.extend(config.public_apis.iter().map(|p| {
+            let p = p.trim();
+            if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("/{p}")
+            }
+        }));
+    }
+    w
+}
+
+/// The API's routes with the whole middleware pipeline. The loopback check reads the peer
+/// from `ConnectInfo<SocketAddr>` (or a `MockConnectInfo<SocketAddr>` layer); a request
+/// without a peer is treated as external.
+pub fn router(state: ApiState) -> Router {
+    let x_datakit = HeaderValue::from_str(&format!(
+        "{}/{}",
+        state.info.version, state.info.hostname
+    ))
+    .or_else(|_| HeaderValue::from_str(&state.info.version))
+    .unwrap_or(HeaderValue::from_static(dk_proto::DATAKIT_VERSION));
+    let inner = Arc::new(Inner {
+        whitelist: whitelist(&state.config),
+        limiter: ratelimit::RateLimiter::new(state.config.request_rate_limit),
+        limits: Arc::new(Limits::default()),
+        x_datakit,
+        state,
+    });
+    Router::new()
+        .route("/v1/write/{category}", post(write::write))
+        .route("/v1/ping", get(routes::ping))
+        .route("/v1/ntp", get(routes::ntp))
+        .route(
+            "/v1/lasterror",
+            post(routes::lasterror_post).get(routes::lasterror_get),
+        )
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::page404)
+        .method_not_allowed_fallback(routes::page404)
+        .layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            middleware::pipeline,
+        ))
+        .with_state(inner)
+}
+
+/// Serves until `shutdown` resolves, with `ConnectInfo<SocketAddr>` so loopback checks
+/// work; then stops accepting and gives in-flight requests [`SHUTDOWN_GRACE`] to finish.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (graceful, deadline) = shutdown_signals(shutdown);
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful)
+    .into_future();
+    tokio::select! {
+        r = server => r,
+        () = deadline => Ok(()),
+    }
+}
+
+/// Serves on a Unix socket (`[http_api] listen_socket`) until `shutdown` resolves; every
+/// peer counts as loopback, as in Datakit.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (graceful, deadline) = shutdown_signals(shutdown);
+    let app = router(state).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let server = axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(graceful)
+        .into_future();
+    tokio::select! {
+        r = server => r,
+        () = deadline => Ok(()),
+    }
+}
+
+/// Splits one shutdown future into the graceful trigger and a deadline that fires
+/// [`SHUTDOWN_GRACE`] later.
+fn shutdown_signals(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let mut rx2 = rx.clone();
+    let mut rx1 = rx;
+    let graceful = async move {
+        if rx1.wait_for(|v| *v).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let deadline = async move {
+        if rx2.wait_for(|v| *v).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    (graceful, deadline)
+}
