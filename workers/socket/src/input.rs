@@ -210,7 +210,6 @@ mod tests {
     use tokio::net::{TcpListener, UdpSocket};
     use tokio::sync::{mpsc, watch};
     use tokio::task::JoinHandle;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::config::parse;
@@ -221,7 +220,8 @@ mod tests {
         rx: mpsc::Receiver<Message>,
         events: mpsc::UnboundedReceiver<TickEvent>,
         pause: watch::Sender<bool>,
-        shutdown: CancellationToken,
+        /// Cancels the context's shutdown token.
+        shutdown: Box<dyn Fn() + Send>,
         handle: JoinHandle<()>,
     }
 
@@ -252,7 +252,7 @@ mod tests {
         }
 
         async fn stop(self) {
-            self.shutdown.cancel();
+            (self.shutdown)();
             tokio::time::timeout(Duration::from_secs(5), self.handle)
                 .await
                 .expect("run ends after shutdown")
@@ -277,7 +277,7 @@ mod tests {
             rx,
             events,
             pause,
-            shutdown,
+            shutdown: Box::new(move || shutdown.cancel()),
             handle,
         }
     }
