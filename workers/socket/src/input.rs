@@ -133,8 +133,9 @@ impl SocketInput {
         loop {
             let now = now_ns();
             let mut tick = next_tick(now, interval_ns);
-            if tick <= last_tick && last_tick - tick < interval_ns {
-                // Woke a little before the wall clock reached the last tick.
+            if tick == last_tick {
+                // Woke a little before the wall clock reached the last tick; a clock stepped
+                // back further than one interval simply restarts the grid from now.
                 tick = last_tick.saturating_add(interval_ns);
             }
             let wait = Duration::from_nanos(u64::try_from(tick - now).unwrap_or(0));
