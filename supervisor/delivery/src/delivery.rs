@@ -268,7 +268,8 @@ impl Delivery {
             buf.bytes += bytes;
             // Under the lock, so the flush task cannot release these bytes before they are added.
             inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
-            cat.queue.inc_by(i64::try_from(accepted).unwrap_or(i64::MAX));
+            cat.queue
+                .inc_by(i64::try_from(accepted).unwrap_or(i64::MAX));
             buf.pending.len() >= inner.max_cache_count
         };
         if flush_now {

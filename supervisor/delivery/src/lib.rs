@@ -26,8 +26,9 @@ mod metrics;
 mod sink;
 
 pub use config::{
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_CACHE_COUNT, DEFAULT_MAX_FILE_BYTES,
-    DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags, LocalSinkConfig,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_CACHE_COUNT,
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags,
+    LocalSinkConfig,
 };
 pub use delivery::{Delivery, FeedOutcome};
 pub use error::{DeliveryError, SinkError};
