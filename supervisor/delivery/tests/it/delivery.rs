@@ -642,7 +642,7 @@ fn the_feed_and_shutdown_futures_can_be_spawned() {
             .await
     };
     assert_send(&feed);
-    let d = delivery.clone();
+    let d = delivery;
     let shutdown = async move { d.shutdown().await };
     assert_send(&shutdown);
     let outcome = runtime.block_on(feed).unwrap();
