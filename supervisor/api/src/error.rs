@@ -198,19 +198,43 @@ mod tests {
     #[test]
     fn every_typed_error_has_its_datakit_code_and_status() {
         let cases = [
-            (ApiError::InvalidCategory("x".into()), "datakit.invalidCategory", 400),
+            (
+                ApiError::InvalidCategory("x".into()),
+                "datakit.invalidCategory",
+                400,
+            ),
             (ApiError::EmptyBody, "datakit.emptyBody", 400),
             (ApiError::NoPoints, "datakit.noPoints", 400),
-            (ApiError::DecodeBodyFailed("x".into()), "datakit.decodeBodyFailed", 400),
-            (ApiError::BodyTooLarge("x".into()), "datakit.bodyTooLarge", 413),
-            (ApiError::InvalidLinePoint("x".into()), "datakit.invalidLinePoint", 400),
-            (ApiError::InvalidJsonPoint("x".into()), "datakit.invalidJsonPoint", 400),
+            (
+                ApiError::DecodeBodyFailed("x".into()),
+                "datakit.decodeBodyFailed",
+                400,
+            ),
+            (
+                ApiError::BodyTooLarge("x".into()),
+                "datakit.bodyTooLarge",
+                413,
+            ),
+            (
+                ApiError::InvalidLinePoint("x".into()),
+                "datakit.invalidLinePoint",
+                400,
+            ),
+            (
+                ApiError::InvalidJsonPoint("x".into()),
+                "datakit.invalidJsonPoint",
+                400,
+            ),
             (
                 ApiError::InvalidProtobufPoint("x".into()),
                 "datakit.invalidProtobufPoint",
                 400,
             ),
-            (ApiError::PointGotWarning("x".into()), "datakit.pointGotWarning", 400),
+            (
+                ApiError::PointGotWarning("x".into()),
+                "datakit.pointGotWarning",
+                400,
+            ),
             (
                 ApiError::PublicAccessDisabled("x".into()),
                 "datakit.publicAccessDisabled",
@@ -234,8 +258,7 @@ mod tests {
             r#"{"error_code":"datakit.reachMaxAPILimit"}"#
         );
         assert_eq!(
-            String::from_utf8(ApiError::InvalidLinePoint("bad".into()).body())
-                .unwrap_or_default(),
+            String::from_utf8(ApiError::InvalidLinePoint("bad".into()).body()).unwrap_or_default(),
             r#"{"error_code":"datakit.invalidLinePoint","message":"bad"}"#
         );
     }

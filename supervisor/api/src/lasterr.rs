@@ -119,8 +119,7 @@ impl LastErrors {
         {
             let old_labels = labels_of(&old);
             // Keep the gauge series bounded: drop it once no kept entry has its labels.
-            if old_labels != labels_of(&entry) && !ring.iter().any(|e| labels_of(e) == old_labels)
-            {
+            if old_labels != labels_of(&entry) && !ring.iter().any(|e| labels_of(e) == old_labels) {
                 self.last_err.remove(&old_labels);
             }
         }
@@ -162,7 +161,11 @@ mod tests {
         let r = le.recent();
         assert_eq!(r.len(), 2);
         assert_eq!(
-            (r[0].input.as_str(), r[0].source.as_str(), r[0].category.as_str()),
+            (
+                r[0].input.as_str(),
+                r[0].source.as_str(),
+                r[0].category.as_str()
+            ),
             ("cpu", "cpu", "unknown")
         );
         assert_eq!((r[1].input.as_str(), r[1].source.as_str()), ("mem", "mem"));
@@ -172,7 +175,9 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains(r#"datakit_last_err{input="cpu",source="cpu",category="unknown",error="boom"}"#),
+            t.contains(
+                r#"datakit_last_err{input="cpu",source="cpu",category="unknown",error="boom"}"#
+            ),
             "{t}"
         );
     }

@@ -77,12 +77,10 @@ pub fn whitelist(config: &ApiConfig) -> HashSet<String> {
 /// from `ConnectInfo<SocketAddr>` (or a `MockConnectInfo<SocketAddr>` layer); a request
 /// without a peer is treated as external.
 pub fn router(state: ApiState) -> Router {
-    let x_datakit = HeaderValue::from_str(&format!(
-        "{}/{}",
-        state.info.version, state.info.hostname
-    ))
-    .or_else(|_| HeaderValue::from_str(&state.info.version))
-    .unwrap_or(HeaderValue::from_static(dk_proto::DATAKIT_VERSION));
+    let x_datakit =
+        HeaderValue::from_str(&format!("{}/{}", state.info.version, state.info.hostname))
+            .or_else(|_| HeaderValue::from_str(&state.info.version))
+            .unwrap_or(HeaderValue::from_static(dk_proto::DATAKIT_VERSION));
     let inner = Arc::new(Inner {
         whitelist: whitelist(&state.config),
         limiter: ratelimit::RateLimiter::new(state.config.request_rate_limit),

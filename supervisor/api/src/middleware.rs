@@ -208,13 +208,15 @@ async fn guarded(inner: &Inner, mut req: Request, next: Next, path: &str) -> Res
         if !limiter.allow(&client.ip, path, Instant::now()) {
             tracing::debug!(path, ip = %client.ip, "request rate limit reached");
             let mut resp = ApiError::ReachMaxApiLimit.into_response();
-            resp.headers_mut().extend(rate_headers.into_iter().flatten());
+            resp.headers_mut()
+                .extend(rate_headers.into_iter().flatten());
             return resp;
         }
     }
     req.extensions_mut().insert(client);
     let mut resp = next.run(req).await;
-    resp.headers_mut().extend(rate_headers.into_iter().flatten());
+    resp.headers_mut()
+        .extend(rate_headers.into_iter().flatten());
     resp
 }
 
@@ -233,9 +235,18 @@ mod tests {
         assert!(!client_info(&none, Some(ext)).loopback);
         assert!(!client_info(&none, None).loopback);
         let mut xff = HeaderMap::new();
-        xff.insert(X_FORWARDED_FOR, HeaderValue::from_static("9.9.9.9, 1.1.1.1"));
+        xff.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("9.9.9.9, 1.1.1.1"),
+        );
         let c = client_info(&xff, Some(lo));
-        assert_eq!(c, ClientInfo { ip: "9.9.9.9".into(), loopback: false });
+        assert_eq!(
+            c,
+            ClientInfo {
+                ip: "9.9.9.9".into(),
+                loopback: false
+            }
+        );
         let mut real = HeaderMap::new();
         real.insert(X_REAL_IP, HeaderValue::from_static("8.8.8.8"));
         assert_eq!(client_info(&real, Some(lo)).ip, "8.8.8.8");

@@ -176,11 +176,10 @@ pub(crate) fn decode_points(
     now_ns: i64,
 ) -> Result<Vec<Point>, ApiError> {
     match format {
-        BodyFormat::LineProto => lineproto::decode(
-            body,
-            &lineproto::DecodeOptions { precision, now_ns },
-        )
-        .map_err(|e| ApiError::InvalidLinePoint(e.to_string())),
+        BodyFormat::LineProto => {
+            lineproto::decode(body, &lineproto::DecodeOptions { precision, now_ns })
+                .map_err(|e| ApiError::InvalidLinePoint(e.to_string()))
+        }
         BodyFormat::Json => {
             json::decode(body, now_ns).map_err(|e| ApiError::InvalidJsonPoint(e.to_string()))
         }
@@ -244,7 +243,10 @@ pub(crate) fn process(body: Bytes, a: &ProcessArgs) -> Result<Processed, ApiErro
         if a.params.strict
             && let Some(w) = warns.first()
         {
-            return Err(ApiError::PointGotWarning(format!("{}: {}", w.kind, w.message)));
+            return Err(ApiError::PointGotWarning(format!(
+                "{}: {}",
+                w.kind, w.message
+            )));
         }
         if keep {
             points.push(p);
@@ -274,7 +276,11 @@ fn now_ns() -> i64 {
 }
 
 /// Reads the whole body, refusing more than `max` bytes.
-pub(crate) async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -320,7 +326,12 @@ async fn write_inner(inner: &Inner, category: &str, req: Request) -> Result<Resp
         .map(|Query(q)| q)
         .unwrap_or_default();
     let params = WriteParams::from_pairs(&pairs);
-    let header_str = |h| parts.headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header_str = |h| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let compression = Compression::select(
         params.encoding.as_deref(),
         header_str(header::CONTENT_ENCODING),
@@ -461,7 +472,10 @@ mod tests {
             BodyFormat::from_content_type(Some("application/json; charset=utf-8")),
             Json
         );
-        assert_eq!(BodyFormat::from_content_type(Some(CONTENT_TYPE_PBJSON)), PbJson);
+        assert_eq!(
+            BodyFormat::from_content_type(Some(CONTENT_TYPE_PBJSON)),
+            PbJson
+        );
         assert_eq!(
             BodyFormat::from_content_type(Some(CONTENT_TYPE_PROTOBUF)),
             Protobuf

@@ -1,0 +1,956 @@
+//! Router tests through `tower::ServiceExt::oneshot`, plus one real-socket test of `serve`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use bytes::Bytes;
+use dk_api::{
+    AgentInfo, ApiConfig, ApiMetrics, ApiState, CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF,
+    FeedError, Feeder, LastErrors, router, serve,
+};
+use dk_proto::{Category, FeedOpts, Point, Value};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use tower::ServiceExt;
+
+const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+const EXTERNAL: ([u8; 4], u16) = ([10, 0, 0, 7], 40000);
+
+type Call = (Category, String, FeedOpts, Vec<Point>);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Accept,
+    Busy,
+    Hang,
+}
+
+struct Recorder {
+    mode: Mode,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Feeder for Recorder {
+    fn feed(
+        &self,
+        category: Category,
+        input: String,
+        opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> BoxFuture<'_, Result<(), FeedError>> {
+        Box::pin(async move {
+            match self.mode {
+                Mode::Accept => {
+                    if let Ok(mut c) = self.calls.lock() {
+                        c.push((category, input, opts, points));
+                    }
+                    Ok(())
+                }
+                Mode::Busy => Err(FeedError::Busy("queue of metric is full".into())),
+                Mode::Hang => std::future::pending().await,
+            }
+        })
+    }
+}
+
+struct Harness {
+    app: Router,
+    feeder: Arc<Recorder>,
+    last_errors: Arc<LastErrors>,
+    state: ApiState,
+}
+
+fn harness_with(config: ApiConfig, mode: Mode) -> Harness {
+    let mut reg = Registry::default();
+    let last_errors = LastErrors::new(&mut reg);
+    let metrics = Arc::new(ApiMetrics::new(&mut reg));
+    let feeder = Arc::new(Recorder {
+        mode,
+        calls: Mutex::new(Vec::new()),
+    });
+    let state = ApiState {
+        feeder: feeder.clone(),
+        info: Arc::new(AgentInfo {
+            version: "1.84.1".into(),
+            commit: "abc123".into(),
+            hostname: "host-1".into(),
+            os_arch: "linux/amd64".into(),
+            started: Instant::now(),
+        }),
+        config: Arc::new(config),
+        last_errors: last_errors.clone(),
+        metrics,
+        registry: Arc::new(reg),
+    };
+    Harness {
+        app: router(state.clone()),
+        feeder,
+        last_errors,
+        state,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(ApiConfig::default(), Mode::Accept)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn error_code(&self) -> String {
+        self.json()["error_code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+async fn send_from(app: &Router, mut req: Request<Body>, peer: impl Into<SocketAddr>) -> Reply {
+    req.extensions_mut().insert(ConnectInfo(peer.into()));
+    let resp = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Reply {
+    send_from(app, req, LOOPBACK).await
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap_or_default()
+}
+
+fn post(uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut b = Request::post(uri);
+    if let Some(ct) = content_type {
+        b = b.header(header::CONTENT_TYPE, ct);
+    }
+    b.body(body.into()).unwrap_or_default()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap_or_default();
+    gz.finish().unwrap_or_default()
+}
+
+const T: i64 = 1_700_000_000_000_000_000;
+const LP: &str = "cpu,host=a usage=1.5 1700000000000000000";
+
+fn cpu_point() -> Point {
+    Point::new("cpu", T)
+        .tag("host", "a")
+        .field("usage", Value::F(1.5))
+}
+
+// ---------------------------------------------------------------- ping, ntp, headers
+
+#[tokio::test]
+async fn ping_answers_wrapped_identity_with_x_datakit_header() {
+    let h = harness();
+    let r = send_from(&h.app, get("/v1/ping"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-datakit"), "1.84.1/host-1");
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(r.header("x-content-type-options"), "nosniff");
+    let j = r.json();
+    assert_eq!(j["content"]["version"], "1.84.1");
+    assert_eq!(j["content"]["host"], "host-1");
+    assert_eq!(j["content"]["commit"], "abc123");
+    let uptime = j["content"]["uptime"].as_str().unwrap_or("");
+    assert!(
+        dk_proto::duration::parse(uptime).is_ok(),
+        "uptime {uptime:?}"
+    );
+    // Field order is Datakit's.
+    assert!(
+        r.text().starts_with(r#"{"content":{"version":"#),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn ntp_answers_unwrapped_unix_seconds() {
+    let h = harness();
+    let r = send_from(&h.app, get("/v1/ntp"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let ts = r.json()["timestamp_sec"].as_u64().unwrap_or(0);
+    assert!(ts.abs_diff(now) <= 2, "ts {ts} now {now}");
+    assert_eq!(r.json().as_object().map(|o| o.len()), Some(1));
+}
+
+// ---------------------------------------------------------------- write: feed
+
+#[tokio::test]
+async fn line_protocol_write_feeds_normalised_points_under_the_default_name() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric", None, LP)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.body.is_empty());
+    let calls = h.feeder.calls();
+    assert_eq!(calls.len(), 1);
+    let (cat, name, opts, points) = &calls[0];
+    assert_eq!(*cat, Category::Metric);
+    assert_eq!(name, "v1-write.metric");
+    assert_eq!(*opts, FeedOpts::default());
+    assert_eq!(points, &vec![cpu_point()]);
+}
+
+#[tokio::test]
+async fn input_and_global_tag_params_reach_the_feeder() {
+    let h = harness();
+    let r = send(
+        &h.app,
+        post(
+            "/v1/write/logging?input=nginx&ignore_global_tags=1",
+            None,
+            "nginx message=\"hi\" 1700000000000000000",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(
+        &h.app,
+        post(
+            "/v1/write/metric?ignore_global_host_tags=1&global_election_tags=1",
+            None,
+            LP,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let calls = h.feeder.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].0, Category::Logging);
+    assert_eq!(calls[0].1, "v1-write.nginx");
+    assert_eq!(
+        calls[0].2,
+        FeedOpts {
+            election: false,
+            no_global_tags: true
+        }
+    );
+    // Logging normalisation adds the default status.
+    assert_eq!(calls[0].3[0].get_tag("status"), Some("info"));
+    assert_eq!(
+        calls[1].2,
+        FeedOpts {
+            election: true,
+            no_global_tags: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn json_pbjson_and_protobuf_bodies_decode_to_the_same_points() {
+    let h = harness();
+    let json = r#"[{"measurement":"cpu","tags":{"host":"a"},"fields":{"usage":1.5},"time":1700000000000000000}]"#;
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", Some("application/json"), json),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "json: {}", r.text());
+
+    let pb = dk_proto::pb::encode(&[cpu_point()]);
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", Some(CONTENT_TYPE_PROTOBUF), pb),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "protobuf: {}", r.text());
+
+    let calls = h.feeder.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].3, vec![cpu_point()]);
+    assert_eq!(calls[1].3, vec![cpu_point()]);
+}
+
+#[tokio::test]
+async fn gzip_bodies_decode_by_header_or_query() {
+    let h = harness();
+    let mut req = post("/v1/write/metric", None, gzip(LP.as_bytes()));
+    req.headers_mut().insert(
+        header::CONTENT_ENCODING,
+        "gzip".parse().unwrap_or_else(|_| unreachable!()),
+    );
+    let r = send(&h.app, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(
+        &h.app,
+        post("/v1/write/metric?encoding=gzip", None, gzip(LP.as_bytes())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let calls = h.feeder.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| c.3 == vec![cpu_point()]));
+}
+
+#[tokio::test]
+async fn precision_param_scales_timestamps_and_absent_means_auto() {
+    let h = harness();
+    for q in ["?precision=s", ""] {
+        let r = send(
+            &h.app,
+            post(
+                &format!("/v1/write/metric{q}"),
+                None,
+                "cpu usage=1 1700000000",
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.text());
+    }
+    let r = send(
+        &h.app,
+        post(
+            "/v1/write/metric?precision=ms",
+            None,
+            "cpu usage=1 1700000000000",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let times: Vec<i64> = h.feeder.calls().iter().map(|c| c.3[0].time).collect();
+    assert_eq!(times, vec![T, T, T]);
+}
+
+#[tokio::test]
+async fn dry_run_decodes_but_does_not_feed() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric?dry=1", None, LP)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(h.feeder.calls().is_empty());
+}
+
+#[tokio::test]
+async fn rum_points_get_location_and_ip_tags() {
+    let h = harness();
+    let mut req = post(
+        "/v1/write/rum",
+        None,
+        "view,app_id=x duration=1i 1700000000000000000",
+    );
+    req.headers_mut().insert(
+        "x-forwarded-for",
+        "1.2.3.4".parse().unwrap_or_else(|_| unreachable!()),
+    );
+    let r = send(&h.app, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let calls = h.feeder.calls();
+    let p = &calls[0].3[0];
+    assert_eq!(p.get_tag("ip"), Some("1.2.3.4"));
+    assert_eq!(p.get_tag("city"), Some("unknown"));
+    assert_eq!(p.get_tag("isp"), Some("unknown"));
+}
+
+// ---------------------------------------------------------------- write: echo
+
+#[tokio::test]
+async fn echo_json_returns_the_normalised_points_of_a_line_protocol_body() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric?echo=json", None, LP)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(r.body, dk_proto::json::encode(&[cpu_point()]));
+    assert_eq!(h.feeder.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn echo_lp_returns_line_protocol_of_json_and_protobuf_bodies() {
+    let h = harness();
+    let expected = dk_proto::lineproto::encode(&[cpu_point()]);
+    let json = r#"[{"measurement":"cpu","tags":{"host":"a"},"fields":{"usage":1.5},"time":1700000000000000000}]"#;
+    let r = send(
+        &h.app,
+        post("/v1/write/metric?echo=lp", Some("application/json"), json),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.body, expected);
+
+    let pb = dk_proto::pb::encode(&[cpu_point()]);
+    let r = send(
+        &h.app,
+        post(
+            "/v1/write/metric?echo_line_proto=1&dry=1",
+            Some(CONTENT_TYPE_PROTOBUF),
+            pb,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.text(), LP);
+}
+
+// ---------------------------------------------------------------- write: errors
+
+#[tokio::test]
+async fn unknown_and_unwritable_categories_are_invalid() {
+    let h = harness();
+    for cat in ["nope", "profiling", "dialtesting", "metrics", "M"] {
+        let r = send(&h.app, post(&format!("/v1/write/{cat}"), None, LP)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{cat}");
+        assert_eq!(r.error_code(), "datakit.invalidCategory", "{cat}");
+    }
+    assert!(h.feeder.calls().is_empty());
+}
+
+#[tokio::test]
+async fn empty_body_and_no_points_are_rejected() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric", None, "")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.emptyBody");
+    let r = send(&h.app, post("/v1/write/metric", None, "# only a comment\n")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.error_code(), "datakit.noPoints");
+}
+
+#[tokio::test]
+async fn decode_errors_carry_the_parser_message() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric", None, "cpu usage=")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.invalidLinePoint");
+    let msg = r.json()["message"].as_str().unwrap_or("").to_string();
+    assert!(msg.starts_with("lineproto parse error"), "{msg}");
+
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", Some("application/json"), "{nope"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.invalidJsonPoint");
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", Some(CONTENT_TYPE_PBJSON), "[1]"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.invalidJsonPoint");
+    let r = send(
+        &h.app,
+        post(
+            "/v1/write/metric",
+            Some(CONTENT_TYPE_PROTOBUF),
+            vec![0xffu8, 0xff, 0xff],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.invalidProtobufPoint");
+    assert!(h.feeder.calls().is_empty());
+}
+
+#[tokio::test]
+async fn bad_or_unsupported_encodings_fail_to_decode() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric?encoding=gzip", None, LP)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.decodeBodyFailed");
+    let r = send(&h.app, post("/v1/write/metric?encoding=br", None, LP)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.decodeBodyFailed");
+}
+
+#[tokio::test]
+async fn bodies_over_the_cap_are_413_compressed_or_not() {
+    let h = harness_with(
+        ApiConfig {
+            max_body_bytes: 1024,
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let big = format!("{LP}\n").repeat(100);
+    let r = send(&h.app, post("/v1/write/metric", None, big.clone())).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.error_code(), "datakit.bodyTooLarge");
+    // Chunked, without Content-Length.
+    let stream = futures::stream::iter(
+        big.as_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", None, Body::from_stream(stream)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A small gzip body that inflates past the cap.
+    let gz = gzip(big.as_bytes());
+    assert!(gz.len() < 1024);
+    let r = send(&h.app, post("/v1/write/metric?encoding=gzip", None, gz)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.error_code(), "datakit.bodyTooLarge");
+    assert!(h.feeder.calls().is_empty());
+}
+
+#[tokio::test]
+async fn strict_turns_any_warning_into_400_even_when_set_to_false() {
+    let h = harness();
+    let body = "cpu,host=a usage=1.5,note=\"text\" 1700000000000000000";
+    for q in ["?strict=1", "?strict=false"] {
+        let r = send(&h.app, post(&format!("/v1/write/metric{q}"), None, body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text());
+        assert_eq!(r.error_code(), "datakit.pointGotWarning");
+        let msg = r.json()["message"].as_str().unwrap_or("").to_string();
+        assert!(msg.contains(": "), "{msg}");
+    }
+    assert!(h.feeder.calls().is_empty());
+    // Without strict the string field of a metric is dropped and the point fed.
+    let r = send(&h.app, post("/v1/write/metric?strict=", None, body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(h.feeder.calls()[0].3, vec![cpu_point()]);
+}
+
+#[tokio::test]
+async fn busy_delivery_answers_503_and_records_the_error() {
+    let h = harness_with(ApiConfig::default(), Mode::Busy);
+    let r = send(&h.app, post("/v1/write/metric?input=app", None, LP)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error_code(), "datakit.ioBusy");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("queue of metric is full")
+    );
+    let recent = h.last_errors.recent();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].input, "v1-write.app");
+    assert_eq!(recent[0].category, "metric");
+    let listed = send(&h.app, get("/v1/lasterror")).await;
+    assert_eq!(listed.json()["content"][0]["input"], "v1-write.app");
+}
+
+#[tokio::test]
+async fn a_hanging_handler_times_out_with_408_text() {
+    let h = harness_with(
+        ApiConfig {
+            timeout: Duration::from_millis(100),
+            ..ApiConfig::default()
+        },
+        Mode::Hang,
+    );
+    let r = send(&h.app, post("/v1/write/metric", None, LP)).await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(r.header("content-type").starts_with("text/plain"));
+    assert_eq!(r.text(), "timeout(100ms)");
+    assert_eq!(r.header("x-datakit"), "1.84.1/host-1");
+}
+
+// ---------------------------------------------------------------- lasterror
+
+#[tokio::test]
+async fn lasterror_records_and_shows_up_in_metrics() {
+    let h = harness();
+    let body = r#"{"input":"ext-input","source":"ext-src","err_content":"disk on fire"}"#;
+    let r = send(
+        &h.app,
+        post("/v1/lasterror", Some("application/json"), body),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+    let recent = h.last_errors.recent();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(
+        (
+            recent[0].input.as_str(),
+            recent[0].source.as_str(),
+            recent[0].message.as_str()
+        ),
+        ("ext-input", "ext-src", "disk on fire")
+    );
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert!(
+        m.contains(r#"datakit_last_err{input="ext-input",source="ext-src",category="unknown",error="disk on fire"}"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"datakit_error_total{source="ext-src",category="unknown"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn lasterror_without_required_fields_is_an_untyped_500() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/lasterror", None, r#"{"input":"x"}"#)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.text(), r#"{"error_code":"inputOrErrcontentCanNotBeNil"}"#);
+    let r = send(&h.app, post("/v1/lasterror", None, "not json")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!r.error_code().starts_with("datakit."), "{}", r.text());
+    assert!(h.last_errors.recent().is_empty());
+}
+
+#[tokio::test]
+async fn lasterror_listing_is_loopback_only() {
+    let h = harness();
+    h.last_errors.record("cpu", "", "metric", "boom");
+    let r = send(&h.app, get("/v1/lasterror")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["content"][0]["message"], "boom");
+    assert_eq!(r.json()["content"][0]["category"], "metric");
+    // Even when an operator makes the POST public, the listing stays local.
+    let h = harness_with(
+        ApiConfig {
+            public_apis: vec!["v1/lasterror".into()],
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let r = send_from(&h.app, get("/v1/lasterror"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.error_code(), "datakit.publicAccessDisabled");
+    let r = send_from(
+        &h.app,
+        post("/v1/lasterror", None, r#"{"input":"a","err_content":"b"}"#),
+        EXTERNAL,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- access control
+
+#[tokio::test]
+async fn non_public_routes_refuse_external_and_proxied_clients() {
+    let h = harness();
+    let r = send_from(&h.app, get("/metrics"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.text(),
+        r#"{"error_code":"datakit.publicAccessDisabled","message":"api /metrics disabled from external IP, only loopback(localhost) allowed"}"#
+    );
+    let mut req = get("/metrics");
+    req.headers_mut().insert(
+        "x-real-ip",
+        "127.0.0.1".parse().unwrap_or_else(|_| unreachable!()),
+    );
+    let r = send(&h.app, req).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(&h.app, get("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Write URLs and ping are public by default.
+    let r = send_from(
+        &h.app,
+        post("/v1/write/logging", None, "x message=\"m\""),
+        EXTERNAL,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Without any peer information the client is external.
+    let resp = h
+        .app
+        .clone()
+        .oneshot(get("/metrics"))
+        .await
+        .unwrap_or_else(|e| match e {});
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_custom_public_api_list_replaces_the_write_urls() {
+    let h = harness_with(
+        ApiConfig {
+            public_apis: vec!["/metrics".into()],
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let r = send_from(&h.app, get("/metrics"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send_from(&h.app, post("/v1/write/metric", None, LP), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send_from(&h.app, get("/v1/ping"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- 404, CORS, rate limit
+
+#[tokio::test]
+async fn unknown_routes_get_the_welcome_page_or_a_plain_404() {
+    let h = harness();
+    let r = send(&h.app, get("/no/such/route")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.header("content-type"), "text/html");
+    let page = r.text();
+    assert!(page.contains("Welcome to use DataKit"));
+    assert!(page.contains("Version: 1.84.1"));
+    assert!(page.contains("OS/Arch: linux/amd64"));
+    assert!(page.contains("Uptime: "));
+    // A known path with the wrong method is also the 404 page, as in gin.
+    let r = send(&h.app, get("/v1/write/metric")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text().contains("Welcome to use DataKit"));
+
+    let h = harness_with(
+        ApiConfig {
+            disable_404page: true,
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let r = send(&h.app, get("/no/such/route")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.text().contains("Welcome"));
+    assert_eq!(r.header("x-datakit"), "1.84.1/host-1");
+}
+
+#[tokio::test]
+async fn options_is_204_with_cors_headers_everywhere() {
+    let h = harness();
+    for path in ["/v1/write/metric", "/anything", "/metrics"] {
+        let req = Request::options(path)
+            .header(header::ORIGIN, "https://app.example")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "X-Custom")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let r = send_from(&h.app, req, EXTERNAL).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            "https://app.example"
+        );
+        assert_eq!(r.header("access-control-allow-credentials"), "true");
+        assert_eq!(
+            r.header("access-control-allow-methods"),
+            "POST, OPTIONS, GET, PUT"
+        );
+        assert_eq!(r.header("access-control-max-age"), "7200");
+        let allow = r.header("access-control-allow-headers");
+        assert!(allow.starts_with("Content-Type, Content-Length"), "{allow}");
+        assert!(allow.ends_with(", X-Custom"), "{allow}");
+    }
+    // Without Origin the allowed origin is `*`.
+    let r = send(&h.app, get("/v1/ping")).await;
+    assert_eq!(r.header("access-control-allow-origin"), "*");
+}
+
+#[tokio::test]
+async fn only_allowed_origins_get_cors_headers() {
+    let h = harness_with(
+        ApiConfig {
+            allowed_cors_origins: vec!["https://ok.example".into()],
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let with_origin = |o: &str| {
+        Request::get("/v1/ping")
+            .header(header::ORIGIN, o)
+            .body(Body::empty())
+            .unwrap_or_default()
+    };
+    let r = send(&h.app, with_origin("https://ok.example")).await;
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "https://ok.example"
+    );
+    let r = send(&h.app, with_origin("https://evil.example")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn rate_limit_is_per_client_and_path() {
+    let h = harness_with(
+        ApiConfig {
+            request_rate_limit: 1.0,
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let r = send(&h.app, get("/v1/ping")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-rate-limit-limit"), "1.00");
+    assert_eq!(r.header("x-rate-limit-duration"), "1");
+    let r = send(&h.app, get("/v1/ping")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.text(), r#"{"error_code":"datakit.reachMaxAPILimit"}"#);
+    // Another path, another client: own buckets.
+    assert_eq!(send(&h.app, get("/v1/ntp")).await.status, StatusCode::OK);
+    assert_eq!(
+        send_from(&h.app, get("/v1/ping"), EXTERNAL).await.status,
+        StatusCode::OK
+    );
+    // Disabled with a rate of zero.
+    let h = harness_with(
+        ApiConfig {
+            request_rate_limit: 0.0,
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    for _ in 0..5 {
+        assert_eq!(send(&h.app, get("/v1/ping")).await.status, StatusCode::OK);
+    }
+}
+
+// ---------------------------------------------------------------- metrics
+
+#[tokio::test]
+async fn metrics_count_requests_by_api_method_and_status() {
+    let h = harness();
+    send(&h.app, get("/v1/ping")).await;
+    send(&h.app, get("/v1/ping")).await;
+    send(&h.app, post("/v1/write/nope", None, LP)).await;
+    send(&h.app, get("/nowhere")).await;
+    send(&h.app, post("/v1/write/metric", None, LP)).await;
+    let r = send(&h.app, get("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = r.text();
+    assert!(
+        m.contains(r#"datakit_http_api_total{api="/v1/ping",method="GET",status="OK"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"datakit_http_api_total{api="/v1/write/:category",method="POST",status="Bad Request"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"datakit_http_api_total{api="404-page",method="GET",status="Not Found"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"datakit_http_api_elapsed_seconds_count{api="/v1/ping",method="GET",status="OK"} 2"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"datakit_http_write_point_total{category="metric"} 1"#),
+        "{m}"
+    );
+    // The registry shared with the supervisor is what /metrics serves.
+    assert!(Arc::strong_count(&h.state.registry) >= 2);
+}
+
+// ---------------------------------------------------------------- real socket
+
+async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => return format!("connect failed: {e}"),
+    };
+    if let Err(e) = s.write_all(request.as_bytes()).await {
+        return format!("write failed: {e}");
+    }
+    let mut out = Vec::new();
+    if let Err(e) = s.read_to_end(&mut out).await {
+        return format!("read failed: {e}");
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn serve_sees_the_loopback_peer_over_a_real_socket() {
+    let h = harness();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, h.state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+
+    let local = raw_http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    assert!(
+        local
+            .to_ascii_lowercase()
+            .contains("x-datakit: 1.84.1/host-1"),
+        "{local}"
+    );
+
+    let proxied = raw_http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(proxied.starts_with("HTTP/1.1 403"), "{proxied}");
+    assert!(
+        proxied.contains("datakit.publicAccessDisabled"),
+        "{proxied}"
+    );
+
+    let body = LP;
+    let write = raw_http(
+        addr,
+        &format!(
+            "POST /v1/write/metric HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(write.starts_with("HTTP/1.1 200"), "{write}");
+
+    let _ = stop_tx.send(());
+    let res = tokio::time::timeout(Duration::from_secs(5), server).await;
+    assert!(
+        matches!(res, Ok(Ok(Ok(())))),
+        "serve did not stop cleanly: {res:?}"
+    );
+}
