@@ -341,3 +341,36 @@ impl Sink for LocalFileSink {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_rotated_names_yield_their_millis() {
+        assert_eq!(
+            rotated_ms("current.1700000000123.lp"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(rotated_ms("current.lp"), None);
+        assert_eq!(rotated_ms("current.x.lp"), None);
+        assert_eq!(rotated_ms("other.12.lp"), None);
+    }
+
+    #[test]
+    fn complete_len_stops_after_the_last_newline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        let mut body = vec![b'a'; 100_000];
+        body.push(b'\n');
+        body.extend(vec![b'b'; 70_000]);
+        std::fs::write(&path, &body).unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(complete_len(&mut file, body.len() as u64).unwrap(), 100_001);
+        std::fs::write(&path, b"no newline").unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(complete_len(&mut file, 10).unwrap(), 0);
+        assert_eq!(complete_len(&mut file, 0).unwrap(), 0);
+    }
+}
