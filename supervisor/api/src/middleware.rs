@@ -1,6 +1,7 @@
 //! The per-request pipeline in Datakit's order: timeout, `X-DataKit`, CORS, whitelist, rate limit, metrics.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dk_proto::Category;
+use futures::FutureExt;
 
 use crate::Inner;
 use crate::error::ApiError;
@@ -126,7 +128,15 @@ pub(crate) async fn pipeline(
     let cors = cors_headers(&inner, req.headers());
     let timeout = inner.state.config.timeout;
 
-    let work = guarded(&inner, req, next, &path);
+    // A panic in a handler answers 500 instead of dropping the connection (Datakit's recovery).
+    let work = AssertUnwindSafe(guarded(&inner, req, next, &path))
+        .catch_unwind()
+        .map(|r| {
+            r.unwrap_or_else(|_| {
+                tracing::error!("an API handler panicked; answered 500");
+                ApiError::Untyped("internal error".into()).into_response()
+            })
+        });
     let mut resp = if timeout.is_zero() {
         work.await
     } else {

@@ -30,6 +30,7 @@ enum Mode {
     Accept,
     Busy,
     Hang,
+    Panic,
 }
 
 struct Recorder {
@@ -61,6 +62,7 @@ impl Feeder for Recorder {
                 }
                 Mode::Busy => Err(FeedError::Busy("queue of metric is full".into())),
                 Mode::Hang => std::future::pending().await,
+                Mode::Panic => panic!("feeder exploded"),
             }
         })
     }
@@ -589,6 +591,15 @@ async fn a_hanging_handler_times_out_with_408_text() {
     assert!(r.header("content-type").starts_with("text/plain"));
     assert_eq!(r.text(), "timeout(100ms)");
     assert_eq!(r.header("x-datakit"), "1.84.1/host-1");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
+    let h = harness_with(ApiConfig::default(), Mode::Panic);
+    let r = send(&h.app, post("/v1/write/metric", None, LP)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.error_code(), "internalError");
+    assert_eq!(send(&h.app, get("/v1/ping")).await.status, StatusCode::OK);
 }
 
 // ---------------------------------------------------------------- lasterror
