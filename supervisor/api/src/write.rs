@@ -234,7 +234,9 @@ pub(crate) fn process(body: Bytes, a: &ProcessArgs) -> Result<Processed, ApiErro
             for k in ["city", "province", "country", "isp"] {
                 p.add_tag_if_absent(k, "unknown");
             }
-            p.add_tag_if_absent("ip", &a.client_ip);
+            if !a.client_ip.is_empty() {
+                p.add_tag_if_absent("ip", &a.client_ip);
+            }
         }
         let (keep, warns) = match normalize::normalize(&mut p, a.category, &a.limits) {
             Ok(w) => (true, w),
