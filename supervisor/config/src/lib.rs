@@ -1,1 +1,309 @@
-//! (being written)
+//! Loading and validating `conf.d/datakit.conf` and every `conf.d/**/*.conf`.
+//!
+//! [`load`] reads the main config over Datakit's code defaults, reads every input file, has each
+//! input family validate its instances, and returns either the [`Plan`] (inputs and listeners per
+//! family) or [`ConfigErrors`] with every problem found, each naming its file and key.
+//!
+//! Behaviour follows Datakit 1.84 (spec `datakit-supervisor.md` §4), with these choices:
+//! * `-name` in `default_enabled_inputs` disables `name` entirely, `conf.d` instances included
+//!   (as Datakit does); a default-enabled input uses its family's built-in sample only when no
+//!   `conf.d` file configures it (Datakit writes `conf.d/<name>.conf` instead).
+//! * Without `datakit.conf` the built-in sample ([`MAIN_CONF_SAMPLE`]) is used.
+//! * Inputs Datakit has but this build does not serve, and unknown inputs, are warnings.
+
+mod addr;
+mod confd;
+mod diag;
+mod env;
+mod godur;
+mod host;
+mod known_inputs;
+mod lenient;
+mod main_conf;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use dk_proto::rpc::InputSpec;
+use dk_worker::{Family, ListenSpec};
+
+pub use addr::ListenAddr;
+pub use diag::{ConfigErrors, Diagnostic};
+pub use env::{Env, MapEnv, ProcessEnv, substitute};
+pub use godur::GoDuration;
+pub use host::{HostProbe, SystemProbe};
+pub use known_inputs::{DATAKIT_DEFAULT_ENABLED_INPUTS, DATAKIT_INPUTS, is_datakit_input};
+pub use main_conf::{
+    ContentEncoding, Dataway, Election, HttpApi, HttpTls, Io, Logging, MainConfig, Ntp,
+    ResourceLimit, Wal,
+};
+
+use confd::{Defaults, Instance, Loader};
+use diag::Sink;
+
+/// File name of the main config inside `conf.d`.
+pub const MAIN_CONF_NAME: &str = "datakit.conf";
+
+/// The built-in sample `datakit.conf` (written by [`ensure_main_conf`]).
+pub const MAIN_CONF_SAMPLE: &str = include_str!("../../../conf.d/datakit.conf");
+
+/// `<workdir>/conf.d`.
+pub fn confd_dir(workdir: &Path) -> PathBuf {
+    workdir.join("conf.d")
+}
+
+/// `<workdir>/conf.d/datakit.conf`.
+pub fn main_conf_path(workdir: &Path) -> PathBuf {
+    confd_dir(workdir).join(MAIN_CONF_NAME)
+}
+
+/// An accepted configuration.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// `datakit.conf`, resolved (host name, tags, WAL path).
+    pub main: MainConfig,
+    /// What to run.
+    pub plan: Plan,
+    /// Problems that do not stop the agent (unserved inputs, deprecated keys...).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What every family runs: only families with at least one input appear.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Family name → its inputs and listeners.
+    pub families: BTreeMap<String, FamilyPlan>,
+}
+
+/// One family's inputs and the sockets they listen on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyPlan {
+    /// Input instances, in file order (files sorted by path).
+    pub inputs: Vec<InputSpec>,
+    /// Listeners the instances claim, in the same order.
+    pub listeners: Vec<ListenSpec>,
+    /// Stable hash of the inputs (name, toml) and listeners; equal means nothing to restart.
+    pub fingerprint: u64,
+}
+
+/// Families that were added, removed, or whose inputs changed (compares fingerprints).
+pub fn changed_families(old: &Plan, new: &Plan) -> BTreeSet<String> {
+    let names = old.families.keys().chain(new.families.keys());
+    names
+        .filter(|name| {
+            old.families.get(*name).map(|f| f.fingerprint)
+                != new.families.get(*name).map(|f| f.fingerprint)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Everything one load found, accepted or not (for `datakit check` style reports).
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The main config as far as it could be read (defaults where it could not).
+    pub main: MainConfig,
+    /// The plan as far as it could be built.
+    pub plan: Plan,
+    /// Problems that stop the config from being used.
+    pub errors: Vec<Diagnostic>,
+    /// Problems that do not.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads `<workdir>/conf.d/datakit.conf` and every `<workdir>/conf.d/**/*.conf`, validates all of
+/// it with the families' validators, and returns the plan or EVERY problem found.
+///
+/// # Errors
+/// [`ConfigErrors`] with every error (warnings are not included).
+pub fn load(
+    workdir: &Path,
+    families: &[&dyn Family],
+    env: &dyn Env,
+) -> Result<Loaded, ConfigErrors> {
+    load_with(workdir, families, env, &SystemProbe)
+}
+
+/// [`load`] with the host facts (host name, IP) taken from `probe`.
+///
+/// # Errors
+/// [`ConfigErrors`] with every error.
+pub fn load_with(
+    workdir: &Path,
+    families: &[&dyn Family],
+    env: &dyn Env,
+    probe: &dyn HostProbe,
+) -> Result<Loaded, ConfigErrors> {
+    let report = inspect(workdir, families, env, probe);
+    if report.errors.is_empty() {
+        Ok(Loaded {
+            main: report.main,
+            plan: report.plan,
+            warnings: report.warnings,
+        })
+    } else {
+        Err(ConfigErrors(report.errors))
+    }
+}
+
+/// Loads and validates everything and reports all errors and warnings without deciding.
+pub fn inspect(
+    workdir: &Path,
+    families: &[&dyn Family],
+    env: &dyn Env,
+    probe: &dyn HostProbe,
+) -> Report {
+    let mut sink = Sink::default();
+    let main_file = main_conf_path(workdir);
+
+    let text = match std::fs::read(&main_file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                sink.error(&main_file, "", format!("not UTF-8 text ({e}); save the file as UTF-8"));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(file = %main_file.display(), "no datakit.conf; using the built-in sample");
+            Some(MAIN_CONF_SAMPLE.to_string())
+        }
+        Err(e) => {
+            sink.error(&main_file, "", format!("cannot read the file: {e}"));
+            None
+        }
+    };
+    let mut main = match text {
+        Some(t) => MainConfig::decode(&t, &main_file, &mut sink),
+        None => MainConfig::default(),
+    };
+    main.resolve(workdir, &main_file, env, probe, &mut sink);
+
+    let defaults = Defaults::from_list(&main.default_enabled_inputs);
+    let files = confd::find_conf_files(&confd_dir(workdir), &mut sink);
+    let mut loader = Loader::new(families, env, &defaults);
+    loader.load_files(&files, &mut sink);
+    loader.load_default_samples(&main_file, &mut sink);
+    loader.report_disabled(&main_file, &mut sink);
+
+    check_listener_clashes(&loader.instances, &main, &main_file, &mut sink);
+    let plan = build_plan(loader.instances);
+
+    Report {
+        main,
+        plan,
+        errors: sink.errors,
+        warnings: sink.warnings,
+    }
+}
+
+/// Writes `conf.d/datakit.conf` from the built-in sample if it does not exist (first start on
+/// a fresh directory). Returns whether it wrote the file.
+///
+/// # Errors
+/// Creating `conf.d` or writing the file failed.
+pub fn ensure_main_conf(workdir: &Path) -> std::io::Result<bool> {
+    let path = main_conf_path(workdir);
+    if path.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(confd_dir(workdir))?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(MAIN_CONF_SAMPLE.as_bytes())?;
+            f.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Two instances (or an instance and `[http_api]`) that cannot bind the same socket.
+fn check_listener_clashes(instances: &[Instance], main: &MainConfig, main_file: &Path, sink: &mut Sink) {
+    use addr::Endpoint;
+    let mut claimed: Vec<(Endpoint, String, PathBuf, String)> = Vec::new();
+    if let Ok(addr) = main.http_api.listen_addr() {
+        claimed.push((
+            Endpoint::of_http(&addr),
+            main.http_api.listen.clone(),
+            main_file.to_path_buf(),
+            "http_api.listen".into(),
+        ));
+    }
+    if !main.http_api.listen_socket.is_empty() {
+        claimed.push((
+            Endpoint::Unix(main.http_api.listen_socket.clone()),
+            main.http_api.listen_socket.clone(),
+            main_file.to_path_buf(),
+            "http_api.listen_socket".into(),
+        ));
+    }
+    for inst in instances {
+        for l in &inst.listeners {
+            let ep = Endpoint::of(&l.address, l.kind);
+            if let Some((_, addr0, file0, key0)) = claimed.iter().find(|(e, ..)| e.clashes(&ep)) {
+                sink.error(
+                    &inst.file,
+                    inst.key.clone(),
+                    format!(
+                        "listen address {:?} is also claimed by {} ({key0} = {addr0:?}); give each one its own address",
+                        l.address,
+                        file0.display()
+                    ),
+                );
+            }
+            claimed.push((ep, l.address.clone(), inst.file.clone(), inst.key.clone()));
+        }
+    }
+}
+
+fn build_plan(instances: Vec<Instance>) -> Plan {
+    let mut families: BTreeMap<String, FamilyPlan> = BTreeMap::new();
+    for inst in instances {
+        let fp = families
+            .entry(inst.family.to_string())
+            .or_insert_with(|| FamilyPlan {
+                inputs: Vec::new(),
+                listeners: Vec::new(),
+                fingerprint: 0,
+            });
+        fp.inputs.push(inst.spec);
+        fp.listeners.extend(inst.listeners);
+    }
+    for fp in families.values_mut() {
+        fp.fingerprint = fingerprint(&fp.inputs, &fp.listeners);
+    }
+    Plan { families }
+}
+
+/// FNV-1a over the inputs' names and TOML and the listeners: the same on every run and build.
+fn fingerprint(inputs: &[InputSpec], listeners: &[ListenSpec]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes.iter().chain(std::iter::once(&0xff)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for i in inputs {
+        feed(i.name.as_bytes());
+        feed(i.toml.as_bytes());
+    }
+    feed(b"listeners");
+    for l in listeners {
+        feed(l.address.as_bytes());
+        feed(format!("{:?}", l.kind).as_bytes());
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests;
