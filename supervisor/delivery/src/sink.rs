@@ -15,7 +15,8 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Writes one batch of normalised points of one category durably (fsync before resolving
     /// `Ok`). On [`SinkError::Rejected`] the batch is dropped; on any other error it is retried
-    /// with backoff, so a write must leave no partial batch behind when it fails.
+    /// with backoff, so a write must leave no partial batch behind when it fails. A write must
+    /// bound its own duration (timeouts): a write that never resolves stalls its category.
     fn write<'a>(
         &'a self,
         category: Category,
