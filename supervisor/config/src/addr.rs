@@ -71,7 +71,11 @@ pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// A normalised socket endpoint, to find two listeners that cannot both bind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
-    Ip { stream: bool, host: String, port: u16 },
+    Ip {
+        stream: bool,
+        host: String,
+        port: u16,
+    },
     Unix(String),
     Other(String),
 }
@@ -84,7 +88,9 @@ impl Endpoint {
             .map_or(address, |(_, rest)| rest)
             .trim();
         match kind {
-            ListenerKind::UnixDatagram | ListenerKind::UnixStream => Endpoint::Unix(rest.to_string()),
+            ListenerKind::UnixDatagram | ListenerKind::UnixStream => {
+                Endpoint::Unix(rest.to_string())
+            }
             ListenerKind::Tcp | ListenerKind::Udp => match split_host_port(rest) {
                 Some((host, port)) => Endpoint::Ip {
                     stream: kind == ListenerKind::Tcp,
@@ -112,11 +118,17 @@ impl Endpoint {
     pub(crate) fn clashes(&self, other: &Endpoint) -> bool {
         match (self, other) {
             (
-                Endpoint::Ip { stream: s1, host: h1, port: p1 },
-                Endpoint::Ip { stream: s2, host: h2, port: p2 },
-            ) => {
-                s1 == s2 && p1 == p2 && *p1 != 0 && (h1 == h2 || h1.is_empty() || h2.is_empty())
-            }
+                Endpoint::Ip {
+                    stream: s1,
+                    host: h1,
+                    port: p1,
+                },
+                Endpoint::Ip {
+                    stream: s2,
+                    host: h2,
+                    port: p2,
+                },
+            ) => s1 == s2 && p1 == p2 && *p1 != 0 && (h1 == h2 || h1.is_empty() || h2.is_empty()),
             (Endpoint::Unix(a), Endpoint::Unix(b)) => a == b,
             (Endpoint::Other(a), Endpoint::Other(b)) => a == b,
             _ => false,
@@ -154,18 +166,24 @@ impl UrlParts {
 
 /// Parses an absolute URL with one of `schemes`.
 pub(crate) fn parse_url(s: &str, schemes: &[&str]) -> Result<UrlParts, String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| format!("{s:?} is not an absolute URL: write e.g. \"https://openway.guance.com?token=tkn_...\""))?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        format!(
+            "{s:?} is not an absolute URL: write e.g. \"https://openway.guance.com?token=tkn_...\""
+        )
+    })?;
     let scheme = scheme.to_ascii_lowercase();
     if !schemes.contains(&scheme.as_str()) {
-        return Err(format!("{s:?}: scheme {scheme:?} is not supported; use {}", schemes.join(" or ")));
+        return Err(format!(
+            "{s:?}: scheme {scheme:?} is not supported; use {}",
+            schemes.join(" or ")
+        ));
     }
     let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = before_query.split('/').next().unwrap_or("");
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if hostport.starts_with('[') || hostport.matches(':').count() == 1 {
-        let (h, _) = split_host_port(hostport).ok_or_else(|| format!("{s:?}: bad host or port {hostport:?}"))?;
+        let (h, _) = split_host_port(hostport)
+            .ok_or_else(|| format!("{s:?}: bad host or port {hostport:?}"))?;
         h
     } else {
         hostport.to_string()
@@ -173,7 +191,11 @@ pub(crate) fn parse_url(s: &str, schemes: &[&str]) -> Result<UrlParts, String> {
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(format!("{s:?} has no host"));
     }
-    Ok(UrlParts { scheme, host, query: query.to_string() })
+    Ok(UrlParts {
+        scheme,
+        host,
+        query: query.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -184,15 +206,39 @@ mod tests {
     fn parses_http_listen_forms() {
         assert_eq!(
             ListenAddr::parse("localhost:9529"),
-            Ok(ListenAddr::Tcp { host: "localhost".into(), port: 9529 })
+            Ok(ListenAddr::Tcp {
+                host: "localhost".into(),
+                port: 9529
+            })
         );
-        assert_eq!(ListenAddr::parse("[::1]:9529"), Ok(ListenAddr::Tcp { host: "::1".into(), port: 9529 }));
-        assert_eq!(ListenAddr::parse(":9529"), Ok(ListenAddr::Tcp { host: String::new(), port: 9529 }));
-        assert_eq!(ListenAddr::parse("/run/dk.sock"), Ok(ListenAddr::Unix("/run/dk.sock".into())));
+        assert_eq!(
+            ListenAddr::parse("[::1]:9529"),
+            Ok(ListenAddr::Tcp {
+                host: "::1".into(),
+                port: 9529
+            })
+        );
+        assert_eq!(
+            ListenAddr::parse(":9529"),
+            Ok(ListenAddr::Tcp {
+                host: String::new(),
+                port: 9529
+            })
+        );
+        assert_eq!(
+            ListenAddr::parse("/run/dk.sock"),
+            Ok(ListenAddr::Unix("/run/dk.sock".into()))
+        );
         assert!(ListenAddr::parse("localhost").is_err());
         assert!(ListenAddr::parse("localhost:95290").is_err());
         assert!(ListenAddr::parse("run/dk.sock").is_err());
-        assert_eq!(ListenAddr::parse(":1").ok().and_then(|a| a.bind_host().map(str::to_string)).as_deref(), Some("0.0.0.0"));
+        assert_eq!(
+            ListenAddr::parse(":1")
+                .ok()
+                .and_then(|a| a.bind_host().map(str::to_string))
+                .as_deref(),
+            Some("0.0.0.0")
+        );
     }
 
     #[test]
@@ -206,13 +252,20 @@ mod tests {
         assert!(a.clashes(&c));
         assert!(!a.clashes(&d));
         assert!(!c.clashes(&e));
-        let http = Endpoint::of_http(&ListenAddr::Tcp { host: "localhost".into(), port: 8125 });
+        let http = Endpoint::of_http(&ListenAddr::Tcp {
+            host: "localhost".into(),
+            port: 8125,
+        });
         assert!(http.clashes(&d));
     }
 
     #[test]
     fn parses_dataway_urls_and_token() {
-        let u = parse_url("https://openway.guance.com?token=tkn_abc&x=1", &["http", "https"]).expect("valid");
+        let u = parse_url(
+            "https://openway.guance.com?token=tkn_abc&x=1",
+            &["http", "https"],
+        )
+        .expect("valid");
         assert_eq!(u.host, "openway.guance.com");
         assert_eq!(u.query_param("token"), Some("tkn_abc"));
         let u = parse_url("http://10.0.0.1:9528/v1?a=b", &["http", "https"]).expect("valid");

@@ -81,21 +81,22 @@ fn walk(
 /// How `default_enabled_inputs` enables and disables inputs.
 #[derive(Debug, Default)]
 pub(crate) struct Defaults {
-    pub(crate) enabled: Vec<String>,
+    /// `(index in the list, name)`.
+    pub(crate) enabled: Vec<(usize, String)>,
     pub(crate) disabled: BTreeSet<String>,
 }
 
 impl Defaults {
     pub(crate) fn from_list(list: &[String]) -> Defaults {
         let mut d = Defaults::default();
-        for item in list {
+        for (idx, item) in list.iter().enumerate() {
             let item = item.trim();
             if let Some(name) = item.strip_prefix('-') {
                 if !name.is_empty() {
                     d.disabled.insert(name.to_string());
                 }
-            } else if !item.is_empty() && !d.enabled.iter().any(|e| e == item) {
-                d.enabled.push(item.to_string());
+            } else if !item.is_empty() && !d.enabled.iter().any(|(_, e)| e == item) {
+                d.enabled.push((idx, item.to_string()));
             }
         }
         d
@@ -111,23 +112,33 @@ pub(crate) struct Loader<'a> {
     disabled_skipped: BTreeMap<String, usize>,
     /// Names already warned about, per file (one warning per name and file).
     warned: HashSet<(PathBuf, String)>,
+    /// Input names that appear in some `conf.d` file.
+    in_files: HashSet<String>,
     pub(crate) instances: Vec<Instance>,
 }
 
 impl<'a> Loader<'a> {
-    pub(crate) fn new(families: &'a [&'a dyn Family], env: &'a dyn Env, defaults: &'a Defaults) -> Self {
+    pub(crate) fn new(
+        families: &'a [&'a dyn Family],
+        env: &'a dyn Env,
+        defaults: &'a Defaults,
+    ) -> Self {
         Loader {
             families,
             env,
             defaults,
             disabled_skipped: BTreeMap::new(),
             warned: HashSet::new(),
+            in_files: HashSet::new(),
             instances: Vec::new(),
         }
     }
 
     fn family_of(&self, input: &str) -> Option<&'a dyn Family> {
-        self.families.iter().copied().find(|f| f.inputs().contains(&input))
+        self.families
+            .iter()
+            .copied()
+            .find(|f| f.inputs().contains(&input))
     }
 
     /// Loads every file (identical contents once).
@@ -157,7 +168,11 @@ impl<'a> Loader<'a> {
             let text = match std::str::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {
-                    sink.error(path, "", format!("not UTF-8 text ({e}); save the file as UTF-8"));
+                    sink.error(
+                        path,
+                        "",
+                        format!("not UTF-8 text ({e}); save the file as UTF-8"),
+                    );
                     continue;
                 }
             };
@@ -166,12 +181,19 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// Records that a file configures `name`.
+    fn seen_in_file(&mut self, name: &str, only: Option<&str>) {
+        if only.is_none() {
+            self.in_files.insert(name.to_string());
+        }
+    }
+
     /// Uses the family sample of every default-enabled input no file configures.
     pub(crate) fn load_default_samples(&mut self, main_file: &Path, sink: &mut Sink) {
-        let configured: HashSet<String> = self.instances.iter().map(|i| i.spec.name.clone()).collect();
         let enabled = self.defaults.enabled.clone();
-        for (idx, name) in enabled.iter().enumerate() {
-            if self.defaults.disabled.contains(name) || configured.contains(name) {
+        for (idx, name) in &enabled {
+            // Configured in conf.d (served or not, valid or not): the sample is not needed.
+            if self.defaults.disabled.contains(name) || self.in_files.contains(name) {
                 continue;
             }
             let key = format!("default_enabled_inputs[{idx}]");
@@ -187,7 +209,9 @@ impl<'a> Loader<'a> {
                 );
                 continue;
             };
-            let pseudo = PathBuf::from(format!("<built-in sample of {name} (default_enabled_inputs)>"));
+            let pseudo = PathBuf::from(format!(
+                "<built-in sample of {name} (default_enabled_inputs)>"
+            ));
             self.load_text(sample, &pseudo, Some(name), sink);
         }
     }
@@ -211,13 +235,18 @@ impl<'a> Loader<'a> {
                 continue;
             }
             let toml::Value::Table(inputs) = value else {
-                sink.error(file, "inputs", "must be a table: write [[inputs.NAME]] sections");
+                sink.error(
+                    file,
+                    "inputs",
+                    "must be a table: write [[inputs.NAME]] sections",
+                );
                 continue;
             };
             for (name, body) in inputs {
                 if only.is_some_and(|o| o != name) {
                     continue;
                 }
+                self.seen_in_file(&name, only);
                 let instances: Vec<(String, toml::Table)> = match body {
                     toml::Value::Table(t) => vec![(format!("inputs.{name}"), t)],
                     toml::Value::Array(items) => {
@@ -301,7 +330,9 @@ impl<'a> Loader<'a> {
             sink.warn(
                 file,
                 key,
-                format!("input {name} is a Datakit input this build does not serve yet; it is ignored"),
+                format!(
+                    "input {name} is a Datakit input this build does not serve yet; it is ignored"
+                ),
             );
         } else {
             sink.warn(
@@ -318,7 +349,9 @@ impl<'a> Loader<'a> {
             sink.warn(
                 main_file,
                 "default_enabled_inputs",
-                format!("input {name} is disabled by \"-{name}\"; {n} instance(s) in conf.d are ignored"),
+                format!(
+                    "input {name} is disabled by \"-{name}\"; {n} instance(s) in conf.d are ignored"
+                ),
             );
         }
     }

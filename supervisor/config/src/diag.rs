@@ -16,7 +16,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic for `key` of `file`.
-    pub fn new(file: impl Into<PathBuf>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<PathBuf>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             file: file.into(),
             key: key.into(),
@@ -59,7 +63,12 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    pub(crate) fn error(&mut self, file: &Path, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn error(
+        &mut self,
+        file: &Path,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(Diagnostic::new(file, key, message));
     }
 

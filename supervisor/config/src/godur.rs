@@ -90,6 +90,13 @@ mod tests {
         assert_eq!(t.d, GoDuration::secs(1));
         let err = toml::from_str::<T>("d = \"10\"").err().expect("an error");
         assert!(err.message().contains("invalid duration"), "{err}");
-        assert_eq!(toml::to_string(&T { d: GoDuration::secs(90) }).ok().as_deref(), Some("d = \"1m30s\"\n"));
+        assert_eq!(
+            toml::to_string(&T {
+                d: GoDuration::secs(90)
+            })
+            .ok()
+            .as_deref(),
+            Some("d = \"1m30s\"\n")
+        );
     }
 }

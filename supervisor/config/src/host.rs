@@ -29,7 +29,9 @@ impl HostProbe for SystemProbe {
     }
 
     fn local_ip(&self) -> Option<String> {
-        routed_ipv4().or_else(first_interface_ipv4).map(|ip| ip.to_string())
+        routed_ipv4()
+            .or_else(first_interface_ipv4)
+            .map(|ip| ip.to_string())
     }
 }
 

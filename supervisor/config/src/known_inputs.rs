@@ -139,6 +139,10 @@ mod tests {
         assert!(is_datakit_input("cpu"));
         assert!(is_datakit_input("zipkin"));
         assert!(!is_datakit_input("cpux"));
-        assert!(DATAKIT_DEFAULT_ENABLED_INPUTS.iter().all(|n| is_datakit_input(n)));
+        assert!(
+            DATAKIT_DEFAULT_ENABLED_INPUTS
+                .iter()
+                .all(|n| is_datakit_input(n))
+        );
     }
 }

@@ -134,9 +134,10 @@ mod tests {
 
     #[test]
     fn reports_every_bad_key_and_keeps_the_good_ones() {
-        let table: toml::Table =
-            toml::from_str("a = \"x\"\nb = true\nlist = [\"ok\", 3]\n[inner]\nn = -1\ns = \"kept\"\n")
-                .expect("valid toml");
+        let table: toml::Table = toml::from_str(
+            "a = \"x\"\nb = true\nlist = [\"ok\", 3]\n[inner]\nn = -1\ns = \"kept\"\n",
+        )
+        .expect("valid toml");
         let mut sink = Sink::default();
         let (v, _) = decode::<Outer>(table, Path::new("f"), "", &mut sink);
         let keys: Vec<&str> = sink.errors.iter().map(|d| d.key.as_str()).collect();
@@ -146,7 +147,10 @@ mod tests {
             Outer {
                 a: 0,
                 b: true,
-                inner: Inner { n: 0, s: "kept".into() },
+                inner: Inner {
+                    n: 0,
+                    s: "kept".into()
+                },
                 list: vec![],
             }
         );

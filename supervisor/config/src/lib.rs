@@ -160,7 +160,11 @@ pub fn inspect(
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(t) => Some(t),
             Err(e) => {
-                sink.error(&main_file, "", format!("not UTF-8 text ({e}); save the file as UTF-8"));
+                sink.error(
+                    &main_file,
+                    "",
+                    format!("not UTF-8 text ({e}); save the file as UTF-8"),
+                );
                 None
             }
         },
@@ -225,7 +229,12 @@ pub fn ensure_main_conf(workdir: &Path) -> std::io::Result<bool> {
 }
 
 /// Two instances (or an instance and `[http_api]`) that cannot bind the same socket.
-fn check_listener_clashes(instances: &[Instance], main: &MainConfig, main_file: &Path, sink: &mut Sink) {
+fn check_listener_clashes(
+    instances: &[Instance],
+    main: &MainConfig,
+    main_file: &Path,
+    sink: &mut Sink,
+) {
     use addr::Endpoint;
     let mut claimed: Vec<(Endpoint, String, PathBuf, String)> = Vec::new();
     if let Ok(addr) = main.http_api.listen_addr() {

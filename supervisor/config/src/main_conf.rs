@@ -461,6 +461,11 @@ impl MainConfig {
         &self.hostname
     }
 
+    /// Sets the host name (normally resolved by loading; for callers that build a config).
+    pub fn set_hostname(&mut self, hostname: impl Into<String>) {
+        self.hostname = hostname.into();
+    }
+
     /// Global host tags, sorted by key, with `host` = the host name.
     pub fn host_tags(&self) -> Vec<(String, String)> {
         let mut tags = self.global_host_tags.clone();
@@ -525,7 +530,10 @@ impl MainConfig {
             sink.error(
                 file,
                 "pprof_listen",
-                format!("{:?} is not host:port: write e.g. \"localhost:6060\"", self.pprof_listen),
+                format!(
+                    "{:?} is not host:port: write e.g. \"localhost:6060\"",
+                    self.pprof_listen
+                ),
             );
         }
         for (i, api) in self.http_api.public_apis.iter().enumerate() {
@@ -554,7 +562,10 @@ impl MainConfig {
             sink.warn(
                 file,
                 "io.max_cache_count",
-                format!("{} is below 1000; small batches mean many more uploads", self.io.max_cache_count),
+                format!(
+                    "{} is below 1000; small batches mean many more uploads",
+                    self.io.max_cache_count
+                ),
             );
         }
         for cat in self.io.filters.keys() {
@@ -573,22 +584,37 @@ impl MainConfig {
             sink.warn(
                 file,
                 "logging.level",
-                format!("{:?} is not a log level; using \"info\" (use \"info\" or \"debug\")", self.logging.level),
+                format!(
+                    "{:?} is not a log level; using \"info\" (use \"info\" or \"debug\")",
+                    self.logging.level
+                ),
             );
             self.logging.level = "info".into();
         }
 
         // [election]
         if self.election.enable && self.election.namespace.trim().is_empty() {
-            sink.error(file, "election.namespace", "must not be empty when election is enabled; the default is \"default\"");
+            sink.error(
+                file,
+                "election.namespace",
+                "must not be empty when election is enabled; the default is \"default\"",
+            );
         }
 
         // [resource_limit]
         if self.resource_limit.cpu_cores < 0.0 || !self.resource_limit.cpu_cores.is_finite() {
-            sink.error(file, "resource_limit.cpu_cores", "must be a positive number of cores, e.g. 2.0");
+            sink.error(
+                file,
+                "resource_limit.cpu_cores",
+                "must be a positive number of cores, e.g. 2.0",
+            );
         }
         if self.resource_limit.mem_max_mb < 0 {
-            sink.error(file, "resource_limit.mem_max_mb", "must be a positive number of MiB, e.g. 4096");
+            sink.error(
+                file,
+                "resource_limit.mem_max_mb",
+                "must be a positive number of MiB, e.g. 4096",
+            );
         }
     }
 
@@ -630,7 +656,9 @@ impl MainConfig {
         if let Err(e) = ContentEncoding::from_str(&dw.content_encoding) {
             sink.error(file, "dataway.content_encoding", e);
         }
-        if !(1..=10).contains(&dw.max_retry_count) {
+        if dw.max_retry_count == 0 {
+            dw.max_retry_count = 1; // Go's zero value: unset
+        } else if !(1..=10).contains(&dw.max_retry_count) {
             let clamped = dw.max_retry_count.clamp(1, 10);
             sink.warn(
                 file,
@@ -649,7 +677,10 @@ impl MainConfig {
             sink.warn(
                 file,
                 "dataway.max_raw_body_size",
-                format!("{} is below 102400 under protect_mode; using 102400", dw.max_raw_body_size),
+                format!(
+                    "{} is below 102400 under protect_mode; using 102400",
+                    dw.max_raw_body_size
+                ),
             );
             dw.max_raw_body_size = MIN_RAW_BODY_PROTECTED;
         }
@@ -657,7 +688,11 @@ impl MainConfig {
             dw.timeout_v2 = GoDuration::secs(30);
         }
         if dw.ntp.interval.get() < Duration::from_secs(60) {
-            sink.warn(file, "dataway.ntp.interval", "below the 1m minimum; using 1m");
+            sink.warn(
+                file,
+                "dataway.ntp.interval",
+                "below the 1m minimum; using 1m",
+            );
             dw.ntp.interval = GoDuration::secs(60);
         }
         if dw.ntp.diff.get() < Duration::from_secs(5) {
@@ -668,7 +703,10 @@ impl MainConfig {
             sink.error(
                 file,
                 "dataway.wal.max_capacity_gb",
-                format!("{} must be a positive size in GiB, e.g. 2.0", dw.wal.max_capacity_gb),
+                format!(
+                    "{} must be a positive size in GiB, e.g. 2.0",
+                    dw.wal.max_capacity_gb
+                ),
             );
         }
         for (i, c) in dw.wal.no_drop_categories.iter().enumerate() {
@@ -676,7 +714,9 @@ impl MainConfig {
                 sink.error(
                     file,
                     format!("dataway.wal.no_drop_categories[{i}]"),
-                    format!("{c:?} is not a category: use a name (\"logging\") or an alias (\"L\")"),
+                    format!(
+                        "{c:?} is not a category: use a name (\"logging\") or an alias (\"L\")"
+                    ),
                 );
             }
         }
@@ -757,7 +797,11 @@ impl MainConfig {
 
         let wal = &mut self.dataway.wal.path;
         if wal.is_empty() {
-            *wal = workdir.join("cache").join("dw-wal").to_string_lossy().into_owned();
+            *wal = workdir
+                .join("cache")
+                .join("dw-wal")
+                .to_string_lossy()
+                .into_owned();
         } else if Path::new(wal.as_str()).is_relative() {
             *wal = workdir.join(wal.as_str()).to_string_lossy().into_owned();
         }
@@ -847,7 +891,10 @@ const LEGACY_KEYS: &[(&[&str], &[&str])] = &[
     (&["io_cache_count"], &["io", "max_cache_count"]),
     (&["interval"], &["io", "flush_interval"]),
     (&["enable_election"], &["election", "enable"]),
-    (&["enable_election_tag"], &["election", "enable_namespace_tag"]),
+    (
+        &["enable_election_tag"],
+        &["election", "enable_namespace_tag"],
+    ),
     (&["election_namespace"], &["election", "namespace"]),
     (&["namespace"], &["election", "namespace"]),
     (&["global_env_tags"], &["election", "tags"]),
@@ -866,14 +913,24 @@ fn migrate_legacy(table: &mut toml::Table, file: &Path, sink: &mut Sink) {
         let to_key = to.join(".");
         // `url = "..."` becomes `urls = ["..."]`.
         let value = match (to_key.as_str(), value) {
-            ("dataway.urls", toml::Value::String(s)) => toml::Value::Array(vec![toml::Value::String(s)]),
+            ("dataway.urls", toml::Value::String(s)) => {
+                toml::Value::Array(vec![toml::Value::String(s)])
+            }
             (_, v) => v,
         };
         if get_path(table, to).is_some() {
-            sink.warn(file, from_key, format!("deprecated and ignored because {to_key} is set; remove it"));
+            sink.warn(
+                file,
+                from_key,
+                format!("deprecated and ignored because {to_key} is set; remove it"),
+            );
             continue;
         }
-        sink.warn(file, &from_key, format!("deprecated: read as {to_key}; rename it"));
+        sink.warn(
+            file,
+            &from_key,
+            format!("deprecated: read as {to_key}; rename it"),
+        );
         put_path(table, to, value);
     }
 }

@@ -21,7 +21,10 @@ impl Family for FakeHost {
     }
     fn samples(&self) -> &'static [(&'static str, &'static str)] {
         &[
-            ("cpu", "[[inputs.cpu]]\n  interval = \"10s\"\n  percpu = false\n"),
+            (
+                "cpu",
+                "[[inputs.cpu]]\n  interval = \"10s\"\n  percpu = false\n",
+            ),
             ("mem", "[[inputs.mem]]\n  interval = \"10s\"\n"),
         ]
     }
@@ -33,7 +36,10 @@ impl Family for FakeHost {
         match t.get("interval") {
             Some(toml::Value::String(s)) if dk_proto::duration::parse(s).is_ok() => {}
             None => {}
-            Some(_) => out.push(ConfigProblem::new("interval", "must be a duration like \"10s\"")),
+            Some(_) => out.push(ConfigProblem::new(
+                "interval",
+                "must be a duration like \"10s\"",
+            )),
         }
         if t.get("percpu").is_some_and(|v| !v.is_bool()) {
             out.push(ConfigProblem::new("percpu", "must be true or false"));
@@ -56,20 +62,29 @@ impl Family for FakeStatsd {
         &["statsd"]
     }
     fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[("statsd", "[[inputs.statsd]]\n  service_address = \":8125\"\n")]
+        &[(
+            "statsd",
+            "[[inputs.statsd]]\n  service_address = \":8125\"\n",
+        )]
     }
     fn validate(&self, _input: &str, toml_text: &str) -> Vec<ConfigProblem> {
         let t: toml::Table = toml::from_str(toml_text).unwrap_or_default();
         match t.get("service_address").and_then(toml::Value::as_str) {
             Some(a) if addr::split_host_port(a).is_some() => Vec::new(),
-            _ => vec![ConfigProblem::new("service_address", "must be host:port like \":8125\"")],
+            _ => vec![ConfigProblem::new(
+                "service_address",
+                "must be host:port like \":8125\"",
+            )],
         }
     }
     fn listeners(&self, _input: &str, toml_text: &str) -> Vec<ListenSpec> {
         let t: toml::Table = toml::from_str(toml_text).unwrap_or_default();
         t.get("service_address")
             .and_then(toml::Value::as_str)
-            .map(|a| ListenSpec { address: a.to_string(), kind: ListenerKind::Udp })
+            .map(|a| ListenSpec {
+                address: a.to_string(),
+                kind: ListenerKind::Udp,
+            })
             .into_iter()
             .collect()
     }
@@ -96,7 +111,12 @@ fn no_env() -> MapEnv {
 }
 
 fn env(pairs: &[(&str, &str)]) -> MapEnv {
-    MapEnv(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    MapEnv(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// A workdir with `conf.d/<rel>` files.
@@ -133,7 +153,9 @@ fn load_err(dir: &Path) -> Vec<Diagnostic> {
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    p.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn input_names(plan: &Plan, family: &str) -> Vec<String> {
@@ -145,7 +167,9 @@ fn input_names(plan: &Plan, family: &str) -> Vec<String> {
 
 fn has(diags: &[Diagnostic], file_suffix: &str, key: &str, needle: &str) -> bool {
     diags.iter().any(|d| {
-        d.file.to_string_lossy().ends_with(file_suffix) && d.key == key && d.message.contains(needle)
+        d.file.to_string_lossy().ends_with(file_suffix)
+            && d.key == key
+            && d.message.contains(needle)
     })
 }
 
@@ -169,12 +193,21 @@ fn loads_datakit_defaults_when_there_are_no_files() {
         dir.path().join("cache").join("dw-wal"),
         "an empty WAL path is under the workdir"
     );
-    let listed: Vec<&str> = m.default_enabled_inputs.iter().map(String::as_str).collect();
+    let listed: Vec<&str> = m
+        .default_enabled_inputs
+        .iter()
+        .map(String::as_str)
+        .collect();
     assert_eq!(listed, DATAKIT_DEFAULT_ENABLED_INPUTS);
     // cpu and mem come from the samples; disk has none; the rest are not served.
     assert_eq!(input_names(&loaded.plan, "host"), ["cpu", "mem"]);
-    assert!(loaded.plan.families.get("statsd").is_none());
-    assert!(has(&loaded.warnings, "datakit.conf", "default_enabled_inputs[1]", "no built-in sample"));
+    assert!(!loaded.plan.families.contains_key("statsd"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "default_enabled_inputs[1]",
+        "no built-in sample"
+    ));
     assert!(has(
         &loaded.warnings,
         "datakit.conf",
@@ -200,20 +233,69 @@ ulimit = "lots"
   flush_interval = "10 seconds"
 "#,
         ),
-        ("a.conf", "[[inputs.cpu]]\n  interval = 10\n  percpu = \"yes\"\n"),
+        (
+            "a.conf",
+            "[[inputs.cpu]]\n  interval = 10\n  percpu = \"yes\"\n",
+        ),
         ("sub/b.conf", "[[inputs.mem]]\n  interval = \"10s\n"),
-        ("c.conf", "[[inputs.statsd]]\n  service_address = \"8125\"\n"),
+        (
+            "c.conf",
+            "[[inputs.statsd]]\n  service_address = \"8125\"\n",
+        ),
     ]);
     let errs = load_err(dir.path());
-    assert!(has(&errs, "datakit.conf", "ulimit", "invalid type"), "{errs:#?}");
-    assert!(has(&errs, "datakit.conf", "http_api.listen", "not host:port"));
-    assert!(has(&errs, "datakit.conf", "dataway.urls[0]", "scheme \"ftp\""));
-    assert!(has(&errs, "datakit.conf", "dataway.content_encoding", "unknown content encoding"));
-    assert!(has(&errs, "datakit.conf", "io.flush_interval", "invalid duration"));
-    assert!(has(&errs, "a.conf", "inputs.cpu[0].interval", "must be a duration"));
-    assert!(has(&errs, "a.conf", "inputs.cpu[0].percpu", "true or false"));
-    assert!(has(&errs, "sub/b.conf", "", "TOML syntax error at line 2, column"));
-    assert!(has(&errs, "c.conf", "inputs.statsd[0].service_address", "host:port"));
+    assert!(
+        has(&errs, "datakit.conf", "ulimit", "invalid type"),
+        "{errs:#?}"
+    );
+    assert!(has(
+        &errs,
+        "datakit.conf",
+        "http_api.listen",
+        "not host:port"
+    ));
+    assert!(has(
+        &errs,
+        "datakit.conf",
+        "dataway.urls[0]",
+        "scheme \"ftp\""
+    ));
+    assert!(has(
+        &errs,
+        "datakit.conf",
+        "dataway.content_encoding",
+        "unknown content encoding"
+    ));
+    assert!(has(
+        &errs,
+        "datakit.conf",
+        "io.flush_interval",
+        "invalid duration"
+    ));
+    assert!(has(
+        &errs,
+        "a.conf",
+        "inputs.cpu[0].interval",
+        "must be a duration"
+    ));
+    assert!(has(
+        &errs,
+        "a.conf",
+        "inputs.cpu[0].percpu",
+        "true or false"
+    ));
+    assert!(has(
+        &errs,
+        "sub/b.conf",
+        "",
+        "TOML syntax error at line 2, column"
+    ));
+    assert!(has(
+        &errs,
+        "c.conf",
+        "inputs.statsd[0].service_address",
+        "host:port"
+    ));
     assert_eq!(errs.len(), 9, "{errs:#?}");
 }
 
@@ -232,13 +314,23 @@ fn strips_bom_and_substitutes_environment_variables() {
     assert_eq!(t["service_address"].as_str(), Some(":9125"));
     assert_eq!(t["tag"].as_str(), Some(r#"a"b"#));
     assert_eq!(t["keep"].as_str(), Some("$UNSET_VAR"));
-    assert_eq!(statsd.listeners, [ListenSpec { address: ":9125".into(), kind: ListenerKind::Udp }]);
+    assert_eq!(
+        statsd.listeners,
+        [ListenSpec {
+            address: ":9125".into(),
+            kind: ListenerKind::Udp
+        }]
+    );
 }
 
 #[test]
 fn loads_files_with_identical_contents_once() {
     let cpu = "[[inputs.cpu]]\n  interval = \"5s\"\n";
-    let dir = workdir(&[("datakit.conf", QUIET_MAIN), ("a/cpu.conf", cpu), ("b/cpu.conf", cpu)]);
+    let dir = workdir(&[
+        ("datakit.conf", QUIET_MAIN),
+        ("a/cpu.conf", cpu),
+        ("b/cpu.conf", cpu),
+    ]);
     let loaded = load_ok(dir.path(), &no_env());
     assert_eq!(input_names(&loaded.plan, "host"), ["cpu"]);
     assert!(has(&loaded.warnings, "b/cpu.conf", "", "same contents as"));
@@ -256,14 +348,21 @@ fn skips_samples_hidden_entries_and_other_extensions() {
         ("host/mem.conf", "[inputs.mem]\n  interval = \"5s\"\n"),
     ]);
     let loaded = load_ok(dir.path(), &no_env());
-    assert_eq!(input_names(&loaded.plan, "host"), ["mem"], "single [inputs.X] tables count too");
+    assert_eq!(
+        input_names(&loaded.plan, "host"),
+        ["mem"],
+        "single [inputs.X] tables count too"
+    );
 }
 
 #[test]
 fn warns_about_unknown_and_not_yet_served_inputs() {
     let dir = workdir(&[
         ("datakit.conf", QUIET_MAIN),
-        ("x.conf", "[[inputs.mysql]]\n  host = \"db\"\n[[inputs.cpux]]\n[[inputs.cpu]]\n[other]\n  a = 1\n"),
+        (
+            "x.conf",
+            "[[inputs.mysql]]\n  host = \"db\"\n[[inputs.cpux]]\n[[inputs.cpu]]\n[other]\n  a = 1\n",
+        ),
     ]);
     let loaded = load_ok(dir.path(), &no_env());
     assert!(has(
@@ -272,15 +371,28 @@ fn warns_about_unknown_and_not_yet_served_inputs() {
         "inputs.mysql",
         "input mysql is a Datakit input this build does not serve yet; it is ignored"
     ));
-    assert!(has(&loaded.warnings, "x.conf", "inputs.cpux", "unknown input"));
-    assert!(has(&loaded.warnings, "x.conf", "other", "not an input table"));
+    assert!(has(
+        &loaded.warnings,
+        "x.conf",
+        "inputs.cpux",
+        "unknown input"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "x.conf",
+        "other",
+        "not an input table"
+    ));
     assert_eq!(input_names(&loaded.plan, "host"), ["cpu"]);
 }
 
 #[test]
 fn default_enabled_inputs_use_samples_and_minus_disables() {
     let dir = workdir(&[
-        ("datakit.conf", "default_enabled_inputs = [\"cpu\", \"mem\", \"statsd\", \"-cpu\"]\n"),
+        (
+            "datakit.conf",
+            "default_enabled_inputs = [\"cpu\", \"mem\", \"statsd\", \"-cpu\"]\n",
+        ),
         ("mem.conf", "[[inputs.mem]]\n  interval = \"1m\"\n"),
         ("cpu.conf", "[[inputs.cpu]]\n  interval = \"1m\"\n"),
     ]);
@@ -293,18 +405,36 @@ fn default_enabled_inputs_use_samples_and_minus_disables() {
     // statsd has no file, so its sample is used.
     let statsd = &loaded.plan.families["statsd"];
     assert_eq!(statsd.inputs[0].name, "statsd");
-    assert!(statsd.inputs[0].source.contains("built-in sample of statsd"));
+    assert!(
+        statsd.inputs[0]
+            .source
+            .contains("built-in sample of statsd")
+    );
     assert_eq!(statsd.listeners[0].address, ":8125");
-    assert!(has(&loaded.warnings, "datakit.conf", "default_enabled_inputs", "1 instance(s)"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "default_enabled_inputs",
+        "1 instance(s)"
+    ));
 }
 
 #[test]
 fn two_instances_on_one_address_is_an_error_naming_both_files() {
     let dir = workdir(&[
         ("datakit.conf", QUIET_MAIN),
-        ("a.conf", "[[inputs.statsd]]\n  service_address = \"0.0.0.0:8125\"\n"),
-        ("b.conf", "[[inputs.statsd]]\n  service_address = \"127.0.0.1:8125\"\n"),
-        ("c.conf", "[[inputs.statsd]]\n  service_address = \":8126\"\n"),
+        (
+            "a.conf",
+            "[[inputs.statsd]]\n  service_address = \"0.0.0.0:8125\"\n",
+        ),
+        (
+            "b.conf",
+            "[[inputs.statsd]]\n  service_address = \"127.0.0.1:8125\"\n",
+        ),
+        (
+            "c.conf",
+            "[[inputs.statsd]]\n  service_address = \":8126\"\n",
+        ),
     ]);
     let errs = load_err(dir.path());
     assert_eq!(errs.len(), 1, "{errs:#?}");
@@ -331,7 +461,10 @@ impl Family for Claims {
         Vec::new()
     }
     fn listeners(&self, _: &str, _: &str) -> Vec<ListenSpec> {
-        vec![ListenSpec { address: self.0.to_string(), kind: self.1 }]
+        vec![ListenSpec {
+            address: self.0.to_string(),
+            kind: self.1,
+        }]
     }
     fn build(&self, _: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
         Ok(Vec::new())
@@ -355,11 +488,15 @@ fn an_input_on_the_http_api_address_is_an_error() {
         Claims("tcp://localhost:9600", ListenerKind::Tcp),
         Claims("unix:///run/x.sock", ListenerKind::UnixStream),
     ] {
-        let errs = check(claim).err().expect("a clash").0;
+        let errs = check(claim).expect_err("a clash").0;
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert!(errs[0].file.ends_with("a.conf"));
         assert_eq!(errs[0].key, "inputs.claims[0]");
-        assert!(errs[0].message.contains("datakit.conf (http_api.listen"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("datakit.conf (http_api.listen"),
+            "{}",
+            errs[0].message
+        );
     }
 }
 
@@ -368,31 +505,53 @@ fn changed_families_sees_added_removed_and_changed_families_only() {
     let dir = workdir(&[
         ("datakit.conf", QUIET_MAIN),
         ("cpu.conf", "[[inputs.cpu]]\n  interval = \"10s\"\n"),
-        ("statsd.conf", "[[inputs.statsd]]\n  service_address = \":8125\"\n"),
+        (
+            "statsd.conf",
+            "[[inputs.statsd]]\n  service_address = \":8125\"\n",
+        ),
         ("mysql.conf", "[[inputs.mysql]]\n  host = \"a\"\n"),
     ]);
     let p1 = load_ok(dir.path(), &no_env()).plan;
 
     // An unrelated file (an input no family serves) and a comment change nothing.
-    write(dir.path(), "mysql.conf", b"[[inputs.mysql]]\n  host = \"b\"\n");
-    write(dir.path(), "cpu.conf", b"# a comment\n[[inputs.cpu]]\n  interval = \"10s\"\n");
+    write(
+        dir.path(),
+        "mysql.conf",
+        b"[[inputs.mysql]]\n  host = \"b\"\n",
+    );
+    write(
+        dir.path(),
+        "cpu.conf",
+        b"# a comment\n[[inputs.cpu]]\n  interval = \"10s\"\n",
+    );
     let p2 = load_ok(dir.path(), &no_env()).plan;
     assert!(changed_families(&p1, &p2).is_empty());
     assert_eq!(p1, p2);
 
     // A changed value, a removed family.
-    write(dir.path(), "cpu.conf", b"[[inputs.cpu]]\n  interval = \"20s\"\n");
+    write(
+        dir.path(),
+        "cpu.conf",
+        b"[[inputs.cpu]]\n  interval = \"20s\"\n",
+    );
     std::fs::remove_file(dir.path().join("conf.d/statsd.conf")).expect("rm");
     let p3 = load_ok(dir.path(), &no_env()).plan;
     let changed: Vec<String> = changed_families(&p2, &p3).into_iter().collect();
     assert_eq!(changed, ["host", "statsd"]);
 
     // An added family.
-    write(dir.path(), "statsd.conf", b"[[inputs.statsd]]\n  service_address = \":8125\"\n");
+    write(
+        dir.path(),
+        "statsd.conf",
+        b"[[inputs.statsd]]\n  service_address = \":8125\"\n",
+    );
     let p4 = load_ok(dir.path(), &no_env()).plan;
     let changed: Vec<String> = changed_families(&p3, &p4).into_iter().collect();
     assert_eq!(changed, ["statsd"]);
-    assert_eq!(p4.families["statsd"].fingerprint, p1.families["statsd"].fingerprint);
+    assert_eq!(
+        p4.families["statsd"].fingerprint,
+        p1.families["statsd"].fingerprint
+    );
 }
 
 #[test]
@@ -405,7 +564,11 @@ fn bad_durations_in_datakit_conf_name_their_keys() {
     let keys: Vec<&str> = errs.iter().map(|d| d.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["dataway.retry_delay", "dataway.wal.fail_cache_clean_interval", "http_api.timeout"]
+        [
+            "dataway.retry_delay",
+            "dataway.wal.fail_cache_clean_interval",
+            "http_api.timeout"
+        ]
     );
     assert!(errs.iter().all(|d| d.message.contains("invalid duration")));
 }
@@ -445,7 +608,10 @@ default_enabled_inputs = []
         ])
     );
     let el = m.election_tags();
-    assert_eq!(el, pairs(&[("cluster", "c1"), ("election_namespace", "ns1")]));
+    assert_eq!(
+        el,
+        pairs(&[("cluster", "c1"), ("election_namespace", "ns1")])
+    );
 }
 
 #[test]
@@ -456,30 +622,50 @@ fn environments_hostname_wins_and_election_off_means_host_tags() {
     )]);
     let loaded = load_ok(dir.path(), &env(&[("ENV_HOSTNAME", "env-host")]));
     assert_eq!(loaded.main.hostname(), "conf-host");
-    assert_eq!(loaded.main.host_tags(), [("host".to_string(), "conf-host".to_string())]);
+    assert_eq!(
+        loaded.main.host_tags(),
+        [("host".to_string(), "conf-host".to_string())]
+    );
     assert_eq!(loaded.main.election_tags(), loaded.main.host_tags());
-    assert!(has(&loaded.warnings, "datakit.conf", "global_host_tags.host", "always the agent's host name"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "global_host_tags.host",
+        "always the agent's host name"
+    ));
 }
 
 #[test]
 fn builtin_sample_parses_with_no_problems_and_matches_the_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert!(ensure_main_conf(dir.path()).expect("writes"));
-    assert!(!ensure_main_conf(dir.path()).expect("exists"), "never overwrites");
+    assert!(
+        !ensure_main_conf(dir.path()).expect("exists"),
+        "never overwrites"
+    );
     let report = inspect(dir.path(), &[], &no_env(), &FixedProbe);
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
     // The only warnings are about the default inputs this (family-less) build does not serve.
     assert!(
-        report.warnings.iter().all(|w| w.key.starts_with("default_enabled_inputs[")),
+        report
+            .warnings
+            .iter()
+            .all(|w| w.key.starts_with("default_enabled_inputs[")),
         "{:#?}",
         report.warnings
     );
 
     let mut expected = MainConfig::default();
-    expected.default_enabled_inputs = DATAKIT_DEFAULT_ENABLED_INPUTS.iter().map(|s| s.to_string()).collect();
+    expected.default_enabled_inputs = DATAKIT_DEFAULT_ENABLED_INPUTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut sink = Sink::default();
     let mut sample = MainConfig::decode(MAIN_CONF_SAMPLE, Path::new("sample"), &mut sink);
-    assert!(sink.errors.is_empty() && sink.warnings.is_empty(), "{sink:#?}");
+    assert!(
+        sink.errors.is_empty() && sink.warnings.is_empty(),
+        "{sink:#?}"
+    );
     sample.global_host_tags.clear();
     expected.dataway.max_idle_conns_per_host = 64; // Datakit reads 0 as 64
     assert_eq!(sample, expected);
@@ -515,9 +701,24 @@ datakit_user = "root"
     assert_eq!(m.http_api.listen, "0.0.0.0:9600");
     assert_eq!(m.dataway.timeout_v2, GoDuration::secs(5));
     assert!(m.other.contains_key("pipeline") && m.other.contains_key("confds"));
-    assert!(has(&loaded.warnings, "datakit.conf", "http_listen", "read as http_api.listen"));
-    assert!(has(&loaded.warnings, "datakit.conf", "dataway.timeout", "read as dataway.timeout_v2"));
-    assert!(has(&loaded.warnings, "datakit.conf", "dataway.typo_key", "unknown key"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "http_listen",
+        "read as http_api.listen"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.timeout",
+        "read as dataway.timeout_v2"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.typo_key",
+        "unknown key"
+    ));
     assert_eq!(loaded.warnings.len(), 3, "{:#?}", loaded.warnings);
 }
 
@@ -529,6 +730,16 @@ fn clamps_what_datakit_clamps_with_a_warning() {
     )]);
     let loaded = load_ok(dir.path(), &no_env());
     assert_eq!(loaded.main.dataway.max_retry_count, 10);
-    assert!(has(&loaded.warnings, "datakit.conf", "dataway.max_retry_count", "using 10"));
-    assert!(has(&loaded.warnings, "datakit.conf", "dataway.urls[0]", "no token"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.max_retry_count",
+        "using 10"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.urls[0]",
+        "no token"
+    ));
 }
