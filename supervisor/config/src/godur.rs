@@ -1,102 +1,74 @@
-//! [`GoDuration`]: a duration written as a Go string (`"10s"`) in TOML.
+//! Serde support for durations written as Go strings (`"10s"`) in TOML.
+//!
+//! Use with `#[serde(with = "godur")]` on a [`std::time::Duration`] field. Reading accepts a
+//! Go duration string or, as Datakit's TOML decoder also does, an integer number of
+//! nanoseconds; writing produces a Go string.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserializer, Serializer};
 
-/// A duration read from a Go duration string (`"1m30s"`) or, as Datakit's TOML decoder also
-/// accepts, an integer number of nanoseconds; written back as a Go string.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoDuration(pub Duration);
-
-impl GoDuration {
-    /// `n` seconds.
-    pub const fn secs(n: u64) -> Self {
-        GoDuration(Duration::from_secs(n))
-    }
-
-    /// The duration.
-    pub const fn get(self) -> Duration {
-        self.0
-    }
+/// Writes `d` as a Go duration string.
+pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&dk_proto::duration::format(*d))
 }
 
-impl From<Duration> for GoDuration {
-    fn from(d: Duration) -> Self {
-        GoDuration(d)
-    }
-}
-
-impl fmt::Display for GoDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&dk_proto::duration::format(self.0))
-    }
-}
-
-impl Serialize for GoDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&dk_proto::duration::format(self.0))
-    }
+/// Reads a Go duration string or an integer of nanoseconds.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(GoDurationVisitor)
 }
 
 struct GoDurationVisitor;
 
 impl Visitor<'_> for GoDurationVisitor {
-    type Value = GoDuration;
+    type Value = Duration;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a duration such as \"10s\", \"1m30s\" or \"500ms\"")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
-        dk_proto::duration::parse(v)
-            .map(GoDuration)
-            .map_err(|e| E::custom(e.to_string()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        dk_proto::duration::parse(v).map_err(|e| E::custom(e.to_string()))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
         u64::try_from(v)
-            .map(|n| GoDuration(Duration::from_nanos(n)))
+            .map(Duration::from_nanos)
             .map_err(|_| E::custom(format!("negative duration {v}: write e.g. \"10s\"")))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<GoDuration, E> {
-        Ok(GoDuration(Duration::from_nanos(v)))
-    }
-}
-
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(GoDurationVisitor)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_nanos(v))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::{Deserialize, Serialize};
 
     #[derive(Deserialize, Serialize)]
     struct T {
-        d: GoDuration,
+        #[serde(with = "super")]
+        d: Duration,
     }
 
     #[test]
     fn reads_strings_and_nanosecond_integers() {
         let t: T = toml::from_str("d = \"1m30s\"").expect("parses");
-        assert_eq!(t.d, GoDuration::secs(90));
+        assert_eq!(t.d, Duration::from_secs(90));
         let t: T = toml::from_str("d = 1000000000").expect("parses");
-        assert_eq!(t.d, GoDuration::secs(1));
+        assert_eq!(t.d, Duration::from_secs(1));
         let err = toml::from_str::<T>("d = \"10\"").err().expect("an error");
         assert!(err.message().contains("invalid duration"), "{err}");
-        assert_eq!(
-            toml::to_string(&T {
-                d: GoDuration::secs(90)
-            })
-            .ok()
-            .as_deref(),
-            Some("d = \"1m30s\"\n")
-        );
+        let err = toml::from_str::<T>("d = -5").err().expect("an error");
+        assert!(err.message().contains("negative duration"), "{err}");
+        let out = toml::to_string(&T {
+            d: Duration::from_secs(90),
+        })
+        .ok();
+        assert_eq!(out.as_deref(), Some("d = \"1m30s\"\n"));
     }
 }

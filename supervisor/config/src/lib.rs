@@ -30,7 +30,6 @@ use dk_worker::{Family, ListenSpec};
 pub use addr::ListenAddr;
 pub use diag::{ConfigErrors, Diagnostic};
 pub use env::{Env, MapEnv, ProcessEnv, substitute};
-pub use godur::GoDuration;
 pub use host::{HostProbe, SystemProbe};
 pub use known_inputs::{DATAKIT_DEFAULT_ENABLED_INPUTS, DATAKIT_INPUTS, is_datakit_input};
 pub use main_conf::{

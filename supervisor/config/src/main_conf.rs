@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::addr::{ListenAddr, parse_url};
 use crate::diag::{Sink, toml_syntax_message};
 use crate::env::Env;
-use crate::godur::GoDuration;
+use crate::godur;
 use crate::host::HostProbe;
 use crate::lenient;
 
@@ -57,7 +57,7 @@ pub struct MainConfig {
     pub other: toml::Table,
     /// The resolved host name (`[environments] ENV_HOSTNAME`, env `ENV_HOSTNAME`, OS).
     #[serde(skip)]
-    hostname: String,
+    pub hostname: String,
 }
 
 impl Default for MainConfig {
@@ -93,7 +93,8 @@ pub struct HttpApi {
     /// An extra Unix socket listener (absolute path), empty for none.
     pub listen_socket: String,
     /// Handler timeout (408 after it).
-    pub timeout: GoDuration,
+    #[serde(with = "godur")]
+    pub timeout: Duration,
     /// Close idle connections after `timeout`.
     pub close_idle_connection: bool,
     /// Plain 404 instead of the welcome page.
@@ -105,9 +106,10 @@ pub struct HttpApi {
     /// Requests per second per route (0 or less = no limit).
     pub request_rate_limit: f64,
     /// Rate limiter TTL (accepted; Datakit ignores it).
-    pub request_rate_limit_ttl: GoDuration,
+    #[serde(with = "godur")]
+    pub request_rate_limit_ttl: Duration,
     /// Rate limiter burst (accepted; Datakit ignores it).
-    pub request_rate_limit_burst: i64,
+    pub request_rate_limit_burst: u64,
     /// Header carrying the RUM client IP.
     pub rum_origin_ip_header: String,
     /// RUM app ids accepted; empty = all.
@@ -121,13 +123,13 @@ impl Default for HttpApi {
         HttpApi {
             listen: "localhost:9529".into(),
             listen_socket: String::new(),
-            timeout: GoDuration::secs(30),
+            timeout: Duration::from_secs(30),
             close_idle_connection: false,
             disable_404page: false,
             allowed_cors_origins: Vec::new(),
             public_apis: Vec::new(),
             request_rate_limit: 100.0,
-            request_rate_limit_ttl: GoDuration::secs(60),
+            request_rate_limit_ttl: Duration::from_secs(60),
             request_rate_limit_burst: 500,
             rum_origin_ip_header: "X-Forwarded-For".into(),
             rum_app_id_white_list: Vec::new(),
@@ -202,21 +204,24 @@ pub struct Dataway {
     /// Dataway URLs with `?token=`; several = deprecated fan-out; empty = local files.
     pub urls: Vec<String>,
     /// Request and dial timeout (legacy key `timeout` is read as an alias).
-    pub timeout_v2: GoDuration,
+    #[serde(with = "godur")]
+    pub timeout_v2: Duration,
     /// Total attempts per request, 1..=10 (values outside are clamped, as Datakit does).
     pub max_retry_count: i64,
     /// Base delay between attempts.
-    pub retry_delay: GoDuration,
+    #[serde(with = "godur")]
+    pub retry_delay: Duration,
     /// HTTP(S) proxy for all Dataway traffic, empty for none.
     pub http_proxy: String,
     /// Idle connections kept in total (0 = no limit).
-    pub max_idle_conns: i64,
+    pub max_idle_conns: usize,
     /// Idle connections kept per host (0 is read as 64, as Datakit does).
-    pub max_idle_conns_per_host: i64,
+    pub max_idle_conns_per_host: usize,
     /// Idle connection lifetime.
-    pub idle_timeout: GoDuration,
+    #[serde(with = "godur")]
+    pub idle_timeout: Duration,
     /// Largest body before gzip, in bytes (at least 100 KiB under protect mode).
-    pub max_raw_body_size: i64,
+    pub max_raw_body_size: usize,
     /// `v2` (protobuf) or `v1` (line protocol); see [`Dataway::encoding`].
     pub content_encoding: String,
     /// Gzip bodies.
@@ -230,7 +235,8 @@ pub struct Dataway {
     /// Extra keys for the sinker.
     pub global_customer_keys: Vec<String>,
     /// Bodies older than this are dropped instead of uploaded.
-    pub drop_expired_package_at: GoDuration,
+    #[serde(with = "godur")]
+    pub drop_expired_package_at: Duration,
     /// `[dataway.ntp]`.
     pub ntp: Ntp,
     /// `[dataway.wal]`.
@@ -241,13 +247,13 @@ impl Default for Dataway {
     fn default() -> Self {
         Dataway {
             urls: Vec::new(),
-            timeout_v2: GoDuration::secs(30),
+            timeout_v2: Duration::from_secs(30),
             max_retry_count: 1,
-            retry_delay: GoDuration::secs(1),
+            retry_delay: Duration::from_secs(1),
             http_proxy: String::new(),
             max_idle_conns: 0,
             max_idle_conns_per_host: 0,
-            idle_timeout: GoDuration::secs(90),
+            idle_timeout: Duration::from_secs(90),
             max_raw_body_size: DEFAULT_MAX_RAW_BODY,
             content_encoding: "v2".into(),
             gzip: true,
@@ -255,7 +261,7 @@ impl Default for Dataway {
             enable_httptrace: false,
             enable_sinker: false,
             global_customer_keys: Vec::new(),
-            drop_expired_package_at: GoDuration::secs(12 * 3600),
+            drop_expired_package_at: Duration::from_secs(12 * 3600),
             ntp: Ntp::default(),
             wal: Wal::default(),
         }
@@ -276,8 +282,8 @@ impl Dataway {
     }
 }
 
-const DEFAULT_MAX_RAW_BODY: i64 = 1 << 20;
-const MIN_RAW_BODY_PROTECTED: i64 = 100 << 10;
+const DEFAULT_MAX_RAW_BODY: usize = 1 << 20;
+const MIN_RAW_BODY_PROTECTED: usize = 100 << 10;
 const DEV_NULL_URL: &str = "dev_null";
 
 /// `[dataway.ntp]`: Dataway as a time source.
@@ -287,17 +293,19 @@ pub struct Ntp {
     /// Sync with Dataway's clock.
     pub enable: bool,
     /// How often (at least 1m).
-    pub interval: GoDuration,
+    #[serde(with = "godur")]
+    pub interval: Duration,
     /// Adjust point time when the clocks differ by this much (at least 5s).
-    pub diff: GoDuration,
+    #[serde(with = "godur")]
+    pub diff: Duration,
 }
 
 impl Default for Ntp {
     fn default() -> Self {
         Ntp {
             enable: true,
-            interval: GoDuration::secs(300),
-            diff: GoDuration::secs(30),
+            interval: Duration::from_secs(300),
+            diff: Duration::from_secs(30),
         }
     }
 }
@@ -309,14 +317,15 @@ pub struct Wal {
     /// Disk cap per category, in GiB.
     pub max_capacity_gb: f64,
     /// Upload workers (0 = 8 × CPU-limit cores).
-    pub workers: i64,
+    pub workers: usize,
     /// In-memory queue length before disk (-1 disables).
     pub mem_cap: i64,
     /// Queue directory; empty means `<workdir>/cache/dw-wal`, a relative path is under the
     /// workdir (resolved while loading).
     pub path: String,
     /// How often failed uploads are retried.
-    pub fail_cache_clean_interval: GoDuration,
+    #[serde(with = "godur")]
+    pub fail_cache_clean_interval: Duration,
     /// Categories (names or aliases) that block instead of dropping when the disk cap is hit.
     pub no_drop_categories: Vec<String>,
     /// Do not keep a read position file.
@@ -330,7 +339,7 @@ impl Default for Wal {
             workers: 0,
             mem_cap: 0,
             path: String::new(),
-            fail_cache_clean_interval: GoDuration::secs(30),
+            fail_cache_clean_interval: Duration::from_secs(30),
             no_drop_categories: Vec::new(),
             no_pos: false,
         }
@@ -342,11 +351,12 @@ impl Default for Wal {
 #[serde(default)]
 pub struct Io {
     /// Flush a category once this many points are queued.
-    pub max_cache_count: i64,
+    pub max_cache_count: usize,
     /// Flush at least this often.
-    pub flush_interval: GoDuration,
+    #[serde(with = "godur")]
+    pub flush_interval: Duration,
     /// Flush workers (0 = 2 × CPU-limit cores).
-    pub flush_workers: i64,
+    pub flush_workers: usize,
     /// Feed channel capacity (0 = 128, -1 = unbuffered).
     pub feed_chan_size: i64,
     /// Replace times more than 2 h off with now.
@@ -359,7 +369,7 @@ impl Default for Io {
     fn default() -> Self {
         Io {
             max_cache_count: 1000,
-            flush_interval: GoDuration::secs(10),
+            flush_interval: Duration::from_secs(10),
             flush_workers: 0,
             feed_chan_size: 1,
             auto_timestamp_correction: true,
@@ -381,9 +391,9 @@ pub struct Logging {
     /// No colours on stdout.
     pub disable_color: bool,
     /// Rotate at this size, in MiB.
-    pub rotate: i64,
+    pub rotate: u64,
     /// Rotated files kept.
-    pub rotate_backups: i64,
+    pub rotate_backups: u64,
 }
 
 impl Default for Logging {
@@ -438,7 +448,7 @@ pub struct ResourceLimit {
     /// CPU cores (1.0 = one core).
     pub cpu_cores: f64,
     /// Memory cap in MiB.
-    pub mem_max_mb: i64,
+    pub mem_max_mb: u64,
     /// Do not let the OOM killer pick the agent first.
     pub disable_oom: bool,
 }
@@ -609,13 +619,6 @@ impl MainConfig {
                 "must be a positive number of cores, e.g. 2.0",
             );
         }
-        if self.resource_limit.mem_max_mb < 0 {
-            sink.error(
-                file,
-                "resource_limit.mem_max_mb",
-                "must be a positive number of MiB, e.g. 4096",
-            );
-        }
     }
 
     fn check_dataway(&mut self, file: &Path, sink: &mut Sink) {
@@ -670,7 +673,7 @@ impl MainConfig {
         if dw.max_idle_conns_per_host == 0 {
             dw.max_idle_conns_per_host = 64;
         }
-        if dw.max_raw_body_size <= 0 {
+        if dw.max_raw_body_size == 0 {
             dw.max_raw_body_size = DEFAULT_MAX_RAW_BODY;
         }
         if self.protect_mode && dw.max_raw_body_size < MIN_RAW_BODY_PROTECTED {
@@ -684,20 +687,20 @@ impl MainConfig {
             );
             dw.max_raw_body_size = MIN_RAW_BODY_PROTECTED;
         }
-        if dw.timeout_v2.get().is_zero() {
-            dw.timeout_v2 = GoDuration::secs(30);
+        if dw.timeout_v2.is_zero() {
+            dw.timeout_v2 = Duration::from_secs(30);
         }
-        if dw.ntp.interval.get() < Duration::from_secs(60) {
+        if dw.ntp.interval < Duration::from_secs(60) {
             sink.warn(
                 file,
                 "dataway.ntp.interval",
                 "below the 1m minimum; using 1m",
             );
-            dw.ntp.interval = GoDuration::secs(60);
+            dw.ntp.interval = Duration::from_secs(60);
         }
-        if dw.ntp.diff.get() < Duration::from_secs(5) {
+        if dw.ntp.diff < Duration::from_secs(5) {
             sink.warn(file, "dataway.ntp.diff", "below the 5s minimum; using 5s");
-            dw.ntp.diff = GoDuration::secs(5);
+            dw.ntp.diff = Duration::from_secs(5);
         }
         if !(dw.wal.max_capacity_gb > 0.0 && dw.wal.max_capacity_gb.is_finite()) {
             sink.error(

@@ -179,13 +179,13 @@ fn loads_datakit_defaults_when_there_are_no_files() {
     let loaded = load_ok(dir.path(), &no_env());
     let m = &loaded.main;
     assert_eq!(m.http_api.listen, "localhost:9529");
-    assert_eq!(m.http_api.timeout, GoDuration::secs(30));
+    assert_eq!(m.http_api.timeout, std::time::Duration::from_secs(30));
     assert!(m.dataway.urls.is_empty());
     assert_eq!(m.dataway.encoding(), ContentEncoding::Protobuf);
     assert_eq!(m.dataway.max_retry_count, 1);
     assert_eq!(m.dataway.max_idle_conns_per_host, 64);
     assert_eq!(m.io.max_cache_count, 1000);
-    assert_eq!(m.io.flush_interval, GoDuration::secs(10));
+    assert_eq!(m.io.flush_interval, std::time::Duration::from_secs(10));
     assert_eq!(m.election.namespace, "default");
     assert_eq!(m.hostname(), "os-host");
     assert_eq!(
@@ -699,7 +699,7 @@ datakit_user = "root"
     let loaded = load_ok(dir.path(), &no_env());
     let m = &loaded.main;
     assert_eq!(m.http_api.listen, "0.0.0.0:9600");
-    assert_eq!(m.dataway.timeout_v2, GoDuration::secs(5));
+    assert_eq!(m.dataway.timeout_v2, std::time::Duration::from_secs(5));
     assert!(m.other.contains_key("pipeline") && m.other.contains_key("confds"));
     assert!(has(
         &loaded.warnings,
