@@ -1039,10 +1039,10 @@ mod tests {
     #[test]
     fn decodes_every_value_type() {
         let p = one(
-            r#"m f=3.14,g=3,e=1e3,ne=-2.5E-2,i=-42i,u=42u,s="hi",t=t,T=T,tr=true,Tr=True,TR=TRUE,f0=f,F0=F,fa=false,Fa=False,FA=FALSE,d="aGVsbG8="b"#,
+            r#"m f=2.5,g=3,e=1e3,ne=-2.5E-2,i=-42i,u=42u,s="hi",t=t,T=T,tr=true,Tr=True,TR=TRUE,f0=f,F0=F,fa=false,Fa=False,FA=FALSE,d="aGVsbG8="b"#,
         );
         let want = vec![
-            ("f", Value::F(3.14)),
+            ("f", Value::F(2.5)),
             ("g", Value::F(3.0)),
             ("e", Value::F(1000.0)),
             ("ne", Value::F(-0.025)),

@@ -560,13 +560,14 @@ impl Checker<'_> {
                 continue;
             }
             let max = self.limits.max_fields;
-            if max > 0 && p.fields.len() >= max {
-                if let Some((dropped, _)) = p.fields.pop() {
-                    self.warn(
-                        kind::EXCEED_MAX_FIELDS,
-                        format!("field {dropped:?} dropped to make room for required key {key:?}"),
-                    );
-                }
+            if max > 0
+                && p.fields.len() >= max
+                && let Some((dropped, _)) = p.fields.pop()
+            {
+                self.warn(
+                    kind::EXCEED_MAX_FIELDS,
+                    format!("field {dropped:?} dropped to make room for required key {key:?}"),
+                );
             }
             let mut value = default.to_string();
             if self.limits.max_field_value_len > 0 {

@@ -185,7 +185,7 @@ const WT_FIXED32: u8 = 5;
 #[inline]
 fn varint_len(v: u64) -> usize {
     // 1 byte per started 7 bits; 0 takes one byte.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
