@@ -1,2 +1,91 @@
-//! The `datakit` binary (being written).
-fn main() {}
+//! The `datakit` binary: the supervisor (`run`), its config check (`check --config`), and the
+//! worker processes it starts (`worker <family>`).
+
+mod app;
+mod backoff;
+mod families;
+mod ingest;
+mod jail;
+mod listeners;
+mod logging;
+mod metrics;
+mod procman;
+mod registry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a bad configuration (`EX_CONFIG`).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "datakit", version = dk_proto::DATAKIT_VERSION, about = "Host observability agent, compatible with Guance Datakit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent in the foreground (the supervisor and its workers).
+    Run {
+        /// The install directory holding conf.d/, data/ and run/.
+        #[arg(long, default_value = "/usr/local/datakit")]
+        workdir: PathBuf,
+        /// Log destination: a file path or `stdout`; overrides `[logging] log`.
+        #[arg(long)]
+        log: Option<String>,
+    },
+    /// Check the configuration and print every problem; exits non-zero if there is any.
+    Check {
+        /// Check datakit.conf and conf.d.
+        #[arg(long)]
+        config: bool,
+        /// The install directory holding conf.d/.
+        #[arg(long, default_value = "/usr/local/datakit")]
+        workdir: PathBuf,
+    },
+    /// Run one input family's worker (started by the supervisor; not for direct use).
+    #[command(hide = true)]
+    Worker {
+        /// The family name.
+        family: String,
+        /// The supervisor's run directory with its sockets.
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Log level filter for the worker.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Run { workdir, log }) => app::run(workdir, log),
+        None => app::run(PathBuf::from("/usr/local/datakit"), None),
+        Some(Cmd::Check { config: _, workdir }) => app::check(&workdir),
+        Some(Cmd::Worker {
+            family,
+            run_dir,
+            log_level,
+        }) => app::worker(&family, &run_dir, &log_level),
+        Some(Cmd::Version) => {
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(
+                &mut out,
+                format!(
+                    "datakit {} (build {})\n",
+                    dk_proto::DATAKIT_VERSION,
+                    dk_proto::build_id()
+                )
+                .as_bytes(),
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,1 +1,9 @@
-//! End-to-end tests (being written).
+//! End-to-end tests: the real `datakit` binary, started as a process with its own work dir,
+//! driven over its real ports and sockets.
+
+mod harness;
+
+mod api;
+mod config;
+mod inputs;
+mod lifecycle;

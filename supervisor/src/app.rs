@@ -1,0 +1,592 @@
+//! The supervisor's life: validate, bind, start workers and the API, watch conf.d, stop cleanly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use dk_api::{AgentInfo, ApiConfig, ApiMetrics, ApiState, FeedError, Feeder, LastErrors};
+use dk_config::{Loaded, Plan, ProcessEnv};
+use dk_delivery::{
+    Delivery, DeliveryConfig, DeliveryError, GlobalTags, LocalFileSink, LocalSinkConfig, Sink,
+};
+use dk_proto::rpc::{Ack, Batch, LastError, WorkerConfig};
+use dk_proto::{Category, FeedOpts, Point};
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{BatchHandler, RpcSockets};
+use crate::listeners::{self, BoundListener};
+use crate::metrics::SupervisorMetrics;
+use crate::procman::{self, FamilyHandle, ProcContext, ProcPolicy};
+use crate::registry::WorkerRegistry;
+use crate::{EXIT_CONFIG, families, logging};
+
+fn print_err(text: &str) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.write_all(b"\n");
+}
+
+fn load(workdir: &Path) -> Result<Loaded, dk_config::ConfigErrors> {
+    let families = families::all();
+    dk_config::load(workdir, &families, &ProcessEnv)
+}
+
+fn report_config_errors(errors: &dk_config::ConfigErrors) {
+    print_err(&format!("{} configuration problem(s):", errors.0.len()));
+    for d in &errors.0 {
+        print_err(&format!("  {d}"));
+    }
+}
+
+/// `datakit check --config`: the same validation as `run`, without starting anything.
+pub fn check(workdir: &Path) -> ExitCode {
+    match load(workdir) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                print_err(&format!("warning: {w}"));
+            }
+            let inputs: usize = loaded.plan.families.values().map(|f| f.inputs.len()).sum();
+            print_err(&format!(
+                "configuration OK: {} famil{} with {inputs} input instance(s)",
+                loaded.plan.families.len(),
+                if loaded.plan.families.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            report_config_errors(&errors);
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `datakit worker <family>`: one family's worker process.
+pub fn worker(family: &str, run_dir: &Path, log_level: &str) -> ExitCode {
+    logging::init_worker(log_level);
+    // Debug knob (like Datakit's DK_DEBUG_*): make a family's worker fail at start-up, to
+    // exercise the restart backoff.
+    if std::env::var("DK_DEBUG_WORKER_EXIT").is_ok_and(|v| v.split(',').any(|f| f == family)) {
+        tracing::error!(
+            family,
+            "DK_DEBUG_WORKER_EXIT is set for this family; exiting."
+        );
+        return ExitCode::from(70);
+    }
+    let Some(fam) = families::by_name(family) else {
+        tracing::error!(family, "Unknown family.");
+        return ExitCode::from(64);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::from(71);
+        }
+    };
+    match rt.block_on(dk_worker::worker::run(fam, run_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Worker stopped.");
+            ExitCode::from(75)
+        }
+    }
+}
+
+/// `datakit run`.
+pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
+    match dk_config::ensure_main_conf(&workdir) {
+        Ok(true) => print_err(&format!(
+            "wrote the default {}",
+            workdir.join("conf.d/datakit.conf").display()
+        )),
+        Ok(false) => {}
+        Err(e) => {
+            print_err(&format!(
+                "cannot create {}: {e}; create the work dir or pass --workdir",
+                workdir.join("conf.d/datakit.conf").display()
+            ));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let loaded = match load(&workdir) {
+        Ok(l) => l,
+        Err(errors) => {
+            report_config_errors(&errors);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let log_dest =
+        log_override.unwrap_or_else(|| default_log_path(&workdir, &loaded.main.logging.log));
+    let _guard = logging::init_supervisor(&log_dest, &loaded.main.logging.level);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::from(71);
+        }
+    };
+    match rt.block_on(supervise(workdir, loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            print_err(&format!("datakit: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Datakit logs to /var/log/datakit/log; for any other work dir than the default install the
+/// log goes under the work dir, so a local quick start never needs root.
+fn default_log_path(workdir: &Path, configured: &str) -> String {
+    if configured == "/var/log/datakit/log" && workdir != Path::new("/usr/local/datakit") {
+        workdir.join("log/log").display().to_string()
+    } else {
+        configured.to_string()
+    }
+}
+
+struct DeliveryFeeder(Delivery);
+
+impl Feeder for DeliveryFeeder {
+    fn feed(
+        &self,
+        category: Category,
+        input: String,
+        opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> BoxFuture<'_, Result<(), FeedError>> {
+        Box::pin(async move {
+            match self.0.feed(category, &input, opts, points).await {
+                Ok(_) => Ok(()),
+                Err(DeliveryError::Busy(m)) => Err(FeedError::Busy(m)),
+                Err(DeliveryError::Closed) => Err(FeedError::Closed),
+                Err(e) => Err(FeedError::Busy(e.to_string())),
+            }
+        })
+    }
+}
+
+struct Handler {
+    delivery: Delivery,
+    last_errors: Arc<LastErrors>,
+}
+
+impl BatchHandler for Handler {
+    fn accept(&self, _family: &str, batch: Batch) -> BoxFuture<'_, Ack> {
+        Box::pin(async move {
+            let opts = FeedOpts {
+                election: batch.election,
+                no_global_tags: batch.no_global_tags,
+            };
+            match self
+                .delivery
+                .feed(batch.category, &batch.input, opts, batch.points)
+                .await
+            {
+                Ok(o) => Ack::Accepted {
+                    points: o.accepted,
+                    dropped: o.dropped,
+                },
+                Err(e) => Ack::Retry(e.to_string()),
+            }
+        })
+    }
+
+    fn last_error(&self, _family: &str, e: LastError) {
+        tracing::warn!(input = %e.input, source = %e.source, "{}", e.message);
+        self.last_errors
+            .record(&e.input, &e.source, e.category.name(), &e.message);
+    }
+}
+
+fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    listeners::resolve(listen).map_err(|e| anyhow::anyhow!("[http_api] listen: {e}"))
+}
+
+struct Running {
+    handles: BTreeMap<String, FamilyHandle>,
+    bound: BTreeMap<String, BoundListener>,
+}
+
+fn worker_config(
+    plan: &Plan,
+    family: &str,
+    hostname: &str,
+    bound: &BTreeMap<String, BoundListener>,
+) -> WorkerConfig {
+    let fp = &plan.families[family];
+    WorkerConfig {
+        family: family.to_string(),
+        hostname: hostname.to_string(),
+        inputs: fp.inputs.clone(),
+        listeners: fp
+            .listeners
+            .iter()
+            .filter_map(|l| bound.get(&l.address).map(BoundListener::inherited))
+            .collect(),
+        health_interval_ms: 1000,
+    }
+}
+
+fn start_family(
+    ctx: &ProcContext,
+    plan: &Plan,
+    family: &str,
+    hostname: &str,
+    running: &mut Running,
+) {
+    let config = worker_config(plan, family, hostname, &running.bound);
+    let fds = config.listeners.iter().map(|l| l.fd).collect();
+    let handle = procman::start(ctx.clone(), config, fds);
+    running.handles.insert(family.to_string(), handle);
+}
+
+async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let main = loaded.main.clone();
+    let hostname = main.hostname.clone();
+
+    // One agent per work dir; then bind everything: any failure is reported before a worker starts.
+    let _pid_lock = lock_pid_file(&workdir)?;
+    let api_addr = resolve_listen(&main.http_api.listen)?;
+    let api_listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "[http_api] listen = {:?}: cannot bind {api_addr}; free the port or change the key",
+                main.http_api.listen
+            )
+        })?;
+    let all_specs: Vec<_> = loaded
+        .plan
+        .families
+        .values()
+        .flat_map(|f| f.listeners.clone())
+        .collect();
+    let bound_list = listeners::bind_all(&all_specs).map_err(|errors| {
+        anyhow::anyhow!(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let run_dir = workdir.join("run");
+    let rpc = RpcSockets::bind(&run_dir)
+        .with_context(|| format!("cannot create the RPC sockets in {}", run_dir.display()))?;
+
+    let mut registry = Registry::default();
+    let sup_metrics = SupervisorMetrics::new(&mut registry);
+    let last_errors = LastErrors::new(&mut registry);
+    let api_metrics = ApiMetrics::new(&mut registry);
+    let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(
+        LocalFileSink::new(LocalSinkConfig::new(workdir.join("data/local")))
+            .context("cannot open the local-files sink")?,
+    )];
+    if !main.dataway.urls.is_empty() {
+        tracing::warn!(
+            "[dataway] urls is set, but this build has no Dataway sink yet; data goes to the local-files sink under data/local."
+        );
+    }
+    let delivery = Delivery::start(
+        DeliveryConfig {
+            global_tags: GlobalTags {
+                host: main.host_tags(),
+                election: main.election_tags(),
+            },
+            flush_interval: main.io.flush_interval,
+            max_cache_count: main.io.max_cache_count,
+            limits: dk_proto::normalize::Limits::default(),
+            local: None,
+        },
+        sinks,
+        &mut registry,
+    )
+    .context("cannot start delivery")?;
+    let registry = Arc::new(registry);
+
+    let stop_api = CancellationToken::new();
+    let api_state = ApiState {
+        feeder: Arc::new(DeliveryFeeder(delivery.clone())),
+        info: Arc::new(AgentInfo {
+            version: dk_proto::DATAKIT_VERSION.to_string(),
+            commit: dk_proto::build_id(),
+            hostname: hostname.clone(),
+            os_arch: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+            started,
+        }),
+        config: Arc::new(ApiConfig {
+            public_apis: main.http_api.public_apis.clone(),
+            disable_404page: main.http_api.disable_404page,
+            allowed_cors_origins: main.http_api.allowed_cors_origins.clone(),
+            timeout: main.http_api.timeout,
+            request_rate_limit: main.http_api.request_rate_limit,
+            ..ApiConfig::default()
+        }),
+        last_errors: last_errors.clone(),
+        metrics: Arc::new(api_metrics),
+        registry: registry.clone(),
+    };
+    let api_stop = stop_api.clone();
+    let api_task = tokio::spawn(async move {
+        if let Err(e) = dk_api::serve(api_listener, api_state, async move {
+            api_stop.cancelled().await
+        })
+        .await
+        {
+            tracing::error!(error = %e, "HTTP API stopped.");
+        }
+    });
+    tracing::info!(listen = %api_addr, "HTTP API listening.");
+
+    let worker_registry = Arc::new(WorkerRegistry::default());
+    let stop_rpc = CancellationToken::new();
+    let handler: Arc<dyn BatchHandler> = Arc::new(Handler {
+        delivery: delivery.clone(),
+        last_errors: last_errors.clone(),
+    });
+    let rpc_task = tokio::spawn(rpc.serve(
+        worker_registry.clone(),
+        handler,
+        sup_metrics.clone(),
+        stop_rpc.clone(),
+    ));
+
+    let restart_errors = last_errors.clone();
+    let ctx = ProcContext {
+        exe: std::env::current_exe().context("cannot find our own executable to start workers")?,
+        run_dir: run_dir.clone(),
+        registry: worker_registry,
+        metrics: sup_metrics.clone(),
+        on_restart: Arc::new(move |family: &str, message: &str| {
+            restart_errors.record(&format!("worker/{family}"), "procman", "", message);
+        }),
+        policy: ProcPolicy::default(),
+        worker_args: vec!["--log-level".into(), main.logging.level.clone()],
+    };
+    let mut running = Running {
+        handles: BTreeMap::new(),
+        bound: bound_list
+            .into_iter()
+            .map(|b| (b.spec.address.clone(), b))
+            .collect(),
+    };
+    let mut plan = loaded.plan;
+    for family in plan.families.keys() {
+        start_family(&ctx, &plan, family, &hostname, &mut running);
+    }
+    tracing::info!(families = ?plan.families.keys().collect::<Vec<_>>(), "Agent started.");
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let _watcher = watch_confd(&workdir.join("conf.d"), reload_tx.clone());
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut uptime = tokio::time::interval(Duration::from_secs(1));
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => { let _ = reload_tx.try_send(()); }
+            _ = uptime.tick() => { sup_metrics.uptime.set(started.elapsed().as_secs() as i64); }
+            Some(()) = reload_rx.recv() => {
+                // Let a burst of editor writes settle, then re-validate once.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while reload_rx.try_recv().is_ok() {}
+                plan = reload(&workdir, plan, &ctx, &hostname, &mut running, &last_errors, &sup_metrics).await;
+            }
+        }
+    }
+
+    tracing::info!("Stopping: API, then workers (they flush), then delivery.");
+    stop_api.cancel();
+    let _ = api_task.await;
+    futures::future::join_all(
+        std::mem::take(&mut running.handles)
+            .into_values()
+            .map(FamilyHandle::stop),
+    )
+    .await;
+    stop_rpc.cancel();
+    let _ = rpc_task.await;
+    delivery
+        .shutdown()
+        .await
+        .context("flushing delivery at shutdown")?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("cannot install a signal handler")
+}
+
+async fn reload(
+    workdir: &Path,
+    old: Plan,
+    ctx: &ProcContext,
+    hostname: &str,
+    running: &mut Running,
+    last_errors: &LastErrors,
+    metrics: &SupervisorMetrics,
+) -> Plan {
+    let loaded = match load(workdir) {
+        Ok(l) => l,
+        Err(errors) => {
+            let text = errors
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::error!("Config change rejected; the running config stays: {text}");
+            last_errors.record(
+                "config",
+                "reload",
+                "",
+                &format!("config change rejected, running config kept: {text}"),
+            );
+            metrics
+                .reloads
+                .get_or_create(&[("result", "rejected".to_string())])
+                .inc();
+            return old;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let new = loaded.plan;
+    let changed: BTreeSet<String> = dk_config::changed_families(&old, &new);
+    if changed.is_empty() {
+        metrics
+            .reloads
+            .get_or_create(&[("result", "unchanged".to_string())])
+            .inc();
+        return old;
+    }
+    // Bind new listeners first: a busy port rejects the whole change.
+    let wanted: Vec<_> = new
+        .families
+        .iter()
+        .filter(|(f, _)| changed.contains(*f))
+        .flat_map(|(_, fp)| fp.listeners.clone())
+        .filter(|l| !running.bound.contains_key(&l.address))
+        .collect();
+    let fresh = match listeners::bind_all(&wanted) {
+        Ok(b) => b,
+        Err(errors) => {
+            let text = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::error!("Config change rejected; the running config stays: {text}");
+            last_errors.record(
+                "config",
+                "reload",
+                "",
+                &format!("config change rejected, running config kept: {text}"),
+            );
+            metrics
+                .reloads
+                .get_or_create(&[("result", "rejected".to_string())])
+                .inc();
+            return old;
+        }
+    };
+    for b in fresh {
+        running.bound.insert(b.spec.address.clone(), b);
+    }
+    tracing::info!(families = ?changed, "Config changed; restarting the affected families.");
+    for family in &changed {
+        if let Some(h) = running.handles.remove(family) {
+            h.stop().await;
+        }
+    }
+    let still_wanted: BTreeSet<String> = new
+        .families
+        .values()
+        .flat_map(|f| f.listeners.iter().map(|l| l.address.clone()))
+        .collect();
+    running.bound.retain(|addr, _| still_wanted.contains(addr));
+    for family in &changed {
+        if new.families.contains_key(family) {
+            start_family(ctx, &new, family, hostname, running);
+        }
+    }
+    metrics
+        .reloads
+        .get_or_create(&[("result", "applied".to_string())])
+        .inc();
+    new
+}
+
+fn watch_confd(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.try_send(());
+            }
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch conf.d; send SIGHUP to reload.");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "Cannot watch conf.d; send SIGHUP to reload.");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Holds `<workdir>/.pid` locked for the agent's life, so two agents never share a work dir.
+fn lock_pid_file(workdir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Write as _;
+    let path = workdir.join(".pid");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another datakit is running with work dir {} (it holds {}); stop it first",
+            workdir.display(),
+            path.display()
+        )
+    })?;
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}

@@ -1,0 +1,66 @@
+//! Log set-up: the supervisor writes to `[logging] log` (or stdout); workers write to stderr,
+//! which the supervisor forwards into its own log.
+
+use std::path::Path;
+
+use tracing_subscriber::EnvFilter;
+
+/// Keeps the non-blocking writer flushing until dropped.
+pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
+
+fn filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_env("DK_LOG").unwrap_or_else(|_| EnvFilter::new(level))
+}
+
+/// Logs to `dest` (`stdout`, `stderr` or a file path, created with its directory). If the file
+/// cannot be opened the log goes to stderr with a warning, so a bad path never stops the agent.
+pub fn init_supervisor(dest: &str, level: &str) -> LogGuard {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
+        .with_ansi(false);
+    match dest {
+        "stdout" => {
+            let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+            builder.with_writer(w).init();
+            LogGuard(Some(g))
+        }
+        "stderr" | "" => {
+            builder.with_writer(std::io::stderr).init();
+            LogGuard(None)
+        }
+        path => {
+            let opened = Path::new(path)
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                });
+            match opened {
+                Ok(file) => {
+                    let (w, g) = tracing_appender::non_blocking(file);
+                    builder.with_writer(w).init();
+                    LogGuard(Some(g))
+                }
+                Err(e) => {
+                    builder.with_writer(std::io::stderr).init();
+                    tracing::warn!(path, error = %e, "Cannot open the log file; logging to stderr. Set [logging] log to a writable path or \"stdout\".");
+                    LogGuard(None)
+                }
+            }
+        }
+    }
+}
+
+/// Workers log plain lines to stderr (no timestamps: the supervisor adds its own).
+pub fn init_worker(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,94 @@
+//! The supervisor's own metrics (worker lifecycle and RPC), registered once at start-up.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type FamilyLabel = [(&'static str, String); 1];
+type FamilyCauseLabels = [(&'static str, String); 2];
+
+/// Handles to the supervisor metrics.
+#[derive(Clone)]
+pub struct SupervisorMetrics {
+    /// `datakit_worker_restarts_total{family,cause}`.
+    pub restarts: Family<FamilyCauseLabels, Counter>,
+    /// `datakit_worker_up{family}`: 1 while a worker is connected and healthy.
+    pub up: Family<FamilyLabel, Gauge>,
+    /// `datakit_worker_rss_bytes{family}` from the last health check.
+    pub rss: Family<FamilyLabel, Gauge>,
+    /// `datakit_rpc_push_points_total{family}`: points received over RPC.
+    pub push_points: Family<FamilyLabel, Counter>,
+    /// `datakit_rpc_push_seconds{family}`: time from receiving a batch to acking it.
+    pub push_latency: Family<FamilyLabel, Histogram>,
+    /// `datakit_config_reload_total{result}`.
+    pub reloads: Family<[(&'static str, String); 1], Counter>,
+    /// `datakit_uptime_seconds`.
+    pub uptime: Gauge,
+}
+
+impl SupervisorMetrics {
+    /// Registers every supervisor metric.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = SupervisorMetrics {
+            restarts: Family::default(),
+            up: Family::default(),
+            rss: Family::default(),
+            push_points: Family::default(),
+            push_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+            }),
+            reloads: Family::default(),
+            uptime: Gauge::default(),
+        };
+        registry.register(
+            "datakit_worker_restarts",
+            "Worker restarts by family and cause",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "datakit_worker_up",
+            "1 while the family's worker is healthy",
+            m.up.clone(),
+        );
+        registry.register(
+            "datakit_worker_rss_bytes",
+            "Resident memory of the family's worker at its last health check",
+            m.rss.clone(),
+        );
+        registry.register(
+            "datakit_rpc_push_points",
+            "Points received from workers over RPC",
+            m.push_points.clone(),
+        );
+        registry.register(
+            "datakit_rpc_push_seconds",
+            "Time from receiving a worker batch to acknowledging it",
+            m.push_latency.clone(),
+        );
+        registry.register(
+            "datakit_config_reload",
+            "Config reloads by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "datakit_uptime_seconds",
+            "Seconds since the supervisor started",
+            m.uptime.clone(),
+        );
+        m
+    }
+
+    /// Counts one restart.
+    pub fn restart(&self, family: &str, cause: &str) {
+        self.restarts
+            .get_or_create(&[("family", family.to_string()), ("cause", cause.to_string())])
+            .inc();
+    }
+
+    /// The label set of a family.
+    pub fn family(family: &str) -> FamilyLabel {
+        [("family", family.to_string())]
+    }
+}

@@ -1,0 +1,105 @@
+//! The 9529 write API on the real binary: decoding, normalisation, echo, errors.
+
+use dk_proto::{Point, Value};
+
+use crate::harness::Agent;
+
+fn echo_points(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("echo body is JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+#[test]
+fn write_api_echoes_normalised_points_for_every_body_format() {
+    let agent = Agent::start(&[]);
+
+    // Line protocol with escapes, explicit precision, and a string field a metric must drop.
+    let lp = b"cpu\\,x,host\\ name=a\\=b usage=1.5,count=3i,note=\"hi\" 1700000000\n";
+    let (status, body) = agent.request("POST", "/v1/write/metric?echo=json&precision=s", &[], lp);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let echoed = echo_points(&body);
+    let text = echoed.to_string();
+    assert!(text.contains("cpu,x"), "measurement unescaped: {text}");
+    assert!(text.contains("host name"), "tag key unescaped: {text}");
+    assert!(text.contains("a=b"), "tag value unescaped: {text}");
+    assert!(
+        !text.contains("note"),
+        "string fields are dropped from metrics: {text}"
+    );
+    assert!(
+        text.contains("1700000000000000000"),
+        "seconds scaled to ns: {text}"
+    );
+
+    // JSON body.
+    let json =
+        br#"[{"measurement":"jm","tags":{"t":"v"},"fields":{"f":2.5},"time":1700000000000000000}]"#;
+    let (status, body) = agent.request(
+        "POST",
+        "/v1/write/metric?echo=json",
+        &[("Content-Type", "application/json")],
+        json,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(echo_points(&body).to_string().contains("jm"));
+
+    // Protobuf body.
+    let p = Point::new("pbm", 1_700_000_000_000_000_000)
+        .tag("t", "v")
+        .field("f", Value::I(7));
+    let pb = dk_proto::pb::encode(&[p]);
+    let (status, body) = agent.request(
+        "POST",
+        "/v1/write/metric?echo=lp",
+        &[(
+            "Content-Type",
+            "application/protobuf; proto=com.guance.Point",
+        )],
+        &pb,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim(),
+        "pbm,t=v f=7i 1700000000000000000"
+    );
+
+    // Malformed line protocol: Datakit's error envelope.
+    let (status, body) = agent.request("POST", "/v1/write/metric", &[], b"no_fields_here\n");
+    assert_eq!(status, 400);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error_code"], "datakit.invalidLinePoint", "{err}");
+
+    // Bad category.
+    let (status, body) = agent.request("POST", "/v1/write/nope", &[], b"m f=1\n");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("datakit.invalidCategory"));
+}
+
+#[test]
+fn written_points_reach_the_local_sink_with_global_tags() {
+    let agent = Agent::start(&[]);
+    let (status, _) = agent.request(
+        "POST",
+        "/v1/write/logging",
+        &[],
+        b"app message=\"hello\" 1700000000000000000\n",
+    );
+    assert_eq!(status, 200);
+    let points = crate::harness::wait_for(
+        "the logging point",
+        std::time::Duration::from_secs(10),
+        || {
+            let pts = agent.local_points("logging");
+            (!pts.is_empty()).then_some(pts)
+        },
+    );
+    let p = &points[0];
+    assert_eq!(p.name, "app");
+    assert_eq!(p.get_tag("e2e"), Some("yes"));
+    assert!(p.get_tag("host").is_some());
+    assert_eq!(
+        p.get_field("status"),
+        Some(&Value::S("info".into())),
+        "logging gets status=info: {p:?}"
+    );
+}

@@ -1,0 +1,154 @@
+//! Configuration: every mistake reported at once before binding; hot reload per family.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Agent, bin, free_port, main_conf, wait_for, write_confd};
+
+#[test]
+fn a_config_with_several_mistakes_lists_them_all_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let main =
+        main_conf(port, "").replace("flush_interval = \"200ms\"", "flush_interval = \"soon\"");
+    write_confd(
+        dir.path(),
+        &main,
+        &[
+            (
+                "host/cpu.conf",
+                "[[inputs.cpu]]\n  interval = \"ten seconds\"\n",
+            ),
+            (
+                "network/socket.conf",
+                "[[inputs.socket]]\n  dest_url = [\"ftp://example.com:21\"]\n  tcp_timeout = \"fast\"\n",
+            ),
+        ],
+    );
+    let out = Command::new(bin())
+        .arg("run")
+        .arg("--workdir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "bad config must fail: {stderr}");
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for needle in [
+        "flush_interval",
+        "cpu.conf",
+        "interval",
+        "socket.conf",
+        "dest_url",
+        "tcp_timeout",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "the report names {needle}:\n{stderr}"
+        );
+    }
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing was bound"
+    );
+
+    let check = Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(78));
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    for needle in [
+        "flush_interval",
+        "cpu.conf",
+        "socket.conf",
+        "dest_url",
+        "tcp_timeout",
+    ] {
+        assert!(
+            check_err.contains(needle),
+            "check names {needle}:\n{check_err}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    write_confd(
+        dir.path(),
+        &main_conf(free_port(), ""),
+        &[("host/mem.conf", "[[inputs.mem]]\n")],
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hot_reload_keeps_the_old_config_on_errors_and_restarts_only_changed_families() {
+    let socket_conf = |urls: &str| format!("[[inputs.socket]]\n  dest_url = [{urls}]\n");
+    let agent = Agent::start(&[
+        ("host/mem.conf", "[[inputs.mem]]\n  interval = \"1s\"\n"),
+        ("network/socket.conf", &socket_conf("\"tcp://127.0.0.1:1\"")),
+    ]);
+    let host = wait_for("host worker", Duration::from_secs(10), || {
+        agent.worker_pid("host")
+    });
+    let socket = wait_for("socket worker", Duration::from_secs(10), || {
+        agent.worker_pid("socket")
+    });
+
+    // A broken edit is rejected; everything keeps running on the old config.
+    agent.write_conf(
+        "network/socket.conf",
+        "[[inputs.socket]]\n  dest_url = \"not a list\n",
+    );
+    wait_for(
+        "the rejected reload to be counted",
+        Duration::from_secs(10),
+        || {
+            agent
+                .metric("datakit_config_reload_total{result=\"rejected\"}")
+                .filter(|v| *v >= 1.0)
+        },
+    );
+    let (status, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("socket.conf"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(agent.worker_pid("host"), Some(host));
+    assert_eq!(agent.worker_pid("socket"), Some(socket));
+
+    // A valid edit adding a target restarts the socket worker only.
+    agent.write_conf(
+        "network/socket.conf",
+        &socket_conf("\"tcp://127.0.0.1:1\", \"udp://127.0.0.1:2\""),
+    );
+    let new_socket = wait_for("a new socket worker", Duration::from_secs(15), || {
+        agent.worker_pid("socket").filter(|p| *p != socket)
+    });
+    assert_ne!(new_socket, socket);
+    assert_eq!(
+        agent.worker_pid("host"),
+        Some(host),
+        "the host worker was not restarted"
+    );
+    assert_eq!(
+        agent.metric("datakit_worker_restarts_total{family=\"socket\",cause=\"signal\"}"),
+        None,
+        "a planned restart is not a crash"
+    );
+}

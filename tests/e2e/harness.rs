@@ -1,0 +1,323 @@
+//! Starting the agent in a temp work dir, talking HTTP to it, reading its local sink.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use dk_proto::Point;
+use dk_proto::lineproto::{DecodeOptions, Precision};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_datakit")
+}
+
+/// A free loopback port (bound and released; another process could take it, rarely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, up to `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub api: SocketAddr,
+}
+
+/// The main config every test starts from: loopback API on a free port, no default inputs,
+/// fast flushes.
+pub fn main_conf(api_port: u16, extra: &str) -> String {
+    let io = if extra.contains("[io]") {
+        ""
+    } else {
+        "[io]\n  flush_interval = \"200ms\""
+    };
+    format!(
+        r#"
+default_enabled_inputs = []
+[http_api]
+  listen = "127.0.0.1:{api_port}"
+{io}
+[logging]
+  log = "stdout"
+  level = "info"
+[global_host_tags]
+  e2e = "yes"
+{extra}
+"#
+    )
+}
+
+impl Agent {
+    /// Writes `conf.d/datakit.conf` plus `files` (path relative to conf.d, contents) into a new
+    /// work dir and starts `datakit run`, waiting until `/v1/ping` answers.
+    pub fn start(files: &[(&str, &str)]) -> Agent {
+        Self::start_with(files, "", &[])
+    }
+
+    /// As [`Agent::start`], with extra main-config text and environment variables.
+    pub fn start_with(files: &[(&str, &str)], extra_main: &str, env: &[(&str, &str)]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        write_confd(dir.path(), &main_conf(port, extra_main), files);
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("--workdir")
+            .arg(dir.path())
+            .stdin(Stdio::null());
+        cmd.stdout(Stdio::from(
+            std::fs::File::create(dir.path().join("agent.out")).unwrap(),
+        ));
+        cmd.stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("agent.err")).unwrap(),
+        ));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut agent = Agent {
+            child,
+            dir,
+            api: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("agent exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok((200, _)) = try_request(self.api, "GET", "/v1/ping", &[], b"") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the agent printed.
+    pub fn log(&self) -> String {
+        let out = std::fs::read_to_string(self.dir.path().join("agent.out")).unwrap_or_default();
+        let err = std::fs::read_to_string(self.dir.path().join("agent.err")).unwrap_or_default();
+        format!("{out}{err}")
+    }
+
+    /// The work dir.
+    pub fn workdir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An HTTP request to the API.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<u8>) {
+        try_request(self.api, method, path, headers, body).unwrap()
+    }
+
+    /// `GET /metrics` as text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.request("GET", "/metrics", &[], b"");
+        assert_eq!(status, 200);
+        String::from_utf8(body).unwrap()
+    }
+
+    /// The value of one sample line of `/metrics` (exact name with labels), if present.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    }
+
+    /// The pid of the worker process of `family` (a child of the agent), if one runs.
+    pub fn worker_pid(&self, family: &str) -> Option<u32> {
+        let me = self.child.id();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut f = after.split_whitespace();
+            let state = f.next().unwrap_or("");
+            let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            if ppid != me || state == "Z" {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args.len() > 2 && args[1] == b"worker" && args[2] == family.as_bytes() {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Every point in the local sink's files of `category`.
+    pub fn local_points(&self, category: &str) -> Vec<Point> {
+        read_local_points(&self.workdir().join("data/local").join(category))
+    }
+
+    /// Sends a signal to the supervisor.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits for the agent to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for("the agent to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
+    /// Writes a file under conf.d (atomically: write + rename, as config management does).
+    pub fn write_conf(&self, rel: &str, text: &str) {
+        let path = self.workdir().join("conf.d").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = path.with_extension("tmp~");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a conf.d tree.
+pub fn write_confd(workdir: &Path, main: &str, files: &[(&str, &str)]) -> PathBuf {
+    let confd = workdir.join("conf.d");
+    std::fs::create_dir_all(&confd).unwrap();
+    std::fs::write(confd.join("datakit.conf"), main).unwrap();
+    for (rel, text) in files {
+        let p = confd.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    confd
+}
+
+/// Decodes every `*.lp` file in a directory (rotated files included).
+pub fn read_local_points(dir: &Path) -> Vec<Point> {
+    let mut files: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "lp"))
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.sort();
+    let mut points = Vec::new();
+    for f in files {
+        let body = std::fs::read(&f).unwrap();
+        // A file being appended to may end mid-line; decode complete lines only.
+        let end = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if end == 0 {
+            continue;
+        }
+        let opts = DecodeOptions {
+            precision: Precision::Ns,
+            now_ns: 0,
+        };
+        points.extend(
+            dk_proto::lineproto::decode(&body[..end], &opts)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+        );
+    }
+    points
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body (chunked decoded).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}

@@ -1,0 +1,184 @@
+//! Host and socket inputs deliver Datakit's measurements to the local sink.
+
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use dk_proto::{Point, Value};
+
+use crate::harness::{Agent, wait_for};
+
+const HOST_INPUTS: &str = r#"
+[[inputs.cpu]]
+  interval = "1s"
+[[inputs.mem]]
+  interval = "1s"
+[[inputs.disk]]
+  interval = "1s"
+[[inputs.net]]
+  interval = "1s"
+[[inputs.system]]
+  interval = "1s"
+"#;
+
+fn latest<'a>(points: &'a [Point], name: &str) -> Option<&'a Point> {
+    points.iter().rev().find(|p| p.name == name)
+}
+
+fn assert_field(p: &Point, key: &str, kind: &str) {
+    let v = p
+        .get_field(key)
+        .unwrap_or_else(|| panic!("{} lacks field {key}: {p:?}", p.name));
+    assert_eq!(
+        v.type_name(),
+        kind,
+        "{}.{key} has type {} ({v:?})",
+        p.name,
+        v.type_name()
+    );
+}
+
+#[test]
+fn host_points_arrive_in_the_local_sink_with_datakit_names_and_types() {
+    let agent = Agent::start(&[("host/host.conf", HOST_INPUTS)]);
+    let points = wait_for(
+        "cpu, mem, disk, net and system points",
+        Duration::from_secs(20),
+        || {
+            let pts = agent.local_points("metric");
+            ["cpu", "mem", "disk", "net", "system"]
+                .iter()
+                .all(|m| latest(&pts, m).is_some())
+                .then_some(pts)
+        },
+    );
+    let hostname = latest(&points, "mem")
+        .and_then(|p| p.get_tag("host"))
+        .unwrap()
+        .to_string();
+    assert!(!hostname.is_empty());
+    for p in &points {
+        assert_eq!(
+            p.get_tag("host"),
+            Some(hostname.as_str()),
+            "every point has the global host tag: {p:?}"
+        );
+        assert_eq!(
+            p.get_tag("e2e"),
+            Some("yes"),
+            "global host tags are attached: {p:?}"
+        );
+    }
+    let cpu = latest(&points, "cpu").unwrap();
+    assert_eq!(cpu.get_tag("cpu"), Some("cpu-total"));
+    for f in ["usage_user", "usage_system", "usage_idle", "usage_total"] {
+        assert_field(cpu, f, "float");
+    }
+    let mem = latest(&points, "mem").unwrap();
+    for f in ["total", "available", "used", "free"] {
+        assert_field(mem, f, "int");
+    }
+    assert_field(mem, "used_percent", "float");
+    let Some(Value::I(total)) = mem.get_field("total") else {
+        unreachable!()
+    };
+    assert!(*total > 0);
+    let disk = latest(&points, "disk").unwrap();
+    for t in ["device", "fstype", "mount_point"] {
+        assert!(disk.get_tag(t).is_some(), "disk tag {t}: {disk:?}");
+    }
+    for f in ["total", "free", "used"] {
+        assert_field(disk, f, "int");
+    }
+    assert_field(disk, "used_percent", "float");
+    let net = latest(&points, "net").unwrap();
+    assert!(net.get_tag("interface").is_some());
+    for f in ["bytes_sent", "bytes_recv", "packets_sent", "packets_recv"] {
+        assert_field(net, f, "int");
+    }
+    let system = latest(&points, "system").unwrap();
+    for f in ["load1", "load5", "load15"] {
+        assert_field(system, f, "float");
+    }
+    for f in ["n_cpus", "uptime"] {
+        assert_field(system, f, "int");
+    }
+}
+
+#[test]
+fn socket_input_reports_tcp_and_udp_reachability() {
+    let open_tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_tcp = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let open_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed_udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let open_tcp_port = open_tcp.local_addr().unwrap().port();
+    let open_udp_port = open_udp.local_addr().unwrap().port();
+    // Keep accepting so the listener's backlog never fills.
+    std::thread::spawn(move || {
+        for s in open_tcp.incoming() {
+            drop(s)
+        }
+    });
+    let conf = format!(
+        r#"
+[[inputs.socket]]
+  dest_url = ["tcp://127.0.0.1:{open_tcp_port}", "tcp://127.0.0.1:{closed_tcp}",
+              "udp://127.0.0.1:{open_udp_port}", "udp://127.0.0.1:{closed_udp}"]
+  interval = "10s"
+  tcp_timeout = "2s"
+  udp_timeout = "2s"
+"#
+    );
+    let agent = Agent::start(&[("network/socket.conf", &conf)]);
+    let find = |pts: &[Point], proto: &str, port: u16| -> Option<Point> {
+        pts.iter()
+            .find(|p| p.name == proto && p.get_tag("dest_port") == Some(port.to_string().as_str()))
+            .cloned()
+    };
+    let points = wait_for(
+        "tcp and udp dial-test points",
+        Duration::from_secs(40),
+        || {
+            let pts = agent.local_points("metric");
+            let all = find(&pts, "tcp", open_tcp_port).is_some()
+                && find(&pts, "tcp", closed_tcp).is_some()
+                && find(&pts, "udp", open_udp_port).is_some()
+                && find(&pts, "udp", closed_udp).is_some();
+            all.then_some(pts)
+        },
+    );
+    let ok = find(&points, "tcp", open_tcp_port).unwrap();
+    assert_eq!(ok.get_field("success"), Some(&Value::I(1)));
+    assert_eq!(ok.get_tag("proto"), Some("tcp"));
+    assert_eq!(ok.get_tag("dest_host"), Some("127.0.0.1"));
+    let Some(Value::I(rt)) = ok.get_field("response_time") else {
+        panic!("response_time: {ok:?}")
+    };
+    assert!(
+        *rt > 0 && *rt < 2_000_000,
+        "connect time {rt} µs is plausible on loopback"
+    );
+    assert!(matches!(ok.get_field("response_time_with_dns"), Some(Value::I(v)) if *v >= *rt));
+    let refused = find(&points, "tcp", closed_tcp).unwrap();
+    assert_eq!(refused.get_field("success"), Some(&Value::I(-1)));
+    let udp_ok = find(&points, "udp", open_udp_port).unwrap();
+    assert_eq!(
+        udp_ok.get_field("success"),
+        Some(&Value::I(1)),
+        "a bound UDP port that stays silent counts as open"
+    );
+    let udp_closed = find(&points, "udp", closed_udp).unwrap();
+    assert_eq!(
+        udp_closed.get_field("success"),
+        Some(&Value::I(-1)),
+        "ICMP port unreachable means closed"
+    );
+    drop(open_udp);
+}

@@ -1,0 +1,170 @@
+//! Worker isolation and the supervisor's lifecycle: restarts, hangs, start-up crashes, SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{Agent, wait_for};
+
+const TWO_FAMILIES: &[(&str, &str)] = &[
+    ("host/mem.conf", "[[inputs.mem]]\n  interval = \"1s\"\n"),
+    (
+        "network/socket.conf",
+        "[[inputs.socket]]\n  dest_url = [\"tcp://127.0.0.1:1\"]\n",
+    ),
+];
+
+fn kill(pid: u32, sig: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+#[test]
+fn a_killed_worker_is_back_quickly_and_nothing_else_notices() {
+    let agent = Agent::start(TWO_FAMILIES);
+    let host = wait_for("host worker", Duration::from_secs(10), || {
+        agent.worker_pid("host")
+    });
+    let socket = wait_for("socket worker", Duration::from_secs(10), || {
+        agent.worker_pid("socket")
+    });
+    wait_for("host worker up", Duration::from_secs(10), || {
+        (agent.metric("datakit_worker_up{family=\"host\"}") == Some(1.0)).then_some(())
+    });
+    let killed_at = Instant::now();
+    kill(host, Signal::SIGKILL);
+    let new_host = wait_for("a new host worker", Duration::from_secs(5), || {
+        agent.worker_pid("host").filter(|p| *p != host)
+    });
+    let respawned = killed_at.elapsed();
+    assert_ne!(new_host, host);
+    assert!(
+        respawned < Duration::from_secs(1),
+        "host worker respawned after {respawned:?}"
+    );
+    assert_eq!(
+        agent.worker_pid("socket"),
+        Some(socket),
+        "the other family's worker is untouched"
+    );
+    let (status, _) = agent.request("GET", "/v1/ping", &[], b"");
+    assert_eq!(status, 200);
+    wait_for("the restart to be counted", Duration::from_secs(5), || {
+        agent
+            .metric("datakit_worker_restarts_total{family=\"host\",cause=\"signal\"}")
+            .filter(|v| *v >= 1.0)
+    });
+    // And the new worker delivers again.
+    let before = agent
+        .local_points("metric")
+        .iter()
+        .filter(|p| p.name == "mem")
+        .count();
+    wait_for(
+        "mem points from the new worker",
+        Duration::from_secs(10),
+        || {
+            (agent
+                .local_points("metric")
+                .iter()
+                .filter(|p| p.name == "mem")
+                .count()
+                > before)
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_worker_that_stops_answering_health_checks_is_killed_and_restarted() {
+    let agent = Agent::start(TWO_FAMILIES);
+    let host = wait_for("host worker", Duration::from_secs(10), || {
+        agent.worker_pid("host")
+    });
+    wait_for("host worker up", Duration::from_secs(10), || {
+        (agent.metric("datakit_worker_up{family=\"host\"}") == Some(1.0)).then_some(())
+    });
+    kill(host, Signal::SIGSTOP);
+    let new_host = wait_for(
+        "a replacement for the hung worker",
+        Duration::from_secs(15),
+        || agent.worker_pid("host").filter(|p| *p != host),
+    );
+    assert_ne!(new_host, host);
+    let restarts =
+        agent.metric("datakit_worker_restarts_total{family=\"host\",cause=\"health_timeout\"}");
+    assert_eq!(restarts, Some(1.0), "{}", agent.metrics());
+}
+
+#[test]
+fn a_worker_crashing_at_start_up_backs_off_instead_of_spinning() {
+    let agent = Agent::start_with(TWO_FAMILIES, "", &[("DK_DEBUG_WORKER_EXIT", "socket")]);
+    let started = Instant::now();
+    wait_for("host worker up", Duration::from_secs(10), || {
+        (agent.metric("datakit_worker_up{family=\"host\"}") == Some(1.0)).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
+    let elapsed = started.elapsed().as_secs_f64();
+    let restarts = agent
+        .metric("datakit_worker_restarts_total{family=\"socket\",cause=\"exit_error\"}")
+        .unwrap_or(0.0);
+    // Backoff 100, 200, 400, 800, 1600 ms...: about 5 restarts in 3 s; a spinning loop would
+    // make hundreds.
+    assert!(
+        restarts >= 2.0,
+        "the crashing worker is retried ({restarts} restarts in {elapsed:.1}s)"
+    );
+    assert!(
+        restarts <= 8.0,
+        "the crashing worker backs off ({restarts} restarts in {elapsed:.1}s)"
+    );
+    let (status, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("socket"),
+        "restarts are visible as last errors"
+    );
+    assert_eq!(
+        agent.metric("datakit_worker_up{family=\"host\"}"),
+        Some(1.0),
+        "host is unaffected"
+    );
+}
+
+#[test]
+fn sigterm_flushes_every_accepted_point_to_the_sink() {
+    // A long flush interval: accepted points sit in memory until shutdown flushes them.
+    let mut agent = Agent::start_with(&[], "[io]\n  flush_interval = \"1h\"\n", &[]);
+    let n = 2500;
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&format!(
+            "e2e_flush,run=a seq={i}i {}\n",
+            1_700_000_000_000_000_000i64 + i
+        ));
+    }
+    let (status, resp) = agent.request("POST", "/v1/write/metric", &[], body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "clean exit: {status}; log:\n{}",
+        agent.log()
+    );
+    let mut seqs: Vec<i64> = agent
+        .local_points("metric")
+        .iter()
+        .filter(|p| p.name == "e2e_flush")
+        .filter_map(|p| match p.get_field("seq") {
+            Some(dk_proto::Value::I(v)) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        n as usize,
+        "every accepted point is in the sink after exit"
+    );
+}
