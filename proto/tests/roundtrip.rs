@@ -107,7 +107,7 @@ fn point(rng: &mut StdRng) -> Point {
 
 #[test]
 fn line_protocol_round_trips_random_points() {
-    let mut rng = StdRng::seed_from_u64(0x11e_9_07_0);
+    let mut rng = StdRng::seed_from_u64(0x11e9_070);
     let opts = DecodeOptions::new(Precision::Ns, 1);
     for case in 0..CASES {
         let points: Vec<Point> = (0..rng.random_range(1..4))
