@@ -107,7 +107,7 @@ fn point(rng: &mut StdRng) -> Point {
 
 #[test]
 fn line_protocol_round_trips_random_points() {
-    let mut rng = StdRng::seed_from_u64(0x11e9_070);
+    let mut rng = StdRng::seed_from_u64(0x0011_e907);
     let opts = DecodeOptions::new(Precision::Ns, 1);
     for case in 0..CASES {
         let points: Vec<Point> = (0..rng.random_range(1..4))
