@@ -24,14 +24,19 @@ fn latest<'a>(points: &'a [Point], name: &str) -> Option<&'a Point> {
     points.iter().rev().find(|p| p.name == name)
 }
 
+/// Asserts a field's type; `"integer"` accepts Datakit's signed or unsigned integers (byte
+/// counters from the kernel are uint64 in Datakit as here).
 fn assert_field(p: &Point, key: &str, kind: &str) {
     let v = p
         .get_field(key)
         .unwrap_or_else(|| panic!("{} lacks field {key}: {p:?}", p.name));
-    assert_eq!(
-        v.type_name(),
-        kind,
-        "{}.{key} has type {} ({v:?})",
+    let ok = match kind {
+        "integer" => matches!(v, Value::I(_) | Value::U(_)),
+        _ => v.type_name() == kind,
+    };
+    assert!(
+        ok,
+        "{}.{key} has type {} ({v:?}), want {kind}",
         p.name,
         v.type_name()
     );
@@ -75,32 +80,47 @@ fn host_points_arrive_in_the_local_sink_with_datakit_names_and_types() {
     }
     let mem = latest(&points, "mem").unwrap();
     for f in ["total", "available", "used", "free"] {
-        assert_field(mem, f, "int");
+        assert_field(mem, f, "integer");
     }
     assert_field(mem, "used_percent", "float");
-    let Some(Value::I(total)) = mem.get_field("total") else {
-        unreachable!()
+    let total = match mem.get_field("total") {
+        Some(Value::I(v)) => u64::try_from(*v).unwrap_or(0),
+        Some(Value::U(v)) => *v,
+        other => panic!("mem.total: {other:?}"),
     };
-    assert!(*total > 0);
+    assert!(total > 0);
     let disk = latest(&points, "disk").unwrap();
     for t in ["device", "fstype", "mount_point"] {
         assert!(disk.get_tag(t).is_some(), "disk tag {t}: {disk:?}");
     }
     for f in ["total", "free", "used"] {
-        assert_field(disk, f, "int");
+        assert_field(disk, f, "integer");
     }
     assert_field(disk, "used_percent", "float");
-    let net = latest(&points, "net").unwrap();
+    // Datakit also sends a `net` point with `interface=all` carrying the TCP/UDP protocol
+    // counters; the per-interface points carry the byte and packet counters.
+    let net = points
+        .iter()
+        .rev()
+        .find(|p| p.name == "net" && p.get_tag("interface") != Some("all"))
+        .expect("a per-interface net point");
+    let all = points
+        .iter()
+        .find(|p| p.name == "net" && p.get_tag("interface") == Some("all"));
+    assert!(
+        all.is_some_and(|p| p.get_field("tcp_insegs").is_some()),
+        "{all:?}"
+    );
     assert!(net.get_tag("interface").is_some());
     for f in ["bytes_sent", "bytes_recv", "packets_sent", "packets_recv"] {
-        assert_field(net, f, "int");
+        assert_field(net, f, "integer");
     }
     let system = latest(&points, "system").unwrap();
     for f in ["load1", "load5", "load15"] {
         assert_field(system, f, "float");
     }
     for f in ["n_cpus", "uptime"] {
-        assert_field(system, f, "int");
+        assert_field(system, f, "integer");
     }
 }
 
