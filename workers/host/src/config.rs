@@ -182,7 +182,9 @@ impl<'a> Decoder<'a> {
                 let first = e.to_string().lines().last().unwrap_or("").to_string();
                 self.problems.push(ConfigProblem::new(
                     key,
-                    format!("{text:?} is not a valid regular expression ({first}); fix or remove it"),
+                    format!(
+                        "{text:?} is not a valid regular expression ({first}); fix or remove it"
+                    ),
                 ));
                 None
             }
@@ -253,7 +255,11 @@ impl MountFilter {
         {
             return false;
         }
-        if self.ignore_fstypes.as_ref().is_some_and(|r| r.is_match(fstype)) {
+        if self
+            .ignore_fstypes
+            .as_ref()
+            .is_some_and(|r| r.is_match(fstype))
+        {
             return false;
         }
         !self
@@ -563,7 +569,10 @@ bad = 3
         );
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["interfaces[1]", "interfaces[0]"]);
-        let p = problems("disk", "ignore_fstypes = '(['\nexclude_device = '/dev/sda'\n");
+        let p = problems(
+            "disk",
+            "ignore_fstypes = '(['\nexclude_device = '/dev/sda'\n",
+        );
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["exclude_device", "ignore_fstypes"]);
     }

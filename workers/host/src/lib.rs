@@ -11,6 +11,9 @@ pub mod parse;
 mod runner;
 pub mod sys;
 
+#[cfg(test)]
+mod tests;
+
 use dk_proto::rpc::WorkerConfig;
 use dk_worker::{ConfigProblem, Family, Input};
 
@@ -50,11 +53,7 @@ pub struct HostFamily;
 
 impl HostFamily {
     /// Builds the input of one decoded instance, reading from `paths`.
-    pub fn build_input(
-        config: InputConfig,
-        paths: HostPaths,
-        hostname: &str,
-    ) -> Box<dyn Input> {
+    pub fn build_input(config: InputConfig, paths: HostPaths, hostname: &str) -> Box<dyn Input> {
         use inputs::*;
         match config {
             InputConfig::Cpu(c) => {

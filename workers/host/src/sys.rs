@@ -112,8 +112,7 @@ impl HostPaths {
         if self.mount_root.as_os_str().is_empty() {
             PathBuf::from(mount_point)
         } else {
-            self.mount_root
-                .join(mount_point.trim_start_matches('/'))
+            self.mount_root.join(mount_point.trim_start_matches('/'))
         }
     }
 }
@@ -196,7 +195,9 @@ impl Reader {
                 let Some(name) = self.small(&d.join("name")) else {
                     continue;
                 };
-                let Ok(entries) = fs::read_dir(&d) else { continue };
+                let Ok(entries) = fs::read_dir(&d) else {
+                    continue;
+                };
                 for e in entries.flatten() {
                     let file = e.file_name();
                     let Some(file) = file.to_str() else { continue };
@@ -361,7 +362,11 @@ pub fn statvfs(path: &Path) -> Result<FsStat, CollectError> {
     })?;
     let frag = s.fragment_size() as u64;
     Ok(FsStat {
-        fragment_size: if frag == 0 { s.block_size() as u64 } else { frag },
+        fragment_size: if frag == 0 {
+            s.block_size() as u64
+        } else {
+            frag
+        },
         blocks: s.blocks() as u64,
         blocks_free: s.blocks_free() as u64,
         blocks_available: s.blocks_available() as u64,

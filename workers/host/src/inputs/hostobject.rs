@@ -438,7 +438,11 @@ pub fn disk_summaries(mounts: &[MountUsage], ignore_zero: bool) -> (Vec<DiskSumm
             mountpoint: m.mount_point.clone(),
         });
     }
-    let pct = if total > 0.0 { used / total * 100.0 } else { 0.0 };
+    let pct = if total > 0.0 {
+        used / total * 100.0
+    } else {
+        0.0
+    };
     (out, total_bytes, pct)
 }
 
@@ -565,7 +569,10 @@ impl Collector for HostObject {
             .tag("arch", meta.arch.as_str())
             .field("message", Value::S(message))
             .field("start_time", Value::U(boot_time.saturating_mul(1000)))
-            .field("datakit_ver", Value::S(dk_proto::DATAKIT_VERSION.to_string()))
+            .field(
+                "datakit_ver",
+                Value::S(dk_proto::DATAKIT_VERSION.to_string()),
+            )
             .field("cpu_usage", Value::F(cpu_usage))
             .field(
                 "mem_used_percent",

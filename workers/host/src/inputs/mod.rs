@@ -18,7 +18,11 @@ pub(crate) fn rate(cur: u64, prev: u64, secs: f64) -> Option<i64> {
         return None;
     }
     let r = (cur - prev) as f64 / secs;
-    Some(if r >= i64::MAX as f64 { i64::MAX } else { r as i64 })
+    Some(if r >= i64::MAX as f64 {
+        i64::MAX
+    } else {
+        r as i64
+    })
 }
 
 /// Seconds between two point times in nanoseconds.

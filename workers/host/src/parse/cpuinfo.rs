@@ -123,7 +123,9 @@ pub fn core_temperature(readings: &[HwmonReading]) -> Option<f64> {
     let (sum, n) = readings
         .iter()
         .filter(|r| r.chip.trim() == "coretemp" && is_core_label(&r.label))
-        .fold((0.0, 0usize), |(s, n), r| (s + r.millidegrees / 1000.0, n + 1));
+        .fold((0.0, 0usize), |(s, n), r| {
+            (s + r.millidegrees / 1000.0, n + 1)
+        });
     (n > 0).then(|| sum / n as f64)
 }
 
@@ -147,10 +149,7 @@ mod tests {
     fn parses_one_entry_per_processor_from_a_captured_file() {
         let text = include_str!("../../testdata/proc_cpuinfo");
         let cpus = parse_cpuinfo(text);
-        let expected = text
-            .lines()
-            .filter(|l| l.starts_with("processor"))
-            .count();
+        let expected = text.lines().filter(|l| l.starts_with("processor")).count();
         assert_eq!(cpus.len(), expected);
         assert!(!cpus[0].vendor_id.is_empty());
         assert!(!cpus[0].module_name.is_empty());

@@ -109,12 +109,12 @@ mod tests {
         let vda = &d[0];
         assert_eq!((vda.major, vda.minor), (254, 0));
         assert_eq!(vda.name, "vda");
-        assert_eq!(vda.reads, 18830);
-        assert_eq!(vda.merged_reads, 5169);
-        assert_eq!(vda.read_bytes, 5_109_810 * 512);
-        assert_eq!(vda.write_bytes, 2_107_496 * 512);
-        assert_eq!(vda.io_time, 6012);
-        assert_eq!(vda.weighted_io_time, 34132);
+        assert_eq!(vda.reads, 18856);
+        assert_eq!(vda.merged_reads, 5228);
+        assert_eq!(vda.read_bytes, 5_110_930 * 512);
+        assert_eq!(vda.write_bytes, 2_107_504 * 512);
+        assert_eq!(vda.io_time, 6016);
+        assert_eq!(vda.weighted_io_time, 34142);
     }
 
     #[test]

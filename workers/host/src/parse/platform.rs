@@ -128,10 +128,24 @@ pub fn detect_platform(f: &ReleaseFiles) -> Platform {
     let family = match platform.as_str() {
         "debian" | "ubuntu" | "linuxmint" | "raspbian" => "debian",
         "fedora" => "fedora",
-        "oracle" | "centos" | "redhat" | "scientific" | "enterpriseenterprise" | "amazon"
-        | "xenserver" | "cloudlinux" | "ibm_powerkvm" | "rocky" => "rhel",
-        "suse" | "opensuse" | "opensuse-leap" | "opensuse-tumbleweed"
-        | "opensuse-tumbleweed-kubic" | "sles" | "sled" | "caasp" => "suse",
+        "oracle"
+        | "centos"
+        | "redhat"
+        | "scientific"
+        | "enterpriseenterprise"
+        | "amazon"
+        | "xenserver"
+        | "cloudlinux"
+        | "ibm_powerkvm"
+        | "rocky" => "rhel",
+        "suse"
+        | "opensuse"
+        | "opensuse-leap"
+        | "opensuse-tumbleweed"
+        | "opensuse-tumbleweed-kubic"
+        | "sles"
+        | "sled"
+        | "caasp" => "suse",
         "gentoo" => "gentoo",
         "slackware" => "slackware",
         "arch" => "arch",
@@ -174,7 +188,10 @@ mod tests {
             ..Default::default()
         };
         let p = detect_platform(&f);
-        assert_eq!((p.platform.as_str(), p.version.as_str()), ("ubuntu", "24.04"));
+        assert_eq!(
+            (p.platform.as_str(), p.version.as_str()),
+            ("ubuntu", "24.04")
+        );
         assert_eq!(p.family, "debian");
     }
 
@@ -207,6 +224,9 @@ mod tests {
             (p.platform.as_str(), p.family.as_str(), p.version.as_str()),
             ("rocky", "rhel", "9.4")
         );
-        assert_eq!(detect_platform(&ReleaseFiles::default()), Platform::default());
+        assert_eq!(
+            detect_platform(&ReleaseFiles::default()),
+            Platform::default()
+        );
     }
 }

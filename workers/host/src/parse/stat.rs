@@ -249,14 +249,14 @@ mod tests {
     #[test]
     fn parses_total_per_cpu_and_boot_time_from_a_captured_file() {
         let s = parse_stat(FIXTURE).unwrap();
-        assert_eq!(s.total.user, 10419);
-        assert_eq!(s.total.system, 4534);
-        assert_eq!(s.total.idle, 83034);
-        assert_eq!(s.total.steal, 656);
+        assert_eq!(s.total.user, 10422);
+        assert_eq!(s.total.system, 4542);
+        assert_eq!(s.total.idle, 83471);
+        assert_eq!(s.total.steal, 657);
         assert_eq!(s.per_cpu.len(), 2);
         assert_eq!(s.per_cpu[1].0, 1);
-        assert_eq!(s.per_cpu[1].1.user, 5436);
-        assert!(s.boot_time.unwrap() > 1_600_000_000);
+        assert_eq!(s.per_cpu[1].1.user, 5439);
+        assert_eq!(s.boot_time, Some(1_795_304_018));
     }
 
     #[test]

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(i.get("ID_FS_TYPE"), Some("ext4"));
         assert_eq!(
             i.devlinks,
-            ["/dev/disk/by-id/ata-Samsung_SSD_S1", "/dev/disk/by-uuid/1234"]
+            [
+                "/dev/disk/by-id/ata-Samsung_SSD_S1",
+                "/dev/disk/by-uuid/1234"
+            ]
         );
         assert_eq!(i.get("W"), None);
     }
