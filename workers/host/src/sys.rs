@@ -191,7 +191,13 @@ impl Reader {
         };
         for chip in chips.flatten() {
             let dir = chip.path();
+            let before = out.len();
             for d in [dir.clone(), dir.join("device")] {
+                // Older kernels (CentOS 7) keep the sensors under `device/`; look there
+                // only when the chip directory itself had none, as gopsutil does.
+                if out.len() > before {
+                    break;
+                }
                 let Some(name) = self.small(&d.join("name")) else {
                     continue;
                 };

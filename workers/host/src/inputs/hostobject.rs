@@ -269,18 +269,17 @@ impl HostObject {
         (!cpus.is_empty()).then_some(cpus)
     }
 
-    fn interfaces(&mut self) -> Vec<NetSummary> {
+    fn interfaces(&mut self, addrs: &[(String, IpAddr, u8)]) -> Vec<NetSummary> {
         let ifaces = self.reader.interfaces();
         let skip: HashSet<String> = if self.cfg.enable_net_virtual_interfaces {
             HashSet::new()
         } else {
             self.reader.virtual_ifaces(true)
         };
-        let addrs = interface_addresses();
         ifaces
             .into_iter()
             .filter(|i| !skip.contains(&i.name))
-            .map(|i| net_summary(&i, &addrs))
+            .map(|i| net_summary(&i, addrs))
             .collect()
     }
 
@@ -523,7 +522,8 @@ impl Collector for HostObject {
         };
         let meta = self.meta(boot_time);
         let cpus = self.cpus();
-        let net = self.interfaces();
+        let addrs = interface_addresses();
+        let net = self.interfaces(&addrs);
         let mounts = match mounts(&mut self.reader, &self.cfg.filter) {
             Ok(m) => m,
             Err(e) => {
@@ -536,7 +536,7 @@ impl Collector for HostObject {
         let names: HashSet<&str> = net.iter().map(|n| n.name.as_str()).collect();
         self.net_rates(ts, &names);
         self.disk_rates(ts);
-        let ip = local_ip(&interface_addresses()).unwrap_or_default();
+        let ip = local_ip(&addrs).unwrap_or_default();
 
         let msg = HostMessage {
             host: HostInfo {
