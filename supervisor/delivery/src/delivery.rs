@@ -236,7 +236,8 @@ impl Delivery {
             match normalize(point, category, &inner.limits) {
                 Ok(_) => true,
                 Err(warns) => {
-                    let reason = warns.first().map_or("invalid_point", |w| w.kind);
+                    // The fatal warn is the last one; earlier ones are fixes made before it.
+                    let reason = warns.last().map_or("invalid_point", |w| w.kind);
                     match drops.iter_mut().find(|(r, _)| *r == reason) {
                         Some(slot) => slot.1 += 1,
                         None => drops.push((reason, 1)),

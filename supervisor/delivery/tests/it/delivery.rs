@@ -188,7 +188,7 @@ async fn metric_string_fields_are_dropped_and_points_left_without_fields_are_cou
         metric(
             &registry,
             "datakit_io_dropped_point_total",
-            &[("category", "metric")]
+            &[("category", "metric"), ("reason", "no_field")]
         ),
         1.0
     );
