@@ -25,3 +25,26 @@ pub fn prepare(cmd: &mut Command, fds: Vec<RawFd>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn listed_descriptors_survive_exec_and_others_do_not() {
+        let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let kept_back = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (p, k) = (passed.as_raw_fd(), kept_back.as_raw_fd());
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!(
+            "test -e /proc/self/fd/{p} && readlink /proc/self/fd/{p}; test -e /proc/self/fd/{k} && echo leaked"
+        ));
+        prepare(&mut cmd, vec![p]);
+        let out = cmd.output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("socket:["), "the listed socket is inherited: {stdout:?}");
+        assert!(!stdout.contains("leaked"), "other descriptors stay close-on-exec: {stdout:?}");
+    }
+}

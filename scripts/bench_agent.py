@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Load harness for the running agent (issue 2 figures).
+
+Starts the real binary (release by default) in a temp work dir with Datakit's default inputs,
+then prints:
+  * idle PSS of the supervisor and every worker after a settle period;
+  * time from `kill -9` of the host worker to the replacement being up (hello + control done,
+    `datakit_worker_up{family="host"} 1`), over several rounds.
+
+Usage: scripts/bench_agent.py [--bin target/release/datakit] [--settle 20] [--rounds 10]
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+        return r.read().decode()
+
+
+def metric(port, series):
+    for line in get(port, "/metrics").splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+                out.append((int(d), b" ".join(cmd[1:3]).decode()))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def pss_kib(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/datakit")
+    ap.add_argument("--settle", type=float, default=20)
+    ap.add_argument("--rounds", type=int, default=10)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="dk-bench-")
+    port = free_port()
+    os.makedirs(f"{work}/conf.d")
+    proc = subprocess.Popen([args.bin, "run", "--workdir", work, "--log", f"{work}/log"],
+                            stdin=subprocess.DEVNULL)
+    try:
+        # The first run writes conf.d/datakit.conf on the default port; restart on ours.
+        deadline = time.time() + 10
+        while not os.path.exists(f"{work}/conf.d/datakit.conf") and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        conf = open(f"{work}/conf.d/datakit.conf").read().replace("localhost:9529", f"127.0.0.1:{port}")
+        open(f"{work}/conf.d/datakit.conf", "w").write(conf)
+        proc = subprocess.Popen([args.bin, "run", "--workdir", work, "--log", f"{work}/log"],
+                                stdin=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while True:
+            try:
+                if metric(port, 'datakit_worker_up{family="host"}') == 1.0:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                sys.exit("agent did not come up")
+            time.sleep(0.05)
+        time.sleep(args.settle)
+        procs = [(proc.pid, "supervisor")] + children(proc.pid)
+        total_pss = 0
+        print(f"idle after {args.settle:.0f}s with the default inputs:")
+        for pid, name in procs:
+            pss, rss = pss_kib(pid), rss_kib(pid)
+            total_pss += pss
+            print(f"  {name:<20} pid {pid:>7}  PSS {pss/1024:6.1f} MiB  RSS {rss/1024:6.1f} MiB")
+        print(f"  total PSS {total_pss/1024:.1f} MiB")
+
+        times = []
+        for _ in range(args.rounds):
+            host = [p for p, n in children(proc.pid) if n == "worker host"][0]
+            t0 = time.perf_counter()
+            os.kill(host, signal.SIGKILL)
+            while True:
+                kids = [p for p, n in children(proc.pid) if n == "worker host" and p != host]
+                if kids and metric(port, 'datakit_worker_up{family="host"}') == 1.0:
+                    break
+                time.sleep(0.002)
+            times.append((time.perf_counter() - t0) * 1000)
+            # Let the backoff reset window pass partially; restarts in a row back off.
+            time.sleep(1.5)
+        times.sort()
+        print(f"kill -9 host worker -> replacement up: median {times[len(times)//2]:.0f} ms, "
+              f"min {times[0]:.0f} ms, max {times[-1]:.0f} ms over {len(times)} rounds "
+              f"(backoff grows for restarts in a row: 100, 200, 400 ms...)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
