@@ -278,8 +278,11 @@ async fn input_and_global_tag_params_reach_the_feeder() {
             no_global_tags: true
         }
     );
-    // Logging normalisation adds the default status.
-    assert_eq!(calls[0].3[0].get_tag("status"), Some("info"));
+    // Logging normalisation adds the default status (as a string field).
+    assert_eq!(
+        calls[0].3[0].get_field("status"),
+        Some(&Value::S("info".into()))
+    );
     assert_eq!(
         calls[1].2,
         FeedOpts {
