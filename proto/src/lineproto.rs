@@ -220,10 +220,13 @@ const CLASS: [u8; 256] = {
 pub fn decode(body: &[u8], opts: &DecodeOptions) -> Result<Vec<Point>, LpError> {
     let mut parser = Parser {
         buf: body,
+        text: std::str::from_utf8(body).ok(),
         pos: 0,
         opts,
         scratch: Vec::new(),
         tag_pos: Vec::new(),
+        tag_buf: Vec::new(),
+        field_buf: Vec::new(),
     };
     parser
         .run()
@@ -232,12 +235,19 @@ pub fn decode(body: &[u8], opts: &DecodeOptions) -> Result<Vec<Point>, LpError> 
 
 struct Parser<'a> {
     buf: &'a [u8],
+    /// The body as text when it is valid UTF-8 (then every slice between ASCII delimiters
+    /// is too, and needs no further check).
+    text: Option<&'a str>,
     pos: usize,
     opts: &'a DecodeOptions,
     /// Reused buffer for unescaping.
     scratch: Vec<u8>,
     /// Reused: byte offset of each tag key of the current line.
     tag_pos: Vec<usize>,
+    /// Reused: the tags of the current line.
+    tag_buf: Vec<(String, String)>,
+    /// Reused: the fields of the current line.
+    field_buf: Vec<(String, Value)>,
 }
 
 impl Parser<'_> {
@@ -327,15 +337,11 @@ impl Parser<'_> {
     fn point(&mut self) -> PResult<Point> {
         let line_start = self.pos;
         let name = self.measurement()?;
-        let mut point = Point {
-            name,
-            tags: Vec::new(),
-            fields: Vec::new(),
-            time: 0,
-        };
+        self.tag_buf.clear();
+        self.field_buf.clear();
         if self.peek() == Some(b',') {
             self.pos += 1;
-            self.tags(&mut point)?;
+            self.tags()?;
         }
         // Now at the space before the fields.
         self.skip_blanks();
@@ -345,7 +351,7 @@ impl Parser<'_> {
                 "missing fields: expected a space then field=value after the measurement and tags",
             );
         }
-        self.fields(&mut point)?;
+        self.fields()?;
         self.skip_blanks();
         let ts = if self.at_eol() {
             None
@@ -360,7 +366,7 @@ impl Parser<'_> {
             );
         }
         self.consume_eol();
-        point.time = match self.opts.point_time(ts) {
+        let time = match self.opts.point_time(ts) {
             Some(t) => t,
             None => {
                 return perr(
@@ -372,6 +378,12 @@ impl Parser<'_> {
                     ),
                 );
             }
+        };
+        let mut point = Point {
+            name,
+            tags: self.tag_buf.drain(..).collect(),
+            fields: self.field_buf.drain(..).collect(),
+            time,
         };
         dedupe(&mut point);
         Ok(point)
@@ -399,7 +411,7 @@ impl Parser<'_> {
         Ok(self.text(start, end, escaped, b", "))
     }
 
-    fn tags(&mut self, point: &mut Point) -> PResult<()> {
+    fn tags(&mut self) -> PResult<()> {
         self.tag_pos.clear();
         loop {
             let key_start = self.pos;
@@ -436,15 +448,15 @@ impl Parser<'_> {
                 }
             }
             let value = self.text(value_start, value_end, escaped, b",= ");
-            point.tags.push((key, value));
+            self.tag_buf.push((key, value));
             self.tag_pos.push(key_start);
             if self.peek() == Some(b',') {
                 self.pos += 1;
             } else {
-                return match duplicate(&point.tags) {
+                return match duplicate(&self.tag_buf) {
                     Some(i) => perr(
                         self.tag_pos[i],
-                        format!("duplicate tag key {:?}", point.tags[i].0),
+                        format!("duplicate tag key {:?}", self.tag_buf[i].0),
                     ),
                     None => Ok(()),
                 };
@@ -452,7 +464,7 @@ impl Parser<'_> {
         }
     }
 
-    fn fields(&mut self, point: &mut Point) -> PResult<()> {
+    fn fields(&mut self) -> PResult<()> {
         loop {
             let key_start = self.pos;
             let escaped = self.scan(STOP_FIELD_KEY);
@@ -467,7 +479,7 @@ impl Parser<'_> {
             let key = self.text(key_start, key_end, escaped, b",= \"");
             self.pos += 1;
             let value = self.value(&key, false)?;
-            point.fields.push((key, value));
+            self.field_buf.push((key, value));
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b' ' | b'\t') => return Ok(()),
@@ -579,7 +591,7 @@ impl Parser<'_> {
             };
         }
         if !escaped {
-            return Ok(Value::S(lossy(&buf[start..end])));
+            return Ok(Value::S(self.string(start, end)));
         }
         self.scratch.clear();
         let mut i = start;
@@ -664,12 +676,21 @@ impl Parser<'_> {
         })
     }
 
+    /// `buf[start..end]` as a string (both ends sit next to ASCII delimiters).
+    #[inline]
+    fn string(&self, start: usize, end: usize) -> String {
+        match self.text.and_then(|t| t.get(start..end)) {
+            Some(s) => s.to_owned(),
+            None => lossy(&self.buf[start..end]),
+        }
+    }
+
     /// The text of `buf[start..end]`, with `\x` turned into `x` for each `x` in `unescape`.
     fn text(&mut self, start: usize, end: usize, escaped: bool, unescape: &[u8]) -> String {
-        let raw = &self.buf[start..end];
         if !escaped {
-            return lossy(raw);
+            return self.string(start, end);
         }
+        let raw = &self.buf[start..end];
         self.scratch.clear();
         let mut i = 0;
         while i < raw.len() {
