@@ -366,18 +366,15 @@ impl Parser<'_> {
             );
         }
         self.consume_eol();
-        let time = match self.opts.point_time(ts) {
-            Some(t) => t,
-            None => {
-                return perr(
-                    line_start,
-                    format!(
-                        "timestamp {} overflows nanoseconds with precision {:?}",
-                        ts.unwrap_or_default(),
-                        self.opts.precision
-                    ),
-                );
-            }
+        let Some(time) = self.opts.point_time(ts) else {
+            return perr(
+                line_start,
+                format!(
+                    "timestamp {} overflows nanoseconds with precision {:?}",
+                    ts.unwrap_or_default(),
+                    self.opts.precision
+                ),
+            );
         };
         let mut point = Point {
             name,
