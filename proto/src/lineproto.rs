@@ -343,8 +343,11 @@ impl Parser<'_> {
             self.pos += 1;
             self.tags()?;
         }
-        // Now at the space before the fields.
-        self.skip_blanks();
+        // Now at the space before the fields. Only spaces separate them: a tab or NUL there
+        // starts the first field key, so every key the encoder writes reads back the same.
+        while self.peek() == Some(b' ') {
+            self.pos += 1;
+        }
         if self.at_eol() {
             return perr(
                 self.pos,

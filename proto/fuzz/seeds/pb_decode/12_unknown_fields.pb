@@ -1,0 +1,3 @@
+zxuabcd
+JyQ12345678
+kjzHRms
