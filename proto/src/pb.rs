@@ -3,9 +3,9 @@
 //! [`schema`] holds the messages as prost-derived structs (no `protoc`, no build script),
 //! with the field numbers of cliutils' `point/point.proto`. [`encode`] writes the same bytes
 //! the derived encoder would, but straight from borrowed [`Point`]s without building the
-//! message tree. [`decode`] walks the `PBPoints` and `PBPoint` levels by hand and decodes one
-//! `Field` at a time with prost, so memory stays proportional to the output whatever the
-//! input claims.
+//! message tree. [`decode`] walks the wire format by hand (prost only unpacks array `Any`s)
+//! straight into points, so memory stays proportional to the output whatever the input
+//! claims.
 //!
 //! Mapping: a tag is a `Field` with `is_tag = true` and a string value `s`; a field maps its
 //! value to the `val` oneof; an array is a `google.protobuf.Any` of type
@@ -493,12 +493,13 @@ fn expect_wire(what: &str, got: u8, want: u8) -> Result<(), String> {
 pub fn decode(body: &[u8]) -> Result<Vec<Point>, PbError> {
     let mut wire = Wire { buf: body };
     let mut out = Vec::new();
+    let mut scratch = Scratch::default();
     while !wire.buf.is_empty() {
         let (tag, wt) = wire.key().map_err(|e| top_error(out.len(), &e))?;
         if tag == 1 {
             expect_wire("PBPoints.arr", wt, WT_LEN).map_err(|e| top_error(out.len(), &e))?;
             let msg = wire.len_delimited().map_err(|e| top_error(out.len(), &e))?;
-            let point = decode_point(msg).map_err(|e| top_error(out.len(), &e))?;
+            let point = decode_point(msg, &mut scratch).map_err(|e| top_error(out.len(), &e))?;
             out.push(point);
         } else {
             wire.skip(wt).map_err(|e| top_error(out.len(), &e))?;
@@ -532,75 +533,144 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String, String> {
         .map_err(|_| format!("{what} is not valid UTF-8"))
 }
 
-fn decode_point(msg: &[u8]) -> Result<Point, String> {
+/// Reused buffers of the decoder, so each point's vectors are allocated once, exactly.
+#[derive(Default)]
+struct Scratch {
+    tags: Vec<(String, String)>,
+    fields: Vec<(String, Value)>,
+}
+
+fn decode_point(msg: &[u8], scratch: &mut Scratch) -> Result<Point, String> {
     let mut wire = Wire { buf: msg };
-    let mut point = Point::default();
+    let mut name = String::new();
+    let mut time = 0;
+    scratch.tags.clear();
+    scratch.fields.clear();
     while !wire.buf.is_empty() {
         let (tag, wt) = wire.key()?;
         match tag {
             1 => {
                 expect_wire("PBPoint.name", wt, WT_LEN)?;
-                point.name = utf8(wire.len_delimited()?, "the measurement name")?;
+                name = utf8(wire.len_delimited()?, "the measurement name")?;
             }
             2 => {
                 expect_wire("PBPoint.fields", wt, WT_LEN)?;
                 let raw = wire.len_delimited()?;
-                let field = schema::Field::decode(raw).map_err(|e| {
-                    format!("field #{}: {e}", point.tags.len() + point.fields.len())
-                })?;
-                add_field(&mut point, field)?;
+                let index = scratch.tags.len() + scratch.fields.len();
+                add_field(scratch, raw).map_err(|e| format!("field #{index}: {e}"))?;
             }
             3 => {
                 expect_wire("PBPoint.time", wt, WT_VARINT)?;
-                point.time = wire.varint()? as i64;
+                time = wire.varint()? as i64;
             }
             _ => wire.skip(wt)?,
         }
     }
-    Ok(point)
+    Ok(Point {
+        name,
+        tags: scratch.tags.drain(..).collect(),
+        fields: scratch.fields.drain(..).collect(),
+        time,
+    })
 }
 
-fn add_field(point: &mut Point, field: schema::Field) -> Result<(), String> {
-    use schema::Val;
-    let key = field.key;
-    if field.is_tag {
-        let value = match field.val {
-            Some(Val::S(s)) => s,
+/// The value of a `Field` as it sits on the wire.
+enum RawVal<'a> {
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+    D(&'a [u8]),
+    S(&'a [u8]),
+    A(&'a [u8]),
+}
+
+impl RawVal<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            RawVal::I(_) => "int",
+            RawVal::U(_) => "uint",
+            RawVal::F(_) => "float",
+            RawVal::B(_) => "bool",
+            RawVal::D(_) => "bytes",
+            RawVal::S(_) => "string",
+            RawVal::A(_) => "any",
+        }
+    }
+}
+
+/// Decodes one `Field` message (proto3 rules: the last value of a field wins, unknown
+/// fields are skipped) and adds it to the point being built.
+fn add_field(scratch: &mut Scratch, msg: &[u8]) -> Result<(), String> {
+    let mut wire = Wire { buf: msg };
+    let mut key: &[u8] = b"";
+    let mut val: Option<RawVal<'_>> = None;
+    let mut is_tag = false;
+    while !wire.buf.is_empty() {
+        let (tag, wt) = wire.key()?;
+        match (tag, wt) {
+            (1, WT_LEN) => key = wire.len_delimited()?,
+            (2, WT_VARINT) => val = Some(RawVal::I(wire.varint()? as i64)),
+            (3, WT_VARINT) => val = Some(RawVal::U(wire.varint()?)),
+            (4, WT_FIXED64) => {
+                let b = wire.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                val = Some(RawVal::F(f64::from_le_bytes(a)));
+            }
+            (5, WT_VARINT) => val = Some(RawVal::B(wire.varint()? != 0)),
+            (6, WT_LEN) => val = Some(RawVal::D(wire.len_delimited()?)),
+            (11, WT_LEN) => val = Some(RawVal::S(wire.len_delimited()?)),
+            (7, WT_LEN) => val = Some(RawVal::A(wire.len_delimited()?)),
+            (8, WT_VARINT) => is_tag = wire.varint()? != 0,
+            (9, WT_VARINT) => {
+                wire.varint()?;
+            }
+            (10 | 12, WT_LEN) => {
+                utf8_check(wire.len_delimited()?, "unit or description")?;
+            }
+            (1..=12, _) => {
+                return Err(format!("Field number {tag} has the wrong wire type {wt}"));
+            }
+            _ => wire.skip(wt)?,
+        }
+    }
+    let key = utf8(key, "the key")?;
+    if is_tag {
+        let value = match val {
+            Some(RawVal::S(s)) => utf8(s, "the tag value")?,
             None => String::new(),
             Some(other) => {
                 return Err(format!(
                     "tag {key:?} has a {} value; tags must be strings",
-                    val_name(&other)
+                    other.name()
                 ));
             }
         };
-        point.tags.push((key, value));
+        scratch.tags.push((key, value));
         return Ok(());
     }
-    let value = match field.val {
+    let value = match val {
         None => return Ok(()), // Datakit's nil field: nothing to keep.
-        Some(Val::I(i)) => Value::I(i),
-        Some(Val::U(u)) => Value::U(u),
-        Some(Val::F(f)) => Value::F(f),
-        Some(Val::B(b)) => Value::B(b),
-        Some(Val::D(d)) => Value::D(d),
-        Some(Val::S(s)) => Value::S(s),
-        Some(Val::A(any)) => Value::A(decode_array(&key, &any)?),
+        Some(RawVal::I(i)) => Value::I(i),
+        Some(RawVal::U(u)) => Value::U(u),
+        Some(RawVal::F(f)) => Value::F(f),
+        Some(RawVal::B(b)) => Value::B(b),
+        Some(RawVal::D(d)) => Value::D(d.to_vec()),
+        Some(RawVal::S(s)) => Value::S(utf8(s, "the string value")?),
+        Some(RawVal::A(a)) => {
+            let any = schema::Any::decode(a).map_err(|e| format!("field {key:?}: {e}"))?;
+            Value::A(decode_array(&key, &any)?)
+        }
     };
-    point.fields.push((key, value));
+    scratch.fields.push((key, value));
     Ok(())
 }
 
-fn val_name(v: &schema::Val) -> &'static str {
-    match v {
-        schema::Val::I(_) => "int",
-        schema::Val::U(_) => "uint",
-        schema::Val::F(_) => "float",
-        schema::Val::B(_) => "bool",
-        schema::Val::D(_) => "bytes",
-        schema::Val::S(_) => "string",
-        schema::Val::A(_) => "any",
-    }
+fn utf8_check(bytes: &[u8], what: &str) -> Result<(), String> {
+    std::str::from_utf8(bytes)
+        .map(|_| ())
+        .map_err(|_| format!("{what} is not valid UTF-8"))
 }
 
 /// Unpacks a `point.Array` from an `Any`, checking that its elements share one type.
