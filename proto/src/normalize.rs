@@ -241,13 +241,18 @@ impl Checker<'_> {
     }
 
     fn keys_and_values(&mut self, p: &mut Point) {
-        let mut drop_tag = vec![false; p.tags.len()];
-        let mut drop_field = vec![false; p.fields.len()];
+        // Drop marks, allocated only once something is dropped.
+        let mut drop_tag: Vec<bool> = Vec::new();
+        let mut drop_field: Vec<bool> = Vec::new();
         for i in 0..p.tags.len() {
-            drop_tag[i] = !self.tag(p, i, &drop_tag, &drop_field);
+            if !self.tag(p, i, &drop_tag, &drop_field) {
+                set_drop(&mut drop_tag, i, p.tags.len());
+            }
         }
         for i in 0..p.fields.len() {
-            drop_field[i] = !self.field(p, i, &drop_tag, &drop_field);
+            if !self.field(p, i, &drop_tag, &drop_field) {
+                set_drop(&mut drop_field, i, p.fields.len());
+            }
         }
         self.conflicts(p, &mut drop_tag, &mut drop_field);
         retain_by(&mut p.tags, &drop_tag);
@@ -476,11 +481,34 @@ impl Checker<'_> {
     }
 
     /// Drops every occurrence of a key that occurs more than once among live tags and fields.
-    fn conflicts(&mut self, p: &Point, drop_tag: &mut [bool], drop_field: &mut [bool]) {
-        let live = |drop: &[bool], i: usize| !drop[i];
+    fn conflicts(&mut self, p: &Point, drop_tag: &mut Vec<bool>, drop_field: &mut Vec<bool>) {
+        let live = |drop: &[bool], i: usize| !is_dropped(drop, i);
         let total = p.tags.len() + p.fields.len();
         if total < 2 {
             return;
+        }
+        if total <= 24 {
+            // Common case: look for a duplicate without allocating.
+            let live_keys = || {
+                p.tags
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| live(drop_tag, *i))
+                    .map(|(_, (k, _))| k.as_str())
+                    .chain(
+                        p.fields
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| live(drop_field, *i))
+                            .map(|(_, (k, _))| k.as_str()),
+                    )
+            };
+            let any_dup = live_keys()
+                .enumerate()
+                .any(|(i, k)| live_keys().skip(i + 1).any(|o| o == k));
+            if !any_dup {
+                return;
+            }
         }
         let keys: Vec<(&str, bool, usize)> = p
             .tags
@@ -522,9 +550,9 @@ impl Checker<'_> {
                 format!("{what} key {k:?} occurs more than once; dropped"),
             );
             if *is_tag {
-                drop_tag[*i] = true;
+                set_drop(drop_tag, *i, p.tags.len());
             } else {
-                drop_field[*i] = true;
+                set_drop(drop_field, *i, p.fields.len());
             }
         }
     }
@@ -600,15 +628,26 @@ impl Slot {
 
 /// Whether a live tag or field other than `slot` has key `key`.
 fn key_exists(p: &Point, key: &str, slot: Slot, drop_tag: &[bool], drop_field: &[bool]) -> bool {
-    let tag_hit = p
-        .tags
-        .iter()
-        .enumerate()
-        .any(|(i, (k, _))| k == key && !drop_tag[i] && !matches!(slot, Slot::Tag(j) if j == i));
+    let tag_hit = p.tags.iter().enumerate().any(|(i, (k, _))| {
+        k == key && !is_dropped(drop_tag, i) && !matches!(slot, Slot::Tag(j) if j == i)
+    });
     tag_hit
         || p.fields.iter().enumerate().any(|(i, (k, _))| {
-            k == key && !drop_field[i] && !matches!(slot, Slot::Field(j) if j == i)
+            k == key && !is_dropped(drop_field, i) && !matches!(slot, Slot::Field(j) if j == i)
         })
+}
+
+/// Whether entry `i` is marked dropped (an empty mark list marks nothing).
+#[inline]
+fn is_dropped(drop: &[bool], i: usize) -> bool {
+    drop.get(i).copied().unwrap_or(false)
+}
+
+fn set_drop(drop: &mut Vec<bool>, i: usize, len: usize) {
+    if drop.is_empty() {
+        drop.resize(len, false);
+    }
+    drop[i] = true;
 }
 
 fn retain_by<T>(v: &mut Vec<T>, drop: &[bool]) {
