@@ -44,7 +44,13 @@ mod tests {
         prepare(&mut cmd, vec![p]);
         let out = cmd.output().await.unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.starts_with("socket:["), "the listed socket is inherited: {stdout:?}");
-        assert!(!stdout.contains("leaked"), "other descriptors stay close-on-exec: {stdout:?}");
+        assert!(
+            stdout.starts_with("socket:["),
+            "the listed socket is inherited: {stdout:?}"
+        );
+        assert!(
+            !stdout.contains("leaked"),
+            "other descriptors stay close-on-exec: {stdout:?}"
+        );
     }
 }
