@@ -549,10 +549,10 @@ async fn reload(
 fn watch_confd(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
     let handler = move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.try_send(());
-            }
+        if let Ok(ev) = res
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.try_send(());
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {

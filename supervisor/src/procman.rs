@@ -57,6 +57,9 @@ impl Default for ProcPolicy {
     }
 }
 
+/// Called on every restart with (family, message).
+pub type RestartHook = dyn Fn(&str, &str) + Send + Sync;
+
 /// Shared by every family supervisor.
 #[derive(Clone)]
 pub struct ProcContext {
@@ -69,7 +72,7 @@ pub struct ProcContext {
     /// Metrics.
     pub metrics: SupervisorMetrics,
     /// Records a restart as a last error: (family, message).
-    pub on_restart: Arc<dyn Fn(&str, &str) + Send + Sync>,
+    pub on_restart: Arc<RestartHook>,
     /// Timing.
     pub policy: ProcPolicy,
     /// Extra arguments for every worker (e.g. the log level).
@@ -227,13 +230,12 @@ async fn supervise_child(
     let policy = &ctx.policy;
     // Starting: the worker must say hello and connect its control socket in time.
     let ready = async {
-        let hello = registration.hello.await.ok()?;
-        let control = registration.control.await.ok()?;
-        Some((hello, control))
+        registration.hello.await.ok()?;
+        registration.control.await.ok()
     };
     let control: ControlClient = tokio::select! {
         r = tokio::time::timeout(policy.start_timeout, ready) => match r {
-            Ok(Some(((), control))) => control,
+            Ok(Some(control)) => control,
             _ => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `datakit` binary, started as a process with its own work dir,
 //! driven over its real ports and sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 
