@@ -655,11 +655,13 @@ fn builtin_sample_parses_with_no_problems_and_matches_the_defaults() {
         report.warnings
     );
 
-    let mut expected = MainConfig::default();
-    expected.default_enabled_inputs = DATAKIT_DEFAULT_ENABLED_INPUTS
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut expected = MainConfig {
+        default_enabled_inputs: DATAKIT_DEFAULT_ENABLED_INPUTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..MainConfig::default()
+    };
     let mut sink = Sink::default();
     let mut sample = MainConfig::decode(MAIN_CONF_SAMPLE, Path::new("sample"), &mut sink);
     assert!(

@@ -2,6 +2,7 @@
 //!
 //! Both ends run in this process (server and client on one tokio runtime), so the figure is
 //! the cost of encode + socket + decode + ack per point. Batch sizes 1, 100, 1000.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
