@@ -445,6 +445,32 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal
     tokio::signal::unix::signal(kind).context("cannot install a signal handler")
 }
 
+/// Keeps the running config after a rejected change, and says why everywhere an operator looks.
+fn reject(
+    old: Plan,
+    problems: &[impl std::fmt::Display],
+    last_errors: &LastErrors,
+    metrics: &SupervisorMetrics,
+) -> Plan {
+    let text = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::error!("Config change rejected; the running config stays: {text}");
+    last_errors.record(
+        "config",
+        "reload",
+        "",
+        &format!("config change rejected, running config kept: {text}"),
+    );
+    metrics
+        .reloads
+        .get_or_create(&[("result", "rejected".to_string())])
+        .inc();
+    old
+}
+
 async fn reload(
     workdir: &Path,
     old: Plan,
@@ -456,26 +482,7 @@ async fn reload(
 ) -> Plan {
     let loaded = match load(workdir) {
         Ok(l) => l,
-        Err(errors) => {
-            let text = errors
-                .0
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            tracing::error!("Config change rejected; the running config stays: {text}");
-            last_errors.record(
-                "config",
-                "reload",
-                "",
-                &format!("config change rejected, running config kept: {text}"),
-            );
-            metrics
-                .reloads
-                .get_or_create(&[("result", "rejected".to_string())])
-                .inc();
-            return old;
-        }
+        Err(errors) => return reject(old, &errors.0, last_errors, metrics),
     };
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -499,25 +506,7 @@ async fn reload(
         .collect();
     let fresh = match listeners::bind_all(&wanted) {
         Ok(b) => b,
-        Err(errors) => {
-            let text = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            tracing::error!("Config change rejected; the running config stays: {text}");
-            last_errors.record(
-                "config",
-                "reload",
-                "",
-                &format!("config change rejected, running config kept: {text}"),
-            );
-            metrics
-                .reloads
-                .get_or_create(&[("result", "rejected".to_string())])
-                .inc();
-            return old;
-        }
+        Err(errors) => return reject(old, &errors, last_errors, metrics),
     };
     for b in fresh {
         running.bound.insert(b.spec.address.clone(), b);
