@@ -31,17 +31,20 @@ fn write_api_echoes_normalised_points_for_every_body_format() {
         "seconds scaled to ns: {text}"
     );
 
-    // JSON body.
-    let json =
-        br#"[{"measurement":"jm","tags":{"t":"v"},"fields":{"f":2.5},"time":1700000000000000000}]"#;
+    // JSON body, with the precision applied as Datakit does for every body format.
+    let json = br#"[{"measurement":"jm","tags":{"t":"v"},"fields":{"f":2.5},"time":1700000000}]"#;
     let (status, body) = agent.request(
         "POST",
-        "/v1/write/metric?echo=json",
+        "/v1/write/metric?echo=json&precision=s",
         &[("Content-Type", "application/json")],
         json,
     );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    assert!(echo_points(&body).to_string().contains("jm"));
+    let text = echo_points(&body).to_string();
+    assert!(
+        text.contains("jm") && text.contains("1700000000000000000"),
+        "{text}"
+    );
 
     // Protobuf body.
     let p = Point::new("pbm", 1_700_000_000_000_000_000)

@@ -175,19 +175,19 @@ pub(crate) fn decode_points(
     precision: Precision,
     now_ns: i64,
 ) -> Result<Vec<Point>, ApiError> {
+    // Datakit applies `precision` and "time 0 means now" to every body format.
+    let opts = lineproto::DecodeOptions { precision, now_ns };
     match format {
         BodyFormat::LineProto => {
-            lineproto::decode(body, &lineproto::DecodeOptions { precision, now_ns })
-                .map_err(|e| ApiError::InvalidLinePoint(e.to_string()))
+            lineproto::decode(body, &opts).map_err(|e| ApiError::InvalidLinePoint(e.to_string()))
         }
         BodyFormat::Json => {
-            json::decode(body, now_ns).map_err(|e| ApiError::InvalidJsonPoint(e.to_string()))
+            json::decode_with(body, &opts).map_err(|e| ApiError::InvalidJsonPoint(e.to_string()))
         }
-        BodyFormat::PbJson => {
-            json::decode_pbjson(body).map_err(|e| ApiError::InvalidJsonPoint(e.to_string()))
-        }
+        BodyFormat::PbJson => json::decode_pbjson_with(body, &opts)
+            .map_err(|e| ApiError::InvalidJsonPoint(e.to_string())),
         BodyFormat::Protobuf => {
-            pb::decode(body).map_err(|e| ApiError::InvalidProtobufPoint(e.to_string()))
+            pb::decode_with(body, &opts).map_err(|e| ApiError::InvalidProtobufPoint(e.to_string()))
         }
     }
 }
