@@ -13,6 +13,9 @@ use dk_worker::rpc::{context_with_timeout, transport};
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone)]
 struct Counting;
 
