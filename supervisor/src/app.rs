@@ -417,7 +417,15 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
                 // Let a burst of editor writes settle, then re-validate once.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while reload_rx.try_recv().is_ok() {}
-                plan = reload(&workdir, plan, &ctx, &hostname, &mut running, &last_errors, &sup_metrics).await;
+                let reloader = Reloader {
+                    workdir: &workdir,
+                    ctx: &ctx,
+                    hostname: &hostname,
+                    main: &main,
+                    last_errors: &last_errors,
+                    metrics: &sup_metrics,
+                };
+                plan = reload(&reloader, plan, &mut running).await;
             }
         }
     }
@@ -443,6 +451,17 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(kind).context("cannot install a signal handler")
+}
+
+/// What a config reload needs from the running agent.
+struct Reloader<'a> {
+    workdir: &'a Path,
+    ctx: &'a ProcContext,
+    hostname: &'a str,
+    /// The datakit.conf the agent runs with (its changes need a restart).
+    main: &'a dk_config::MainConfig,
+    last_errors: &'a LastErrors,
+    metrics: &'a SupervisorMetrics,
 }
 
 /// Keeps the running config after a rejected change, and says why everywhere an operator looks.
@@ -471,21 +490,28 @@ fn reject(
     old
 }
 
-async fn reload(
-    workdir: &Path,
-    old: Plan,
-    ctx: &ProcContext,
-    hostname: &str,
-    running: &mut Running,
-    last_errors: &LastErrors,
-    metrics: &SupervisorMetrics,
-) -> Plan {
+/// Re-validates conf.d and restarts only the families whose inputs or listeners changed.
+async fn reload(r: &Reloader<'_>, old: Plan, running: &mut Running) -> Plan {
+    let Reloader {
+        workdir,
+        ctx,
+        hostname,
+        main,
+        last_errors,
+        metrics,
+    } = *r;
     let loaded = match load(workdir) {
         Ok(l) => l,
         Err(errors) => return reject(old, &errors.0, last_errors, metrics),
     };
     for w in &loaded.warnings {
         tracing::warn!("{w}");
+    }
+    if loaded.main != *main {
+        let message =
+            "datakit.conf changed; restart the agent to apply it (inputs in conf.d reload live)";
+        tracing::warn!("{message}");
+        last_errors.record("config", "reload", "", message);
     }
     let new = loaded.plan;
     let changed: BTreeSet<String> = dk_config::changed_families(&old, &new);

@@ -151,4 +151,19 @@ fn hot_reload_keeps_the_old_config_on_errors_and_restarts_only_changed_families(
         None,
         "a planned restart is not a crash"
     );
+
+    // datakit.conf itself needs a restart, as in Datakit: the agent says so and keeps running.
+    let main = std::fs::read_to_string(agent.workdir().join("conf.d/datakit.conf")).unwrap();
+    agent.write_conf(
+        "datakit.conf",
+        &main.replace("e2e = \"yes\"", "e2e = \"changed\""),
+    );
+    wait_for("the restart hint", Duration::from_secs(10), || {
+        let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+        String::from_utf8_lossy(&body)
+            .contains("restart the agent")
+            .then_some(())
+    });
+    assert_eq!(agent.worker_pid("host"), Some(host));
+    assert_eq!(agent.worker_pid("socket"), Some(new_socket));
 }
