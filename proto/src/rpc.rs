@@ -9,7 +9,8 @@
 //!   [`Ingest::push`]. A batch is acknowledged only once the supervisor has accepted it into
 //!   delivery (the durable queue, when there is one); a worker keeps a batch until it is acked.
 //! * `control.sock`: the worker connects and then *serves* [`Control`] on that connection; the
-//!   supervisor is the client (health checks, pause/resume for election, reconfigure, shutdown).
+//!   supervisor is the client (health checks, pause/resume for election, reconfigure in place,
+//!   shutdown).
 //!
 //! The supervisor identifies both connections by the peer's pid (`SO_PEERCRED`), which must be
 //! a worker it spawned. Framing is a length-delimited codec (max [`MAX_FRAME_BYTES`]) carrying
@@ -186,6 +187,11 @@ pub trait Control {
     async fn health() -> Health;
     /// Pause (true) or resume (false) election-aware inputs.
     async fn set_paused(paused: bool);
+    /// Replace the running inputs with ones built from `config`, in place (no process
+    /// restart). Only listeners the worker already inherited can be used; a change of
+    /// listeners needs a restart. On error the old inputs keep running and every problem is
+    /// returned.
+    async fn reconfigure(config: WorkerConfig) -> Result<(), String>;
     /// Flush pending batches and exit within `grace_ms`.
     async fn shutdown(grace_ms: u64);
 }

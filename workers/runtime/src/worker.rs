@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use dk_proto::rpc::{
     CONTROL_SOCKET, Control, Health, Hello, HelloReply, INGEST_SOCKET, IngestClient, PROTO_VERSION,
+    WorkerConfig,
 };
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::UnixStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +52,9 @@ pub enum WorkerError {
     Sender(#[from] sender::SenderError),
 }
 
+/// A reconfigure request handed from the control server to the worker's main loop.
+type Reconfigure = (WorkerConfig, oneshot::Sender<Result<(), String>>);
+
 #[derive(Clone)]
 struct ControlServer {
     started: Instant,
@@ -58,6 +62,7 @@ struct ControlServer {
     pause: Arc<watch::Sender<bool>>,
     shutdown: CancellationToken,
     grace: Arc<std::sync::atomic::AtomicU64>,
+    reconfigure: mpsc::Sender<Reconfigure>,
 }
 
 impl Control for ControlServer {
@@ -75,6 +80,19 @@ impl Control for ControlServer {
 
     async fn set_paused(self, _: tarpc::context::Context, paused: bool) {
         self.pause.send_replace(paused);
+    }
+
+    async fn reconfigure(
+        self,
+        _: tarpc::context::Context,
+        config: WorkerConfig,
+    ) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.reconfigure
+            .send((config, tx))
+            .await
+            .map_err(|_| "the worker is stopping".to_string())?;
+        rx.await.map_err(|_| "the worker is stopping".to_string())?
     }
 
     async fn shutdown(self, _: tarpc::context::Context, grace_ms: u64) {
@@ -132,23 +150,21 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
         .build(&config)
         .map_err(|problems| WorkerError::Config {
             family: family.name().to_string(),
-            problems: problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
+            problems: join(&problems),
         })?;
 
     let stats = Arc::new(SenderStats::default());
     let (pause_tx, paused) = watch::channel(false);
     let shutdown = CancellationToken::new();
     let grace = Arc::new(std::sync::atomic::AtomicU64::new(5_000));
+    let (reconfigure_tx, mut reconfigure_rx) = mpsc::channel::<Reconfigure>(1);
     let control = ControlServer {
         started,
         stats: stats.clone(),
         pause: Arc::new(pause_tx),
         shutdown: shutdown.clone(),
         grace: grace.clone(),
+        reconfigure: reconfigure_tx,
     };
     let control_stream = connect(run_dir, CONTROL_SOCKET).await?;
     let control_lost = shutdown.clone();
@@ -165,46 +181,95 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
 
     let (emitter, rx) = Emitter::channel(256);
     let mut sender_task = tokio::spawn(sender::run(rx, client, stats.clone()));
-    let mut tasks = JoinSet::new();
-    for input in inputs {
-        let ctx = InputContext {
-            emitter: emitter.clone(),
-            shutdown: shutdown.clone(),
-            paused: paused.clone(),
-            hostname: config.hostname.clone(),
-            listeners: config.listeners.clone(),
-            started,
-        };
-        tasks.spawn(input.run(ctx));
-    }
-    drop(emitter);
+    let mut running = Generation::start(inputs, &config, &emitter, &shutdown, &paused, started);
     tracing::info!(
         family = family.name(),
-        inputs = tasks.len(),
+        inputs = running.tasks.len(),
         "Worker started."
     );
 
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        res = &mut sender_task => {
-            // The sender only ends early on a lost supervisor.
-            return match res {
-                Ok(Err(e)) => Err(e.into()),
-                _ => Ok(()),
-            };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            res = &mut sender_task => {
+                // The sender only ends early on a lost supervisor.
+                return match res {
+                    Ok(Err(e)) => Err(e.into()),
+                    _ => Ok(()),
+                };
+            }
+            Some((config, reply)) = reconfigure_rx.recv() => {
+                let answer = match family.build(&config) {
+                    Ok(inputs) => {
+                        let grace = Duration::from_millis(grace.load(Ordering::Relaxed));
+                        running.stop(grace).await;
+                        running = Generation::start(inputs, &config, &emitter, &shutdown, &paused, started);
+                        tracing::info!(family = family.name(), inputs = running.tasks.len(), "Worker reconfigured.");
+                        Ok(())
+                    }
+                    Err(problems) => Err(join(&problems)),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 
     // Graceful stop: inputs finish within the grace period, then everything buffered is pushed.
     let deadline = Duration::from_millis(grace.load(Ordering::Relaxed));
-    let _ = tokio::time::timeout(deadline, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    running.stop(deadline).await;
+    drop(emitter);
     match tokio::time::timeout(deadline, sender_task).await {
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+fn join(problems: &[crate::ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The inputs built from one configuration, with their own cancel token.
+struct Generation {
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Generation {
+    fn start(
+        inputs: Vec<Box<dyn crate::Input>>,
+        config: &WorkerConfig,
+        emitter: &Emitter,
+        shutdown: &CancellationToken,
+        paused: &watch::Receiver<bool>,
+        started: Instant,
+    ) -> Generation {
+        let cancel = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        for input in inputs {
+            let ctx = InputContext {
+                emitter: emitter.clone(),
+                shutdown: cancel.clone(),
+                paused: paused.clone(),
+                hostname: config.hostname.clone(),
+                listeners: config.listeners.clone(),
+                started,
+            };
+            tasks.spawn(input.run(ctx));
+        }
+        Generation { cancel, tasks }
+    }
+
+    /// Cancels the inputs and waits up to `grace` for them to finish; aborts the rest.
+    async fn stop(&mut self, grace: Duration) {
+        self.cancel.cancel();
+        let tasks = &mut self.tasks;
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
     }
 }
