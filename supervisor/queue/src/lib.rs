@@ -1,0 +1,1 @@
+//! The durable per-category queue (being written).

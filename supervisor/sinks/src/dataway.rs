@@ -1,0 +1,1 @@
+//! The Dataway sink (being written).

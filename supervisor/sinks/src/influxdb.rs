@@ -1,0 +1,1 @@
+//! The InfluxDB v1 sink (being written).
