@@ -51,6 +51,8 @@ pub struct MainConfig {
     pub environments: BTreeMap<String, String>,
     /// `[resource_limit]`.
     pub resource_limit: ResourceLimit,
+    /// `[sinks]` (our addition): upstreams beside Dataway, each with its own queue position.
+    pub sinks: Sinks,
     /// Datakit tables this build accepts but does not use (`pipeline`, `dca`, `dk_upgrader`,
     /// `recorder`, `git_repos`...), kept as written for components that may want them.
     #[serde(skip)]
@@ -78,8 +80,82 @@ impl Default for MainConfig {
             election: Election::default(),
             environments: BTreeMap::from([("ENV_HOSTNAME".to_string(), String::new())]),
             resource_limit: ResourceLimit::default(),
+            sinks: Sinks::default(),
             other: toml::Table::new(),
             hostname: String::new(),
+        }
+    }
+}
+
+/// `[sinks]`: where data goes besides `[dataway] urls` (not a Datakit table).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sinks {
+    /// `[sinks.local]`: rotating line-protocol files.
+    pub local: LocalSink,
+    /// `[sinks.influxdb]`: an InfluxDB 1.x `/write` endpoint.
+    pub influxdb: InfluxSink,
+}
+
+/// `[sinks.local]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LocalSink {
+    /// `true` or `false`; absent = on exactly when no `[dataway] urls` and no InfluxDB are set.
+    pub enable: Option<bool>,
+    /// Directory, relative to the workdir unless absolute. Defaults to `data/local`.
+    pub dir: String,
+    /// Rotate `current.lp` at this size in MiB. Defaults to 32.
+    pub max_file_mb: u64,
+    /// Rotated files kept per category. Defaults to 16.
+    pub max_files: usize,
+}
+
+impl Default for LocalSink {
+    fn default() -> Self {
+        LocalSink {
+            enable: None,
+            dir: "data/local".into(),
+            max_file_mb: 32,
+            max_files: 16,
+        }
+    }
+}
+
+/// `[sinks.influxdb]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InfluxSink {
+    /// Base URL, e.g. `http://127.0.0.1:8086`; empty = off.
+    pub url: String,
+    /// Database to write to.
+    pub database: String,
+    /// Retention policy; empty = the database default.
+    pub retention_policy: String,
+    /// User name; empty = no auth.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Gzip request bodies.
+    pub gzip: bool,
+    /// Request timeout.
+    #[serde(with = "godur")]
+    pub timeout: Duration,
+    /// Categories sent (names or aliases). Defaults to `["metric"]`.
+    pub categories: Vec<String>,
+}
+
+impl Default for InfluxSink {
+    fn default() -> Self {
+        InfluxSink {
+            url: String::new(),
+            database: String::new(),
+            retention_policy: String::new(),
+            username: String::new(),
+            password: String::new(),
+            gzip: false,
+            timeout: Duration::from_secs(30),
+            categories: vec!["metric".into()],
         }
     }
 }
@@ -524,6 +600,45 @@ impl MainConfig {
 
     /// Semantic checks after decoding; clamps what Datakit clamps (with a warning).
     fn check(&mut self, file: &Path, sink: &mut Sink) {
+        // [sinks]
+        let influx = &self.sinks.influxdb;
+        if !influx.url.is_empty() {
+            if !(influx.url.starts_with("http://") || influx.url.starts_with("https://")) {
+                sink.error(
+                    file,
+                    "sinks.influxdb.url",
+                    format!(
+                        "{:?} must start with http:// or https://, e.g. \"http://127.0.0.1:8086\"",
+                        influx.url
+                    ),
+                );
+            }
+            if influx.database.is_empty() {
+                sink.error(
+                    file,
+                    "sinks.influxdb.database",
+                    "set the database to write to (create it in InfluxDB first)",
+                );
+            }
+            for (i, c) in influx.categories.iter().enumerate() {
+                if c.parse::<dk_proto::Category>().is_err() {
+                    sink.error(
+                        file,
+                        format!("sinks.influxdb.categories[{i}]"),
+                        format!("{c:?} is not a category; use e.g. \"metric\" or \"logging\""),
+                    );
+                }
+            }
+        }
+        for (i, c) in self.dataway.wal.no_drop_categories.iter().enumerate() {
+            if c.parse::<dk_proto::Category>().is_err() {
+                sink.error(
+                    file,
+                    format!("dataway.wal.no_drop_categories[{i}]"),
+                    format!("{c:?} is not a category name or alias (e.g. \"L\", \"logging\")"),
+                );
+            }
+        }
         // [http_api]
         if let Err(e) = ListenAddr::parse(&self.http_api.listen) {
             sink.error(file, "http_api.listen", e);
@@ -808,6 +923,18 @@ impl MainConfig {
         } else if Path::new(wal.as_str()).is_relative() {
             *wal = workdir.join(wal.as_str()).to_string_lossy().into_owned();
         }
+        let local = &mut self.sinks.local.dir;
+        if Path::new(local.as_str()).is_relative() {
+            *local = workdir.join(local.as_str()).to_string_lossy().into_owned();
+        }
+    }
+
+    /// Whether the local-files sink runs: as configured, else exactly when no upstream is set.
+    pub fn local_sink_enabled(&self) -> bool {
+        self.sinks
+            .local
+            .enable
+            .unwrap_or(self.dataway.urls.is_empty() && self.sinks.influxdb.url.is_empty())
     }
 }
 
