@@ -85,7 +85,7 @@ pub struct InfluxConfig {
     pub database: String,
     /// Retention policy (`rp`); `None` uses the database's default.
     pub retention_policy: Option<String>,
-    /// User name for HTTP basic authentication; `None` sends no credentials.
+    /// User name for HTTP basic authentication; `None` or empty sends no credentials.
     pub username: Option<String>,
     /// Password for HTTP basic authentication.
     pub password: Option<String>,
@@ -129,7 +129,9 @@ impl Default for InfluxConfig {
 #[non_exhaustive]
 pub enum InfluxError {
     /// `url` (or `proxy`) is not an absolute http(s) URL.
-    #[error("influxdb: invalid {key} {value:?}: {reason}; give an absolute URL such as http://127.0.0.1:8086")]
+    #[error(
+        "influxdb: invalid {key} {value:?}: {reason}; give an absolute URL such as http://127.0.0.1:8086"
+    )]
     InvalidUrl {
         /// The setting (`url` or `proxy`).
         key: &'static str,
@@ -294,7 +296,7 @@ impl InfluxSink {
                 reason: "the scheme must be http or https and a host is needed".to_string(),
             });
         }
-        let mut username = cfg.username.clone();
+        let mut username = cfg.username.clone().filter(|u| !u.is_empty());
         let mut password = cfg.password.clone();
         if !base.username().is_empty() {
             username.get_or_insert_with(|| base.username().to_string());
@@ -345,13 +347,13 @@ impl InfluxSink {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("datakit-rs/", env!("CARGO_PKG_VERSION")));
         builder = match cfg.proxy.as_deref().filter(|p| !p.is_empty()) {
-            Some(p) => builder.proxy(reqwest::Proxy::all(p).map_err(|e| {
-                InfluxError::InvalidUrl {
+            Some(p) => {
+                builder.proxy(reqwest::Proxy::all(p).map_err(|e| InfluxError::InvalidUrl {
                     key: "proxy",
                     value: p.to_string(),
                     reason: e.without_url().to_string(),
-                }
-            })?),
+                })?)
+            }
             None => builder.no_proxy(),
         };
         let client = builder.build().map_err(InfluxError::Client)?;
@@ -864,10 +866,7 @@ mod tests {
             .field("a", Value::A(vec![Value::I(1), Value::I(2)]))
             .field("f", Value::F(1.5));
         let e = encode_batch(&[p], 1 << 20);
-        assert_eq!(
-            String::from_utf8_lossy(&e.body),
-            "m d=\"aGVsbG8=\",f=1.5 1"
-        );
+        assert_eq!(String::from_utf8_lossy(&e.body), "m d=\"aGVsbG8=\",f=1.5 1");
         assert_eq!(e.conversions.bytes_to_base64, 1);
         assert_eq!(e.conversions.array_dropped, 1);
     }
@@ -909,7 +908,8 @@ mod tests {
 
     #[test]
     fn batch_is_cut_at_line_boundaries_within_max_body() {
-        let points: Vec<Point> = (0..100).map(point).collect();
+        // Equal-length lines: values and times of the same width.
+        let points: Vec<Point> = (100..200).map(point).collect();
         let one_line = dk_proto::lineproto::encode(&points[..1]).len();
         let max = one_line * 10 + 9; // exactly ten lines with their separators
         let e = encode_batch(&points, max);
