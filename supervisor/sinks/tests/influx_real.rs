@@ -19,7 +19,7 @@ use serde_json::{Value as Json, json};
 /// How long influxd may take to answer its first ping.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A running `influxd` that is killed on drop.
+/// A running `influxd` that is killed on drop (or when the test process dies).
 struct Influxd {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -46,6 +46,13 @@ impl Influxd {
     /// Starts influxd; with `auth`, HTTP authentication is on and an admin user `admin` with
     /// password `admin-pw` is created.
     async fn start_with(auth: bool) -> Influxd {
+        match Command::new("influxd").arg("version").output() {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "influxd is not installed: run `apt-get install -y influxdb` (Debian's InfluxDB 1.6.7) to run the InfluxDB sink tests"
+            ),
+            Err(e) => panic!("cannot run influxd: {e}"),
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -142,20 +149,18 @@ bind-address = "{rpc}"
             .append(true)
             .open(self.log_path())
             .expect("influxd log file");
-        let child = Command::new("influxd")
-            .arg("-config")
+        // influxd runs under a small shell that kills it as soon as our end of its stdin
+        // closes: on `stop`, and also when this test process dies without unwinding.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 3<&0; influxd -config "$1" & pid=$!; (read _ <&3; kill -9 $pid) & wait $pid"#)
+            .arg("sh")
             .arg(&self.config)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "influxd is not installed: run `apt-get install -y influxdb` (Debian's InfluxDB 1.6.7) to run the InfluxDB sink tests"
-            ),
-            Err(e) => panic!("cannot start influxd: {e}"),
-        };
+            .spawn()
+            .expect("sh starts");
         self.child = Some(child);
         let ping = format!("http://{}/ping", self.http);
         let deadline = Instant::now() + READY_DEADLINE;
@@ -186,7 +191,7 @@ bind-address = "{rpc}"
     /// Kills influxd and waits for it to exit.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            drop(child.stdin.take());
             let _ = child.wait();
         }
     }
