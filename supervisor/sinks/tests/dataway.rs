@@ -1,0 +1,699 @@
+//! The Dataway sink against the fake Dataway over real loopback sockets (HTTP, HTTPS, proxy).
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dk_delivery::{Sink, SinkError};
+use dk_proto::{Category, Point, Value};
+use dk_sinks::dataway::{
+    CONTENT_TYPE_LINE_PROTOCOL, CONTENT_TYPE_PROTOBUF, DatawayConfig, DatawaySink, Encoding,
+};
+use dk_sinks::testing::{FakeDataway, Mode};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const TOKEN: &str = "tkn_0123456789abcdef0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(urls: Vec<String>) -> DatawayConfig {
+    DatawayConfig {
+        urls,
+        timeout: Duration::from_secs(10),
+        hostname: "test-host".into(),
+        version: "1.84.1".into(),
+        ..DatawayConfig::default()
+    }
+}
+
+fn new_sink(cfg: DatawayConfig) -> (DatawaySink, Registry) {
+    let mut registry = Registry::default();
+    let sink = DatawaySink::new(cfg, &mut registry).unwrap();
+    (sink, registry)
+}
+
+fn metrics_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+    out
+}
+
+/// The value of one sample line (`name{labels} value`) in the text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Points with every value type both codecs carry.
+fn points(n: usize) -> Vec<Point> {
+    (0..n)
+        .map(|i| {
+            Point::new("cpu", 1_700_000_000_000_000_000 + i as i64 * 1_000)
+                .tag("host", "web-1")
+                .tag("cpu", format!("cpu{}", i % 4))
+                .field("usage_user", Value::F(0.25 + i as f64))
+                .field("count", Value::I(-(i as i64)))
+                .field("total", Value::U(u64::MAX - i as u64))
+                .field("ok", Value::B(i % 2 == 0))
+                .field(
+                    "message",
+                    Value::S(format!("line {i} with \"quotes\", commas")),
+                )
+                .field("raw", Value::D(vec![0, 1, 2, 255]))
+                .field("list", Value::A(vec![Value::I(1), Value::I(2)]))
+        })
+        .collect()
+}
+
+fn expect_unavailable(r: Result<(), SinkError>) -> String {
+    match r {
+        Err(SinkError::Unavailable { sink, message }) => {
+            assert_eq!(sink, "dataway");
+            message
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+fn expect_rejected(r: Result<(), SinkError>) -> String {
+    match r {
+        Err(SinkError::Rejected { sink, message }) => {
+            assert_eq!(sink, "dataway");
+            message
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn delivers_protobuf_and_line_protocol_with_and_without_gzip() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let sent = points(25);
+    for encoding in [Encoding::V2, Encoding::V1] {
+        for gzip in [true, false] {
+            fake.clear();
+            let (sink, _) = new_sink(DatawayConfig {
+                content_encoding: encoding,
+                gzip,
+                ..config(vec![fake.url()])
+            });
+            sink.write(Category::Logging, &sent).await.unwrap();
+
+            let reqs = fake.requests();
+            assert_eq!(reqs.len(), 1, "{encoding:?} gzip={gzip}");
+            let req = &reqs[0];
+            assert_eq!(req.status, 200);
+            assert_eq!(req.category, "logging");
+            assert_eq!(req.header("content-type"), encoding.content_type());
+            assert_eq!(
+                req.header("content-encoding"),
+                if gzip { "gzip" } else { "" }
+            );
+            if gzip {
+                assert!(req.body_len < req.raw_len, "gzip should shrink the body");
+            } else {
+                assert_eq!(req.body_len, req.raw_len);
+            }
+            assert_eq!(
+                fake.points(Category::Logging),
+                sent,
+                "{encoding:?} gzip={gzip}"
+            );
+        }
+    }
+    assert_eq!(Encoding::V2.content_type(), CONTENT_TYPE_PROTOBUF);
+    assert_eq!(Encoding::V1.content_type(), CONTENT_TYPE_LINE_PROTOCOL);
+    assert_eq!(
+        CONTENT_TYPE_PROTOBUF,
+        "application/protobuf; proto=com.guance.Point"
+    );
+    assert_eq!(CONTENT_TYPE_LINE_PROTOCOL, "application/line-protocol");
+}
+
+#[tokio::test]
+async fn sends_datakit_headers_and_keeps_the_token_query() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _) = new_sink(DatawayConfig {
+        global_tags_header: Some("env=prod,region=eu".into()),
+        ..config(vec![format!("{}&b=2", fake.url())])
+    });
+    sink.write(Category::Metric, &points(3)).await.unwrap();
+    sink.write(Category::Metric, &points(4)).await.unwrap();
+
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2);
+    let os = if cfg!(target_os = "macos") {
+        "darwin"
+    } else {
+        std::env::consts::OS
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    for (req, n) in reqs.iter().zip([3, 4]) {
+        assert_eq!(req.category, "metric");
+        assert_eq!(req.query, format!("b=2&token={TOKEN}"), "sorted as Go does");
+        assert_eq!(
+            req.header("user-agent"),
+            format!("datakit-{os}-{arch}/1.84.1/test-host")
+        );
+        assert_eq!(req.header("referer"), "DataKit");
+        assert_eq!(req.header("x-points"), n.to_string());
+        assert_eq!(req.header("x-global-tags"), "env=prod,region=eu");
+        assert_eq!(req.header("content-type"), CONTENT_TYPE_PROTOBUF);
+        assert_eq!(req.header("content-encoding"), "gzip");
+        assert_eq!(req.header("content-length"), req.body_len.to_string());
+        let id = req.header("x-pkg-id");
+        assert!(id.starts_with("dk_") && id.len() == 23, "{id}");
+    }
+    assert_ne!(reqs[0].header("x-pkg-id"), reqs[1].header("x-pkg-id"));
+}
+
+#[tokio::test]
+async fn splits_a_batch_into_bodies_within_max_raw_body_size() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let sent = points(200);
+    for encoding in [Encoding::V2, Encoding::V1] {
+        fake.clear();
+        let (sink, _) = new_sink(DatawayConfig {
+            content_encoding: encoding,
+            max_raw_body_size: 4096,
+            ..config(vec![fake.url()])
+        });
+        sink.write(Category::Metric, &sent).await.unwrap();
+        let reqs = fake.requests();
+        assert!(reqs.len() >= 5, "{encoding:?}: {} bodies", reqs.len());
+        for r in &reqs {
+            assert_eq!(r.status, 200);
+            assert!(r.raw_len <= 4096, "{encoding:?}: raw body of {}", r.raw_len);
+            assert_eq!(r.header("x-points"), r.points.len().to_string());
+        }
+        assert_eq!(fake.points(Category::Metric), sent, "{encoding:?}");
+    }
+}
+
+#[tokio::test]
+async fn skips_and_counts_a_point_larger_than_max_raw_body_size() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(DatawayConfig {
+        max_raw_body_size: 2048,
+        ..config(vec![fake.url()])
+    });
+    let mut sent = points(10);
+    let huge = Point::new("big", 1).field("blob", Value::S("x".repeat(10_000)));
+    sent.insert(4, huge);
+    sink.write(Category::Logging, &sent).await.unwrap();
+
+    sent.remove(4);
+    assert_eq!(fake.points(Category::Logging), sent);
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(
+            &text,
+            r#"datakit_io_dataway_skipped_point_total{category="logging"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    let only_huge = [Point::new("big", 1).field("blob", Value::S("x".repeat(10_000)))];
+    let message = expect_rejected(sink.write(Category::Logging, &only_huge).await);
+    assert!(message.contains("max_raw_body_size"), "{message}");
+}
+
+#[tokio::test]
+async fn client_errors_are_rejected_and_counted_as_dropped() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(config(vec![fake.url()]));
+    fake.set_mode(Mode::Status(400));
+    let message = expect_rejected(sink.write(Category::Object, &points(7)).await);
+    assert!(message.contains("HTTP 400 Bad Request"), "{message}");
+    assert!(!message.contains(TOKEN), "no token in messages: {message}");
+
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(
+            &text,
+            r#"datakit_io_dataway_http_drop_point_total{category="object",error="write point 4xx"}"#
+        ),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"datakit_io_dataway_point_total{category="object",status="Bad Request"}"#
+        ),
+        Some(7.0)
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_rejected() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let url = format!("http://{}?token=tkn_wrong", fake.addr());
+    let (sink, _) = new_sink(config(vec![url]));
+    let message = expect_rejected(sink.write(Category::Metric, &points(1)).await);
+    assert!(message.contains("HTTP 403"), "{message}");
+    assert_eq!(fake.requests()[0].status, 403);
+
+    let (no_token, _) = new_sink(config(vec![format!("http://{}", fake.addr())]));
+    let message = expect_rejected(no_token.write(Category::Metric, &points(1)).await);
+    assert!(message.contains("HTTP 401"), "{message}");
+    assert!(fake.points(Category::Metric).is_empty());
+}
+
+#[tokio::test]
+async fn beyond_data_usage_is_rejected_with_its_message_and_sets_overuse() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(config(vec![fake.url()]));
+    fake.set_mode(Mode::beyond_data_usage());
+    let message = expect_rejected(sink.write(Category::Metric, &points(2)).await);
+    assert!(message.contains("beyondDataUsage"), "{message}");
+    let overuse = sample(&metrics_text(&registry), "datakit_data_overuse").unwrap();
+    assert!(overuse > 1.6e9, "overuse holds a unix time, got {overuse}");
+
+    fake.set_mode(Mode::Ok);
+    sink.write(Category::Metric, &points(2)).await.unwrap();
+    assert_eq!(
+        sample(&metrics_text(&registry), "datakit_data_overuse"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_unavailable() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _) = new_sink(config(vec![fake.url()]));
+    for status in [429u16, 500, 502, 503] {
+        fake.set_mode(Mode::Status(status));
+        let message = expect_unavailable(sink.write(Category::Metric, &points(3)).await);
+        assert!(message.contains(&format!("HTTP {status}")), "{message}");
+    }
+    fake.set_mode(Mode::Ok);
+    sink.write(Category::Metric, &points(3)).await.unwrap();
+    assert_eq!(fake.points(Category::Metric), points(3));
+}
+
+#[tokio::test]
+async fn fail_next_fails_only_the_next_requests_and_a_retry_delivers() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _) = new_sink(config(vec![fake.url()]));
+    fake.fail_next(2, 503);
+    let batch = points(5);
+    expect_unavailable(sink.write(Category::Network, &batch).await);
+    expect_unavailable(sink.write(Category::Network, &batch).await);
+    sink.write(Category::Network, &batch).await.unwrap();
+    let got = fake.wait_points(Category::Network, 5, WAIT).await.unwrap();
+    assert_eq!(got, batch);
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 503, 200]);
+}
+
+#[tokio::test]
+async fn a_hanging_dataway_is_unavailable_after_the_timeout() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(DatawayConfig {
+        timeout: Duration::from_millis(300),
+        ..config(vec![fake.url()])
+    });
+    fake.set_mode(Mode::Hang);
+    let start = Instant::now();
+    let message = expect_unavailable(sink.write(Category::Metric, &points(2)).await);
+    let elapsed = start.elapsed();
+    assert!(message.contains("timed out"), "{message}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(fake.requests().len(), 1);
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains(r#"datakit_io_dataway_api_latency_seconds_count{api="/v1/write/metric",status="timeout"} 1"#),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"datakit_io_dataway_point_total{category="metric",status="unknown"}"#
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn a_closed_connection_is_unavailable() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _) = new_sink(config(vec![fake.url()]));
+    fake.set_mode(Mode::Close);
+    let message = expect_unavailable(sink.write(Category::Metric, &points(2)).await);
+    assert!(message.contains(&fake.addr().to_string()), "{message}");
+    assert!(fake.points(Category::Metric).is_empty());
+
+    fake.set_mode(Mode::Ok);
+    sink.write(Category::Metric, &points(2)).await.unwrap();
+    assert_eq!(fake.points(Category::Metric).len(), 2);
+}
+
+#[tokio::test]
+async fn a_stopped_dataway_is_unavailable_with_connection_refused() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let url = fake.url();
+    fake.stop().await;
+    let (sink, registry) = new_sink(config(vec![url]));
+    let message = expect_unavailable(sink.write(Category::Metric, &points(1)).await);
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains(r#"datakit_io_dataway_api_latency_seconds_count{api="/v1/write/metric",status="connection-refused"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn fans_out_every_body_to_every_url() {
+    let a = FakeDataway::start(TOKEN).await.unwrap();
+    let b = FakeDataway::start("tkn_second").await.unwrap();
+    let (sink, registry) = new_sink(DatawayConfig {
+        max_raw_body_size: 4096,
+        ..config(vec![a.url(), b.url()])
+    });
+    let sent = points(60);
+    sink.write(Category::Tracing, &sent).await.unwrap();
+    assert_eq!(a.points(Category::Tracing), sent);
+    assert_eq!(b.points(Category::Tracing), sent);
+    assert_eq!(a.requests().len(), b.requests().len());
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(
+            &text,
+            r#"datakit_io_dataway_point_total{category="tracing",status="OK"}"#
+        ),
+        Some(120.0),
+        "counted per URL as Datakit does"
+    );
+
+    // One URL down: the batch is unavailable (retried), the other URL got the first body.
+    a.clear();
+    b.clear();
+    b.set_mode(Mode::Status(500));
+    expect_unavailable(sink.write(Category::Tracing, &sent).await);
+    assert_eq!(
+        a.requests().len(),
+        1,
+        "sending stops at the first failed body"
+    );
+    assert!(!a.points(Category::Tracing).is_empty());
+
+    // One URL refuses for good: the others are delivered, the batch reports the refusal.
+    a.clear();
+    b.set_mode(Mode::Status(404));
+    let message = expect_rejected(sink.write(Category::Tracing, &sent).await);
+    assert!(message.contains("HTTP 404"), "{message}");
+    assert_eq!(a.points(Category::Tracing), sent);
+}
+
+#[tokio::test]
+async fn counts_points_and_bytes_by_status() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(config(vec![fake.url()]));
+    sink.write(Category::Metric, &points(10)).await.unwrap();
+    let req = &fake.requests()[0];
+    let text = metrics_text(&registry);
+    for status in ["OK", "total"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    r#"datakit_io_dataway_point_total{{category="metric",status="{status}"}}"#
+                )
+            ),
+            Some(10.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    r#"datakit_io_dataway_point_bytes_total{{category="metric",enc="raw",status="{status}"}}"#
+                )
+            ),
+            Some(req.raw_len as f64)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    r#"datakit_io_dataway_point_bytes_total{{category="metric",enc="gzip",status="{status}"}}"#
+                )
+            ),
+            Some(req.body_len as f64)
+        );
+    }
+    assert!(
+        text.contains(
+            r#"datakit_io_dataway_api_latency_seconds_count{api="/v1/write/metric",status="OK"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn fake_dataway_checks_uploads_as_dataway_does() {
+    dk_sinks::http::ensure_crypto_provider();
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", fake.addr());
+    let body = dk_proto::pb::encode(&points(2));
+    let post = |path: &str, ct: &str, xp: &str| {
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", ct.to_string())
+            .header("x-points", xp.to_string())
+            .body(body.clone())
+            .send()
+    };
+    let q = format!("?token={TOKEN}");
+    let cases = [
+        (
+            post(&format!("/v1/write/metric{q}"), CONTENT_TYPE_PROTOBUF, "2").await,
+            200,
+        ),
+        (
+            post(&format!("/v1/write/metric{q}"), CONTENT_TYPE_PROTOBUF, "3").await,
+            400,
+        ),
+        (
+            post(&format!("/v1/write/metric{q}"), "text/plain", "2").await,
+            415,
+        ),
+        (
+            post(
+                &format!("/v1/write/metric{q}"),
+                CONTENT_TYPE_LINE_PROTOCOL,
+                "2",
+            )
+            .await,
+            400,
+        ),
+        (
+            post(&format!("/v1/write/nope{q}"), CONTENT_TYPE_PROTOBUF, "2").await,
+            404,
+        ),
+        (
+            post(
+                "/v1/write/metric?token=tkn_other",
+                CONTENT_TYPE_PROTOBUF,
+                "2",
+            )
+            .await,
+            403,
+        ),
+        (
+            post("/v1/write/metric", CONTENT_TYPE_PROTOBUF, "2").await,
+            401,
+        ),
+    ];
+    let got: Vec<u16> = cases
+        .iter()
+        .map(|(r, _)| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    let want: Vec<u16> = cases.iter().map(|(_, s)| *s).collect();
+    assert_eq!(got, want);
+    assert_eq!(fake.points(Category::Metric), points(2));
+    let recorded: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(recorded, want);
+}
+
+#[tokio::test]
+async fn wait_points_times_out_with_what_it_got() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _) = new_sink(config(vec![fake.url()]));
+    sink.write(Category::Metric, &points(2)).await.unwrap();
+    let err = fake
+        .wait_points(Category::Metric, 3, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!((err.wanted, err.got), (3, 2));
+
+    let waiter = fake.wait_points(Category::Metric, 4, WAIT);
+    let more = points(2);
+    let writer = sink.write(Category::Metric, &more);
+    let (got, written) = tokio::join!(waiter, writer);
+    written.unwrap();
+    assert_eq!(got.unwrap().len(), 4);
+}
+
+/// Runs tinyproxy in the foreground on a free loopback port; `None` if it is not installed.
+async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogLevel Info\nMaxClients 16\n"
+        ),
+    )
+    .unwrap();
+    let mut child = match tokio::process::Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run tinyproxy: {e}"),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    for stream in [
+        Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(err),
+    ] {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Some(line) = rx.recv().await {
+            if line.contains("Accepting connections") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "tinyproxy did not start");
+    Some((child, port))
+}
+
+#[tokio::test]
+async fn uploads_through_the_configured_http_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut proxy, port)) = start_tinyproxy(dir.path()).await else {
+        eprintln!(
+            "NOTE: tinyproxy is not installed; skipping the proxy test (apt-get install -y tinyproxy)"
+        );
+        return;
+    };
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _) = new_sink(DatawayConfig {
+        http_proxy: Some(format!("http://127.0.0.1:{port}")),
+        ..config(vec![fake.url()])
+    });
+    sink.write(Category::Metric, &points(3)).await.unwrap();
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(
+        reqs[0].header("via").contains("tinyproxy"),
+        "request did not pass the proxy: {:?}",
+        reqs[0].headers
+    );
+    assert_eq!(fake.points(Category::Metric), points(3));
+
+    // Without the proxy setting there is no Via header.
+    let (direct, _) = new_sink(config(vec![fake.url()]));
+    direct.write(Category::Metric, &points(1)).await.unwrap();
+    assert_eq!(fake.requests()[1].header("via"), "");
+    proxy.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn verifies_tls_certificates_unless_insecure() {
+    dk_sinks::http::ensure_crypto_provider();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let fake = Arc::new(FakeDataway::start(TOKEN).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        fake.serve_connection(stream);
+                    }
+                });
+            }
+        })
+    };
+    let url = format!("https://localhost:{port}?token={TOKEN}");
+
+    let (strict, _) = new_sink(config(vec![url.clone()]));
+    let message = expect_unavailable(strict.write(Category::Metric, &points(2)).await);
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(fake.requests().is_empty());
+
+    let (insecure, _) = new_sink(DatawayConfig {
+        tls_insecure: true,
+        ..config(vec![url])
+    });
+    insecure.write(Category::Metric, &points(2)).await.unwrap();
+    assert_eq!(fake.points(Category::Metric), points(2));
+    server.abort();
+}
+
+#[tokio::test]
+async fn refuses_bad_configuration_at_construction() {
+    let mut registry = Registry::default();
+    let no_urls = DatawaySink::new(config(vec![]), &mut registry).unwrap_err();
+    assert!(no_urls.to_string().contains("[dataway] urls"), "{no_urls}");
+    let bad_scheme =
+        DatawaySink::new(config(vec!["ftp://h?token=tkn_x".into()]), &mut registry).unwrap_err();
+    assert!(bad_scheme.to_string().contains("ftp"), "{bad_scheme}");
+    let bad_proxy = DatawaySink::new(
+        DatawayConfig {
+            http_proxy: Some("not a url".into()),
+            ..config(vec!["https://h?token=tkn_x".into()])
+        },
+        &mut registry,
+    )
+    .unwrap_err();
+    assert!(bad_proxy.to_string().contains("proxy"), "{bad_proxy}");
+}
