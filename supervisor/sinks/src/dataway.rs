@@ -580,11 +580,13 @@ impl DatawaySink {
                         error_chain(&e)
                     )
                 } else {
-                    format!(
-                        "POST {api} to {} failed: {}; check the URL, proxy and TLS settings of [dataway]",
-                        ep.display,
-                        error_chain(&e)
-                    )
+                    let chain = error_chain(&e);
+                    let hint = if chain.contains("certificate") {
+                        "the server certificate is not trusted: add its CA to the system trust store, or set [dataway] tls_insecure = true"
+                    } else {
+                        "check the URL, proxy and TLS settings of [dataway]"
+                    };
+                    format!("POST {api} to {} failed: {chain}; {hint}", ep.display)
                 };
                 (
                     class,
