@@ -4,12 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real peers used by end-to-end tests (none beyond the toolchain yet; later issues add
-# apt-get/pip installs here, guarded so a warm machine skips them).
+# Real peers the tests use, from Debian's packages (skipped when already installed):
+#   influxdb  - a real InfluxDB 1.x for the InfluxDB sink tests
+#   tinyproxy - a real HTTP proxy for the Dataway proxy test
 need_apt=()
-for pkg in "$@"; do need_apt+=("$pkg"); done
+command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
+command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  echo "== apt-get install ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The packages' own services are not needed: tests start their own instances.
+  $SUDO systemctl disable --now influxdb tinyproxy >/dev/null 2>&1 || true
 fi
 
 echo "== cargo fmt --check"
