@@ -308,10 +308,13 @@ impl Queue {
                 }
                 let lost = seg.readable_last - seq + 1;
                 let points = seg.points_between(seq, seg.readable_last);
+                let known_corrupt = seg.readable_last < seg.last_seq;
                 seg.readable_last = seq - 1;
                 seg.readable_len = offset;
                 let path = seg.path.clone();
-                st.corrupt_segments += 1;
+                if !known_corrupt {
+                    st.corrupt_segments += 1;
+                }
                 st.dropped.add(DropReason::Corrupt, lost, points);
                 if seg_first == active {
                     st.rotate_asap = true;
