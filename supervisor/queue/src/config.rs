@@ -52,7 +52,9 @@ impl QueueConfig {
 
     pub(crate) fn validate(&self) -> Result<(), QueueError> {
         if self.segment_bytes == 0 {
-            return Err(QueueError::Config("segment_bytes must be at least 1".into()));
+            return Err(QueueError::Config(
+                "segment_bytes must be at least 1".into(),
+            ));
         }
         if self.max_disk_bytes <= HEADER_LEN as u64 {
             return Err(QueueError::Config(format!(
@@ -91,14 +93,34 @@ mod tests {
     fn invalid_values_name_their_field() {
         let mut c = QueueConfig::new("/x");
         c.max_disk_ratio = 1.5;
-        assert!(c.validate().unwrap_err().to_string().contains("max_disk_ratio"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_disk_ratio")
+        );
         c.max_disk_ratio = f64::NAN;
-        assert!(c.validate().unwrap_err().to_string().contains("max_disk_ratio"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_disk_ratio")
+        );
         let mut c = QueueConfig::new("/x");
         c.max_disk_bytes = 10;
-        assert!(c.validate().unwrap_err().to_string().contains("max_disk_bytes"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_disk_bytes")
+        );
         let mut c = QueueConfig::new("/x");
         c.segment_bytes = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("segment_bytes"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("segment_bytes")
+        );
     }
 }

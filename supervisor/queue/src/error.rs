@@ -37,14 +37,19 @@ pub enum QueueError {
 
 impl QueueError {
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> Self {
-        QueueError::Io { path: path.into(), action, source }
+        QueueError::Io {
+            path: path.into(),
+            action,
+            source,
+        }
     }
 
     /// True when the error is the filesystem being out of space (`ENOSPC`, `EDQUOT`).
     pub fn is_out_of_space(&self) -> bool {
         match self {
             QueueError::Io { source, .. } => {
-                source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded
+                source.kind() == io::ErrorKind::StorageFull
+                    || source.kind() == io::ErrorKind::QuotaExceeded
             }
             _ => false,
         }

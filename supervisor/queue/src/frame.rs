@@ -87,7 +87,10 @@ mod tests {
         let mut hb = [0u8; HEADER_LEN];
         hb.copy_from_slice(&buf[..HEADER_LEN]);
         let h = parse_header(&hb);
-        assert_eq!((h.len, h.seq, h.points, h.time_ms), (5, 42, 7, 1_700_000_000_123));
+        assert_eq!(
+            (h.len, h.seq, h.points, h.time_ms),
+            (5, 42, 7, 1_700_000_000_123)
+        );
         assert_eq!(h.crc, checksum(&hb, &buf[HEADER_LEN..]));
         assert_eq!(h.frame_len(), 33);
         // A flipped bit in the seq field or in the payload changes the checksum.

@@ -32,7 +32,8 @@ impl FsUsage {
 // The statvfs field types differ between platforms, so the casts are not always no-ops.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) fn usage(path: &Path) -> io::Result<FsUsage> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut st = MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: `c` is a valid NUL-terminated C string that outlives the call, and `st` points to
     // writable memory sized and aligned for a `statvfs`, which is all the call writes to.
@@ -42,7 +43,11 @@ pub(crate) fn usage(path: &Path) -> io::Result<FsUsage> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct (which was zeroed before anyway).
     let st = unsafe { st.assume_init() };
-    let frsize = if st.f_frsize > 0 { st.f_frsize as u64 } else { st.f_bsize as u64 };
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize as u64
+    } else {
+        st.f_bsize as u64
+    };
     let blocks = st.f_blocks as u64;
     let free = st.f_bfree as u64;
     Ok(FsUsage {

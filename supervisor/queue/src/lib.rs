@@ -109,11 +109,14 @@ impl Queue {
                 return Err(QueueError::Config("a consumer name is empty".into()));
             }
             if consumers[..i].contains(c) {
-                return Err(QueueError::Config(format!("consumer {c:?} is listed twice")));
+                return Err(QueueError::Config(format!(
+                    "consumer {c:?} is listed twice"
+                )));
             }
         }
         let dir = cfg.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| QueueError::io(dir.clone(), "create the queue directory", e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| QueueError::io(dir.clone(), "create the queue directory", e))?;
         let lock_path = dir.join("queue.lock");
         let lock_file = OpenOptions::new()
             .write(true)
@@ -129,7 +132,9 @@ impl Queue {
                     dir.display()
                 )));
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(QueueError::io(lock_path, "lock", e)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(QueueError::io(lock_path, "lock", e));
+            }
         }
 
         let rec = recover::recover(&cfg, consumers)?;
@@ -176,16 +181,31 @@ impl Queue {
             _lock: lock_file,
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let writer = Writer::new(sh.clone(), rx, rec.active_file, rec.active, rec.active_len, rec.next_seq);
+        let writer = Writer::new(
+            sh.clone(),
+            rx,
+            rec.active_file,
+            rec.active,
+            rec.active_len,
+            rec.next_seq,
+        );
         let name = format!(
             "dk-queue-{}",
-            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || writer.run())
             .map_err(|e| QueueError::io(dir, "start the writer thread for", e))?;
-        let queue = Queue { inner: Arc::new(Inner { sh, tx, thread: Mutex::new(Some(thread)) }) };
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                sh,
+                tx,
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
         Ok((queue, rec.recovery))
     }
 
@@ -200,7 +220,10 @@ impl Queue {
         let sh = &self.inner.sh;
         let bytes = HEADER_LEN as u64 + record.payload.len() as u64;
         if bytes > sh.cfg.max_disk_bytes || u32::try_from(record.payload.len()).is_err() {
-            return Err(QueueError::RecordTooLarge { bytes, cap: sh.cfg.max_disk_bytes.min(u64::from(u32::MAX)) });
+            return Err(QueueError::RecordTooLarge {
+                bytes,
+                cap: sh.cfg.max_disk_bytes.min(u64::from(u32::MAX)),
+            });
         }
         if sh.closed.load(Ordering::SeqCst) {
             return Err(QueueError::Closed);
@@ -233,12 +256,20 @@ impl Queue {
 
     /// Like [`read`](Self::read) but never waits for data: returns an empty Vec when the
     /// consumer has nothing pending.
-    pub async fn try_read(&self, consumer: &str, max: usize) -> Result<Vec<(u64, Record)>, QueueError> {
+    pub async fn try_read(
+        &self,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, Record)>, QueueError> {
         Ok(self.read_now(consumer, max).await?.unwrap_or_default())
     }
 
     /// `None` when nothing is pending for the consumer.
-    async fn read_now(&self, consumer: &str, max: usize) -> Result<Option<Vec<(u64, Record)>>, QueueError> {
+    async fn read_now(
+        &self,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Option<Vec<(u64, Record)>>, QueueError> {
         let sh = &self.inner.sh;
         loop {
             let (start, plan, upper, slot) = {
@@ -246,7 +277,9 @@ impl Queue {
                 if st.closed {
                     return Ok(Some(Vec::new()));
                 }
-                let i = st.consumer_index(consumer).ok_or_else(|| QueueError::UnknownConsumer(consumer.to_string()))?;
+                let i = st
+                    .consumer_index(consumer)
+                    .ok_or_else(|| QueueError::UnknownConsumer(consumer.to_string()))?;
                 if max == 0 {
                     return Ok(Some(Vec::new()));
                 }
@@ -263,7 +296,15 @@ impl Queue {
                         .iter()
                         .skip(skip)
                         .take(max)
-                        .map(|c| (c.seq, Record { points: c.points, payload: c.payload.clone() }))
+                        .map(|c| {
+                            (
+                                c.seq,
+                                Record {
+                                    points: c.points,
+                                    payload: c.payload.clone(),
+                                },
+                            )
+                        })
                         .collect();
                     return Ok(Some(out));
                 }
@@ -295,7 +336,13 @@ impl Queue {
                 reader::read(&mut slot, &plan, start, max, upper)
             })
             .await
-            .map_err(|e| QueueError::io(sh.cfg.dir.clone(), "read", std::io::Error::other(e.to_string())))?;
+            .map_err(|e| {
+                QueueError::io(
+                    sh.cfg.dir.clone(),
+                    "read",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
 
             let mut st = lock(&sh.state);
             for &(seg_first, offset, seq) in &read.corrupt {
@@ -321,7 +368,9 @@ impl Queue {
                 }
                 tracing::warn!(path = %path.display(), offset, seq, "Corrupt record in a queue segment; the rest of the segment is skipped.");
             }
-            let i = st.consumer_index(consumer).ok_or_else(|| QueueError::UnknownConsumer(consumer.to_string()))?;
+            let i = st
+                .consumer_index(consumer)
+                .ok_or_else(|| QueueError::UnknownConsumer(consumer.to_string()))?;
             let before = st.consumers[i].committed;
             let cache_first = st.cache_first();
             for &(seg_first, from, to) in &read.skips {
@@ -332,7 +381,10 @@ impl Queue {
                 if from > to {
                     continue;
                 }
-                let points = st.segments.get(&seg_first).map_or(0, |s| s.points_between(from, to));
+                let points = st
+                    .segments
+                    .get(&seg_first)
+                    .map_or(0, |s| s.points_between(from, to));
                 let c = &mut st.consumers[i];
                 c.dropped.add(DropReason::Corrupt, to - from + 1, points);
                 c.committed = to;
@@ -365,7 +417,9 @@ impl Queue {
         let sh = &self.inner.sh;
         let consumed = {
             let mut st = lock(&sh.state);
-            let i = st.consumer_index(consumer).ok_or_else(|| QueueError::UnknownConsumer(consumer.to_string()))?;
+            let i = st
+                .consumer_index(consumer)
+                .ok_or_else(|| QueueError::UnknownConsumer(consumer.to_string()))?;
             let seq = seq.min(st.next_seq - 1);
             if seq <= st.consumers[i].committed {
                 return Ok(());

@@ -66,7 +66,11 @@ pub(crate) fn store(path: &Path, seq: u64) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(&encode(seq))?;
     f.sync_data()?;
     drop(f);

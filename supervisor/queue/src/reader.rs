@@ -29,7 +29,14 @@ pub(crate) struct SegReader {
 
 impl SegReader {
     fn open(first: u64, file: File) -> Self {
-        SegReader { first, file, buf: Vec::new(), pos: 0, offset: 0, next_seq: first }
+        SegReader {
+            first,
+            file,
+            buf: Vec::new(),
+            pos: 0,
+            offset: 0,
+            next_seq: first,
+        }
     }
 
     /// First sequence number of the segment this reader is on.
@@ -109,7 +116,10 @@ impl SegReader {
         if frame::checksum(&hb, payload) != h.crc {
             return Err(Bad::Corrupt);
         }
-        let rec = Record { points: h.points, payload: Bytes::copy_from_slice(payload) };
+        let rec = Record {
+            points: h.points,
+            payload: Bytes::copy_from_slice(payload),
+        };
         self.consume(n);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -127,7 +137,11 @@ enum Bad {
 
 impl From<io::Error> for Bad {
     fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::UnexpectedEof { Bad::Corrupt } else { Bad::Io(e) }
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Bad::Corrupt
+        } else {
+            Bad::Io(e)
+        }
     }
 }
 
@@ -159,8 +173,17 @@ pub(crate) struct DiskRead {
 ///
 /// Unreadable records are reported as skips only when no record precedes them in this read,
 /// so applying the skips never moves a position past a record the consumer has not committed.
-pub(crate) fn read(slot: &mut Option<SegReader>, plan: &[PlanSeg], start: u64, max: usize, upper: u64) -> DiskRead {
-    let mut out = DiskRead { through: start - 1, ..DiskRead::default() };
+pub(crate) fn read(
+    slot: &mut Option<SegReader>,
+    plan: &[PlanSeg],
+    start: u64,
+    max: usize,
+    upper: u64,
+) -> DiskRead {
+    let mut out = DiskRead {
+        through: start - 1,
+        ..DiskRead::default()
+    };
     let mut start = start;
     for seg in plan {
         let want = start.max(seg.first);
@@ -174,7 +197,9 @@ pub(crate) fn read(slot: &mut Option<SegReader>, plan: &[PlanSeg], start: u64, m
             start = seg.last_seq + 1;
             continue;
         }
-        let reuse = slot.as_ref().is_some_and(|r| r.first == seg.first && r.next_seq <= want);
+        let reuse = slot
+            .as_ref()
+            .is_some_and(|r| r.first == seg.first && r.next_seq <= want);
         if !reuse {
             *slot = None;
             match File::open(&seg.path) {
@@ -202,7 +227,9 @@ pub(crate) fn read(slot: &mut Option<SegReader>, plan: &[PlanSeg], start: u64, m
                 return out;
             }
             Ok(false) => {
-                if seg.readable_last < seg.last_seq && out.skip(seg.first, seg.readable_last + 1, seg.last_seq) {
+                if seg.readable_last < seg.last_seq
+                    && out.skip(seg.first, seg.readable_last + 1, seg.last_seq)
+                {
                     return out;
                 }
             }
@@ -246,7 +273,13 @@ impl DiskRead {
 }
 
 /// Reads one segment's records from `want` on; `Ok(true)` when `max` records are collected.
-fn read_segment(r: &mut SegReader, seg: &PlanSeg, want: u64, max: usize, out: &mut Vec<(u64, Record)>) -> Result<bool, Bad> {
+fn read_segment(
+    r: &mut SegReader,
+    seg: &PlanSeg,
+    want: u64,
+    max: usize,
+    out: &mut Vec<(u64, Record)>,
+) -> Result<bool, Bad> {
     let limit = seg.readable_len;
     while r.next_seq < want {
         r.skip(limit)?;
@@ -288,11 +321,17 @@ mod tests {
         let (plan, _) = segment_file(dir.path(), 5, 6);
         let mut slot = None;
         let r = read(&mut slot, std::slice::from_ref(&plan), 5, 4, 10);
-        assert_eq!(r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![5, 6, 7, 8]);
+        assert_eq!(
+            r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![5, 6, 7, 8]
+        );
         assert_eq!(r.through, 8);
         assert_eq!(r.records[2].1.payload.len(), 12);
         let r = read(&mut slot, std::slice::from_ref(&plan), 9, 4, 10);
-        assert_eq!(r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![9, 10]);
+        assert_eq!(
+            r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![9, 10]
+        );
         assert_eq!(r.through, 10);
         assert!(r.skips.is_empty() && r.corrupt.is_empty() && r.error.is_none());
     }
@@ -328,13 +367,19 @@ mod tests {
         let plan = [a, b];
         // Record 1 comes first: the read ends there, before the lost records.
         let r = read(&mut slot, &plan, 1, 10, 5);
-        assert_eq!(r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![1]
+        );
         assert_eq!(r.corrupt, vec![(1, (HEADER_LEN + 10) as u64, 2)]);
         assert!(r.skips.is_empty());
         assert_eq!(r.through, 1);
         // Once 1 is done, the next read reports the skip and goes on to the next segment.
         let r = read(&mut slot, &plan, 2, 10, 5);
-        assert_eq!(r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         assert_eq!(r.skips, vec![(1, 2, 3)]);
         assert_eq!(r.through, 5);
     }

@@ -75,8 +75,12 @@ pub(crate) fn recover(cfg: &QueueConfig, consumers: &[&str]) -> Result<Recovered
         let is_last = i + 1 == n;
         let next_first = found.get(i + 1).map(|(f, _)| *f);
         let file = File::open(path).map_err(io_err(path, "open the segment"))?;
-        let file_len = file.metadata().map_err(io_err(path, "stat the segment"))?.len();
-        let scan = segment::scan(&file, first, file_len, is_last).map_err(io_err(path, "scan the segment"))?;
+        let file_len = file
+            .metadata()
+            .map_err(io_err(path, "stat the segment"))?
+            .len();
+        let scan = segment::scan(&file, first, file_len, is_last)
+            .map_err(io_err(path, "scan the segment"))?;
         drop(file);
         let mut seg = Segment::empty(first, path.clone());
         seg.bytes = file_len;
@@ -87,7 +91,10 @@ pub(crate) fn recover(cfg: &QueueConfig, consumers: &[&str]) -> Result<Recovered
         seg.last_seq = seg.readable_last;
         if is_last {
             if scan.end != ScanEnd::Clean {
-                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path, "open the segment"))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path, "open the segment"))?;
                 f.set_len(scan.valid_len)
                     .and_then(|()| f.sync_all())
                     .map_err(io_err(path, "truncate the torn tail of"))?;
@@ -128,13 +135,19 @@ pub(crate) fn recover(cfg: &QueueConfig, consumers: &[&str]) -> Result<Recovered
 
     // The next sequence number never reuses one a consumer may have committed.
     let mut next_seq = seq_floor.max(max_committed + 1);
-    let last = segments.values().next_back().map(|s| (s.first, s.last_seq, s.bytes, s.path.clone()));
+    let last = segments
+        .values()
+        .next_back()
+        .map(|s| (s.first, s.last_seq, s.bytes, s.path.clone()));
     if let Some((_, last_seq, _, _)) = &last {
         next_seq = next_seq.max(last_seq + 1);
     }
     let (active, active_file, active_len) = match last {
         Some((first, last_seq, bytes, path)) if last_seq + 1 == next_seq => {
-            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path, "open the segment"))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path, "open the segment"))?;
             (first, f, bytes)
         }
         _ => {
@@ -155,7 +168,9 @@ pub(crate) fn recover(cfg: &QueueConfig, consumers: &[&str]) -> Result<Recovered
     // empty ones that are not written any more.
     let done: Vec<u64> = segments
         .values()
-        .filter(|s| s.first != active && (s.is_empty() || min_committed.is_some_and(|m| s.last_seq <= m)))
+        .filter(|s| {
+            s.first != active && (s.is_empty() || min_committed.is_some_and(|m| s.last_seq <= m))
+        })
         .map(|s| s.first)
         .collect();
     for first in done {
@@ -167,5 +182,14 @@ pub(crate) fn recover(cfg: &QueueConfig, consumers: &[&str]) -> Result<Recovered
         }
     }
     let disk_bytes = segments.values().map(|s| s.bytes).sum();
-    Ok(Recovered { segments, active, active_file, active_len, next_seq, disk_bytes, positions, recovery })
+    Ok(Recovered {
+        segments,
+        active,
+        active_file,
+        active_len,
+        next_seq,
+        disk_bytes,
+        positions,
+        recovery,
+    })
 }

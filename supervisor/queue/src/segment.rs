@@ -52,7 +52,12 @@ pub(crate) struct Scan {
 /// With `verify` every payload is read and checked against its CRC (used for the segment
 /// that was being written at the crash); without it only the headers are walked (sequence
 /// continuity and framing), and readers check the CRCs when they read the records.
-pub(crate) fn scan<R: Read + Seek>(file: R, first: u64, file_len: u64, verify: bool) -> io::Result<Scan> {
+pub(crate) fn scan<R: Read + Seek>(
+    file: R,
+    first: u64,
+    file_len: u64,
+    verify: bool,
+) -> io::Result<Scan> {
     let mut r = BufReader::with_capacity(256 << 10, file);
     r.seek(SeekFrom::Start(0))?;
     let mut out = Scan {
@@ -97,7 +102,11 @@ pub(crate) fn scan<R: Read + Seek>(file: R, first: u64, file_len: u64, verify: b
             payload.resize(h.len as usize, 0);
             r.read_exact(&mut payload)?;
             if frame::checksum(&hb, &payload) != h.crc {
-                out.end = if offset + h.frame_len() == file_len { ScanEnd::Torn } else { ScanEnd::Corrupt };
+                out.end = if offset + h.frame_len() == file_len {
+                    ScanEnd::Torn
+                } else {
+                    ScanEnd::Corrupt
+                };
                 break;
             }
         } else {
@@ -119,7 +128,12 @@ pub(crate) fn scan<R: Read + Seek>(file: R, first: u64, file_len: u64, verify: b
 }
 
 /// Walks frames by their length fields from a bad record to the end of the file.
-fn walk<R: Read + Seek>(r: &mut BufReader<R>, from: u64, file_len: u64, out: &mut Scan) -> io::Result<()> {
+fn walk<R: Read + Seek>(
+    r: &mut BufReader<R>,
+    from: u64,
+    file_len: u64,
+    out: &mut Scan,
+) -> io::Result<()> {
     r.seek(SeekFrom::Start(from))?;
     let mut offset = from;
     let mut hb = [0u8; HEADER_LEN];
@@ -178,9 +192,18 @@ mod tests {
     fn short_tail_and_bad_final_checksum_are_torn() {
         let buf = frames(1, &[b"aaaa", b"bbbb"]);
         let first_len = (HEADER_LEN + 4) as u64;
-        let s = scan(Cursor::new(&buf[..buf.len() - 1]), 1, buf.len() as u64 - 1, true).unwrap();
-        assert_eq!((s.end, s.valid_len, s.points.len()), (ScanEnd::Torn, first_len, 1));
-        let mut bad = buf.clone();
+        let s = scan(
+            Cursor::new(&buf[..buf.len() - 1]),
+            1,
+            buf.len() as u64 - 1,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.end, s.valid_len, s.points.len()),
+            (ScanEnd::Torn, first_len, 1)
+        );
+        let mut bad = buf;
         *bad.last_mut().unwrap() ^= 0xff;
         let s = scan(Cursor::new(&bad), 1, bad.len() as u64, true).unwrap();
         assert_eq!((s.end, s.valid_len), (ScanEnd::Torn, first_len));

@@ -49,7 +49,9 @@ impl Dropped {
     /// Records and points dropped for any reason.
     pub fn total(&self) -> Counts {
         Counts {
-            records: self.evicted_cap.records + self.evicted_disk_ratio.records + self.corrupt.records,
+            records: self.evicted_cap.records
+                + self.evicted_disk_ratio.records
+                + self.corrupt.records,
             points: self.evicted_cap.points + self.evicted_disk_ratio.points + self.corrupt.points,
         }
     }
@@ -127,7 +129,9 @@ impl Segment {
             return 0;
         }
         let a = usize::try_from(from.saturating_sub(self.first)).unwrap_or(usize::MAX);
-        let b = usize::try_from(to - self.first).unwrap_or(usize::MAX).saturating_add(1);
+        let b = usize::try_from(to - self.first)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         let b = b.min(self.points.len());
         if a >= b {
             return 0;
@@ -253,12 +257,17 @@ impl State {
                 }
                 if from <= seg.readable_last {
                     let n = seg.readable_last - from + 1;
-                    c.dropped.add(reason, n, seg.points_between(from, seg.readable_last));
+                    c.dropped
+                        .add(reason, n, seg.points_between(from, seg.readable_last));
                 }
                 let from_lost = from.max(seg.readable_last + 1);
                 if from_lost <= seg.last_seq {
                     let n = seg.last_seq - from_lost + 1;
-                    c.dropped.add(DropReason::Corrupt, n, seg.points_between(from_lost, seg.last_seq));
+                    c.dropped.add(
+                        DropReason::Corrupt,
+                        n,
+                        seg.points_between(from_lost, seg.last_seq),
+                    );
                 }
                 c.committed = seg.last_seq;
             }
@@ -333,7 +342,8 @@ impl State {
                     committed: c.committed,
                     pending_records,
                     pending_points,
-                    oldest_pending_age: oldest.map(|t| Duration::from_millis(now.saturating_sub(t))),
+                    oldest_pending_age: oldest
+                        .map(|t| Duration::from_millis(now.saturating_sub(t))),
                     dropped: c.dropped,
                 }
             })
@@ -486,7 +496,11 @@ impl Shared {
         }
         if let Err(e) = position::sync_dir(&self.cfg.dir) {
             self.dirty.store(true, Ordering::SeqCst);
-            return Err(QueueError::io(self.cfg.dir.clone(), "fsync the directory", e));
+            return Err(QueueError::io(
+                self.cfg.dir.clone(),
+                "fsync the directory",
+                e,
+            ));
         }
         let mut st = lock(&self.state);
         for (i, _, seq) in todo {

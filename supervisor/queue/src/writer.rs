@@ -73,7 +73,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(sh: Arc<Shared>, rx: Receiver<Msg>, file: File, active_first: u64, active_len: u64, next_seq: u64) -> Self {
+    pub(crate) fn new(
+        sh: Arc<Shared>,
+        rx: Receiver<Msg>,
+        file: File,
+        active_first: u64,
+        active_len: u64,
+        next_seq: u64,
+    ) -> Self {
         Writer {
             sh,
             rx,
@@ -118,7 +125,10 @@ impl Writer {
                 Some(Msg::Shutdown(ack)) => shutdown = Some(ack),
                 Some(Msg::Wake) | None => {}
             }
-            if shutdown.is_some() || (self.sh.dirty.load(Ordering::SeqCst) && self.last_persist.elapsed() >= PERSIST_EVERY) {
+            if shutdown.is_some()
+                || (self.sh.dirty.load(Ordering::SeqCst)
+                    && self.last_persist.elapsed() >= PERSIST_EVERY)
+            {
                 self.persist();
             }
             if let Some(ack) = shutdown {
@@ -197,8 +207,19 @@ impl Writer {
                 let _ = reply.send(Err(e));
                 continue;
             }
-            frame::encode(&mut self.buf, self.next_seq, record.points, self.batch_ms, &record.payload);
-            self.unit.push(Pending { reply, seq: self.next_seq, points: record.points, payload: record.payload });
+            frame::encode(
+                &mut self.buf,
+                self.next_seq,
+                record.points,
+                self.batch_ms,
+                &record.payload,
+            );
+            self.unit.push(Pending {
+                reply,
+                seq: self.next_seq,
+                points: record.points,
+                payload: record.payload,
+            });
             self.next_seq += 1;
         }
         self.flush();
@@ -225,7 +246,11 @@ impl Writer {
             if !over_cap && !over_ratio {
                 return Ok(());
             }
-            let reason = if over_cap { DropReason::Cap } else { DropReason::DiskRatio };
+            let reason = if over_cap {
+                DropReason::Cap
+            } else {
+                DropReason::DiskRatio
+            };
             if cfg.no_drop {
                 return Err(QueueError::Full(self.full_message(reason)));
             }
@@ -279,7 +304,9 @@ impl Writer {
         let Some(fs) = &self.fs else {
             return false;
         };
-        fs.usage.ratio_with(fs.delta + self.buf.len() as i128 + i128::from(frame_len)) > ratio
+        fs.usage
+            .ratio_with(fs.delta + self.buf.len() as i128 + i128::from(frame_len))
+            > ratio
     }
 
     fn full_message(&self, reason: DropReason) -> String {
@@ -311,7 +338,10 @@ impl Writer {
         let len = self.buf.len() as u64;
         let mut result = Ok(());
         if self.repair {
-            result = self.file.set_len(self.active_len).map(|()| self.repair = false);
+            result = self
+                .file
+                .set_len(self.active_len)
+                .map(|()| self.repair = false);
         }
         if result.is_ok() {
             result = self.file.write_all_at(&self.buf, self.active_len);
@@ -338,7 +368,9 @@ impl Writer {
                 tracing::warn!(records = unit.len(), error = %e, "Cannot write to the queue; the appends fail and may be retried.");
                 let path = self.sh.cfg.dir.join(segment::file_name(self.active_first));
                 for p in unit {
-                    let _ = p.reply.send(Err(QueueError::io(path.clone(), "write", copy_io(&e))));
+                    let _ = p
+                        .reply
+                        .send(Err(QueueError::io(path.clone(), "write", copy_io(&e))));
                 }
             }
         }
@@ -369,7 +401,12 @@ impl Writer {
             st.appended_records += unit.len() as u64;
             st.appended_points += unit.iter().map(|p| u64::from(p.points)).sum::<u64>();
             for p in &unit {
-                st.cache_push(Cached { seq: p.seq, points: p.points, time_ms: ms, payload: p.payload.clone() });
+                st.cache_push(Cached {
+                    seq: p.seq,
+                    points: p.points,
+                    time_ms: ms,
+                    payload: p.payload.clone(),
+                });
             }
         }
         self.sh.notify.notify_waiters();

@@ -36,7 +36,14 @@ async fn appended_records_are_read_committed_and_replayed_after_reopen() {
 
     let (q, recovery) = Queue::open(cfg(dir.path(), 1 << 20), &["up"]).unwrap();
     assert_eq!(recovery.records, 10);
-    assert_eq!((recovery.truncated_bytes, recovery.corrupt_segments, recovery.skipped_records), (0, 0, 0));
+    assert_eq!(
+        (
+            recovery.truncated_bytes,
+            recovery.corrupt_segments,
+            recovery.skipped_records
+        ),
+        (0, 0, 0)
+    );
     let again = q.read("up", 100).await.unwrap();
     assert_eq!(seqs(&again), (5..=10).collect::<Vec<_>>());
     for (s, r) in &again {
@@ -62,13 +69,26 @@ async fn two_consumers_keep_their_own_positions_and_segments_go_only_after_both(
     q.commit("b", 2).unwrap();
     assert_eq!(segments(dir.path()).len(), 3);
     q.commit("b", 3).unwrap();
-    assert_eq!(segments(dir.path()).len(), 2, "the first segment is done for both");
-    assert_eq!(seqs(&q.read("b", 10).await.unwrap()), (4..=9).collect::<Vec<_>>());
+    assert_eq!(
+        segments(dir.path()).len(),
+        2,
+        "the first segment is done for both"
+    );
+    assert_eq!(
+        seqs(&q.read("b", 10).await.unwrap()),
+        (4..=9).collect::<Vec<_>>()
+    );
     q.commit("b", 9).unwrap();
     // The segment being written stays.
     assert_eq!(segments(dir.path()).len(), 1);
     let s = q.stats();
-    assert_eq!((s.consumers[0].pending_records, s.consumers[1].pending_records), (0, 0));
+    assert_eq!(
+        (
+            s.consumers[0].pending_records,
+            s.consumers[1].pending_records
+        ),
+        (0, 0)
+    );
 
     // Positions were written before the segments went: a reopen resumes after them.
     q.close();
@@ -111,7 +131,11 @@ async fn torn_write_at_every_byte_offset_keeps_exactly_the_complete_records() {
         let complete = ends.iter().rposition(|&e| e <= len).unwrap();
         let (q, recovery) = Queue::open(cfg(&d, 1 << 20), &["c"]).unwrap();
         assert_eq!(recovery.records, complete as u64, "cut at {len}");
-        assert_eq!(recovery.truncated_bytes, len - ends[complete], "cut at {len}");
+        assert_eq!(
+            recovery.truncated_bytes,
+            len - ends[complete],
+            "cut at {len}"
+        );
         assert_eq!(recovery.corrupt_segments, 0);
         let got = drain(&q, "c").await;
         assert_eq!(got.len(), complete, "cut at {len}");
@@ -147,7 +171,10 @@ async fn bad_checksum_of_the_final_record_is_a_torn_tail_and_in_the_middle_it_is
     fs::write(d.join(seg.file_name().unwrap()), &b).unwrap();
     let (q, r) = Queue::open(cfg(&d, 1 << 20), &["c"]).unwrap();
     assert_eq!((r.records, r.corrupt_segments), (2, 0));
-    assert_eq!(r.truncated_bytes, (HEADER_LEN + records[2].payload.len()) as u64);
+    assert_eq!(
+        r.truncated_bytes,
+        (HEADER_LEN + records[2].payload.len()) as u64
+    );
     assert_eq!(drain(&q, "c").await.len(), 2);
     drop(q);
 
@@ -158,7 +185,10 @@ async fn bad_checksum_of_the_final_record_is_a_torn_tail_and_in_the_middle_it_is
     b[end1 + HEADER_LEN + 3] ^= 0x55;
     fs::write(d.join(seg.file_name().unwrap()), &b).unwrap();
     let (q, r) = Queue::open(cfg(&d, 1 << 20), &["c"]).unwrap();
-    assert_eq!((r.records, r.corrupt_segments, r.skipped_records), (1, 1, 2));
+    assert_eq!(
+        (r.records, r.corrupt_segments, r.skipped_records),
+        (1, 1, 2)
+    );
     assert_eq!(r.truncated_bytes, (bytes.len() - end1) as u64);
     assert_eq!(seqs(&drain(&q, "c").await), vec![1]);
     // Sequence numbers never go back below a record that had a good checksum.
@@ -167,7 +197,8 @@ async fn bad_checksum_of_the_final_record_is_a_torn_tail_and_in_the_middle_it_is
 }
 
 #[tokio::test]
-async fn random_corruption_in_a_middle_segment_is_skipped_counted_and_later_segments_stay_readable() {
+async fn random_corruption_in_a_middle_segment_is_skipped_counted_and_later_segments_stay_readable()
+{
     let mut rng = StdRng::seed_from_u64(0x5eed);
     for trial in 0..40 {
         let dir = tempfile::tempdir().unwrap();
@@ -201,7 +232,10 @@ async fn random_corruption_in_a_middle_segment_is_skipped_counted_and_later_segm
         }
         let s = q.stats();
         let lost = per_seg - bad;
-        assert_eq!(s.consumers[0].dropped.corrupt.records, lost, "trial {trial}");
+        assert_eq!(
+            s.consumers[0].dropped.corrupt.records, lost,
+            "trial {trial}"
+        );
         assert_eq!(s.dropped.corrupt.records, lost, "trial {trial}");
         assert_eq!(s.corrupt_segments, 1);
         assert!(recovery.corrupt_segments <= 1 && recovery.truncated_bytes == 0);
@@ -230,14 +264,24 @@ async fn cap_evicts_the_oldest_segments_first_with_exact_dropped_counts() {
     assert_eq!(s.dropped.evicted_cap.points, points(1..=12));
     let a = s.consumer("a").unwrap().dropped;
     let b = s.consumer("b").unwrap().dropped;
-    assert_eq!((a.evicted_cap.records, a.evicted_cap.points), (10, points(3..=12)));
-    assert_eq!((b.evicted_cap.records, b.evicted_cap.points), (12, points(1..=12)));
+    assert_eq!(
+        (a.evicted_cap.records, a.evicted_cap.points),
+        (10, points(3..=12))
+    );
+    assert_eq!(
+        (b.evicted_cap.records, b.evicted_cap.points),
+        (12, points(1..=12))
+    );
     assert_eq!(s.dropped.evicted_disk_ratio.records, 0);
     assert_eq!(s.consumer("a").unwrap().pending_records, 8);
     assert_eq!(s.consumer("b").unwrap().pending_points, points(13..=20));
     assert_eq!(
         s.dropped_points_by_reason(),
-        vec![("evicted_cap".to_string(), points(1..=12)), ("evicted_disk_ratio".into(), 0), ("corrupt".into(), 0)]
+        vec![
+            ("evicted_cap".to_string(), points(1..=12)),
+            ("evicted_disk_ratio".into(), 0),
+            ("corrupt".into(), 0)
+        ]
     );
     assert_eq!(seqs(&drain(&q, "a").await), (13..=20).collect::<Vec<_>>());
     assert_eq!(seqs(&drain(&q, "b").await), (13..=20).collect::<Vec<_>>());
@@ -255,7 +299,10 @@ async fn eviction_skips_what_a_lagging_reader_had_in_hand_but_not_committed() {
     fill(&q, 10, 1, 300).await; // evicts [1-3]
     assert_eq!(seqs(&q.read("a", 2).await.unwrap()), vec![4, 5]);
     q.commit("a", 2).unwrap(); // stale commit: a no-op
-    assert_eq!(q.stats().consumer("a").unwrap().dropped.evicted_cap.records, 3);
+    assert_eq!(
+        q.stats().consumer("a").unwrap().dropped.evicted_cap.records,
+        3
+    );
 }
 
 #[tokio::test]
@@ -267,8 +314,13 @@ async fn no_drop_refuses_with_full_then_accepts_after_a_consumer_commits() {
     let (q, _) = Queue::open(c, &["a"]).unwrap();
     fill(&q, 1, 9, 300).await;
     let err = q.append(rec(10, 300)).await.unwrap_err();
-    let QueueError::Full(msg) = &err else { panic!("want Full, got {err:?}") };
-    assert!(msg.contains("max_disk_bytes") && msg.contains("max_capacity_gb"), "{msg}");
+    let QueueError::Full(msg) = &err else {
+        panic!("want Full, got {err:?}")
+    };
+    assert!(
+        msg.contains("max_disk_bytes") && msg.contains("max_capacity_gb"),
+        "{msg}"
+    );
     assert_eq!(q.stats().dropped.total().records, 0);
     assert_eq!(q.stats().last_seq, 9);
 
@@ -286,7 +338,9 @@ async fn record_larger_than_the_cap_is_refused_with_a_clear_error() {
     c.max_disk_bytes = 1000;
     let (q, _) = Queue::open(c, &["a"]).unwrap();
     let err = q.append(rec(1, 1000)).await.unwrap_err();
-    assert!(matches!(err, QueueError::RecordTooLarge { bytes, cap: 1000 } if bytes == 1000 + HEADER_LEN as u64));
+    assert!(
+        matches!(err, QueueError::RecordTooLarge { bytes, cap: 1000 } if bytes == 1000 + HEADER_LEN as u64)
+    );
     assert!(err.to_string().contains("max_capacity_gb"));
     // A record that fits exactly is fine.
     assert_eq!(q.append(rec(2, 1000 - HEADER_LEN)).await.unwrap(), 1);
@@ -345,7 +399,10 @@ async fn read_waits_for_data_and_returns_empty_after_close() {
     q.close();
     assert!(waiting.await.unwrap().is_empty());
     assert!(q.read("a", 10).await.unwrap().is_empty());
-    assert!(matches!(q.append(rec(2, 10)).await, Err(QueueError::Closed)));
+    assert!(matches!(
+        q.append(rec(2, 10)).await,
+        Err(QueueError::Closed)
+    ));
 }
 
 #[tokio::test]
@@ -376,11 +433,17 @@ async fn unknown_duplicate_and_concurrent_opens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open(cfg(dir.path(), 1 << 20), &["a"]).unwrap();
     assert!(matches!(q.read("zz", 1).await, Err(QueueError::UnknownConsumer(n)) if n == "zz"));
-    assert!(matches!(q.commit("zz", 1), Err(QueueError::UnknownConsumer(_))));
+    assert!(matches!(
+        q.commit("zz", 1),
+        Err(QueueError::UnknownConsumer(_))
+    ));
     let again = Queue::open(cfg(dir.path(), 1 << 20), &["a"]);
     assert!(matches!(&again, Err(QueueError::Config(m)) if m.contains("in use")));
     let other = tempfile::tempdir().unwrap();
-    assert!(matches!(Queue::open(cfg(other.path(), 1 << 20), &["a", "a"]), Err(QueueError::Config(_))));
+    assert!(matches!(
+        Queue::open(cfg(other.path(), 1 << 20), &["a", "a"]),
+        Err(QueueError::Config(_))
+    ));
 }
 
 #[tokio::test]
@@ -393,12 +456,18 @@ async fn stats_show_pending_records_points_bytes_and_age() {
     assert_eq!((s.segments, s.last_seq, s.appended_records), (1, 5, 5));
     let a = s.consumer("a").unwrap();
     assert_eq!(a.pending_records, 5);
-    assert_eq!(a.pending_points, (1..=5).map(|i| u64::from(points_of(i))).sum::<u64>());
+    assert_eq!(
+        a.pending_points,
+        (1..=5).map(|i| u64::from(points_of(i))).sum::<u64>()
+    );
     assert!(a.oldest_pending_age.unwrap() < Duration::from_secs(60));
     q.commit("a", 2).unwrap();
     let s = q.stats();
     assert_eq!(s.pending_records("a"), 3);
-    assert_eq!(s.pending_points("a"), (3..=5).map(|i| u64::from(points_of(i))).sum::<u64>());
+    assert_eq!(
+        s.pending_points("a"),
+        (3..=5).map(|i| u64::from(points_of(i))).sum::<u64>()
+    );
     q.commit("a", 5).unwrap();
     let s = q.stats();
     assert_eq!(s.consumer("a").unwrap().oldest_pending_age, None);

@@ -16,7 +16,10 @@ pub fn cfg(dir: &Path, segment_bytes: u64) -> QueueConfig {
 /// A deterministic record: payload bytes derived from `i`, `i % 7 + 1` points.
 pub fn rec(i: u64, len: usize) -> Record {
     let payload: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect();
-    Record { points: points_of(i), payload: Bytes::from(payload) }
+    Record {
+        points: points_of(i),
+        payload: Bytes::from(payload),
+    }
 }
 
 pub fn points_of(i: u64) -> u32 {
