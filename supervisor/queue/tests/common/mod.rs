@@ -60,13 +60,20 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Copies the queue files of `from` into a new directory (what a crash would leave on disk).
+/// The queue may write a position or delete a consumed segment meanwhile: a file that is gone
+/// by the time it is copied counts as deleted before the crash.
 pub fn snapshot(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap();
-        if name != "queue.lock" {
-            std::fs::copy(&p, to.join(name)).unwrap();
+        if name == "queue.lock" {
+            continue;
+        }
+        match std::fs::copy(&p, to.join(name)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("copy {}: {e}", p.display()),
         }
     }
 }
