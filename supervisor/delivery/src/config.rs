@@ -1,15 +1,14 @@
-//! The settings of delivery: global tags, batching, limits, buffer budget and the local-files sink.
+//! The settings of delivery: global tags, batch size, limits, the durable queue and the local-files sink.
 
 use dk_proto::normalize::Limits;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Datakit's flush interval of the compactor (`[io] flush_interval`).
+/// Datakit's flush interval of the compactor (`[io] flush_interval`); accepted in the config
+/// but unused: points are uploaded as soon as they are durable.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-/// Datakit's `[io] max_cache_count`: a category is flushed once this many points are buffered.
+/// Datakit's `[io] max_cache_count`: the most points handed to a sink in one write.
 pub const DEFAULT_MAX_CACHE_COUNT: usize = 1000;
-/// Bytes (by [`dk_proto::Point::approx_size`]) all categories may buffer before feeds get `Busy`.
-pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// Size at which the local-files sink rotates `current.lp`.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Rotated files the local-files sink keeps per category.
@@ -49,23 +48,61 @@ impl LocalSinkConfig {
     }
 }
 
+/// Where and how big the durable queue is (`[dataway.wal]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueSettings {
+    /// Root directory; each category gets a sub-directory (`[dataway.wal] path`).
+    pub dir: PathBuf,
+    /// Disk cap per category (`[dataway.wal] max_capacity_gb`); `object` and `custom_object`
+    /// are capped at 128 MiB as in Datakit.
+    pub max_disk_bytes: u64,
+    /// Never write when the file system would be more than this fraction used (0.95).
+    pub max_disk_ratio: f64,
+    /// Categories that refuse new data when full instead of dropping their oldest
+    /// (`[dataway.wal] no_drop_categories`).
+    pub no_drop: Vec<dk_proto::Category>,
+    /// Recent records kept in memory per category so uploaders that keep up never read disk.
+    pub mem_cache_bytes: usize,
+    /// Group-commit window: concurrent feeds within it share one fsync.
+    pub commit_window: Duration,
+}
+
+impl QueueSettings {
+    /// Datakit's defaults (2 GiB per category, 95 % disk ratio) under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        QueueSettings {
+            dir: dir.into(),
+            max_disk_bytes: 2 * 1024 * 1024 * 1024,
+            max_disk_ratio: 0.95,
+            no_drop: Vec::new(),
+            mem_cache_bytes: 4 * 1024 * 1024,
+            commit_window: Duration::from_millis(2),
+        }
+    }
+}
+
 /// Everything [`crate::Delivery::start`] needs besides the sinks.
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
     /// Initial global tags; replace them later with [`crate::Delivery::set_global_tags`].
     pub global_tags: GlobalTags,
-    /// A category's buffer is flushed at least this often when it holds points.
+    /// `[io] flush_interval`: kept for config compatibility and unused, because points are
+    /// uploaded as soon as they are durable (there is no in-memory buffer to flush).
     pub flush_interval: Duration,
-    /// A category's buffer is flushed as soon as it holds this many points.
+    /// `[io] max_cache_count`: the most points handed to a sink in one write (records queued
+    /// meanwhile are grouped up to it; a larger feed is split).
     pub max_cache_count: usize,
     /// Normalisation limits (spec §2.4).
     pub limits: Limits,
     /// When set, a [`crate::LocalFileSink`] is added to the sinks.
     pub local: Option<LocalSinkConfig>,
+    /// The durable queue between feeds and sinks.
+    pub queue: QueueSettings,
 }
 
 impl Default for DeliveryConfig {
-    /// Datakit's defaults: no global tags, 10 s, 1000 points, default limits, no local sink.
+    /// Datakit's defaults: no global tags, 10 s (unused), 1000 points, default limits, no local sink,
+    /// the queue under `cache/queue` of the current directory (tests set their own).
     fn default() -> Self {
         DeliveryConfig {
             global_tags: GlobalTags::default(),
@@ -73,6 +110,7 @@ impl Default for DeliveryConfig {
             max_cache_count: DEFAULT_MAX_CACHE_COUNT,
             limits: Limits::default(),
             local: None,
+            queue: QueueSettings::new("cache/queue"),
         }
     }
 }
@@ -80,24 +118,29 @@ impl Default for DeliveryConfig {
 /// Knobs with sensible defaults that operators rarely change (tests shorten them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryTuning {
-    /// Budget of buffered bytes over all categories (pending plus in-flight batches); while
-    /// it is reached, feeds fail with [`crate::DeliveryError::Busy`].
-    pub max_buffer_bytes: usize,
     /// First wait before retrying a failed sink write; doubled per failure.
     pub retry_initial: Duration,
     /// Cap of the retry wait.
     pub retry_max: Duration,
-    /// Attempts per sink and batch once shutdown has begun, before the batch is given up.
+    /// Attempts per sink and batch once shutdown has begun, before the upload stops (the
+    /// batch stays in the durable queue for the next start).
     pub shutdown_attempts: u32,
+    /// How long shutdown lets uploaders drain the queue before stopping them (even in the
+    /// middle of a sink write) and leaving the rest on disk.
+    pub shutdown_grace: Duration,
+    /// How often the queue gauges and the queues' eviction counts are published (and once
+    /// more at shutdown).
+    pub stats_interval: Duration,
 }
 
 impl Default for DeliveryTuning {
     fn default() -> Self {
         DeliveryTuning {
-            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
             shutdown_attempts: 3,
+            shutdown_grace: Duration::from_secs(5),
+            stats_interval: Duration::from_secs(1),
         }
     }
 }

@@ -1,87 +1,84 @@
-//! The delivery engine: global tags, normalisation, per-category buffers and their flush tasks.
+//! The delivery engine: global tags, normalisation, the durable queue, and one uploader per
+//! sink and category.
 //!
-//! Design: each category has a mutex-protected buffer and one flush task. `feed` normalises
-//! outside the lock, appends to the buffer under it and wakes the task (a `Notify`) once the
-//! buffer holds `max_cache_count` points; the task also wakes every `flush_interval` and on
-//! shutdown. The task takes the whole buffer and writes it to every sink, retrying failing sinks
-//! with capped exponential backoff while the batch stays in memory (and counts against the byte
-//! budget). Feeding therefore never waits on a sink; it only fails with `Busy` when the budget of
-//! buffered bytes over all categories is used up.
+//! # Design
+//!
+//! `feed` attaches global tags and normalises outside any lock, encodes the points as one
+//! protobuf record and appends it to the category's [`dk_queue::Queue`]; it resolves only when
+//! the record is fsynced (group commit), so *accepted means on disk*. Each sink has its own
+//! consumer position in every category's queue: an uploader task reads records after that
+//! position, writes at most `max_cache_count` points per call to its sink and commits the
+//! position once every point of the records read is written. A sink that fails is retried with
+//! capped exponential backoff from the queue; a sink that rejects a batch (a Dataway 4xx) has
+//! it dropped and counted. At shutdown uploaders drain for `shutdown_grace` and are then
+//! stopped; what is left stays on disk for the next start.
 
-use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags};
+use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
 use crate::local::LocalFileSink;
-use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, SinkLabels};
+use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
 use crate::sink::Sink;
+use bytes::Bytes;
 use dk_proto::normalize::{Limits, normalize};
 use dk_proto::{Category, FeedOpts, Point};
+use dk_queue::{Queue, QueueConfig, QueueError, Record};
 use futures::FutureExt;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 /// What happened to the points of one feed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FeedOutcome {
-    /// Points accepted (buffered; delivered to the sinks later).
+    /// Points accepted (fsynced in the durable queue).
     pub accepted: u32,
     /// Points dropped by normalisation (counted in `datakit_io_dropped_point_total`).
     pub dropped: u32,
 }
 
 /// The supervisor's delivery: feed points in, they reach every sink. Cheap to clone.
+///
+/// Call [`Delivery::shutdown`] before dropping the last clone: dropping without it stops the
+/// uploaders at once (nothing accepted is lost, it is delivered after the next start).
 #[derive(Clone)]
 pub struct Delivery {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// One per category, in the order of [`Category::ALL`].
-    cats: Vec<Arc<CatState>>,
+    /// One per category, in the order of [`Category::ALL`]; emptied by shutdown so the queue
+    /// directories are released.
+    queues: RwLock<Vec<Queue>>,
     tags: RwLock<Arc<GlobalTags>>,
     limits: Limits,
-    max_cache_count: usize,
-    max_buffer_bytes: usize,
-    buffered_bytes: Arc<AtomicUsize>,
     metrics: Metrics,
-    /// `true` once shutdown has begun; dropping it (last `Delivery` gone) also stops the tasks.
-    shutdown_tx: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<FlushReport>>>,
-    /// The outcome of the first shutdown, replayed by later calls.
-    shutdown_result: tokio::sync::Mutex<Option<Result<(), (u64, String)>>>,
+    /// Cancelled when shutdown begins: feeds are refused and uploaders drain.
+    closing: CancellationToken,
+    /// Cancelled once the uploaders are done: the reporter publishes once more and stops.
+    stats_stop: CancellationToken,
+    uploaders: Mutex<Vec<JoinHandle<()>>>,
+    reporter: Mutex<Option<JoinHandle<()>>>,
+    tuning: DeliveryTuning,
+    shutdown_done: tokio::sync::Mutex<bool>,
 }
 
-/// The buffer of one category and the signal that wakes its flush task.
-struct CatState {
-    category: Category,
-    buf: Mutex<CatBuf>,
-    notify: Notify,
-    /// `datakit_io_queue_points{category}`.
-    queue: Gauge,
-    /// `datakit_io_flush_total{category}`.
-    flushes: Counter,
-}
-
-#[derive(Default)]
-struct CatBuf {
-    pending: Vec<Point>,
-    bytes: usize,
-    /// Set by the flush task when it takes the final batch; feeds then get `Closed`.
-    closed: bool,
-}
-
-/// What a flush task could not deliver before it stopped.
-#[derive(Default)]
-struct FlushReport {
-    undelivered: u64,
-    details: Vec<String>,
+impl Drop for Inner {
+    /// Dropped without shutdown: stop the background tasks so they release the queues.
+    fn drop(&mut self) {
+        self.closing.cancel();
+        self.stats_stop.cancel();
+        for task in self
+            .uploaders
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            task.abort();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,13 +96,62 @@ fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Datakit caps `object` and `custom_object` at 128 MiB whatever `max_capacity_gb` says.
+fn disk_cap(settings: &QueueSettings, category: Category) -> u64 {
+    match category {
+        Category::Object | Category::CustomObject => settings.max_disk_bytes.min(128 << 20),
+        _ => settings.max_disk_bytes,
+    }
+}
+
+/// Segments are an eighth of the cap (at most the queue's default size): a full queue then
+/// evicts an eighth at a time, and a `no_drop` queue whose sink caught up always has room
+/// again (only the segment being written survives a full drain).
+fn segment_bytes(cap: u64) -> u64 {
+    (cap / 8).clamp(1, QueueConfig::DEFAULT_SEGMENT_BYTES)
+}
+
+fn open_queue(
+    settings: &QueueSettings,
+    category: Category,
+    consumers: &[&str],
+) -> Result<Queue, DeliveryError> {
+    let mut cfg = QueueConfig::new(settings.dir.join(category.name()));
+    cfg.max_disk_bytes = disk_cap(settings, category);
+    cfg.segment_bytes = segment_bytes(cfg.max_disk_bytes);
+    cfg.max_disk_ratio = settings.max_disk_ratio;
+    cfg.no_drop = settings.no_drop.contains(&category);
+    cfg.mem_cache_bytes = settings.mem_cache_bytes;
+    cfg.commit_window = settings.commit_window;
+    let (queue, recovery) = Queue::open(cfg, consumers)
+        .map_err(|e| DeliveryError::Queue(format!("{} queue: {e}", category.name())))?;
+    if recovery.truncated_bytes > 0 || recovery.corrupt_segments > 0 {
+        tracing::warn!(
+            category = category.name(),
+            truncated_bytes = recovery.truncated_bytes,
+            corrupt_segments = recovery.corrupt_segments,
+            skipped_records = recovery.skipped_records,
+            "Recovered the queue after a crash; torn or corrupt records were dropped."
+        );
+    }
+    if recovery.records > 0 {
+        tracing::info!(
+            category = category.name(),
+            records = recovery.records,
+            "Resuming delivery of queued data."
+        );
+    }
+    Ok(queue)
+}
+
 impl Delivery {
-    /// Registers its metrics and starts the per-category flush tasks (needs a tokio runtime),
-    /// with the default [`DeliveryTuning`] (64 MiB buffer budget, retries from 100 ms to 30 s).
+    /// Opens the durable queues, registers the metrics and starts one uploader per sink and
+    /// category (needs a tokio runtime), with the default [`DeliveryTuning`].
     ///
     /// # Errors
     /// [`DeliveryError::NoRuntime`] outside tokio; [`DeliveryError::Io`] when the local-files
-    /// sink of `config.local` cannot use its directory.
+    /// sink cannot use its directory; [`DeliveryError::Queue`] when a queue cannot be opened
+    /// (unwritable directory, already in use, two sinks with the same name).
     pub fn start(
         config: DeliveryConfig,
         sinks: Vec<Arc<dyn Sink>>,
@@ -114,7 +160,7 @@ impl Delivery {
         Self::start_tuned(config, DeliveryTuning::default(), sinks, registry)
     }
 
-    /// [`Delivery::start`] with explicit buffer budget and retry timings.
+    /// [`Delivery::start`] with explicit retry, shutdown and reporting timings.
     ///
     /// # Errors
     /// As [`Delivery::start`].
@@ -130,68 +176,69 @@ impl Delivery {
             sinks.push(Arc::new(LocalFileSink::new(local)?));
         }
         if sinks.is_empty() {
-            tracing::warn!("delivery has no sink: accepted points are discarded after flushing");
+            tracing::warn!(
+                "Delivery has no sink: accepted points stay in the queue until one is configured."
+            );
+        }
+        let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
+        let mut queues = Vec::with_capacity(Category::ALL.len());
+        for category in Category::ALL {
+            queues.push(open_queue(&config.queue, category, &names)?);
         }
         let metrics = Metrics::default();
         metrics.register(registry);
         for sink in &sinks {
             sink.register_metrics(registry);
         }
-        let sinks: Arc<[Arc<dyn Sink>]> = sinks.into();
-        let buffered_bytes = Arc::new(AtomicUsize::new(0));
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let interval = config.flush_interval.max(Duration::from_millis(1));
-
-        let mut cats = Vec::with_capacity(Category::ALL.len());
-        let mut tasks = Vec::with_capacity(Category::ALL.len());
-        for category in Category::ALL {
-            let label = CategoryLabels {
-                category: category.name(),
-            };
-            let cat = Arc::new(CatState {
-                category,
-                buf: Mutex::new(CatBuf::default()),
-                notify: Notify::new(),
-                queue: metrics.queue_points.get_or_create(&label).clone(),
-                flushes: metrics.flushes.get_or_create(&label).clone(),
-            });
-            let flusher = Flusher {
-                cat: Arc::clone(&cat),
-                sinks: Arc::clone(&sinks),
-                metrics: metrics.clone(),
-                buffered_bytes: Arc::clone(&buffered_bytes),
-                interval,
-                tuning: tuning.clone(),
-                shutdown: shutdown_rx.clone(),
-                spare: Vec::new(),
-            };
-            tasks.push(runtime.spawn(flusher.run()));
-            cats.push(cat);
+        let closing = CancellationToken::new();
+        let stats_stop = CancellationToken::new();
+        let mut uploaders = Vec::with_capacity(queues.len() * sinks.len());
+        let max_points = config.max_cache_count.max(1);
+        for (category, queue) in Category::ALL.into_iter().zip(&queues) {
+            for sink in &sinks {
+                let uploader = Uploader {
+                    category,
+                    queue: queue.clone(),
+                    sink: Arc::clone(sink),
+                    metrics: metrics.clone(),
+                    tuning: tuning.clone(),
+                    max_points,
+                    closing: closing.clone(),
+                };
+                uploaders.push(runtime.spawn(uploader.run()));
+            }
         }
-
+        let reporter = Reporter {
+            queues: queues.clone(),
+            sinks: names.iter().map(|n| n.to_string()).collect(),
+            metrics: metrics.clone(),
+            seen_dropped: vec![Vec::new(); queues.len()],
+        };
+        let reporter = runtime.spawn(reporter.run(tuning.stats_interval, stats_stop.clone()));
         Ok(Delivery {
             inner: Arc::new(Inner {
-                cats,
+                queues: RwLock::new(queues),
                 tags: RwLock::new(Arc::new(config.global_tags)),
                 limits: config.limits,
-                max_cache_count: config.max_cache_count.max(1),
-                max_buffer_bytes: tuning.max_buffer_bytes,
-                buffered_bytes,
                 metrics,
-                shutdown_tx,
-                tasks: Mutex::new(tasks),
-                shutdown_result: tokio::sync::Mutex::new(None),
+                closing,
+                stats_stop,
+                uploaders: Mutex::new(uploaders),
+                reporter: Mutex::new(Some(reporter)),
+                tuning,
+                shutdown_done: tokio::sync::Mutex::new(false),
             }),
         })
     }
 
     /// Attaches global tags (host or election per `opts`, only keys absent on the point; none if
     /// `opts.no_global_tags`), normalises per category, drops and counts invalid points, and
-    /// buffers the rest. Resolves when the points are accepted (today: buffered in memory).
+    /// appends the rest to the category's durable queue. Resolves once they are fsynced.
     ///
     /// # Errors
-    /// [`DeliveryError::Busy`] while the buffer budget is used up (nothing was taken: retry
-    /// later); [`DeliveryError::Closed`] once shutdown has begun.
+    /// [`DeliveryError::Busy`] when the category's queue is full and may not drop (nothing was
+    /// taken: retry later); [`DeliveryError::Queue`] when the disk write failed (nothing was
+    /// taken); [`DeliveryError::Closed`] once shutdown has begun.
     pub async fn feed(
         &self,
         category: Category,
@@ -200,6 +247,9 @@ impl Delivery {
         mut points: Vec<Point>,
     ) -> Result<FeedOutcome, DeliveryError> {
         let inner = &*self.inner;
+        if inner.closing.is_cancelled() {
+            return Err(DeliveryError::Closed);
+        }
         let cat_name = category.name();
         let fed = points.len();
         inner
@@ -210,18 +260,6 @@ impl Delivery {
                 category: cat_name,
             })
             .inc_by(fed as u64);
-        if *inner.shutdown_tx.borrow() {
-            return Err(DeliveryError::Closed);
-        }
-        let used = inner.buffered_bytes.load(Ordering::Relaxed);
-        if used >= inner.max_buffer_bytes {
-            inner.count_dropped(cat_name, "busy", fed);
-            return Err(DeliveryError::Busy(format!(
-                "{used} bytes are buffered for slow or failing sinks (budget {} bytes); retry later",
-                inner.max_buffer_bytes
-            )));
-        }
-
         let tags = (!opts.no_global_tags).then(|| inner.global_tags());
         let tag_list = tags
             .as_deref()
@@ -256,37 +294,29 @@ impl Delivery {
         if points.is_empty() {
             return Ok(outcome);
         }
-
-        let bytes: usize = points.iter().map(Point::approx_size).sum();
-        let accepted = points.len();
-        let cat = &inner.cats[category_index(category)];
-        let flush_now = {
-            let mut buf = lock(&cat.buf);
-            if buf.closed {
-                return Err(DeliveryError::Closed);
-            }
-            buf.pending.append(&mut points);
-            buf.bytes += bytes;
-            // Under the lock, so the flush task cannot release these bytes before they are added.
-            inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
-            cat.queue
-                .inc_by(i64::try_from(accepted).unwrap_or(i64::MAX));
-            buf.pending.len() >= inner.max_cache_count
+        let queue = inner.queue(category).ok_or(DeliveryError::Closed)?;
+        let record = Record {
+            points: outcome.accepted,
+            payload: Bytes::from(dk_proto::pb::encode(&points)),
         };
-        if flush_now {
-            cat.notify.notify_one();
+        match queue.append(record).await {
+            Ok(_) => Ok(outcome),
+            Err(QueueError::Full(why)) => {
+                inner.count_dropped(cat_name, "busy", points.len());
+                Err(DeliveryError::Busy(why))
+            }
+            Err(QueueError::Closed) => Err(DeliveryError::Closed),
+            Err(e) => Err(DeliveryError::Queue(format!("{cat_name} queue: {e}"))),
         }
-        Ok(outcome)
     }
 
     /// Replaces the global tags at runtime (global-tags API, election); later feeds use them.
     pub fn set_global_tags(&self, tags: GlobalTags) {
-        let mut slot = self
+        *self
             .inner
             .tags
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        *slot = Arc::new(tags);
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(tags);
     }
 
     /// The global tags currently attached.
@@ -294,47 +324,68 @@ impl Delivery {
         (*self.inner.global_tags()).clone()
     }
 
-    /// Flushes every buffered point to every sink and waits for the sinks to sync. Idempotent:
-    /// later and concurrent calls wait for the first and return its outcome.
+    /// Stops accepting feeds, lets the uploaders drain the queues for `shutdown_grace`, then
+    /// stops them (even in the middle of a hanging sink write), publishes the queue metrics a
+    /// last time and closes the queues, releasing their directories. Nothing accepted is lost:
+    /// what was not uploaded stays on disk and is delivered after the next start. Idempotent.
     ///
     /// # Errors
-    /// [`DeliveryError::Undelivered`] when a sink still failed after
-    /// [`DeliveryTuning::shutdown_attempts`] attempts; those points are lost and counted.
+    /// Never today; kept for sinks that may report a final flush failure.
     pub async fn shutdown(&self) -> Result<(), DeliveryError> {
-        let mut result = self.inner.shutdown_result.lock().await;
-        if result.is_none() {
-            self.inner.shutdown_tx.send_replace(true);
-            let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
-            let mut undelivered = 0;
-            let mut details = Vec::new();
-            for task in tasks {
-                match task.await {
-                    Ok(report) => {
-                        undelivered += report.undelivered;
-                        details.extend(report.details);
-                    }
-                    Err(e) => details.push(format!("a flush task stopped abnormally: {e}")),
-                }
+        let inner = &*self.inner;
+        let mut done = inner.shutdown_done.lock().await;
+        if *done {
+            return Ok(());
+        }
+        *done = true;
+        inner.closing.cancel();
+        let uploaders = std::mem::take(&mut *lock(&inner.uploaders));
+        let aborts: Vec<_> = uploaders.iter().map(JoinHandle::abort_handle).collect();
+        let grace = inner.tuning.shutdown_grace;
+        let mut all = futures::future::join_all(uploaders);
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "Sinks did not drain the queues in time; the rest stays on disk for the next start."
+            );
+            for task in &aborts {
+                task.abort();
             }
-            *result = Some(if details.is_empty() {
-                Ok(())
-            } else {
-                Err((undelivered, details.join("; ")))
-            });
+            all.await;
         }
-        match &*result {
-            Some(Err((points, detail))) => Err(DeliveryError::Undelivered {
-                points: *points,
-                detail: detail.clone(),
-            }),
-            _ => Ok(()),
+        inner.stats_stop.cancel();
+        let reporter = lock(&inner.reporter).take();
+        if let Some(reporter) = reporter {
+            let _ = reporter.await;
         }
+        let queues =
+            std::mem::take(&mut *inner.queues.write().unwrap_or_else(PoisonError::into_inner));
+        // Closing waits for each writer thread's last fsync: keep it off the async threads.
+        let closed = tokio::task::spawn_blocking(move || {
+            for queue in &queues {
+                queue.close();
+            }
+        })
+        .await;
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "Closing the queues failed; they are closed when the process exits.");
+        }
+        Ok(())
     }
 }
 
 impl Inner {
     fn global_tags(&self) -> Arc<GlobalTags> {
         Arc::clone(&self.tags.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The category's queue, `None` once shutdown has closed it.
+    fn queue(&self, category: Category) -> Option<Queue> {
+        self.queues
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(category_index(category))
+            .cloned()
     }
 
     fn count_dropped(&self, category: &'static str, reason: &'static str, n: usize) {
@@ -345,151 +396,288 @@ impl Inner {
     }
 }
 
-/// The flush task of one category.
-struct Flusher {
-    cat: Arc<CatState>,
-    sinks: Arc<[Arc<dyn Sink>]>,
+/// Reads one category's queue for one sink and writes what it reads.
+struct Uploader {
+    category: Category,
+    queue: Queue,
+    sink: Arc<dyn Sink>,
     metrics: Metrics,
-    buffered_bytes: Arc<AtomicUsize>,
-    interval: Duration,
     tuning: DeliveryTuning,
-    shutdown: watch::Receiver<bool>,
-    /// The previous batch's vector, kept to reuse its capacity.
-    spare: Vec<Point>,
+    max_points: usize,
+    closing: CancellationToken,
 }
 
-/// Resolves once shutdown has begun or every `Delivery` handle is gone.
-async fn shutdown_begun(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|closing| *closing).await;
+/// Records read per queue call.
+const READ_RECORDS: usize = 64;
+
+/// How far [`Uploader::deliver`] got.
+enum Delivered {
+    /// Written or rejected: the points are done with.
+    Done,
+    /// Shutdown while the sink kept failing: stop without committing.
+    Stopped,
 }
 
-impl Flusher {
-    async fn run(mut self) -> FlushReport {
-        let mut report = FlushReport::default();
-        let mut tick = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+impl Uploader {
+    async fn run(self) {
+        let name = self.sink.name().to_string();
+        let mut read_backoff = self.tuning.retry_initial;
         loop {
-            let closing = tokio::select! {
-                biased;
-                () = shutdown_begun(&mut self.shutdown) => true,
-                () = self.cat.notify.notified() => false,
-                _ = tick.tick() => false,
-            };
-            let (mut batch, bytes) = self.take(closing);
-            if !batch.is_empty() {
-                self.deliver(&batch, closing, &mut report).await;
-                self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.cat
-                    .queue
-                    .dec_by(i64::try_from(batch.len()).unwrap_or(i64::MAX));
-                batch.clear();
-                if batch.capacity() <= 1 << 16 {
-                    self.spare = batch;
+            let read = if self.closing.is_cancelled() {
+                // Draining: an empty queue means done.
+                self.queue.try_read(&name, READ_RECORDS).await
+            } else {
+                tokio::select! {
+                    r = self.queue.read(&name, READ_RECORDS) => r,
+                    () = self.closing.cancelled() => continue,
                 }
-            }
-            if closing {
-                return report;
-            }
-        }
-    }
-
-    /// Takes the whole buffer (and closes it for good when `closing`).
-    fn take(&mut self, closing: bool) -> (Vec<Point>, usize) {
-        let mut buf = lock(&self.cat.buf);
-        if closing {
-            buf.closed = true;
-        }
-        let bytes = std::mem::take(&mut buf.bytes);
-        let batch = std::mem::replace(&mut buf.pending, std::mem::take(&mut self.spare));
-        (batch, bytes)
-    }
-
-    /// Writes a batch to every sink, retrying failing ones until they succeed (or, once
-    /// shutdown has begun, until `shutdown_attempts` attempts have failed).
-    async fn deliver(&mut self, batch: &[Point], mut closing: bool, report: &mut FlushReport) {
-        let category = self.cat.category;
-        let cat_name = category.name();
-        let n = batch.len() as u64;
-        self.cat.flushes.inc();
-        let mut done = vec![false; self.sinks.len()];
-        let mut backoff = self.tuning.retry_initial;
-        let mut failed_while_closing = 0u32;
-        loop {
-            let mut last_error: Option<(usize, String)> = None;
-            for (i, sink) in self.sinks.iter().enumerate() {
-                if done[i] {
+            };
+            let records = match read {
+                // Drained (while closing) or the queue was closed.
+                Ok(r) if r.is_empty() => return,
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(category = self.category.name(), sink = %name, error = %e, retry_in = ?read_backoff, "Cannot read the queue; retrying.");
+                    if self.pause(read_backoff).await {
+                        return;
+                    }
+                    read_backoff = read_backoff.saturating_mul(2).min(self.tuning.retry_max);
                     continue;
                 }
-                let result = AssertUnwindSafe(sink.write(category, batch))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(SinkError::Unavailable {
-                            sink: sink.name().to_string(),
-                            message: "the sink panicked while writing".into(),
-                        })
-                    });
-                let status = match result {
-                    Ok(()) => {
-                        done[i] = true;
-                        "ok"
-                    }
-                    Err(e @ SinkError::Rejected { .. }) => {
-                        tracing::warn!(category = cat_name, points = n, error = %e, "batch rejected by sink");
-                        done[i] = true;
-                        "rejected"
-                    }
-                    Err(e) => {
-                        last_error = Some((i, e.to_string()));
-                        "failed"
-                    }
-                };
-                self.metrics
-                    .sink_points
-                    .get_or_create(&SinkLabels {
-                        sink: sink.name().to_string(),
-                        category: cat_name,
-                        status,
-                    })
-                    .inc_by(n);
-            }
-            let Some((failed, error)) = last_error else {
-                return;
             };
-            let sink = self.sinks[failed].name();
-            if closing {
-                failed_while_closing += 1;
-                if failed_while_closing >= self.tuning.shutdown_attempts.max(1) {
-                    tracing::error!(category = cat_name, sink, points = n, %error, "giving up a batch at shutdown");
+            read_backoff = self.tuning.retry_initial;
+            let mut rest = records.as_slice();
+            while !rest.is_empty() {
+                // Records up to max_points in all (at least one record per group).
+                let mut end = 1;
+                let mut pts = rest[0].1.points as usize;
+                while end < rest.len() && pts + rest[end].1.points as usize <= self.max_points {
+                    pts += rest[end].1.points as usize;
+                    end += 1;
+                }
+                let (group, tail) = rest.split_at(end);
+                rest = tail;
+                let last_seq = group[group.len() - 1].0;
+                let points = self.decode(group);
+                // A record can hold more than max_points: it is written in several calls.
+                for chunk in points.chunks(self.max_points) {
+                    if let Delivered::Stopped = self.deliver(&name, chunk).await {
+                        return;
+                    }
+                }
+                if let Err(e) = self.queue.commit(&name, last_seq) {
+                    tracing::error!(category = self.category.name(), sink = %name, error = %e, "Cannot save the queue position; records may be sent twice.");
+                }
+            }
+        }
+    }
+
+    fn decode(&self, group: &[(u64, Record)]) -> Vec<Point> {
+        let mut points = Vec::with_capacity(group.iter().map(|(_, r)| r.points as usize).sum());
+        for (seq, record) in group {
+            match dk_proto::pb::decode(&record.payload) {
+                Ok(mut p) => points.append(&mut p),
+                Err(e) => {
+                    tracing::error!(category = self.category.name(), seq, error = %e, "A queued record does not decode; it is skipped.");
+                    self.metrics
+                        .dropped_points
+                        .get_or_create(&DropLabels {
+                            category: self.category.name(),
+                            reason: "corrupt",
+                        })
+                        .inc_by(u64::from(record.points));
+                }
+            }
+        }
+        points
+    }
+
+    /// Sleeps `wait`, cut short when shutdown begins; returns `true` if shutdown had already
+    /// begun (the caller stops).
+    async fn pause(&self, wait: Duration) -> bool {
+        if self.closing.is_cancelled() {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.closing.cancelled() => {}
+        }
+        false
+    }
+
+    /// Writes until the sink confirms or rejects the batch; stops (without the points being
+    /// done) once shutdown has begun and the sink failed `shutdown_attempts` more times.
+    async fn deliver(&self, name: &str, points: &[Point]) -> Delivered {
+        let cat_name = self.category.name();
+        let n = points.len() as u64;
+        let mut backoff = self.tuning.retry_initial;
+        let mut failures = 0u32;
+        let mut failures_while_closing = 0u32;
+        loop {
+            let result = AssertUnwindSafe(self.sink.write(self.category, points))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SinkError::Unavailable {
+                        sink: name.to_string(),
+                        message: "the sink panicked while writing".into(),
+                    })
+                });
+            let status = match &result {
+                Ok(()) => "ok",
+                Err(SinkError::Rejected { .. }) => "rejected",
+                Err(_) => "failed",
+            };
+            self.metrics
+                .sink_points
+                .get_or_create(&SinkLabels {
+                    sink: name.to_string(),
+                    category: cat_name,
+                    status,
+                })
+                .inc_by(n);
+            match result {
+                Ok(()) => {
+                    self.metrics
+                        .flushes
+                        .get_or_create(&CategoryLabels { category: cat_name })
+                        .inc();
+                    if failures > 0 {
+                        tracing::info!(
+                            category = cat_name,
+                            sink = name,
+                            failures,
+                            "Sink writes succeed again."
+                        );
+                    }
+                    return Delivered::Done;
+                }
+                Err(e @ SinkError::Rejected { .. }) => {
+                    tracing::warn!(category = cat_name, sink = name, points = n, error = %e, "Batch rejected by the sink; dropped.");
                     self.metrics
                         .dropped_points
                         .get_or_create(&DropLabels {
                             category: cat_name,
-                            reason: "undelivered",
+                            reason: "rejected",
                         })
                         .inc_by(n);
-                    report.undelivered += n;
-                    report.details.push(format!(
-                        "{n} {cat_name} points not written by sink {sink}: {error}"
-                    ));
-                    return;
+                    return Delivered::Done;
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.metrics
+                        .retries
+                        .get_or_create(&QueueLabels {
+                            category: cat_name,
+                            sink: name.to_string(),
+                        })
+                        .inc();
+                    let closing = self.closing.is_cancelled();
+                    if closing {
+                        failures_while_closing += 1;
+                        if failures_while_closing >= self.tuning.shutdown_attempts.max(1) {
+                            tracing::warn!(category = cat_name, sink = name, points = n, error = %e, "Sink still failing at shutdown; the batch stays queued on disk.");
+                            return Delivered::Stopped;
+                        }
+                    }
+                    let wait = if closing {
+                        self.tuning.retry_initial
+                    } else {
+                        backoff
+                    };
+                    // One warning per outage, not per attempt.
+                    if failures == 1 {
+                        tracing::warn!(category = cat_name, sink = name, points = n, retry_in = ?wait, error = %e, "Sink write failed; the batch stays queued and is retried.");
+                    } else {
+                        tracing::debug!(category = cat_name, sink = name, failures, retry_in = ?wait, error = %e, "Sink write failed again.");
+                    }
+                    if closing {
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        self.pause(wait).await;
+                    }
+                    backoff = backoff.saturating_mul(2).min(self.tuning.retry_max);
                 }
             }
-            let wait = if closing {
-                self.tuning.retry_initial
-            } else {
-                backoff
-            };
-            tracing::warn!(category = cat_name, sink, points = n, retry_in = ?wait, %error, "sink write failed; batch kept for retry");
-            if closing {
-                tokio::time::sleep(wait).await;
-            } else {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown_begun(&mut self.shutdown) => closing = true,
+        }
+    }
+}
+
+/// Publishes the queue gauges and the queues' own drops (evictions, corruption).
+struct Reporter {
+    queues: Vec<Queue>,
+    sinks: Vec<String>,
+    metrics: Metrics,
+    /// Per queue, the dropped points by reason already added to the counter.
+    seen_dropped: Vec<Vec<(String, u64)>>,
+}
+
+impl Reporter {
+    /// Reports every `interval` until `stop`, then once more.
+    async fn run(mut self, interval: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.report(),
+                () = stop.cancelled() => break,
+            }
+        }
+        self.report();
+    }
+
+    fn report(&mut self) {
+        for (i, (category, queue)) in Category::ALL.into_iter().zip(&self.queues).enumerate() {
+            let stats = queue.stats();
+            let cat = category.name();
+            self.metrics
+                .queue_bytes
+                .get_or_create(&CategoryLabels { category: cat })
+                .set(i64::try_from(stats.disk_bytes).unwrap_or(i64::MAX));
+            for sink in &self.sinks {
+                let labels = QueueLabels {
+                    category: cat,
+                    sink: sink.clone(),
+                };
+                let pending = stats.pending_points(sink);
+                self.metrics
+                    .queue_points
+                    .get_or_create(&labels)
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+                self.metrics
+                    .queue_oldest
+                    .get_or_create(&labels)
+                    .set(stats.oldest_pending_secs(sink));
+            }
+            let seen = &mut self.seen_dropped[i];
+            for (reason, total) in stats.dropped_points_by_reason() {
+                let delta = match seen.iter_mut().find(|(r, _)| *r == reason) {
+                    Some(slot) => {
+                        let d = total.saturating_sub(slot.1);
+                        slot.1 = total;
+                        d
+                    }
+                    None => {
+                        seen.push((reason.clone(), total));
+                        total
+                    }
+                };
+                if delta > 0 {
+                    let reason = match reason.as_str() {
+                        "evicted_cap" => "evicted_cap",
+                        "evicted_disk_ratio" => "evicted_disk_ratio",
+                        "corrupt" => "corrupt",
+                        _ => "queue_other",
+                    };
+                    self.metrics
+                        .dropped_points
+                        .get_or_create(&DropLabels {
+                            category: cat,
+                            reason,
+                        })
+                        .inc_by(delta);
                 }
             }
-            backoff = backoff.saturating_mul(2).min(self.tuning.retry_max);
         }
     }
 }

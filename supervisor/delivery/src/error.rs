@@ -44,8 +44,9 @@ pub enum SinkError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliveryError {
-    /// The buffer budget is used up (sinks are slow or failing); retry the feed later
-    /// (RPC callers answer with a retry ack, HTTP callers with 503).
+    /// The category's queue is full and may not drop its oldest data (`no_drop_categories`),
+    /// or the disk is too full; nothing was taken: retry the feed later (RPC callers answer
+    /// with a retry ack, HTTP callers with 503).
     #[error("delivery is busy: {0}")]
     Busy(String),
     /// [`crate::Delivery::shutdown`] has begun; no more points are accepted.
@@ -54,10 +55,14 @@ pub enum DeliveryError {
     /// A sink could not be set up (e.g. the local data directory is not writable).
     #[error(transparent)]
     Io(#[from] SinkError),
+    /// The durable queue failed (disk error when appending or opening); nothing was accepted.
+    #[error("the durable queue failed: {0}")]
+    Queue(String),
     /// `start` was called outside a tokio runtime.
     #[error("delivery needs a tokio runtime: call Delivery::start from inside one")]
     NoRuntime,
-    /// Shutdown gave up on batches whose sinks kept failing.
+    /// Points that could not be delivered. Not returned by the durable engine (undelivered
+    /// points stay queued on disk); kept for API compatibility.
     #[error("{points} accepted points could not be delivered before shutdown: {detail}")]
     Undelivered {
         /// Points given up.

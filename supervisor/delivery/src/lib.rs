@@ -1,20 +1,26 @@
-//! Delivery: normalisation, global tags, per-category batching and the sinks.
+//! Delivery: normalisation, global tags, the durable per-category queues and the sinks.
 //!
 //! [`Delivery::feed`] attaches the global tags (spec §2.6), normalises each point for its
-//! category (spec §2.4), and buffers the rest per category like Datakit's compactor (§2.7):
-//! a category is flushed to every [`Sink`] once it holds `max_cache_count` points, every
-//! `flush_interval`, and on [`Delivery::shutdown`]. Failing sinks are retried with capped
-//! exponential backoff while the batch is kept; a byte budget bounds what is buffered.
+//! category (spec §2.4), and appends the rest to the category's durable queue (`dk-queue`):
+//! a feed is accepted only once it is fsynced. Every [`Sink`] has its own position in every
+//! queue; an uploader per sink and category writes up to `max_cache_count` points per call and
+//! retries a failing sink with capped exponential backoff from the queue. The queue is bounded
+//! by disk bytes and a free-disk ratio; when full it drops its oldest data (counted) or, for
+//! `no_drop` categories, refuses new feeds (`Busy`).
 //!
 //! Metrics (registered by [`Delivery::start`]):
 //! - `datakit_io_feed_point_total{name,category}`: points fed, by input name.
-//! - `datakit_io_dropped_point_total{category,reason}`: points not taken; `reason` is the
-//!   normalisation warn type that made a point unusable, `busy` (feed refused over budget;
-//!   the caller may retry), or `undelivered` (given up at shutdown).
+//! - `datakit_io_dropped_point_total{category,reason}`: points lost or refused; `reason` is the
+//!   normalisation warn type that made a point unusable, `busy` (a full `no_drop` queue refused
+//!   the feed; the caller may retry), `rejected` (a sink refused the batch for good),
+//!   `evicted_cap` / `evicted_disk_ratio` (a full queue dropped its oldest data), or `corrupt`
+//!   (queued data that could not be read back).
 //! - `datakit_io_sink_point_total{sink,category,status}`: `ok`, `rejected`, or `failed`
 //!   (counted per failed attempt).
-//! - `datakit_io_queue_points{category}`: accepted points not yet written to every sink.
-//! - `datakit_io_flush_total{category}`: batches flushed.
+//! - `datakit_io_queue_points{category,sink}`, `datakit_io_queue_oldest_seconds{category,sink}`,
+//!   `datakit_io_queue_bytes{category}`: what waits in the durable queue.
+//! - `datakit_io_sink_retry_total{category,sink}`: failed writes retried from the queue.
+//! - `datakit_io_flush_total{category}`: batches written (over all sinks).
 //! - `datakit_io_local_sink_rotate_total{category}` and
 //!   `datakit_io_local_sink_deleted_files_total{category}`: the local-files sink's rotations.
 
@@ -26,9 +32,8 @@ mod metrics;
 mod sink;
 
 pub use config::{
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_CACHE_COUNT,
-    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags,
-    LocalSinkConfig,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_CACHE_COUNT, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES,
+    DeliveryConfig, DeliveryTuning, GlobalTags, LocalSinkConfig, QueueSettings,
 };
 pub use delivery::{Delivery, FeedOutcome};
 pub use error::{DeliveryError, SinkError};

@@ -34,13 +34,23 @@ pub(crate) struct CategoryLabels {
     pub(crate) category: &'static str,
 }
 
+/// `{category, sink}`: one sink's position in one category's queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueLabels {
+    pub(crate) category: &'static str,
+    pub(crate) sink: String,
+}
+
 /// The handles of every delivery metric (cheap to clone: each is an `Arc`).
 #[derive(Clone, Default)]
 pub(crate) struct Metrics {
     pub(crate) feed_points: Family<FeedLabels, Counter>,
     pub(crate) dropped_points: Family<DropLabels, Counter>,
     pub(crate) sink_points: Family<SinkLabels, Counter>,
-    pub(crate) queue_points: Family<CategoryLabels, Gauge>,
+    pub(crate) queue_points: Family<QueueLabels, Gauge>,
+    pub(crate) queue_oldest: Family<QueueLabels, Gauge>,
+    pub(crate) queue_bytes: Family<CategoryLabels, Gauge>,
+    pub(crate) retries: Family<QueueLabels, Counter>,
     pub(crate) flushes: Family<CategoryLabels, Counter>,
 }
 
@@ -54,22 +64,37 @@ impl Metrics {
         );
         registry.register(
             "datakit_io_dropped_point",
-            "Points not taken by delivery, by category and reason (a normalisation warn type, busy, rejected or undelivered)",
+            "Points dropped, by category and reason: a normalisation warn type, busy (refused, retry), rejected (sink 4xx), evicted_cap / evicted_disk_ratio (queue full, oldest dropped), corrupt",
             self.dropped_points.clone(),
         );
         registry.register(
             "datakit_io_sink_point",
-            "Points written by a sink (status ok) or failed (status failed, counted per attempt)",
+            "Points written by a sink (status ok), refused for good (rejected) or failed (failed, counted per attempt)",
             self.sink_points.clone(),
         );
         registry.register(
             "datakit_io_queue_points",
-            "Points accepted by delivery and not yet written to every sink",
+            "Points in the durable queue not yet written by the sink, by category and sink",
             self.queue_points.clone(),
         );
         registry.register(
+            "datakit_io_queue_oldest_seconds",
+            "Age of the oldest point the sink has not written yet, by category and sink",
+            self.queue_oldest.clone(),
+        );
+        registry.register(
+            "datakit_io_queue_bytes",
+            "Bytes of the durable queue on disk, by category",
+            self.queue_bytes.clone(),
+        );
+        registry.register(
+            "datakit_io_sink_retry",
+            "Failed sink writes that will be retried from the queue, by category and sink",
+            self.retries.clone(),
+        );
+        registry.register(
             "datakit_io_flush",
-            "Batches flushed to the sinks, by category",
+            "Batches written to the sinks, by category",
             self.flushes.clone(),
         );
     }

@@ -1,4 +1,4 @@
-//! The `Sink` trait: where flushed batches of normalised points go.
+//! The `Sink` trait: where batches of normalised points read from the durable queue go.
 
 use crate::SinkError;
 use dk_proto::{Category, Point};
@@ -7,8 +7,9 @@ use prometheus_client::registry::Registry;
 
 /// A destination for batches of normalised points (local files; later Dataway, InfluxDB).
 ///
-/// Delivery calls `write` from one task per category, so calls for one category never overlap;
-/// calls for different categories may run concurrently.
+/// Delivery calls `write` from one uploader task per sink and category, so calls for one
+/// category never overlap; calls for different categories may run concurrently. Each sink
+/// reads the durable queue at its own position: a slow or failing sink never delays another.
 pub trait Sink: Send + Sync + 'static {
     /// A short stable name, used as the `sink` label of metrics and in logs.
     fn name(&self) -> &str;
@@ -16,7 +17,8 @@ pub trait Sink: Send + Sync + 'static {
     /// Writes one batch of normalised points of one category durably (fsync before resolving
     /// `Ok`). On [`SinkError::Rejected`] the batch is dropped; on any other error it is retried
     /// with backoff, so a write must leave no partial batch behind when it fails. A write must
-    /// bound its own duration (timeouts): a write that never resolves stalls its category.
+    /// bound its own duration (timeouts): a write that never resolves stalls its category for
+    /// this sink until shutdown cancels it (the batch then stays queued).
     fn write<'a>(
         &'a self,
         category: Category,

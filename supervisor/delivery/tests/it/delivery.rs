@@ -1,17 +1,21 @@
-//! Tests of `Delivery`: global tags, normalisation, batching, retries, budget and shutdown.
+//! Tests of `Delivery`: global tags, normalisation, the durable queue (crash, caps, no_drop),
+//! independent sinks, rejections, retries, shutdown and the queue metrics.
 
-use crate::{PATIENCE, RecordingSink, canon, decode_file, metric, metric_point};
+use crate::{
+    Key, PATIENCE, RecordingSink, Written, canon, decode_file, exposition, key, metric,
+    metric_point, wait_points,
+};
 use dk_delivery::{
     Delivery, DeliveryConfig, DeliveryError, DeliveryTuning, FeedOutcome, GlobalTags,
-    LocalSinkConfig, Sink, SinkError,
+    LocalSinkConfig, QueueSettings, Sink,
 };
 use dk_proto::{Category, FeedOpts, Point, Value};
-use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::time::timeout;
 
 fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -21,59 +25,101 @@ fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Config that never flushes by time, so only the count, or shutdown, flushes.
-fn config(max_cache_count: usize) -> DeliveryConfig {
+/// The queue under `dir`, without the free-disk check (the test machine's disk is not ours).
+fn queue(dir: &Path) -> QueueSettings {
+    QueueSettings {
+        max_disk_ratio: 1.0,
+        commit_window: Duration::from_millis(1),
+        ..QueueSettings::new(dir)
+    }
+}
+
+/// Host and election tags, and the queue under `dir`.
+fn config(dir: &Path, max_cache_count: usize) -> DeliveryConfig {
     DeliveryConfig {
         global_tags: GlobalTags {
             host: tags(&[("host", "web-1"), ("env", "prod")]),
             election: tags(&[("cluster", "c1")]),
         },
-        flush_interval: Duration::from_secs(3600),
         max_cache_count,
+        queue: queue(dir),
         ..DeliveryConfig::default()
     }
 }
 
-fn fast_retries() -> DeliveryTuning {
+/// Fast retries, a generous shutdown grace, frequent queue metrics.
+fn tuning() -> DeliveryTuning {
     DeliveryTuning {
         retry_initial: Duration::from_millis(2),
         retry_max: Duration::from_millis(20),
         shutdown_attempts: 2,
-        ..DeliveryTuning::default()
+        shutdown_grace: PATIENCE,
+        stats_interval: Duration::from_millis(20),
     }
 }
 
-fn start_recording(
+fn start(
     config: DeliveryConfig,
     tuning: DeliveryTuning,
+    sinks: &[Arc<RecordingSink>],
+) -> (Delivery, Registry) {
+    let mut registry = Registry::default();
+    let sinks = sinks
+        .iter()
+        .map(|s| Arc::clone(s) as Arc<dyn Sink>)
+        .collect();
+    let delivery = Delivery::start_tuned(config, tuning, sinks, &mut registry).unwrap();
+    (delivery, registry)
+}
+
+/// One recording sink named `rec`.
+fn start_recording(
+    config: DeliveryConfig,
     fail_first: u32,
-) -> (
-    Delivery,
-    Arc<RecordingSink>,
-    tokio::sync::mpsc::UnboundedReceiver<(Category, usize)>,
-    Registry,
-) {
+) -> (Delivery, Arc<RecordingSink>, Written, Registry) {
     let (sink, rx) = RecordingSink::new("rec", fail_first);
     let sink = Arc::new(sink);
-    let mut registry = Registry::default();
-    let delivery = Delivery::start_tuned(
-        config,
-        tuning,
-        vec![Arc::clone(&sink) as Arc<dyn Sink>],
-        &mut registry,
-    )
-    .unwrap();
+    let (delivery, registry) = start(config, tuning(), std::slice::from_ref(&sink));
     (delivery, sink, rx, registry)
+}
+
+/// `n` metric points of `cpu` numbered from `from`.
+fn points(cpu: &str, from: i64, n: i64) -> Vec<Point> {
+    (from..from + n).map(|i| metric_point(cpu, i)).collect()
+}
+
+async fn feed(delivery: &Delivery, points: Vec<Point>) -> FeedOutcome {
+    delivery
+        .feed(Category::Metric, "cpu", FeedOpts::default(), points)
+        .await
+        .unwrap()
+}
+
+async fn entered(sink: &RecordingSink) {
+    timeout(PATIENCE, sink.entered.notified())
+        .await
+        .expect("the sink was never called");
+}
+
+fn keys(points: &[Point]) -> Vec<Key> {
+    points.iter().map(key).collect()
+}
+
+/// Points delivered more than once, for the failure message of at-least-once assertions.
+fn duplicates(delivered: &[Key]) -> usize {
+    let mut seen = HashMap::new();
+    for k in delivered {
+        *seen.entry(k).or_insert(0usize) += 1;
+    }
+    seen.values().map(|n| n - 1).sum()
 }
 
 #[tokio::test]
 async fn host_tags_are_attached_only_where_the_key_is_absent() {
-    let (delivery, sink, _rx, _reg) = start_recording(config(1000), fast_retries(), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, _sink, mut rx, _reg) = start_recording(config(tmp.path(), 1000), 0);
     let point = metric_point("cpu0", 1).tag("env", "dev");
-    let outcome = delivery
-        .feed(Category::Metric, "cpu", FeedOpts::default(), vec![point])
-        .await
-        .unwrap();
+    let outcome = feed(&delivery, vec![point]).await;
     assert_eq!(
         outcome,
         FeedOutcome {
@@ -81,9 +127,7 @@ async fn host_tags_are_attached_only_where_the_key_is_absent() {
             dropped: 0
         }
     );
-    delivery.shutdown().await.unwrap();
-    let got = sink.points(Category::Metric);
-    assert_eq!(got.len(), 1);
+    let got = wait_points(&mut rx, Category::Metric, 1).await;
     assert_eq!(got[0].get_tag("host"), Some("web-1"));
     assert_eq!(
         got[0].get_tag("env"),
@@ -91,11 +135,13 @@ async fn host_tags_are_attached_only_where_the_key_is_absent() {
         "the point's own tag wins"
     );
     assert_eq!(got[0].get_tag("cluster"), None);
+    delivery.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn election_feeds_get_the_election_tags_instead_of_the_host_tags() {
-    let (delivery, sink, _rx, _reg) = start_recording(config(1000), fast_retries(), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, _sink, mut rx, _reg) = start_recording(config(tmp.path(), 1000), 0);
     let opts = FeedOpts {
         election: true,
         no_global_tags: false,
@@ -109,16 +155,17 @@ async fn election_feeds_get_the_election_tags_instead_of_the_host_tags() {
         )
         .await
         .unwrap();
-    delivery.shutdown().await.unwrap();
-    let got = sink.points(Category::Metric);
+    let got = wait_points(&mut rx, Category::Metric, 1).await;
     assert_eq!(got[0].get_tag("cluster"), Some("c1"));
     assert_eq!(got[0].get_tag("host"), None);
     assert_eq!(got[0].get_tag("env"), None);
+    delivery.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn feeds_without_global_tags_get_none() {
-    let (delivery, sink, _rx, _reg) = start_recording(config(1000), fast_retries(), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, _sink, mut rx, _reg) = start_recording(config(tmp.path(), 1000), 0);
     let opts = FeedOpts {
         election: false,
         no_global_tags: true,
@@ -127,51 +174,35 @@ async fn feeds_without_global_tags_get_none() {
         .feed(Category::Metric, "cpu", opts, vec![metric_point("cpu0", 1)])
         .await
         .unwrap();
+    let got = wait_points(&mut rx, Category::Metric, 1).await;
+    assert_eq!(got[0].tags, vec![("cpu".to_string(), "cpu0".to_string())]);
     delivery.shutdown().await.unwrap();
-    assert_eq!(
-        sink.points(Category::Metric)[0].tags,
-        vec![("cpu".to_string(), "cpu0".to_string())]
-    );
 }
 
 #[tokio::test]
 async fn replaced_global_tags_apply_to_later_feeds() {
-    let (delivery, sink, _rx, _reg) = start_recording(config(1000), fast_retries(), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, _sink, mut rx, _reg) = start_recording(config(tmp.path(), 1000), 0);
     let new_tags = GlobalTags {
         host: tags(&[("host", "web-2")]),
         election: Vec::new(),
     };
     delivery.set_global_tags(new_tags.clone());
     assert_eq!(delivery.global_tags(), new_tags);
-    delivery
-        .feed(
-            Category::Metric,
-            "cpu",
-            FeedOpts::default(),
-            vec![metric_point("cpu0", 1)],
-        )
-        .await
-        .unwrap();
-    delivery.shutdown().await.unwrap();
-    let got = sink.points(Category::Metric);
+    feed(&delivery, vec![metric_point("cpu0", 1)]).await;
+    let got = wait_points(&mut rx, Category::Metric, 1).await;
     assert_eq!(got[0].get_tag("host"), Some("web-2"));
     assert_eq!(got[0].get_tag("env"), None);
+    delivery.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn metric_string_fields_are_dropped_and_points_left_without_fields_are_counted() {
-    let (delivery, sink, _rx, registry) = start_recording(config(1000), fast_retries(), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, sink, mut rx, registry) = start_recording(config(tmp.path(), 1000), 0);
     let mixed = metric_point("cpu0", 1).field("model", Value::S("xeon".into()));
     let only_string = Point::new("cpu", 1).field("model", Value::S("xeon".into()));
-    let outcome = delivery
-        .feed(
-            Category::Metric,
-            "cpu",
-            FeedOpts::default(),
-            vec![mixed, only_string],
-        )
-        .await
-        .unwrap();
+    let outcome = feed(&delivery, vec![mixed, only_string]).await;
     assert_eq!(
         outcome,
         FeedOutcome {
@@ -179,18 +210,34 @@ async fn metric_string_fields_are_dropped_and_points_left_without_fields_are_cou
             dropped: 1
         }
     );
-    delivery.shutdown().await.unwrap();
-    let got = sink.points(Category::Metric);
-    assert_eq!(got.len(), 1);
+    let nothing_valid = feed(&delivery, vec![Point::new("cpu", 2)]).await;
+    assert_eq!(
+        nothing_valid,
+        FeedOutcome {
+            accepted: 0,
+            dropped: 1
+        }
+    );
+    feed(&delivery, vec![metric_point("cpu0", 3)]).await;
+    let got = wait_points(&mut rx, Category::Metric, 2).await;
+    assert_eq!(
+        keys(&got),
+        keys(&[metric_point("cpu0", 1), metric_point("cpu0", 3)]),
+        "a feed without valid points adds nothing to the queue"
+    );
     assert_eq!(got[0].get_field("model"), None);
     assert_eq!(got[0].get_field("n"), Some(&Value::I(1)));
+    assert_eq!(
+        sink.attempts.load(Ordering::SeqCst) as usize,
+        sink.batch_sizes(Category::Metric).len()
+    );
     assert_eq!(
         metric(
             &registry,
             "datakit_io_dropped_point_total",
             &[("category", "metric"), ("reason", "no_field")]
         ),
-        1.0
+        2.0
     );
     assert_eq!(
         metric(
@@ -198,97 +245,50 @@ async fn metric_string_fields_are_dropped_and_points_left_without_fields_are_cou
             "datakit_io_feed_point_total",
             &[("name", "cpu"), ("category", "metric")]
         ),
-        2.0
-    );
-}
-
-#[tokio::test]
-async fn a_category_is_flushed_once_it_holds_max_cache_count_points() {
-    let (delivery, sink, mut rx, registry) = start_recording(config(10), fast_retries(), 0);
-    let first: Vec<Point> = (0..6).map(|i| metric_point("cpu0", i)).collect();
-    let second: Vec<Point> = (6..15).map(|i| metric_point("cpu0", i)).collect();
-    delivery
-        .feed(Category::Metric, "cpu", FeedOpts::default(), first)
-        .await
-        .unwrap();
-    delivery
-        .feed(Category::Metric, "cpu", FeedOpts::default(), second)
-        .await
-        .unwrap();
-    let (category, n) = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
-    assert_eq!((category, n), (Category::Metric, 15));
-    assert_eq!(sink.points(Category::Metric).len(), 15);
-    assert_eq!(
-        metric(
-            &registry,
-            "datakit_io_flush_total",
-            &[("category", "metric")]
-        ),
-        1.0
-    );
-    delivery
-        .feed(
-            Category::Metric,
-            "cpu",
-            FeedOpts::default(),
-            vec![metric_point("cpu0", 99)],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        sink.batches.lock().unwrap().len(),
-        1,
-        "one point below the threshold stays buffered"
+        4.0
     );
     delivery.shutdown().await.unwrap();
-    assert_eq!(sink.points(Category::Metric).len(), 16);
-    assert_eq!(
-        metric(
-            &registry,
-            "datakit_io_queue_points",
-            &[("category", "metric")]
-        ),
-        0.0
-    );
 }
 
 #[tokio::test]
-async fn a_category_is_flushed_every_flush_interval() {
-    let cfg = DeliveryConfig {
-        flush_interval: Duration::from_millis(30),
-        ..config(1000)
-    };
-    let (delivery, sink, mut rx, _reg) = start_recording(cfg, fast_retries(), 0);
-    let points: Vec<Point> = (0..3).map(|i| metric_point("cpu0", i)).collect();
-    delivery
-        .feed(Category::Logging, "logfwd", FeedOpts::default(), points)
-        .await
-        .unwrap();
-    let (category, n) = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
-    assert_eq!((category, n), (Category::Logging, 3));
-    assert_eq!(sink.points(Category::Logging).len(), 3);
+async fn a_sink_write_carries_at_most_max_cache_count_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sink, mut rx) = RecordingSink::gated("rec");
+    let sink = Arc::new(sink);
+    let (delivery, _reg) = start(
+        config(tmp.path(), 10),
+        tuning(),
+        std::slice::from_ref(&sink),
+    );
+    // The uploader holds the first record at the gate while the others queue up.
+    let mut fed = points("cpu0", 0, 3);
+    feed(&delivery, fed.clone()).await;
+    entered(&sink).await;
+    for (from, n) in [(3, 25), (28, 4), (32, 4), (36, 4)] {
+        let batch = points("cpu0", from, n);
+        fed.extend(batch.iter().cloned());
+        feed(&delivery, batch).await;
+    }
+    sink.open_gate();
+    let got = wait_points(&mut rx, Category::Metric, fed.len()).await;
+    assert_eq!(keys(&got), keys(&fed), "every point once, in order");
+    assert_eq!(
+        sink.batch_sizes(Category::Metric),
+        vec![3, 10, 10, 5, 8, 4],
+        "a 25-point feed is split; small records are grouped up to 10 points"
+    );
     delivery.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_failing_sink_gets_the_batch_again_and_nothing_is_lost() {
-    let (delivery, sink, mut rx, registry) = start_recording(config(10), fast_retries(), 3);
-    let points: Vec<Point> = (0..10).map(|i| metric_point("cpu0", i)).collect();
-    delivery
-        .feed(Category::Metric, "cpu", FeedOpts::default(), points.clone())
-        .await
-        .unwrap();
-    let (_, n) = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
-    assert_eq!(n, 10);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, sink, mut rx, registry) = start_recording(config(tmp.path(), 10), 3);
+    let fed = points("cpu0", 0, 10);
+    feed(&delivery, fed.clone()).await;
+    let got = wait_points(&mut rx, Category::Metric, 10).await;
+    assert_eq!(keys(&got), keys(&fed));
     assert_eq!(sink.attempts.load(Ordering::SeqCst), 4);
-    delivery.shutdown().await.unwrap();
-    let got: Vec<i64> = sink
-        .points(Category::Metric)
-        .iter()
-        .map(|p| p.time)
-        .collect();
-    let want: Vec<i64> = points.iter().map(|p| p.time).collect();
-    assert_eq!(got, want);
     let labels = |status| [("sink", "rec"), ("category", "metric"), ("status", status)];
     assert_eq!(
         metric(&registry, "datakit_io_sink_point_total", &labels("failed")),
@@ -298,87 +298,243 @@ async fn a_failing_sink_gets_the_batch_again_and_nothing_is_lost() {
         metric(&registry, "datakit_io_sink_point_total", &labels("ok")),
         10.0
     );
-}
-
-#[tokio::test]
-async fn a_batch_is_retried_only_on_the_sink_that_failed() {
-    let (good, _good_rx) = RecordingSink::new("good", 0);
-    let (bad, mut bad_rx) = RecordingSink::new("bad", 2);
-    let (good, bad) = (Arc::new(good), Arc::new(bad));
-    let mut registry = Registry::default();
-    let delivery = Delivery::start_tuned(
-        config(5),
-        fast_retries(),
-        vec![
-            Arc::clone(&good) as Arc<dyn Sink>,
-            Arc::clone(&bad) as Arc<dyn Sink>,
-        ],
-        &mut registry,
-    )
-    .unwrap();
-    let points: Vec<Point> = (0..5).map(|i| metric_point("cpu0", i)).collect();
-    delivery
-        .feed(Category::Metric, "cpu", FeedOpts::default(), points)
-        .await
-        .unwrap();
-    timeout(PATIENCE, bad_rx.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        metric(
+            &registry,
+            "datakit_io_sink_retry_total",
+            &[("sink", "rec"), ("category", "metric")]
+        ),
+        3.0
+    );
     delivery.shutdown().await.unwrap();
-    assert_eq!(good.attempts.load(Ordering::SeqCst), 1);
-    assert_eq!(bad.attempts.load(Ordering::SeqCst), 3);
-    assert_eq!(good.points(Category::Metric).len(), 5);
-    assert_eq!(bad.points(Category::Metric).len(), 5);
 }
 
-/// A sink that always fails.
-struct BrokenSink;
-
-impl Sink for BrokenSink {
-    fn name(&self) -> &str {
-        "broken"
+/// Feeds from several tasks in a runtime that is dropped (a crash: no shutdown) once `crash_after`
+/// points were accepted, while feeds and uploads are still in flight; the sink lets 3 writes
+/// through and then hangs. Returns the accepted and the delivered points.
+fn feed_until_crash(dir: &Path, crash_after: usize) -> (Vec<Key>, Vec<Key>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sink, _rx) = RecordingSink::gated_after("rec", 3);
+    let sink = Arc::new(sink);
+    let delivery = {
+        let _guard = runtime.enter();
+        start(config(dir, 1000), tuning(), std::slice::from_ref(&sink)).0
+    };
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let (enough_tx, enough_rx) = std::sync::mpsc::channel();
+    for task in 0..4 {
+        let delivery = delivery.clone();
+        let accepted = Arc::clone(&accepted);
+        let enough = enough_tx.clone();
+        runtime.spawn(async move {
+            let cpu = format!("t{task}");
+            for n in (0..).step_by(5) {
+                let batch = points(&cpu, n, 5);
+                let batch_keys = keys(&batch);
+                feed(&delivery, batch).await;
+                let mut accepted = accepted.lock().unwrap();
+                accepted.extend(batch_keys);
+                if accepted.len() >= crash_after {
+                    let _ = enough.send(());
+                }
+            }
+        });
     }
+    enough_rx.recv_timeout(PATIENCE).unwrap();
+    // The crash: nothing is shut down; tasks die wherever they are.
+    drop(delivery);
+    drop(runtime);
+    let accepted = accepted.lock().unwrap().clone();
+    let delivered = keys(&sink.points(Category::Metric));
+    (accepted, delivered)
+}
 
-    fn write<'a>(
-        &'a self,
-        _category: Category,
-        _points: &'a [Point],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async {
-            Err(SinkError::Unavailable {
-                sink: "broken".into(),
-                message: "upstream down".into(),
-            })
-        })
-    }
+#[test]
+fn every_accepted_point_is_delivered_after_a_crash_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (accepted, before) = feed_until_crash(tmp.path(), 1000);
+    assert!(accepted.len() >= 1000);
+    assert!(
+        before.len() < accepted.len(),
+        "the sink hung: the crash must leave points queued"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (sink, mut rx) = RecordingSink::new("rec", 0);
+    let sink = Arc::new(sink);
+    let (delivery, _reg) = {
+        let _guard = runtime.enter();
+        start(
+            config(tmp.path(), 1000),
+            tuning(),
+            std::slice::from_ref(&sink),
+        )
+    };
+    let mut delivered = before;
+    let missing = runtime.block_on(async {
+        let want: HashSet<_> = accepted.iter().cloned().collect();
+        let mut missing: HashSet<_> = want
+            .difference(&delivered.iter().cloned().collect())
+            .cloned()
+            .collect();
+        while !missing.is_empty() {
+            match timeout(PATIENCE, rx.recv()).await {
+                Ok(Some((_, batch))) => {
+                    for k in keys(&batch) {
+                        missing.remove(&k);
+                        delivered.push(k);
+                    }
+                }
+                _ => break,
+            }
+        }
+        delivery.shutdown().await.unwrap();
+        missing
+    });
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted points were lost ({} delivered, {} duplicates)",
+        missing.len(),
+        accepted.len(),
+        delivered.len(),
+        duplicates(&delivered)
+    );
+    let fed_by_tasks = delivered.iter().all(|(cpu, _)| cpu.starts_with('t'));
+    assert!(fed_by_tasks, "only fed points are delivered");
 }
 
 #[tokio::test]
-async fn feeds_are_refused_as_busy_once_the_byte_budget_is_used_up() {
-    let mut registry = Registry::default();
-    let tuning = DeliveryTuning {
-        max_buffer_bytes: 1000,
-        ..fast_retries()
+async fn each_sink_reads_at_its_own_position_so_a_failing_one_delays_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (good, mut good_rx) = RecordingSink::new("good", 0);
+    let (bad, mut bad_rx) = RecordingSink::new("bad", 0);
+    bad.failing.store(true, Ordering::SeqCst);
+    let (good, bad) = (Arc::new(good), Arc::new(bad));
+    let (delivery, registry) = start(
+        config(tmp.path(), 1000),
+        tuning(),
+        &[Arc::clone(&good), Arc::clone(&bad)],
+    );
+    let mut fed = Vec::new();
+    for i in 0..20 {
+        let batch = points("cpu0", i * 5, 5);
+        fed.extend(keys(&batch));
+        feed(&delivery, batch).await;
+    }
+    entered(&bad).await;
+    let got = wait_points(&mut good_rx, Category::Metric, fed.len()).await;
+    assert_eq!(
+        keys(&got),
+        fed,
+        "the healthy sink got everything, once, in order"
+    );
+    assert!(bad.points(Category::Metric).is_empty());
+
+    bad.failing.store(false, Ordering::SeqCst);
+    let got = wait_points(&mut bad_rx, Category::Metric, fed.len()).await;
+    assert_eq!(keys(&got), fed, "the recovered sink got everything too");
+    delivery.shutdown().await.unwrap();
+    assert_eq!(good.points(Category::Metric).len(), fed.len());
+    let retries = |sink| {
+        metric(
+            &registry,
+            "datakit_io_sink_retry_total",
+            &[("sink", sink), ("category", "metric")],
+        )
     };
-    let delivery = Delivery::start_tuned(
-        config(1),
-        tuning,
-        vec![Arc::new(BrokenSink) as Arc<dyn Sink>],
-        &mut registry,
-    )
-    .unwrap();
-    let mut accepted = 0;
+    assert!(retries("bad") >= 1.0);
+    assert_eq!(retries("good"), 0.0);
+}
+
+#[tokio::test]
+async fn a_rejected_batch_is_dropped_counted_and_never_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sink, mut rx) = RecordingSink::new("rec", 0);
+    sink.reject_next.store(1, Ordering::SeqCst);
+    let sink = Arc::new(sink);
+    let (delivery, registry) = start(
+        config(tmp.path(), 1000),
+        tuning(),
+        std::slice::from_ref(&sink),
+    );
+    feed(&delivery, points("cpu0", 0, 4)).await;
+    entered(&sink).await;
+    let accepted = points("cpu0", 100, 2);
+    feed(&delivery, accepted.clone()).await;
+    let got = wait_points(&mut rx, Category::Metric, 2).await;
+    assert_eq!(keys(&got), keys(&accepted));
+    assert_eq!(
+        sink.attempts.load(Ordering::SeqCst),
+        2,
+        "no retry of the rejected batch"
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "datakit_io_dropped_point_total",
+            &[("category", "metric"), ("reason", "rejected")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "datakit_io_sink_point_total",
+            &[("sink", "rec"), ("status", "rejected")]
+        ),
+        4.0
+    );
+    delivery.shutdown().await.unwrap();
+    drop(delivery);
+
+    // After a restart only new points arrive: the rejected batch is gone from the queue.
+    let (sink, mut rx) = RecordingSink::new("rec", 0);
+    let sink = Arc::new(sink);
+    let (delivery, _reg) = start(
+        config(tmp.path(), 1000),
+        tuning(),
+        std::slice::from_ref(&sink),
+    );
+    let marker = points("marker", 0, 1);
+    feed(&delivery, marker.clone()).await;
+    let got = wait_points(&mut rx, Category::Metric, 1).await;
+    assert_eq!(keys(&got), keys(&marker));
+    delivery.shutdown().await.unwrap();
+    assert_eq!(keys(&sink.points(Category::Metric)), keys(&marker));
+}
+
+#[tokio::test]
+async fn a_full_no_drop_queue_refuses_feeds_as_busy_until_the_sink_drains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1000);
+    cfg.queue.max_disk_bytes = 4096;
+    cfg.queue.no_drop = vec![Category::Metric];
+    let (sink, mut rx) = RecordingSink::gated("rec");
+    let sink = Arc::new(sink);
+    let (delivery, registry) = start(cfg, tuning(), std::slice::from_ref(&sink));
+    let mut accepted = points("cpu0", 0, 5);
+    feed(&delivery, accepted.clone()).await;
+    entered(&sink).await;
     let busy = loop {
-        let points: Vec<Point> = (0..5).map(|i| metric_point("cpu0", i)).collect();
+        let batch = points("cpu0", accepted.len() as i64, 5);
         match delivery
-            .feed(Category::Metric, "cpu", FeedOpts::default(), points)
+            .feed(Category::Metric, "cpu", FeedOpts::default(), batch.clone())
             .await
         {
-            Ok(outcome) => accepted += outcome.accepted,
+            Ok(_) => accepted.extend(batch),
             Err(e) => break e,
         }
-        assert!(accepted < 1000, "the budget never applied");
+        assert!(accepted.len() < 1000, "the queue cap never applied");
     };
-    assert!(matches!(busy, DeliveryError::Busy(_)), "{busy:?}");
-    assert!(accepted > 0);
+    let DeliveryError::Busy(why) = &busy else {
+        panic!("want Busy, got {busy:?}");
+    };
+    assert!(why.contains("no_drop_categories"), "{why}");
+    assert!(accepted.len() > 5);
     assert_eq!(
         metric(
             &registry,
@@ -387,35 +543,208 @@ async fn feeds_are_refused_as_busy_once_the_byte_budget_is_used_up() {
         ),
         5.0
     );
-    assert_eq!(
-        metric(
-            &registry,
-            "datakit_io_queue_points",
-            &[("category", "metric")]
-        ),
-        f64::from(accepted),
-        "refused points are not queued, accepted ones stay queued"
-    );
-    match delivery.shutdown().await {
-        Err(DeliveryError::Undelivered { points, detail }) => {
-            assert_eq!(points, u64::from(accepted));
-            assert!(detail.contains("broken"), "{detail}");
+
+    sink.open_gate();
+    let got = wait_points(&mut rx, Category::Metric, accepted.len()).await;
+    assert_eq!(keys(&got), keys(&accepted), "nothing accepted was dropped");
+    // Busy means "retry later": retry as a caller does until the drained queue has room.
+    let again = points("cpu0", 5000, 5);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match delivery
+            .feed(Category::Metric, "cpu", FeedOpts::default(), again.clone())
+            .await
+        {
+            Ok(outcome) => {
+                assert_eq!(outcome.accepted, 5);
+                break;
+            }
+            Err(DeliveryError::Busy(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("the drained queue still refuses: {e}"),
         }
-        other => panic!("shutdown must report the undelivered points: {other:?}"),
     }
-    assert_eq!(
-        metric(
-            &registry,
-            "datakit_io_dropped_point_total",
-            &[("category", "metric"), ("reason", "undelivered")]
-        ),
-        f64::from(accepted)
+    let got = wait_points(&mut rx, Category::Metric, 5).await;
+    assert_eq!(keys(&got), keys(&again));
+    delivery.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_capped_queue_evicts_its_oldest_points_and_counts_them_in_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1000);
+    cfg.queue.max_disk_bytes = 4096;
+    let (sink, mut rx) = RecordingSink::gated("rec");
+    let sink = Arc::new(sink);
+    let (delivery, registry) = start(cfg, tuning(), std::slice::from_ref(&sink));
+    feed(&delivery, points("cpu0", 0, 5)).await;
+    entered(&sink).await;
+    let mut fed = 5;
+    for _ in 0..60 {
+        let outcome = feed(&delivery, points("cpu0", fed, 5)).await;
+        assert_eq!(outcome.accepted, 5, "a capped queue never refuses");
+        fed += 5;
+    }
+    let newest = metric_point("cpu0", fed - 1);
+    sink.open_gate();
+    let mut delivered = HashSet::new();
+    while !delivered.contains(&key(&newest)) {
+        let (_, batch) = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
+        delivered.extend(keys(&batch));
+    }
+    // Shutdown publishes the queue metrics a last time.
+    delivery.shutdown().await.unwrap();
+    let text = exposition(&registry);
+    let prefix = "datakit_io_dropped_point_total{category=\"metric\",reason=\"evicted_cap\"} ";
+    let evicted: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no eviction count in /metrics:\n{text}"))
+        .parse()
+        .unwrap();
+    let fed = fed as usize;
+    assert!(evicted > 0 && evicted < fed, "evicted {evicted} of {fed}");
+    assert!(delivered.len() < fed, "the oldest points were dropped");
+    assert!(
+        delivered.len() + evicted >= fed,
+        "every point was delivered or counted: {} delivered, {evicted} evicted, {fed} fed",
+        delivered.len()
     );
 }
 
 #[tokio::test]
+async fn shutdown_drains_the_queues_into_a_healthy_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sink, _rx) = RecordingSink::gated("rec");
+    let sink = Arc::new(sink);
+    let (delivery, _reg) = start(config(tmp.path(), 7), tuning(), std::slice::from_ref(&sink));
+    let mut fed = Vec::new();
+    for i in 0..10 {
+        let batch = points("cpu0", i * 5, 5);
+        fed.extend(keys(&batch));
+        feed(&delivery, batch).await;
+    }
+    let logs: Vec<Point> = (0..3)
+        .map(|i| {
+            Point::new("nginx", 1_700_000_000_000_000_000 + i)
+                .tag("status", "info")
+                .field("message", Value::S(format!("GET /{i}")))
+        })
+        .collect();
+    delivery
+        .feed(
+            Category::Logging,
+            "logging",
+            FeedOpts::default(),
+            logs.clone(),
+        )
+        .await
+        .unwrap();
+    let mut shutdown = Box::pin(delivery.shutdown());
+    assert!(
+        futures::poll!(&mut shutdown).is_pending(),
+        "the sink holds the data"
+    );
+    let refused = delivery
+        .feed(
+            Category::Metric,
+            "cpu",
+            FeedOpts::default(),
+            points("cpu0", 900, 1),
+        )
+        .await;
+    assert!(matches!(refused, Err(DeliveryError::Closed)), "{refused:?}");
+    sink.open_gate();
+    timeout(PATIENCE, shutdown).await.unwrap().unwrap();
+    assert_eq!(keys(&sink.points(Category::Metric)), fed);
+    let got_logs: Vec<i64> = sink
+        .points(Category::Logging)
+        .iter()
+        .map(|p| p.time)
+        .collect();
+    assert_eq!(got_logs, logs.iter().map(|p| p.time).collect::<Vec<_>>());
+}
+
+/// Starts with a sink that never answers (`hang`) or always fails, feeds, shuts down and
+/// measures it; then restarts on the same queue with a healthy sink of the same name, which
+/// must receive everything.
+async fn dead_sink_at_shutdown(hang: bool) -> Duration {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dead, _rx) = if hang {
+        RecordingSink::gated("up")
+    } else {
+        RecordingSink::new("up", 0)
+    };
+    dead.failing.store(!hang, Ordering::SeqCst);
+    let dead = Arc::new(dead);
+    let grace = Duration::from_millis(300);
+    let slow_retries = DeliveryTuning {
+        retry_initial: Duration::from_millis(50),
+        shutdown_grace: grace,
+        ..tuning()
+    };
+    let (delivery, _reg) = start(
+        config(tmp.path(), 1000),
+        slow_retries,
+        std::slice::from_ref(&dead),
+    );
+    let mut fed = Vec::new();
+    for i in 0..3 {
+        let batch = points("cpu0", i * 5, 5);
+        fed.extend(keys(&batch));
+        feed(&delivery, batch).await;
+    }
+    entered(&dead).await;
+    let began = Instant::now();
+    delivery.shutdown().await.unwrap();
+    let took = began.elapsed();
+    assert!(dead.points(Category::Metric).is_empty());
+
+    // The first delivery is not dropped: shutdown alone released the queue directory.
+    let (sink, mut rx) = RecordingSink::new("up", 0);
+    let sink = Arc::new(sink);
+    let (again, _reg) = start(
+        config(tmp.path(), 1000),
+        tuning(),
+        std::slice::from_ref(&sink),
+    );
+    let got = wait_points(&mut rx, Category::Metric, fed.len()).await;
+    assert_eq!(
+        keys(&got),
+        fed,
+        "the queued points arrive after the restart"
+    );
+    again.shutdown().await.unwrap();
+    drop(delivery);
+    took
+}
+
+#[tokio::test]
+async fn shutdown_with_a_hanging_sink_returns_after_the_grace_and_keeps_the_data() {
+    let took = dead_sink_at_shutdown(true).await;
+    let grace = Duration::from_millis(300);
+    assert!(
+        took >= grace,
+        "shutdown waited {took:?}, less than the grace"
+    );
+    assert!(
+        took < grace + Duration::from_secs(2),
+        "shutdown took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_with_a_failing_sink_stops_after_shutdown_attempts_and_keeps_the_data() {
+    let took = dead_sink_at_shutdown(false).await;
+    // Two attempts 50 ms apart, well within the grace.
+    assert!(took < Duration::from_millis(300), "shutdown took {took:?}");
+}
+
+#[tokio::test]
 async fn shutdown_is_idempotent_and_later_feeds_are_refused() {
-    let (delivery, sink, _rx, _reg) = start_recording(config(1000), fast_retries(), 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, sink, _rx, _reg) = start_recording(config(tmp.path(), 1000), 0);
     delivery
         .feed(
             Category::Object,
@@ -442,10 +771,84 @@ async fn shutdown_is_idempotent_and_later_feeds_are_refused() {
     assert!(matches!(refused, Err(DeliveryError::Closed)), "{refused:?}");
 }
 
+#[tokio::test]
+async fn the_queue_gauges_show_what_each_sink_has_not_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (held, _held_rx) = RecordingSink::gated("held");
+    let (fast, mut fast_rx) = RecordingSink::new("fast", 0);
+    let (held, fast) = (Arc::new(held), Arc::new(fast));
+    let short_grace = DeliveryTuning {
+        shutdown_grace: Duration::from_millis(100),
+        ..tuning()
+    };
+    let (delivery, registry) = start(
+        config(tmp.path(), 1000),
+        short_grace,
+        &[Arc::clone(&held), Arc::clone(&fast)],
+    );
+    for i in 0..4 {
+        feed(&delivery, points("cpu0", i * 5, 5)).await;
+    }
+    wait_points(&mut fast_rx, Category::Metric, 20).await;
+    entered(&held).await;
+    // Shutdown stops the held uploader after the grace and publishes the gauges a last time.
+    delivery.shutdown().await.unwrap();
+    let pending = |sink, category| {
+        metric(
+            &registry,
+            "datakit_io_queue_points",
+            &[("category", category), ("sink", sink)],
+        )
+    };
+    assert_eq!(pending("held", "metric"), 20.0);
+    assert_eq!(pending("fast", "metric"), 0.0);
+    assert_eq!(pending("held", "logging"), 0.0);
+    let text = exposition(&registry);
+    assert!(
+        text.contains("datakit_io_queue_points{category=\"logging\",sink=\"held\"} 0"),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &registry,
+            "datakit_io_queue_bytes",
+            &[("category", "metric")]
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("datakit_io_queue_oldest_seconds{category=\"metric\",sink=\"held\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_directory_is_exclusive_until_shutdown_releases_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, _sink, _rx, _reg) = start_recording(config(tmp.path(), 1000), 0);
+    let mut registry = Registry::default();
+    match Delivery::start(config(tmp.path(), 1000), Vec::new(), &mut registry) {
+        Err(e @ DeliveryError::Queue(_)) => {
+            assert!(e.to_string().contains("in use"), "{e}");
+        }
+        Err(e) => panic!("want a Queue error, got {e:?}"),
+        Ok(_) => panic!("two deliveries share a queue directory"),
+    }
+    first.shutdown().await.unwrap();
+    let second = Delivery::start(
+        config(tmp.path(), 1000),
+        Vec::new(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    second.shutdown().await.unwrap();
+}
+
 #[test]
 fn start_outside_a_tokio_runtime_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
-    let result = Delivery::start(DeliveryConfig::default(), Vec::new(), &mut registry);
+    let result = Delivery::start(config(tmp.path(), 1000), Vec::new(), &mut registry);
     assert!(matches!(result, Err(DeliveryError::NoRuntime)));
 }
 
@@ -456,7 +859,7 @@ async fn an_unusable_local_directory_fails_start_with_the_path() {
     std::fs::write(&file, b"x").unwrap();
     let cfg = DeliveryConfig {
         local: Some(LocalSinkConfig::new(file.join("data"))),
-        ..DeliveryConfig::default()
+        ..config(&tmp.path().join("queue"), 1000)
     };
     let mut registry = Registry::default();
     match Delivery::start(cfg, Vec::new(), &mut registry) {
@@ -472,12 +875,12 @@ async fn an_unusable_local_directory_fails_start_with_the_path() {
 async fn shutdown_flushes_every_fed_point_to_the_local_files() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = DeliveryConfig {
-        local: Some(LocalSinkConfig::new(tmp.path())),
-        ..config(7)
+        local: Some(LocalSinkConfig::new(tmp.path().join("data"))),
+        ..config(&tmp.path().join("queue"), 7)
     };
     let mut registry = Registry::default();
     let delivery = Delivery::start(cfg, Vec::new(), &mut registry).unwrap();
-    let metrics: Vec<Point> = (0..20).map(|i| metric_point("cpu0", i)).collect();
+    let metrics = points("cpu0", 0, 20);
     let logs: Vec<Point> = (0..3)
         .map(|i| {
             Point::new("nginx", 1_700_000_000_000_000_000 + i)
@@ -486,10 +889,7 @@ async fn shutdown_flushes_every_fed_point_to_the_local_files() {
         })
         .collect();
     for chunk in metrics.chunks(3) {
-        delivery
-            .feed(Category::Metric, "cpu", FeedOpts::default(), chunk.to_vec())
-            .await
-            .unwrap();
+        feed(&delivery, chunk.to_vec()).await;
     }
     delivery
         .feed(
@@ -506,12 +906,13 @@ async fn shutdown_flushes_every_fed_point_to_the_local_files() {
     delivery.shutdown().await.unwrap();
 
     let with_tags = |p: &Point| canon(p.clone().tag("host", "web-1").tag("env", "prod"));
-    let got: Vec<Point> = decode_file(&tmp.path().join("metric/current.lp"))
+    let data = tmp.path().join("data");
+    let got: Vec<Point> = decode_file(&data.join("metric/current.lp"))
         .into_iter()
         .map(canon)
         .collect();
     assert_eq!(got, metrics.iter().map(with_tags).collect::<Vec<_>>());
-    let got: Vec<Point> = decode_file(&tmp.path().join("logging/current.lp"))
+    let got: Vec<Point> = decode_file(&data.join("logging/current.lp"))
         .into_iter()
         .map(canon)
         .collect();
@@ -536,10 +937,9 @@ async fn concurrent_feeders_land_exactly_once_in_the_files() {
         local: Some(LocalSinkConfig {
             max_file_bytes: 64 * 1024,
             max_files: 1000,
-            ..LocalSinkConfig::new(tmp.path())
+            ..LocalSinkConfig::new(tmp.path().join("data"))
         }),
-        flush_interval: Duration::from_millis(5),
-        ..config(100)
+        ..config(&tmp.path().join("queue"), 100)
     };
     let mut registry = Registry::default();
     let delivery = Delivery::start(cfg, Vec::new(), &mut registry).unwrap();
@@ -547,14 +947,8 @@ async fn concurrent_feeders_land_exactly_once_in_the_files() {
     for task in 0..TASKS {
         let delivery = delivery.clone();
         feeders.push(tokio::spawn(async move {
-            for feed in 0..FEEDS {
-                let points: Vec<Point> = (0..POINTS)
-                    .map(|i| metric_point(&format!("t{task}"), feed * POINTS + i))
-                    .collect();
-                delivery
-                    .feed(Category::Metric, "cpu", FeedOpts::default(), points)
-                    .await
-                    .unwrap();
+            for n in 0..FEEDS {
+                feed(&delivery, points(&format!("t{task}"), n * POINTS, POINTS)).await;
             }
         }));
     }
@@ -565,77 +959,27 @@ async fn concurrent_feeders_land_exactly_once_in_the_files() {
 
     let mut seen = HashSet::new();
     let mut total = 0;
-    for entry in std::fs::read_dir(tmp.path().join("metric")).unwrap() {
+    for entry in std::fs::read_dir(tmp.path().join("data/metric")).unwrap() {
         for p in decode_file(&entry.unwrap().path()) {
             total += 1;
-            seen.insert((p.get_tag("cpu").unwrap().to_string(), p.time));
+            seen.insert(key(&p));
         }
     }
     assert_eq!(total, TASKS * FEEDS * POINTS);
     assert_eq!(seen.len() as i64, TASKS * FEEDS * POINTS, "no duplicates");
 }
 
-/// A sink that refuses every batch for good.
-struct RejectingSink(std::sync::atomic::AtomicU32);
-
-impl Sink for RejectingSink {
-    fn name(&self) -> &str {
-        "rejecting"
-    }
-
-    fn write<'a>(
-        &'a self,
-        _category: Category,
-        _points: &'a [Point],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async {
-            Err(SinkError::Rejected {
-                sink: "rejecting".into(),
-                message: "400 bad request".into(),
-            })
-        })
-    }
-}
-
-#[tokio::test]
-async fn a_rejected_batch_is_not_retried_and_is_counted() {
-    let sink = Arc::new(RejectingSink(std::sync::atomic::AtomicU32::new(0)));
-    let mut registry = Registry::default();
-    let delivery = Delivery::start_tuned(
-        config(1000),
-        fast_retries(),
-        vec![Arc::clone(&sink) as Arc<dyn Sink>],
-        &mut registry,
-    )
-    .unwrap();
-    let points: Vec<Point> = (0..4).map(|i| metric_point("cpu0", i)).collect();
-    delivery
-        .feed(Category::Metric, "cpu", FeedOpts::default(), points)
-        .await
-        .unwrap();
-    delivery.shutdown().await.unwrap();
-    assert_eq!(sink.0.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        metric(
-            &registry,
-            "datakit_io_sink_point_total",
-            &[("sink", "rejecting"), ("status", "rejected")]
-        ),
-        4.0
-    );
-}
-
 #[test]
 fn the_feed_and_shutdown_futures_can_be_spawned() {
     fn assert_send<T: Send + 'static>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let _guard = runtime.enter();
     let mut registry = Registry::default();
-    let delivery = Delivery::start(DeliveryConfig::default(), Vec::new(), &mut registry).unwrap();
+    let delivery = Delivery::start(config(tmp.path(), 1000), Vec::new(), &mut registry).unwrap();
     let d = delivery.clone();
     let feed = async move {
         d.feed(Category::Metric, "cpu", FeedOpts::default(), Vec::new())
