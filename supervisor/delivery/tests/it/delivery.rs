@@ -95,6 +95,14 @@ async fn feed(delivery: &Delivery, points: Vec<Point>) -> FeedOutcome {
         .unwrap()
 }
 
+/// Shuts down, failing (instead of hanging) if that takes far longer than any grace used here.
+async fn shut(delivery: &Delivery) {
+    timeout(2 * PATIENCE, delivery.shutdown())
+        .await
+        .expect("shutdown hangs")
+        .unwrap();
+}
+
 async fn entered(sink: &RecordingSink) {
     timeout(PATIENCE, sink.entered.notified())
         .await
@@ -135,7 +143,7 @@ async fn host_tags_are_attached_only_where_the_key_is_absent() {
         "the point's own tag wins"
     );
     assert_eq!(got[0].get_tag("cluster"), None);
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -159,7 +167,7 @@ async fn election_feeds_get_the_election_tags_instead_of_the_host_tags() {
     assert_eq!(got[0].get_tag("cluster"), Some("c1"));
     assert_eq!(got[0].get_tag("host"), None);
     assert_eq!(got[0].get_tag("env"), None);
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -176,7 +184,7 @@ async fn feeds_without_global_tags_get_none() {
         .unwrap();
     let got = wait_points(&mut rx, Category::Metric, 1).await;
     assert_eq!(got[0].tags, vec![("cpu".to_string(), "cpu0".to_string())]);
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -193,7 +201,7 @@ async fn replaced_global_tags_apply_to_later_feeds() {
     let got = wait_points(&mut rx, Category::Metric, 1).await;
     assert_eq!(got[0].get_tag("host"), Some("web-2"));
     assert_eq!(got[0].get_tag("env"), None);
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -247,7 +255,7 @@ async fn metric_string_fields_are_dropped_and_points_left_without_fields_are_cou
         ),
         4.0
     );
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -277,7 +285,7 @@ async fn a_sink_write_carries_at_most_max_cache_count_points() {
         vec![3, 10, 10, 5, 8, 4],
         "a 25-point feed is split; small records are grouped up to 10 points"
     );
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -306,7 +314,7 @@ async fn a_failing_sink_gets_the_batch_again_and_nothing_is_lost() {
         ),
         3.0
     );
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 /// Feeds from several tasks in a runtime that is dropped (a crash: no shutdown) once `crash_after`
@@ -392,7 +400,7 @@ fn every_accepted_point_is_delivered_after_a_crash_and_a_restart() {
                 _ => break,
             }
         }
-        delivery.shutdown().await.unwrap();
+        shut(&delivery).await;
         missing
     });
     assert!(
@@ -437,7 +445,7 @@ async fn each_sink_reads_at_its_own_position_so_a_failing_one_delays_no_other() 
     bad.failing.store(false, Ordering::SeqCst);
     let got = wait_points(&mut bad_rx, Category::Metric, fed.len()).await;
     assert_eq!(keys(&got), fed, "the recovered sink got everything too");
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     assert_eq!(good.points(Category::Metric).len(), fed.len());
     let retries = |sink| {
         metric(
@@ -488,7 +496,7 @@ async fn a_rejected_batch_is_dropped_counted_and_never_retried() {
         ),
         4.0
     );
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     drop(delivery);
 
     // After a restart only new points arrive: the rejected batch is gone from the queue.
@@ -503,7 +511,7 @@ async fn a_rejected_batch_is_dropped_counted_and_never_retried() {
     feed(&delivery, marker.clone()).await;
     let got = wait_points(&mut rx, Category::Metric, 1).await;
     assert_eq!(keys(&got), keys(&marker));
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     assert_eq!(keys(&sink.points(Category::Metric)), keys(&marker));
 }
 
@@ -567,7 +575,7 @@ async fn a_full_no_drop_queue_refuses_feeds_as_busy_until_the_sink_drains() {
     }
     let got = wait_points(&mut rx, Category::Metric, 5).await;
     assert_eq!(keys(&got), keys(&again));
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 }
 
 #[tokio::test]
@@ -594,7 +602,7 @@ async fn a_full_capped_queue_evicts_its_oldest_points_and_counts_them_in_metrics
         delivered.extend(keys(&batch));
     }
     // Shutdown publishes the queue metrics a last time.
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     let text = exposition(&registry);
     let prefix = "datakit_io_dropped_point_total{category=\"metric\",reason=\"evicted_cap\"} ";
     let evicted: usize = text
@@ -697,7 +705,7 @@ async fn dead_sink_at_shutdown(hang: bool) -> Duration {
     }
     entered(&dead).await;
     let began = Instant::now();
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     let took = began.elapsed();
     assert!(dead.points(Category::Metric).is_empty());
 
@@ -715,7 +723,7 @@ async fn dead_sink_at_shutdown(hang: bool) -> Duration {
         fed,
         "the queued points arrive after the restart"
     );
-    again.shutdown().await.unwrap();
+    shut(&again).await;
     drop(delivery);
     took
 }
@@ -758,7 +766,7 @@ async fn shutdown_is_idempotent_and_later_feeds_are_refused() {
     let (a, b) = tokio::join!(delivery.shutdown(), clone.shutdown());
     a.unwrap();
     b.unwrap();
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     assert_eq!(sink.points(Category::Object).len(), 1);
     let refused = delivery
         .feed(
@@ -792,7 +800,7 @@ async fn the_queue_gauges_show_what_each_sink_has_not_written() {
     wait_points(&mut fast_rx, Category::Metric, 20).await;
     entered(&held).await;
     // Shutdown stops the held uploader after the grace and publishes the gauges a last time.
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
     let pending = |sink, category| {
         metric(
             &registry,
@@ -834,14 +842,14 @@ async fn a_queue_directory_is_exclusive_until_shutdown_releases_it() {
         Err(e) => panic!("want a Queue error, got {e:?}"),
         Ok(_) => panic!("two deliveries share a queue directory"),
     }
-    first.shutdown().await.unwrap();
+    shut(&first).await;
     let second = Delivery::start(
         config(tmp.path(), 1000),
         Vec::new(),
         &mut Registry::default(),
     )
     .unwrap();
-    second.shutdown().await.unwrap();
+    shut(&second).await;
 }
 
 #[test]
@@ -903,7 +911,7 @@ async fn shutdown_flushes_every_fed_point_to_the_local_files() {
         )
         .await
         .unwrap();
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 
     let with_tags = |p: &Point| canon(p.clone().tag("host", "web-1").tag("env", "prod"));
     let data = tmp.path().join("data");
@@ -955,7 +963,7 @@ async fn concurrent_feeders_land_exactly_once_in_the_files() {
     for feeder in feeders {
         feeder.await.unwrap();
     }
-    delivery.shutdown().await.unwrap();
+    shut(&delivery).await;
 
     let mut seen = HashSet::new();
     let mut total = 0;
