@@ -11,10 +11,13 @@ use anyhow::Context as _;
 use dk_api::{AgentInfo, ApiConfig, ApiMetrics, ApiState, FeedError, Feeder, LastErrors};
 use dk_config::{Loaded, Plan, ProcessEnv};
 use dk_delivery::{
-    Delivery, DeliveryConfig, DeliveryError, GlobalTags, LocalFileSink, LocalSinkConfig, Sink,
+    Delivery, DeliveryConfig, DeliveryError, GlobalTags, LocalFileSink, LocalSinkConfig,
+    QueueSettings, Sink,
 };
 use dk_proto::rpc::{Ack, Batch, LastError, WorkerConfig};
 use dk_proto::{Category, FeedOpts, Point};
+use dk_sinks::dataway::{DatawayConfig, DatawaySink, Encoding};
+use dk_sinks::influxdb::{InfluxConfig, InfluxSink};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -221,6 +224,93 @@ impl BatchHandler for Handler {
     }
 }
 
+/// The durable queue as `[dataway.wal]` says.
+fn queue_settings(main: &dk_config::MainConfig) -> QueueSettings {
+    let wal = &main.dataway.wal;
+    let mut q = QueueSettings::new(main.wal_path());
+    q.max_disk_bytes = (wal.max_capacity_gb.max(0.0) * 1024.0 * 1024.0 * 1024.0) as u64;
+    q.no_drop = wal
+        .no_drop_categories
+        .iter()
+        .filter_map(|c| c.parse::<Category>().ok())
+        .collect();
+    q
+}
+
+/// Every configured sink: Dataway (`[dataway] urls`), InfluxDB (`[sinks.influxdb]`) and the
+/// local files (`[sinks.local]`, on by default when no upstream is set).
+fn build_sinks(
+    main: &dk_config::MainConfig,
+    registry: &mut Registry,
+) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    let dw = &main.dataway;
+    if !dw.urls.is_empty() {
+        let cfg = DatawayConfig {
+            urls: dw.urls.clone(),
+            timeout: dw.timeout_v2,
+            http_proxy: (!dw.http_proxy.is_empty()).then(|| dw.http_proxy.clone()),
+            content_encoding: match dw.encoding() {
+                dk_config::ContentEncoding::LineProtocol => Encoding::V1,
+                dk_config::ContentEncoding::Protobuf => Encoding::V2,
+                other => {
+                    tracing::warn!(encoding = ?other, "[dataway] content_encoding: JSON uploads are not supported; using protobuf (v2).");
+                    Encoding::V2
+                }
+            },
+            gzip: dw.gzip,
+            max_raw_body_size: dw.max_raw_body_size,
+            tls_insecure: dw.tls_insecure,
+            max_idle_conns_per_host: dw.max_idle_conns_per_host,
+            idle_timeout: dw.idle_timeout,
+            hostname: main.hostname.clone(),
+            version: dk_proto::DATAKIT_VERSION.to_string(),
+            global_tags_header: None,
+        };
+        sinks.push(Arc::new(
+            DatawaySink::new(cfg, registry)
+                .context("[dataway]: cannot set up the Dataway client")?,
+        ));
+    }
+    let influx = &main.sinks.influxdb;
+    if !influx.url.is_empty() {
+        let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
+        let cfg = InfluxConfig {
+            url: influx.url.clone(),
+            database: influx.database.clone(),
+            retention_policy: opt(&influx.retention_policy),
+            username: opt(&influx.username),
+            password: opt(&influx.password),
+            precision: "ns",
+            timeout: influx.timeout,
+            gzip: influx.gzip,
+            max_body_bytes: 1 << 20,
+            categories: influx
+                .categories
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            proxy: None,
+        };
+        sinks
+            .push(Arc::new(InfluxSink::new(cfg, registry).context(
+                "[sinks.influxdb]: cannot set up the InfluxDB client",
+            )?));
+    }
+    if main.local_sink_enabled() {
+        let local = &main.sinks.local;
+        let cfg = LocalSinkConfig {
+            dir: PathBuf::from(&local.dir),
+            max_file_bytes: local.max_file_mb.max(1) << 20,
+            max_files: local.max_files,
+        };
+        sinks.push(Arc::new(
+            LocalFileSink::new(cfg).context("[sinks.local]: cannot open the local-files sink")?,
+        ));
+    }
+    Ok(sinks)
+}
+
 fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
     listeners::resolve(listen).map_err(|e| anyhow::anyhow!("[http_api] listen: {e}"))
 }
@@ -302,15 +392,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let sup_metrics = SupervisorMetrics::new(&mut registry);
     let last_errors = LastErrors::new(&mut registry);
     let api_metrics = ApiMetrics::new(&mut registry);
-    let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(
-        LocalFileSink::new(LocalSinkConfig::new(workdir.join("data/local")))
-            .context("cannot open the local-files sink")?,
-    )];
-    if !main.dataway.urls.is_empty() {
-        tracing::warn!(
-            "[dataway] urls is set, but this build has no Dataway sink yet; data goes to the local-files sink under data/local."
-        );
-    }
+    let sinks = build_sinks(&main, &mut registry)?;
     let delivery = Delivery::start(
         DeliveryConfig {
             global_tags: GlobalTags {
@@ -321,6 +403,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             max_cache_count: main.io.max_cache_count,
             limits: dk_proto::normalize::Limits::default(),
             local: None,
+            queue: queue_settings(&main),
         },
         sinks,
         &mut registry,

@@ -43,6 +43,29 @@ pub struct Agent {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
+    env: Vec<(String, String)>,
+}
+
+/// Starts `datakit run` on a work dir; output is appended to `agent.out` / `agent.err`.
+fn spawn(workdir: &Path, env: &[(String, String)]) -> Child {
+    let log = |name: &str| {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(workdir.join(name))
+            .unwrap();
+        Stdio::from(f)
+    };
+    let mut cmd = Command::new(bin());
+    cmd.arg("run")
+        .arg("--workdir")
+        .arg(workdir)
+        .stdin(Stdio::null());
+    cmd.stdout(log("agent.out")).stderr(log("agent.err"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
 }
 
 /// The main config every test starts from: loopback API on a free port, no default inputs,
@@ -81,28 +104,28 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         write_confd(dir.path(), &main_conf(port, extra_main), files);
-        let mut cmd = Command::new(bin());
-        cmd.arg("run")
-            .arg("--workdir")
-            .arg(dir.path())
-            .stdin(Stdio::null());
-        cmd.stdout(Stdio::from(
-            std::fs::File::create(dir.path().join("agent.out")).unwrap(),
-        ));
-        cmd.stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("agent.err")).unwrap(),
-        ));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(dir.path(), &env);
         let mut agent = Agent {
             child,
             dir,
             api: SocketAddr::from(([127, 0, 0, 1], port)),
+            env,
         };
         agent.wait_ready();
         agent
+    }
+
+    /// `kill -9` of the supervisor (its workers die with it), then a new start on the same
+    /// work dir, waiting until it answers again.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), &self.env);
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {

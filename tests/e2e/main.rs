@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod chaos;
 mod config;
 mod inputs;
 mod lifecycle;
