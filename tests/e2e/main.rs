@@ -9,3 +9,4 @@ mod chaos;
 mod config;
 mod inputs;
 mod lifecycle;
+mod sinks;

@@ -2,6 +2,8 @@
 
 pub mod dataway;
 pub mod http;
+#[cfg(any(test, feature = "test-util"))]
+pub mod influxd;
 pub mod influxdb;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -1,0 +1,129 @@
+//! Several sinks at once through the real agent: Dataway (the fake), a real InfluxDB, and the
+//! local files, each reading the durable queue from its own position.
+
+use std::time::Duration;
+
+use dk_proto::{Category, Value};
+use dk_sinks::influxd::Influxd;
+use dk_sinks::testing::FakeDataway;
+
+use crate::harness::{Agent, wait_for};
+
+const TOKEN: &str = "tkn_0123456789abcdef0123456789abcdef";
+
+fn body(from: i64, n: i64) -> String {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                "e2e_sinks,src=api seq={i}i,value={i}.5 {}\n",
+                1_700_000_000_000_000_000i64 + i
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dataway_influxdb_and_local_files_each_get_every_point_and_an_outage_of_one_delays_no_other() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(FakeDataway::start(TOKEN)).unwrap();
+    let mut influx = rt.block_on(Influxd::start());
+    rt.block_on(influx.create_db("dk"));
+    let extra = format!(
+        "[dataway]\n  urls = [\"{}\"]\n[sinks.local]\n  enable = true\n[sinks.influxdb]\n  url = \"{}\"\n  database = \"dk\"\n  timeout = \"2s\"\n",
+        fake.url(),
+        influx.url()
+    );
+    let agent = Agent::start_with(&[], &extra, &[]);
+
+    let (status, _) = agent.request("POST", "/v1/write/metric", &[], body(0, 500).as_bytes());
+    assert_eq!(status, 200);
+    let count = |rt: &tokio::runtime::Runtime, influx: &Influxd| {
+        rt.block_on(influx.count("dk", "e2e_sinks", "seq"))
+    };
+    wait_for("500 points in InfluxDB", Duration::from_secs(20), || {
+        (count(&rt, &influx) == 500).then_some(())
+    });
+    wait_for("500 points at Dataway", Duration::from_secs(20), || {
+        (fake
+            .points(Category::Metric)
+            .iter()
+            .filter(|p| p.name == "e2e_sinks")
+            .count()
+            == 500)
+            .then_some(())
+    });
+    wait_for(
+        "500 points in the local files",
+        Duration::from_secs(20),
+        || {
+            (agent
+                .local_points("metric")
+                .iter()
+                .filter(|p| p.name == "e2e_sinks")
+                .count()
+                == 500)
+                .then_some(())
+        },
+    );
+    let p = fake
+        .points(Category::Metric)
+        .into_iter()
+        .find(|p| p.name == "e2e_sinks")
+        .unwrap();
+    assert_eq!(p.get_tag("e2e"), Some("yes"), "global tags reach Dataway");
+    assert!(matches!(p.get_field("seq"), Some(Value::I(_))));
+
+    // InfluxDB goes down: Dataway and the files keep getting data; InfluxDB catches up after.
+    influx.stop();
+    let (status, _) = agent.request("POST", "/v1/write/metric", &[], body(500, 500).as_bytes());
+    assert_eq!(
+        status, 200,
+        "writes are acknowledged while one upstream is down"
+    );
+    wait_for(
+        "1000 points at Dataway during the InfluxDB outage",
+        Duration::from_secs(20),
+        || {
+            (fake
+                .points(Category::Metric)
+                .iter()
+                .filter(|p| p.name == "e2e_sinks")
+                .count()
+                == 1000)
+                .then_some(())
+        },
+    );
+    wait_for(
+        "1000 points in the local files during the outage",
+        Duration::from_secs(20),
+        || {
+            (agent
+                .local_points("metric")
+                .iter()
+                .filter(|p| p.name == "e2e_sinks")
+                .count()
+                == 1000)
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the InfluxDB backlog in the queue gauge",
+        Duration::from_secs(10),
+        || {
+            agent
+                .metric("datakit_io_queue_points{category=\"metric\",sink=\"influxdb\"}")
+                .filter(|v| *v >= 500.0)
+        },
+    );
+    rt.block_on(influx.restart());
+    wait_for(
+        "InfluxDB to catch up from the queue",
+        Duration::from_secs(60),
+        || (count(&rt, &influx) == 1000).then_some(()),
+    );
+    rt.block_on(fake.stop());
+}
