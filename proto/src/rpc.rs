@@ -166,6 +166,10 @@ pub struct Health {
     pub pending_batches: u64,
     /// Resident memory in bytes.
     pub rss_bytes: u64,
+    /// The worker's own metrics (its inputs' counters: packets, parse errors, kernel drops...)
+    /// in the OpenMetrics text format without the final `# EOF`; the supervisor serves them
+    /// on `/metrics`.
+    pub metrics: String,
 }
 
 /// The supervisor's side: served on `ingest.sock`.

@@ -411,6 +411,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     .context("cannot start delivery")?;
     let registry = Arc::new(registry);
 
+    let worker_metrics = Arc::new(dk_api::WorkerMetrics::default());
     let stop_api = CancellationToken::new();
     let api_state = ApiState {
         feeder: Arc::new(DeliveryFeeder(delivery.clone())),
@@ -432,6 +433,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         last_errors: last_errors.clone(),
         metrics: Arc::new(api_metrics),
         registry: registry.clone(),
+        worker_metrics: worker_metrics.clone(),
     };
     let api_stop = stop_api.clone();
     let api_task = tokio::spawn(async move {
@@ -469,6 +471,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         }),
         policy: ProcPolicy::default(),
         worker_args: vec!["--log-level".into(), main.logging.level.clone()],
+        worker_metrics,
     };
     let mut running = Running {
         handles: BTreeMap::new(),

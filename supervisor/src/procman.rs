@@ -77,6 +77,8 @@ pub struct ProcContext {
     pub policy: ProcPolicy,
     /// Extra arguments for every worker (e.g. the log level).
     pub worker_args: Vec<String>,
+    /// Where each worker's own metrics go (served on `/metrics`).
+    pub worker_metrics: Arc<dk_api::WorkerMetrics>,
 }
 
 /// A running family supervisor.
@@ -116,6 +118,7 @@ async fn supervise(
     loop {
         let started = Instant::now();
         let outcome = run_once(&ctx, &config, &fds, &stop).await;
+        ctx.worker_metrics.remove(&family);
         ctx.metrics
             .up
             .get_or_create(&SupervisorMetrics::family(&family))
@@ -272,6 +275,7 @@ async fn supervise_child(
                 match control.health(context_with_timeout(policy.health_timeout)).await {
                     Ok(h) => {
                         misses = 0;
+                        ctx.worker_metrics.set(family, h.metrics);
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
                     }
                     Err(e) => {

@@ -34,7 +34,7 @@ pub use error::{ApiError, camel_case};
 pub use lasterr::{LAST_ERRORS_CAPACITY, LastErrorEntry, LastErrors};
 pub use metrics::ApiMetrics;
 pub use middleware::{ClientInfo, X_DATAKIT};
-pub use state::{AgentInfo, ApiConfig, ApiState, FeedError, Feeder};
+pub use state::{AgentInfo, ApiConfig, ApiState, FeedError, Feeder, WorkerMetrics};
 pub use write::{CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF};
 
 /// How long [`serve`] lets in-flight requests finish after `shutdown` resolves.

@@ -140,6 +140,12 @@ pub(crate) async fn metrics(State(inner): State<Arc<Inner>>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &inner.state.registry) {
         return ApiError::Untyped(format!("encoding metrics failed: {e}")).into_response();
     }
+    // Worker metrics go before the final `# EOF`.
+    if out.ends_with("# EOF\n") {
+        out.truncate(out.len() - "# EOF\n".len());
+    }
+    inner.state.worker_metrics.render(&mut out);
+    out.push_str("# EOF\n");
     (
         [(
             header::CONTENT_TYPE,

@@ -98,4 +98,37 @@ pub struct ApiState {
     pub metrics: Arc<ApiMetrics>,
     /// The agent's whole registry, served by `/metrics`.
     pub registry: Arc<Registry>,
+    /// Metrics reported by worker processes, appended to `/metrics`.
+    pub worker_metrics: Arc<WorkerMetrics>,
+}
+
+/// The latest metrics text each worker reported (OpenMetrics, without `# EOF`), by family.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    by_family: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl WorkerMetrics {
+    /// Replaces a family's metrics text (from its latest health check).
+    pub fn set(&self, family: &str, text: String) {
+        if let Ok(mut m) = self.by_family.lock() {
+            m.insert(family.to_string(), text);
+        }
+    }
+
+    /// Forgets a family (its worker is gone; a new one reports afresh).
+    pub fn remove(&self, family: &str) {
+        if let Ok(mut m) = self.by_family.lock() {
+            m.remove(family);
+        }
+    }
+
+    /// Appends every family's text to `out`.
+    pub fn render(&self, out: &mut String) {
+        if let Ok(m) = self.by_family.lock() {
+            for text in m.values() {
+                out.push_str(text);
+            }
+        }
+    }
 }

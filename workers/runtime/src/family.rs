@@ -1,6 +1,9 @@
 //! The [`Family`] and [`Input`] traits.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use prometheus_client::registry::Registry;
 
 use dk_proto::rpc::{InheritedListener, ListenerKind, WorkerConfig};
 use futures::future::BoxFuture;
@@ -72,6 +75,9 @@ pub struct InputContext {
     pub listeners: Vec<InheritedListener>,
     /// When the worker started.
     pub started: Instant,
+    /// The worker's metrics registry: register an input's counters once at start; they are
+    /// reported with every health check and served on the supervisor's `/metrics`.
+    pub metrics: Arc<Mutex<Registry>>,
 }
 
 impl InputContext {
@@ -86,8 +92,21 @@ impl InputContext {
             hostname: "test-host".to_string(),
             listeners: Vec::new(),
             started: Instant::now(),
+            metrics: Arc::new(Mutex::new(Registry::default())),
         };
         (ctx, shutdown, pause_tx)
+    }
+
+    /// Registers a metric in the worker's registry (see [`InputContext::metrics`]).
+    pub fn register_metric(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        if let Ok(mut r) = self.metrics.lock() {
+            r.register(name, help, metric);
+        }
     }
 
     /// The inherited listener for a configured address.

@@ -63,6 +63,7 @@ struct ControlServer {
     shutdown: CancellationToken,
     grace: Arc<std::sync::atomic::AtomicU64>,
     reconfigure: mpsc::Sender<Reconfigure>,
+    metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
 }
 
 impl Control for ControlServer {
@@ -75,6 +76,7 @@ impl Control for ControlServer {
             points_dropped: self.stats.dropped.load(Ordering::Relaxed),
             pending_batches: self.stats.pending.load(Ordering::Relaxed),
             rss_bytes: rss_bytes(),
+            metrics: encode_metrics(&self.metrics),
         }
     }
 
@@ -98,6 +100,18 @@ impl Control for ControlServer {
     async fn shutdown(self, _: tarpc::context::Context, grace_ms: u64) {
         self.grace.store(grace_ms, Ordering::Relaxed);
         self.shutdown.cancel();
+    }
+}
+
+/// The registry as OpenMetrics text without the final `# EOF` line.
+fn encode_metrics(registry: &std::sync::Mutex<prometheus_client::registry::Registry>) -> String {
+    let mut out = String::new();
+    if let Ok(r) = registry.lock() {
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    }
+    match out.strip_suffix("# EOF\n") {
+        Some(body) => body.to_string(),
+        None => out,
     }
 }
 
@@ -158,6 +172,9 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
     let shutdown = CancellationToken::new();
     let grace = Arc::new(std::sync::atomic::AtomicU64::new(5_000));
     let (reconfigure_tx, mut reconfigure_rx) = mpsc::channel::<Reconfigure>(1);
+    let metrics = Arc::new(std::sync::Mutex::new(
+        prometheus_client::registry::Registry::default(),
+    ));
     let control = ControlServer {
         started,
         stats: stats.clone(),
@@ -165,6 +182,7 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
         shutdown: shutdown.clone(),
         grace: grace.clone(),
         reconfigure: reconfigure_tx,
+        metrics: metrics.clone(),
     };
     let control_stream = connect(run_dir, CONTROL_SOCKET).await?;
     let control_lost = shutdown.clone();
@@ -181,7 +199,15 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
 
     let (emitter, rx) = Emitter::channel(256);
     let mut sender_task = tokio::spawn(sender::run(rx, client, stats.clone()));
-    let mut running = Generation::start(inputs, &config, &emitter, &shutdown, &paused, started);
+    let shared = Shared {
+        emitter: emitter.clone(),
+        shutdown: shutdown.clone(),
+        paused,
+        started,
+        metrics,
+    };
+    drop(emitter);
+    let mut running = Generation::start(inputs, &config, &shared);
     tracing::info!(
         family = family.name(),
         inputs = running.tasks.len(),
@@ -203,7 +229,11 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
                     Ok(inputs) => {
                         let grace = Duration::from_millis(grace.load(Ordering::Relaxed));
                         running.stop(grace).await;
-                        running = Generation::start(inputs, &config, &emitter, &shutdown, &paused, started);
+                        // The new inputs register their metrics afresh.
+                        if let Ok(mut r) = shared.metrics.lock() {
+                            *r = prometheus_client::registry::Registry::default();
+                        }
+                        running = Generation::start(inputs, &config, &shared);
                         tracing::info!(family = family.name(), inputs = running.tasks.len(), "Worker reconfigured.");
                         Ok(())
                     }
@@ -217,7 +247,7 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
     // Graceful stop: inputs finish within the grace period, then everything buffered is pushed.
     let deadline = Duration::from_millis(grace.load(Ordering::Relaxed));
     running.stop(deadline).await;
-    drop(emitter);
+    drop(shared);
     match tokio::time::timeout(deadline, sender_task).await {
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Ok(()),
@@ -238,25 +268,32 @@ struct Generation {
     tasks: JoinSet<()>,
 }
 
+/// What every generation of inputs shares.
+struct Shared {
+    emitter: Emitter,
+    shutdown: CancellationToken,
+    paused: watch::Receiver<bool>,
+    started: Instant,
+    metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+}
+
 impl Generation {
     fn start(
         inputs: Vec<Box<dyn crate::Input>>,
         config: &WorkerConfig,
-        emitter: &Emitter,
-        shutdown: &CancellationToken,
-        paused: &watch::Receiver<bool>,
-        started: Instant,
+        shared: &Shared,
     ) -> Generation {
-        let cancel = shutdown.child_token();
+        let cancel = shared.shutdown.child_token();
         let mut tasks = JoinSet::new();
         for input in inputs {
             let ctx = InputContext {
-                emitter: emitter.clone(),
+                emitter: shared.emitter.clone(),
                 shutdown: cancel.clone(),
-                paused: paused.clone(),
+                paused: shared.paused.clone(),
                 hostname: config.hostname.clone(),
                 listeners: config.listeners.clone(),
-                started,
+                started: shared.started,
+                metrics: shared.metrics.clone(),
             };
             tasks.spawn(input.run(ctx));
         }

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use bytes::Bytes;
 use dk_api::{
     AgentInfo, ApiConfig, ApiMetrics, ApiState, CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF,
-    FeedError, Feeder, LastErrors, router, serve,
+    FeedError, Feeder, LastErrors, WorkerMetrics, router, serve,
 };
 use dk_proto::{Category, FeedOpts, Point, Value};
 use futures::future::BoxFuture;
@@ -96,6 +96,15 @@ fn harness_with(config: ApiConfig, mode: Mode) -> Harness {
         last_errors: last_errors.clone(),
         metrics,
         registry: Arc::new(reg),
+        worker_metrics: {
+            let w = Arc::new(WorkerMetrics::default());
+            w.set(
+                "statsd",
+                "# TYPE datakit_test_worker_packets counter\ndatakit_test_worker_packets_total 3\n"
+                    .into(),
+            );
+            w
+        },
     };
     Harness {
         app: router(state.clone()),
@@ -892,6 +901,12 @@ async fn metrics_count_requests_by_api_method_and_status() {
     );
     // The registry shared with the supervisor is what /metrics serves.
     assert!(Arc::strong_count(&h.state.registry) >= 2);
+    // Worker metrics come after the supervisor's and before the single final `# EOF`.
+    assert!(
+        m.contains("datakit_test_worker_packets_total 3\n# EOF\n"),
+        "{m}"
+    );
+    assert_eq!(m.matches("# EOF").count(), 1, "{m}");
 }
 
 // ---------------------------------------------------------------- real socket
