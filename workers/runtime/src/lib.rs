@@ -9,6 +9,7 @@
 pub mod config;
 pub mod emitter;
 pub mod family;
+pub mod listen;
 pub mod rpc;
 pub mod sender;
 pub mod worker;

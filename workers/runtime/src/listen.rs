@@ -1,0 +1,153 @@
+//! Turning the sockets inherited from the supervisor into std sockets an input owns.
+//!
+//! The supervisor binds every port and passes the descriptors across exec
+//! (`WorkerConfig::listeners`). An input asks for its address; it gets a *duplicate* of the
+//! descriptor, so the original stays open for the worker's whole life (a reconfigure builds new
+//! inputs on the same ports) and dropping an input never closes the port.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use dk_proto::rpc::{InheritedListener, ListenerKind};
+
+use crate::InputContext;
+
+/// Why an inherited socket cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The supervisor passed no socket for this address.
+    #[error(
+        "no inherited socket for {0}; the supervisor binds the addresses the family declares in Family::listeners"
+    )]
+    Missing(String),
+    /// The socket is of another kind than asked for.
+    #[error("the inherited socket for {address} is {got:?}, not {want:?}")]
+    WrongKind {
+        /// The address.
+        address: String,
+        /// What it is.
+        got: ListenerKind,
+        /// What was asked for.
+        want: ListenerKind,
+    },
+    /// Duplicating the descriptor failed.
+    #[error("cannot use the inherited socket for {address} (fd {fd}): {source}")]
+    Dup {
+        /// The address.
+        address: String,
+        /// The descriptor.
+        fd: i32,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn dup(l: &InheritedListener, want: ListenerKind) -> Result<OwnedFd, ListenError> {
+    if l.kind != want {
+        return Err(ListenError::WrongKind {
+            address: l.address.clone(),
+            got: l.kind,
+            want,
+        });
+    }
+    // SAFETY: the supervisor passed `l.fd` open across exec for this worker's whole life and
+    // the runtime never closes it; we only borrow it long enough to duplicate it (F_DUPFD_CLOEXEC).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(l.fd) };
+    borrowed
+        .try_clone_to_owned()
+        .map_err(|source| ListenError::Dup {
+            address: l.address.clone(),
+            fd: l.fd,
+            source,
+        })
+}
+
+fn find<'a>(ctx: &'a InputContext, address: &str) -> Result<&'a InheritedListener, ListenError> {
+    ctx.listener(address)
+        .ok_or_else(|| ListenError::Missing(address.to_string()))
+}
+
+/// The UDP socket bound for `address`, non-blocking (ready for tokio).
+///
+/// # Errors
+/// [`ListenError`] when there is no such socket or it is not UDP.
+pub fn udp(ctx: &InputContext, address: &str) -> Result<std::net::UdpSocket, ListenError> {
+    let s = std::net::UdpSocket::from(dup(find(ctx, address)?, ListenerKind::Udp)?);
+    s.set_nonblocking(true).map_err(|source| ListenError::Dup {
+        address: address.into(),
+        fd: -1,
+        source,
+    })?;
+    Ok(s)
+}
+
+/// The listening TCP socket bound for `address`, non-blocking (ready for tokio).
+///
+/// # Errors
+/// [`ListenError`] when there is no such socket or it is not TCP.
+pub fn tcp(ctx: &InputContext, address: &str) -> Result<std::net::TcpListener, ListenError> {
+    let s = std::net::TcpListener::from(dup(find(ctx, address)?, ListenerKind::Tcp)?);
+    s.set_nonblocking(true).map_err(|source| ListenError::Dup {
+        address: address.into(),
+        fd: -1,
+        source,
+    })?;
+    Ok(s)
+}
+
+/// The Unix datagram socket bound for `address`, non-blocking (ready for tokio).
+///
+/// # Errors
+/// [`ListenError`] when there is no such socket or it is not a Unix datagram socket.
+pub fn unix_datagram(
+    ctx: &InputContext,
+    address: &str,
+) -> Result<std::os::unix::net::UnixDatagram, ListenError> {
+    let s = std::os::unix::net::UnixDatagram::from(dup(
+        find(ctx, address)?,
+        ListenerKind::UnixDatagram,
+    )?);
+    s.set_nonblocking(true).map_err(|source| ListenError::Dup {
+        address: address.into(),
+        fd: -1,
+        source,
+    })?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::Emitter;
+
+    #[tokio::test]
+    async fn an_inherited_udp_socket_is_duplicated_and_the_original_stays_open() {
+        let original = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = original.local_addr().unwrap();
+        let (emitter, _rx) = Emitter::channel(1);
+        let (mut ctx, _, _) = InputContext::for_test(emitter);
+        ctx.listeners = vec![InheritedListener {
+            address: "udp://x".into(),
+            kind: ListenerKind::Udp,
+            fd: original.as_raw_fd(),
+        }];
+        let mine = udp(&ctx, "udp://x").unwrap();
+        assert_ne!(mine.as_raw_fd(), original.as_raw_fd());
+        drop(mine);
+        // The port is still ours: a second duplicate receives what is sent to it.
+        let again = tokio::net::UdpSocket::from_std(udp(&ctx, "udp://x").unwrap()).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"hi", addr).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = again.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        assert!(matches!(
+            tcp(&ctx, "udp://x"),
+            Err(ListenError::WrongKind { .. })
+        ));
+        assert!(matches!(udp(&ctx, "udp://y"), Err(ListenError::Missing(_))));
+    }
+}
