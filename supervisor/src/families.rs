@@ -4,7 +4,13 @@ use dk_worker::Family;
 
 /// Every family, in a stable order.
 pub fn all() -> Vec<&'static dyn Family> {
-    vec![&dk_input_host::HostFamily, &dk_input_socket::SocketFamily]
+    vec![
+        &dk_input_host::HostFamily,
+        &dk_input_socket::SocketFamily,
+        &dk_input_statsd::StatsdFamily,
+        &dk_input_graphite::GraphiteFamily,
+        &dk_input_logging::LoggingFamily,
+    ]
 }
 
 /// The family with this name.

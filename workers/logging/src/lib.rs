@@ -1,0 +1,30 @@
+//! The `logging` family (being written: it serves no input yet).
+
+use dk_proto::rpc::WorkerConfig;
+use dk_worker::{ConfigProblem, Family, Input};
+
+/// The `logging` input family.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoggingFamily;
+
+impl Family for LoggingFamily {
+    fn name(&self) -> &'static str {
+        "logging"
+    }
+
+    fn inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn samples(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    fn validate(&self, _input: &str, _toml_text: &str) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
+
+    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+        Ok(Vec::new())
+    }
+}
