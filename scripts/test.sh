@@ -7,16 +7,26 @@ cd "$(dirname "$0")/.."
 # Real peers the tests use, from Debian's packages (skipped when already installed):
 #   influxdb  - a real InfluxDB 1.x for the InfluxDB sink tests
 #   tinyproxy - a real HTTP proxy for the Dataway proxy test
+#   netcat-openbsd, socat, collectd-core - real StatsD/Graphite/socket-log clients
+#   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
+command -v nc.openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+[ -x /usr/sbin/collectd ] || need_apt+=(collectd-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The packages' own services are not needed: tests start their own instances.
-  $SUDO systemctl disable --now influxdb tinyproxy >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now influxdb tinyproxy collectd >/dev/null 2>&1 || true
 fi
+# Real client libraries from PyPI: the statsd and DogStatsD (datadog) clients.
+python3 -c 'import statsd, datadog' >/dev/null 2>&1 || {
+  echo "== pip install statsd datadog"
+  python3 -m pip install -q statsd datadog
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
