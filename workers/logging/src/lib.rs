@@ -1,7 +1,34 @@
-//! The `logging` family (being written: it serves no input yet).
+//! The `logging` family: Datakit's socket logs (`[[inputs.logging]] sockets = [...]`).
+//!
+//! Each instance receives plain-text log lines on the TCP and UDP sockets it lists (bound by
+//! the supervisor) and feeds one `logging` point per line (per joined record on TCP): the
+//! measurement is `source`, the fields are `message`, `status = "info"` and
+//! `message_length`. File tailing (`logfiles`) is not served yet: such keys are accepted
+//! with a warning. The pure parts (splitting, joining, decoding, ANSI stripping) live in
+//! their own modules and are fuzzed and benched.
 
-use dk_proto::rpc::WorkerConfig;
-use dk_worker::{ConfigProblem, Family, Input};
+pub mod ansi;
+pub mod charset;
+pub mod config;
+pub mod input;
+pub mod metrics;
+pub mod multiline;
+pub mod points;
+pub mod record;
+pub mod split;
+pub mod status;
+
+use std::sync::Arc;
+
+use dk_proto::rpc::{ListenerKind, WorkerConfig};
+use dk_worker::{ConfigProblem, Family, Input, ListenSpec};
+
+use crate::config::Proto;
+use crate::input::{INPUT_NAME, LoggingInput};
+use crate::metrics::Metrics;
+
+/// The sample config (`conf.d/log/logging.conf`).
+const SAMPLE: &str = include_str!("../../../conf.d/log/logging.conf");
 
 /// The `logging` input family.
 #[derive(Clone, Copy, Debug, Default)]
@@ -13,18 +40,176 @@ impl Family for LoggingFamily {
     }
 
     fn inputs(&self) -> &'static [&'static str] {
-        &[]
+        &[INPUT_NAME]
     }
 
     fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
+        &[(INPUT_NAME, SAMPLE)]
     }
 
-    fn validate(&self, _input: &str, _toml_text: &str) -> Vec<ConfigProblem> {
-        Vec::new()
+    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
+        if input != INPUT_NAME {
+            return vec![unknown_input(input)];
+        }
+        match config::parse(toml_text) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        }
     }
 
-    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
+    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
+        if input != INPUT_NAME {
+            return Vec::new();
+        }
+        let Ok(cfg) = config::parse(toml_text) else {
+            return Vec::new();
+        };
+        cfg.sockets
+            .into_iter()
+            .map(|s| ListenSpec {
+                address: s.address,
+                kind: match s.proto {
+                    Proto::Tcp => ListenerKind::Tcp,
+                    Proto::Udp => ListenerKind::Udp,
+                },
+            })
+            .collect()
+    }
+
+    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+        let metrics = Arc::new(Metrics::default());
+        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
+        let mut problems = Vec::new();
+        for spec in &config.inputs {
+            if spec.name != INPUT_NAME {
+                problems.push(unknown_input(&spec.name));
+                continue;
+            }
+            match config::parse(&spec.toml) {
+                Ok(cfg) => inputs.push(Box::new(LoggingInput::new(cfg, metrics.clone()))),
+                Err(found) => {
+                    problems.extend(found.into_iter().map(|p| {
+                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
+                    }))
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(inputs)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn unknown_input(input: &str) -> ConfigProblem {
+    ConfigProblem::new(
+        "",
+        format!(
+            "input {input:?} does not belong to the logging family; only [[inputs.logging]] does"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use dk_proto::rpc::InputSpec;
+
+    use super::*;
+
+    /// The `[[inputs.logging]]` tables of a conf file, re-serialised as the supervisor does.
+    fn instances(conf: &str) -> Vec<String> {
+        let doc: toml::Table = toml::from_str(conf).expect("sample parses");
+        let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
+            panic!("no [inputs]");
+        };
+        let Some(toml::Value::Array(list)) = inputs.get("logging") else {
+            panic!("no [[inputs.logging]]");
+        };
+        list.iter()
+            .map(|v| toml::to_string(v).expect("re-serialise"))
+            .collect()
+    }
+
+    fn spec(toml: &str) -> InputSpec {
+        InputSpec {
+            name: "logging".to_string(),
+            source: "conf.d/log/logging.conf".to_string(),
+            toml: toml.to_string(),
+        }
+    }
+
+    #[test]
+    fn family_names_its_input_and_sample() {
+        let f = LoggingFamily;
+        assert_eq!(f.name(), "logging");
+        assert_eq!(f.inputs(), &["logging"]);
+        assert_eq!(f.samples().len(), 1);
+        assert!(f.samples()[0].1.contains("[[inputs.logging]]"));
+    }
+
+    #[test]
+    fn sample_listens_on_tcp_9530_and_udp_9531() {
+        let tables = instances(SAMPLE);
+        assert_eq!(tables.len(), 1);
+        assert_eq!(LoggingFamily.validate("logging", &tables[0]), Vec::new());
+        assert_eq!(
+            LoggingFamily.listeners("logging", &tables[0]),
+            vec![
+                ListenSpec {
+                    address: "tcp://0.0.0.0:9530".into(),
+                    kind: ListenerKind::Tcp
+                },
+                ListenSpec {
+                    address: "udp://0.0.0.0:9531".into(),
+                    kind: ListenerKind::Udp
+                },
+            ]
+        );
+        let cfg = config::parse(&tables[0]).expect("valid");
+        assert_eq!(cfg.source, "default");
+        assert!(cfg.auto_multiline);
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+    }
+
+    #[test]
+    fn validate_lists_every_problem_and_refuses_other_inputs() {
+        let problems = LoggingFamily.validate(
+            "logging",
+            "sockets = [\"tcp://:1\", \"sctp://:2\", \"udp://:0\"]\ncharacter_encoding = \"koi8\"",
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["character_encoding", "sockets[1]", "sockets[2]"]);
+        assert_eq!(LoggingFamily.validate("tailf", "").len(), 1);
+        assert!(LoggingFamily.listeners("logging", "sockets = 1").is_empty());
+    }
+
+    #[test]
+    fn logfiles_alone_is_valid_and_listens_on_nothing() {
+        let toml = "logfiles = [\"/var/log/syslog\"]";
+        assert_eq!(LoggingFamily.validate("logging", toml), Vec::new());
+        assert!(LoggingFamily.listeners("logging", toml).is_empty());
+    }
+
+    #[test]
+    fn build_makes_one_input_per_instance_and_names_the_file_in_problems() {
+        let config = WorkerConfig {
+            family: "logging".to_string(),
+            inputs: vec![spec("sockets = [\"tcp://:1\"]"), spec("source = \"b\"")],
+            ..WorkerConfig::default()
+        };
+        let inputs = LoggingFamily
+            .build(&config)
+            .map_err(|p| format!("{p:?}"))
+            .expect("builds");
+        assert_eq!(inputs.len(), 2);
+        let bad = WorkerConfig {
+            inputs: vec![spec("sockets = [\"x\"]")],
+            ..WorkerConfig::default()
+        };
+        let Err(problems) = LoggingFamily.build(&bad) else {
+            panic!("bad config must not build");
+        };
+        assert!(problems[0].message.starts_with("conf.d/log/logging.conf: "));
     }
 }

@@ -1,0 +1,450 @@
+//! The running `[[inputs.logging]]` instance: TCP connections and UDP datagrams from the
+//! sockets the supervisor bound, turned into batches of `logging` points.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dk_proto::{Category, Point};
+use dk_worker::{Emitter, FeedOpts, Input, InputContext};
+use futures::future::BoxFuture;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LoggingConfig, Proto, SocketSpec};
+use crate::metrics::{Metrics, SocketCounters};
+use crate::points::LogTemplate;
+use crate::record::{self, Counts, Shaping, StreamAssembler};
+use crate::status;
+
+/// The input name.
+pub const INPUT_NAME: &str = "logging";
+
+/// Bytes read from a socket at a time (Datakit's 64 KiB; a UDP datagram never exceeds it).
+pub const READ_BUFFER: usize = 64 * 1024;
+
+/// Most messages handed to the emitter in one batch.
+pub const BATCH: usize = 1024;
+
+/// Most extra reads that join one batch (so a connection yields to the others).
+const MAX_DRAIN_READS: usize = 16;
+
+/// How long a joined record waits for continuation lines on an idle connection.
+pub const IDLE_FLUSH: Duration = Duration::from_secs(1);
+
+/// How often the same socket error is logged at most.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What every socket of an instance shares.
+#[derive(Debug)]
+struct Shared {
+    shaping: Shaping,
+    template: LogTemplate,
+    feed: String,
+    drop_all: bool,
+    idle_flush: Duration,
+    clock: AtomicI64,
+}
+
+impl Shared {
+    /// `n` distinct, increasing receive times (ns): a batch received in the same nanosecond
+    /// still gets one time per line, in order.
+    fn stamp(&self, n: usize) -> i64 {
+        let now = now_ns();
+        let span = i64::try_from(n).unwrap_or(i64::MAX).max(1);
+        let mut last = self.clock.load(Ordering::Relaxed);
+        loop {
+            let start = now.max(last.saturating_add(1));
+            let end = start.saturating_add(span - 1);
+            match self
+                .clock
+                .compare_exchange_weak(last, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return start,
+                Err(v) => last = v,
+            }
+        }
+    }
+
+    /// Hands the messages over as points (or drops them for `ignore_status`); `false` when
+    /// the runtime is gone.
+    async fn feed(
+        &self,
+        emitter: &Emitter,
+        counters: &SocketCounters,
+        messages: &mut Vec<String>,
+    ) -> bool {
+        let n = messages.len();
+        if n == 0 {
+            return true;
+        }
+        if self.drop_all {
+            counters.ignored.inc_by(n as u64);
+            messages.clear();
+            return true;
+        }
+        let t0 = self.stamp(n);
+        let points: Vec<Point> = messages
+            .drain(..)
+            .zip(0i64..)
+            .map(|(m, i)| self.template.point(m, t0.saturating_add(i)))
+            .collect();
+        counters.lines.inc_by(n as u64);
+        emitter
+            .emit(Category::Logging, &self.feed, FeedOpts::default(), points)
+            .await
+    }
+}
+
+/// One `[[inputs.logging]]` instance, ready to run.
+pub struct LoggingInput {
+    shared: Arc<Shared>,
+    sockets: Vec<SocketSpec>,
+    warnings: Vec<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl LoggingInput {
+    /// Builds an instance from its checked config; `metrics` is shared by the instances of
+    /// one worker generation.
+    pub fn new(cfg: LoggingConfig, metrics: Arc<Metrics>) -> LoggingInput {
+        LoggingInput::with_idle_flush(cfg, metrics, IDLE_FLUSH)
+    }
+
+    /// As [`LoggingInput::new`] with another idle flush delay (tests).
+    pub fn with_idle_flush(
+        cfg: LoggingConfig,
+        metrics: Arc<Metrics>,
+        idle_flush: Duration,
+    ) -> LoggingInput {
+        let mut warnings = cfg.warnings();
+        let drop_all = status::is_ignored(status::DEFAULT_STATUS, &cfg.ignore_status);
+        if drop_all {
+            warnings.push(format!(
+                "ignore_status contains {:?}: every socket line has that status, so all are dropped",
+                status::DEFAULT_STATUS
+            ));
+        }
+        let mut feed = format!("socketLog/{}", cfg.source);
+        if !cfg.storage_index.is_empty() {
+            feed = format!("{feed}/{}", cfg.storage_index);
+        }
+        let shaping = Shaping {
+            charset: cfg.charset,
+            strip_ansi: cfg.strip_ansi,
+            patterns: cfg.patterns.clone(),
+            ..Shaping::default()
+        };
+        LoggingInput {
+            shared: Arc::new(Shared {
+                shaping,
+                template: LogTemplate::new(&cfg),
+                feed,
+                drop_all,
+                idle_flush,
+                clock: AtomicI64::new(0),
+            }),
+            sockets: cfg.sockets,
+            warnings,
+            metrics,
+        }
+    }
+
+    async fn run_loop(self, ctx: InputContext) {
+        self.metrics.register(&ctx);
+        let source = self.shared.template.measurement.clone();
+        for w in &self.warnings {
+            tracing::warn!(input = INPUT_NAME, source = %source, "{w}");
+        }
+        let mut tasks = JoinSet::new();
+        for spec in &self.sockets {
+            let counters = self.metrics.socket(&source, spec.proto);
+            let shared = self.shared.clone();
+            let emitter = ctx.emitter.clone();
+            let shutdown = ctx.shutdown.clone();
+            let opened = match spec.proto {
+                Proto::Tcp => dk_worker::listen::tcp(&ctx, &spec.address)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| TcpListener::from_std(l).map_err(|e| e.to_string()))
+                    .map(|l| {
+                        tasks.spawn(serve_tcp(l, shared, counters, emitter, shutdown));
+                    }),
+                Proto::Udp => dk_worker::listen::udp(&ctx, &spec.address)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| UdpSocket::from_std(s).map_err(|e| e.to_string()))
+                    .map(|s| {
+                        tasks.spawn(serve_udp(s, shared, counters, emitter, shutdown));
+                    }),
+            };
+            match opened {
+                Ok(()) => {
+                    tracing::info!(input = INPUT_NAME, source = %source, address = %spec.address, "Receiving socket logs.");
+                }
+                Err(e) => {
+                    let message = format!("cannot serve {}: {e}", spec.address);
+                    tracing::error!(input = INPUT_NAME, source = %source, "{message}");
+                    ctx.emitter
+                        .last_error(INPUT_NAME, &spec.address, Category::Logging, message)
+                        .await;
+                }
+            }
+        }
+        ctx.shutdown.cancelled().await;
+        // Every task watches the same token and hands over what it holds before it ends.
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Input for LoggingInput {
+    fn name(&self) -> &str {
+        INPUT_NAME
+    }
+
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
+        Box::pin(self.run_loop(ctx))
+    }
+}
+
+/// Logs an error at most every [`ERROR_LOG_EVERY`], with how many were not logged.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn report(&mut self, what: &str, error: &std::io::Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            input = INPUT_NAME,
+            suppressed = self.suppressed,
+            "{what}: {error}"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    counters: SocketCounters,
+    emitter: Emitter,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    let mut errors = Throttle::default();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    counters.connections.inc();
+                    connections.spawn(serve_connection(
+                        stream,
+                        shared.clone(),
+                        counters.clone(),
+                        emitter.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little instead of spinning.
+                    errors.report("accepting a logging connection failed", &e);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+            },
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// What one wait on a connection produced.
+enum Event {
+    Read(std::io::Result<usize>),
+    Idle,
+    Stop,
+}
+
+/// Decrements the open-connection gauge when the connection task ends.
+struct OpenGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    counters: SocketCounters,
+    emitter: Emitter,
+    shutdown: CancellationToken,
+) {
+    counters.open_connections.inc();
+    let _open = OpenGuard(counters.open_connections.clone());
+    let mut assembler = StreamAssembler::new(&shared.shaping);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut messages: Vec<String> = Vec::new();
+    let mut open = true;
+    while open {
+        let event = if assembler.has_pending() {
+            tokio::select! {
+                () = shutdown.cancelled() => Event::Stop,
+                r = tokio::time::timeout(shared.idle_flush, stream.read(&mut buf)) => match r {
+                    Ok(r) => Event::Read(r),
+                    Err(_) => Event::Idle,
+                },
+            }
+        } else {
+            tokio::select! {
+                () = shutdown.cancelled() => Event::Stop,
+                r = stream.read(&mut buf) => Event::Read(r),
+            }
+        };
+        match event {
+            Event::Idle => assembler.flush_pending(&mut messages),
+            Event::Stop => {
+                // Take what the client already sent, then hand everything over.
+                drain_ready(
+                    &mut stream,
+                    &mut buf,
+                    &mut assembler,
+                    &mut messages,
+                    &counters,
+                );
+                assembler.finish(&mut messages);
+                open = false;
+            }
+            Event::Read(Ok(0)) | Event::Read(Err(_)) => {
+                // Closed (or reset) by the client: the unterminated last line is kept.
+                assembler.finish(&mut messages);
+                open = false;
+            }
+            Event::Read(Ok(n)) => {
+                counters.bytes.inc_by(n as u64);
+                assembler.push(&buf[..n], &mut messages);
+                // What is already waiting joins this batch.
+                if !drain_ready(
+                    &mut stream,
+                    &mut buf,
+                    &mut assembler,
+                    &mut messages,
+                    &counters,
+                ) {
+                    assembler.finish(&mut messages);
+                    open = false;
+                }
+            }
+        }
+        count(&counters, assembler.take_counts());
+        if !shared.feed(&emitter, &counters, &mut messages).await {
+            return;
+        }
+    }
+}
+
+/// Reads what the socket already holds without waiting, up to a batch (or
+/// [`MAX_DRAIN_READS`] reads); `false` when the stream ended.
+fn drain_ready(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    assembler: &mut StreamAssembler,
+    messages: &mut Vec<String>,
+    counters: &SocketCounters,
+) -> bool {
+    for _ in 0..MAX_DRAIN_READS {
+        if messages.len() >= BATCH {
+            break;
+        }
+        match stream.try_read(buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                counters.bytes.inc_by(n as u64);
+                assembler.push(&buf[..n], messages);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn count(counters: &SocketCounters, counts: Counts) {
+    if counts.truncated > 0 {
+        counters.truncated.inc_by(counts.truncated);
+    }
+    if counts.decode_errors > 0 {
+        counters.decode_errors.inc_by(counts.decode_errors);
+    }
+}
+
+async fn serve_udp(
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    counters: SocketCounters,
+    emitter: Emitter,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut messages: Vec<String> = Vec::new();
+    let mut errors = Throttle::default();
+    loop {
+        let mut counts = Counts::default();
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((n, _)) => {
+                counters.bytes.inc_by(n as u64);
+                record::datagram(&shared.shaping, &buf[..n], &mut messages, &mut counts);
+            }
+            Err(e) => {
+                errors.report("receiving a logging datagram failed", &e);
+                continue;
+            }
+        }
+        // Datagrams already queued join this batch.
+        while messages.len() < BATCH {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    counters.bytes.inc_by(n as u64);
+                    record::datagram(&shared.shaping, &buf[..n], &mut messages, &mut counts);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    errors.report("receiving a logging datagram failed", &e);
+                    break;
+                }
+            }
+        }
+        count(&counters, counts);
+        if !shared.feed(&emitter, &counters, &mut messages).await {
+            return;
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
