@@ -1,5 +1,8 @@
 //! The `statsd` family (being written: it serves no input yet).
 
+pub mod aggregate;
+pub mod parser;
+
 use dk_proto::rpc::WorkerConfig;
 use dk_worker::{ConfigProblem, Family, Input};
 
