@@ -448,3 +448,185 @@ fn now_ns() -> i64 {
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use dk_proto::Value;
+    use dk_proto::rpc::{InheritedListener, ListenerKind};
+    use dk_worker::emitter::Message;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config;
+
+    struct Running {
+        rx: mpsc::Receiver<Message>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        tcp: std::net::SocketAddr,
+        udp: std::net::SocketAddr,
+        metrics: Arc<Metrics>,
+        _keep: (std::net::TcpListener, std::net::UdpSocket),
+    }
+
+    /// Starts an instance on fresh loopback sockets with `extra` config lines.
+    fn start(extra: &str, idle: Duration) -> Running {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ta, ua) = (tcp.local_addr().unwrap(), udp.local_addr().unwrap());
+        let toml = format!("sockets = [\"tcp://{ta}\", \"udp://{ua}\"]\nsource = \"app\"\n{extra}");
+        let cfg = config::parse(&toml).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let input = LoggingInput::with_idle_flush(cfg, metrics.clone(), idle);
+        let (emitter, rx) = Emitter::channel(64);
+        let (mut ctx, shutdown, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![
+            InheritedListener {
+                address: format!("tcp://{ta}"),
+                kind: ListenerKind::Tcp,
+                fd: tcp.as_raw_fd(),
+            },
+            InheritedListener {
+                address: format!("udp://{ua}"),
+                kind: ListenerKind::Udp,
+                fd: udp.as_raw_fd(),
+            },
+        ];
+        let task = tokio::spawn(Box::new(input).run(ctx));
+        Running {
+            rx,
+            shutdown,
+            task,
+            tcp: ta,
+            udp: ua,
+            metrics,
+            _keep: (tcp, udp),
+        }
+    }
+
+    /// The next `n` messages (points checked for shape on the way).
+    async fn messages(rx: &mut mpsc::Receiver<Message>, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("messages in time")
+                .expect("channel open");
+            let Message::Feed(feed) = msg else { continue };
+            assert_eq!(feed.category, Category::Logging);
+            assert_eq!(feed.input, "socketLog/app");
+            for p in feed.points {
+                assert_eq!(p.name, "app");
+                assert_eq!(p.get_tag("log_source"), Some("socket"));
+                assert_eq!(p.get_tag("service"), Some("app"));
+                assert_eq!(p.get_field("status"), Some(&Value::S("info".into())));
+                let Some(Value::S(m)) = p.get_field("message") else {
+                    panic!("no message in {p:?}");
+                };
+                assert_eq!(
+                    p.get_field("message_length"),
+                    Some(&Value::I(m.len() as i64))
+                );
+                out.push(m.clone());
+            }
+        }
+        out
+    }
+
+    /// Polls a counter condition (counters have no change notification), up to 10 s.
+    async fn wait_until(mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "condition not reached in 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_lines_split_across_writes_and_an_unterminated_last_line_arrive() {
+        let mut r = start("", Duration::from_secs(60));
+        let mut c = std::net::TcpStream::connect(r.tcp).unwrap();
+        c.set_nodelay(true).unwrap();
+        for piece in [&b"hel"[..], b"lo\nwor", b"ld\n", b"no newline at the end"] {
+            c.write_all(piece).unwrap();
+            c.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(c);
+        let got = messages(&mut r.rx, 3).await;
+        assert_eq!(got, vec!["hello", "world", "no newline at the end"]);
+        r.shutdown.cancel();
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_hands_over_its_last_record() {
+        let mut r = start("", Duration::from_millis(50));
+        let mut c = std::net::TcpStream::connect(r.tcp).unwrap();
+        c.write_all(b"first\n\tcontinued\n").unwrap();
+        // The connection stays open: the record must still arrive after the idle delay.
+        let got = messages(&mut r.rx, 1).await;
+        assert_eq!(got, vec!["first\n\tcontinued"]);
+        c.write_all(b"second\n").unwrap();
+        assert_eq!(messages(&mut r.rx, 1).await, vec!["second"]);
+        r.shutdown.cancel();
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_hands_over_a_partial_line_of_an_open_connection() {
+        let mut r = start("", Duration::from_secs(60));
+        let mut c = std::net::TcpStream::connect(r.tcp).unwrap();
+        c.write_all(b"done\npartial").unwrap();
+        // "done" waits in the joiner for the next record, "partial" for its newline.
+        let counters = r.metrics.socket("app", Proto::Tcp);
+        wait_until(|| counters.bytes.get() == 12).await;
+        r.shutdown.cancel();
+        assert_eq!(messages(&mut r.rx, 2).await, vec!["done", "partial"]);
+        r.task.await.unwrap();
+        drop(c);
+    }
+
+    #[tokio::test]
+    async fn udp_datagrams_are_split_on_newlines_without_carry() {
+        let mut r = start("", Duration::from_secs(60));
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"one\ntwo", r.udp).unwrap();
+        s.send_to(b"three\n", r.udp).unwrap();
+        let got = messages(&mut r.rx, 3).await;
+        assert_eq!(got, vec!["one", "two", "three"]);
+        let c = r.metrics.socket("app", Proto::Udp);
+        assert_eq!(c.lines.get(), 3);
+        assert_eq!(c.bytes.get(), 13);
+        r.shutdown.cancel();
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ignore_status_info_drops_every_line_and_counts_it() {
+        let mut r = start("ignore_status = [\"INFO\"]", Duration::from_secs(60));
+        let mut c = std::net::TcpStream::connect(r.tcp).unwrap();
+        c.write_all(b"a\nb\nc\n").unwrap();
+        drop(c);
+        let counters = r.metrics.socket("app", Proto::Tcp);
+        wait_until(|| counters.ignored.get() == 3).await;
+        assert_eq!(counters.ignored.get(), 3);
+        assert_eq!(counters.lines.get(), 0);
+        assert_eq!(counters.connections.get(), 1);
+        assert!(r.rx.try_recv().is_err());
+        r.shutdown.cancel();
+        r.task.await.unwrap();
+    }
+
+    #[test]
+    fn stamps_are_distinct_and_increasing() {
+        let cfg = config::parse("").unwrap();
+        let input = LoggingInput::new(cfg, Arc::new(Metrics::default()));
+        let a = input.shared.stamp(1000);
+        let b = input.shared.stamp(1);
+        assert!(b >= a + 1000, "{a} {b}");
+    }
+}
