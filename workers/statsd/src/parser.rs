@@ -381,7 +381,11 @@ pub fn parse_datagram<'a>(data: &'a [u8], opts: ParseOptions, out: &mut impl FnM
             continue;
         }
         match std::str::from_utf8(line) {
-            Ok(text) => parse_line(text, opts, out),
+            // Go's TrimSpace also trims Unicode white space.
+            Ok(text) => match text.trim() {
+                "" => {}
+                text => parse_line(text, opts, out),
+            },
             Err(_) => out(Item::Error(ParseError::NotUtf8, LineRef(line))),
         }
     }
@@ -411,7 +415,11 @@ pub fn parse_line<'a>(line: &'a str, opts: ParseOptions, out: &mut impl FnMut(It
         return;
     };
     let (name_part, tags_part) = bucket.split_once(',').unwrap_or((bucket, ""));
-    let name = name_part.split_ascii_whitespace().next().unwrap_or("");
+    // Go's strings.Fields: the first word by Unicode white space.
+    let name = name_part
+        .split(char::is_whitespace)
+        .find(|w| !w.is_empty())
+        .unwrap_or("");
     if name.is_empty() {
         out(Item::Error(ParseError::EmptyName, here));
         return;
