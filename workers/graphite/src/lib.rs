@@ -1,5 +1,7 @@
 //! The `graphite` family (being written: it serves no input yet).
 
+pub mod line;
+
 use dk_proto::rpc::WorkerConfig;
 use dk_worker::{ConfigProblem, Family, Input};
 

@@ -1,0 +1,69 @@
+//! Checks shared by the fuzz targets and the stable corpus test (`tests/corpus.rs`).
+
+use dk_input_graphite::line::{LineFramer, MAX_LINE, Tag, parse_line, split_lines};
+
+/// Frames `data` in chunks whose sizes cycle through `sizes` and returns the non-empty lines
+/// and the count of over-long lines.
+fn framed(data: &[u8], sizes: &[usize]) -> (Vec<Vec<u8>>, usize) {
+    let mut framer = LineFramer::new(MAX_LINE);
+    let mut lines = Vec::new();
+    let mut too_long = 0;
+    let mut rest = data;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].clamp(1, rest.len());
+        let (chunk, after) = rest.split_at(n);
+        too_long += framer.feed(chunk, |l| lines.push(l.to_vec()));
+        rest = after;
+        i += 1;
+    }
+    too_long += framer.finish(|l| lines.push(l.to_vec()));
+    lines.retain(|l| !l.is_empty());
+    assert_eq!(framer.pending(), 0, "finish leaves nothing behind");
+    (lines, too_long)
+}
+
+/// The line layer: datagram splitting and stream framing agree whatever the read sizes, and
+/// every line parses to a sane sample or an error.
+pub fn check_lines(data: &[u8]) {
+    let whole = framed(data, &[usize::MAX]);
+    let sizes: Vec<usize> = data
+        .iter()
+        .take(8)
+        .map(|b| usize::from(*b % 17) + 1)
+        .collect();
+    let chunked = framed(data, if sizes.is_empty() { &[1] } else { &sizes });
+    assert_eq!(whole, chunked, "framing depends on read boundaries");
+
+    let split: Vec<Vec<u8>> = split_lines(data)
+        .filter(|l| !l.is_empty() && l.len() <= MAX_LINE)
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(split, whole.0, "datagram and stream splitting disagree");
+
+    for line in &whole.0 {
+        check_line(line);
+    }
+}
+
+/// One line parses to a sample whose parts are well-formed, or to an error with a message.
+pub fn check_line(line: &[u8]) {
+    match parse_line(line) {
+        Ok(None) => assert!(line.iter().all(|b| b" \t\r\n\x0b\x0c".contains(b))),
+        Ok(Some(s)) => {
+            assert!(!s.name.is_empty());
+            assert!(!s.name.iter().any(|b| b.is_ascii_whitespace() || *b == b';'));
+            assert!(!s.value.is_nan());
+            for tag in s.tags() {
+                match tag {
+                    Tag::Pair(k, v) => {
+                        assert!(!k.is_empty() && !v.is_empty());
+                        assert!(!k.contains(&b';') && !v.contains(&b';') && !k.contains(&b'='));
+                    }
+                    Tag::Invalid(t) => assert!(!t.contains(&b';')),
+                }
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
