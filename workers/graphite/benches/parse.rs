@@ -4,6 +4,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dk_input_graphite::line::{LineFramer, parse_line, split_lines};
+use dk_input_graphite::mapper::{Mapper, RuleConfig};
+use dk_input_graphite::process::{Counts, Processor};
 
 const LINES: usize = 1000;
 
@@ -70,7 +72,64 @@ fn bench(c: &mut Criterion) {
             n
         })
     });
+    let unmapped = Processor::new(Mapper::default(), false, vec![("dc".into(), "eu".into())]);
+    g.bench_function("process_1000_unmapped", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(LINES);
+            let mut counts = Counts::default();
+            unmapped.datagram(black_box(&body), 0, &mut out, &mut counts);
+            out
+        })
+    });
+    let mapped = Processor::new(mapper(), false, vec![("dc".into(), "eu".into())]);
+    g.bench_function("process_1000_with_12_rules", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(LINES);
+            let mut counts = Counts::default();
+            mapped.datagram(black_box(&body), 0, &mut out, &mut counts);
+            out
+        })
+    });
     g.finish();
+}
+
+/// Ten glob rules (a few matching the body) and two regex rules tried after them.
+fn mapper() -> Mapper {
+    let rule = |m: &str, regex: bool, name: &str, labels: &[(&str, &str)]| RuleConfig {
+        match_text: m.to_string(),
+        match_type: regex.then(|| "regex".to_string()),
+        name: name.to_string(),
+        measurement_name: Some("mapped".to_string()),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..RuleConfig::default()
+    };
+    let mut rules = Vec::new();
+    for i in 0..8 {
+        rules.push(rule(
+            &format!("app{i}.*.*.*"),
+            false,
+            "n_$1",
+            &[("job", "$2")],
+        ));
+    }
+    rules.push(rule(
+        "collectd.*.*.*",
+        false,
+        "${3}",
+        &[("host", "$1"), ("plugin", "$2")],
+    ));
+    rules.push(rule("app.requests.*", false, "req_$1", &[]));
+    rules.push(rule(
+        r"^servers\.(rack-\d+)\.networking\.(\w+)\.(.*)$",
+        true,
+        "net_${3}",
+        &[("rack", "$1"), ("iface", "$2")],
+    ));
+    rules.push(rule(r"^nomatch\.(.*)$", true, "x_$1", &[]));
+    Mapper::new(&rules).unwrap_or_else(|p| panic!("{p:?}"))
 }
 
 criterion_group!(benches, bench);

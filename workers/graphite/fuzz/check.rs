@@ -1,4 +1,5 @@
 //! Checks shared by the fuzz targets and the stable corpus test (`tests/corpus.rs`).
+#![allow(dead_code)]
 
 use dk_input_graphite::line::{LineFramer, MAX_LINE, Tag, parse_line, split_lines};
 
@@ -65,5 +66,86 @@ pub fn check_line(line: &[u8]) {
             }
         }
         Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// A processor with glob, regex and drop rules, as a real config would have.
+fn processor() -> dk_input_graphite::process::Processor {
+    use dk_input_graphite::mapper::{Mapper, RuleConfig};
+    let rule = |m: &str, t: Option<&str>, name: &str, labels: &[(&str, &str)]| RuleConfig {
+        match_text: m.to_string(),
+        match_type: t.map(str::to_string),
+        name: name.to_string(),
+        measurement_name: Some("mapped".to_string()),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..RuleConfig::default()
+    };
+    let rules = vec![
+        rule(
+            "test.dispatcher.*.*.*",
+            None,
+            "events_$3",
+            &[("proc", "$1"), ("act", "${2}")],
+        ),
+        rule("*.signup.*.*", None, "signup", &[("job", "${1}_server")]),
+        rule(
+            r"servers\.(.*)\.net\.([a-z0-9-]+)\.(.*)",
+            Some("regex"),
+            "net_${3}",
+            &[("host", "$1")],
+        ),
+        RuleConfig {
+            action_type: Some("drop".to_string()),
+            ..rule("noisy.*", None, "x", &[])
+        },
+    ];
+    let mapper = Mapper::new(&rules).unwrap_or_else(|p| panic!("{p:?}"));
+    dk_input_graphite::process::Processor::new(mapper, false, vec![("dc".into(), "eu".into())])
+}
+
+/// The whole pipeline: every non-blank line becomes a point, a parse error or a drop, and
+/// every point is well-formed.
+pub fn check_process(data: &[u8]) {
+    use dk_input_graphite::process::Counts;
+    use dk_proto::Value;
+    let p = processor();
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    let mut framer = LineFramer::new(MAX_LINE);
+    let mut each = |l: &[u8]| {
+        let _ = p.line(l, 1_700_000_000_000_000_000, &mut out, &mut counts);
+    };
+    framer.feed(data, &mut each);
+    framer.finish(&mut each);
+    assert_eq!(
+        counts.lines,
+        counts.parse_errors + counts.dropped + counts.points,
+        "{counts:?}"
+    );
+    assert_eq!(counts.points as usize, out.len());
+    for point in &out {
+        assert!(
+            point.name == "graphite" || point.name == "mapped",
+            "{point:?}"
+        );
+        let (last, value) = point.fields.last().expect("a field");
+        assert_eq!(last, "timestamp");
+        assert_eq!(value, &Value::I(point.time));
+        assert!(point.fields.len() <= 2);
+        for (k, v) in &point.fields {
+            assert!(!k.is_empty());
+            assert!(
+                k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "{k}"
+            );
+            if let Value::F(f) = v {
+                assert!(!f.is_nan());
+            }
+        }
+        assert!(point.get_tag("dc").is_some());
     }
 }

@@ -1,6 +1,8 @@
 //! The `graphite` family (being written: it serves no input yet).
 
 pub mod line;
+pub mod mapper;
+pub mod process;
 
 use dk_proto::rpc::WorkerConfig;
 use dk_worker::{ConfigProblem, Family, Input};

@@ -117,3 +117,8 @@ fn seeds_hold_the_expected_samples() {
     assert_eq!(s.name, b"disk.used");
     assert_eq!(s.tags().count(), 3);
 }
+
+#[test]
+fn process_seeds_and_mutations_never_panic() {
+    run_target("line", 2, check::check_process);
+}
