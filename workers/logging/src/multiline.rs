@@ -139,7 +139,7 @@ pub struct Joiner {
 }
 
 impl Joiner {
-    /// A joiner with the given start patterns and bounds (each at least 1).
+    /// A joiner with the given start patterns and bounds (at least 1 byte and 2 lines).
     pub fn new(patterns: StartPatterns, max_bytes: usize, max_lines: usize) -> Joiner {
         Joiner {
             patterns,
@@ -147,7 +147,7 @@ impl Joiner {
             buf: String::new(),
             lines: 0,
             max_bytes: max_bytes.max(1),
-            max_lines: max_lines.max(1),
+            max_lines: max_lines.max(2),
             after_forced_flush: false,
         }
     }
