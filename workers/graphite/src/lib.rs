@@ -1,11 +1,28 @@
-//! The `graphite` family (being written: it serves no input yet).
+//! The `graphite` family: Datakit's Graphite receiver (`[[inputs.graphite]]`).
+//!
+//! Each instance listens on `address` (default `:9109`) over TCP and UDP for the Graphite
+//! plaintext protocol (`path[;tag=value...] value [timestamp]`), maps names with Datakit's
+//! statsd_exporter-style `metric_mapper` rules and feeds metric points. Unlike Datakit, the
+//! point time is the client's timestamp and `[inputs.graphite.tags]` are applied (the
+//! supervisor adds the host tags). Pure parts: [`line`] (framing and parsing), [`mapper`]
+//! (rules), [`process`] (points), [`config`]; the sockets live in `input`.
 
+pub mod config;
+mod input;
 pub mod line;
 pub mod mapper;
+mod metrics;
 pub mod process;
 
 use dk_proto::rpc::WorkerConfig;
-use dk_worker::{ConfigProblem, Family, Input};
+use dk_worker::{ConfigProblem, Family, Input, ListenSpec};
+
+pub use crate::input::{GraphiteInput, INPUT_NAME};
+use crate::metrics::Metrics;
+use crate::process::Processor;
+
+/// The sample config (`conf.d/graphite/graphite.conf`).
+const SAMPLE: &str = include_str!("../../../conf.d/graphite/graphite.conf");
 
 /// The `graphite` input family.
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,18 +34,229 @@ impl Family for GraphiteFamily {
     }
 
     fn inputs(&self) -> &'static [&'static str] {
-        &[]
+        &[INPUT_NAME]
     }
 
     fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
+        &[(INPUT_NAME, SAMPLE)]
     }
 
-    fn validate(&self, _input: &str, _toml_text: &str) -> Vec<ConfigProblem> {
-        Vec::new()
+    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
+        if input != INPUT_NAME {
+            return vec![unknown_input(input)];
+        }
+        match config::parse(toml_text) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        }
     }
 
-    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
+    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
+        if input != INPUT_NAME {
+            return Vec::new();
+        }
+        // Only the address matters here: other problems are reported by `validate`.
+        let Ok(table) = toml::from_str::<toml::Table>(toml_text) else {
+            return Vec::new();
+        };
+        let address = match table.get("address") {
+            None => config::DEFAULT_ADDRESS.to_string(),
+            Some(toml::Value::String(s)) => s.trim().to_string(),
+            Some(_) => return Vec::new(),
+        };
+        if config::check_address(&address).is_err() {
+            return Vec::new();
+        }
+        config::GraphiteConfig {
+            address,
+            ..config::GraphiteConfig::default()
+        }
+        .listeners()
+    }
+
+    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
+        let mut problems = Vec::new();
+        let metrics = Metrics::default();
+        for spec in &config.inputs {
+            if spec.name != INPUT_NAME {
+                problems.push(unknown_input(&spec.name));
+                continue;
+            }
+            match config::parse(&spec.toml) {
+                Ok((cfg, mapper)) => {
+                    let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
+                    let first = inputs.is_empty();
+                    inputs.push(Box::new(GraphiteInput::new(
+                        cfg,
+                        processor,
+                        metrics.clone(),
+                        first,
+                    )));
+                }
+                Err(found) => {
+                    problems.extend(found.into_iter().map(|p| {
+                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
+                    }))
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(inputs)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn unknown_input(input: &str) -> ConfigProblem {
+    ConfigProblem::new(
+        "",
+        format!(
+            "input {input:?} does not belong to the graphite family; only [[inputs.graphite]] does"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use dk_proto::rpc::{InputSpec, ListenerKind};
+
+    use super::*;
+
+    /// The `[[inputs.graphite]]` tables of a conf file, re-serialised as the supervisor does.
+    fn instances(conf: &str) -> Vec<String> {
+        let doc: toml::Table = toml::from_str(conf).expect("sample parses");
+        let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
+            panic!("no [inputs]");
+        };
+        let Some(toml::Value::Array(list)) = inputs.get("graphite") else {
+            panic!("no [[inputs.graphite]]");
+        };
+        list.iter()
+            .map(|v| toml::to_string(v).expect("re-serialise"))
+            .collect()
+    }
+
+    #[test]
+    fn family_names_its_input_and_sample() {
+        let f = GraphiteFamily;
+        assert_eq!(f.name(), "graphite");
+        assert_eq!(f.inputs(), &["graphite"]);
+        assert_eq!(f.samples().len(), 1);
+        assert!(f.samples()[0].1.contains("[[inputs.graphite]]"));
+    }
+
+    #[test]
+    fn sample_config_validates_and_listens_on_9109_tcp_and_udp() {
+        let tables = instances(SAMPLE);
+        assert_eq!(tables.len(), 1);
+        assert_eq!(GraphiteFamily.validate("graphite", &tables[0]), Vec::new());
+        let (cfg, mapper) = config::parse(&tables[0]).expect("sample is valid");
+        assert_eq!(cfg.address, ":9109");
+        assert!(mapper.is_empty(), "the sample's rules are commented out");
+        assert_eq!(
+            GraphiteFamily.listeners("graphite", &tables[0]),
+            vec![
+                ListenSpec {
+                    address: "tcp://:9109".into(),
+                    kind: ListenerKind::Tcp
+                },
+                ListenSpec {
+                    address: "udp://:9109".into(),
+                    kind: ListenerKind::Udp
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_commented_sample_rules_are_valid_once_uncommented() {
+        let uncommented: String = SAMPLE
+            .lines()
+            .map(|l| {
+                let t = l.trim_start();
+                match t.strip_prefix("# ").or_else(|| t.strip_prefix('#')) {
+                    Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                    _ => l,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let tables = instances(&uncommented);
+        let (cfg, mapper) = config::parse(&tables[0]).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(cfg.rules.len(), 3);
+        assert!(cfg.strict_match);
+        let m = mapper.map("foo_product.signup.facebook.failure").unwrap();
+        assert_eq!(
+            (m.measurement, m.name.as_str()),
+            ("signup_set", "signup_events_total")
+        );
+    }
+
+    #[test]
+    fn validate_lists_every_problem_and_refuses_other_inputs() {
+        let problems = GraphiteFamily.validate(
+            "graphite",
+            "address = \"9109\"\n[[metric_mapper.mappings]]\nmatch = \"a.*\"\n",
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["address", "metric_mapper.mappings[0].name"]);
+        assert_eq!(GraphiteFamily.validate("statsd", "").len(), 1);
+    }
+
+    #[test]
+    fn listeners_default_to_9109_and_skip_bad_addresses() {
+        assert_eq!(GraphiteFamily.listeners("graphite", "").len(), 2);
+        assert_eq!(
+            GraphiteFamily.listeners("graphite", "address = \"[::1]:2003\"")[1],
+            ListenSpec {
+                address: "udp://[::1]:2003".into(),
+                kind: ListenerKind::Udp
+            }
+        );
+        assert!(
+            GraphiteFamily
+                .listeners("graphite", "address = 5")
+                .is_empty()
+        );
+        assert!(
+            GraphiteFamily
+                .listeners("graphite", "address = \"x\"")
+                .is_empty()
+        );
+        assert!(
+            GraphiteFamily
+                .listeners("graphite", "not toml [")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn build_makes_one_input_per_instance() {
+        let spec = |toml: &str| InputSpec {
+            name: "graphite".to_string(),
+            source: "conf.d/graphite/graphite.conf".to_string(),
+            toml: toml.to_string(),
+        };
+        let config = WorkerConfig {
+            inputs: vec![spec("address = \":2003\""), spec("address = \":2004\"")],
+            ..WorkerConfig::default()
+        };
+        let inputs = GraphiteFamily
+            .build(&config)
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(inputs.len(), 2);
+        assert!(inputs.iter().all(|i| i.name() == "graphite"));
+        let bad = WorkerConfig {
+            inputs: vec![spec("buffer_size = \"x\"")],
+            ..WorkerConfig::default()
+        };
+        let problems = GraphiteFamily.build(&bad).err().unwrap();
+        assert!(
+            problems[0]
+                .message
+                .starts_with("conf.d/graphite/graphite.conf: ")
+        );
     }
 }

@@ -281,7 +281,13 @@ impl Mapper {
                     .unwrap_or_else(|| DEFAULT_MEASUREMENT.to_string()),
                 action,
             };
-            if regex {
+            if regex && rule.match_text.is_empty() {
+                problem(
+                    "match",
+                    "is required: the regex a name must match (it may match part of the name)"
+                        .to_string(),
+                );
+            } else if regex {
                 match Regex::new(&rule.match_text) {
                     Ok(re) => {
                         if matches_gauge {
@@ -298,6 +304,11 @@ impl Mapper {
                         format!("{:?} is not a valid regex: {e}", rule.match_text),
                     ),
                 }
+            } else if rule.match_text.is_empty() {
+                problem(
+                    "match",
+                    "is required: the glob (e.g. \"app.*.requests\") or, with match_type = \"regex\", the regex a name must match".to_string(),
+                );
             } else if !is_glob(&rule.match_text) {
                 problem(
                     "match",
