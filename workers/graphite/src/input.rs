@@ -34,14 +34,14 @@ pub const INPUT_NAME: &str = "graphite";
 /// Most often malformed lines (or socket errors) are logged and reported, per input.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Size of a TCP read.
-const READ_BUF: usize = 64 * 1024;
+/// Size of a TCP read (per connection).
+const READ_BUF: usize = 32 * 1024;
 /// Largest UDP datagram.
 const DATAGRAM_BUF: usize = 64 * 1024;
 /// Datagrams drained without waiting before their points are handed on.
 const DATAGRAM_BURST: usize = 64;
 /// Reads in flight between the readers and the batcher.
-const CHANNEL_DEPTH: usize = 64;
+const CHANNEL_DEPTH: usize = 16;
 
 /// One `[[inputs.graphite]]` instance, ready to run.
 pub struct GraphiteInput {
@@ -238,8 +238,8 @@ async fn startup_error(ctx: &InputContext, address: &str, what: &str, err: &str)
         .await;
 }
 
-/// Buffers points and flushes them at `buffer_size` or every `interval`, and once more when
-/// the readers are gone.
+/// Buffers points and hands them over `buffer_size` at a time, the remainder every
+/// `interval`, and everything once the readers are gone.
 async fn batcher(
     mut rx: mpsc::Receiver<Vec<Point>>,
     emitter: dk_worker::Emitter,
@@ -259,8 +259,21 @@ async fn batcher(
                     } else {
                         buf.extend(points);
                     }
-                    if buf.len() >= buffer_size && !flush(&emitter, &mut buf).await {
-                        return;
+                    // As Datakit, hand over exactly `buffer_size` points at a time; the rest
+                    // waits for more or for the tick. Small hand-overs also bound what
+                    // waits in the emitter's queue when the agent is slower than the clients.
+                    if buf.len() >= buffer_size {
+                        let rest = buf.split_off(buf.len() / buffer_size * buffer_size);
+                        let mut full = std::mem::replace(&mut buf, rest).into_iter();
+                        loop {
+                            let chunk: Vec<Point> = full.by_ref().take(buffer_size).collect();
+                            if chunk.is_empty() {
+                                break;
+                            }
+                            if !emitter.emit(Category::Metric, INPUT_NAME, FeedOpts::default(), chunk).await {
+                                return;
+                            }
+                        }
                     }
                 }
                 None => {
