@@ -332,6 +332,8 @@ async fn udp_loop(sock: UdpSocket, shared: Shared) {
                         .reporter
                         .socket_error(&shared.ctx, "UDP receive failed", &e)
                         .await;
+                    // A persistent error must not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     break;
                 }
             }
@@ -523,6 +525,19 @@ mod tests {
             ctx,
             _sockets: (tcp, udp),
         }
+    }
+
+    #[test]
+    fn the_reporter_reports_at_once_then_at_most_every_period_with_the_count() {
+        let r = Reporter::new(":9109");
+        assert_eq!(r.due(2), Some(2));
+        assert_eq!(r.due(3), None);
+        assert_eq!(r.due(4), None);
+        // Pretend the period is over: the count since the last report comes out.
+        if let Ok(mut s) = r.state.lock() {
+            s.0 = Some(Instant::now() - REPORT_EVERY);
+        }
+        assert_eq!(r.due(1), Some(8));
     }
 
     fn field(p: &Point) -> (&str, f64) {
