@@ -26,8 +26,11 @@ pub const INPUT_NAME: &str = "logging";
 /// Bytes read from a socket at a time (Datakit's 64 KiB; a UDP datagram never exceeds it).
 pub const READ_BUFFER: usize = 64 * 1024;
 
-/// Most messages handed to the emitter in one batch.
+/// Most messages gathered from one socket before they are handed over.
 pub const BATCH: usize = 1024;
+
+/// Most points in one feed handed to the emitter.
+pub const FEED_POINTS: usize = 64;
 
 /// Most extra reads that join one batch (so a connection yields to the others).
 const MAX_DRAIN_READS: usize = 16;
@@ -87,15 +90,28 @@ impl Shared {
             return true;
         }
         let t0 = self.stamp(n);
-        let points: Vec<Point> = messages
-            .drain(..)
-            .zip(0i64..)
-            .map(|(m, i)| self.template.point(m, t0.saturating_add(i)))
-            .collect();
         counters.lines.inc_by(n as u64);
-        emitter
-            .emit(Category::Logging, &self.feed, FeedOpts::default(), points)
-            .await
+        let mut times = t0..;
+        let mut rest = messages.drain(..);
+        loop {
+            // Small feeds: the runtime's channel holds a number of feeds, so their size bounds
+            // the memory a slow supervisor lets pile up.
+            let points: Vec<Point> = rest
+                .by_ref()
+                .take(FEED_POINTS)
+                .zip(times.by_ref())
+                .map(|(m, t)| self.template.point(m, t))
+                .collect();
+            if points.is_empty() {
+                return true;
+            }
+            if !emitter
+                .emit(Category::Logging, &self.feed, FeedOpts::default(), points)
+                .await
+            {
+                return false;
+            }
+        }
     }
 }
 
