@@ -1,0 +1,686 @@
+//! Decoding and checking one `[[inputs.statsd]]` instance: pure functions from TOML text to settings.
+
+use std::time::Duration;
+
+use dk_proto::rpc::ListenerKind;
+use dk_worker::{ConfigProblem, ListenSpec};
+
+use crate::aggregate::{AggregatorConfig, DEFAULT_MAX_PENDING_EVENTS};
+
+/// Datakit's default flush interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest interval Datakit allows; shorter ones are raised to it.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest interval Datakit allows; longer ones are lowered to it.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// Datakit's default `service_address`.
+pub const DEFAULT_SERVICE_ADDRESS: &str = ":8125";
+/// Datakit's default `service_unix_address`.
+pub const DEFAULT_UNIX_ADDRESS: &str = "/var/run/datakit/statsd.sock";
+/// Datakit's default `allowed_pending_messages`.
+pub const DEFAULT_PENDING: usize = 128;
+/// Datakit's default `percentile_limit`.
+pub const DEFAULT_PERCENTILE_LIMIT: usize = 1000;
+/// Largest `percentile_limit` accepted (values kept per timing series).
+pub const MAX_PERCENTILE_LIMIT: usize = 1_000_000;
+/// Largest `allowed_pending_messages` accepted.
+pub const MAX_PENDING: usize = 1 << 20;
+/// Datakit's default feed source.
+pub const DEFAULT_SOURCE: &str = "statsd/-/-";
+
+/// One instance's settings, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatsdConfig {
+    /// `source` (kept for compatibility; used in logs).
+    pub source: String,
+    /// Flush interval as configured (see [`clamp_interval`]).
+    pub interval: Duration,
+    /// `service_address` (UDP), as written; `None` when empty.
+    pub service_address: Option<String>,
+    /// `service_unix_address` (Unix datagram path); `None` when empty.
+    pub service_unix_address: Option<String>,
+    /// `read_buffer_size`: SO_RCVBUF in bytes (0 leaves the kernel default).
+    pub read_buffer_size: usize,
+    /// `allowed_pending_messages`: datagrams queued between the sockets and the parser.
+    pub allowed_pending_messages: usize,
+    /// `datadog_extensions` (or the deprecated `parse_data_dog_tags`).
+    pub datadog_extensions: bool,
+    /// Aggregation settings.
+    pub aggregate: AggregatorConfig,
+}
+
+impl Default for StatsdConfig {
+    fn default() -> Self {
+        StatsdConfig {
+            source: DEFAULT_SOURCE.to_string(),
+            interval: DEFAULT_INTERVAL,
+            service_address: Some(DEFAULT_SERVICE_ADDRESS.to_string()),
+            service_unix_address: Some(DEFAULT_UNIX_ADDRESS.to_string()),
+            read_buffer_size: 0,
+            allowed_pending_messages: DEFAULT_PENDING,
+            datadog_extensions: false,
+            aggregate: AggregatorConfig {
+                percentile_limit: DEFAULT_PERCENTILE_LIMIT,
+                distributions: false,
+                max_pending_events: DEFAULT_MAX_PENDING_EVENTS,
+                ..AggregatorConfig::default()
+            },
+        }
+    }
+}
+
+impl StatsdConfig {
+    /// The sockets this instance listens on: UDP `service_address`, Unix datagram
+    /// `service_unix_address`.
+    pub fn listeners(&self) -> Vec<ListenSpec> {
+        let mut out = Vec::new();
+        if let Some(a) = &self.service_address {
+            out.push(ListenSpec {
+                address: a.clone(),
+                kind: ListenerKind::Udp,
+            });
+        }
+        if let Some(p) = &self.service_unix_address {
+            out.push(ListenSpec {
+                address: p.clone(),
+                kind: ListenerKind::UnixDatagram,
+            });
+        }
+        out
+    }
+
+    /// A name for this instance in metrics and logs: its UDP address, else its socket path.
+    pub fn instance_label(&self) -> String {
+        self.service_address
+            .clone()
+            .or_else(|| self.service_unix_address.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Clamps an interval into 1 s–60 s as Datakit does; `Err` carries (configured, used).
+///
+/// # Errors
+/// `(configured, used)` when the interval was moved (the caller logs it and goes on).
+pub fn clamp_interval(interval: Duration) -> Result<Duration, (Duration, Duration)> {
+    let used = interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+    if used == interval {
+        Ok(used)
+    } else {
+        Err((interval, used))
+    }
+}
+
+/// Checks a UDP listen address as Go's `net.ResolveUDPAddr` would take it: `host:port`,
+/// `:port` or `[v6]:port`, port 1-65535.
+///
+/// # Errors
+/// What is wrong, for the problem message.
+pub fn check_udp_address(text: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in an IPv6 address".to_string())?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| "no ':port' after the IPv6 address".to_string())?;
+        if h.split('%')
+            .next()
+            .unwrap_or("")
+            .parse::<std::net::Ipv6Addr>()
+            .is_err()
+        {
+            return Err(format!("{h:?} is not an IPv6 address"));
+        }
+        (h, port)
+    } else {
+        let (h, p) = text
+            .rsplit_once(':')
+            .ok_or_else(|| "no ':port'".to_string())?;
+        if h.contains(':') {
+            return Err("write IPv6 addresses in brackets: \"[::1]:8125\"".to_string());
+        }
+        (h, p)
+    };
+    if host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("the host {host:?} is not valid"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err("port 0 would listen on a random port no client knows".to_string()),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("the port {port:?} is not a number 1-65535")),
+    }
+}
+
+/// Decodes and checks one instance (its TOML table as text), reporting every problem at once.
+/// Unknown keys are ignored, as Datakit ignores them.
+///
+/// # Errors
+/// Every [`ConfigProblem`] found, each naming its key and a fix.
+pub fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
+    let table: toml::Table = dk_worker::parse_instance(toml_text).map_err(|p| vec![p])?;
+    let mut cfg = StatsdConfig::default();
+    let mut problems = Vec::new();
+    let mut r = Reader {
+        table: &table,
+        problems: &mut problems,
+    };
+
+    if let Some(s) = r.string("source") {
+        cfg.source = s;
+    }
+    if let Some(d) = r.duration("interval") {
+        cfg.interval = d;
+    }
+    if let Some(p) = r.string("protocol") {
+        match p.as_str() {
+            "udp" | "udp4" | "udp6" => {}
+            other if other.starts_with("tcp") => r.problem(
+                "protocol",
+                format!(
+                    "{other:?}: TCP is not supported by the statsd input (as in Datakit); \
+                     write protocol = \"udp\" and send over UDP or the Unix socket"
+                ),
+            ),
+            other => r.problem(
+                "protocol",
+                format!("{other:?} is not a UDP network; write protocol = \"udp\""),
+            ),
+        }
+    }
+    if let Some(a) = r.string("service_address") {
+        let a = a.trim().to_string();
+        if a.is_empty() {
+            cfg.service_address = None;
+        } else {
+            match check_udp_address(&a) {
+                Ok(()) => cfg.service_address = Some(a),
+                Err(e) => r.problem(
+                    "service_address",
+                    format!("{a:?}: {e}; write e.g. service_address = \":8125\""),
+                ),
+            }
+        }
+    }
+    if let Some(p) = r.string("service_unix_address") {
+        if p.is_empty() {
+            cfg.service_unix_address = None;
+        } else if !p.starts_with('/') {
+            r.problem(
+                "service_unix_address",
+                format!(
+                    "{p:?} is not an absolute path; write e.g. \"{DEFAULT_UNIX_ADDRESS}\" or \"\" to listen on UDP only"
+                ),
+            );
+        } else {
+            cfg.service_unix_address = Some(p);
+        }
+    }
+    if cfg.service_address.is_none() && cfg.service_unix_address.is_none() {
+        r.problem(
+            "service_address",
+            "both service_address and service_unix_address are empty, so nothing would be received; \
+             set service_address = \":8125\"",
+        );
+    }
+    if let Some(n) = r.count("read_buffer_size", usize::MAX) {
+        cfg.read_buffer_size = n;
+    }
+    if let Some(n) = r.count("allowed_pending_messages", MAX_PENDING) {
+        if n == 0 {
+            r.problem(
+                "allowed_pending_messages",
+                "must be at least 1 (0 would drop every datagram); write e.g. 128",
+            );
+        } else {
+            cfg.allowed_pending_messages = n;
+        }
+    }
+    if let Some(n) = r.count("percentile_limit", MAX_PERCENTILE_LIMIT) {
+        // Datakit treats 0 as its default of 1000.
+        cfg.aggregate.percentile_limit = if n == 0 { DEFAULT_PERCENTILE_LIMIT } else { n };
+    }
+    if let Some(list) = r.floats("percentiles") {
+        for (i, p) in list.iter().enumerate() {
+            if !(0.0..=100.0).contains(p) {
+                r.problem(
+                    format!("percentiles[{i}]"),
+                    format!("{p} is outside 0-100; write e.g. percentiles = [50.0, 90.0, 99.0]"),
+                );
+            }
+        }
+        cfg.aggregate.percentiles = list;
+    }
+    for (key, slot) in [
+        ("delete_gauges", &mut cfg.aggregate.delete_gauges),
+        ("delete_counters", &mut cfg.aggregate.delete_counters),
+        ("delete_sets", &mut cfg.aggregate.delete_sets),
+        ("delete_timings", &mut cfg.aggregate.delete_timings),
+        ("set_counter_int", &mut cfg.aggregate.set_counter_int),
+    ] {
+        if let Some(b) = r.boolean(key) {
+            *slot = b;
+        }
+    }
+    let mut extensions = r.boolean("datadog_extensions").unwrap_or(false);
+    if r.boolean("parse_data_dog_tags") == Some(true) {
+        extensions = true;
+    }
+    cfg.datadog_extensions = extensions;
+    let distributions = r.boolean("datadog_distributions").unwrap_or(false);
+    cfg.aggregate.distributions = extensions && distributions;
+    if let Some(sep) = r.string("metric_separator")
+        && !sep.is_empty()
+    {
+        cfg.aggregate.metric_separator = sep;
+    }
+    if let Some(list) = r.strings("drop_tags") {
+        cfg.aggregate.drop_tags = list;
+    }
+    if let Some(list) = r.strings("metric_mapping") {
+        for (i, m) in list.iter().enumerate() {
+            match m.split_once(':') {
+                Some((from, to)) if !to.is_empty() => {
+                    cfg.aggregate
+                        .metric_mapping
+                        .push((from.to_string(), to.to_string()));
+                }
+                _ => r.problem(
+                    format!("metric_mapping[{i}]"),
+                    format!(
+                        "{m:?} is not \"<name prefix>:<measurement>\"; write e.g. \"jvm_:jvm\""
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(tags) = r.string_table("tags") {
+        cfg.aggregate.tags = tags;
+    }
+    let source_key = r.string("statsd_source_key").unwrap_or_default();
+    let host_key = r.string("statsd_host_key").unwrap_or_default();
+    let save = r.boolean("save_above_key").unwrap_or(false);
+    if !save {
+        cfg.aggregate.remove_keys = [source_key, host_key]
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect();
+    }
+    if let Some(d) = r.duration("max_ttl") {
+        cfg.aggregate.max_ttl = d;
+    }
+    // Accepted and unused, as in Datakit.
+    let _ = r.count("udp_packet_size", usize::MAX);
+    let _ = r.count("max_tcp_connections", usize::MAX);
+    let _ = r.boolean("tcp_keep_alive");
+
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Typed access to the instance table, collecting problems.
+struct Reader<'a> {
+    table: &'a toml::Table,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem::new(key, message));
+    }
+
+    fn wrong(&mut self, key: &str, want: &str, got: &toml::Value, example: &str) {
+        self.problem(
+            key,
+            format!(
+                "expected {want}, found {} {got}; write e.g. {key} = {example}",
+                got.type_str()
+            ),
+        );
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.table.get(key)? {
+            toml::Value::String(s) => Some(s.clone()),
+            other => {
+                self.wrong(key, "a string", other, "\"...\"");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        match self.table.get(key)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                self.wrong(key, "true or false", other, "true");
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, max: usize) -> Option<usize> {
+        match self.table.get(key)? {
+            toml::Value::Integer(n) if *n >= 0 => match usize::try_from(*n) {
+                Ok(n) if n <= max => Some(n),
+                _ => {
+                    self.problem(key, format!("{n} is too large; the maximum is {max}"));
+                    None
+                }
+            },
+            other => {
+                self.wrong(key, "a whole number >= 0", other, "128");
+                None
+            }
+        }
+    }
+
+    /// A Go `time.Duration` as Datakit's TOML decoder takes it: a duration string, or an
+    /// integer number of nanoseconds.
+    fn duration(&mut self, key: &str) -> Option<Duration> {
+        match self.table.get(key)? {
+            toml::Value::String(s) => match dk_worker::config::duration(key, s) {
+                Ok(d) => Some(d),
+                Err(p) => {
+                    self.problems.push(ConfigProblem::new(
+                        key,
+                        format!("{}; write e.g. {key} = \"10s\"", p.message),
+                    ));
+                    None
+                }
+            },
+            toml::Value::Integer(n) if *n >= 0 => Some(Duration::from_nanos(n.unsigned_abs())),
+            other => {
+                self.wrong(key, "a duration", other, "\"10s\"");
+                None
+            }
+        }
+    }
+
+    fn floats(&mut self, key: &str) -> Option<Vec<f64>> {
+        let v = self.table.get(key)?;
+        let toml::Value::Array(items) = v else {
+            self.wrong(key, "an array of numbers", v, "[50.0, 90.0, 99.0]");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                toml::Value::Float(f) => out.push(*f),
+                toml::Value::Integer(n) => out.push(*n as f64),
+                other => self.problem(
+                    format!("{key}[{i}]"),
+                    format!("expected a number, found {}", other.type_str()),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        let v = self.table.get(key)?;
+        let toml::Value::Array(items) = v else {
+            self.wrong(key, "an array of strings", v, "[\"a\", \"b\"]");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                toml::Value::String(s) => out.push(s.clone()),
+                other => self.problem(
+                    format!("{key}[{i}]"),
+                    format!("expected a string, found {}; quote it", other.type_str()),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn string_table(&mut self, key: &str) -> Option<Vec<(String, String)>> {
+        let v = self.table.get(key)?;
+        let toml::Value::Table(t) = v else {
+            self.problem(
+                key,
+                format!(
+                    "expected a table, found {}; write [inputs.statsd.tags] with key = \"value\" lines",
+                    v.type_str()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(t.len());
+        for (k, v) in t {
+            match v {
+                toml::Value::String(s) => out.push((k.clone(), s.clone())),
+                other => self.problem(
+                    format!("{key}.{k}"),
+                    format!(
+                        "expected a string, found {}; quote the value: {k} = \"...\"",
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn applies_datakit_defaults_when_keys_are_absent() {
+        let cfg = parse("").expect("valid");
+        assert_eq!(cfg, StatsdConfig::default());
+        assert_eq!(cfg.interval, Duration::from_secs(10));
+        assert_eq!(cfg.service_address.as_deref(), Some(":8125"));
+        assert_eq!(
+            cfg.service_unix_address.as_deref(),
+            Some("/var/run/datakit/statsd.sock")
+        );
+        assert_eq!(cfg.allowed_pending_messages, 128);
+        assert!(!cfg.datadog_extensions);
+        assert!(!cfg.aggregate.distributions);
+        assert!(cfg.aggregate.delete_counters && cfg.aggregate.delete_timings);
+        assert_eq!(cfg.aggregate.metric_separator, "_");
+        assert_eq!(cfg.aggregate.percentile_limit, 1000);
+        assert!(cfg.aggregate.percentiles.is_empty());
+        assert_eq!(cfg.aggregate.max_ttl, Duration::ZERO);
+    }
+
+    #[test]
+    fn decodes_every_key() {
+        let cfg = parse(
+            r#"
+            source = "s"
+            interval = "2s"
+            protocol = "udp4"
+            service_address = "127.0.0.1:9125"
+            service_unix_address = ""
+            statsd_source_key = "source_key"
+            statsd_host_key = "host_key"
+            delete_gauges = false
+            delete_counters = false
+            delete_sets = false
+            delete_timings = false
+            set_counter_int = true
+            percentiles = [50, 99.9]
+            percentile_limit = 0
+            metric_separator = "."
+            parse_data_dog_tags = true
+            datadog_distributions = true
+            drop_tags = ["runtime-id"]
+            metric_mapping = ["jvm_:jvm", "a:b:c"]
+            allowed_pending_messages = 10000
+            read_buffer_size = 8388608
+            max_ttl = "1h"
+            udp_packet_size = 1500
+            max_tcp_connections = 250
+            tcp_keep_alive = false
+            [tags]
+            b = "2"
+            a = "1"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.source, "s");
+        assert_eq!(cfg.interval, Duration::from_secs(2));
+        assert_eq!(cfg.service_address.as_deref(), Some("127.0.0.1:9125"));
+        assert_eq!(cfg.service_unix_address, None);
+        assert_eq!(
+            cfg.listeners(),
+            vec![ListenSpec {
+                address: "127.0.0.1:9125".into(),
+                kind: ListenerKind::Udp
+            }]
+        );
+        let a = &cfg.aggregate;
+        assert_eq!(a.remove_keys, vec!["source_key", "host_key"]);
+        assert!(!a.delete_gauges && !a.delete_counters && !a.delete_sets && !a.delete_timings);
+        assert!(a.set_counter_int);
+        assert_eq!(a.percentiles, vec![50.0, 99.9]);
+        assert_eq!(a.percentile_limit, 1000);
+        assert_eq!(a.metric_separator, ".");
+        assert!(cfg.datadog_extensions && a.distributions);
+        assert_eq!(a.drop_tags, vec!["runtime-id"]);
+        assert_eq!(
+            a.metric_mapping,
+            vec![
+                ("jvm_".to_string(), "jvm".to_string()),
+                ("a".to_string(), "b:c".to_string())
+            ]
+        );
+        assert_eq!(cfg.allowed_pending_messages, 10000);
+        assert_eq!(cfg.read_buffer_size, 8_388_608);
+        assert_eq!(a.max_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            a.tags,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn save_above_key_keeps_the_source_and_host_tags() {
+        let cfg = parse("statsd_source_key = \"s\"\nsave_above_key = true").expect("valid");
+        assert!(cfg.aggregate.remove_keys.is_empty());
+    }
+
+    #[test]
+    fn distributions_need_the_extensions() {
+        let cfg = parse("datadog_distributions = true").expect("valid");
+        assert!(!cfg.aggregate.distributions);
+    }
+
+    #[test]
+    fn refuses_tcp_with_a_fix() {
+        let problems = parse("protocol = \"tcp\"").expect_err("tcp refused");
+        assert_eq!(keys(&problems), vec!["protocol"]);
+        assert!(problems[0].message.contains("TCP is not supported"));
+        assert!(problems[0].message.contains("protocol = \"udp\""));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once_with_its_key() {
+        let problems = parse(
+            r#"
+            interval = "soon"
+            protocol = "sctp"
+            service_address = "8125"
+            service_unix_address = "relative.sock"
+            allowed_pending_messages = 0
+            percentile_limit = -1
+            percentiles = [50, 101, "x"]
+            delete_gauges = "yes"
+            drop_tags = "a"
+            metric_mapping = ["nocolon", "x:"]
+            max_ttl = true
+            read_buffer_size = 1.5
+            [tags]
+            n = 1
+            "#,
+        )
+        .expect_err("invalid");
+        let mut got = keys(&problems);
+        got.sort_unstable();
+        let mut want = vec![
+            "interval",
+            "protocol",
+            "service_address",
+            "service_unix_address",
+            "allowed_pending_messages",
+            "percentile_limit",
+            "percentiles[2]",
+            "percentiles[1]",
+            "delete_gauges",
+            "drop_tags",
+            "metric_mapping[0]",
+            "metric_mapping[1]",
+            "tags.n",
+            "max_ttl",
+            "read_buffer_size",
+        ];
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert!(
+            problems.iter().all(|p| p.message.contains("write")
+                || p.message.contains("quote")
+                || p.message.contains("expected")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_an_instance_that_listens_nowhere() {
+        let problems =
+            parse("service_address = \"\"\nservice_unix_address = \"\"").expect_err("nowhere");
+        assert_eq!(keys(&problems), vec!["service_address"]);
+    }
+
+    #[test]
+    fn checks_udp_addresses_like_go() {
+        for ok in [
+            ":8125",
+            "0.0.0.0:8125",
+            "localhost:1",
+            "[::1]:8125",
+            "[fe80::1%eth0]:9",
+        ] {
+            assert_eq!(check_udp_address(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "8125", ":0", ":65536", "::1:8125", "[::1]", "[x]:1", "a b:1", ":port",
+        ] {
+            assert!(check_udp_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn integer_durations_are_nanoseconds_as_in_go() {
+        let cfg = parse("interval = 2000000000").expect("valid");
+        assert_eq!(cfg.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn clamps_the_interval_into_one_to_sixty_seconds() {
+        assert_eq!(
+            clamp_interval(Duration::from_secs(10)),
+            Ok(Duration::from_secs(10))
+        );
+        assert_eq!(
+            clamp_interval(Duration::from_millis(10)),
+            Err((Duration::from_millis(10), Duration::from_secs(1)))
+        );
+        assert_eq!(
+            clamp_interval(Duration::from_secs(600)),
+            Err((Duration::from_secs(600), Duration::from_secs(60)))
+        );
+    }
+}

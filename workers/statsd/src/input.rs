@@ -1,0 +1,923 @@
+//! The running `statsd` input: socket threads batch datagrams to a parse thread; a task flushes every interval.
+//!
+//! ```text
+//!  UDP socket  --recvmmsg--> [receiver thread] --+
+//!                                                +--bounded queue--> [parse thread] -> Aggregator
+//!  Unix socket --recvmmsg--> [receiver thread] --+                                        |
+//!                                                     tokio task: every interval, flush --+--> emitter
+//! ```
+//!
+//! Receiver threads copy datagrams into recycled batch buffers (no allocation per packet once
+//! warm) and never block on the parser: when `allowed_pending_messages` datagrams are already
+//! queued, new ones are dropped and counted, as Datakit drops them.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dk_proto::{Category, Point};
+use dk_worker::{FeedOpts, Input, InputContext};
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::aggregate::{Aggregator, Outcome};
+use crate::config::{StatsdConfig, clamp_interval};
+use crate::parser::{Item, ParseError, ParseOptions, parse_datagram};
+use crate::procnet;
+use crate::recv::{self, MultiRecv};
+
+/// The input and feed name.
+pub const INPUT_NAME: &str = "statsd";
+/// Datagrams taken per `recvmmsg` call.
+pub const RECV_SLOTS: usize = 32;
+/// How long a receiver thread blocks before checking for shutdown.
+const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+/// Batches in flight to the parse thread at most (the datagram limit usually binds first).
+const MAX_QUEUED_BATCHES: usize = 4096;
+/// Points per emitter call (as Datakit's feed batches).
+const FEED_BATCH: usize = 1024;
+/// Minimum time between two warnings of the same kind.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+type Labels = Vec<(String, String)>;
+
+/// The family's self-monitoring metrics, shared by every instance of one build and
+/// registered once.
+#[derive(Clone, Debug, Default)]
+pub struct StatsdMetrics {
+    packets: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    kernel_drops: Family<Labels, Counter>,
+    parse_errors: Family<Labels, Counter>,
+    points: Family<Labels, Counter>,
+    series: Family<Labels, Gauge>,
+}
+
+impl StatsdMetrics {
+    fn register(&self, ctx: &InputContext) {
+        ctx.register_metric(
+            "datakit_statsd_packets",
+            "Datagrams received, per listener",
+            self.packets.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_bytes",
+            "Bytes received, per listener",
+            self.bytes.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_dropped",
+            "Datagrams dropped by the agent (queue_full: allowed_pending_messages reached; truncated: longer than 64 KiB)",
+            self.dropped.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_kernel_drops",
+            "Datagrams the kernel dropped on the UDP socket (receive buffer full), from /proc/net/udp",
+            self.kernel_drops.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_parse_errors",
+            "Malformed lines or values skipped (or options ignored), per reason",
+            self.parse_errors.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_points",
+            "Points handed to the agent (metrics and events)",
+            self.points.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_series",
+            "Series held by the aggregator after the last flush",
+            self.series.clone(),
+        );
+    }
+}
+
+/// The counter of `family` for `pairs`. The family's lock guard is released before
+/// returning, so several series of one family can be resolved in one expression.
+fn counter(family: &Family<Labels, Counter>, pairs: &[(&str, &str)]) -> Counter {
+    family.get_or_create(&labels(pairs)).clone()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One `[[inputs.statsd]]` instance, ready to run.
+pub struct StatsdInput {
+    cfg: StatsdConfig,
+    interval: Duration,
+    metrics: StatsdMetrics,
+    register_metrics: bool,
+}
+
+impl StatsdInput {
+    /// Builds an instance from its checked config, clamping the interval into 1 s–60 s with a
+    /// logged warning as Datakit does. `register_metrics` is true for exactly one instance
+    /// of a build (the metrics are shared).
+    pub fn new(cfg: StatsdConfig, metrics: StatsdMetrics, register_metrics: bool) -> StatsdInput {
+        let interval = match clamp_interval(cfg.interval) {
+            Ok(d) => d,
+            Err((configured, used)) => {
+                tracing::warn!(
+                    input = INPUT_NAME,
+                    "interval {} is outside 1s-60s; using {}",
+                    dk_proto::duration::format(configured),
+                    dk_proto::duration::format(used)
+                );
+                used
+            }
+        };
+        StatsdInput {
+            cfg,
+            interval,
+            metrics,
+            register_metrics,
+        }
+    }
+
+    /// The same input with an exact flush interval (tests).
+    #[doc(hidden)]
+    pub fn with_interval(mut self, interval: Duration) -> StatsdInput {
+        self.interval = interval;
+        self
+    }
+}
+
+impl Input for StatsdInput {
+    fn name(&self) -> &str {
+        INPUT_NAME
+    }
+
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
+        Box::pin(run(*self, ctx))
+    }
+}
+
+/// A received datagram batch, packed into one reused buffer.
+struct Packed {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    time_ns: i64,
+    home: SyncSender<Packed>,
+}
+
+impl Packed {
+    fn new(home: SyncSender<Packed>) -> Packed {
+        Packed {
+            bytes: Vec::with_capacity(RECV_SLOTS * 512),
+            ends: Vec::with_capacity(RECV_SLOTS),
+            time_ns: 0,
+            home,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn push(&mut self, d: &[u8]) {
+        self.bytes.extend_from_slice(d);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let d = &self.bytes[start..end];
+            start = end;
+            d
+        })
+    }
+
+    /// Back to its receiver's free list (or freed when that list is full or gone).
+    fn recycle(mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        // Very large buffers (a burst of 64 KiB datagrams) are not kept around.
+        if self.bytes.capacity() > RECV_SLOTS * 8 * 1024 {
+            self.bytes = Vec::with_capacity(RECV_SLOTS * 512);
+        }
+        let home = self.home.clone();
+        let _ = home.try_send(self);
+    }
+}
+
+/// Either kind of datagram socket, owned by its receiver thread.
+enum Socket {
+    Udp(std::net::UdpSocket),
+    Unix(std::os::unix::net::UnixDatagram),
+}
+
+impl Socket {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Udp(s) => s.as_fd(),
+            Socket::Unix(s) => s.as_fd(),
+        }
+    }
+
+    fn prepare(&self) -> std::io::Result<()> {
+        match self {
+            Socket::Udp(s) => {
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(RECV_TIMEOUT))
+            }
+            Socket::Unix(s) => {
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(RECV_TIMEOUT))
+            }
+        }
+    }
+}
+
+/// Per-listener counters, resolved once.
+#[derive(Clone)]
+struct ListenerCounters {
+    packets: Counter,
+    bytes: Counter,
+    queue_full: Counter,
+    truncated: Counter,
+}
+
+impl ListenerCounters {
+    fn new(m: &StatsdMetrics, listener: &str) -> ListenerCounters {
+        ListenerCounters {
+            packets: counter(&m.packets, &[("listener", listener)]),
+            bytes: counter(&m.bytes, &[("listener", listener)]),
+            queue_full: counter(
+                &m.dropped,
+                &[("listener", listener), ("reason", "queue_full")],
+            ),
+            truncated: counter(
+                &m.dropped,
+                &[("listener", listener), ("reason", "truncated")],
+            ),
+        }
+    }
+}
+
+/// What a receiver thread shares with the rest of the input.
+struct ReceiverCtx {
+    listener: String,
+    to_parser: SyncSender<Packed>,
+    pending: Arc<AtomicUsize>,
+    limit: usize,
+    stop: Arc<AtomicBool>,
+    counters: ListenerCounters,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The receiver thread: `recvmmsg` batches, packed and queued to the parser without blocking.
+fn receive_loop(socket: Socket, rc: ReceiverCtx) {
+    if let Err(e) = socket.prepare() {
+        tracing::error!(input = INPUT_NAME, listener = %rc.listener, "cannot set up the socket: {e}");
+        return;
+    }
+    let mut mr = MultiRecv::new(RECV_SLOTS);
+    let (free_tx, free_rx) = sync_channel::<Packed>(64);
+    let mut last_warn: Option<Instant> = None;
+    let mut dropped_since_warn = 0u64;
+    while !rc.stop.load(Ordering::Relaxed) {
+        let n = match mr.recv(socket.fd()) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(input = INPUT_NAME, listener = %rc.listener, "receive failed: {e}");
+                std::thread::sleep(RECV_TIMEOUT);
+                continue;
+            }
+        };
+        let mut batch = free_rx
+            .try_recv()
+            .unwrap_or_else(|_| Packed::new(free_tx.clone()));
+        batch.time_ns = now_ns();
+        let mut bytes = 0u64;
+        let mut truncated = 0u64;
+        for i in 0..n {
+            let Some((d, cut)) = mr.datagram(i) else {
+                break;
+            };
+            bytes += d.len() as u64;
+            if cut {
+                truncated += 1;
+            } else {
+                batch.push(d);
+            }
+        }
+        rc.counters.packets.inc_by(n as u64);
+        rc.counters.bytes.inc_by(bytes);
+        if truncated > 0 {
+            rc.counters.truncated.inc_by(truncated);
+        }
+        let count = batch.len();
+        if count == 0 {
+            batch.recycle();
+            continue;
+        }
+        let queued_before = rc.pending.fetch_add(count, Ordering::AcqRel);
+        let refused = if queued_before >= rc.limit {
+            Some(batch)
+        } else {
+            match rc.to_parser.try_send(batch) {
+                Ok(()) => None,
+                Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Some(b),
+            }
+        };
+        if let Some(b) = refused {
+            rc.pending.fetch_sub(count, Ordering::AcqRel);
+            rc.counters.queue_full.inc_by(count as u64);
+            dropped_since_warn += count as u64;
+            b.recycle();
+            if last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                tracing::warn!(
+                    input = INPUT_NAME,
+                    listener = %rc.listener,
+                    dropped = dropped_since_warn,
+                    "statsd queue full: datagrams dropped; raise allowed_pending_messages"
+                );
+                last_warn = Some(Instant::now());
+                dropped_since_warn = 0;
+            }
+        }
+    }
+}
+
+/// Per-instance parse counters, resolved once.
+struct ParseCounters {
+    errors: Vec<Counter>,
+    empty_name: Counter,
+    events_dropped: Counter,
+}
+
+impl ParseCounters {
+    fn new(m: &StatsdMetrics, instance: &str) -> ParseCounters {
+        let c = |reason: &str| {
+            counter(
+                &m.parse_errors,
+                &[("instance", instance), ("reason", reason)],
+            )
+        };
+        ParseCounters {
+            errors: ParseError::REASONS.iter().map(|r| c(r)).collect(),
+            empty_name: c("empty_measurement_or_field"),
+            events_dropped: c("too_many_events"),
+        }
+    }
+}
+
+fn reason_index(e: ParseError) -> usize {
+    ParseError::REASONS
+        .iter()
+        .position(|r| *r == e.reason())
+        .unwrap_or(0)
+}
+
+/// The parse thread: every queued batch goes through the parser into the aggregator.
+fn parse_loop(
+    rx: Receiver<Packed>,
+    agg: Arc<Mutex<Aggregator>>,
+    pending: Arc<AtomicUsize>,
+    opts: ParseOptions,
+    counters: ParseCounters,
+    instance: String,
+) {
+    let mut errors = vec![0u64; ParseError::REASONS.len()];
+    let mut window_errors = 0u64;
+    let mut sample: Option<String> = None;
+    let mut last_warn: Option<Instant> = None;
+    for batch in rx.iter() {
+        let mut empty_name = 0u64;
+        let mut events_dropped = 0u64;
+        {
+            let Ok(mut agg) = agg.lock() else {
+                return;
+            };
+            for d in batch.datagrams() {
+                parse_datagram(d, opts, &mut |item| match item {
+                    Item::Error(e, line) => {
+                        errors[reason_index(e)] += 1;
+                        if sample.is_none() {
+                            sample = Some(format!("{e}: {line}"));
+                        }
+                    }
+                    item => match agg.ingest(&item, batch.time_ns) {
+                        Outcome::EmptyName => empty_name += 1,
+                        Outcome::EventOverflow => events_dropped += 1,
+                        Outcome::Added | Outcome::Ignored => {}
+                    },
+                });
+            }
+        }
+        pending.fetch_sub(batch.len(), Ordering::AcqRel);
+        batch.recycle();
+        for (n, c) in errors.iter_mut().zip(&counters.errors) {
+            if *n > 0 {
+                c.inc_by(*n);
+                window_errors += *n;
+                *n = 0;
+            }
+        }
+        if empty_name > 0 {
+            counters.empty_name.inc_by(empty_name);
+            window_errors += empty_name;
+            if sample.is_none() {
+                sample = Some("a metric name gives an empty measurement or field".into());
+            }
+        }
+        if events_dropped > 0 {
+            counters.events_dropped.inc_by(events_dropped);
+        }
+        if window_errors > 0 && last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            tracing::warn!(
+                input = INPUT_NAME,
+                instance = %instance,
+                skipped = window_errors,
+                "statsd lines skipped or partly ignored; e.g. {}",
+                sample.take().unwrap_or_default()
+            );
+            last_warn = Some(Instant::now());
+            window_errors = 0;
+        }
+    }
+}
+
+/// A UDP listener's kernel drop counter.
+struct KernelDrops {
+    inode: u64,
+    seen: u64,
+    counter: Counter,
+    listener: String,
+    last_warn: Option<Instant>,
+}
+
+impl KernelDrops {
+    fn poll(&mut self) {
+        let Some(stats) = procnet::udp_socket_stats(self.inode) else {
+            return;
+        };
+        if stats.drops > self.seen {
+            let delta = stats.drops - self.seen;
+            self.counter.inc_by(delta);
+            if self.last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                tracing::warn!(
+                    input = INPUT_NAME,
+                    listener = %self.listener,
+                    drops = stats.drops,
+                    "the kernel dropped statsd datagrams (receive buffer full); raise read_buffer_size (and net.core.rmem_max)"
+                );
+                self.last_warn = Some(Instant::now());
+            }
+        }
+        self.seen = stats.drops;
+    }
+}
+
+async fn run(input: StatsdInput, ctx: InputContext) {
+    let StatsdInput {
+        cfg,
+        interval,
+        metrics,
+        register_metrics,
+    } = input;
+    if register_metrics {
+        metrics.register(&ctx);
+    }
+    let instance = cfg.instance_label();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let agg = Arc::new(Mutex::new(Aggregator::new(cfg.aggregate.clone())));
+    let queue_batches = cfg.allowed_pending_messages.clamp(2, MAX_QUEUED_BATCHES);
+    let (to_parser, from_receivers) = sync_channel::<Packed>(queue_batches);
+
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut kernel: Vec<KernelDrops> = Vec::new();
+    for spec in cfg.listeners() {
+        let socket = match spec.kind {
+            dk_proto::rpc::ListenerKind::Udp => {
+                dk_worker::listen::udp(&ctx, &spec.address).map(Socket::Udp)
+            }
+            _ => dk_worker::listen::unix_datagram(&ctx, &spec.address).map(Socket::Unix),
+        };
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(input = INPUT_NAME, "{e}");
+                ctx.emitter
+                    .last_error(INPUT_NAME, &cfg.source, Category::Metric, e.to_string())
+                    .await;
+                continue;
+            }
+        };
+        if cfg.read_buffer_size > 0 {
+            match recv::set_recv_buffer(socket.fd(), cfg.read_buffer_size) {
+                Ok(got) if got < cfg.read_buffer_size => tracing::warn!(
+                    input = INPUT_NAME,
+                    listener = %spec.address,
+                    "read_buffer_size {} was capped by the kernel to {got}; raise net.core.rmem_max",
+                    cfg.read_buffer_size
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    input = INPUT_NAME,
+                    listener = %spec.address,
+                    "cannot set read_buffer_size: {e}"
+                ),
+            }
+        }
+        if let Socket::Unix(_) = socket {
+            // As Datakit: anyone may send to the socket.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&spec.address, std::fs::Permissions::from_mode(0o722));
+        }
+        if let Socket::Udp(s) = &socket
+            && let Some(inode) = procnet::socket_inode(s.as_raw_fd())
+        {
+            kernel.push(KernelDrops {
+                inode,
+                // From 0: the socket lives as long as the agent (the supervisor holds it), so
+                // the counter covers every drop since it was bound, across worker restarts.
+                seen: 0,
+                counter: counter(&metrics.kernel_drops, &[("listener", &spec.address)]),
+                listener: spec.address.clone(),
+                last_warn: None,
+            });
+        }
+        let rc = ReceiverCtx {
+            listener: spec.address.clone(),
+            to_parser: to_parser.clone(),
+            pending: pending.clone(),
+            limit: cfg.allowed_pending_messages,
+            stop: stop.clone(),
+            counters: ListenerCounters::new(&metrics, &spec.address),
+        };
+        match std::thread::Builder::new()
+            .name("statsd-recv".into())
+            .spawn(move || receive_loop(socket, rc))
+        {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                ctx.emitter
+                    .last_error(
+                        INPUT_NAME,
+                        &cfg.source,
+                        Category::Metric,
+                        format!("cannot start a receiver thread for {}: {e}", spec.address),
+                    )
+                    .await;
+            }
+        }
+    }
+    drop(to_parser);
+    let parser = {
+        let agg = agg.clone();
+        let pending = pending.clone();
+        let opts = ParseOptions {
+            datadog_extensions: cfg.datadog_extensions,
+        };
+        let counters = ParseCounters::new(&metrics, &instance);
+        let instance = instance.clone();
+        std::thread::Builder::new()
+            .name("statsd-parse".into())
+            .spawn(move || parse_loop(from_receivers, agg, pending, opts, counters, instance))
+    };
+    let parser = match parser {
+        Ok(h) => Some(h),
+        Err(e) => {
+            ctx.emitter
+                .last_error(
+                    INPUT_NAME,
+                    &cfg.source,
+                    Category::Metric,
+                    format!("cannot start the parse thread: {e}"),
+                )
+                .await;
+            None
+        }
+    };
+    tracing::info!(
+        input = INPUT_NAME,
+        instance = %instance,
+        interval = %dk_proto::duration::format(interval),
+        listeners = threads.len(),
+        "statsd input started"
+    );
+
+    let series = metrics
+        .series
+        .get_or_create(&labels(&[("instance", &instance)]))
+        .clone();
+    let flusher = Flusher {
+        agg: agg.clone(),
+        points: counter(&metrics.points, &[("instance", &instance)]),
+        series,
+    };
+    let mut flush_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut proc_tick = tokio::time::interval(Duration::from_secs(1));
+    proc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            _ = flush_tick.tick() => {
+                if !flusher.flush(&ctx).await {
+                    break;
+                }
+            }
+            _ = proc_tick.tick() => {
+                for k in &mut kernel {
+                    k.poll();
+                }
+            }
+        }
+    }
+
+    // Stop receiving, let the parser drain what was queued, then flush once more.
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+        if let Some(p) = parser {
+            let _ = p.join();
+        }
+    })
+    .await;
+    flusher.flush(&ctx).await;
+    tracing::info!(input = INPUT_NAME, instance = %instance, "statsd input stopped");
+}
+
+/// Turns the aggregator's state into points every interval.
+struct Flusher {
+    agg: Arc<Mutex<Aggregator>>,
+    points: Counter,
+    series: Gauge,
+}
+
+impl Flusher {
+    /// Flushes and emits; `false` when the runtime is gone.
+    async fn flush(&self, ctx: &InputContext) -> bool {
+        let (out, series) = {
+            let Ok(mut agg) = self.agg.lock() else {
+                return false;
+            };
+            let out = agg.flush(now_ns());
+            (out, agg.series_len())
+        };
+        self.series.set(i64::try_from(series).unwrap_or(i64::MAX));
+        self.points
+            .inc_by((out.metrics.len() + out.events.len()) as u64);
+        emit_chunks(ctx, Category::Metric, out.metrics).await
+            && emit_chunks(ctx, Category::KeyEvent, out.events).await
+    }
+}
+
+async fn emit_chunks(ctx: &InputContext, category: Category, mut points: Vec<Point>) -> bool {
+    while !points.is_empty() {
+        let rest = if points.len() > FEED_BATCH {
+            points.split_off(FEED_BATCH)
+        } else {
+            Vec::new()
+        };
+        if !ctx
+            .emitter
+            .emit(category, INPUT_NAME, FeedOpts::default(), points)
+            .await
+        {
+            return false;
+        }
+        points = rest;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use dk_proto::Value;
+    use dk_proto::rpc::{InheritedListener, ListenerKind};
+    use dk_worker::Emitter;
+    use dk_worker::emitter::Message;
+
+    use super::*;
+
+    fn unix_path(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "dk-statsd-{tag}-{}-{}.sock",
+            std::process::id(),
+            now_ns()
+        ))
+    }
+
+    /// Receives feeds until `done` says the collected points are complete.
+    async fn collect(
+        rx: &mut tokio::sync::mpsc::Receiver<Message>,
+        mut done: impl FnMut(&[(Category, Point)]) -> bool,
+    ) -> Vec<(Category, Point)> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(&got) {
+            let msg = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("points in time")
+                .expect("channel open");
+            if let Message::Feed(f) = msg {
+                assert_eq!(f.input, INPUT_NAME);
+                got.extend(f.points.into_iter().map(|p| (f.category, p)));
+            }
+        }
+        got
+    }
+
+    fn sum_counter(points: &[(Category, Point)], name: &str, field: &str) -> f64 {
+        points
+            .iter()
+            .filter(|(_, p)| p.name == name)
+            .filter_map(|(_, p)| match p.get_field(field) {
+                Some(Value::F(v)) => Some(*v),
+                _ => None,
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn receives_udp_and_unix_datagrams_and_flushes_every_interval() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let udp_addr = udp.local_addr().expect("addr").to_string();
+        let path = unix_path("run");
+        let unix = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix");
+        let path_text = path.to_string_lossy().to_string();
+
+        let (emitter, mut rx) = Emitter::channel(64);
+        let (mut ctx, shutdown, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![
+            InheritedListener {
+                address: udp_addr.clone(),
+                kind: ListenerKind::Udp,
+                fd: udp.as_raw_fd(),
+            },
+            InheritedListener {
+                address: path_text.clone(),
+                kind: ListenerKind::UnixDatagram,
+                fd: unix.as_raw_fd(),
+            },
+        ];
+        let toml = format!(
+            "service_address = \"{udp_addr}\"\nservice_unix_address = \"{path_text}\"\n\
+             datadog_extensions = true\npercentiles = [50.0]\nread_buffer_size = 1048576"
+        );
+        let cfg = crate::config::parse(&toml).expect("valid");
+        let input = StatsdInput::new(cfg, StatsdMetrics::default(), true)
+            .with_interval(Duration::from_millis(200));
+        let registry = ctx.metrics.clone();
+        let task = tokio::spawn(Box::new(input).run(ctx));
+
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.send_to(b"app.hits:1|c\napp.hits:2|c|@0.5\nbad line", &udp_addr)
+            .expect("send");
+        tx.send_to(
+            b"app.lat:10|ms|#env:prod\napp.lat:30|ms|#env:prod",
+            &udp_addr,
+        )
+        .expect("send");
+        let utx = std::os::unix::net::UnixDatagram::unbound().expect("unbound");
+        utx.send_to(b"app.hits:10|c\n_e{2,3}:hi|all|t:warning", &path)
+            .expect("send unix");
+
+        let got = collect(&mut rx, |pts| {
+            sum_counter(pts, "app", "hits") >= 15.0
+                && pts.iter().any(|(_, p)| p.get_field("lat_count").is_some())
+                && pts.iter().any(|(c, _)| *c == Category::KeyEvent)
+        })
+        .await;
+        assert_eq!(sum_counter(&got, "app", "hits"), 15.0);
+        let lat = got
+            .iter()
+            .find(|(_, p)| p.get_field("lat_count").is_some())
+            .map(|(_, p)| p.clone())
+            .expect("timing point");
+        assert_eq!(lat.get_field("lat_count"), Some(&Value::I(2)));
+        assert_eq!(lat.get_field("lat_mean"), Some(&Value::F(20.0)));
+        assert_eq!(lat.get_field("lat_50_percentile"), Some(&Value::F(30.0)));
+        assert_eq!(lat.get_tag("env"), Some("prod"));
+        let (_, event) = got
+            .iter()
+            .find(|(c, _)| *c == Category::KeyEvent)
+            .expect("event");
+        assert_eq!(event.get_tag("df_status"), Some("warning"));
+
+        // The unix socket was opened to every sender, as Datakit does.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o722);
+
+        // Counters: 3 datagrams, one parse error.
+        let mut text = String::new();
+        {
+            let r = registry.lock().expect("registry");
+            prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
+        }
+        assert!(
+            text.contains(&format!(
+                "datakit_statsd_packets_total{{listener=\"{udp_addr}\"}} 2"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "datakit_statsd_packets_total{{listener=\"{path_text}\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "datakit_statsd_parse_errors_total{{instance=\"{udp_addr}\",reason=\"no_value\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("datakit_statsd_kernel_drops_total"), "{text}");
+
+        // Data received just before shutdown is flushed on the way out.
+        tx.send_to(b"late.x:7|c", &udp_addr).expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        let rest = collect(&mut rx, |pts| sum_counter(pts, "late", "x") >= 7.0).await;
+        assert_eq!(sum_counter(&rest, "late", "x"), 7.0);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("input stops")
+            .expect("no panic");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = udp.local_addr().expect("addr").to_string();
+        let (emitter, _rx) = Emitter::channel(64);
+        let (ctx, _shutdown, _pause) = InputContext::for_test(emitter);
+        let metrics = StatsdMetrics::default();
+        let (to_parser, from_receivers) = sync_channel::<Packed>(16);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rc = ReceiverCtx {
+            listener: addr.clone(),
+            to_parser,
+            pending: pending.clone(),
+            limit: 3,
+            stop: stop.clone(),
+            counters: ListenerCounters::new(&metrics, &addr),
+        };
+        metrics.register(&ctx);
+        let sock = Socket::Udp(udp);
+        let recv_thread = std::thread::spawn(move || receive_loop(sock, rc));
+        // Nobody parses: after 3 queued datagrams the rest is dropped.
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for i in 0..20 {
+            tx.send_to(format!("a.b:{i}|c").as_bytes(), &addr)
+                .expect("send");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let counters = ListenerCounters::new(&metrics, &addr);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counters.packets.get() < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "received {}",
+                counters.packets.get()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        recv_thread.join().expect("receiver ends");
+        let queued: usize = from_receivers.try_iter().map(|b| b.len()).sum();
+        assert_eq!(pending.load(Ordering::Acquire), queued);
+        assert_eq!(queued as u64 + counters.queue_full.get(), 20);
+        assert_eq!(queued, 3);
+        assert_eq!(counters.queue_full.get(), 17);
+    }
+}

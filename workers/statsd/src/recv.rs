@@ -1,0 +1,227 @@
+//! Batched datagram receive (`recvmmsg`) and socket options: the only unsafe code of the crate.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Largest datagram received whole (the UDP maximum); longer Unix datagrams are truncated.
+pub const SLOT_SIZE: usize = 64 * 1024;
+
+/// Sets `SO_RCVBUF` and returns the size the kernel reports afterwards (Linux doubles the
+/// request for its bookkeeping and caps it at `net.core.rmem_max`).
+///
+/// # Errors
+/// The OS error of `setsockopt`/`getsockopt`.
+pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is a valid open socket for the duration of the borrow; the option value
+    // points to a live c_int and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    recv_buffer(fd)
+}
+
+/// The socket's current `SO_RCVBUF` as the kernel reports it.
+///
+/// # Errors
+/// The OS error of `getsockopt`.
+pub fn recv_buffer(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is a valid open socket; `value` and `len` are live, writable and `len`
+    // holds the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
+/// Receives up to `slots` datagrams per call into one reused buffer.
+pub struct MultiRecv {
+    buf: Box<[u8]>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    received: usize,
+}
+
+impl MultiRecv {
+    /// A receiver for `slots` datagrams of up to [`SLOT_SIZE`] bytes each. The buffer is
+    /// zero-allocated, so untouched pages cost no memory.
+    pub fn new(slots: usize) -> MultiRecv {
+        let slots = slots.max(1);
+        let mut buf = vec![0u8; slots * SLOT_SIZE].into_boxed_slice();
+        let base = buf.as_mut_ptr();
+        let iovs: Vec<libc::iovec> = (0..slots)
+            .map(|i| libc::iovec {
+                // The pointers stay valid: `buf` is a boxed slice that never moves or grows.
+                iov_base: base.wrapping_add(i * SLOT_SIZE).cast(),
+                iov_len: SLOT_SIZE,
+            })
+            .collect();
+        // SAFETY: mmsghdr is a plain C struct of integers and pointers; all-zero is valid
+        // (null name, no control data).
+        let mut hdrs: Vec<libc::mmsghdr> =
+            (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (h, iov) in hdrs.iter_mut().zip(&iovs) {
+            h.msg_hdr.msg_iov = std::ptr::from_ref(iov).cast_mut();
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        MultiRecv {
+            buf,
+            iovs,
+            hdrs,
+            received: 0,
+        }
+    }
+
+    /// Waits for at least one datagram (up to the socket's receive timeout), then takes every
+    /// datagram already queued, up to the slot count. Returns how many were received.
+    ///
+    /// # Errors
+    /// The OS error; `WouldBlock`/`TimedOut` when the timeout passed with nothing received.
+    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.received = 0;
+        for h in &mut self.hdrs {
+            h.msg_len = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_name = std::ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+        }
+        let vlen = libc::c_uint::try_from(self.hdrs.len()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: `hdrs` holds `vlen` initialised headers whose single iovec each points into
+        // `buf` (SLOT_SIZE bytes, disjoint, alive as long as `self`); `iovs` is not moved or
+        // resized after construction, so the iovec pointers stay valid. A null timeout makes
+        // the call wait per MSG_WAITFORONE and the socket's SO_RCVTIMEO.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                vlen,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = usize::try_from(n).unwrap_or(0);
+        debug_assert_eq!(self.iovs.len(), self.hdrs.len());
+        Ok(self.received)
+    }
+
+    /// Datagram `i` of the last receive and whether the kernel truncated it.
+    pub fn datagram(&self, i: usize) -> Option<(&[u8], bool)> {
+        if i >= self.received {
+            return None;
+        }
+        let h = &self.hdrs[i];
+        let len = usize::try_from(h.msg_len).unwrap_or(0).min(SLOT_SIZE);
+        let start = i * SLOT_SIZE;
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        Some((&self.buf[start..start + len], truncated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn receives_every_queued_datagram_in_one_call() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for i in 0..5 {
+            tx.send_to(
+                format!("m{i}:1|c").as_bytes(),
+                rx.local_addr().expect("addr"),
+            )
+            .expect("send");
+        }
+        let mut r = MultiRecv::new(8);
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let n = r.recv(rx.as_fd()).expect("recv");
+            for i in 0..n {
+                let (d, truncated) = r.datagram(i).expect("datagram");
+                assert!(!truncated);
+                got.push(String::from_utf8(d.to_vec()).expect("utf8"));
+            }
+        }
+        assert_eq!(got, vec!["m0:1|c", "m1:1|c", "m2:1|c", "m3:1|c", "m4:1|c"]);
+        assert!(r.datagram(5).is_none());
+    }
+
+    #[test]
+    fn a_receive_timeout_reports_would_block() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let mut r = MultiRecv::new(2);
+        let e = r.recv(rx.as_fd()).expect_err("nothing to receive");
+        assert!(matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
+    }
+
+    #[test]
+    fn oversized_unix_datagrams_are_flagged_truncated() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().expect("pair");
+        set_send_buffer_large(&a);
+        let big = vec![b'x'; SLOT_SIZE + 10];
+        a.send(&big).expect("send");
+        b.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut r = MultiRecv::new(1);
+        assert_eq!(r.recv(b.as_fd()).expect("recv"), 1);
+        let (d, truncated) = r.datagram(0).expect("datagram");
+        assert_eq!(d.len(), SLOT_SIZE);
+        assert!(truncated);
+    }
+
+    fn set_send_buffer_large(s: &std::os::unix::net::UnixDatagram) {
+        let value: libc::c_int = 1 << 20;
+        // SAFETY: test helper; valid socket and a live c_int of the passed size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    #[test]
+    fn sets_the_receive_buffer() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let got = set_recv_buffer(rx.as_fd(), 256 * 1024).expect("setsockopt");
+        // Linux reports double the request (bookkeeping), capped by rmem_max.
+        assert!(got >= 256 * 1024 || got == recv_buffer(rx.as_fd()).expect("get"));
+    }
+}
