@@ -1,1 +1,334 @@
-//! End-to-end tests of the statsd family (being written).
+//! StatsD / DogStatsD input: real clients (`nc`, Python `statsd`, Python `datadog`) over UDP
+//! and a Unix datagram socket, aggregated values checked in the local sink, errors in /metrics.
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dk_proto::{Point, Value};
+
+use crate::harness::{Agent, bin, free_port, main_conf, wait_for, write_confd};
+
+/// A free UDP port on loopback.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `data` as one datagram with OpenBSD netcat.
+fn nc_udp(port: u16, data: &str) {
+    let mut child = Command::new("nc")
+        .args(["-u", "-w1", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nc runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nc failed");
+}
+
+fn python(code: &str) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn float(p: &Point, key: &str) -> f64 {
+    match p.get_field(key) {
+        Some(Value::F(v)) => *v,
+        Some(Value::I(v)) => *v as f64,
+        other => panic!("{} field {key} is {other:?}: {p:?}", p.name),
+    }
+}
+
+/// Sum of a field over every point of a measurement whose tags include `tags`.
+fn sum(points: &[Point], name: &str, field: &str, tags: &[(&str, &str)]) -> f64 {
+    matching(points, name, field, tags)
+        .iter()
+        .map(|p| float(p, field))
+        .sum()
+}
+
+fn matching<'a>(
+    points: &'a [Point],
+    name: &str,
+    field: &str,
+    tags: &[(&str, &str)],
+) -> Vec<&'a Point> {
+    points
+        .iter()
+        .filter(|p| p.name == name && p.get_field(field).is_some())
+        .filter(|p| tags.iter().all(|(k, v)| p.get_tag(k) == Some(v)))
+        .collect()
+}
+
+fn last<'a>(points: &'a [Point], name: &str, field: &str, tags: &[(&str, &str)]) -> &'a Point {
+    matching(points, name, field, tags)
+        .into_iter()
+        .last()
+        .unwrap_or_else(|| panic!("no {name}.{field} with {tags:?}"))
+}
+
+fn conf(port: u16, unix: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[inputs.statsd]]
+  interval = "1s"
+  protocol = "udp"
+  service_address = "127.0.0.1:{port}"
+  service_unix_address = "{unix}"
+  datadog_extensions = true
+  datadog_distributions = true
+  percentiles = [50.0, 90.0, 100.0]
+{extra}
+"#
+    )
+}
+
+#[test]
+fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
+    let port = free_udp_port();
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("dsd.sock");
+    let sock_text = sock.to_str().unwrap();
+    let agent = Agent::start(&[("statsd/statsd.conf", &conf(port, sock_text, ""))]);
+
+    // Raw lines with netcat: every type, rates, deltas, Influx bucket tags, both multi-value
+    // forms, and two bad lines.
+    nc_udp(
+        port,
+        "nc.hits:1|c\nnc.hits:2|c|@0.5\nnc.temp:10|g\nnc.temp:+5|g\nnc.temp:-3|g\n\
+         nc.users:a|s\nnc.users:b|s\nnc.users:a|s\n\
+         nc.lat:10|ms\nnc.lat:20|ms|@0.5\nnc.lat:30|ms\nnc.size,region=eu:100|h\n\
+         nc.multi:1|c:7|g\nnc.packed:1:2:3|d\nnot a metric\nnc.bad:x|c\n",
+    );
+    // Python `statsd`, pipelined into one datagram.
+    python(&format!(
+        "import statsd\nc = statsd.StatsClient('127.0.0.1', {port})\n\
+         with c.pipeline() as p:\n    p.incr('py.hits', 3); p.incr('py.hits'); p.decr('py.hits', 1)\n    \
+         p.gauge('py.temp', 20); p.gauge('py.temp', 5, delta=True)\n    \
+         p.timing('py.lat', 12); p.timing('py.lat', 18)\n    p.set('py.users', 'alice'); p.set('py.users', 'bob')\n"
+    ));
+    // Python `datadog` DogStatsD over UDP: tags, histogram, distribution, an event, a service
+    // check and a timestamped gauge; then over the Unix socket.
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    python(&format!(
+        "from datadog.dogstatsd import DogStatsd\n\
+         d = DogStatsd(host='127.0.0.1', port={port}, disable_telemetry=True)\n\
+         d.increment('dd.req', 2, tags=['env:prod', 'canary'])\n\
+         d.increment('dd.req', 1, tags=['env:prod', 'canary'])\n\
+         d.gauge('dd.conns', 42, tags=['env:prod'])\n\
+         d.histogram('dd.size', 100)\n\
+         d.distribution('dd.dur', 7)\n\
+         d.event('Deploy', 'v2 is\\nlive', alert_type='success', tags=['env:prod'], hostname='web-1')\n\
+         d.service_check('dd.up', 2, tags=['env:prod'], message='down')\n\
+         d.gauge_with_timestamp('dd.ts', 5, {ts})\n\
+         u = DogStatsd(socket_path='{sock_text}', disable_telemetry=True)\n\
+         u.increment('uds.hits', 5, tags=['via:uds'])\n"
+    ));
+
+    let points = wait_for("every statsd series", Duration::from_secs(20), || {
+        let pts = agent.local_points("metric");
+        let done = sum(&pts, "nc", "hits", &[]) >= 5.0
+            && sum(&pts, "py", "hits", &[]) >= 3.0
+            && sum(&pts, "dd", "req", &[]) >= 3.0
+            && sum(&pts, "uds", "hits", &[]) >= 5.0
+            && !matching(&pts, "service_check", "status", &[]).is_empty()
+            && !matching(&pts, "dd", "ts", &[]).is_empty()
+            && !matching(&pts, "nc", "packed_count", &[]).is_empty();
+        done.then_some(pts)
+    });
+
+    // Counters: summed, divided by the sample rate; tags as Datakit adds them.
+    assert_eq!(sum(&points, "nc", "hits", &[]), 5.0);
+    let hits = last(&points, "nc", "hits", &[]);
+    assert_eq!(hits.get_tag("metric_type"), Some("counter"));
+    assert_eq!(hits.get_tag("e2e"), Some("yes"), "global host tags added");
+    assert!(hits.get_tag("host").is_some());
+    assert_eq!(sum(&points, "py", "hits", &[]), 3.0);
+    // Gauges: last value with signed deltas.
+    assert_eq!(float(last(&points, "nc", "temp", &[]), "temp"), 12.0);
+    assert_eq!(float(last(&points, "py", "temp", &[]), "temp"), 25.0);
+    // Sets: distinct members.
+    assert_eq!(sum(&points, "nc", "users", &[]), 2.0);
+    assert_eq!(sum(&points, "py", "users", &[]), 2.0);
+    // Timings (one datagram, so one flush): every statistic and the percentiles.
+    let lat = last(&points, "nc", "lat_count", &[("metric_type", "timing")]);
+    assert_eq!(lat.get_field("lat_count"), Some(&Value::I(4)));
+    assert_eq!(float(lat, "lat_sum"), 80.0);
+    assert_eq!(float(lat, "lat_mean"), 20.0);
+    assert_eq!(float(lat, "lat_lower"), 10.0);
+    assert_eq!(float(lat, "lat_upper"), 30.0);
+    assert!((float(lat, "lat_stddev") - 50f64.sqrt()).abs() < 1e-9);
+    assert_eq!(float(lat, "lat_50_percentile"), 20.0);
+    assert_eq!(float(lat, "lat_90_percentile"), 30.0);
+    assert_eq!(float(lat, "lat_100_percentile"), 30.0);
+    let py_lat = last(&points, "py", "lat_mean", &[]);
+    assert_eq!(float(py_lat, "lat_mean"), 15.0);
+    let size = last(&points, "nc", "size_count", &[("region", "eu")]);
+    assert_eq!(size.get_tag("metric_type"), Some("histogram"));
+    assert_eq!(float(size, "size_mean"), 100.0);
+    // Multi-value lines.
+    let multi_c = last(&points, "nc", "multi", &[("metric_type", "counter")]);
+    assert_eq!(float(multi_c, "multi"), 1.0);
+    let multi_g = last(&points, "nc", "multi", &[("metric_type", "gauge")]);
+    assert_eq!(float(multi_g, "multi"), 7.0);
+    let packed = last(&points, "nc", "packed_count", &[]);
+    assert_eq!(packed.get_tag("metric_type"), Some("distribution"));
+    assert_eq!(float(packed, "packed_sum"), 6.0);
+    // DogStatsD.
+    assert_eq!(
+        sum(&points, "dd", "req", &[("env", "prod"), ("canary", "true")]),
+        3.0
+    );
+    assert_eq!(float(last(&points, "dd", "conns", &[]), "conns"), 42.0);
+    assert_eq!(
+        float(last(&points, "dd", "size_count", &[]), "size_count"),
+        1.0
+    );
+    assert_eq!(float(last(&points, "dd", "dur_sum", &[]), "dur_sum"), 7.0);
+    let check = last(
+        &points,
+        "service_check",
+        "status",
+        &[("check", "dd.up"), ("env", "prod")],
+    );
+    assert_eq!(check.get_field("status"), Some(&Value::I(2)));
+    let stamped = last(&points, "dd", "ts", &[]);
+    assert_eq!(stamped.time, ts as i64 * 1_000_000_000);
+    assert_eq!(float(stamped, "ts"), 5.0);
+    assert_eq!(sum(&points, "uds", "hits", &[("via", "uds")]), 5.0);
+
+    // The event is a keyevent.
+    let events = wait_for("the DogStatsD event", Duration::from_secs(10), || {
+        let e = agent.local_points("keyevent");
+        (!e.is_empty()).then_some(e)
+    });
+    let e = &events[0];
+    assert_eq!(e.name, "event");
+    assert_eq!(e.get_field("df_title"), Some(&Value::S("Deploy".into())));
+    assert_eq!(
+        e.get_field("df_message"),
+        Some(&Value::S("v2 is\nlive".into()))
+    );
+    assert_eq!(e.get_tag("df_status"), Some("ok"));
+    assert_eq!(e.get_tag("host"), Some("web-1"));
+    assert_eq!(e.get_tag("env"), Some("prod"));
+
+    // Errors and traffic are counted on /metrics.
+    let instance = format!("127.0.0.1:{port}");
+    let errors = |reason: &str| {
+        agent.metric(&format!(
+            "datakit_statsd_parse_errors_total{{instance=\"{instance}\",reason=\"{reason}\"}}"
+        ))
+    };
+    wait_for("parse errors on /metrics", Duration::from_secs(10), || {
+        (errors("no_value") == Some(1.0) && errors("bad_value") == Some(1.0)).then_some(())
+    });
+    let packets = agent
+        .metric(&format!(
+            "datakit_statsd_packets_total{{listener=\"{instance}\"}}"
+        ))
+        .unwrap_or(0.0);
+    assert!(packets >= 10.0, "packets {packets}");
+    assert_eq!(
+        agent.metric(&format!(
+            "datakit_statsd_packets_total{{listener=\"{sock_text}\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        agent.metric(&format!(
+            "datakit_statsd_kernel_drops_total{{listener=\"{instance}\"}}"
+        )),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn statsd_applies_mapping_drop_tags_and_config_tags_per_instance() {
+    let port_a = free_udp_port();
+    let port_b = free_udp_port();
+    let mapped = format!(
+        "{}\n[[inputs.statsd]]\n  interval = \"1s\"\n  service_address = \"127.0.0.1:{port_b}\"\n  \
+         service_unix_address = \"\"\n  datadog_extensions = true\n  \
+         metric_mapping = [\"map_me_:mapped\"]\n  drop_tags = [\"runtime-id\"]\n  \
+         [inputs.statsd.tags]\n  team = \"e2e\"\n",
+        conf(port_a, "", "")
+    );
+    let agent = Agent::start(&[("statsd/statsd.conf", &mapped)]);
+    nc_udp(
+        port_b,
+        "map_me.a:1|c|#runtime-id:1\nmap_me.a:2|c|#runtime-id:2\nother.b:3|g|#team:x\n",
+    );
+    nc_udp(port_a, "plain.a:4|c|#runtime-id:1\n");
+    let points = wait_for("mapped and plain points", Duration::from_secs(20), || {
+        let pts = agent.local_points("metric");
+        (sum(&pts, "mapped", "a", &[]) >= 3.0
+            && !matching(&pts, "other_b", "other_b", &[]).is_empty()
+            && sum(&pts, "plain", "a", &[]) >= 4.0)
+            .then_some(pts)
+    });
+    // Mapped by prefix; the dropped tag merged both series into one sum.
+    let m = matching(&points, "mapped", "a", &[]);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(float(m[0], "a"), 3.0);
+    assert_eq!(m[0].get_tag("runtime-id"), None);
+    assert_eq!(m[0].get_tag("team"), Some("e2e"));
+    // No prefix matched: measurement and field are the whole name; config tags win.
+    let o = last(&points, "other_b", "other_b", &[]);
+    assert_eq!(float(o, "other_b"), 3.0);
+    assert_eq!(o.get_tag("team"), Some("e2e"));
+    // The other instance is unaffected.
+    let p = last(&points, "plain", "a", &[]);
+    assert_eq!(p.get_tag("runtime-id"), Some("1"));
+    assert_eq!(p.get_tag("team"), None);
+}
+
+#[test]
+fn statsd_over_tcp_is_a_config_error_with_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    write_confd(
+        dir.path(),
+        &main_conf(free_port(), ""),
+        &[(
+            "statsd/statsd.conf",
+            "[[inputs.statsd]]\n  protocol = \"tcp\"\n  service_address = \":8125\"\n",
+        )],
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for needle in [
+        "statsd.conf",
+        "protocol",
+        "TCP is not supported",
+        "protocol = \"udp\"",
+    ] {
+        assert!(stderr.contains(needle), "names {needle}:\n{stderr}");
+    }
+}
