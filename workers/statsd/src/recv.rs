@@ -141,6 +141,58 @@ impl MultiRecv {
     }
 }
 
+/// Sends many datagrams per call (`sendmmsg`) on a connected socket (load tools, tests).
+pub struct MultiSend {
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Default for MultiSend {
+    fn default() -> Self {
+        MultiSend::new()
+    }
+}
+
+impl MultiSend {
+    /// An empty sender; its header arrays grow to the largest batch sent.
+    pub fn new() -> MultiSend {
+        MultiSend {
+            iovs: Vec::new(),
+            hdrs: Vec::new(),
+        }
+    }
+
+    /// Sends `datagrams` on the connected socket `fd`; returns how many the kernel took
+    /// (fewer than asked when its buffer is full).
+    ///
+    /// # Errors
+    /// The OS error when not even the first datagram could be sent.
+    pub fn send(&mut self, fd: BorrowedFd<'_>, datagrams: &[&[u8]]) -> io::Result<usize> {
+        self.iovs.clear();
+        self.iovs.extend(datagrams.iter().map(|d| libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        }));
+        self.hdrs.clear();
+        for iov in &self.iovs {
+            // SAFETY: mmsghdr is a plain C struct; all-zero is a valid empty header.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = std::ptr::from_ref(iov).cast_mut();
+            h.msg_hdr.msg_iovlen = 1;
+            self.hdrs.push(h);
+        }
+        let vlen = libc::c_uint::try_from(self.hdrs.len()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: every header points to one iovec of `iovs`, each describing a live
+        // datagram slice borrowed for this call; `hdrs` and `iovs` are not touched until the
+        // call returns; the kernel only reads the datagrams (sendmmsg does not write them).
+        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), vlen, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
@@ -215,6 +267,34 @@ mod tests {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
+    }
+
+    #[test]
+    fn sends_a_batch_in_one_call() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.connect(rx.local_addr().expect("addr")).expect("connect");
+        let mut s = MultiSend::new();
+        let sent = s
+            .send(tx.as_fd(), &[b"a:1|c", b"b:2|c", b"c:3|c"])
+            .expect("sendmmsg");
+        assert_eq!(sent, 3);
+        let mut r = MultiRecv::new(4);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let n = r.recv(rx.as_fd()).expect("recv");
+            got.extend(
+                (0..n)
+                    .filter_map(|i| r.datagram(i))
+                    .map(|(d, _)| d.to_vec()),
+            );
+        }
+        assert_eq!(
+            got,
+            vec![b"a:1|c".to_vec(), b"b:2|c".to_vec(), b"c:3|c".to_vec()]
+        );
     }
 
     #[test]
