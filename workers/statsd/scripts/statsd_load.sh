@@ -13,7 +13,9 @@ ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$ROOT"
 
 if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --release -q -p datakit -p dk-input-statsd --example statsd_load
+  # Two invocations: --example would restrict the first package to examples too.
+  cargo build --release -q -p datakit
+  cargo build --release -q -p dk-input-statsd --example statsd_load
 fi
 BIN="$ROOT/target/release/datakit"
 LOAD="$ROOT/target/release/examples/statsd_load"

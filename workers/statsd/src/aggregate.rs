@@ -319,6 +319,14 @@ impl<'a> TagBuf<'a> {
         }
     }
 
+    fn truncate(&mut self, n: usize) {
+        if self.spill.is_empty() {
+            self.len = self.len.min(n);
+        } else {
+            self.spill.truncate(n);
+        }
+    }
+
     fn as_mut_slice(&mut self) -> &mut [(&'a str, &'a str)] {
         if self.spill.is_empty() {
             &mut self.inline[..self.len]
@@ -507,7 +515,8 @@ impl Aggregator {
                 out += 1;
             }
         }
-        let settled = &mut slice[..out];
+        tags.truncate(out);
+        let settled = tags.as_mut_slice();
         settled.sort_unstable_by(|a, b| a.0.cmp(b.0));
         settled
     }

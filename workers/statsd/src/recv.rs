@@ -55,6 +55,26 @@ pub fn recv_buffer(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(usize::try_from(value).unwrap_or(0))
 }
 
+/// Waits until `fd` is readable or `timeout` passes; `true` when readable.
+///
+/// # Errors
+/// The OS error of `poll` (`Interrupted` included).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Round up so that a sub-millisecond wait does not become a busy 0 ms poll.
+    let ms = libc::c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is one live, initialised pollfd and the count passed is 1.
+    let rc = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc > 0)
+}
+
 /// Receives up to `slots` datagrams per call into one reused buffer.
 pub struct MultiRecv {
     buf: Box<[u8]>,
@@ -93,12 +113,13 @@ impl MultiRecv {
         }
     }
 
-    /// Waits for at least one datagram (up to the socket's receive timeout), then takes every
-    /// datagram already queued, up to the slot count. Returns how many were received.
+    /// Waits for at least one datagram (up to the socket's receive timeout; not at all with
+    /// `dont_wait`), then takes every datagram already queued, up to the slot count. Returns
+    /// how many were received.
     ///
     /// # Errors
-    /// The OS error; `WouldBlock`/`TimedOut` when the timeout passed with nothing received.
-    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    /// The OS error; `WouldBlock`/`TimedOut` when nothing was received in time.
+    pub fn recv(&mut self, fd: BorrowedFd<'_>, dont_wait: bool) -> io::Result<usize> {
         self.received = 0;
         for h in &mut self.hdrs {
             h.msg_len = 0;
@@ -116,7 +137,11 @@ impl MultiRecv {
                 fd.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 vlen,
-                libc::MSG_WAITFORONE,
+                if dont_wait {
+                    libc::MSG_WAITFORONE | libc::MSG_DONTWAIT
+                } else {
+                    libc::MSG_WAITFORONE
+                },
                 std::ptr::null_mut(),
             )
         };
@@ -216,7 +241,7 @@ mod tests {
         let mut r = MultiRecv::new(8);
         let mut got = Vec::new();
         while got.len() < 5 {
-            let n = r.recv(rx.as_fd()).expect("recv");
+            let n = r.recv(rx.as_fd(), false).expect("recv");
             for i in 0..n {
                 let (d, truncated) = r.datagram(i).expect("datagram");
                 assert!(!truncated);
@@ -233,7 +258,10 @@ mod tests {
         rx.set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
         let mut r = MultiRecv::new(2);
-        let e = r.recv(rx.as_fd()).expect_err("nothing to receive");
+        let e = r.recv(rx.as_fd(), false).expect_err("nothing to receive");
+        assert!(!wait_readable(rx.as_fd(), Duration::from_millis(5)).expect("poll"));
+        let e2 = r.recv(rx.as_fd(), true).expect_err("nothing queued");
+        assert_eq!(e2.kind(), io::ErrorKind::WouldBlock);
         assert!(matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -249,7 +277,8 @@ mod tests {
         b.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
         let mut r = MultiRecv::new(1);
-        assert_eq!(r.recv(b.as_fd()).expect("recv"), 1);
+        assert!(wait_readable(b.as_fd(), Duration::from_secs(2)).expect("poll"));
+        assert_eq!(r.recv(b.as_fd(), true).expect("recv"), 1);
         let (d, truncated) = r.datagram(0).expect("datagram");
         assert_eq!(d.len(), SLOT_SIZE);
         assert!(truncated);
@@ -284,7 +313,7 @@ mod tests {
         let mut r = MultiRecv::new(4);
         let mut got = Vec::new();
         while got.len() < 3 {
-            let n = r.recv(rx.as_fd()).expect("recv");
+            let n = r.recv(rx.as_fd(), false).expect("recv");
             got.extend(
                 (0..n)
                     .filter_map(|i| r.datagram(i))
