@@ -151,6 +151,16 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user + system) of a process in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the comm.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// The pid of the `datakit worker statsd` child of `agent`.
 fn statsd_worker(agent: u32) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -198,6 +208,9 @@ fn main() -> Result<()> {
         Some(api) => Some(snapshot(api, &listener).context("reading /metrics before")?),
         None => None,
     };
+
+    let worker = args.agent_pid.and_then(statsd_worker);
+    let cpu_before = worker.and_then(cpu_secs);
 
     // Send at a fixed rate: at any moment, `rate * elapsed` datagrams are due.
     let mut sender = MultiSend::new();
@@ -281,10 +294,18 @@ fn main() -> Result<()> {
         );
     }
     if let Some(agent) = args.agent_pid {
-        if let Some(worker) = statsd_worker(agent)
+        if let Some(worker) = worker
             && let Some((rss, hwm)) = rss_kib(worker)
         {
-            println!("statsd worker pid {worker}: RSS {rss} KiB, peak {hwm} KiB");
+            let cpu = cpu_before
+                .zip(cpu_secs(worker))
+                .map(|(a, b)| b - a)
+                .unwrap_or(0.0);
+            println!(
+                "statsd worker pid {worker}: RSS {rss} KiB, peak {hwm} KiB; CPU {cpu:.2}s for {sent} datagrams ({:.2} us each, {:.0}% of a core while sending)",
+                cpu * 1e6 / sent.max(1) as f64,
+                100.0 * cpu / send_secs
+            );
         }
         if let Some((rss, hwm)) = rss_kib(agent) {
             println!("supervisor pid {agent}: RSS {rss} KiB, peak {hwm} KiB");
