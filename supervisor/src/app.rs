@@ -334,7 +334,8 @@ fn worker_config(
         listeners: fp
             .listeners
             .iter()
-            .filter_map(|l| bound.get(&l.address).map(BoundListener::inherited))
+            .filter_map(|l| bound.get(&l.address))
+            .flat_map(BoundListener::inherited)
             .collect(),
         health_interval_ms: 1000,
     }
@@ -375,7 +376,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         .values()
         .flat_map(|f| f.listeners.clone())
         .collect();
-    let bound_list = listeners::bind_all(&all_specs).map_err(|errors| {
+    let bound = listeners::bind_all(&all_specs).map_err(|errors| {
         anyhow::anyhow!(
             errors
                 .iter()
@@ -391,6 +392,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let sup_metrics = SupervisorMetrics::new(&mut registry);
     let last_errors = LastErrors::new(&mut registry);
+    record_bind_warnings(&bound.warnings, &last_errors);
     let api_metrics = ApiMetrics::new(&mut registry);
     let sinks = build_sinks(&main, &mut registry)?;
     let delivery = Delivery::start(
@@ -475,7 +477,8 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     };
     let mut running = Running {
         handles: BTreeMap::new(),
-        bound: bound_list
+        bound: bound
+            .listeners
             .into_iter()
             .map(|b| (b.spec.address.clone(), b))
             .collect(),
@@ -551,6 +554,19 @@ struct Reloader<'a> {
 }
 
 /// Keeps the running config after a rejected change, and says why everywhere an operator looks.
+/// Optional sockets that could not be bound: logged and shown in `/v1/lasterror`.
+fn record_bind_warnings(warnings: &[listeners::BindError], last_errors: &LastErrors) {
+    for w in warnings {
+        tracing::warn!("{w}; the input goes on without it");
+        last_errors.record(
+            "config",
+            "listen",
+            "",
+            &format!("{w}; the input goes on without it"),
+        );
+    }
+}
+
 fn reject(
     old: Plan,
     problems: &[impl std::fmt::Display],
@@ -609,18 +625,36 @@ async fn reload(r: &Reloader<'_>, old: Plan, running: &mut Running) -> Plan {
         return old;
     }
     // Bind new listeners first: a busy port rejects the whole change.
-    let wanted: Vec<_> = new
+    let mut wanted = Vec::new();
+    for l in new
         .families
         .iter()
         .filter(|(f, _)| changed.contains(*f))
-        .flat_map(|(_, fp)| fp.listeners.clone())
-        .filter(|l| !running.bound.contains_key(&l.address))
-        .collect();
+        .flat_map(|(_, fp)| fp.listeners.iter())
+    {
+        match running.bound.get(&l.address) {
+            None => wanted.push(l.clone()),
+            Some(b) if b.spec.kind == l.kind && b.spec.sockets == l.sockets => {}
+            // SO_REUSEPORT sockets can join the group the running ones are in.
+            Some(b) if b.spec.kind == l.kind && b.spec.sockets > 1 && l.sockets > 1 => {
+                wanted.push(l.clone());
+            }
+            Some(b) => {
+                let message = format!(
+                    "{}: going from {} to {} sockets ({:?} to {:?}) needs an agent restart; the running sockets stay",
+                    l.address, b.spec.sockets, l.sockets, b.spec.kind, l.kind
+                );
+                tracing::warn!("{message}");
+                last_errors.record("config", "reload", "", &message);
+            }
+        }
+    }
     let fresh = match listeners::bind_all(&wanted) {
         Ok(b) => b,
         Err(errors) => return reject(old, &errors, last_errors, metrics),
     };
-    for b in fresh {
+    record_bind_warnings(&fresh.warnings, last_errors);
+    for b in fresh.listeners {
         running.bound.insert(b.spec.address.clone(), b);
     }
     tracing::info!(families = ?changed, "Config changed; restarting the affected families.");

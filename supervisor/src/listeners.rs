@@ -3,13 +3,14 @@
 //! The supervisor owns the sockets for its whole life: a worker inherits them across exec, and
 //! a worker restart never closes a port (the kernel queues datagrams and connections meanwhile).
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 
 use dk_proto::rpc::{InheritedListener, ListenerKind};
 use dk_worker::ListenSpec;
+use socket2::{Domain, Socket, Type};
 
 /// A socket that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -25,28 +26,23 @@ pub struct BindError {
     pub reason: String,
 }
 
-/// A bound socket and how the worker finds it.
+/// The sockets bound for one listen spec and how the worker finds them.
 #[derive(Debug)]
 pub struct BoundListener {
     /// The configured address and transport.
     pub spec: ListenSpec,
-    /// The socket.
-    pub fd: OwnedFd,
+    /// The sockets (more than one for `SO_REUSEPORT` UDP).
+    pub fds: Vec<OwnedFd>,
 }
 
 impl BoundListener {
-    /// The description passed to the worker.
-    pub fn inherited(&self) -> InheritedListener {
-        InheritedListener {
+    /// The descriptions passed to the worker: one per socket, all under the spec's address.
+    pub fn inherited(&self) -> impl Iterator<Item = InheritedListener> + '_ {
+        self.fds.iter().map(|fd| InheritedListener {
             address: self.spec.address.clone(),
             kind: self.spec.kind,
-            fd: self.raw_fd(),
-        }
-    }
-
-    /// The raw descriptor number.
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+            fd: fd.as_raw_fd(),
+        })
     }
 }
 
@@ -72,14 +68,154 @@ fn unix_path(address: &str) -> &str {
     address.split_once("://").map_or(address, |(_, rest)| rest)
 }
 
-fn remove_stale(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// Which IP families an address asks for: `udp4://`/`tcp4://` IPv4 only, `udp6://`/`tcp6://`
+/// IPv6 only, anything else both (as Go's `net.Listen` does for a wildcard address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IpFamily {
+    Both,
+    V4,
+    V6,
+}
+
+fn ip_family(address: &str) -> IpFamily {
+    match address.split_once("://").map(|(scheme, _)| scheme) {
+        Some(s) if s.ends_with('4') => IpFamily::V4,
+        Some(s) if s.ends_with('6') => IpFamily::V6,
+        _ => IpFamily::Both,
     }
 }
 
-/// Binds one socket.
+/// Where to bind an IP address: a `:port` address means every address, on IPv6 and IPv4 at
+/// once where the host has IPv6 (like Go), else IPv4; any other form binds what it names.
+fn bind_targets(address: &str) -> Result<Vec<(SocketAddr, Option<bool>)>, String> {
+    let without_scheme = address.split_once("://").map_or(address, |(_, rest)| rest);
+    if let Some(port) = without_scheme.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("expected host:port, got {address:?}"))?;
+        let v4 = (SocketAddr::from(([0, 0, 0, 0], port)), None);
+        let v6 = |only: bool| (SocketAddr::from(([0u16; 8], port)), Some(only));
+        return Ok(match ip_family(address) {
+            IpFamily::Both => vec![v6(false), v4],
+            IpFamily::V4 => vec![v4],
+            IpFamily::V6 => vec![v6(true)],
+        });
+    }
+    let addr = resolve(address)?;
+    Ok(vec![(addr, addr.is_ipv6().then_some(true))])
+}
+
+/// Backlog asked for TCP listeners (the kernel caps it at `net.core.somaxconn`).
+const TCP_BACKLOG: i32 = 4096;
+
+fn inet_socket(
+    addr: SocketAddr,
+    ty: Type,
+    only_v6: Option<bool>,
+    reuse_port: bool,
+) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    if let Some(only) = only_v6 {
+        socket.set_only_v6(only)?;
+    }
+    if ty == Type::STREAM {
+        // As std does: a restarted agent rebinds while old connections sit in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    if ty == Type::STREAM {
+        socket.listen(TCP_BACKLOG)?;
+    }
+    Ok(socket)
+}
+
+/// Binds `count` sockets on an IP address (with `SO_REUSEPORT` when more than one), trying
+/// the dual-stack wildcard first and IPv4 where the host has no IPv6.
+fn bind_inet(address: &str, ty: Type, count: u16) -> Result<Vec<OwnedFd>, String> {
+    let targets = bind_targets(address)?;
+    let reuse_port = count > 1;
+    let mut last_error = String::new();
+    for (i, (addr, only_v6)) in targets.iter().enumerate() {
+        let first = match inet_socket(*addr, ty, *only_v6, reuse_port) {
+            Ok(s) => s,
+            Err(e) => {
+                let no_ipv6 = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+                );
+                last_error = e.to_string();
+                if no_ipv6 && i + 1 < targets.len() {
+                    continue;
+                }
+                return Err(last_error);
+            }
+        };
+        // Port 0 picks a port on the first socket; the others join that one.
+        let actual = first
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(*addr);
+        let mut fds: Vec<OwnedFd> = vec![first.into()];
+        for _ in 1..count {
+            let s = inet_socket(actual, ty, *only_v6, true).map_err(|e| {
+                format!(
+                    "binding socket {} of {count} with SO_REUSEPORT: {e}",
+                    fds.len() + 1
+                )
+            })?;
+            fds.push(s.into());
+        }
+        return Ok(fds);
+    }
+    Err(last_error)
+}
+
+/// Makes `path` ready for a Unix socket: creates its directory, removes a stale socket left by
+/// a previous run, and refuses to touch anything that is not a socket or a socket another
+/// program still serves.
+fn prepare_unix_path(path: &Path, kind: ListenerKind) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _};
+    if path.as_os_str().is_empty() {
+        return Err("empty socket path".into());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} exists and is not a socket; refusing to delete it: move it away or choose another path",
+            path.display()
+        ));
+    }
+    let served = match kind {
+        ListenerKind::UnixStream => std::os::unix::net::UnixStream::connect(path).is_ok(),
+        _ => UnixDatagram::unbound()
+            .and_then(|s| s.connect(path))
+            .is_ok(),
+    };
+    if served {
+        return Err(format!(
+            "{} is a socket another running program serves; stop it or choose another path",
+            path.display()
+        ));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket: {e}"))
+}
+
+/// Binds one listen spec: every socket it asks for.
 ///
 /// # Errors
 /// [`BindError`] naming the address.
@@ -89,50 +225,54 @@ pub fn bind(spec: &ListenSpec) -> Result<BoundListener, BindError> {
         kind: spec.kind,
         reason,
     };
-    let fd: OwnedFd = match spec.kind {
-        ListenerKind::Tcp => {
-            let addr = resolve(&spec.address).map_err(fail)?;
-            TcpListener::bind(addr)
-                .map_err(|e| fail(e.to_string()))?
-                .into()
-        }
-        ListenerKind::Udp => {
-            let addr = resolve(&spec.address).map_err(fail)?;
-            UdpSocket::bind(addr)
-                .map_err(|e| fail(e.to_string()))?
-                .into()
-        }
+    let fds: Vec<OwnedFd> = match spec.kind {
+        ListenerKind::Tcp => bind_inet(&spec.address, Type::STREAM, 1).map_err(fail)?,
+        ListenerKind::Udp => bind_inet(&spec.address, Type::DGRAM, spec.sockets).map_err(fail)?,
         ListenerKind::UnixDatagram => {
             let path = Path::new(unix_path(&spec.address));
-            remove_stale(path).map_err(|e| fail(e.to_string()))?;
-            UnixDatagram::bind(path)
-                .map_err(|e| fail(e.to_string()))?
-                .into()
+            prepare_unix_path(path, spec.kind).map_err(fail)?;
+            vec![
+                UnixDatagram::bind(path)
+                    .map_err(|e| fail(e.to_string()))?
+                    .into(),
+            ]
         }
         ListenerKind::UnixStream => {
             let path = Path::new(unix_path(&spec.address));
-            remove_stale(path).map_err(|e| fail(e.to_string()))?;
-            UnixListener::bind(path)
-                .map_err(|e| fail(e.to_string()))?
-                .into()
+            prepare_unix_path(path, spec.kind).map_err(fail)?;
+            vec![
+                UnixListener::bind(path)
+                    .map_err(|e| fail(e.to_string()))?
+                    .into(),
+            ]
         }
     };
     Ok(BoundListener {
         spec: spec.clone(),
-        fd,
+        fds,
     })
 }
 
-/// Binds every socket, returning all failures at once.
+/// What [`bind_all`] bound, and the optional sockets it could not bind (warnings).
+#[derive(Debug, Default)]
+pub struct Bound {
+    /// The bound listeners.
+    pub listeners: Vec<BoundListener>,
+    /// Optional sockets that failed: log them and go on.
+    pub warnings: Vec<BindError>,
+}
+
+/// Binds every socket, returning all failures of required sockets at once.
 ///
 /// # Errors
-/// Every [`BindError`].
-pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<BoundListener>, Vec<BindError>> {
-    let mut bound = Vec::new();
+/// Every [`BindError`] of a required socket.
+pub fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Vec<BindError>> {
+    let mut bound = Bound::default();
     let mut errors = Vec::new();
     for spec in specs {
         match bind(spec) {
-            Ok(b) => bound.push(b),
+            Ok(b) => bound.listeners.push(b),
+            Err(e) if spec.optional => bound.warnings.push(e),
             Err(e) => errors.push(e),
         }
     }
@@ -145,7 +285,16 @@ pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<BoundListener>, Vec<BindErro
 
 #[cfg(test)]
 mod tests {
+    use std::net::{TcpListener, UdpSocket};
+    use std::time::Duration;
+
     use super::*;
+
+    fn udp_of(fd: &OwnedFd) -> UdpSocket {
+        let s = UdpSocket::from(fd.try_clone().unwrap());
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
 
     #[test]
     fn resolves_the_address_forms_datakit_configs_use() {
@@ -162,11 +311,7 @@ mod tests {
     fn reports_a_busy_port_with_its_address() {
         let holder = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = holder.local_addr().unwrap().to_string();
-        let err = bind(&ListenSpec {
-            address: format!("tcp://{addr}"),
-            kind: ListenerKind::Tcp,
-        })
-        .unwrap_err();
+        let err = bind(&ListenSpec::new(format!("tcp://{addr}"), ListenerKind::Tcp)).unwrap_err();
         assert!(err.to_string().contains(&addr), "{err}");
     }
 
@@ -175,22 +320,148 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("s.sock");
         let specs = vec![
-            ListenSpec {
-                address: "tcp://127.0.0.1:0".into(),
-                kind: ListenerKind::Tcp,
-            },
-            ListenSpec {
-                address: "udp://127.0.0.1:0".into(),
-                kind: ListenerKind::Udp,
-            },
-            ListenSpec {
-                address: sock.display().to_string(),
-                kind: ListenerKind::UnixDatagram,
-            },
+            ListenSpec::new("tcp://127.0.0.1:0", ListenerKind::Tcp),
+            ListenSpec::new("udp://127.0.0.1:0", ListenerKind::Udp),
+            ListenSpec::new(sock.display().to_string(), ListenerKind::UnixDatagram),
         ];
         let bound = bind_all(&specs).unwrap();
-        assert_eq!(bound.len(), 3);
+        assert_eq!(bound.listeners.len(), 3);
+        assert!(bound.warnings.is_empty());
         assert!(sock.exists());
-        assert!(bound.iter().all(|b| b.raw_fd() > 2));
+        assert!(
+            bound
+                .listeners
+                .iter()
+                .all(|b| b.fds.len() == 1 && b.fds[0].as_raw_fd() > 2)
+        );
+    }
+
+    #[test]
+    fn a_port_only_address_receives_over_ipv4_and_ipv6_like_go() {
+        let bound = bind(&ListenSpec::new("udp://:0", ListenerKind::Udp)).unwrap();
+        let socket = udp_of(&bound.fds[0]);
+        let port = socket.local_addr().unwrap().port();
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.send_to(b"four", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"four");
+        // Hosts without IPv6 fall back to IPv4 only, which the send above covers.
+        if let Ok(v6) = UdpSocket::bind("[::1]:0") {
+            assert!(socket.local_addr().unwrap().is_ipv6());
+            v6.send_to(b"six", ("::1", port)).unwrap();
+            let (n, _) = socket.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"six");
+        }
+        let v4_only = bind(&ListenSpec::new("udp4://:0", ListenerKind::Udp)).unwrap();
+        assert!(udp_of(&v4_only.fds[0]).local_addr().unwrap().is_ipv4());
+    }
+
+    #[test]
+    fn several_udp_sockets_share_one_port_and_split_the_senders() {
+        let spec = ListenSpec::new("udp://127.0.0.1:0", ListenerKind::Udp).with_sockets(3);
+        let bound = bind(&spec).unwrap();
+        assert_eq!(bound.fds.len(), 3);
+        let sockets: Vec<UdpSocket> = bound.fds.iter().map(udp_of).collect();
+        let port = sockets[0].local_addr().unwrap().port();
+        assert!(
+            sockets
+                .iter()
+                .all(|s| s.local_addr().unwrap().port() == port)
+        );
+        for s in &sockets {
+            s.set_nonblocking(true).unwrap();
+        }
+        // Each sender (source port) hashes to one socket; 64 senders reach more than one.
+        let senders: Vec<UdpSocket> = (0..64)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for s in &senders {
+            s.send_to(b"x", ("127.0.0.1", port)).unwrap();
+        }
+        let mut per_socket = vec![0usize; sockets.len()];
+        let mut total = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 4];
+        while total < senders.len() && std::time::Instant::now() < deadline {
+            for (i, s) in sockets.iter().enumerate() {
+                while s.recv_from(&mut buf).is_ok() {
+                    per_socket[i] += 1;
+                    total += 1;
+                }
+            }
+        }
+        assert_eq!(total, senders.len(), "{per_socket:?}");
+        assert!(
+            per_socket.iter().filter(|&&n| n > 0).count() >= 2,
+            "{per_socket:?}"
+        );
+        // A plain socket on the same port is refused: the group is closed to outsiders.
+        assert!(
+            bind(&ListenSpec::new(
+                format!("udp://127.0.0.1:{port}"),
+                ListenerKind::Udp
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_unix_socket_gets_its_directory_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("run/datakit/statsd.sock");
+        let b = bind(&ListenSpec::new(
+            sock.display().to_string(),
+            ListenerKind::UnixDatagram,
+        ))
+        .unwrap();
+        assert_eq!(b.fds.len(), 1);
+        assert!(sock.exists());
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_but_a_served_one_or_a_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let spec = ListenSpec::new(sock.display().to_string(), ListenerKind::UnixDatagram);
+        // Served: another program holds it bound.
+        let holder = UnixDatagram::bind(&sock).unwrap();
+        let err = bind(&spec).unwrap_err();
+        assert!(err.reason.contains("another running program"), "{err}");
+        // Stale: the program is gone, the file remains.
+        drop(holder);
+        assert!(sock.exists());
+        let b = bind(&spec).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.send_to(b"hi", &sock).unwrap();
+        let receiver = UnixDatagram::from(b.fds[0].try_clone().unwrap());
+        let mut buf = [0u8; 4];
+        assert_eq!(receiver.recv(&mut buf).unwrap(), 2);
+        // A regular file is never deleted.
+        let file = dir.path().join("data.txt");
+        std::fs::write(&file, b"keep me").unwrap();
+        let err = bind(&ListenSpec::new(
+            file.display().to_string(),
+            ListenerKind::UnixDatagram,
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn an_optional_socket_that_cannot_bind_is_a_warning() {
+        let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let busy = format!("udp://{}", holder.local_addr().unwrap());
+        let specs = vec![
+            ListenSpec::new(busy.clone(), ListenerKind::Udp).optional(),
+            ListenSpec::new("udp://127.0.0.1:0", ListenerKind::Udp),
+        ];
+        let bound = bind_all(&specs).unwrap();
+        assert_eq!(bound.listeners.len(), 1);
+        assert_eq!(bound.warnings.len(), 1);
+        assert_eq!(bound.warnings[0].address, busy);
+        let required = vec![ListenSpec::new(busy, ListenerKind::Udp)];
+        assert_eq!(bind_all(&required).unwrap_err().len(), 1);
     }
 }

@@ -332,3 +332,75 @@ fn statsd_over_tcp_is_a_config_error_with_a_fix() {
         assert!(stderr.contains(needle), "names {needle}:\n{stderr}");
     }
 }
+
+/// Rows of `/proc/net/udp{,6}` bound to `port`.
+fn udp_sockets_on(port: u16) -> usize {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| format!("{a} ").contains(&needle))
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+#[test]
+fn statsd_reads_every_reuseport_socket_and_an_unusable_unix_path_is_only_a_warning() {
+    let port = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    // Not a socket: the agent must neither delete it nor refuse to start.
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    // In a directory that does not exist yet: the agent creates it.
+    let nested = dir.path().join("run/datakit/dsd.sock");
+    let confs = format!(
+        "{}\n[[inputs.statsd]]\n  interval = \"1s\"\n  service_address = \"\"\n  \
+         service_unix_address = \"{}\"\n",
+        conf(port, file.to_str().unwrap(), "  udp_sockets = 4"),
+        nested.display()
+    );
+    let agent = Agent::start(&[("statsd/statsd.conf", &confs)]);
+    assert_eq!(udp_sockets_on(port), 4, "four SO_REUSEPORT sockets bound");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    assert!(agent.log().contains("not a socket"), "{}", agent.log());
+
+    // 64 senders (source ports) spread over the four sockets; every count must arrive.
+    let senders: Vec<UdpSocket> = (0..64)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for s in &senders {
+        s.send_to(b"rp.hits:1|c", ("127.0.0.1", port)).unwrap();
+    }
+    python(&format!(
+        "from datadog.dogstatsd import DogStatsd\n\
+         u = DogStatsd(socket_path='{}', disable_telemetry=True)\n\
+         u.increment('nested.hits', 2)\n",
+        nested.display()
+    ));
+    let points = wait_for(
+        "all 64 counts and the nested socket",
+        Duration::from_secs(20),
+        || {
+            let pts = agent.local_points("metric");
+            (sum(&pts, "rp", "hits", &[]) >= 64.0 && sum(&pts, "nested", "hits", &[]) >= 2.0)
+                .then_some(pts)
+        },
+    );
+    assert_eq!(sum(&points, "rp", "hits", &[]), 64.0);
+    assert_eq!(sum(&points, "nested", "hits", &[]), 2.0);
+    assert_eq!(
+        agent.metric(&format!(
+            "datakit_statsd_packets_total{{listener=\"127.0.0.1:{port}\"}}"
+        )),
+        Some(64.0)
+    );
+}

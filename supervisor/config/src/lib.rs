@@ -308,7 +308,7 @@ fn fingerprint(inputs: &[InputSpec], listeners: &[ListenSpec]) -> u64 {
     feed(b"listeners");
     for l in listeners {
         feed(l.address.as_bytes());
-        feed(format!("{:?}", l.kind).as_bytes());
+        feed(format!("{:?} {} {}", l.kind, l.sockets, l.optional).as_bytes());
     }
     h
 }

@@ -81,10 +81,7 @@ impl Family for FakeStatsd {
         let t: toml::Table = toml::from_str(toml_text).unwrap_or_default();
         t.get("service_address")
             .and_then(toml::Value::as_str)
-            .map(|a| ListenSpec {
-                address: a.to_string(),
-                kind: ListenerKind::Udp,
-            })
+            .map(|a| ListenSpec::new(a.to_string(), ListenerKind::Udp))
             .into_iter()
             .collect()
     }
@@ -316,10 +313,7 @@ fn strips_bom_and_substitutes_environment_variables() {
     assert_eq!(t["keep"].as_str(), Some("$UNSET_VAR"));
     assert_eq!(
         statsd.listeners,
-        [ListenSpec {
-            address: ":9125".into(),
-            kind: ListenerKind::Udp
-        }]
+        [ListenSpec::new(":9125", ListenerKind::Udp)]
     );
 }
 
@@ -461,10 +455,7 @@ impl Family for Claims {
         Vec::new()
     }
     fn listeners(&self, _: &str, _: &str) -> Vec<ListenSpec> {
-        vec![ListenSpec {
-            address: self.0.to_string(),
-            kind: self.1,
-        }]
+        vec![ListenSpec::new(self.0.to_string(), self.1)]
     }
     fn build(&self, _: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
         Ok(Vec::new())

@@ -56,14 +56,8 @@ impl GraphiteConfig {
     /// addresses distinct for the supervisor, which binds them.
     pub fn listeners(&self) -> Vec<ListenSpec> {
         vec![
-            ListenSpec {
-                address: tcp_address(&self.address),
-                kind: ListenerKind::Tcp,
-            },
-            ListenSpec {
-                address: udp_address(&self.address),
-                kind: ListenerKind::Udp,
-            },
+            ListenSpec::new(tcp_address(&self.address), ListenerKind::Tcp),
+            ListenSpec::new(udp_address(&self.address), ListenerKind::Udp),
         ]
     }
 }
@@ -396,14 +390,8 @@ mod tests {
         assert_eq!(
             cfg.listeners(),
             vec![
-                ListenSpec {
-                    address: "tcp://127.0.0.1:2003".into(),
-                    kind: ListenerKind::Tcp
-                },
-                ListenSpec {
-                    address: "udp://127.0.0.1:2003".into(),
-                    kind: ListenerKind::Udp
-                },
+                ListenSpec::new("tcp://127.0.0.1:2003", ListenerKind::Tcp),
+                ListenSpec::new("udp://127.0.0.1:2003", ListenerKind::Udp),
             ]
         );
     }

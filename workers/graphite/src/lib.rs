@@ -158,14 +158,8 @@ mod tests {
         assert_eq!(
             GraphiteFamily.listeners("graphite", &tables[0]),
             vec![
-                ListenSpec {
-                    address: "tcp://:9109".into(),
-                    kind: ListenerKind::Tcp
-                },
-                ListenSpec {
-                    address: "udp://:9109".into(),
-                    kind: ListenerKind::Udp
-                },
+                ListenSpec::new("tcp://:9109", ListenerKind::Tcp),
+                ListenSpec::new("udp://:9109", ListenerKind::Udp),
             ]
         );
     }
@@ -210,10 +204,7 @@ mod tests {
         assert_eq!(GraphiteFamily.listeners("graphite", "").len(), 2);
         assert_eq!(
             GraphiteFamily.listeners("graphite", "address = \"[::1]:2003\"")[1],
-            ListenSpec {
-                address: "udp://[::1]:2003".into(),
-                kind: ListenerKind::Udp
-            }
+            ListenSpec::new("udp://[::1]:2003", ListenerKind::Udp)
         );
         assert!(
             GraphiteFamily

@@ -66,12 +66,12 @@ impl Family for LoggingFamily {
         };
         cfg.sockets
             .into_iter()
-            .map(|s| ListenSpec {
-                address: s.address,
-                kind: match s.proto {
+            .map(|s| {
+                let kind = match s.proto {
                     Proto::Tcp => ListenerKind::Tcp,
                     Proto::Udp => ListenerKind::Udp,
-                },
+                };
+                ListenSpec::new(s.address, kind)
             })
             .collect()
     }
@@ -156,14 +156,8 @@ mod tests {
         assert_eq!(
             LoggingFamily.listeners("logging", &tables[0]),
             vec![
-                ListenSpec {
-                    address: "tcp://0.0.0.0:9530".into(),
-                    kind: ListenerKind::Tcp
-                },
-                ListenSpec {
-                    address: "udp://0.0.0.0:9531".into(),
-                    kind: ListenerKind::Udp
-                },
+                ListenSpec::new("tcp://0.0.0.0:9530", ListenerKind::Tcp),
+                ListenSpec::new("udp://0.0.0.0:9531", ListenerKind::Udp),
             ]
         );
         let cfg = config::parse(&tables[0]).expect("valid");

@@ -20,6 +20,39 @@ pub struct ListenSpec {
     pub address: String,
     /// Transport.
     pub kind: ListenerKind,
+    /// How many sockets to bind on the address (UDP only). Above 1 every socket is bound with
+    /// `SO_REUSEPORT` and the kernel spreads senders across them by source address and port;
+    /// the worker gets them all under the one address ([`crate::listen::udp_all`]).
+    pub sockets: u16,
+    /// A failed bind is a warning (logged, in `/v1/lasterror`) instead of a config error; the
+    /// worker then finds no socket for the address. Datakit treats the StatsD Unix socket so.
+    pub optional: bool,
+}
+
+impl ListenSpec {
+    /// One required socket on `address`.
+    pub fn new(address: impl Into<String>, kind: ListenerKind) -> ListenSpec {
+        ListenSpec {
+            address: address.into(),
+            kind,
+            sockets: 1,
+            optional: false,
+        }
+    }
+
+    /// Binds `n` sockets with `SO_REUSEPORT` (UDP; 0 is taken as 1).
+    #[must_use]
+    pub fn with_sockets(mut self, n: u16) -> ListenSpec {
+        self.sockets = n.max(1);
+        self
+    }
+
+    /// Makes a failed bind a warning rather than a config error.
+    #[must_use]
+    pub fn optional(mut self) -> ListenSpec {
+        self.optional = true;
+        self
+    }
 }
 
 /// One input family: the unit of process isolation.

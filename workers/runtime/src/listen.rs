@@ -82,6 +82,28 @@ pub fn udp(ctx: &InputContext, address: &str) -> Result<std::net::UdpSocket, Lis
     Ok(s)
 }
 
+/// Every UDP socket bound for `address` (several when the spec asked for `SO_REUSEPORT`
+/// sockets), non-blocking.
+///
+/// # Errors
+/// [`ListenError`] when there is no such socket or one is not UDP.
+pub fn udp_all(ctx: &InputContext, address: &str) -> Result<Vec<std::net::UdpSocket>, ListenError> {
+    let mut out = Vec::new();
+    for l in ctx.listeners.iter().filter(|l| l.address == address) {
+        let s = std::net::UdpSocket::from(dup(l, ListenerKind::Udp)?);
+        s.set_nonblocking(true).map_err(|source| ListenError::Dup {
+            address: address.into(),
+            fd: l.fd,
+            source,
+        })?;
+        out.push(s);
+    }
+    if out.is_empty() {
+        return Err(ListenError::Missing(address.to_string()));
+    }
+    Ok(out)
+}
+
 /// The listening TCP socket bound for `address`, non-blocking (ready for tokio).
 ///
 /// # Errors
@@ -149,5 +171,38 @@ mod tests {
             Err(ListenError::WrongKind { .. })
         ));
         assert!(matches!(udp(&ctx, "udp://y"), Err(ListenError::Missing(_))));
+    }
+
+    #[test]
+    fn every_socket_of_an_address_is_handed_out() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (emitter, _rx) = Emitter::channel(1);
+        let (mut ctx, _, _) = InputContext::for_test(emitter);
+        ctx.listeners = [("udp://x", &a), ("udp://other", &other), ("udp://x", &b)]
+            .into_iter()
+            .map(|(address, s)| InheritedListener {
+                address: address.into(),
+                kind: ListenerKind::Udp,
+                fd: s.as_raw_fd(),
+            })
+            .collect();
+        let mine = udp_all(&ctx, "udp://x").unwrap();
+        let ports: Vec<u16> = mine
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                a.local_addr().unwrap().port(),
+                b.local_addr().unwrap().port()
+            ]
+        );
+        assert!(matches!(
+            udp_all(&ctx, "udp://y"),
+            Err(ListenError::Missing(_))
+        ));
     }
 }

@@ -25,6 +25,8 @@ pub const DEFAULT_PERCENTILE_LIMIT: usize = 1000;
 pub const MAX_PERCENTILE_LIMIT: usize = 1_000_000;
 /// Largest `allowed_pending_messages` accepted.
 pub const MAX_PENDING: usize = 1 << 20;
+/// Most UDP sockets (`udp_sockets`) one instance binds.
+pub const MAX_UDP_SOCKETS: u16 = 64;
 /// Datakit's default feed source.
 pub const DEFAULT_SOURCE: &str = "statsd/-/-";
 
@@ -39,6 +41,11 @@ pub struct StatsdConfig {
     pub service_address: Option<String>,
     /// `service_unix_address` (Unix datagram path); `None` when empty.
     pub service_unix_address: Option<String>,
+    /// `protocol`: `udp` (IPv6 and IPv4 for a `:port` address), `udp4` or `udp6`.
+    pub protocol: String,
+    /// `udp_sockets` (not in Datakit): UDP sockets bound on `service_address` with
+    /// `SO_REUSEPORT`, each read by its own thread.
+    pub udp_sockets: u16,
     /// `read_buffer_size`: SO_RCVBUF in bytes (0 leaves the kernel default).
     pub read_buffer_size: usize,
     /// `allowed_pending_messages`: datagrams queued between the sockets and the parser.
@@ -56,6 +63,8 @@ impl Default for StatsdConfig {
             interval: DEFAULT_INTERVAL,
             service_address: Some(DEFAULT_SERVICE_ADDRESS.to_string()),
             service_unix_address: Some(DEFAULT_UNIX_ADDRESS.to_string()),
+            protocol: "udp".to_string(),
+            udp_sockets: 1,
             read_buffer_size: 0,
             allowed_pending_messages: DEFAULT_PENDING,
             datadog_extensions: false,
@@ -70,23 +79,28 @@ impl Default for StatsdConfig {
 }
 
 impl StatsdConfig {
-    /// The sockets this instance listens on: UDP `service_address`, Unix datagram
-    /// `service_unix_address`.
+    /// The sockets this instance listens on: UDP `service_address` (`udp_sockets` of them),
+    /// Unix datagram `service_unix_address` (optional: as in Datakit, a failed bind is only
+    /// logged).
     pub fn listeners(&self) -> Vec<ListenSpec> {
         let mut out = Vec::new();
-        if let Some(a) = &self.service_address {
-            out.push(ListenSpec {
-                address: a.clone(),
-                kind: ListenerKind::Udp,
-            });
+        if let Some(a) = self.udp_address() {
+            out.push(ListenSpec::new(a, ListenerKind::Udp).with_sockets(self.udp_sockets));
         }
         if let Some(p) = &self.service_unix_address {
-            out.push(ListenSpec {
-                address: p.clone(),
-                kind: ListenerKind::UnixDatagram,
-            });
+            out.push(ListenSpec::new(p.clone(), ListenerKind::UnixDatagram).optional());
         }
         out
+    }
+
+    /// The UDP listen address as the supervisor binds it: `service_address`, prefixed with
+    /// `udp4://`/`udp6://` when `protocol` asks for one IP family.
+    pub fn udp_address(&self) -> Option<String> {
+        let a = self.service_address.as_ref()?;
+        Some(match self.protocol.as_str() {
+            p @ ("udp4" | "udp6") => format!("{p}://{a}"),
+            _ => a.clone(),
+        })
     }
 
     /// A name for this instance in metrics and logs: its UDP address, else its socket path.
@@ -174,7 +188,7 @@ pub fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
     }
     if let Some(p) = r.string("protocol") {
         match p.as_str() {
-            "udp" | "udp4" | "udp6" => {}
+            "udp" | "udp4" | "udp6" => cfg.protocol = p.clone(),
             other if other.starts_with("tcp") => r.problem(
                 "protocol",
                 format!(
@@ -222,6 +236,16 @@ pub fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
             "both service_address and service_unix_address are empty, so nothing would be received; \
              set service_address = \":8125\"",
         );
+    }
+    if let Some(n) = r.count("udp_sockets", usize::from(MAX_UDP_SOCKETS)) {
+        if n == 0 {
+            r.problem(
+                "udp_sockets",
+                "must be at least 1; write udp_sockets = 1 (one socket) or more for many senders",
+            );
+        } else {
+            cfg.udp_sockets = u16::try_from(n).unwrap_or(MAX_UDP_SOCKETS);
+        }
     }
     if let Some(n) = r.count("read_buffer_size", usize::MAX) {
         cfg.read_buffer_size = n;
@@ -537,10 +561,7 @@ mod tests {
         assert_eq!(cfg.service_unix_address, None);
         assert_eq!(
             cfg.listeners(),
-            vec![ListenSpec {
-                address: "127.0.0.1:9125".into(),
-                kind: ListenerKind::Udp
-            }]
+            vec![ListenSpec::new("udp4://127.0.0.1:9125", ListenerKind::Udp)]
         );
         let a = &cfg.aggregate;
         assert_eq!(a.remove_keys, vec!["source_key", "host_key"]);
@@ -565,6 +586,22 @@ mod tests {
             a.tags,
             vec![("a".into(), "1".into()), ("b".into(), "2".into())]
         );
+    }
+
+    #[test]
+    fn udp_sockets_and_protocol_shape_the_listen_specs() {
+        let cfg = parse("protocol = \"udp4\"\nudp_sockets = 4").expect("valid");
+        assert_eq!(
+            cfg.listeners(),
+            vec![
+                ListenSpec::new("udp4://:8125", ListenerKind::Udp).with_sockets(4),
+                ListenSpec::new(DEFAULT_UNIX_ADDRESS, ListenerKind::UnixDatagram).optional(),
+            ]
+        );
+        let problems = parse("udp_sockets = 0").expect_err("zero refused");
+        assert_eq!(keys(&problems), vec!["udp_sockets"]);
+        let problems = parse("udp_sockets = 65").expect_err("too many");
+        assert_eq!(keys(&problems), vec!["udp_sockets"]);
     }
 
     #[test]

@@ -578,6 +578,31 @@ fn parse_loop(
     }
 }
 
+/// Applies `read_buffer_size` and, for the Unix socket, Datakit's permissions.
+fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
+    if cfg.read_buffer_size > 0 {
+        match recv::set_recv_buffer(socket.fd(), cfg.read_buffer_size) {
+            Ok(got) if got < cfg.read_buffer_size => tracing::warn!(
+                input = INPUT_NAME,
+                listener = %address,
+                "read_buffer_size {} was capped by the kernel to {got}; raise net.core.rmem_max",
+                cfg.read_buffer_size
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                input = INPUT_NAME,
+                listener = %address,
+                "cannot set read_buffer_size: {e}"
+            ),
+        }
+    }
+    if let Socket::Unix(_) = socket {
+        // As Datakit: anyone may send to the socket.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o722));
+    }
+}
+
 /// A UDP listener's kernel drop counter.
 struct KernelDrops {
     inode: u64,
@@ -629,14 +654,20 @@ async fn run(input: StatsdInput, ctx: InputContext) {
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut kernel: Vec<KernelDrops> = Vec::new();
     for spec in cfg.listeners() {
-        let socket = match spec.kind {
-            dk_proto::rpc::ListenerKind::Udp => {
-                dk_worker::listen::udp(&ctx, &spec.address).map(Socket::Udp)
+        let sockets = match spec.kind {
+            dk_proto::rpc::ListenerKind::Udp => dk_worker::listen::udp_all(&ctx, &spec.address)
+                .map(|v| v.into_iter().map(Socket::Udp).collect::<Vec<_>>()),
+            _ => {
+                dk_worker::listen::unix_datagram(&ctx, &spec.address).map(|s| vec![Socket::Unix(s)])
             }
-            _ => dk_worker::listen::unix_datagram(&ctx, &spec.address).map(Socket::Unix),
         };
-        let socket = match socket {
+        let sockets = match sockets {
             Ok(s) => s,
+            // The agent could not bind an optional socket and has said so already.
+            Err(dk_worker::listen::ListenError::Missing(_)) if spec.optional => {
+                tracing::info!(input = INPUT_NAME, listener = %spec.address, "not listening on this address (the agent could not bind it)");
+                continue;
+            }
             Err(e) => {
                 tracing::error!(input = INPUT_NAME, "{e}");
                 ctx.emitter
@@ -645,62 +676,46 @@ async fn run(input: StatsdInput, ctx: InputContext) {
                 continue;
             }
         };
-        if cfg.read_buffer_size > 0 {
-            match recv::set_recv_buffer(socket.fd(), cfg.read_buffer_size) {
-                Ok(got) if got < cfg.read_buffer_size => tracing::warn!(
-                    input = INPUT_NAME,
-                    listener = %spec.address,
-                    "read_buffer_size {} was capped by the kernel to {got}; raise net.core.rmem_max",
-                    cfg.read_buffer_size
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    input = INPUT_NAME,
-                    listener = %spec.address,
-                    "cannot set read_buffer_size: {e}"
-                ),
+        let path = spec.address.clone();
+        for socket in sockets {
+            prepare_socket(&socket, &cfg, &path);
+            if let Socket::Udp(s) = &socket
+                && let Some(inode) = procnet::socket_inode(s.as_raw_fd())
+            {
+                kernel.push(KernelDrops {
+                    inode,
+                    // From 0: the socket lives as long as the agent (the supervisor holds it),
+                    // so the counter covers every drop since it was bound, across worker
+                    // restarts. Sockets of one address share the counter.
+                    seen: 0,
+                    counter: counter(&metrics.kernel_drops, &[("listener", &spec.address)]),
+                    listener: spec.address.clone(),
+                    last_warn: None,
+                });
             }
-        }
-        if let Socket::Unix(_) = socket {
-            // As Datakit: anyone may send to the socket.
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&spec.address, std::fs::Permissions::from_mode(0o722));
-        }
-        if let Socket::Udp(s) = &socket
-            && let Some(inode) = procnet::socket_inode(s.as_raw_fd())
-        {
-            kernel.push(KernelDrops {
-                inode,
-                // From 0: the socket lives as long as the agent (the supervisor holds it), so
-                // the counter covers every drop since it was bound, across worker restarts.
-                seen: 0,
-                counter: counter(&metrics.kernel_drops, &[("listener", &spec.address)]),
+            let rc = ReceiverCtx {
                 listener: spec.address.clone(),
-                last_warn: None,
-            });
-        }
-        let rc = ReceiverCtx {
-            listener: spec.address.clone(),
-            to_parser: to_parser.clone(),
-            pending: pending.clone(),
-            limit: queue_limit_bytes(cfg.allowed_pending_messages),
-            stop: stop.clone(),
-            counters: ListenerCounters::new(&metrics, &spec.address),
-        };
-        match std::thread::Builder::new()
-            .name("statsd-recv".into())
-            .spawn(move || receive_loop(socket, rc))
-        {
-            Ok(h) => threads.push(h),
-            Err(e) => {
-                ctx.emitter
-                    .last_error(
-                        INPUT_NAME,
-                        &cfg.source,
-                        Category::Metric,
-                        format!("cannot start a receiver thread for {}: {e}", spec.address),
-                    )
-                    .await;
+                to_parser: to_parser.clone(),
+                pending: pending.clone(),
+                limit: queue_limit_bytes(cfg.allowed_pending_messages),
+                stop: stop.clone(),
+                counters: ListenerCounters::new(&metrics, &spec.address),
+            };
+            match std::thread::Builder::new()
+                .name("statsd-recv".into())
+                .spawn(move || receive_loop(socket, rc))
+            {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    ctx.emitter
+                        .last_error(
+                            INPUT_NAME,
+                            &cfg.source,
+                            Category::Metric,
+                            format!("cannot start a receiver thread for {}: {e}", spec.address),
+                        )
+                        .await;
+                }
             }
         }
     }

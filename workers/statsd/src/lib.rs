@@ -141,14 +141,9 @@ mod tests {
         assert_eq!(
             StatsdFamily.listeners("statsd", &tables[0]),
             vec![
-                ListenSpec {
-                    address: ":8125".into(),
-                    kind: ListenerKind::Udp
-                },
-                ListenSpec {
-                    address: "/var/run/datakit/statsd.sock".into(),
-                    kind: ListenerKind::UnixDatagram
-                },
+                ListenSpec::new(":8125", ListenerKind::Udp),
+                ListenSpec::new("/var/run/datakit/statsd.sock", ListenerKind::UnixDatagram)
+                    .optional(),
             ]
         );
         let cfg = config::parse(&tables[0]).expect("valid");
