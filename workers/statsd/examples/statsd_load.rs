@@ -37,6 +37,10 @@ struct Args {
     /// Host of the statsd input.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Sender threads, each with its own socket (source port) and an equal share of the rate
+    /// and count: with `udp_sockets` > 1 the kernel spreads them over the agent's sockets.
+    #[arg(long, default_value_t = 1)]
+    senders: u64,
     /// Datagrams per sendmmsg call.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -188,6 +192,52 @@ fn statsd_worker(agent: u32) -> Option<u32> {
     None
 }
 
+/// Sends `count` datagrams from `sock` at `rate` per second (0: as fast as possible);
+/// returns (sent, send errors).
+fn send_at_rate(
+    sock: &UdpSocket,
+    payloads: &[Vec<u8>],
+    rate: u64,
+    count: u64,
+    batch_size: usize,
+) -> (u64, u64) {
+    // At any moment, `rate * elapsed` datagrams are due.
+    let mut sender = MultiSend::new();
+    let mut batch: Vec<&[u8]> = Vec::with_capacity(batch_size);
+    let mut sent = 0u64;
+    let mut send_errors = 0u64;
+    let mut next_series = 0usize;
+    let start = Instant::now();
+    while sent < count {
+        let due = if rate == 0 {
+            count
+        } else {
+            let elapsed = start.elapsed().as_secs_f64();
+            ((elapsed * rate as f64) as u64).min(count)
+        };
+        if due <= sent {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        let n = usize::try_from((due - sent).min(batch_size as u64)).unwrap_or(batch_size);
+        batch.clear();
+        for _ in 0..n {
+            batch.push(&payloads[next_series]);
+            next_series = (next_series + 1) % payloads.len();
+        }
+        match sender.send(sock.as_fd(), &batch) {
+            // Datagrams not taken are re-sent next round (same series order is fine).
+            Ok(k) => sent += k as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                send_errors += 1;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+    (sent, send_errors)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.batch == 0 || args.series == 0 {
@@ -200,9 +250,16 @@ fn main() -> Result<()> {
         .collect();
     let target = format!("{}:{}", args.host, args.port);
     let listener = format!("{}:{}", args.host, args.port);
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    sock.connect(&target)
-        .with_context(|| format!("connect {target}"))?;
+    if args.senders == 0 {
+        bail!("--senders must be at least 1");
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..args.senders {
+        let sock = UdpSocket::bind("0.0.0.0:0")?;
+        sock.connect(&target)
+            .with_context(|| format!("connect {target}"))?;
+        sockets.push(sock);
+    }
 
     let before = match args.api {
         Some(api) => Some(snapshot(api, &listener).context("reading /metrics before")?),
@@ -212,45 +269,31 @@ fn main() -> Result<()> {
     let worker = args.agent_pid.and_then(statsd_worker);
     let cpu_before = worker.and_then(cpu_secs);
 
-    // Send at a fixed rate: at any moment, `rate * elapsed` datagrams are due.
-    let mut sender = MultiSend::new();
-    let mut batch: Vec<&[u8]> = Vec::with_capacity(args.batch);
-    let mut sent = 0u64;
-    let mut send_errors = 0u64;
-    let mut next_series = 0usize;
     let start = Instant::now();
-    while sent < args.count {
-        let due = if args.rate == 0 {
-            args.count
-        } else {
-            let elapsed = start.elapsed().as_secs_f64();
-            ((elapsed * args.rate as f64) as u64).min(args.count)
-        };
-        if due <= sent {
-            std::thread::sleep(Duration::from_micros(50));
-            continue;
-        }
-        let n = usize::try_from((due - sent).min(args.batch as u64)).unwrap_or(args.batch);
-        batch.clear();
-        for _ in 0..n {
-            batch.push(&payloads[next_series]);
-            next_series = (next_series + 1) % payloads.len();
-        }
-        match sender.send(sock.as_fd(), &batch) {
-            Ok(k) => {
-                sent += k as u64;
-                // Datagrams not taken are re-sent next round (same series order is fine).
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                send_errors += 1;
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        }
-    }
+    let (sent, send_errors) = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, sock)| {
+                // Shares that add up to the totals exactly.
+                let n = args.senders;
+                let i = i as u64;
+                let count = args.count / n + u64::from(i < args.count % n);
+                let rate = args.rate / n + u64::from(i < args.rate % n);
+                let payloads = &payloads;
+                let batch = args.batch;
+                scope.spawn(move || send_at_rate(sock, payloads, rate, count, batch))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, 1)))
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    });
     let send_secs = start.elapsed().as_secs_f64();
     println!(
-        "sent {sent} datagrams in {send_secs:.3}s = {:.0} packets/s (target {}/s), send errors {send_errors}",
+        "sent {sent} datagrams from {} sender(s) in {send_secs:.3}s = {:.0} packets/s (target {}/s), send errors {send_errors}",
+        args.senders,
         sent as f64 / send_secs,
         args.rate
     );

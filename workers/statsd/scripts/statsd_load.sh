@@ -4,7 +4,7 @@
 #
 #   workers/statsd/scripts/statsd_load.sh [RATE] [COUNT]
 #   STATSD_EXTRA='allowed_pending_messages = 10000' workers/statsd/scripts/statsd_load.sh 250000 1000000
-#   RATE=0 sends as fast as the sender can.
+#   RATE=0 sends as fast as the sender can; SENDERS=4 sends from four sockets (threads).
 set -euo pipefail
 RATE="${1:-100000}"
 COUNT="${2:-1000000}"
@@ -54,5 +54,5 @@ done
 sleep 1.5
 echo "agent pid $AGENT, statsd on 127.0.0.1:$UDP_PORT, rate $RATE/s, count $COUNT, extra: ${EXTRA:-none}"
 echo "rmem_default $(cat /proc/sys/net/core/rmem_default), rmem_max $(cat /proc/sys/net/core/rmem_max)"
-"$LOAD" --rate "$RATE" --count "$COUNT" --port "$UDP_PORT" \
+"$LOAD" --rate "$RATE" --count "$COUNT" --port "$UDP_PORT" --senders "${SENDERS:-1}" \
   --api "127.0.0.1:$API_PORT" --workdir "$WORK" --agent-pid "$AGENT"
