@@ -31,6 +31,9 @@ pub struct GraphiteConfig {
     pub interval_clamped_from: Option<Duration>,
     /// Flush early once this many points are buffered (at least 1).
     pub buffer_size: usize,
+    /// `read_buffer_size` (not in Datakit): SO_RCVBUF of the UDP socket in bytes; 0 keeps
+    /// the kernel default.
+    pub read_buffer_size: usize,
     /// `[[inputs.graphite.metric_mapper.mappings]]`, in file order.
     pub rules: Vec<RuleConfig>,
     /// `[inputs.graphite.tags]`, in key order.
@@ -45,6 +48,7 @@ impl Default for GraphiteConfig {
             interval: MIN_INTERVAL,
             interval_clamped_from: None,
             buffer_size: DEFAULT_BUFFER_SIZE,
+            read_buffer_size: 0,
             rules: Vec::new(),
             tags: Vec::new(),
         }
@@ -179,6 +183,19 @@ pub fn parse(toml_text: &str) -> Result<(GraphiteConfig, Mapper), Vec<ConfigProb
             format!(
                 "expected an integer, found {}; write e.g. buffer_size = 100",
                 other.type_str()
+            ),
+        )),
+    }
+
+    match table.get("read_buffer_size") {
+        None => {}
+        Some(toml::Value::Integer(n)) if *n >= 0 => {
+            cfg.read_buffer_size = usize::try_from(*n).unwrap_or(usize::MAX);
+        }
+        Some(other) => problems.push(ConfigProblem::new(
+            "read_buffer_size",
+            format!(
+                "expected a whole number of bytes >= 0, found {other}; write e.g. read_buffer_size = 4194304 (0 keeps the kernel default)"
             ),
         )),
     }
@@ -404,6 +421,7 @@ mod tests {
             strict_match = true
             interval = "10s"
             buffer_size = 500
+            read_buffer_size = 8388608
             [metric_mapper]
               name = "test"
               cache_size = 1000
@@ -429,6 +447,7 @@ mod tests {
         assert!(cfg.strict_match);
         assert_eq!(cfg.interval, Duration::from_secs(10));
         assert_eq!(cfg.buffer_size, 500);
+        assert_eq!(cfg.read_buffer_size, 8_388_608);
         assert_eq!(cfg.tags, vec![("team".into(), "ops".into())]);
         assert_eq!(cfg.rules.len(), 2);
         assert_eq!(

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use dk_proto::rpc::{InheritedListener, ListenerKind};
 
@@ -138,9 +138,57 @@ pub fn unix_datagram(
     Ok(s)
 }
 
+/// Sets `SO_RCVBUF` and returns the size the kernel reports afterwards (Linux doubles the
+/// request for its bookkeeping and caps it at `net.core.rmem_max`).
+///
+/// # Errors
+/// The OS error of `setsockopt`/`getsockopt`.
+pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is a valid open socket for the duration of the borrow; the option value
+    // points to a live c_int and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    recv_buffer(fd)
+}
+
+/// The socket's current `SO_RCVBUF` as the kernel reports it.
+///
+/// # Errors
+/// The OS error of `getsockopt`.
+pub fn recv_buffer(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is a valid open socket; `value` and `len` are live, writable and `len`
+    // holds the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     use super::*;
     use crate::Emitter;
@@ -204,5 +252,14 @@ mod tests {
             udp_all(&ctx, "udp://y"),
             Err(ListenError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn sets_the_receive_buffer() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let got = set_recv_buffer(rx.as_fd(), 256 * 1024).unwrap();
+        // Linux doubles the request, capped at net.core.rmem_max.
+        assert_eq!(got, recv_buffer(rx.as_fd()).unwrap());
+        assert!(got > 0);
     }
 }
