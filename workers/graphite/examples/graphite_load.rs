@@ -9,10 +9,15 @@
 //! cargo run --release -p dk-input-graphite --example graphite_load -- \
 //!     --datakit target/release/datakit [--connections 4] [--lines 250000] [--tags true]
 //! ```
+//!
+//! `--udp true` sends the lines in datagrams of up to 1,400 bytes (as collectd packs them) from
+//! `--connections` sockets instead, `--rate` lines/s in all (0: as fast as they go), with
+//! `--read-buffer` as the input's `read_buffer_size`; it then reports the lines lost and the
+//! kernel drops the input counted, rather than failing on loss.
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +29,9 @@ struct Options {
     connections: usize,
     lines: usize,
     tags: bool,
+    udp: bool,
+    rate: u64,
+    read_buffer: usize,
 }
 
 fn options() -> Result<Options, Error> {
@@ -32,6 +40,9 @@ fn options() -> Result<Options, Error> {
         connections: 4,
         lines: 250_000,
         tags: false,
+        udp: false,
+        rate: 0,
+        read_buffer: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -41,6 +52,9 @@ fn options() -> Result<Options, Error> {
             "--connections" => o.connections = value.parse()?,
             "--lines" => o.lines = value.parse()?,
             "--tags" => o.tags = value.parse()?,
+            "--udp" => o.udp = value.parse()?,
+            "--rate" => o.rate = value.parse()?,
+            "--read-buffer" => o.read_buffer = value.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -113,6 +127,61 @@ fn worker_pid(agent: u32) -> Option<u32> {
     })
 }
 
+/// Line `i` of sender `c`.
+fn line(c: usize, i: usize, tags: bool) -> String {
+    let ts = 1_750_000_000 + i / 100;
+    if tags {
+        format!(
+            "load.conn{c}.metric{};dc=eu;rack=r{} {i}.5 {ts}\n",
+            i % 100,
+            i % 8
+        )
+    } else {
+        format!("load.conn{c}.metric{} {i}.5 {ts}\n", i % 100)
+    }
+}
+
+fn send_tcp(port: u16, c: usize, lines: usize, tags: bool) -> std::io::Result<usize> {
+    let mut w = BufWriter::with_capacity(64 * 1024, TcpStream::connect(("127.0.0.1", port))?);
+    let mut bytes = 0;
+    for i in 0..lines {
+        let line = line(c, i, tags);
+        bytes += line.len();
+        w.write_all(line.as_bytes())?;
+    }
+    w.flush()?;
+    Ok(bytes)
+}
+
+/// Sends the lines in datagrams of up to 1,400 bytes, `rate` lines/s (0: unpaced).
+fn send_udp(port: u16, c: usize, lines: usize, tags: bool, rate: u64) -> std::io::Result<usize> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.connect(("127.0.0.1", port))?;
+    let start = Instant::now();
+    let mut datagram = String::with_capacity(1500);
+    let mut bytes = 0;
+    for i in 0..lines {
+        let line = line(c, i, tags);
+        if datagram.len() + line.len() > 1400 {
+            bytes += datagram.len();
+            sock.send(datagram.as_bytes())?;
+            datagram.clear();
+            if rate > 0 {
+                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        datagram.push_str(&line);
+    }
+    if !datagram.is_empty() {
+        bytes += datagram.len();
+        sock.send(datagram.as_bytes())?;
+    }
+    Ok(bytes)
+}
+
 struct AgentGuard(Child);
 
 impl Drop for AgentGuard {
@@ -136,7 +205,10 @@ fn main() -> Result<(), Error> {
     )?;
     std::fs::write(
         confd.join("graphite/graphite.conf"),
-        format!("[[inputs.graphite]]\n  address = \"127.0.0.1:{port}\"\n"),
+        format!(
+            "[[inputs.graphite]]\n  address = \"127.0.0.1:{port}\"\n  read_buffer_size = {}\n",
+            o.read_buffer
+        ),
     )?;
     let agent = AgentGuard(
         Command::new(&o.datakit)
@@ -164,27 +236,14 @@ fn main() -> Result<(), Error> {
     let start = Instant::now();
     let senders: Vec<_> = (0..o.connections)
         .map(|c| {
-            let (lines, tags) = (o.lines, o.tags);
+            let (lines, tags, udp) = (o.lines, o.tags, o.udp);
+            let rate = o.rate / o.connections.max(1) as u64;
             std::thread::spawn(move || -> std::io::Result<usize> {
-                let mut w =
-                    BufWriter::with_capacity(64 * 1024, TcpStream::connect(("127.0.0.1", port))?);
-                let mut bytes = 0;
-                for i in 0..lines {
-                    let ts = 1_750_000_000 + i / 100;
-                    let line = if tags {
-                        format!(
-                            "load.conn{c}.metric{};dc=eu;rack=r{} {i}.5 {ts}\n",
-                            i % 100,
-                            i % 8
-                        )
-                    } else {
-                        format!("load.conn{c}.metric{} {i}.5 {ts}\n", i % 100)
-                    };
-                    bytes += line.len();
-                    w.write_all(line.as_bytes())?;
+                if udp {
+                    send_udp(port, c, lines, tags, rate)
+                } else {
+                    send_tcp(port, c, lines, tags)
                 }
-                w.flush()?;
-                Ok(bytes)
             })
         })
         .collect();
@@ -202,7 +261,7 @@ fn main() -> Result<(), Error> {
         }
         if now > last.0 {
             last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(15) {
+        } else if last.1.elapsed() > Duration::from_secs(if o.udp { 3 } else { 15 }) {
             println!("stalled: {now} of {total} lines arrived");
             break;
         }
@@ -214,18 +273,21 @@ fn main() -> Result<(), Error> {
     let counted = metric_sum(&metrics, "datakit_input_graphite_points_total", &[]);
     let errors = metric_sum(&metrics, "datakit_input_graphite_parse_errors_total", &[]);
     let rss = metric_sum(&metrics, "datakit_worker_rss_bytes", &["graphite"]);
+    let kernel_drops = metric_sum(&metrics, "datakit_input_graphite_kernel_drops_total", &[]);
+    let datagrams = metric_sum(&metrics, "datakit_input_graphite_datagrams_total", &[]);
     let cpu = (
         cpu_seconds(agent_pid) - cpu_before.0,
         cpu_seconds(worker) - cpu_before.1,
     );
     println!(
-        "{total} lines ({:.1} MB, tags: {}) over {} connections: sent in {:.2} s ({:.0} lines/s), \
+        "{total} lines ({:.1} MB, tags: {}) over {} {}: sent in {:.2} s ({:.0} lines/s), \
          {got} written by the local sink after {:.2} s: {:.0} lines/s end to end; \
          graphite input counted {counted} points and {errors} parse errors; graphite worker RSS {:.1} MiB; \
          CPU: supervisor {:.2} s, graphite worker {:.2} s",
         bytes as f64 / 1e6,
         o.tags,
         o.connections,
+        if o.udp { "UDP sockets" } else { "connections" },
         sent.as_secs_f64(),
         total as f64 / sent.as_secs_f64(),
         done.as_secs_f64(),
@@ -236,6 +298,16 @@ fn main() -> Result<(), Error> {
     );
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
+    if o.udp {
+        println!(
+            "UDP: {datagrams} datagrams received, {kernel_drops} dropped by the kernel (counted); \
+             lines lost {} ({:.3}%), read_buffer_size {}",
+            total as f64 - got,
+            100.0 * (total as f64 - got) / total as f64,
+            o.read_buffer
+        );
+        return Ok(());
+    }
     if got as usize != total || counted as usize != total {
         return Err(format!(
             "expected {total} points, the sink wrote {got}, the input counted {counted}"

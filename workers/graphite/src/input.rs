@@ -12,6 +12,7 @@
 //! TCP lines split across reads are joined by a [`LineFramer`]; a last line without newline is
 //! kept when the client closes.
 
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,20 +84,20 @@ impl Input for GraphiteInput {
 #[derive(Debug)]
 struct Reporter {
     address: String,
-    state: Mutex<(Option<Instant>, u64)>,
+    /// Malformed lines and socket errors.
+    problems: Tally,
+    /// Kernel drops, reported on their own schedule.
+    drops: Tally,
 }
 
-impl Reporter {
-    fn new(address: &str) -> Reporter {
-        Reporter {
-            address: address.to_string(),
-            state: Mutex::new((None, 0)),
-        }
-    }
+/// A count of events reported at most every [`REPORT_EVERY`]: (last report, count since).
+#[derive(Debug, Default)]
+struct Tally(Mutex<(Option<Instant>, u64)>);
 
-    /// Adds `n` problems; returns how many happened since the last report when one is due.
+impl Tally {
+    /// Adds `n` events; returns how many happened since the last report when one is due.
     fn due(&self, n: u64) -> Option<u64> {
-        let mut s = self.state.lock().ok()?;
+        let mut s = self.0.lock().ok()?;
         s.1 += n;
         let now = Instant::now();
         if s.0.is_some_and(|t| now.duration_since(t) < REPORT_EVERY) {
@@ -105,12 +106,22 @@ impl Reporter {
         s.0 = Some(now);
         Some(std::mem::take(&mut s.1))
     }
+}
+
+impl Reporter {
+    fn new(address: &str) -> Reporter {
+        Reporter {
+            address: address.to_string(),
+            problems: Tally::default(),
+            drops: Tally::default(),
+        }
+    }
 
     async fn malformed(&self, ctx: &InputContext, n: u64, peer: &str, err: &LineError) {
         if n == 0 {
             return;
         }
-        if let Some(count) = self.due(n) {
+        if let Some(count) = self.problems.due(n) {
             let message = format!(
                 "graphite {}: skipped {count} malformed line(s) since the last report; last from {peer}: {err}",
                 self.address
@@ -122,8 +133,21 @@ impl Reporter {
         }
     }
 
+    async fn kernel_drops(&self, ctx: &InputContext, n: u64) {
+        if let Some(count) = self.drops.due(n) {
+            let message = format!(
+                "graphite {}: the kernel dropped {count} UDP datagram(s) since the last report (receive buffer full); raise read_buffer_size (and net.core.rmem_max) or send over TCP",
+                self.address
+            );
+            tracing::warn!(input = INPUT_NAME, "{message}");
+            ctx.emitter
+                .last_error(INPUT_NAME, "graphite", Category::Metric, message)
+                .await;
+        }
+    }
+
     async fn socket_error(&self, ctx: &InputContext, what: &str, err: &std::io::Error) {
-        if let Some(count) = self.due(0) {
+        if let Some(count) = self.problems.due(0) {
             let message = format!(
                 "graphite {}: {what}: {err} ({count} malformed lines pending report)",
                 self.address
@@ -323,9 +347,20 @@ fn set_read_buffer(sock: &std::net::UdpSocket, bytes: usize, address: &str) {
 async fn udp_loop(sock: UdpSocket, shared: Shared) {
     let mut buf = vec![0u8; DATAGRAM_BUF];
     let cancel = shared.ctx.shutdown.clone();
+    let mut drops = dk_worker::listen::procnet::UdpDrops::new(sock.as_raw_fd());
+    let mut drop_tick = tokio::time::interval(Duration::from_secs(1));
+    drop_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = drop_tick.tick() => {
+                let new = drops.as_mut().map_or(0, dk_worker::listen::procnet::UdpDrops::poll);
+                if new > 0 {
+                    shared.handles.kernel_drops.inc_by(new);
+                    shared.reporter.kernel_drops(&shared.ctx, new).await;
+                }
+                continue;
+            }
             r = sock.recv_from(&mut buf) => r,
         };
         let now = now_ns();
@@ -550,13 +585,13 @@ mod tests {
     }
 
     #[test]
-    fn the_reporter_reports_at_once_then_at_most_every_period_with_the_count() {
-        let r = Reporter::new(":9109");
+    fn a_tally_reports_at_once_then_at_most_every_period_with_the_count() {
+        let r = Tally::default();
         assert_eq!(r.due(2), Some(2));
         assert_eq!(r.due(3), None);
         assert_eq!(r.due(4), None);
         // Pretend the period is over: the count since the last report comes out.
-        if let Ok(mut s) = r.state.lock() {
+        if let Ok(mut s) = r.0.lock() {
             s.0 = Some(Instant::now() - REPORT_EVERY);
         }
         assert_eq!(r.due(1), Some(8));

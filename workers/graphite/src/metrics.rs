@@ -23,6 +23,7 @@ pub struct Metrics {
     points: Family<Labels, Counter>,
     connections: Family<Labels, Counter>,
     datagrams: Family<Labels, Counter>,
+    kernel_drops: Family<Labels, Counter>,
     last_processed: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
@@ -72,6 +73,11 @@ impl Metrics {
             "Graphite UDP datagrams received",
             &self.datagrams,
         );
+        r(
+            "datakit_input_graphite_kernel_drops",
+            "Graphite UDP datagrams the kernel dropped (receive buffer full), from /proc/net/udp",
+            &self.kernel_drops,
+        );
         ctx.register_metric(
             "datakit_input_graphite_last_processed_timestamp_seconds",
             "Unix timestamp of the last processed graphite metric.",
@@ -91,6 +97,7 @@ impl Metrics {
             points: self.points.get_or_create(&labels).clone(),
             connections: self.connections.get_or_create(&labels).clone(),
             datagrams: self.datagrams.get_or_create(&labels).clone(),
+            kernel_drops: self.kernel_drops.get_or_create(&labels).clone(),
             last_processed: self.last_processed.get_or_create(&labels).clone(),
         }
     }
@@ -109,6 +116,8 @@ pub struct Handles {
     pub connections: Counter,
     /// UDP datagrams received.
     pub datagrams: Counter,
+    /// UDP datagrams the kernel dropped.
+    pub kernel_drops: Counter,
     last_processed: Gauge<f64, AtomicU64>,
 }
 

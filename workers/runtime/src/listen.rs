@@ -13,6 +13,8 @@ use dk_proto::rpc::{InheritedListener, ListenerKind};
 
 use crate::InputContext;
 
+pub mod procnet;
+
 /// Why an inherited socket cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {

@@ -605,8 +605,7 @@ fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
 
 /// A UDP listener's kernel drop counter.
 struct KernelDrops {
-    inode: u64,
-    seen: u64,
+    watch: procnet::UdpDrops,
     counter: Counter,
     listener: String,
     last_warn: Option<Instant>,
@@ -614,23 +613,20 @@ struct KernelDrops {
 
 impl KernelDrops {
     fn poll(&mut self) {
-        let Some(stats) = procnet::udp_socket_stats(self.inode) else {
+        let delta = self.watch.poll();
+        if delta == 0 {
             return;
-        };
-        if stats.drops > self.seen {
-            let delta = stats.drops - self.seen;
-            self.counter.inc_by(delta);
-            if self.last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-                tracing::warn!(
-                    input = INPUT_NAME,
-                    listener = %self.listener,
-                    drops = stats.drops,
-                    "the kernel dropped statsd datagrams (receive buffer full); raise read_buffer_size (and net.core.rmem_max)"
-                );
-                self.last_warn = Some(Instant::now());
-            }
         }
-        self.seen = stats.drops;
+        self.counter.inc_by(delta);
+        if self.last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            tracing::warn!(
+                input = INPUT_NAME,
+                listener = %self.listener,
+                drops = delta,
+                "the kernel dropped statsd datagrams (receive buffer full); raise read_buffer_size (and net.core.rmem_max)"
+            );
+            self.last_warn = Some(Instant::now());
+        }
     }
 }
 
@@ -680,14 +676,11 @@ async fn run(input: StatsdInput, ctx: InputContext) {
         for socket in sockets {
             prepare_socket(&socket, &cfg, &path);
             if let Socket::Udp(s) = &socket
-                && let Some(inode) = procnet::socket_inode(s.as_raw_fd())
+                && let Some(watch) = procnet::UdpDrops::new(s.as_raw_fd())
             {
+                // Sockets of one address share the counter.
                 kernel.push(KernelDrops {
-                    inode,
-                    // From 0: the socket lives as long as the agent (the supervisor holds it),
-                    // so the counter covers every drop since it was bound, across worker
-                    // restarts. Sockets of one address share the counter.
-                    seen: 0,
+                    watch,
                     counter: counter(&metrics.kernel_drops, &[("listener", &spec.address)]),
                     listener: spec.address.clone(),
                     last_warn: None,
