@@ -13,6 +13,8 @@ pub mod normalize;
 pub mod pb;
 pub mod point;
 pub mod rpc;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use category::Category;
 pub use point::{FeedOpts, Point, Value};

@@ -1,0 +1,196 @@
+//! Test support for the stable corpus tests of every parser (feature `test-util`): loading a
+//! fuzz seed directory and mutating its seeds deterministically.
+//!
+//! Not part of the contract: only dev-dependencies enable the feature, so release builds do
+//! not contain it. The functions panic with a message instead of returning errors.
+
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How many seeds a fuzz target's seed directory must hold at least.
+pub const MIN_SEEDS: usize = 12;
+
+/// The seeds of one fuzz target, sorted by path.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// `(path, contents)` of every seed file.
+    pub seeds: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Corpus {
+    /// Reads every file of `dir`.
+    ///
+    /// # Panics
+    /// When the directory or a file cannot be read, or it holds fewer than [`MIN_SEEDS`].
+    pub fn load(dir: impl AsRef<Path>) -> Corpus {
+        let dir = dir.as_ref();
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("seed dir {}: {e}", dir.display()));
+        let mut seeds: Vec<(PathBuf, Vec<u8>)> = entries
+            .map(|entry| {
+                let path = entry
+                    .unwrap_or_else(|e| panic!("seed dir {}: {e}", dir.display()))
+                    .path();
+                let data =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("seed {}: {e}", path.display()));
+                (path, data)
+            })
+            .collect();
+        seeds.sort();
+        assert!(
+            seeds.len() >= MIN_SEEDS,
+            "{}: expected a dozen seeds, found {}",
+            dir.display(),
+            seeds.len()
+        );
+        Corpus { seeds }
+    }
+
+    /// `count` mutated inputs, the same on every run for the same `rng_seed`: each one picks a
+    /// seed and a second seed to splice from, and applies [`Mutator::mutate`].
+    pub fn mutations<'a>(
+        &'a self,
+        mutator: Mutator<'a>,
+        rng_seed: u64,
+        count: usize,
+    ) -> impl Iterator<Item = Vec<u8>> + 'a {
+        let mut rng = StdRng::seed_from_u64(rng_seed);
+        (0..count).map(move |_| {
+            let (_, data) = &self.seeds[rng.random_range(0..self.seeds.len())];
+            let (_, other) = &self.seeds[rng.random_range(0..self.seeds.len())];
+            mutator.mutate(&mut rng, data, other)
+        })
+    }
+}
+
+/// Random edits of an input: bit flips, special bytes, truncations, deletions, duplications
+/// and splices with another seed.
+#[derive(Debug, Clone, Copy)]
+pub struct Mutator<'a> {
+    /// Bytes that mean something to the parser under test; edits write and insert them.
+    pub special: &'a [u8],
+    /// Leading bytes no edit changes (a fuzz input's option header).
+    pub keep: usize,
+}
+
+impl<'a> Mutator<'a> {
+    /// A mutator that may edit every byte.
+    pub const fn new(special: &'a [u8]) -> Mutator<'a> {
+        Mutator { special, keep: 0 }
+    }
+
+    /// Leaves the first `keep` bytes of every input as they are.
+    #[must_use]
+    pub const fn keep(mut self, keep: usize) -> Mutator<'a> {
+        self.keep = keep;
+        self
+    }
+
+    /// One to four random edits of `data`; `other` is the seed splices copy from.
+    pub fn mutate(&self, rng: &mut impl Rng, data: &[u8], other: &[u8]) -> Vec<u8> {
+        let keep = self.keep;
+        let mut d = data.to_vec();
+        for _ in 0..rng.random_range(1..=4) {
+            let len = d.len();
+            match rng.random_range(0..7) {
+                0 if len > keep => {
+                    let i = rng.random_range(keep..len);
+                    d[i] ^= 1 << rng.random_range(0..8);
+                }
+                1 if len > keep && !self.special.is_empty() => {
+                    let i = rng.random_range(keep..len);
+                    d[i] = self.special[rng.random_range(0..self.special.len())];
+                }
+                2 if len >= keep && !self.special.is_empty() => {
+                    let i = rng.random_range(keep..=len);
+                    d.insert(i, self.special[rng.random_range(0..self.special.len())]);
+                }
+                3 if len > keep => d.truncate(rng.random_range(keep..len)),
+                4 if len > keep + 1 => {
+                    let a = rng.random_range(keep..len);
+                    let b = rng.random_range(a..len.min(a + 16) + 1);
+                    d.drain(a..b.min(len));
+                }
+                5 if len > keep => {
+                    let a = rng.random_range(keep..len);
+                    let b = rng.random_range(a..=len.min(a + 32));
+                    let chunk = d[a..b].to_vec();
+                    let at = rng.random_range(keep..=len);
+                    d.splice(at..at, chunk);
+                }
+                _ if !other.is_empty() && d.len() >= keep => {
+                    let a = rng.random_range(0..other.len());
+                    let b = rng.random_range(a..=other.len().min(a + 64));
+                    let at = rng.random_range(keep..=d.len());
+                    d.splice(at..at, other[a..b].iter().copied());
+                }
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/lineproto_decode")
+    }
+
+    #[test]
+    fn corpus_loads_every_seed_sorted_by_path() {
+        let corpus = Corpus::load(dir());
+        assert!(corpus.seeds.len() >= MIN_SEEDS);
+        assert!(corpus.seeds.windows(2).all(|w| w[0].0 < w[1].0));
+        let (path, data) = &corpus.seeds[0];
+        assert_eq!(data, &std::fs::read(path).unwrap_or_default());
+    }
+
+    #[test]
+    #[should_panic(expected = "expected a dozen seeds")]
+    fn corpus_refuses_a_directory_with_few_seeds() {
+        Corpus::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    }
+
+    #[test]
+    fn mutations_are_the_same_for_the_same_rng_seed() {
+        let corpus = Corpus::load(dir());
+        let m = Mutator::new(b",= \n");
+        let a: Vec<Vec<u8>> = corpus.mutations(m, 7, 50).collect();
+        let b: Vec<Vec<u8>> = corpus.mutations(m, 7, 50).collect();
+        let c: Vec<Vec<u8>> = corpus.mutations(m, 8, 50).collect();
+        assert_eq!(a.len(), 50);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(
+            a.iter()
+                .any(|body| !corpus.seeds.iter().any(|(_, s)| s == body))
+        );
+    }
+
+    #[test]
+    fn mutate_leaves_the_kept_prefix_alone() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let m = Mutator::new(b"xyz").keep(2);
+        let data = b"AB0123456789";
+        for _ in 0..2_000 {
+            let out = m.mutate(&mut rng, data, b"other seed");
+            assert_eq!(&out[..2], b"AB", "{out:?}");
+        }
+        // Shorter than the kept prefix: nothing can be edited.
+        assert_eq!(m.mutate(&mut rng, b"A", b"other"), b"A");
+    }
+
+    #[test]
+    fn mutate_grows_an_empty_input_from_the_special_bytes() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let m = Mutator::new(b"!");
+        let outs: Vec<Vec<u8>> = (0..500).map(|_| m.mutate(&mut rng, b"", b"")).collect();
+        assert!(outs.iter().any(|out| out.as_slice() == b"!"));
+        assert!(outs.iter().all(|out| out.len() <= 64), "{outs:?}");
+    }
+}
