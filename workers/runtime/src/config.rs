@@ -1,6 +1,10 @@
-//! Helpers for per-input config structs: decoding one instance and naming problems.
+//! Helpers for per-input config: decoding one instance, naming problems, and the
+//! validate/build loops every family shares.
 
+use dk_proto::rpc::{InputSpec, WorkerConfig};
 use serde::de::DeserializeOwned;
+
+use crate::family::{Family, Input};
 
 /// One problem in an input's config: the key and what to do about it.
 /// The supervisor adds the file name.
@@ -57,4 +61,232 @@ pub fn parse_instance<T: DeserializeOwned>(toml_text: &str) -> Result<T, ConfigP
 /// A [`ConfigProblem`] for `key` when the text is not a duration.
 pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigProblem> {
     dk_proto::duration::parse(text).map_err(|e| ConfigProblem::new(key, e.to_string()))
+}
+
+/// The problem for an instance of `input` sent to a family that does not serve it.
+///
+/// The message names the input and the `[[inputs.NAME]]` tables the family does serve.
+pub fn unknown_input<F: Family + ?Sized>(family: &F, input: &str) -> ConfigProblem {
+    let served: Vec<String> = family
+        .inputs()
+        .iter()
+        .map(|name| format!("[[inputs.{name}]]"))
+        .collect();
+    let verb = if served.len() == 1 { "does" } else { "do" };
+    ConfigProblem::new(
+        "",
+        format!(
+            "input {input:?} does not belong to the {} family; only {} {verb}",
+            family.name(),
+            served.join(", ")
+        ),
+    )
+}
+
+/// [`Family::validate`] for a family whose instances are checked by one `parse` function:
+/// refuses inputs the family does not serve, then returns every problem `parse` finds.
+pub fn validate_instance<F, T>(
+    family: &F,
+    input: &str,
+    toml_text: &str,
+    parse: impl FnOnce(&str) -> Result<T, Vec<ConfigProblem>>,
+) -> Vec<ConfigProblem>
+where
+    F: Family + ?Sized,
+{
+    if !family.inputs().contains(&input) {
+        return vec![unknown_input(family, input)];
+    }
+    parse(toml_text).err().unwrap_or_default()
+}
+
+/// [`Family::build`] for a family that makes one input per instance: calls `build` on every
+/// instance of `config` that the family serves, in order.
+///
+/// # Errors
+/// Every problem of every instance, each message prefixed with the instance's source file
+/// (`conf.d/x.conf: ...`), plus an [`unknown_input`] problem per instance of an input the
+/// family does not serve. No input is returned unless there are no problems at all.
+pub fn build_instances<F, I>(
+    family: &F,
+    config: &WorkerConfig,
+    mut build: impl FnMut(&InputSpec) -> Result<I, Vec<ConfigProblem>>,
+) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>>
+where
+    F: Family + ?Sized,
+    I: Input + 'static,
+{
+    let mut inputs: Vec<Box<dyn Input>> = Vec::new();
+    let mut problems = Vec::new();
+    for spec in &config.inputs {
+        if !family.inputs().contains(&spec.name.as_str()) {
+            problems.push(unknown_input(family, &spec.name));
+            continue;
+        }
+        match build(spec) {
+            Ok(input) => inputs.push(Box::new(input)),
+            Err(found) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::InputContext;
+
+    /// A family serving `one` and `two`; an instance is valid when its text is a number.
+    struct Numbers;
+
+    struct Number;
+
+    impl Input for Number {
+        fn name(&self) -> &str {
+            "one"
+        }
+
+        fn run(self: Box<Self>, _ctx: InputContext) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn parse(text: &str) -> Result<u32, Vec<ConfigProblem>> {
+        text.trim()
+            .parse()
+            .map_err(|_| vec![ConfigProblem::new("n", format!("{text:?} is not a number"))])
+    }
+
+    impl Family for Numbers {
+        fn name(&self) -> &'static str {
+            "numbers"
+        }
+
+        fn inputs(&self) -> &'static [&'static str] {
+            &["one", "two"]
+        }
+
+        fn samples(&self) -> &'static [(&'static str, &'static str)] {
+            &[]
+        }
+
+        fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
+            validate_instance(self, input, toml_text, parse)
+        }
+
+        fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+            build_instances(self, config, |spec| parse(&spec.toml).map(|_| Number))
+        }
+    }
+
+    struct Single;
+
+    impl Family for Single {
+        fn name(&self) -> &'static str {
+            "single"
+        }
+
+        fn inputs(&self) -> &'static [&'static str] {
+            &["single"]
+        }
+
+        fn samples(&self) -> &'static [(&'static str, &'static str)] {
+            &[]
+        }
+
+        fn validate(&self, _input: &str, _toml_text: &str) -> Vec<ConfigProblem> {
+            Vec::new()
+        }
+
+        fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn config(instances: &[(&str, &str)]) -> WorkerConfig {
+        WorkerConfig {
+            family: "numbers".to_string(),
+            inputs: instances
+                .iter()
+                .enumerate()
+                .map(|(i, (name, toml))| InputSpec {
+                    name: (*name).to_string(),
+                    source: format!("conf.d/{i}.conf"),
+                    toml: (*toml).to_string(),
+                })
+                .collect(),
+            ..WorkerConfig::default()
+        }
+    }
+
+    #[test]
+    fn unknown_input_names_the_input_and_what_the_family_serves() {
+        assert_eq!(
+            unknown_input(&Single, "cpu"),
+            ConfigProblem::new(
+                "",
+                "input \"cpu\" does not belong to the single family; only [[inputs.single]] does"
+            )
+        );
+        assert_eq!(
+            unknown_input(&Numbers, "cpu").message,
+            "input \"cpu\" does not belong to the numbers family; only [[inputs.one]], [[inputs.two]] do"
+        );
+    }
+
+    #[test]
+    fn validate_instance_refuses_other_inputs_before_parsing() {
+        assert_eq!(Numbers.validate("two", "7"), Vec::new());
+        let parsed = Numbers.validate("one", "x");
+        assert_eq!(
+            parsed,
+            vec![ConfigProblem::new("n", "\"x\" is not a number")]
+        );
+        let refused = Numbers.validate("three", "x");
+        assert_eq!(refused, vec![unknown_input(&Numbers, "three")]);
+    }
+
+    #[test]
+    fn build_instances_makes_one_input_per_instance_in_order() {
+        let mut seen = Vec::new();
+        let built = build_instances(&Numbers, &config(&[("one", "1"), ("two", "2")]), |spec| {
+            let n = parse(&spec.toml)?;
+            seen.push((spec.name.clone(), n));
+            Ok(Number)
+        });
+        assert_eq!(built.map(|inputs| inputs.len()).ok(), Some(2));
+        assert_eq!(seen, vec![("one".to_string(), 1), ("two".to_string(), 2)]);
+    }
+
+    #[test]
+    fn build_instances_collects_every_problem_with_its_source_file() {
+        let config = config(&[("one", "x"), ("cpu", "1"), ("two", "3"), ("two", "y")]);
+        let Err(problems) = Numbers.build(&config) else {
+            panic!("bad instances must not build");
+        };
+        assert_eq!(
+            problems,
+            vec![
+                ConfigProblem::new("n", "conf.d/0.conf: \"x\" is not a number"),
+                unknown_input(&Numbers, "cpu"),
+                ConfigProblem::new("n", "conf.d/3.conf: \"y\" is not a number"),
+            ]
+        );
+    }
+
+    #[test]
+    fn build_instances_of_no_instances_is_empty() {
+        let built = Numbers.build(&WorkerConfig::default());
+        assert_eq!(built.map(|inputs| inputs.len()).ok(), Some(0));
+    }
 }

@@ -12,8 +12,12 @@ pub mod family;
 pub mod listen;
 pub mod rpc;
 pub mod sender;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod worker;
 
-pub use config::{ConfigProblem, parse_instance};
+pub use config::{
+    ConfigProblem, build_instances, parse_instance, unknown_input, validate_instance,
+};
 pub use emitter::{Emitter, Feed, FeedOpts};
 pub use family::{Family, Input, InputContext, ListenSpec};

@@ -1,0 +1,103 @@
+//! Test support for input families (feature `test-util`): the instance tables of a sample
+//! config, input specs and worker configs as the supervisor sends them, and the seed corpus
+//! and mutator of [`dk_proto::testing`] for corpus tests.
+//!
+//! Only dev-dependencies enable the feature, so release builds leave this module out. The
+//! functions panic with a message on bad test data.
+
+use dk_proto::rpc::{InputSpec, WorkerConfig};
+pub use dk_proto::testing::{Corpus, Mutator};
+
+/// The `[[inputs.NAME]]` tables (or the one `[inputs.NAME]` table) of `input` in a conf
+/// file, each re-serialised as the supervisor passes it to `validate` and `build`.
+///
+/// # Panics
+/// When `conf` is not TOML or has no instance of `input`.
+pub fn instances(conf: &str, input: &str) -> Vec<String> {
+    let doc: toml::Table = toml::from_str(conf).unwrap_or_else(|e| panic!("conf parses: {e}"));
+    let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
+        panic!("no [inputs] in the conf");
+    };
+    let list = match inputs.get(input) {
+        Some(toml::Value::Array(list)) => list.clone(),
+        Some(table @ toml::Value::Table(_)) => vec![table.clone()],
+        _ => panic!("no [[inputs.{input}]] in the conf"),
+    };
+    list.iter()
+        .map(|v| toml::to_string(v).unwrap_or_else(|e| panic!("re-serialise {input}: {e}")))
+        .collect()
+}
+
+/// One instance of `input` read from the file `source`.
+pub fn spec(input: &str, source: &str, toml: &str) -> InputSpec {
+    InputSpec {
+        name: input.to_string(),
+        source: source.to_string(),
+        toml: toml.to_string(),
+    }
+}
+
+/// The config of a `family` worker running `inputs`, on host `test-host` (the host name of
+/// [`crate::InputContext::for_test`]).
+pub fn worker_config(family: &str, inputs: impl IntoIterator<Item = InputSpec>) -> WorkerConfig {
+    WorkerConfig {
+        family: family.to_string(),
+        hostname: "test-host".to_string(),
+        inputs: inputs.into_iter().collect(),
+        ..WorkerConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = r#"
+[[inputs.a]]
+  n = 1
+  [inputs.a.tags]
+    team = "x"
+
+[[inputs.a]]
+  n = 2
+
+[inputs.b]
+  s = "one"
+"#;
+
+    #[test]
+    fn instances_splits_arrays_of_tables_and_single_tables() {
+        let a = instances(CONF, "a");
+        assert_eq!(a.len(), 2);
+        let first: toml::Table = toml::from_str(&a[0]).unwrap_or_default();
+        assert_eq!(first.get("n").and_then(toml::Value::as_integer), Some(1));
+        assert_eq!(
+            first
+                .get("tags")
+                .and_then(|t| t.get("team"))
+                .and_then(toml::Value::as_str),
+            Some("x")
+        );
+        assert_eq!(instances(CONF, "b"), vec!["s = \"one\"\n".to_string()]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no [[inputs.c]]")]
+    fn instances_panics_on_a_missing_input() {
+        instances(CONF, "c");
+    }
+
+    #[test]
+    fn worker_config_carries_the_specs_in_order() {
+        let config = worker_config("f", [spec("a", "x.conf", "n = 1"), spec("b", "y.conf", "")]);
+        assert_eq!(config.family, "f");
+        assert_eq!(config.hostname, "test-host");
+        let names: Vec<(&str, &str)> = config
+            .inputs
+            .iter()
+            .map(|s| (s.name.as_str(), s.source.as_str()))
+            .collect();
+        assert_eq!(names, vec![("a", "x.conf"), ("b", "y.conf")]);
+        assert_eq!(config.inputs[0].toml, "n = 1");
+    }
+}
