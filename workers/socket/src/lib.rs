@@ -36,75 +36,26 @@ impl Family for SocketFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        if input != INPUT_NAME {
-            return vec![unknown_input(input)];
-        }
-        match config::parse(toml_text) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        }
+        dk_worker::validate_instance(self, input, toml_text, config::parse)
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
-        let mut problems = Vec::new();
-        for spec in &config.inputs {
-            if spec.name != INPUT_NAME {
-                problems.push(unknown_input(&spec.name));
-                continue;
-            }
-            match config::parse(&spec.toml) {
-                Ok(cfg) => inputs.push(Box::new(SocketInput::from_config(cfg, &spec.source))),
-                Err(found) => {
-                    problems.extend(found.into_iter().map(|p| {
-                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
-                    }))
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(inputs)
-        } else {
-            Err(problems)
-        }
+        dk_worker::build_instances(self, config, |spec| {
+            let cfg = config::parse(&spec.toml)?;
+            Ok(SocketInput::from_config(cfg, &spec.source))
+        })
     }
-}
-
-fn unknown_input(input: &str) -> ConfigProblem {
-    ConfigProblem::new(
-        "",
-        format!(
-            "input {input:?} does not belong to the socket family; only [[inputs.socket]] does"
-        ),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::InputSpec;
+    use dk_worker::testing::{instances, worker_config};
 
     use super::*;
 
-    /// The `[[inputs.socket]]` tables of a conf file, re-serialised as the supervisor does.
-    fn instances(conf: &str) -> Vec<String> {
-        let doc: toml::Table = toml::from_str(conf).expect("sample parses");
-        let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
-            panic!("no [inputs]");
-        };
-        let Some(toml::Value::Array(list)) = inputs.get("socket") else {
-            panic!("no [[inputs.socket]]");
-        };
-        list.iter()
-            .map(|v| toml::to_string(v).expect("re-serialise"))
-            .collect()
-    }
-
     fn spec(toml: &str) -> InputSpec {
-        InputSpec {
-            name: "socket".to_string(),
-            source: "conf.d/network/socket.conf".to_string(),
-            toml: toml.to_string(),
-        }
+        dk_worker::testing::spec(INPUT_NAME, "conf.d/network/socket.conf", toml)
     }
 
     #[test]
@@ -119,7 +70,7 @@ mod tests {
 
     #[test]
     fn sample_config_validates_without_problems() {
-        let tables = instances(SAMPLE);
+        let tables = instances(SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(SocketFamily.validate("socket", &tables[0]), Vec::new());
         let cfg = config::parse(&tables[0]).expect("sample is valid");
@@ -147,14 +98,13 @@ mod tests {
 
     #[test]
     fn build_makes_one_input_per_instance() {
-        let config = WorkerConfig {
-            family: "socket".to_string(),
-            inputs: vec![
+        let config = worker_config(
+            "socket",
+            [
                 spec("dest_url = [\"tcp://127.0.0.1:1\"]"),
                 spec("dest_url = [\"udp://127.0.0.1:2\"]"),
             ],
-            ..WorkerConfig::default()
-        };
+        );
         let inputs = SocketFamily
             .build(&config)
             .map_err(|p| format!("{p:?}"))
@@ -165,10 +115,7 @@ mod tests {
 
     #[test]
     fn build_names_the_file_in_every_problem() {
-        let config = WorkerConfig {
-            inputs: vec![spec("dest_url = [\"tcp://h\"]\nelection = 1")],
-            ..WorkerConfig::default()
-        };
+        let config = worker_config("socket", [spec("dest_url = [\"tcp://h\"]\nelection = 1")]);
         let Err(problems) = SocketFamily.build(&config) else {
             panic!("bad config must not build");
         };
