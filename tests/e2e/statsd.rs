@@ -404,3 +404,59 @@ fn statsd_reads_every_reuseport_socket_and_an_unusable_unix_path_is_only_a_warni
         Some(64.0)
     );
 }
+
+#[test]
+fn a_reload_grows_a_reuseport_group_and_says_when_the_count_needs_a_restart() {
+    let port = free_udp_port();
+    let with = |n: u16| conf(port, "", &format!("  udp_sockets = {n}"));
+    let agent = Agent::start(&[("statsd/statsd.conf", &with(2))]);
+    assert_eq!(udp_sockets_on(port), 2);
+    let first = wait_for("statsd worker", Duration::from_secs(10), || {
+        agent.worker_pid("statsd")
+    });
+
+    // 2 -> 3: the new sockets join the group; the worker restarts on them.
+    agent.write_conf("statsd/statsd.conf", &with(3));
+    let second = wait_for("a new statsd worker", Duration::from_secs(15), || {
+        agent.worker_pid("statsd").filter(|p| *p != first)
+    });
+    wait_for("three sockets", Duration::from_secs(10), || {
+        (udp_sockets_on(port) == 3).then_some(())
+    });
+    let senders: Vec<UdpSocket> = (0..48)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for s in &senders {
+        s.send_to(b"grown.hits:1|c", ("127.0.0.1", port)).unwrap();
+    }
+    wait_for(
+        "all 48 counts after the reload",
+        Duration::from_secs(20),
+        || (sum(&agent.local_points("metric"), "grown", "hits", &[]) == 48.0).then_some(()),
+    );
+
+    // 3 -> 1 cannot leave a plain socket on a SO_REUSEPORT port: the agent says so and keeps
+    // the running sockets.
+    agent.write_conf("statsd/statsd.conf", &with(1));
+    wait_for("the restart hint", Duration::from_secs(10), || {
+        let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+        String::from_utf8_lossy(&body)
+            .contains("needs an agent restart")
+            .then_some(())
+    });
+    let third = wait_for(
+        "the statsd worker after the last edit",
+        Duration::from_secs(15),
+        || agent.worker_pid("statsd").filter(|p| *p != second),
+    );
+    assert_ne!(third, second);
+    assert_eq!(udp_sockets_on(port), 3);
+    for s in &senders {
+        s.send_to(b"kept.hits:1|c", ("127.0.0.1", port)).unwrap();
+    }
+    wait_for(
+        "all 48 counts on the kept sockets",
+        Duration::from_secs(20),
+        || (sum(&agent.local_points("metric"), "kept", "hits", &[]) == 48.0).then_some(()),
+    );
+}
