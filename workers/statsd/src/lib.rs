@@ -39,13 +39,7 @@ impl Family for StatsdFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        if input != INPUT_NAME {
-            return vec![unknown_input(input)];
-        }
-        match config::parse(toml_text) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        }
+        dk_worker::validate_instance(self, input, toml_text, config::parse)
     }
 
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
@@ -59,69 +53,25 @@ impl Family for StatsdFamily {
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
         let metrics = StatsdMetrics::default();
-        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
-        let mut problems = Vec::new();
-        for spec in &config.inputs {
-            if spec.name != INPUT_NAME {
-                problems.push(unknown_input(&spec.name));
-                continue;
-            }
-            match config::parse(&spec.toml) {
-                Ok(cfg) => inputs.push(Box::new(StatsdInput::new(
-                    cfg,
-                    metrics.clone(),
-                    inputs.is_empty(),
-                ))),
-                Err(found) => {
-                    problems.extend(found.into_iter().map(|p| {
-                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
-                    }))
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(inputs)
-        } else {
-            Err(problems)
-        }
+        let mut first = true;
+        dk_worker::build_instances(self, config, |spec| {
+            let cfg = config::parse(&spec.toml)?;
+            let input = StatsdInput::new(cfg, metrics.clone(), first);
+            first = false;
+            Ok(input)
+        })
     }
-}
-
-fn unknown_input(input: &str) -> ConfigProblem {
-    ConfigProblem::new(
-        "",
-        format!(
-            "input {input:?} does not belong to the statsd family; only [[inputs.statsd]] does"
-        ),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::{InputSpec, ListenerKind};
+    use dk_worker::testing::{instances, worker_config};
 
     use super::*;
 
-    /// The `[[inputs.statsd]]` tables of a conf file, re-serialised as the supervisor does.
-    fn instances(conf: &str) -> Vec<String> {
-        let doc: toml::Table = toml::from_str(conf).expect("sample parses");
-        let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
-            panic!("no [inputs]");
-        };
-        let Some(toml::Value::Array(list)) = inputs.get("statsd") else {
-            panic!("no [[inputs.statsd]]");
-        };
-        list.iter()
-            .map(|v| toml::to_string(v).expect("re-serialise"))
-            .collect()
-    }
-
     fn spec(toml: &str) -> InputSpec {
-        InputSpec {
-            name: "statsd".to_string(),
-            source: "conf.d/statsd/statsd.conf".to_string(),
-            toml: toml.to_string(),
-        }
+        dk_worker::testing::spec(INPUT_NAME, "conf.d/statsd/statsd.conf", toml)
     }
 
     #[test]
@@ -135,7 +85,7 @@ mod tests {
 
     #[test]
     fn sample_config_validates_and_listens_on_datakit_defaults() {
-        let tables = instances(SAMPLE);
+        let tables = instances(SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(StatsdFamily.validate("statsd", &tables[0]), Vec::new());
         assert_eq!(
@@ -161,23 +111,19 @@ mod tests {
 
     #[test]
     fn build_makes_one_input_per_instance_and_names_the_file_in_problems() {
-        let config = WorkerConfig {
-            family: "statsd".to_string(),
-            inputs: vec![
+        let config = worker_config(
+            "statsd",
+            [
                 spec("service_address = \":1\"\nservice_unix_address = \"\""),
                 spec("service_address = \":2\"\nservice_unix_address = \"\""),
             ],
-            ..WorkerConfig::default()
-        };
+        );
         let inputs = StatsdFamily
             .build(&config)
             .map_err(|p| format!("{p:?}"))
             .expect("builds");
         assert_eq!(inputs.len(), 2);
-        let bad = WorkerConfig {
-            inputs: vec![spec("protocol = \"tcp\"")],
-            ..WorkerConfig::default()
-        };
+        let bad = worker_config("statsd", [spec("protocol = \"tcp\"")]);
         let Err(problems) = StatsdFamily.build(&bad) else {
             panic!("tcp must not build");
         };

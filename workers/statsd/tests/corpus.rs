@@ -1,33 +1,17 @@
 //! The fuzz seeds of `fuzz/seeds/` and seeded random mutations of them, parsed and aggregated
 //! on stable Rust: nothing panics, items borrow sensible text, and flushed points are whole.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dk_input_statsd::aggregate::{Aggregator, AggregatorConfig};
 use dk_input_statsd::parser::{Item, ParseOptions, SampleValue, parse_datagram};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use dk_worker::testing::{Corpus, Mutator};
 
 const MUTATIONS: usize = 5_000;
 const NOW: i64 = 1_700_000_000_000_000_000;
 
-fn seeds() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/statsd_datagram");
-    let mut out: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("dir entry").path();
-            let data = std::fs::read(&path).expect("seed readable");
-            (path, data)
-        })
-        .collect();
-    out.sort();
-    assert!(
-        out.len() >= 12,
-        "expected a dozen seeds, found {}",
-        out.len()
-    );
-    out
+fn seeds() -> Corpus {
+    Corpus::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/statsd_datagram"))
 }
 
 /// Parses and aggregates `data` both with and without extensions; returns (items, errors).
@@ -93,65 +77,20 @@ fn check(data: &[u8]) -> (usize, usize) {
 
 const INTERESTING: &[u8] = b"|:#@,=.\n\r\t _{}TcegsmhdE0-+9\x00\xff\x80";
 
-fn mutate(rng: &mut StdRng, data: &[u8], other: &[u8]) -> Vec<u8> {
-    let mut d = data.to_vec();
-    for _ in 0..rng.random_range(1..=4) {
-        let len = d.len();
-        match rng.random_range(0..7) {
-            0 if len > 0 => {
-                let i = rng.random_range(0..len);
-                d[i] ^= 1 << rng.random_range(0..8);
-            }
-            1 if len > 0 => {
-                let i = rng.random_range(0..len);
-                d[i] = INTERESTING[rng.random_range(0..INTERESTING.len())];
-            }
-            2 => {
-                let i = rng.random_range(0..=len);
-                d.insert(i, INTERESTING[rng.random_range(0..INTERESTING.len())]);
-            }
-            3 if len > 0 => d.truncate(rng.random_range(0..len)),
-            4 if len > 1 => {
-                let a = rng.random_range(0..len);
-                let b = rng.random_range(a..len.min(a + 16) + 1);
-                d.drain(a..b.min(len));
-            }
-            5 if len > 0 => {
-                let a = rng.random_range(0..len);
-                let b = rng.random_range(a..=len.min(a + 32));
-                let chunk = d[a..b].to_vec();
-                let at = rng.random_range(0..=len);
-                d.splice(at..at, chunk);
-            }
-            _ if !other.is_empty() => {
-                let a = rng.random_range(0..other.len());
-                let b = rng.random_range(a..=other.len().min(a + 64));
-                let at = rng.random_range(0..=d.len());
-                d.splice(at..at, other[a..b].iter().copied());
-            }
-            _ => {}
-        }
-    }
-    d
-}
-
 #[test]
 fn seeds_and_mutations_never_panic() {
     let corpus = seeds();
-    for (_, data) in &corpus {
+    for (_, data) in &corpus.seeds {
         check(data);
     }
-    let mut rng = StdRng::seed_from_u64(8125);
-    for _ in 0..MUTATIONS {
-        let (_, data) = &corpus[rng.random_range(0..corpus.len())];
-        let (_, other) = &corpus[rng.random_range(0..corpus.len())];
-        check(&mutate(&mut rng, data, other));
+    for body in corpus.mutations(Mutator::new(INTERESTING), 8125, MUTATIONS) {
+        check(&body);
     }
 }
 
 #[test]
 fn valid_seeds_parse_without_errors_and_error_seeds_report_every_line() {
-    for (path, data) in seeds() {
+    for (path, data) in seeds().seeds {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let (items, errors) = check(&data);
         match name {
