@@ -48,13 +48,7 @@ impl Family for LoggingFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        if input != INPUT_NAME {
-            return vec![unknown_input(input)];
-        }
-        match config::parse(toml_text) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        }
+        dk_worker::validate_instance(self, input, toml_text, config::parse)
     }
 
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
@@ -78,65 +72,22 @@ impl Family for LoggingFamily {
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
         let metrics = Arc::new(Metrics::default());
-        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
-        let mut problems = Vec::new();
-        for spec in &config.inputs {
-            if spec.name != INPUT_NAME {
-                problems.push(unknown_input(&spec.name));
-                continue;
-            }
-            match config::parse(&spec.toml) {
-                Ok(cfg) => inputs.push(Box::new(LoggingInput::new(cfg, metrics.clone()))),
-                Err(found) => {
-                    problems.extend(found.into_iter().map(|p| {
-                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
-                    }))
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(inputs)
-        } else {
-            Err(problems)
-        }
+        dk_worker::build_instances(self, config, |spec| {
+            let cfg = config::parse(&spec.toml)?;
+            Ok(LoggingInput::new(cfg, metrics.clone()))
+        })
     }
-}
-
-fn unknown_input(input: &str) -> ConfigProblem {
-    ConfigProblem::new(
-        "",
-        format!(
-            "input {input:?} does not belong to the logging family; only [[inputs.logging]] does"
-        ),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::InputSpec;
+    use dk_worker::testing::{instances, worker_config};
 
     use super::*;
 
-    /// The `[[inputs.logging]]` tables of a conf file, re-serialised as the supervisor does.
-    fn instances(conf: &str) -> Vec<String> {
-        let doc: toml::Table = toml::from_str(conf).expect("sample parses");
-        let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
-            panic!("no [inputs]");
-        };
-        let Some(toml::Value::Array(list)) = inputs.get("logging") else {
-            panic!("no [[inputs.logging]]");
-        };
-        list.iter()
-            .map(|v| toml::to_string(v).expect("re-serialise"))
-            .collect()
-    }
-
     fn spec(toml: &str) -> InputSpec {
-        InputSpec {
-            name: "logging".to_string(),
-            source: "conf.d/log/logging.conf".to_string(),
-            toml: toml.to_string(),
-        }
+        dk_worker::testing::spec(INPUT_NAME, "conf.d/log/logging.conf", toml)
     }
 
     #[test]
@@ -150,7 +101,7 @@ mod tests {
 
     #[test]
     fn sample_listens_on_tcp_9530_and_udp_9531() {
-        let tables = instances(SAMPLE);
+        let tables = instances(SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(LoggingFamily.validate("logging", &tables[0]), Vec::new());
         assert_eq!(
@@ -187,20 +138,16 @@ mod tests {
 
     #[test]
     fn build_makes_one_input_per_instance_and_names_the_file_in_problems() {
-        let config = WorkerConfig {
-            family: "logging".to_string(),
-            inputs: vec![spec("sockets = [\"tcp://:1\"]"), spec("source = \"b\"")],
-            ..WorkerConfig::default()
-        };
+        let config = worker_config(
+            "logging",
+            [spec("sockets = [\"tcp://:1\"]"), spec("source = \"b\"")],
+        );
         let inputs = LoggingFamily
             .build(&config)
             .map_err(|p| format!("{p:?}"))
             .expect("builds");
         assert_eq!(inputs.len(), 2);
-        let bad = WorkerConfig {
-            inputs: vec![spec("sockets = [\"x\"]")],
-            ..WorkerConfig::default()
-        };
+        let bad = worker_config("logging", [spec("sockets = [\"x\"]")]);
         let Err(problems) = LoggingFamily.build(&bad) else {
             panic!("bad config must not build");
         };
