@@ -42,13 +42,7 @@ impl Family for GraphiteFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        if input != INPUT_NAME {
-            return vec![unknown_input(input)];
-        }
-        match config::parse(toml_text) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        }
+        dk_worker::validate_instance(self, input, toml_text, config::parse)
     }
 
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
@@ -75,68 +69,24 @@ impl Family for GraphiteFamily {
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
-        let mut problems = Vec::new();
         let metrics = Metrics::default();
-        for spec in &config.inputs {
-            if spec.name != INPUT_NAME {
-                problems.push(unknown_input(&spec.name));
-                continue;
-            }
-            match config::parse(&spec.toml) {
-                Ok((cfg, mapper)) => {
-                    let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
-                    let first = inputs.is_empty();
-                    inputs.push(Box::new(GraphiteInput::new(
-                        cfg,
-                        processor,
-                        metrics.clone(),
-                        first,
-                    )));
-                }
-                Err(found) => {
-                    problems.extend(found.into_iter().map(|p| {
-                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
-                    }))
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(inputs)
-        } else {
-            Err(problems)
-        }
+        let mut first = true;
+        dk_worker::build_instances(self, config, |spec| {
+            let (cfg, mapper) = config::parse(&spec.toml)?;
+            let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
+            let input = GraphiteInput::new(cfg, processor, metrics.clone(), first);
+            first = false;
+            Ok(input)
+        })
     }
-}
-
-fn unknown_input(input: &str) -> ConfigProblem {
-    ConfigProblem::new(
-        "",
-        format!(
-            "input {input:?} does not belong to the graphite family; only [[inputs.graphite]] does"
-        ),
-    )
 }
 
 #[cfg(test)]
 mod tests {
-    use dk_proto::rpc::{InputSpec, ListenerKind};
+    use dk_proto::rpc::ListenerKind;
+    use dk_worker::testing::{instances, spec, worker_config};
 
     use super::*;
-
-    /// The `[[inputs.graphite]]` tables of a conf file, re-serialised as the supervisor does.
-    fn instances(conf: &str) -> Vec<String> {
-        let doc: toml::Table = toml::from_str(conf).expect("sample parses");
-        let Some(toml::Value::Table(inputs)) = doc.get("inputs") else {
-            panic!("no [inputs]");
-        };
-        let Some(toml::Value::Array(list)) = inputs.get("graphite") else {
-            panic!("no [[inputs.graphite]]");
-        };
-        list.iter()
-            .map(|v| toml::to_string(v).expect("re-serialise"))
-            .collect()
-    }
 
     #[test]
     fn family_names_its_input_and_sample() {
@@ -149,7 +99,7 @@ mod tests {
 
     #[test]
     fn sample_config_validates_and_listens_on_9109_tcp_and_udp() {
-        let tables = instances(SAMPLE);
+        let tables = instances(SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(GraphiteFamily.validate("graphite", &tables[0]), Vec::new());
         let (cfg, mapper) = config::parse(&tables[0]).expect("sample is valid");
@@ -177,7 +127,7 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let tables = instances(&uncommented);
+        let tables = instances(&uncommented, INPUT_NAME);
         let (cfg, mapper) = config::parse(&tables[0]).unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(cfg.rules.len(), 3);
         assert!(cfg.strict_match);
@@ -225,24 +175,17 @@ mod tests {
 
     #[test]
     fn build_makes_one_input_per_instance() {
-        let spec = |toml: &str| InputSpec {
-            name: "graphite".to_string(),
-            source: "conf.d/graphite/graphite.conf".to_string(),
-            toml: toml.to_string(),
-        };
-        let config = WorkerConfig {
-            inputs: vec![spec("address = \":2003\""), spec("address = \":2004\"")],
-            ..WorkerConfig::default()
-        };
+        let spec = |toml: &str| spec(INPUT_NAME, "conf.d/graphite/graphite.conf", toml);
+        let config = worker_config(
+            "graphite",
+            [spec("address = \":2003\""), spec("address = \":2004\"")],
+        );
         let inputs = GraphiteFamily
             .build(&config)
             .unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(inputs.len(), 2);
         assert!(inputs.iter().all(|i| i.name() == "graphite"));
-        let bad = WorkerConfig {
-            inputs: vec![spec("buffer_size = \"x\"")],
-            ..WorkerConfig::default()
-        };
+        let bad = worker_config("graphite", [spec("buffer_size = \"x\"")]);
         let problems = GraphiteFamily.build(&bad).err().unwrap();
         assert!(
             problems[0]
