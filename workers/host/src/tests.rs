@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dk_proto::{Point, Value};
 use dk_worker::Family;
+use dk_worker::testing::{instances, spec, worker_config};
 
 use crate::config::{InputConfig, decode};
 use crate::inputs::{cpu, disk, diskio, hostobject, mem, net, swap, system};
@@ -731,20 +732,6 @@ fn hostobject_rates_are_zero_first_then_per_second() {
     assert_eq!(p.get_field("net_recv_bytes_per_sec"), Some(&Value::I(100)));
 }
 
-/// Splits a sample file into its instances, re-serialised the way the supervisor passes
-/// them to `validate`.
-fn sample_instances(input: &str, sample: &str) -> Vec<String> {
-    let table: toml::Table = sample.parse().unwrap();
-    let inst = &table["inputs"][input];
-    let list = match inst {
-        toml::Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    };
-    list.iter()
-        .map(|v| toml::to_string(v.as_table().unwrap()).unwrap())
-        .collect()
-}
-
 #[test]
 fn every_sample_validates_without_problems() {
     let family = crate::HostFamily;
@@ -760,7 +747,7 @@ fn every_sample_validates_without_problems() {
             format!("[[inputs.{input}]]")
         };
         assert!(text.contains(&header), "{input} sample lacks {header}");
-        let instances = sample_instances(input, text);
+        let instances = instances(text, input);
         assert_eq!(instances.len(), 1, "{input}");
         for inst in &instances {
             assert_eq!(family.validate(input, inst), vec![], "{input}: {inst}");
@@ -773,7 +760,7 @@ fn every_sample_validates_without_problems() {
 fn samples_decode_to_datakit_defaults() {
     let family = crate::HostFamily;
     for (input, text) in family.samples() {
-        let inst = &sample_instances(input, text)[0];
+        let inst = &instances(text, input)[0];
         let c = decode(input, inst).unwrap();
         let interval = match &c {
             InputConfig::Cpu(c) => c.interval,
@@ -790,18 +777,8 @@ fn samples_decode_to_datakit_defaults() {
 
 #[test]
 fn build_reports_problems_with_the_source_file_and_keeps_one_instance_per_input() {
-    use dk_proto::rpc::{InputSpec, WorkerConfig};
-    let spec = |name: &str, toml: &str| InputSpec {
-        name: name.into(),
-        source: "conf.d/host/x.conf".into(),
-        toml: toml.into(),
-    };
-    let mut wc = WorkerConfig {
-        family: "host".into(),
-        hostname: "h".into(),
-        inputs: vec![spec("cpu", ""), spec("cpu", ""), spec("mem", "")],
-        ..Default::default()
-    };
+    let spec = |name: &str, toml: &str| spec(name, "conf.d/host/x.conf", toml);
+    let mut wc = worker_config("host", [spec("cpu", ""), spec("cpu", ""), spec("mem", "")]);
     let inputs = crate::HostFamily.build(&wc).unwrap();
     let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
     assert_eq!(names, ["cpu", "mem"]);

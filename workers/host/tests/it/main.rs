@@ -7,14 +7,11 @@ use dk_input_host::HostFamily;
 use dk_proto::rpc::{InputSpec, WorkerConfig};
 use dk_proto::{Category, Value};
 use dk_worker::emitter::Message;
+use dk_worker::testing::worker_config;
 use dk_worker::{Emitter, Family, Feed, InputContext};
 
 fn spec(name: &str, toml: &str) -> InputSpec {
-    InputSpec {
-        name: name.to_string(),
-        source: "conf.d/host/test.conf".to_string(),
-        toml: toml.to_string(),
-    }
+    dk_worker::testing::spec(name, "conf.d/host/test.conf", toml)
 }
 
 async fn next_feed(rx: &mut tokio::sync::mpsc::Receiver<Message>, input: &str) -> Feed {
@@ -33,15 +30,13 @@ async fn next_feed(rx: &mut tokio::sync::mpsc::Receiver<Message>, input: &str) -
 
 #[tokio::test]
 async fn mem_and_cpu_inputs_emit_typed_points_and_stop_on_shutdown() {
-    let config = WorkerConfig {
-        family: "host".to_string(),
-        hostname: "test-host".to_string(),
-        inputs: vec![
+    let config = worker_config(
+        "host",
+        [
             spec("mem", "interval = '1s'\n[tags]\nteam = \"infra\"\n"),
             spec("cpu", "interval = '1s'\n"),
         ],
-        ..Default::default()
-    };
+    );
     let inputs = HostFamily.build(&config).expect("valid config");
     assert_eq!(inputs.len(), 2);
 
@@ -109,10 +104,8 @@ async fn mem_and_cpu_inputs_emit_typed_points_and_stop_on_shutdown() {
 #[tokio::test]
 async fn hostobject_emits_a_host_object_tagged_with_the_runtime_host_name() {
     let config = WorkerConfig {
-        family: "host".to_string(),
         hostname: "ignored".to_string(),
-        inputs: vec![spec("hostobject", "")],
-        ..Default::default()
+        ..worker_config("host", [spec("hostobject", "")])
     };
     let input = HostFamily.build(&config).expect("valid").remove(0);
     let (emitter, mut rx) = Emitter::channel(4);
