@@ -145,9 +145,13 @@ mod tests {
 
     use super::*;
     use crate::InputContext;
+    use crate::testing::{spec, worker_config};
 
-    /// A family serving `one` and `two`; an instance is valid when its text is a number.
-    struct Numbers;
+    /// A family serving the listed inputs; an instance is valid when its text is a number.
+    struct Numbers(&'static [&'static str]);
+
+    /// [`Numbers`] serving `one` and `two`.
+    const ONE_TWO: Numbers = Numbers(&["one", "two"]);
 
     struct Number;
 
@@ -173,7 +177,7 @@ mod tests {
         }
 
         fn inputs(&self) -> &'static [&'static str] {
-            &["one", "two"]
+            self.0
         }
 
         fn samples(&self) -> &'static [(&'static str, &'static str)] {
@@ -189,77 +193,46 @@ mod tests {
         }
     }
 
-    struct Single;
-
-    impl Family for Single {
-        fn name(&self) -> &'static str {
-            "single"
-        }
-
-        fn inputs(&self) -> &'static [&'static str] {
-            &["single"]
-        }
-
-        fn samples(&self) -> &'static [(&'static str, &'static str)] {
-            &[]
-        }
-
-        fn validate(&self, _input: &str, _toml_text: &str) -> Vec<ConfigProblem> {
-            Vec::new()
-        }
-
-        fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-            Ok(Vec::new())
-        }
-    }
-
+    /// A config of `(input, toml)` instances, the n-th from `conf.d/n.conf`.
     fn config(instances: &[(&str, &str)]) -> WorkerConfig {
-        WorkerConfig {
-            family: "numbers".to_string(),
-            inputs: instances
-                .iter()
-                .enumerate()
-                .map(|(i, (name, toml))| InputSpec {
-                    name: (*name).to_string(),
-                    source: format!("conf.d/{i}.conf"),
-                    toml: (*toml).to_string(),
-                })
-                .collect(),
-            ..WorkerConfig::default()
-        }
+        let specs = instances
+            .iter()
+            .enumerate()
+            .map(|(i, (name, toml))| spec(name, &format!("conf.d/{i}.conf"), toml));
+        worker_config("numbers", specs)
     }
 
     #[test]
     fn unknown_input_names_the_input_and_what_the_family_serves() {
         assert_eq!(
-            unknown_input(&Single, "cpu"),
+            unknown_input(&Numbers(&["one"]), "cpu"),
             ConfigProblem::new(
                 "",
-                "input \"cpu\" does not belong to the single family; only [[inputs.single]] does"
+                "input \"cpu\" does not belong to the numbers family; only [[inputs.one]] does"
             )
         );
         assert_eq!(
-            unknown_input(&Numbers, "cpu").message,
+            unknown_input(&ONE_TWO, "cpu").message,
             "input \"cpu\" does not belong to the numbers family; only [[inputs.one]], [[inputs.two]] do"
         );
     }
 
     #[test]
     fn validate_instance_refuses_other_inputs_before_parsing() {
-        assert_eq!(Numbers.validate("two", "7"), Vec::new());
-        let parsed = Numbers.validate("one", "x");
+        assert_eq!(ONE_TWO.validate("two", "7"), Vec::new());
+        let parsed = ONE_TWO.validate("one", "x");
         assert_eq!(
             parsed,
             vec![ConfigProblem::new("n", "\"x\" is not a number")]
         );
-        let refused = Numbers.validate("three", "x");
-        assert_eq!(refused, vec![unknown_input(&Numbers, "three")]);
+        let refused = ONE_TWO.validate("three", "x");
+        assert_eq!(refused, vec![unknown_input(&ONE_TWO, "three")]);
     }
 
     #[test]
     fn build_instances_makes_one_input_per_instance_in_order() {
         let mut seen = Vec::new();
-        let built = build_instances(&Numbers, &config(&[("one", "1"), ("two", "2")]), |spec| {
+        let built = build_instances(&ONE_TWO, &config(&[("one", "1"), ("two", "2")]), |spec| {
             let n = parse(&spec.toml)?;
             seen.push((spec.name.clone(), n));
             Ok(Number)
@@ -271,14 +244,14 @@ mod tests {
     #[test]
     fn build_instances_collects_every_problem_with_its_source_file() {
         let config = config(&[("one", "x"), ("cpu", "1"), ("two", "3"), ("two", "y")]);
-        let Err(problems) = Numbers.build(&config) else {
+        let Err(problems) = ONE_TWO.build(&config) else {
             panic!("bad instances must not build");
         };
         assert_eq!(
             problems,
             vec![
                 ConfigProblem::new("n", "conf.d/0.conf: \"x\" is not a number"),
-                unknown_input(&Numbers, "cpu"),
+                unknown_input(&ONE_TWO, "cpu"),
                 ConfigProblem::new("n", "conf.d/3.conf: \"y\" is not a number"),
             ]
         );
@@ -286,7 +259,7 @@ mod tests {
 
     #[test]
     fn build_instances_of_no_instances_is_empty() {
-        let built = Numbers.build(&WorkerConfig::default());
+        let built = ONE_TWO.build(&WorkerConfig::default());
         assert_eq!(built.map(|inputs| inputs.len()).ok(), Some(0));
     }
 }
