@@ -63,6 +63,55 @@ pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigProb
     dk_proto::duration::parse(text).map_err(|e| ConfigProblem::new(key, e.to_string()))
 }
 
+/// Reads the `tags` key of an `[[inputs.INPUT]]` table (`[inputs.INPUT.tags]`): its
+/// `(key, value)` pairs in key order, empty when the key is absent.
+///
+/// A `tags` that is not a table, and every value in it that is not a string, adds a problem
+/// to `problems` naming the key and the fix; the string values are still returned.
+pub fn tags(
+    input: &str,
+    table: &toml::Table,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<(String, String)> {
+    match table.get("tags") {
+        None => Vec::new(),
+        Some(toml::Value::Table(tags)) => string_table("tags", tags, problems),
+        Some(other) => {
+            problems.push(ConfigProblem::new(
+                "tags",
+                format!(
+                    "expected a table, found {}; write [inputs.{input}.tags] with key = \"value\" lines",
+                    other.type_str()
+                ),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The string values of the table at dotted key `key`, in key order; every other value adds
+/// a problem for `key.NAME` saying to quote it.
+pub fn string_table(
+    key: &str,
+    table: &toml::Table,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(table.len());
+    for (k, v) in table {
+        match v {
+            toml::Value::String(s) => out.push((k.clone(), s.clone())),
+            other => problems.push(ConfigProblem::new(
+                format!("{key}.{k}"),
+                format!(
+                    "expected a string, found {}; quote the value: {k} = \"...\"",
+                    other.type_str()
+                ),
+            )),
+        }
+    }
+    out
+}
+
 /// The problem for an instance of `input` sent to a family that does not serve it.
 ///
 /// The message names the input and the `[[inputs.NAME]]` tables the family does serve.
@@ -200,6 +249,58 @@ mod tests {
             .enumerate()
             .map(|(i, (name, toml))| spec(name, &format!("conf.d/{i}.conf"), toml));
         worker_config("numbers", specs)
+    }
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn tags_reads_string_values_in_key_order() {
+        let mut problems = Vec::new();
+        let t = table("[tags]\nteam = \"ops\"\nenv = \"prod\"\n");
+        assert_eq!(
+            tags("x", &t, &mut problems),
+            vec![
+                ("env".to_string(), "prod".to_string()),
+                ("team".to_string(), "ops".to_string())
+            ]
+        );
+        assert_eq!(tags("x", &table("a = 1"), &mut problems), Vec::new());
+        assert_eq!(problems, Vec::new());
+    }
+
+    #[test]
+    fn tags_names_every_mistyped_value_and_a_tags_that_is_not_a_table() {
+        let mut problems = Vec::new();
+        let t = table("[tags]\na = 1\nb = \"ok\"\nc = true\n");
+        let found = tags("socket", &t, &mut problems);
+        assert_eq!(found, vec![("b".to_string(), "ok".to_string())]);
+        assert_eq!(
+            problems,
+            vec![
+                ConfigProblem::new(
+                    "tags.a",
+                    "expected a string, found integer; quote the value: a = \"...\""
+                ),
+                ConfigProblem::new(
+                    "tags.c",
+                    "expected a string, found boolean; quote the value: c = \"...\""
+                ),
+            ]
+        );
+        problems.clear();
+        assert_eq!(
+            tags("socket", &table("tags = 3"), &mut problems),
+            Vec::new()
+        );
+        assert_eq!(
+            problems,
+            vec![ConfigProblem::new(
+                "tags",
+                "expected a table, found integer; write [inputs.socket.tags] with key = \"value\" lines"
+            )]
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 use dk_proto::rpc::{InputSpec, WorkerConfig};
 pub use dk_proto::testing::{Corpus, Mutator};
 
+use crate::ConfigProblem;
+
 /// The `[[inputs.NAME]]` tables (or the one `[inputs.NAME]` table) of `input` in a conf
 /// file, each re-serialised as the supervisor passes it to `validate` and `build`.
 ///
@@ -48,6 +50,11 @@ pub fn worker_config(family: &str, inputs: impl IntoIterator<Item = InputSpec>) 
     }
 }
 
+/// The keys of `problems`, in order: what a test of a config parser asserts on.
+pub fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +92,12 @@ mod tests {
     #[should_panic(expected = "no [[inputs.c]]")]
     fn instances_panics_on_a_missing_input() {
         instances(CONF, "c");
+    }
+
+    #[test]
+    fn keys_lists_the_problem_keys_in_order() {
+        let problems = [ConfigProblem::new("b", "x"), ConfigProblem::new("a", "y")];
+        assert_eq!(keys(&problems), vec!["b", "a"]);
     }
 
     #[test]
