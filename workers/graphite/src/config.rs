@@ -219,19 +219,7 @@ pub fn parse(toml_text: &str) -> Result<(GraphiteConfig, Mapper), Vec<ConfigProb
         )),
     }
 
-    match table.get("tags") {
-        None => {}
-        Some(toml::Value::Table(tags)) => {
-            cfg.tags = string_table("tags", tags, &mut problems);
-        }
-        Some(other) => problems.push(ConfigProblem::new(
-            "tags",
-            format!(
-                "expected a table, found {}; write [inputs.graphite.tags] with key = \"value\" lines",
-                other.type_str()
-            ),
-        )),
-    }
+    cfg.tags = dk_worker::config::tags("graphite", &table, &mut problems);
 
     let mapper = match Mapper::new(&cfg.rules) {
         Ok(m) => Some(m),
@@ -329,7 +317,7 @@ fn rules(mm: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Vec<RuleConfig>
         match t.get("labels") {
             None => {}
             Some(toml::Value::Table(labels)) => {
-                rule.labels = string_table(&format!("{prefix}.labels"), labels, problems);
+                rule.labels = dk_worker::config::string_table(&format!("{prefix}.labels"), labels, problems);
             }
             Some(other) => problems.push(ConfigProblem::new(
                 format!("{prefix}.labels"),
@@ -340,27 +328,6 @@ fn rules(mm: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Vec<RuleConfig>
             )),
         }
         out.push(rule);
-    }
-    out
-}
-
-fn string_table(
-    key: &str,
-    t: &toml::Table,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (k, v) in t {
-        match v {
-            toml::Value::String(s) => out.push((k.clone(), s.clone())),
-            other => problems.push(ConfigProblem::new(
-                format!("{key}.{k}"),
-                format!(
-                    "expected a string, found {}; quote the value: {k} = \"...\"",
-                    other.type_str()
-                ),
-            )),
-        }
     }
     out
 }
@@ -384,11 +351,9 @@ fn duration_value(key: &str, v: &toml::Value) -> Result<Duration, ConfigProblem>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use dk_worker::testing::keys;
 
-    fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
-        problems.iter().map(|p| p.key.as_str()).collect()
-    }
+    use super::*;
 
     #[test]
     fn applies_datakit_defaults_when_keys_are_absent() {

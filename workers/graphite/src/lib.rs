@@ -84,7 +84,7 @@ impl Family for GraphiteFamily {
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::ListenerKind;
-    use dk_worker::testing::{instances, spec, worker_config};
+    use dk_worker::testing::{instances, keys, spec, worker_config};
 
     use super::*;
 
@@ -144,8 +144,10 @@ mod tests {
             "graphite",
             "address = \"9109\"\n[[metric_mapper.mappings]]\nmatch = \"a.*\"\n",
         );
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, vec!["address", "metric_mapper.mappings[0].name"]);
+        assert_eq!(
+            keys(&problems),
+            vec!["address", "metric_mapper.mappings[0].name"]
+        );
         assert_eq!(GraphiteFamily.validate("statsd", "").len(), 1);
     }
 

@@ -82,7 +82,7 @@ impl Family for LoggingFamily {
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::InputSpec;
-    use dk_worker::testing::{instances, worker_config};
+    use dk_worker::testing::{instances, keys, worker_config};
 
     use super::*;
 
@@ -123,8 +123,10 @@ mod tests {
             "logging",
             "sockets = [\"tcp://:1\", \"sctp://:2\", \"udp://:0\"]\ncharacter_encoding = \"koi8\"",
         );
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, vec!["character_encoding", "sockets[1]", "sockets[2]"]);
+        assert_eq!(
+            keys(&problems),
+            vec!["character_encoding", "sockets[1]", "sockets[2]"]
+        );
         assert_eq!(LoggingFamily.validate("tailf", "").len(), 1);
         assert!(LoggingFamily.listeners("logging", "sockets = 1").is_empty());
     }

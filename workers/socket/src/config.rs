@@ -302,30 +302,7 @@ pub fn parse(toml_text: &str) -> Result<SocketConfig, Vec<ConfigProblem>> {
         )),
     }
 
-    match table.get("tags") {
-        None => {}
-        Some(toml::Value::Table(tags)) => {
-            for (k, v) in tags {
-                match v {
-                    toml::Value::String(s) => cfg.tags.push((k.clone(), s.clone())),
-                    other => problems.push(ConfigProblem::new(
-                        format!("tags.{k}"),
-                        format!(
-                            "expected a string, found {}; quote the value: {k} = \"...\"",
-                            other.type_str()
-                        ),
-                    )),
-                }
-            }
-        }
-        Some(other) => problems.push(ConfigProblem::new(
-            "tags",
-            format!(
-                "expected a table, found {}; write [inputs.socket.tags] with key = \"value\" lines",
-                other.type_str()
-            ),
-        )),
-    }
+    cfg.tags = dk_worker::config::tags("socket", &table, &mut problems);
 
     if problems.is_empty() {
         Ok(cfg)
@@ -355,11 +332,9 @@ fn duration_value(key: &str, v: &toml::Value) -> Result<Duration, ConfigProblem>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use dk_worker::testing::keys;
 
-    fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
-        problems.iter().map(|p| p.key.as_str()).collect()
-    }
+    use super::*;
 
     #[test]
     fn parses_tcp_udp_and_bracketed_ipv6_urls() {

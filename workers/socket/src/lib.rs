@@ -50,7 +50,7 @@ impl Family for SocketFamily {
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::InputSpec;
-    use dk_worker::testing::{instances, worker_config};
+    use dk_worker::testing::{instances, keys, worker_config};
 
     use super::*;
 
@@ -85,8 +85,10 @@ mod tests {
             "socket",
             "dest_url = [\"tcp://a:1\", \"tcp://a\", \"gopher://a:70\"]\ninterval = 3\nudp_timeout = \"x\"",
         );
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]);
+        assert_eq!(
+            keys(&problems),
+            vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]
+        );
     }
 
     #[test]

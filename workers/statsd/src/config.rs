@@ -318,9 +318,7 @@ pub fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
             }
         }
     }
-    if let Some(tags) = r.string_table("tags") {
-        cfg.aggregate.tags = tags;
-    }
+    cfg.aggregate.tags = dk_worker::config::tags("statsd", r.table, r.problems);
     let source_key = r.string("statsd_source_key").unwrap_or_default();
     let host_key = r.string("statsd_host_key").unwrap_or_default();
     let save = r.boolean("save_above_key").unwrap_or(false);
@@ -462,43 +460,13 @@ impl Reader<'_> {
         }
         Some(out)
     }
-
-    fn string_table(&mut self, key: &str) -> Option<Vec<(String, String)>> {
-        let v = self.table.get(key)?;
-        let toml::Value::Table(t) = v else {
-            self.problem(
-                key,
-                format!(
-                    "expected a table, found {}; write [inputs.statsd.tags] with key = \"value\" lines",
-                    v.type_str()
-                ),
-            );
-            return None;
-        };
-        let mut out = Vec::with_capacity(t.len());
-        for (k, v) in t {
-            match v {
-                toml::Value::String(s) => out.push((k.clone(), s.clone())),
-                other => self.problem(
-                    format!("{key}.{k}"),
-                    format!(
-                        "expected a string, found {}; quote the value: {k} = \"...\"",
-                        other.type_str()
-                    ),
-                ),
-            }
-        }
-        Some(out)
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use dk_worker::testing::keys;
 
-    fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
-        problems.iter().map(|p| p.key.as_str()).collect()
-    }
+    use super::*;
 
     #[test]
     fn applies_datakit_defaults_when_keys_are_absent() {
