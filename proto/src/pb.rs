@@ -419,7 +419,19 @@ struct Wire<'a> {
 }
 
 impl<'a> Wire<'a> {
+    #[inline]
     fn varint(&mut self) -> Result<u64, String> {
+        // Most varints (keys, lengths, small values) are one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64, String> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -438,6 +450,7 @@ impl<'a> Wire<'a> {
     }
 
     /// Reads a field key: (field number, wire type).
+    #[inline]
     fn key(&mut self) -> Result<(u64, u8), String> {
         let k = self.varint()?;
         let tag = k >> 3;
@@ -447,6 +460,7 @@ impl<'a> Wire<'a> {
         Ok((tag, (k & 7) as u8))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.buf.len() {
             return Err(format!(
@@ -459,6 +473,7 @@ impl<'a> Wire<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn len_delimited(&mut self) -> Result<&'a [u8], String> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| format!("length {n} too large"))?;
@@ -491,20 +506,8 @@ fn expect_wire(what: &str, got: u8, want: u8) -> Result<(), String> {
 /// [`PbError`] for malformed protobuf or values that do not fit the point model: a tag
 /// whose value is not a string, an `Any` that is not a `point.Array`, a mixed-type array.
 pub fn decode(body: &[u8]) -> Result<Vec<Point>, PbError> {
-    let mut wire = Wire { buf: body };
     let mut out = Vec::new();
-    let mut scratch = Scratch::default();
-    while !wire.buf.is_empty() {
-        let (tag, wt) = wire.key().map_err(|e| top_error(out.len(), &e))?;
-        if tag == 1 {
-            expect_wire("PBPoints.arr", wt, WT_LEN).map_err(|e| top_error(out.len(), &e))?;
-            let msg = wire.len_delimited().map_err(|e| top_error(out.len(), &e))?;
-            let point = decode_point(msg, &mut scratch).map_err(|e| top_error(out.len(), &e))?;
-            out.push(point);
-        } else {
-            wire.skip(wt).map_err(|e| top_error(out.len(), &e))?;
-        }
-    }
+    decode_each(body, |view| out.push(view.to_point()))?;
     Ok(out)
 }
 
@@ -523,55 +526,138 @@ pub fn decode_with(body: &[u8], opts: &DecodeOptions) -> Result<Vec<Point>, PbEr
     Ok(points)
 }
 
+/// A field value borrowed from a `PBPoints` body (see [`decode_each`]); arrays are unpacked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueRef<'a> {
+    /// Signed integer.
+    I(i64),
+    /// Unsigned integer.
+    U(u64),
+    /// Float.
+    F(f64),
+    /// Boolean.
+    B(bool),
+    /// String.
+    S(&'a str),
+    /// Raw bytes.
+    D(&'a [u8]),
+    /// Array of basic values of one type.
+    A(Vec<Value>),
+}
+
+impl ValueRef<'_> {
+    /// The owned [`Value`].
+    pub fn to_value(&self) -> Value {
+        match self {
+            ValueRef::I(i) => Value::I(*i),
+            ValueRef::U(u) => Value::U(*u),
+            ValueRef::F(f) => Value::F(*f),
+            ValueRef::B(b) => Value::B(*b),
+            ValueRef::S(s) => Value::S((*s).to_owned()),
+            ValueRef::D(d) => Value::D(d.to_vec()),
+            ValueRef::A(items) => Value::A(items.clone()),
+        }
+    }
+}
+
+/// A point borrowed from a `PBPoints` body: what [`decode`] would return, without copying
+/// the strings (see [`decode_each`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PointRef<'a> {
+    /// Measurement name.
+    pub name: &'a str,
+    /// Tags in wire order.
+    pub tags: Vec<(&'a str, &'a str)>,
+    /// Fields in wire order (nil fields left out).
+    pub fields: Vec<(&'a str, ValueRef<'a>)>,
+    /// Unix time in nanoseconds, as sent.
+    pub time: i64,
+}
+
+impl PointRef<'_> {
+    /// The owned [`Point`], as [`decode`] returns it.
+    pub fn to_point(&self) -> Point {
+        Point {
+            name: self.name.to_owned(),
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            fields: self
+                .fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                .collect(),
+            time: self.time,
+        }
+    }
+}
+
+/// Walks a `PBPoints` message and calls `each` with every point, borrowed from `body`
+/// (one reused [`PointRef`], so nothing is allocated per point but array values); returns
+/// the number of points. The points are exactly those [`decode`] returns.
+///
+/// # Errors
+/// As [`decode`]. `each` may already have been called for the points before the error.
+pub fn decode_each<'a>(
+    body: &'a [u8],
+    mut each: impl FnMut(&PointRef<'a>),
+) -> Result<usize, PbError> {
+    let mut wire = Wire { buf: body };
+    let mut view = PointRef::default();
+    let mut n = 0;
+    while !wire.buf.is_empty() {
+        let (tag, wt) = wire.key().map_err(|e| top_error(n, &e))?;
+        if tag == 1 {
+            expect_wire("PBPoints.arr", wt, WT_LEN).map_err(|e| top_error(n, &e))?;
+            let msg = wire.len_delimited().map_err(|e| top_error(n, &e))?;
+            decode_point(msg, &mut view).map_err(|e| top_error(n, &e))?;
+            each(&view);
+            n += 1;
+        } else {
+            wire.skip(wt).map_err(|e| top_error(n, &e))?;
+        }
+    }
+    Ok(n)
+}
+
 fn top_error(index: usize, e: &str) -> PbError {
     PbError(format!("point #{index}: {e}"))
 }
 
-fn utf8(bytes: &[u8], what: &str) -> Result<String, String> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| format!("{what} is not valid UTF-8"))
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("{what} is not valid UTF-8"))
 }
 
-/// Reused buffers of the decoder, so each point's vectors are allocated once, exactly.
-#[derive(Default)]
-struct Scratch {
-    tags: Vec<(String, String)>,
-    fields: Vec<(String, Value)>,
-}
-
-fn decode_point(msg: &[u8], scratch: &mut Scratch) -> Result<Point, String> {
+/// Decodes one `PBPoint` message into `view` (its vectors are reused).
+fn decode_point<'a>(msg: &'a [u8], view: &mut PointRef<'a>) -> Result<(), String> {
     let mut wire = Wire { buf: msg };
-    let mut name = String::new();
-    let mut time = 0;
-    scratch.tags.clear();
-    scratch.fields.clear();
+    view.name = "";
+    view.time = 0;
+    view.tags.clear();
+    view.fields.clear();
     while !wire.buf.is_empty() {
         let (tag, wt) = wire.key()?;
         match tag {
             1 => {
                 expect_wire("PBPoint.name", wt, WT_LEN)?;
-                name = utf8(wire.len_delimited()?, "the measurement name")?;
+                view.name = utf8(wire.len_delimited()?, "the measurement name")?;
             }
             2 => {
                 expect_wire("PBPoint.fields", wt, WT_LEN)?;
                 let raw = wire.len_delimited()?;
-                let index = scratch.tags.len() + scratch.fields.len();
-                add_field(scratch, raw).map_err(|e| format!("field #{index}: {e}"))?;
+                let index = view.tags.len() + view.fields.len();
+                add_field(view, raw).map_err(|e| format!("field #{index}: {e}"))?;
             }
             3 => {
                 expect_wire("PBPoint.time", wt, WT_VARINT)?;
-                time = wire.varint()? as i64;
+                view.time = wire.varint()? as i64;
             }
             _ => wire.skip(wt)?,
         }
     }
-    Ok(Point {
-        name,
-        tags: scratch.tags.drain(..).collect(),
-        fields: scratch.fields.drain(..).collect(),
-        time,
-    })
+    Ok(())
 }
 
 /// The value of a `Field` as it sits on the wire.
@@ -601,10 +687,10 @@ impl RawVal<'_> {
 
 /// Decodes one `Field` message (proto3 rules: the last value of a field wins, unknown
 /// fields are skipped) and adds it to the point being built.
-fn add_field(scratch: &mut Scratch, msg: &[u8]) -> Result<(), String> {
+fn add_field<'a>(view: &mut PointRef<'a>, msg: &'a [u8]) -> Result<(), String> {
     let mut wire = Wire { buf: msg };
     let mut key: &[u8] = b"";
-    let mut val: Option<RawVal<'_>> = None;
+    let mut val: Option<RawVal<'a>> = None;
     let mut is_tag = false;
     while !wire.buf.is_empty() {
         let (tag, wt) = wire.key()?;
@@ -639,7 +725,7 @@ fn add_field(scratch: &mut Scratch, msg: &[u8]) -> Result<(), String> {
     if is_tag {
         let value = match val {
             Some(RawVal::S(s)) => utf8(s, "the tag value")?,
-            None => String::new(),
+            None => "",
             Some(other) => {
                 return Err(format!(
                     "tag {key:?} has a {} value; tags must be strings",
@@ -647,23 +733,23 @@ fn add_field(scratch: &mut Scratch, msg: &[u8]) -> Result<(), String> {
                 ));
             }
         };
-        scratch.tags.push((key, value));
+        view.tags.push((key, value));
         return Ok(());
     }
     let value = match val {
         None => return Ok(()), // Datakit's nil field: nothing to keep.
-        Some(RawVal::I(i)) => Value::I(i),
-        Some(RawVal::U(u)) => Value::U(u),
-        Some(RawVal::F(f)) => Value::F(f),
-        Some(RawVal::B(b)) => Value::B(b),
-        Some(RawVal::D(d)) => Value::D(d.to_vec()),
-        Some(RawVal::S(s)) => Value::S(utf8(s, "the string value")?),
+        Some(RawVal::I(i)) => ValueRef::I(i),
+        Some(RawVal::U(u)) => ValueRef::U(u),
+        Some(RawVal::F(f)) => ValueRef::F(f),
+        Some(RawVal::B(b)) => ValueRef::B(b),
+        Some(RawVal::D(d)) => ValueRef::D(d),
+        Some(RawVal::S(s)) => ValueRef::S(utf8(s, "the string value")?),
         Some(RawVal::A(a)) => {
             let any = schema::Any::decode(a).map_err(|e| format!("field {key:?}: {e}"))?;
-            Value::A(decode_array(&key, &any)?)
+            ValueRef::A(decode_array(key, &any)?)
         }
     };
-    scratch.fields.push((key, value));
+    view.fields.push((key, value));
     Ok(())
 }
 
@@ -889,6 +975,38 @@ mod tests {
                     .field("a", Value::A(vec![Value::F(1.5), Value::F(2.0)]))
             ]
         );
+    }
+
+    #[test]
+    fn decode_each_borrows_the_points_decode_returns() {
+        let points = vec![sample(), Point::new("x", -5).field("f", Value::F(-0.25))];
+        let body = encode(&points);
+        let mut seen = Vec::new();
+        let n = decode_each(&body, |view| {
+            seen.push(view.to_point());
+        })
+        .expect("decodes");
+        assert_eq!(n, 2);
+        assert_eq!(seen, points);
+        let mut first = None;
+        decode_each(&body, |view| {
+            first.get_or_insert_with(|| (view.name, view.tags.clone(), view.fields[0].clone()));
+        })
+        .expect("decodes");
+        let (name, tags, field) = first.expect("one point");
+        assert_eq!(name, "cpu");
+        assert_eq!(tags, vec![("host", "h1"), ("", "empty-key")]);
+        assert_eq!(field, ("usage", ValueRef::F(12.5)));
+    }
+
+    #[test]
+    fn decode_each_reports_the_points_before_an_error() {
+        let mut body = encode(&[Point::new("a", 1).field("f", Value::I(1))]);
+        body.extend_from_slice(b"\x0a\x05abc");
+        let mut calls = 0;
+        let e = decode_each(&body, |_| calls += 1).expect_err("truncated second point");
+        assert_eq!(calls, 1);
+        assert!(e.0.starts_with("point #1: "), "{e}");
     }
 
     #[test]

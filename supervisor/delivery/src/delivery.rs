@@ -15,6 +15,7 @@
 
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
+use crate::lines::Lines;
 use crate::local::LocalFileSink;
 use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
 use crate::sink::Sink;
@@ -410,6 +411,26 @@ struct Uploader {
 /// Records read per queue call.
 const READ_RECORDS: usize = 64;
 
+/// A line buffer grown past this by a huge record is not kept for reuse.
+const MAX_KEPT_LINES: usize = 8 << 20;
+
+/// One sink write: decoded points, or lines for a sink that takes line protocol.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    Points(&'a [Point]),
+    /// The lines and how many points they hold.
+    Lines(&'a [u8], usize),
+}
+
+impl Batch<'_> {
+    fn points(&self) -> usize {
+        match self {
+            Batch::Points(p) => p.len(),
+            Batch::Lines(_, n) => *n,
+        }
+    }
+}
+
 /// How far [`Uploader::deliver`] got.
 enum Delivered {
     /// Written or rejected: the points are done with.
@@ -422,6 +443,7 @@ impl Uploader {
     async fn run(self) {
         let name = self.sink.name().to_string();
         let mut read_backoff = self.tuning.retry_initial;
+        let mut lines = Lines::default();
         loop {
             let read = if self.closing.is_cancelled() {
                 // Draining: an empty queue means done.
@@ -458,11 +480,27 @@ impl Uploader {
                 let (group, tail) = rest.split_at(end);
                 rest = tail;
                 let last_seq = group[group.len() - 1].0;
-                let points = self.decode(group);
                 // A record can hold more than max_points: it is written in several calls.
-                for chunk in points.chunks(self.max_points) {
-                    if let Delivered::Stopped = self.deliver(&name, chunk).await {
-                        return;
+                if self.sink.takes_lines() {
+                    self.encode_lines(group, &mut lines);
+                    let mut start = 0;
+                    for &(end, n) in &lines.chunks {
+                        let batch = Batch::Lines(&lines.buf[start..end], n);
+                        if let Delivered::Stopped = self.deliver(&name, batch).await {
+                            return;
+                        }
+                        start = end;
+                    }
+                    if lines.buf.capacity() > MAX_KEPT_LINES {
+                        lines = Lines::default();
+                    }
+                } else {
+                    let points = self.decode(group);
+                    for chunk in points.chunks(self.max_points) {
+                        if let Delivered::Stopped = self.deliver(&name, Batch::Points(chunk)).await
+                        {
+                            return;
+                        }
                     }
                 }
                 if let Err(e) = self.queue.commit(&name, last_seq) {
@@ -477,19 +515,33 @@ impl Uploader {
         for (seq, record) in group {
             match dk_proto::pb::decode(&record.payload) {
                 Ok(mut p) => points.append(&mut p),
-                Err(e) => {
-                    tracing::error!(category = self.category.name(), seq, error = %e, "A queued record does not decode; it is skipped.");
-                    self.metrics
-                        .dropped_points
-                        .get_or_create(&DropLabels {
-                            category: self.category.name(),
-                            reason: "corrupt",
-                        })
-                        .inc_by(u64::from(record.points));
-                }
+                Err(e) => self.corrupt(*seq, record, &e),
             }
         }
         points
+    }
+
+    /// Writes the group's records as line protocol into `lines`, in chunks of `max_points`.
+    fn encode_lines(&self, group: &[(u64, Record)], lines: &mut Lines) {
+        lines.clear();
+        for (seq, record) in group {
+            if let Err(e) = lines.push_record(&record.payload, self.max_points) {
+                self.corrupt(*seq, record, &e);
+            }
+        }
+        lines.finish();
+    }
+
+    /// Logs and counts a queued record that does not decode (it is skipped).
+    fn corrupt(&self, seq: u64, record: &Record, e: &dk_proto::pb::PbError) {
+        tracing::error!(category = self.category.name(), seq, error = %e, "A queued record does not decode; it is skipped.");
+        self.metrics
+            .dropped_points
+            .get_or_create(&DropLabels {
+                category: self.category.name(),
+                reason: "corrupt",
+            })
+            .inc_by(u64::from(record.points));
     }
 
     /// Sleeps `wait`, cut short when shutdown begins; returns `true` if shutdown had already
@@ -507,14 +559,18 @@ impl Uploader {
 
     /// Writes until the sink confirms or rejects the batch; stops (without the points being
     /// done) once shutdown has begun and the sink failed `shutdown_attempts` more times.
-    async fn deliver(&self, name: &str, points: &[Point]) -> Delivered {
+    async fn deliver(&self, name: &str, batch: Batch<'_>) -> Delivered {
         let cat_name = self.category.name();
-        let n = points.len() as u64;
+        let n = batch.points() as u64;
         let mut backoff = self.tuning.retry_initial;
         let mut failures = 0u32;
         let mut failures_while_closing = 0u32;
         loop {
-            let result = AssertUnwindSafe(self.sink.write(self.category, points))
+            let write = match batch {
+                Batch::Points(points) => self.sink.write(self.category, points),
+                Batch::Lines(lines, n) => self.sink.write_lines(self.category, lines, n),
+            };
+            let result = AssertUnwindSafe(write)
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {

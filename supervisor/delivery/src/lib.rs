@@ -27,6 +27,7 @@
 mod config;
 mod delivery;
 mod error;
+mod lines;
 mod local;
 mod metrics;
 mod sink;

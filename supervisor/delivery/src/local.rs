@@ -177,6 +177,13 @@ fn category_index(category: Category) -> usize {
 }
 
 impl LocalInner {
+    /// The category's reusable encode buffer, emptied.
+    fn take_buffer(&self, category: Category) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut *lock(&self.buffers[category_index(category)]));
+        buf.clear();
+        buf
+    }
+
     /// Appends `data` (whole lines) to the category's file and syncs it, rotating first if needed.
     fn append(&self, category: Category, data: &[u8]) -> Result<(), SinkError> {
         let mut st = lock(&self.files[category_index(category)]);
@@ -300,31 +307,32 @@ impl Sink for LocalFileSink {
             if points.is_empty() {
                 return Ok(());
             }
-            let idx = category_index(category);
-            let mut buf = std::mem::take(&mut *lock(&self.inner.buffers[idx]));
-            buf.clear();
+            let mut buf = self.inner.take_buffer(category);
             for point in points {
                 encode_point(point, &mut buf);
                 buf.push(b'\n');
             }
-            let inner = Arc::clone(&self.inner);
-            let joined = tokio::task::spawn_blocking(move || {
-                let result = inner.append(category, &buf);
-                (result, buf)
-            })
-            .await;
-            match joined {
-                Ok((result, buf)) => {
-                    if buf.capacity() <= MAX_KEPT_BUFFER {
-                        *lock(&self.inner.buffers[idx]) = buf;
-                    }
-                    result
-                }
-                Err(e) => Err(SinkError::Unavailable {
-                    sink: SINK_NAME.to_string(),
-                    message: format!("the file writer task failed: {e}"),
-                }),
+            self.append_buffer(category, buf).await
+        })
+    }
+
+    fn takes_lines(&self) -> bool {
+        true
+    }
+
+    fn write_lines<'a>(
+        &'a self,
+        category: Category,
+        lines: &'a [u8],
+        points: usize,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if points == 0 {
+                return Ok(());
             }
+            let mut buf = self.inner.take_buffer(category);
+            buf.extend_from_slice(lines);
+            self.append_buffer(category, buf).await
         })
     }
 
@@ -339,6 +347,30 @@ impl Sink for LocalFileSink {
             "Rotated files deleted by the local-files sink to keep max_files, by category",
             self.inner.deleted.clone(),
         );
+    }
+}
+
+impl LocalFileSink {
+    /// Appends `buf` (whole lines) off the async threads and keeps the buffer for reuse.
+    async fn append_buffer(&self, category: Category, buf: Vec<u8>) -> Result<(), SinkError> {
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = inner.append(category, &buf);
+            (result, buf)
+        })
+        .await;
+        match joined {
+            Ok((result, buf)) => {
+                if buf.capacity() <= MAX_KEPT_BUFFER {
+                    *lock(&self.inner.buffers[category_index(category)]) = buf;
+                }
+                result
+            }
+            Err(e) => Err(SinkError::Unavailable {
+                sink: SINK_NAME.to_string(),
+                message: format!("the file writer task failed: {e}"),
+            }),
+        }
     }
 }
 

@@ -25,6 +25,32 @@ pub trait Sink: Send + Sync + 'static {
         points: &'a [Point],
     ) -> BoxFuture<'a, Result<(), SinkError>>;
 
+    /// Whether the sink takes line protocol: delivery then turns queued records straight
+    /// into lines (no owned points in between) and calls [`Sink::write_lines`] instead of
+    /// [`Sink::write`].
+    fn takes_lines(&self) -> bool {
+        false
+    }
+
+    /// Writes `points` normalised points of one category given as line protocol, one line per
+    /// point in queue order, each ending in `\n` (a point with no writable field is an empty
+    /// line). The contract is that of [`Sink::write`]. Called only when
+    /// [`Sink::takes_lines`] is true; the default refuses.
+    fn write_lines<'a>(
+        &'a self,
+        category: Category,
+        lines: &'a [u8],
+        points: usize,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        let _ = (category, lines, points);
+        Box::pin(async move {
+            Err(SinkError::Unavailable {
+                sink: self.name().to_string(),
+                message: "this sink does not take line protocol".to_string(),
+            })
+        })
+    }
+
     /// Registers the sink's own metrics; called once by [`crate::Delivery::start`].
     fn register_metrics(&self, registry: &mut Registry) {
         let _ = registry;

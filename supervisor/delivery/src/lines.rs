@@ -1,0 +1,388 @@
+//! Line protocol written straight from queued protobuf records, without decoding them into
+//! owned points first (the local-files sink's input).
+//!
+//! [`write_point`] produces exactly the bytes of `dk_proto::lineproto::encode_point` for the
+//! point [`dk_proto::pb::decode`] would return; the tests check that on random points.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use dk_proto::Value;
+use dk_proto::pb::{PointRef, ValueRef};
+use std::io::Write as _;
+
+/// Line protocol of queued records, cut into chunks of at most `max_points` points.
+#[derive(Default)]
+pub(crate) struct Lines {
+    /// One line per point, each ending in `\n` (a point with nothing to write is an empty
+    /// line, as the local sink writes it).
+    pub(crate) buf: Vec<u8>,
+    /// `(end offset in buf, points)` of each chunk, in order.
+    pub(crate) chunks: Vec<(usize, usize)>,
+    /// Points in the chunk being filled.
+    open_points: usize,
+}
+
+impl Lines {
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.chunks.clear();
+        self.open_points = 0;
+    }
+
+    /// Appends the points of one `PBPoints` record, closing a chunk every `max_points`
+    /// points. On error nothing of the record is kept and the error is returned.
+    pub(crate) fn push_record(
+        &mut self,
+        payload: &[u8],
+        max_points: usize,
+    ) -> Result<(), dk_proto::pb::PbError> {
+        let mark = (self.buf.len(), self.chunks.len(), self.open_points);
+        let Lines {
+            buf,
+            chunks,
+            open_points,
+        } = self;
+        let result = dk_proto::pb::decode_each(payload, |p| {
+            write_point(p, buf);
+            buf.push(b'\n');
+            *open_points += 1;
+            if *open_points >= max_points {
+                chunks.push((buf.len(), *open_points));
+                *open_points = 0;
+            }
+        });
+        if let Err(e) = result {
+            self.buf.truncate(mark.0);
+            self.chunks.truncate(mark.1);
+            self.open_points = mark.2;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Closes the last chunk.
+    pub(crate) fn finish(&mut self) {
+        if self.open_points > 0 {
+            self.chunks.push((self.buf.len(), self.open_points));
+            self.open_points = 0;
+        }
+    }
+}
+
+/// Writes one point as a line (without the newline); writes nothing when no field can be
+/// written (all keys empty, or only non-finite floats).
+pub(crate) fn write_point(p: &PointRef<'_>, out: &mut Vec<u8>) {
+    if !p
+        .fields
+        .iter()
+        .any(|(k, v)| !k.is_empty() && encodable_ref(v))
+    {
+        return;
+    }
+    escape_into(p.name.as_bytes(), b", ", out);
+    for (k, v) in &p.tags {
+        if k.is_empty() || v.is_empty() {
+            continue;
+        }
+        out.push(b',');
+        escape_into(k.as_bytes(), b",= ", out);
+        out.push(b'=');
+        escape_into(v.as_bytes(), b",= ", out);
+    }
+    out.push(b' ');
+    let mut first = true;
+    for (k, v) in &p.fields {
+        if k.is_empty() || !encodable_ref(v) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        escape_into(k.as_bytes(), b",= ", out);
+        out.push(b'=');
+        write_value_ref(v, out);
+    }
+    out.push(b' ');
+    write_i64(p.time, out);
+}
+
+fn encodable_ref(v: &ValueRef<'_>) -> bool {
+    match v {
+        ValueRef::F(f) => f.is_finite(),
+        ValueRef::A(items) => items.iter().all(encodable),
+        _ => true,
+    }
+}
+
+fn encodable(v: &Value) -> bool {
+    match v {
+        Value::F(f) => f.is_finite(),
+        Value::A(items) => items.iter().all(encodable),
+        _ => true,
+    }
+}
+
+/// Writes `s` with a backslash before each byte of `special`; a newline becomes a space.
+#[inline]
+fn escape_into(s: &[u8], special: &[u8], out: &mut Vec<u8>) {
+    if !s.iter().any(|b| special.contains(b) || *b == b'\n') {
+        out.extend_from_slice(s);
+        return;
+    }
+    for &b in s {
+        let b = if b == b'\n' { b' ' } else { b };
+        if special.contains(&b) {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+fn write_value_ref(v: &ValueRef<'_>, out: &mut Vec<u8>) {
+    match v {
+        ValueRef::I(i) => write_value(&Value::I(*i), out),
+        ValueRef::U(u) => write_value(&Value::U(*u), out),
+        ValueRef::F(f) => write_f64(*f, out),
+        ValueRef::B(b) => write_value(&Value::B(*b), out),
+        ValueRef::S(s) => write_str(s, out),
+        ValueRef::D(d) => write_bytes(d, out),
+        ValueRef::A(items) => write_array(items, out),
+    }
+}
+
+fn write_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::I(i) => {
+            write_i64(*i, out);
+            out.push(b'i');
+        }
+        Value::U(u) => {
+            write_u64(*u, out);
+            out.push(b'u');
+        }
+        Value::F(f) => write_f64(*f, out),
+        Value::B(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::S(s) => write_str(s, out),
+        Value::D(d) => write_bytes(d, out),
+        Value::A(items) => write_array(items, out),
+    }
+}
+
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    if bytes.iter().any(|&b| b == b'"' || b == b'\\') {
+        for &b in bytes {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
+}
+
+fn write_bytes(d: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(d.len(), true).unwrap_or(0), 0);
+    let n = BASE64.encode_slice(d, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + n);
+    out.extend_from_slice(b"\"b");
+}
+
+fn write_array(items: &[Value], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(item, out);
+    }
+    out.push(b']');
+}
+
+fn write_f64(f: f64, out: &mut Vec<u8>) {
+    let _ = write!(out, "{f}");
+}
+
+fn write_i64(v: i64, out: &mut Vec<u8>) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    write_u64(v.unsigned_abs(), out);
+}
+
+fn write_u64(mut v: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use dk_proto::Point;
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self) -> String {
+            const ALPHABET: &[&str] = &[
+                "a", "b", "z", "0", "9", ",", "=", " ", "\n", "\\", "\"", ".", "é", "_", "",
+            ];
+            (0..self.below(6))
+                .map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize])
+                .collect()
+        }
+        fn float(&mut self) -> f64 {
+            match self.below(10) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => f64::NEG_INFINITY,
+                3 => -0.0,
+                4 => (self.below(1 << 20) as f64) * 1024.0,
+                5 => self.below(1000) as f64 + 0.5,
+                6 => f64::from_bits(self.next()),
+                7 => 1e300 * (self.below(100) as f64),
+                _ => (self.next() as i64 as f64) / 1e9,
+            }
+        }
+        fn basic(&mut self, kind: u64) -> Value {
+            match kind {
+                0 => Value::I(self.next() as i64),
+                1 => Value::U(self.next() >> self.below(64)),
+                2 => Value::F(self.float()),
+                3 => Value::B(self.below(2) == 0),
+                4 => Value::S(self.text()),
+                _ => Value::D((0..self.below(7)).map(|_| self.next() as u8).collect()),
+            }
+        }
+        fn point(&mut self) -> Point {
+            let mut p = Point::new(self.text(), self.next() as i64 >> self.below(64));
+            for _ in 0..self.below(4) {
+                p.tags.push((self.text(), self.text()));
+            }
+            for _ in 0..self.below(5) {
+                let v = if self.below(8) == 0 {
+                    let kind = self.below(6);
+                    Value::A((0..self.below(4)).map(|_| self.basic(kind)).collect())
+                } else {
+                    let kind = self.below(6);
+                    self.basic(kind)
+                };
+                p.fields.push((self.text(), v));
+            }
+            p
+        }
+    }
+
+    /// What the local sink wrote before: decode, then `encode_point` and a newline each.
+    fn via_points(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in dk_proto::pb::decode(payload).unwrap() {
+            dk_proto::lineproto::encode_point(&p, &mut out);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn lines_equal_decoding_then_encoding_each_point() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let points: Vec<Point> = (0..rng.below(8)).map(|_| rng.point()).collect();
+            let payload = dk_proto::pb::encode(&points);
+            let mut lines = Lines::default();
+            lines.push_record(&payload, 1000).unwrap();
+            lines.finish();
+            assert_eq!(
+                String::from_utf8_lossy(&lines.buf),
+                String::from_utf8_lossy(&via_points(&payload)),
+                "{points:?}"
+            );
+            let n: usize = lines.chunks.iter().map(|c| c.1).sum();
+            assert_eq!(n, points.len());
+        }
+    }
+
+    #[test]
+    fn floats_are_written_as_display_writes_them() {
+        let mut rng = Rng(7);
+        for _ in 0..200_000 {
+            let f = rng.float();
+            if !f.is_finite() {
+                continue;
+            }
+            let mut out = Vec::new();
+            write_f64(f, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{f}"),
+                "{:#x}",
+                f.to_bits()
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_close_every_max_points_across_records() {
+        let record = |n: usize| {
+            let points: Vec<Point> = (0..n)
+                .map(|i| Point::new("m", i as i64).field("f", Value::I(1)))
+                .collect();
+            dk_proto::pb::encode(&points)
+        };
+        let mut lines = Lines::default();
+        lines.push_record(&record(3), 2).unwrap();
+        lines.push_record(&record(2), 2).unwrap();
+        lines.finish();
+        let counts: Vec<usize> = lines.chunks.iter().map(|c| c.1).collect();
+        assert_eq!(counts, vec![2, 2, 1]);
+        assert_eq!(lines.chunks.last().unwrap().0, lines.buf.len());
+        let text = String::from_utf8(lines.buf[..lines.chunks[0].0].to_vec()).unwrap();
+        assert_eq!(text, "m f=1i 0\nm f=1i 1\n");
+    }
+
+    #[test]
+    fn a_corrupt_record_leaves_nothing_behind() {
+        let good = dk_proto::pb::encode(&[
+            Point::new("m", 1).field("f", Value::I(1)),
+            Point::new("m", 2).field("f", Value::I(2)),
+        ]);
+        let mut lines = Lines::default();
+        lines.push_record(&good, 3).unwrap();
+        let before = (lines.buf.clone(), lines.chunks.clone());
+        // Two good points then garbage: the chunk closed at the third point is undone too.
+        let mut bad = good.clone();
+        bad.extend_from_slice(b"\x0a\x05abc");
+        assert!(lines.push_record(&bad, 3).is_err());
+        assert_eq!((lines.buf.clone(), lines.chunks.clone()), before);
+        lines.push_record(&good, 3).unwrap();
+        lines.finish();
+        let counts: Vec<usize> = lines.chunks.iter().map(|c| c.1).collect();
+        assert_eq!(counts, vec![3, 1]);
+    }
+}
