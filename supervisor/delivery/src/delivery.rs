@@ -414,6 +414,14 @@ const READ_RECORDS: usize = 64;
 /// A line buffer grown past this by a huge record is not kept for reuse.
 const MAX_KEPT_LINES: usize = 8 << 20;
 
+/// The most points and bytes one sink write carries.
+#[derive(Clone, Copy)]
+struct WriteLimits {
+    points: usize,
+    /// Line bytes per write; payload bytes per group of records read.
+    bytes: usize,
+}
+
 /// One sink write: decoded points, or lines for a sink that takes line protocol.
 #[derive(Clone, Copy)]
 enum Batch<'a> {
@@ -444,6 +452,18 @@ impl Uploader {
         let name = self.sink.name().to_string();
         let mut read_backoff = self.tuning.retry_initial;
         let mut lines = Lines::default();
+        let limits = if self.sink.takes_lines() {
+            let (points, bytes) = self.sink.lines_per_write(self.max_points);
+            WriteLimits {
+                points: points.max(1),
+                bytes: bytes.max(1),
+            }
+        } else {
+            WriteLimits {
+                points: self.max_points,
+                bytes: usize::MAX,
+            }
+        };
         loop {
             let read = if self.closing.is_cancelled() {
                 // Draining: an empty queue means done.
@@ -470,11 +490,17 @@ impl Uploader {
             read_backoff = self.tuning.retry_initial;
             let mut rest = records.as_slice();
             while !rest.is_empty() {
-                // Records up to max_points in all (at least one record per group).
+                // Records up to max_points (and max_bytes of payload) in all, at least one
+                // record per group.
                 let mut end = 1;
                 let mut pts = rest[0].1.points as usize;
-                while end < rest.len() && pts + rest[end].1.points as usize <= self.max_points {
+                let mut bytes = rest[0].1.payload.len();
+                while end < rest.len()
+                    && pts + rest[end].1.points as usize <= limits.points
+                    && bytes + rest[end].1.payload.len() <= limits.bytes
+                {
                     pts += rest[end].1.points as usize;
+                    bytes += rest[end].1.payload.len();
                     end += 1;
                 }
                 let (group, tail) = rest.split_at(end);
@@ -482,7 +508,7 @@ impl Uploader {
                 let last_seq = group[group.len() - 1].0;
                 // A record can hold more than max_points: it is written in several calls.
                 if self.sink.takes_lines() {
-                    self.encode_lines(group, &mut lines);
+                    self.encode_lines(group, limits, &mut lines);
                     let mut start = 0;
                     for &(end, n) in &lines.chunks {
                         let batch = Batch::Lines(&lines.buf[start..end], n);
@@ -521,11 +547,11 @@ impl Uploader {
         points
     }
 
-    /// Writes the group's records as line protocol into `lines`, in chunks of `max_points`.
-    fn encode_lines(&self, group: &[(u64, Record)], lines: &mut Lines) {
+    /// Writes the group's records as line protocol into `lines`, in chunks within `limits`.
+    fn encode_lines(&self, group: &[(u64, Record)], limits: WriteLimits, lines: &mut Lines) {
         lines.clear();
         for (seq, record) in group {
-            if let Err(e) = lines.push_record(&record.payload, self.max_points) {
+            if let Err(e) = lines.push_record(&record.payload, limits.points, limits.bytes) {
                 self.corrupt(*seq, record, &e);
             }
         }

@@ -10,7 +10,8 @@ use dk_proto::Value;
 use dk_proto::pb::{PointRef, ValueRef};
 use std::io::Write as _;
 
-/// Line protocol of queued records, cut into chunks of at most `max_points` points.
+/// Line protocol of queued records, cut into chunks of at most `max_points` points and
+/// about `max_bytes` bytes (a chunk closes at the first line that reaches it).
 #[derive(Default)]
 pub(crate) struct Lines {
     /// One line per point, each ending in `\n` (a point with nothing to write is an empty
@@ -22,6 +23,11 @@ pub(crate) struct Lines {
     open_points: usize,
 }
 
+/// Where the chunk being filled starts.
+fn open_start(chunks: &[(usize, usize)]) -> usize {
+    chunks.last().map_or(0, |c| c.0)
+}
+
 impl Lines {
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
@@ -29,12 +35,14 @@ impl Lines {
         self.open_points = 0;
     }
 
-    /// Appends the points of one `PBPoints` record, closing a chunk every `max_points`
-    /// points. On error nothing of the record is kept and the error is returned.
+    /// Appends the points of one `PBPoints` record, closing a chunk when it holds
+    /// `max_points` points or `max_bytes` bytes. On error nothing of the record is kept and
+    /// the error is returned.
     pub(crate) fn push_record(
         &mut self,
         payload: &[u8],
         max_points: usize,
+        max_bytes: usize,
     ) -> Result<(), dk_proto::pb::PbError> {
         let mark = (self.buf.len(), self.chunks.len(), self.open_points);
         let Lines {
@@ -42,11 +50,13 @@ impl Lines {
             chunks,
             open_points,
         } = self;
+        let mut start = open_start(chunks);
         let result = dk_proto::pb::decode_each(payload, |p| {
             write_point(p, buf);
             buf.push(b'\n');
             *open_points += 1;
-            if *open_points >= max_points {
+            if *open_points >= max_points || buf.len() - start >= max_bytes {
+                start = buf.len();
                 chunks.push((buf.len(), *open_points));
                 *open_points = 0;
             }
@@ -316,7 +326,7 @@ mod tests {
             let points: Vec<Point> = (0..rng.below(8)).map(|_| rng.point()).collect();
             let payload = dk_proto::pb::encode(&points);
             let mut lines = Lines::default();
-            lines.push_record(&payload, 1000).unwrap();
+            lines.push_record(&payload, 1000, usize::MAX).unwrap();
             lines.finish();
             assert_eq!(
                 String::from_utf8_lossy(&lines.buf),
@@ -356,8 +366,8 @@ mod tests {
             dk_proto::pb::encode(&points)
         };
         let mut lines = Lines::default();
-        lines.push_record(&record(3), 2).unwrap();
-        lines.push_record(&record(2), 2).unwrap();
+        lines.push_record(&record(3), 2, usize::MAX).unwrap();
+        lines.push_record(&record(2), 2, usize::MAX).unwrap();
         lines.finish();
         let counts: Vec<usize> = lines.chunks.iter().map(|c| c.1).collect();
         assert_eq!(counts, vec![2, 2, 1]);
@@ -367,20 +377,37 @@ mod tests {
     }
 
     #[test]
+    fn chunks_close_at_the_line_that_reaches_max_bytes() {
+        let points: Vec<Point> = (0..5)
+            .map(|i| Point::new("m", i).field("f", Value::I(1)))
+            .collect();
+        let mut lines = Lines::default();
+        // Each line is 9 bytes ("m f=1i 0\n"): 10 bytes close a chunk every second line.
+        lines
+            .push_record(&dk_proto::pb::encode(&points), 1000, 10)
+            .unwrap();
+        lines
+            .push_record(&dk_proto::pb::encode(&points[..1]), 1000, 10)
+            .unwrap();
+        lines.finish();
+        assert_eq!(lines.chunks, vec![(18, 2), (36, 2), (54, 2)]);
+    }
+
+    #[test]
     fn a_corrupt_record_leaves_nothing_behind() {
         let good = dk_proto::pb::encode(&[
             Point::new("m", 1).field("f", Value::I(1)),
             Point::new("m", 2).field("f", Value::I(2)),
         ]);
         let mut lines = Lines::default();
-        lines.push_record(&good, 3).unwrap();
+        lines.push_record(&good, 3, usize::MAX).unwrap();
         let before = (lines.buf.clone(), lines.chunks.clone());
         // Two good points then garbage: the chunk closed at the third point is undone too.
         let mut bad = good.clone();
         bad.extend_from_slice(b"\x0a\x05abc");
-        assert!(lines.push_record(&bad, 3).is_err());
+        assert!(lines.push_record(&bad, 3, usize::MAX).is_err());
         assert_eq!((lines.buf.clone(), lines.chunks.clone()), before);
-        lines.push_record(&good, 3).unwrap();
+        lines.push_record(&good, 3, usize::MAX).unwrap();
         lines.finish();
         let counts: Vec<usize> = lines.chunks.iter().map(|c| c.1).collect();
         assert_eq!(counts, vec![3, 1]);

@@ -24,6 +24,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const SINK_NAME: &str = "local";
 const CURRENT: &str = "current.lp";
+/// Bounds of the bytes one write carries (an eighth of `max_file_bytes` in between).
+const MIN_WRITE_BYTES: u64 = 64 * 1024;
+const MAX_WRITE_BYTES: u64 = 4 * 1024 * 1024;
 /// Encode buffers larger than this are not kept for reuse.
 const MAX_KEPT_BUFFER: usize = 8 * 1024 * 1024;
 
@@ -320,6 +323,13 @@ impl Sink for LocalFileSink {
         true
     }
 
+    /// `max_cache_count` bounds uploads; here fewer, larger writes mean fewer fsyncs, and an
+    /// eighth of the file size keeps rotated files nearly full.
+    fn lines_per_write(&self, _max_cache_count: usize) -> (usize, usize) {
+        let bytes = (self.inner.cfg.max_file_bytes / 8).clamp(MIN_WRITE_BYTES, MAX_WRITE_BYTES);
+        (usize::MAX, usize::try_from(bytes).unwrap_or(usize::MAX))
+    }
+
     fn write_lines<'a>(
         &'a self,
         category: Category,
@@ -388,6 +398,22 @@ mod tests {
         assert_eq!(rotated_ms("current.lp"), None);
         assert_eq!(rotated_ms("current.x.lp"), None);
         assert_eq!(rotated_ms("other.12.lp"), None);
+    }
+
+    #[test]
+    fn writes_carry_an_eighth_of_the_file_size_within_bounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = |max_file_bytes| {
+            LocalFileSink::new(LocalSinkConfig {
+                max_file_bytes,
+                ..LocalSinkConfig::new(tmp.path())
+            })
+            .unwrap()
+        };
+        assert_eq!(sink(32 << 20).lines_per_write(1000), (usize::MAX, 4 << 20));
+        assert_eq!(sink(1 << 20).lines_per_write(1000), (usize::MAX, 128 << 10));
+        assert_eq!(sink(1000).lines_per_write(1000), (usize::MAX, 64 << 10));
+        assert_eq!(sink(1 << 40).lines_per_write(1000), (usize::MAX, 4 << 20));
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub trait Sink: Send + Sync + 'static {
         })
     }
 
+    /// For a sink that takes lines: the most points and about the most bytes one
+    /// [`Sink::write_lines`] call carries, given `[io] max_cache_count`. The default is
+    /// `max_cache_count` points, whatever their size.
+    fn lines_per_write(&self, max_cache_count: usize) -> (usize, usize) {
+        (max_cache_count, usize::MAX)
+    }
+
     /// Registers the sink's own metrics; called once by [`crate::Delivery::start`].
     fn register_metrics(&self, registry: &mut Registry) {
         let _ = registry;
