@@ -215,8 +215,69 @@ fn write_array(items: &[Value], out: &mut Vec<u8>) {
     out.push(b']');
 }
 
+/// Writes `f` exactly as `Display` does (shortest digits that read back as `f`, never an
+/// exponent). Values with at most [`MAX_FRACTION_DIGITS`] decimals whose scaled value stays
+/// below 2^50 are written without `core::fmt`; the rest go through `Display`.
 fn write_f64(f: f64, out: &mut Vec<u8>) {
-    let _ = write!(out, "{f}");
+    if !write_f64_short(f, out) {
+        let _ = write!(out, "{f}");
+    }
+}
+
+/// Fraction digits [`write_f64_short`] tries before giving up.
+const MAX_FRACTION_DIGITS: usize = 9;
+/// Powers of ten up to 10^MAX_FRACTION_DIGITS (exact in f64).
+const POW10: [f64; MAX_FRACTION_DIGITS + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// 2^50: below it, `|f|·10^k` is within 1/8 of a candidate integer and its rounding error
+/// is at most 1/16, so rounding finds the candidate; and the gap between doubles near `f`,
+/// times 10^k, stays under 1.
+const EXACT_LIMIT: f64 = 1_125_899_906_842_624.0;
+
+/// The short form of `f`, when one with at most [`MAX_FRACTION_DIGITS`] decimals reads back
+/// as `f`; false (nothing written) otherwise.
+///
+/// Why this equals `Display`: for the smallest `k` such that some integer `m` has
+/// `m / 10^k == f` (parsing is correctly rounded, as is the division of two exact values),
+/// the decimal `m·10^-k` is a shortest round-trip representation; and as `|f|·10^k < 2^50`,
+/// the gap between doubles near `f` is below `10^-k`, so it is the only one of that length
+/// and therefore the one `Display` prints. Trailing zeros cannot occur (a smaller `k` would
+/// have matched).
+fn write_f64_short(f: f64, out: &mut Vec<u8>) -> bool {
+    let a = f.abs();
+    if !a.is_finite() {
+        return false;
+    }
+    for (k, &scale) in POW10.iter().enumerate() {
+        let scaled = a * scale;
+        if scaled >= EXACT_LIMIT {
+            return false;
+        }
+        let m = scaled.round();
+        if m / scale != a {
+            continue;
+        }
+        // 0 <= m <= 2^50: the conversion is exact.
+        let m = m as u64;
+        if f.is_sign_negative() {
+            out.push(b'-');
+        }
+        let mut digits = [b'0'; 20];
+        let n = write_digits(m, &mut digits);
+        let digits = &digits[digits.len() - n..];
+        if k == 0 {
+            out.extend_from_slice(digits);
+        } else if n > k {
+            out.extend_from_slice(&digits[..n - k]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[n - k..]);
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', k - n));
+            out.extend_from_slice(digits);
+        }
+        return true;
+    }
+    false
 }
 
 fn write_i64(v: i64, out: &mut Vec<u8>) {
@@ -226,18 +287,38 @@ fn write_i64(v: i64, out: &mut Vec<u8>) {
     write_u64(v.unsigned_abs(), out);
 }
 
-fn write_u64(mut v: u64, out: &mut Vec<u8>) {
+fn write_u64(v: u64, out: &mut Vec<u8>) {
     let mut buf = [0u8; 20];
+    let n = write_digits(v, &mut buf);
+    out.extend_from_slice(&buf[buf.len() - n..]);
+}
+
+/// "00" to "99".
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Writes the decimal digits of `v` at the end of `buf`; returns how many.
+fn write_digits(mut v: u64, buf: &mut [u8; 20]) -> usize {
     let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
-    out.extend_from_slice(&buf[i..]);
+    if v >= 10 {
+        let pair = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    buf.len() - i
 }
 
 #[cfg(test)]
@@ -338,22 +419,101 @@ mod tests {
         }
     }
 
+    fn assert_display(f: f64) {
+        let mut out = Vec::new();
+        write_f64(f, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{f}"),
+            "{f:e} ({:#x})",
+            f.to_bits()
+        );
+    }
+
     #[test]
     fn floats_are_written_as_display_writes_them() {
         let mut rng = Rng(7);
-        for _ in 0..200_000 {
+        for _ in 0..300_000 {
             let f = rng.float();
-            if !f.is_finite() {
-                continue;
+            if f.is_finite() {
+                assert_display(f);
             }
+        }
+        // Decimals of every length and magnitude the short path takes or just misses.
+        for _ in 0..300_000 {
+            let digits = rng.below(18) as u32;
+            let m = rng.next() % 10u64.pow(digits);
+            let k = rng.below(12) as i32;
+            let f = m as f64 / 10f64.powi(k);
+            for f in [
+                f,
+                f64::from_bits(f.to_bits() + 1),
+                f64::from_bits(f.to_bits().saturating_sub(1)),
+            ] {
+                assert_display(f);
+                assert_display(-f);
+            }
+        }
+        for f in [
+            0.0,
+            0.1,
+            0.2,
+            0.3,
+            1.0 / 3.0,
+            2.0 / 3.0,
+            0.1 + 0.2,
+            0.5,
+            1e-9,
+            1.5e-9,
+            1e-10,
+            123_456_789.123_456_79,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            1_125_899_906_842_623.9,
+            1_125_899_906_842_624.0,
+            112_589_990_684_262.35,
+            9_007_199_254_740_993.0,
+            1e15,
+            1e16,
+            1e21,
+            1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            u64::MAX as f64,
+            i64::MIN as f64,
+        ] {
+            assert_display(f);
+            assert_display(-f);
+        }
+    }
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12_345,
+            u64::MAX,
+            1 << 63,
+        ] {
             let mut out = Vec::new();
-            write_f64(f, &mut out);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                format!("{f}"),
-                "{:#x}",
-                f.to_bits()
-            );
+            write_u64(v, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+        let mut rng = Rng(11);
+        for _ in 0..100_000 {
+            let v = (rng.next() >> rng.below(64)) as i64;
+            let mut out = Vec::new();
+            write_i64(v, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
         }
     }
 
