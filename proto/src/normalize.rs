@@ -292,6 +292,58 @@ impl Checker<'_> {
 
     /// Checks tag `i`; false when it must be dropped.
     fn tag(&mut self, p: &mut Point, i: usize, drop_tag: &[bool], drop_field: &[bool]) -> bool {
+        if !self.key_is_clean(&p.tags[i].0) && !self.fix_tag_key(p, i, drop_tag, drop_field) {
+            return false;
+        }
+        if self.disabled(&p.tags[i].0) {
+            return false;
+        }
+        let (key, value) = &mut p.tags[i];
+        if value_is_clean(value, self.limits.max_tag_value_len) {
+            return true;
+        }
+        if let Cow::Owned(new) = adjust(value) {
+            let msg = format!("tag {key:?}: value {value:?} had a newline or trailing \\");
+            *value = new;
+            self.warn(kind::FOUND_NEW_LINE_OR_TAIL_ESCAPE, msg);
+        }
+        let max = self.limits.max_tag_value_len;
+        if max > 0 && value.len() > max {
+            let msg = format!(
+                "tag {key:?}: value of {} bytes exceeds the limit of {max}, truncated",
+                value.len()
+            );
+            truncate_str(value, max);
+            // Truncation can expose a trailing backslash; keep the result stable.
+            if let Cow::Owned(new) = adjust(value) {
+                *value = new;
+            }
+            self.warn(kind::EXCEED_MAX_TAG_VALUE_LEN, msg);
+        }
+        true
+    }
+
+    /// Whether a key needs none of the key fixes: not too long, no trailing backslash, no
+    /// newline, and no `.` where dots are replaced.
+    #[inline]
+    fn key_is_clean(&self, key: &str) -> bool {
+        let max = self.limits.max_key_len;
+        let dots = self.rules.dot_in_key;
+        let b = key.as_bytes();
+        (max == 0 || b.len() <= max)
+            && b.last() != Some(&b'\\')
+            && !b.iter().any(|&c| c == b'\n' || (c == b'.' && !dots))
+    }
+
+    /// Applies the key fixes to tag `i` (length, trailing `\`, newline, dot); false when it
+    /// must be dropped.
+    fn fix_tag_key(
+        &mut self,
+        p: &mut Point,
+        i: usize,
+        drop_tag: &[bool],
+        drop_field: &[bool],
+    ) -> bool {
         let slot = Slot::Tag(i);
         let max = self.limits.max_key_len;
         if max > 0 && p.tags[i].0.len() > max {
@@ -330,33 +382,29 @@ impl Checker<'_> {
                 return false;
             }
         }
-        if self.disabled(&p.tags[i].0) {
-            return false;
-        }
-        let (key, value) = &mut p.tags[i];
-        if let Cow::Owned(new) = adjust(value) {
-            let msg = format!("tag {key:?}: value {value:?} had a newline or trailing \\");
-            *value = new;
-            self.warn(kind::FOUND_NEW_LINE_OR_TAIL_ESCAPE, msg);
-        }
-        let max = self.limits.max_tag_value_len;
-        if max > 0 && value.len() > max {
-            let msg = format!(
-                "tag {key:?}: value of {} bytes exceeds the limit of {max}, truncated",
-                value.len()
-            );
-            truncate_str(value, max);
-            // Truncation can expose a trailing backslash; keep the result stable.
-            if let Cow::Owned(new) = adjust(value) {
-                *value = new;
-            }
-            self.warn(kind::EXCEED_MAX_TAG_VALUE_LEN, msg);
-        }
         true
     }
 
     /// Checks field `i`; false when it must be dropped.
     fn field(&mut self, p: &mut Point, i: usize, drop_tag: &[bool], drop_field: &[bool]) -> bool {
+        if !self.key_is_clean(&p.fields[i].0) && !self.fix_field_key(p, i, drop_tag, drop_field) {
+            return false;
+        }
+        if self.disabled(&p.fields[i].0) {
+            return false;
+        }
+        self.field_value(p, i)
+    }
+
+    /// Applies the key fixes to field `i` (length, dot, trailing `\`, newline); false when
+    /// it must be dropped.
+    fn fix_field_key(
+        &mut self,
+        p: &mut Point,
+        i: usize,
+        drop_tag: &[bool],
+        drop_field: &[bool],
+    ) -> bool {
         let slot = Slot::Field(i);
         let max = self.limits.max_key_len;
         if max > 0 && p.fields[i].0.len() > max {
@@ -395,9 +443,11 @@ impl Checker<'_> {
                 return false;
             }
         }
-        if self.disabled(&p.fields[i].0) {
-            return false;
-        }
+        true
+    }
+
+    /// Checks the value of field `i`; false when it must be dropped.
+    fn field_value(&mut self, p: &mut Point, i: usize) -> bool {
         let (key, value) = &mut p.fields[i];
         match value {
             Value::F(f) if f.is_nan() => {
@@ -487,7 +537,26 @@ impl Checker<'_> {
         if total < 2 {
             return;
         }
-        if total <= 24 {
+        if total <= 24 && drop_tag.is_empty() && drop_field.is_empty() {
+            // Most common case: nothing dropped, few keys; compare them pairwise in place.
+            let mut keys = [""; 24];
+            let named = p
+                .tags
+                .iter()
+                .map(|(k, _)| k)
+                .chain(p.fields.iter().map(|(k, _)| k));
+            for (slot, k) in keys.iter_mut().zip(named) {
+                *slot = k.as_str();
+            }
+            let keys = &keys[..total];
+            if !keys
+                .iter()
+                .enumerate()
+                .any(|(i, k)| keys[i + 1..].contains(k))
+            {
+                return;
+            }
+        } else if total <= 24 {
             // Common case: look for a duplicate without allocating.
             let live_keys = || {
                 p.tags
@@ -663,6 +732,9 @@ fn retain_by<T>(v: &mut Vec<T>, drop: &[bool]) {
 
 /// Strips trailing backslashes and replaces newlines with spaces (cliutils `adjustKV`).
 fn adjust(s: &str) -> Cow<'_, str> {
+    if value_is_clean(s, 0) {
+        return Cow::Borrowed(s);
+    }
     let trimmed = s.trim_end_matches('\\');
     if trimmed.contains('\n') {
         Cow::Owned(trimmed.replace('\n', " "))
@@ -671,6 +743,13 @@ fn adjust(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// Whether `adjust` leaves `s` as it is and it fits `max` bytes (0: no limit).
+#[inline]
+fn value_is_clean(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    (max == 0 || b.len() <= max) && b.last() != Some(&b'\\') && !b.contains(&b'\n')
 }
 
 /// Truncates to at most `max` bytes on a character boundary.
