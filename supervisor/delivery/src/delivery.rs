@@ -300,10 +300,12 @@ impl Delivery {
             points: outcome.accepted,
             payload: Bytes::from(dk_proto::pb::encode(&points)),
         };
+        // Not needed while the append waits for its fsync.
+        drop(points);
         match queue.append(record).await {
             Ok(_) => Ok(outcome),
             Err(QueueError::Full(why)) => {
-                inner.count_dropped(cat_name, "busy", points.len());
+                inner.count_dropped(cat_name, "busy", outcome.accepted as usize);
                 Err(DeliveryError::Busy(why))
             }
             Err(QueueError::Closed) => Err(DeliveryError::Closed),
