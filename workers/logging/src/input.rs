@@ -2,6 +2,7 @@
 //! sockets the supervisor bound, turned into batches of `logging` points.
 
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -421,10 +422,25 @@ async fn serve_udp(
     let mut buf = vec![0u8; READ_BUFFER];
     let mut messages: Vec<String> = Vec::new();
     let mut errors = Throttle::default();
+    let mut drops = dk_worker::listen::procnet::UdpDrops::new(socket.as_raw_fd());
+    let mut drop_tick = tokio::time::interval(Duration::from_secs(1));
+    drop_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drop_log = Throttle::default();
     loop {
         let mut counts = Counts::default();
         let received = tokio::select! {
             () = shutdown.cancelled() => return,
+            _ = drop_tick.tick() => {
+                let new = drops.as_mut().map_or(0, dk_worker::listen::procnet::UdpDrops::poll);
+                if new > 0 {
+                    counters.kernel_drops.inc_by(new);
+                    drop_log.report(
+                        "the kernel dropped logging datagrams (receive buffer full); send over TCP or raise net.core.rmem_default",
+                        &std::io::Error::other(format!("{new} dropped")),
+                    );
+                }
+                continue;
+            }
             r = socket.recv_from(&mut buf) => r,
         };
         match received {

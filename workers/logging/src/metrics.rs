@@ -21,6 +21,7 @@ pub struct Metrics {
     ignored: Family<Labels, Counter>,
     connections: Family<Labels, Counter>,
     open_connections: Family<Labels, Gauge>,
+    kernel_drops: Family<Labels, Counter>,
     registered: AtomicBool,
 }
 
@@ -41,6 +42,8 @@ pub struct SocketCounters {
     pub connections: Counter,
     /// TCP connections open now.
     pub open_connections: Gauge,
+    /// UDP datagrams the kernel dropped (receive buffer full).
+    pub kernel_drops: Counter,
 }
 
 impl Metrics {
@@ -80,6 +83,11 @@ impl Metrics {
             self.connections.clone(),
         );
         ctx.register_metric(
+            "datakit_logging_socket_kernel_drops",
+            "UDP datagrams the kernel dropped on logging sockets (receive buffer full), from /proc/net/udp",
+            self.kernel_drops.clone(),
+        );
+        ctx.register_metric(
             "datakit_logging_socket_open_connections",
             "TCP connections open on logging sockets",
             self.open_connections.clone(),
@@ -100,6 +108,7 @@ impl Metrics {
             ignored: self.ignored.get_or_create(&labels).clone(),
             connections: self.connections.get_or_create(&labels).clone(),
             open_connections: self.open_connections.get_or_create(&labels).clone(),
+            kernel_drops: self.kernel_drops.get_or_create(&labels).clone(),
         }
     }
 }
