@@ -405,15 +405,8 @@ pub fn encode_to(points: &[Point], out: &mut Vec<u8>) {
 
 /// Encodes points as a `PBPoints` message.
 pub fn encode(points: &[Point]) -> Vec<u8> {
-    // Sizes first, so the output is allocated once and exactly.
-    let lens: Vec<usize> = points.iter().map(point_len).collect();
-    let total = lens.iter().map(|n| len_field_len(*n)).sum();
-    let mut out = Vec::with_capacity(total);
-    for (p, len) in points.iter().zip(lens) {
-        put_key(1, WT_LEN, &mut out);
-        put_varint(len as u64, &mut out);
-        put_point(p, &mut out);
-    }
+    let mut out = Vec::with_capacity(points.iter().map(|p| p.approx_size() + 16).sum());
+    encode_to(points, &mut out);
     out
 }
 
