@@ -141,19 +141,30 @@ pub fn unix_datagram(
 }
 
 /// Sets `SO_RCVBUF` and returns the size the kernel reports afterwards (Linux doubles the
-/// request for its bookkeeping and caps it at `net.core.rmem_max`).
+/// request for its bookkeeping and caps it at `net.core.rmem_max`). When the cap bites and the
+/// process may (`CAP_NET_ADMIN`, as a root agent has), `SO_RCVBUFFORCE` sets it past the cap,
+/// so `read_buffer_size` works without a sysctl change.
 ///
 /// # Errors
 /// The OS error of `setsockopt`/`getsockopt`.
 pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(fd, libc::SO_RCVBUF, bytes)?;
+    let got = recv_buffer(fd)?;
+    if got < bytes && set_int_option(fd, libc::SO_RCVBUFFORCE, bytes).is_ok() {
+        return recv_buffer(fd);
+    }
+    Ok(got)
+}
+
+fn set_int_option(fd: BorrowedFd<'_>, option: libc::c_int, value: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
     // SAFETY: `fd` is a valid open socket for the duration of the borrow; the option value
     // points to a live c_int and its exact size is passed.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
+            option,
             (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -161,7 +172,7 @@ pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    recv_buffer(fd)
+    Ok(())
 }
 
 /// The socket's current `SO_RCVBUF` as the kernel reports it.
@@ -257,11 +268,33 @@ mod tests {
     }
 
     #[test]
-    fn sets_the_receive_buffer() {
+    fn sets_the_receive_buffer_past_rmem_max_when_privileged() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let got = set_recv_buffer(rx.as_fd(), 256 * 1024).unwrap();
-        // Linux doubles the request, capped at net.core.rmem_max.
         assert_eq!(got, recv_buffer(rx.as_fd()).unwrap());
-        assert!(got > 0);
+        assert!(got >= 256 * 1024, "{got}");
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(212_992);
+        let want = rmem_max * 4;
+        let got = set_recv_buffer(rx.as_fd(), want).unwrap();
+        // CAP_NET_ADMIN (bit 12) in the effective set allows SO_RCVBUFFORCE.
+        let net_admin = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|t| {
+                let hex = t
+                    .lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))?
+                    .trim()
+                    .to_string();
+                u64::from_str_radix(&hex, 16).ok()
+            })
+            .is_some_and(|caps| caps & (1 << 12) != 0);
+        if net_admin {
+            assert!(got >= want, "forced past rmem_max {rmem_max}: {got}");
+        } else {
+            assert!(got <= 2 * rmem_max, "capped at rmem_max {rmem_max}: {got}");
+        }
     }
 }

@@ -26,7 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::aggregate::{Aggregator, Outcome};
-use crate::config::{StatsdConfig, clamp_interval};
+use crate::config::{DEFAULT_READ_BUFFER, StatsdConfig, clamp_interval};
 use crate::parser::{Item, ParseError, ParseOptions, parse_datagram};
 use crate::procnet;
 use crate::recv::{self, MultiRecv};
@@ -582,6 +582,17 @@ fn parse_loop(
 fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
     if cfg.read_buffer_size > 0 {
         match recv::set_recv_buffer(socket.fd(), cfg.read_buffer_size) {
+            // The default is a wish; a configured size the kernel refuses deserves a warning.
+            Ok(got)
+                if got < cfg.read_buffer_size && cfg.read_buffer_size == DEFAULT_READ_BUFFER =>
+            {
+                tracing::info!(
+                    input = INPUT_NAME,
+                    listener = %address,
+                    "the receive buffer is {got} bytes (net.core.rmem_max); raise it to {} for bursts above ~100k datagrams/s",
+                    cfg.read_buffer_size
+                );
+            }
             Ok(got) if got < cfg.read_buffer_size => tracing::warn!(
                 input = INPUT_NAME,
                 listener = %address,
