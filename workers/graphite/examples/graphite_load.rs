@@ -16,11 +16,14 @@
 //! kernel drops the input counted, rather than failing on loss.
 #![allow(clippy::print_stdout)]
 
-use std::io::{BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::io::{BufWriter, Write};
+use std::net::{TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use dk_worker::testing::load::{
+    LoadAgent, cpu_seconds, free_port, metric_sum, rss_kib, worker_pid,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -59,72 +62,6 @@ fn options() -> Result<Options, Error> {
         }
     }
     Ok(o)
-}
-
-fn free_port() -> Result<u16, Error> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `GET path` on the agent's API; the body.
-fn get(api: u16, path: &str) -> Result<String, Error> {
-    let mut s = TcpStream::connect(("127.0.0.1", api))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    Ok(raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-/// The sum of the samples of `name` whose labels contain every `needle`.
-fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn arrived(api: u16) -> f64 {
-    get(api, "/metrics")
-        .map(|m| {
-            metric_sum(
-                &m,
-                "datakit_io_sink_point_total",
-                &["category=\"metric\"", "status=\"ok\""],
-            )
-        })
-        .unwrap_or(0.0)
-}
-
-/// User plus system CPU seconds of a process, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| f.get(*i)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0
-}
-
-/// The pid of the agent's `worker graphite` child.
-fn worker_pid(agent: u32) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (ppid == agent && cmdline.split(|b| *b == 0).any(|a| a == b"graphite")).then_some(pid)
-    })
 }
 
 /// Line `i` of sender `c`.
@@ -182,54 +119,28 @@ fn send_udp(port: u16, c: usize, lines: usize, tags: bool, rate: u64) -> std::io
     Ok(bytes)
 }
 
-struct AgentGuard(Child);
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() -> Result<(), Error> {
     let o = options()?;
-    let dir = std::env::temp_dir().join(format!("dk-graphite-load-{}", std::process::id()));
-    let confd = dir.join("conf.d");
-    std::fs::create_dir_all(confd.join("graphite"))?;
-    let (api, port) = (free_port()?, free_port()?);
-    std::fs::write(
-        confd.join("datakit.conf"),
-        format!(
-            "default_enabled_inputs = []\n[http_api]\n  listen = \"127.0.0.1:{api}\"\n[logging]\n  log = \"stdout\"\n  level = \"warn\"\n"
-        ),
-    )?;
-    std::fs::write(
-        confd.join("graphite/graphite.conf"),
-        format!(
-            "[[inputs.graphite]]\n  address = \"127.0.0.1:{port}\"\n  read_buffer_size = {}\n",
-            o.read_buffer
-        ),
-    )?;
-    let agent = AgentGuard(
-        Command::new(&o.datakit)
-            .arg("run")
-            .arg("--workdir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
+    let port = free_port()?;
+    let conf = format!(
+        "[[inputs.graphite]]\n  address = \"127.0.0.1:{port}\"\n  read_buffer_size = {}\n",
+        o.read_buffer
     );
+    let agent = LoadAgent::start(
+        &o.datakit,
+        "graphite-load",
+        &[("graphite/graphite.conf", &conf)],
+    )?;
     let ready = Instant::now();
-    while get(api, "/v1/ping").is_err() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if ready.elapsed() > Duration::from_secs(20) {
-            return Err("the agent did not start in 20 s".into());
+            return Err("the graphite port did not open in 20 s".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let before = arrived(api);
-    let agent_pid = agent.0.id();
-    let worker = worker_pid(agent_pid).ok_or("no graphite worker process")?;
+    let before = agent.sink_points("metric");
+    let agent_pid = agent.pid();
+    let worker = worker_pid(agent_pid, "graphite").ok_or("no graphite worker process")?;
     let cpu_before = (cpu_seconds(agent_pid), cpu_seconds(worker));
 
     let total = o.connections * o.lines;
@@ -253,23 +164,13 @@ fn main() -> Result<(), Error> {
     }
     let sent = start.elapsed();
 
-    let mut last = (0.0, Instant::now());
-    loop {
-        let now = arrived(api) - before;
-        if now >= total as f64 {
-            break;
-        }
-        if now > last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(if o.udp { 3 } else { 15 }) {
-            println!("stalled: {now} of {total} lines arrived");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let stall = Duration::from_secs(if o.udp { 3 } else { 15 });
+    let got = agent.wait_for_points("metric", before + total as f64, stall) - before;
+    if got < total as f64 {
+        println!("stalled: {got} of {total} lines arrived");
     }
     let done = start.elapsed();
-    let metrics = get(api, "/metrics")?;
-    let got = arrived(api) - before;
+    let metrics = agent.get("/metrics")?;
     let counted = metric_sum(&metrics, "datakit_input_graphite_points_total", &[]);
     let errors = metric_sum(&metrics, "datakit_input_graphite_parse_errors_total", &[]);
     let rss = metric_sum(&metrics, "datakit_worker_rss_bytes", &["graphite"]);
@@ -283,7 +184,7 @@ fn main() -> Result<(), Error> {
         "{total} lines ({:.1} MB, tags: {}) over {} {}: sent in {:.2} s ({:.0} lines/s), \
          {got} written by the local sink after {:.2} s: {:.0} lines/s end to end; \
          graphite input counted {counted} points and {errors} parse errors; graphite worker RSS {:.1} MiB; \
-         CPU: supervisor {:.2} s, graphite worker {:.2} s",
+         CPU: supervisor {:.2} s, graphite worker {:.2} s; supervisor peak RSS {:.1} MiB",
         bytes as f64 / 1e6,
         o.tags,
         o.connections,
@@ -294,10 +195,10 @@ fn main() -> Result<(), Error> {
         got / done.as_secs_f64(),
         rss / (1024.0 * 1024.0),
         cpu.0,
-        cpu.1
+        cpu.1,
+        rss_kib(agent_pid).map_or(0, |(_, peak)| peak) as f64 / 1024.0
     );
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
     if o.udp {
         println!(
             "UDP: {datagrams} datagrams received, {kernel_drops} dropped by the kernel (counted); \

@@ -10,11 +10,14 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
-use std::io::{BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use dk_worker::testing::load::{
+    LoadAgent, cpu_seconds, free_port, metric_sum, rss_kib, worker_pid,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -46,91 +49,27 @@ fn options() -> Result<Options, Error> {
     Ok(o)
 }
 
-fn free_port() -> Result<u16, Error> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `GET path` on the agent's API; the body.
-fn get(api: u16, path: &str) -> Result<String, Error> {
-    let mut s = TcpStream::connect(("127.0.0.1", api))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    Ok(raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-/// The sum of the samples of `name` whose labels contain every `needle`.
-fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn arrived(api: u16) -> f64 {
-    get(api, "/metrics")
-        .map(|m| {
-            metric_sum(
-                &m,
-                "datakit_io_sink_point_total",
-                &["category=\"logging\"", "status=\"ok\""],
-            )
-        })
-        .unwrap_or(0.0)
-}
-
-struct AgentGuard(Child);
-
-impl Drop for AgentGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() -> Result<(), Error> {
     let o = options()?;
-    let dir = std::env::temp_dir().join(format!("dk-socket-log-load-{}", std::process::id()));
-    let confd = dir.join("conf.d");
-    std::fs::create_dir_all(confd.join("log"))?;
-    let (api, tcp) = (free_port()?, free_port()?);
-    std::fs::write(
-        confd.join("datakit.conf"),
-        format!(
-            "default_enabled_inputs = []\n[http_api]\n  listen = \"127.0.0.1:{api}\"\n[logging]\n  log = \"stdout\"\n  level = \"warn\"\n"
-        ),
-    )?;
-    std::fs::write(
-        confd.join("log/logging.conf"),
-        format!(
-            "[[inputs.logging]]\n  sockets = [\"tcp://127.0.0.1:{tcp}\"]\n  source = \"load\"\n"
-        ),
-    )?;
-    let agent = AgentGuard(
-        Command::new(&o.datakit)
-            .arg("run")
-            .arg("--workdir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
+    let tcp = free_port()?;
+    let conf = format!(
+        "[[inputs.logging]]\n  sockets = [\"tcp://127.0.0.1:{tcp}\"]\n  source = \"load\"\n"
     );
+    let agent = LoadAgent::start(
+        &o.datakit,
+        "socket-log-load",
+        &[("log/logging.conf", &conf)],
+    )?;
     let ready = Instant::now();
-    while get(api, "/v1/ping").is_err() || TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+    while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
         if ready.elapsed() > Duration::from_secs(20) {
-            return Err("the agent did not start in 20 s".into());
+            return Err("the logging socket did not open in 20 s".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let before = arrived(api);
+    let before = agent.sink_points("logging");
+    let worker = worker_pid(agent.pid(), "logging").ok_or("no logging worker process")?;
+    let cpu_before = (cpu_seconds(agent.pid()), cpu_seconds(worker));
 
     let total = o.connections * o.lines;
     let start = Instant::now();
@@ -156,38 +95,36 @@ fn main() -> Result<(), Error> {
     }
     let sent = start.elapsed();
 
-    let mut last = (before, Instant::now());
-    loop {
-        let now = arrived(api) - before;
-        if now >= total as f64 {
-            break;
-        }
-        if now > last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(15) {
-            println!("stalled: {now} of {total} lines arrived");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let got =
+        agent.wait_for_points("logging", before + total as f64, Duration::from_secs(15)) - before;
     let done = start.elapsed();
-    let got = arrived(api) - before;
-    let rss = get(api, "/metrics")
+    if got < total as f64 {
+        println!("stalled: {got} of {total} lines arrived");
+    }
+    let rss = agent
+        .get("/metrics")
         .map(|m| metric_sum(&m, "datakit_worker_rss_bytes", &["logging"]))
         .unwrap_or(0.0);
+    let cpu = (
+        cpu_seconds(agent.pid()) - cpu_before.0,
+        cpu_seconds(worker) - cpu_before.1,
+    );
+    let supervisor_peak = rss_kib(agent.pid()).map_or(0, |(_, peak)| peak);
     println!(
         "{total} lines of {} bytes over {} connections: sent in {:.2} s ({:.0} lines/s), \
          {got} written by the local sink after {:.2} s: {:.0} lines/s end to end; \
-         logging worker RSS {:.1} MiB",
+         logging worker RSS {:.1} MiB; CPU per 1 M lines: supervisor {:.2} s, logging worker {:.2} s; \
+         supervisor peak RSS {:.1} MiB",
         o.size,
         o.connections,
         sent.as_secs_f64(),
         total as f64 / sent.as_secs_f64(),
         done.as_secs_f64(),
         got / done.as_secs_f64(),
-        rss / (1024.0 * 1024.0)
+        rss / (1024.0 * 1024.0),
+        cpu.0 * 1e6 / total as f64,
+        cpu.1 * 1e6 / total as f64,
+        supervisor_peak as f64 / 1024.0
     );
-    drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

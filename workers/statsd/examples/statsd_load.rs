@@ -10,8 +10,7 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +20,7 @@ use clap::Parser;
 use dk_input_statsd::recv::MultiSend;
 use dk_proto::Value;
 use dk_proto::lineproto::{DecodeOptions, Precision};
+use dk_worker::testing::load::{cpu_seconds, http_get, metric_sum, rss_kib, worker_pid};
 
 #[derive(Parser, Debug)]
 #[command(about = "Send StatsD counters at a fixed rate and check what the agent flushed")]
@@ -69,39 +69,16 @@ struct Snapshot {
     queue_full: f64,
 }
 
-fn http_get(api: SocketAddr, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&api, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    Ok(raw)
-}
-
-fn metric_sum(text: &str, name: &str, must_contain: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(must_contain))
-        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-        .sum()
-}
-
 fn snapshot(api: SocketAddr, listener: &str) -> Result<Snapshot> {
     let text = http_get(api, "/metrics")?;
     let l = format!("listener=\"{listener}\"");
     Ok(Snapshot {
-        packets: metric_sum(&text, "datakit_statsd_packets_total{", &l),
-        kernel_drops: metric_sum(&text, "datakit_statsd_kernel_drops_total{", &l),
+        packets: metric_sum(&text, "datakit_statsd_packets_total{", &[&l]),
+        kernel_drops: metric_sum(&text, "datakit_statsd_kernel_drops_total{", &[&l]),
         queue_full: metric_sum(
             &text,
             "datakit_statsd_dropped_total{",
-            &format!("{l},reason=\"queue_full\""),
-        ) + metric_sum(
-            &text,
-            "datakit_statsd_dropped_total{",
-            &format!("reason=\"queue_full\",{l}"),
+            &[&l, "reason=\"queue_full\""],
         ),
     })
 }
@@ -138,58 +115,6 @@ fn flushed_sum(workdir: &Path, name: &str) -> Result<f64> {
         }
     }
     Ok(total)
-}
-
-/// (VmRSS, VmHWM) in KiB of a process.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// CPU time (user + system) of a process in seconds.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the comm.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-/// The pid of the `datakit worker statsd` child of `agent`.
-fn statsd_worker(agent: u32) -> Option<u32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let ppid: u32 = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid != agent {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.len() > 2 && args[1] == b"worker" && args[2] == b"statsd" {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 /// Sends `count` datagrams from `sock` at `rate` per second (0: as fast as possible);
@@ -266,8 +191,8 @@ fn main() -> Result<()> {
         None => None,
     };
 
-    let worker = args.agent_pid.and_then(statsd_worker);
-    let cpu_before = worker.and_then(cpu_secs);
+    let worker = args.agent_pid.and_then(|a| worker_pid(a, "statsd"));
+    let cpu_before = worker.map(cpu_seconds);
 
     let start = Instant::now();
     let (sent, send_errors) = std::thread::scope(|scope| {
@@ -340,10 +265,7 @@ fn main() -> Result<()> {
         if let Some(worker) = worker
             && let Some((rss, hwm)) = rss_kib(worker)
         {
-            let cpu = cpu_before
-                .zip(cpu_secs(worker))
-                .map(|(a, b)| b - a)
-                .unwrap_or(0.0);
+            let cpu = cpu_before.map_or(0.0, |before| cpu_seconds(worker) - before);
             println!(
                 "statsd worker pid {worker}: RSS {rss} KiB, peak {hwm} KiB; CPU {cpu:.2}s for {sent} datagrams ({:.2} us each, {:.0}% of a core while sending)",
                 cpu * 1e6 / sent.max(1) as f64,
