@@ -75,6 +75,17 @@ fn benches(c: &mut Criterion) {
     g.bench_function("metric_1000", |b| {
         b.iter(|| lineproto::encode(black_box(&points)))
     });
+    // Lines straight from a protobuf record (what the local-files sink writes).
+    g.bench_function("metric_1000_from_pb", |b| {
+        let mut out = Vec::with_capacity(256 << 10);
+        b.iter(|| {
+            out.clear();
+            pb::decode_each(black_box(&pb_body), |p| {
+                lineproto::encode_point_ref(p, &mut out);
+                out.push(b'\n');
+            })
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("pb/encode");

@@ -26,6 +26,7 @@ use std::io::Write as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use crate::pb::{PointRef, ValueRef};
 use crate::{Point, Value};
 
 /// Timestamp precision of a line-protocol body (`precision` query parameter).
@@ -861,6 +862,32 @@ fn dedupe(point: &mut Point) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Encoding
+//
+// One encoder serves owned [`Point`]s and [`PointRef`]s borrowed from protobuf records: both
+// are read through [`EncodeValue`], so they produce the same bytes by construction.
+
+/// A field value the encoder can write: [`Value`] and [`ValueRef`], both read as a
+/// [`ValueRef`] borrowed from them.
+trait EncodeValue {
+    fn view(&self) -> ValueRef<'_>;
+}
+
+impl EncodeValue for Value {
+    #[inline]
+    fn view(&self) -> ValueRef<'_> {
+        self.into()
+    }
+}
+
+impl EncodeValue for ValueRef<'_> {
+    #[inline]
+    fn view(&self) -> ValueRef<'_> {
+        self.reborrow()
+    }
+}
+
 /// Appends one point as a line (without the trailing newline) to `out`.
 ///
 /// Nothing is written for a point that has no field line protocol can carry (no fields,
@@ -869,15 +896,33 @@ fn dedupe(point: &mut Point) {
 /// inside the measurement, a key or a tag value is written as a space, since line protocol
 /// cannot carry them.
 pub fn encode_point(point: &Point, out: &mut Vec<u8>) {
-    if !point
-        .fields
+    write_line(&point.name, &point.tags, &point.fields, point.time, out);
+}
+
+/// Appends a point borrowed from a protobuf record ([`crate::pb::decode_each`]) as a line:
+/// exactly the bytes [`encode_point`] writes for [`PointRef::to_point`].
+pub fn encode_point_ref(point: &PointRef<'_>, out: &mut Vec<u8>) {
+    write_line(point.name, &point.tags, &point.fields, point.time, out);
+}
+
+/// The encoder behind [`encode_point`] and [`encode_point_ref`].
+#[inline]
+fn write_line<T: AsRef<str>, K: AsRef<str>, V: EncodeValue>(
+    name: &str,
+    tags: &[(T, T)],
+    fields: &[(K, V)],
+    time: i64,
+    out: &mut Vec<u8>,
+) {
+    if !fields
         .iter()
-        .any(|(k, v)| !k.is_empty() && encodable(v))
+        .any(|(k, v)| !k.as_ref().is_empty() && encodable(&v.view()))
     {
         return;
     }
-    escape_into(point.name.as_bytes(), b", ", out);
-    for (k, v) in &point.tags {
+    escape_into(name.as_bytes(), b", ", out);
+    for (k, v) in tags {
+        let (k, v) = (k.as_ref(), v.as_ref());
         if k.is_empty() || v.is_empty() {
             continue;
         }
@@ -888,8 +933,9 @@ pub fn encode_point(point: &Point, out: &mut Vec<u8>) {
     }
     out.push(b' ');
     let mut first = true;
-    for (k, v) in &point.fields {
-        if k.is_empty() || !encodable(v) {
+    for (k, v) in fields {
+        let (k, v) = (k.as_ref(), v.view());
+        if k.is_empty() || !encodable(&v) {
             continue;
         }
         if !first {
@@ -898,10 +944,10 @@ pub fn encode_point(point: &Point, out: &mut Vec<u8>) {
         first = false;
         escape_into(k.as_bytes(), b",= ", out);
         out.push(b'=');
-        encode_value(v, out);
+        write_value(&v, out);
     }
     out.push(b' ');
-    write_i64(point.time, out);
+    write_i64(time, out);
 }
 
 /// Encodes points as `\n`-separated lines (no trailing newline).
@@ -921,15 +967,17 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
     out
 }
 
-fn encodable(v: &Value) -> bool {
+/// Whether line protocol can carry the value (no NaN or infinity, also inside arrays).
+fn encodable(v: &ValueRef<'_>) -> bool {
     match v {
-        Value::F(f) => f.is_finite(),
-        Value::A(items) => items.iter().all(encodable),
+        ValueRef::F(f) => f.is_finite(),
+        ValueRef::A(items) => items.iter().all(|i| encodable(&i.into())),
         _ => true,
     }
 }
 
 /// Writes `s` with a backslash before each byte of `special`; a newline becomes a space.
+#[inline]
 fn escape_into(s: &[u8], special: &[u8], out: &mut Vec<u8>) {
     if !s.iter().any(|b| special.contains(b) || *b == b'\n') {
         out.extend_from_slice(s);
@@ -944,34 +992,20 @@ fn escape_into(s: &[u8], special: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn encode_value(v: &Value, out: &mut Vec<u8>) {
+fn write_value(v: &ValueRef<'_>, out: &mut Vec<u8>) {
     match v {
-        Value::I(i) => {
+        ValueRef::I(i) => {
             write_i64(*i, out);
             out.push(b'i');
         }
-        Value::U(u) => {
+        ValueRef::U(u) => {
             write_u64(*u, out);
             out.push(b'u');
         }
-        Value::F(f) => write_f64(*f, out),
-        Value::B(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::S(s) => {
-            out.push(b'"');
-            let bytes = s.as_bytes();
-            if bytes.iter().any(|&b| b == b'"' || b == b'\\') {
-                for &b in bytes {
-                    if b == b'"' || b == b'\\' {
-                        out.push(b'\\');
-                    }
-                    out.push(b);
-                }
-            } else {
-                out.extend_from_slice(bytes);
-            }
-            out.push(b'"');
-        }
-        Value::D(d) => {
+        ValueRef::F(f) => write_f64(*f, out),
+        ValueRef::B(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        ValueRef::S(s) => write_str(s, out),
+        ValueRef::D(d) => {
             out.push(b'"');
             let start = out.len();
             out.resize(start + base64::encoded_len(d.len(), true).unwrap_or(0), 0);
@@ -979,25 +1013,103 @@ fn encode_value(v: &Value, out: &mut Vec<u8>) {
             out.truncate(start + n);
             out.extend_from_slice(b"\"b");
         }
-        Value::A(items) => {
+        ValueRef::A(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                encode_value(item, out);
+                write_value(&item.into(), out);
             }
             out.push(b']');
         }
     }
 }
 
-/// Writes a finite float in its shortest round-trip decimal form without an exponent
-/// (as Go's `strconv.FormatFloat(f, 'f', -1, 64)`), so it decodes back as a float.
-fn write_f64(f: f64, out: &mut Vec<u8>) {
-    let _ = write!(out, "{f}");
+/// A string field: quoted, with `"` and `\` escaped (newlines stay raw).
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    if bytes.iter().any(|&b| b == b'"' || b == b'\\') {
+        for &b in bytes {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
 }
 
+/// Writes a finite float in its shortest round-trip decimal form without an exponent
+/// (as Go's `strconv.FormatFloat(f, 'f', -1, 64)`), so it decodes back as a float: exactly
+/// what `Display` writes. Values with at most [`MAX_FRACTION_DIGITS`] decimals whose scaled
+/// value stays below 2^50 are written without `core::fmt`; the rest go through `Display`.
+fn write_f64(f: f64, out: &mut Vec<u8>) {
+    if !write_f64_short(f, out) {
+        let _ = write!(out, "{f}");
+    }
+}
+
+/// Fraction digits [`write_f64_short`] tries before giving up.
+const MAX_FRACTION_DIGITS: usize = 9;
+/// Powers of ten up to 10^MAX_FRACTION_DIGITS (exact in f64).
+const POW10: [f64; MAX_FRACTION_DIGITS + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// 2^50: below it, `|f|·10^k` is within 1/8 of a candidate integer and its rounding error
+/// is at most 1/16, so rounding finds the candidate; and the gap between doubles near `f`,
+/// times 10^k, stays under 1.
+const EXACT_LIMIT: f64 = 1_125_899_906_842_624.0;
+
+/// The short form of `f`, when one with at most [`MAX_FRACTION_DIGITS`] decimals reads back
+/// as `f`; false (nothing written) otherwise.
+///
+/// Why this equals `Display`: for the smallest `k` such that some integer `m` has
+/// `m / 10^k == f` (parsing is correctly rounded, as is the division of two exact values),
+/// the decimal `m·10^-k` is a shortest round-trip representation; and as `|f|·10^k < 2^50`,
+/// the gap between doubles near `f` is below `10^-k`, so it is the only one of that length
+/// and therefore the one `Display` prints. Trailing zeros cannot occur (a smaller `k` would
+/// have matched).
+fn write_f64_short(f: f64, out: &mut Vec<u8>) -> bool {
+    let a = f.abs();
+    if !a.is_finite() {
+        return false;
+    }
+    for (k, &scale) in POW10.iter().enumerate() {
+        let scaled = a * scale;
+        if scaled >= EXACT_LIMIT {
+            return false;
+        }
+        let m = scaled.round();
+        if m / scale != a {
+            continue;
+        }
+        // 0 <= m <= 2^50: the conversion is exact.
+        let m = m as u64;
+        if f.is_sign_negative() {
+            out.push(b'-');
+        }
+        let mut digits = [b'0'; 20];
+        let n = write_digits(m, &mut digits);
+        let digits = &digits[digits.len() - n..];
+        if k == 0 {
+            out.extend_from_slice(digits);
+        } else if n > k {
+            out.extend_from_slice(&digits[..n - k]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[n - k..]);
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', k - n));
+            out.extend_from_slice(digits);
+        }
+        return true;
+    }
+    false
+}
+
+/// Writes `v` in decimal.
 pub(crate) fn write_i64(v: i64, out: &mut Vec<u8>) {
     if v < 0 {
         out.push(b'-');
@@ -1005,18 +1117,39 @@ pub(crate) fn write_i64(v: i64, out: &mut Vec<u8>) {
     write_u64(v.unsigned_abs(), out);
 }
 
-pub(crate) fn write_u64(mut v: u64, out: &mut Vec<u8>) {
+/// Writes `v` in decimal.
+pub(crate) fn write_u64(v: u64, out: &mut Vec<u8>) {
     let mut buf = [0u8; 20];
+    let n = write_digits(v, &mut buf);
+    out.extend_from_slice(&buf[buf.len() - n..]);
+}
+
+/// "00" to "99".
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Writes the decimal digits of `v` at the end of `buf`; returns how many.
+fn write_digits(mut v: u64, buf: &mut [u8; 20]) -> usize {
     let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
-    out.extend_from_slice(&buf[i..]);
+    if v >= 10 {
+        let pair = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    buf.len() - i
 }
 
 #[cfg(test)]
@@ -1352,5 +1485,194 @@ mod tests {
             .field("y", Value::I(1));
         let out = encode(&[empty, nan.clone(), ok, nan]);
         assert_eq!(out, b"ok,nl=a\\ b y=1i 2");
+    }
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self) -> String {
+            const ALPHABET: &[&str] = &[
+                "a", "b", "z", "0", "9", ",", "=", " ", "\n", "\\", "\"", ".", "é", "_", "",
+            ];
+            (0..self.below(6))
+                .map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize])
+                .collect()
+        }
+        fn float(&mut self) -> f64 {
+            match self.below(10) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => f64::NEG_INFINITY,
+                3 => -0.0,
+                4 => (self.below(1 << 20) as f64) * 1024.0,
+                5 => self.below(1000) as f64 + 0.5,
+                6 => f64::from_bits(self.next()),
+                7 => 1e300 * (self.below(100) as f64),
+                _ => (self.next() as i64 as f64) / 1e9,
+            }
+        }
+        fn basic(&mut self, kind: u64) -> Value {
+            match kind {
+                0 => Value::I(self.next() as i64),
+                1 => Value::U(self.next() >> self.below(64)),
+                2 => Value::F(self.float()),
+                3 => Value::B(self.below(2) == 0),
+                4 => Value::S(self.text()),
+                _ => Value::D((0..self.below(7)).map(|_| self.next() as u8).collect()),
+            }
+        }
+        fn point(&mut self) -> Point {
+            let mut p = Point::new(self.text(), self.next() as i64 >> self.below(64));
+            for _ in 0..self.below(4) {
+                p.tags.push((self.text(), self.text()));
+            }
+            for _ in 0..self.below(5) {
+                let kind = self.below(6);
+                let v = if self.below(8) == 0 {
+                    Value::A((0..self.below(4)).map(|_| self.basic(kind)).collect())
+                } else {
+                    self.basic(kind)
+                };
+                p.fields.push((self.text(), v));
+            }
+            p
+        }
+    }
+
+    #[test]
+    fn borrowed_points_encode_as_their_owned_points_do() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let points: Vec<Point> = (0..rng.below(8)).map(|_| rng.point()).collect();
+            let record = crate::pb::encode(&points);
+            let mut owned = Vec::new();
+            for p in crate::pb::decode(&record).expect("decodes") {
+                encode_point(&p, &mut owned);
+                owned.push(b'\n');
+            }
+            let mut borrowed = Vec::new();
+            let n = crate::pb::decode_each(&record, |p| {
+                encode_point_ref(p, &mut borrowed);
+                borrowed.push(b'\n');
+            })
+            .expect("decodes");
+            assert_eq!(n, points.len());
+            assert_eq!(
+                String::from_utf8_lossy(&borrowed),
+                String::from_utf8_lossy(&owned),
+                "{points:?}"
+            );
+        }
+    }
+
+    fn assert_display(f: f64) {
+        let mut out = Vec::new();
+        write_f64(f, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            format!("{f}"),
+            "{f:e} ({:#x})",
+            f.to_bits()
+        );
+    }
+
+    #[test]
+    fn floats_are_written_as_display_writes_them() {
+        let mut rng = Rng(7);
+        for _ in 0..300_000 {
+            let f = rng.float();
+            if f.is_finite() {
+                assert_display(f);
+            }
+        }
+        // Decimals of every length and magnitude the short path takes or just misses.
+        for _ in 0..300_000 {
+            let digits = rng.below(18) as u32;
+            let m = rng.next() % 10u64.pow(digits);
+            let k = rng.below(12) as i32;
+            let f = m as f64 / 10f64.powi(k);
+            for f in [
+                f,
+                f64::from_bits(f.to_bits() + 1),
+                f64::from_bits(f.to_bits().saturating_sub(1)),
+            ] {
+                assert_display(f);
+                assert_display(-f);
+            }
+        }
+        for f in [
+            0.0,
+            0.1,
+            0.2,
+            0.3,
+            1.0 / 3.0,
+            2.0 / 3.0,
+            0.1 + 0.2,
+            0.5,
+            1e-9,
+            1.5e-9,
+            1e-10,
+            123_456_789.123_456_79,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            1_125_899_906_842_623.9,
+            1_125_899_906_842_624.0,
+            112_589_990_684_262.35,
+            9_007_199_254_740_993.0,
+            1e15,
+            1e16,
+            1e21,
+            1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            u64::MAX as f64,
+            i64::MIN as f64,
+        ] {
+            assert_display(f);
+            assert_display(-f);
+        }
+    }
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12_345,
+            u64::MAX,
+            1 << 63,
+        ] {
+            let mut out = Vec::new();
+            write_u64(v, &mut out);
+            assert_eq!(String::from_utf8(out).expect("utf8"), v.to_string());
+        }
+        let mut rng = Rng(11);
+        for _ in 0..100_000 {
+            let v = (rng.next() >> rng.below(64)) as i64;
+            let mut out = Vec::new();
+            write_i64(v, &mut out);
+            assert_eq!(String::from_utf8(out).expect("utf8"), v.to_string());
+        }
+        let mut out = Vec::new();
+        write_i64(i64::MIN, &mut out);
+        assert_eq!(out, i64::MIN.to_string().as_bytes());
     }
 }

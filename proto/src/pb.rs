@@ -12,6 +12,8 @@
 //! `type.googleapis.com/point.Array`. `type`, `unit`, `description`, `warns` and `debugs`
 //! are not part of the point model and are dropped on decode.
 
+use std::borrow::Cow;
+
 use prost::Message as _;
 
 use crate::lineproto::DecodeOptions;
@@ -541,8 +543,8 @@ pub enum ValueRef<'a> {
     S(&'a str),
     /// Raw bytes.
     D(&'a [u8]),
-    /// Array of basic values of one type.
-    A(Vec<Value>),
+    /// Array of basic values of one type (owned when unpacked from a record).
+    A(Cow<'a, [Value]>),
 }
 
 impl ValueRef<'_> {
@@ -555,7 +557,30 @@ impl ValueRef<'_> {
             ValueRef::B(b) => Value::B(*b),
             ValueRef::S(s) => Value::S((*s).to_owned()),
             ValueRef::D(d) => Value::D(d.to_vec()),
-            ValueRef::A(items) => Value::A(items.clone()),
+            ValueRef::A(items) => Value::A(items.to_vec()),
+        }
+    }
+
+    /// The same value borrowed from `self` (an owned array is not copied).
+    pub fn reborrow(&self) -> ValueRef<'_> {
+        match self {
+            ValueRef::A(items) => ValueRef::A(Cow::Borrowed(items)),
+            other => other.clone(),
+        }
+    }
+}
+
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    /// A view of an owned value, copying nothing.
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::I(i) => ValueRef::I(*i),
+            Value::U(u) => ValueRef::U(*u),
+            Value::F(f) => ValueRef::F(*f),
+            Value::B(b) => ValueRef::B(*b),
+            Value::S(s) => ValueRef::S(s),
+            Value::D(d) => ValueRef::D(d),
+            Value::A(items) => ValueRef::A(Cow::Borrowed(items)),
         }
     }
 }
@@ -746,7 +771,7 @@ fn add_field<'a>(view: &mut PointRef<'a>, msg: &'a [u8]) -> Result<(), String> {
         Some(RawVal::S(s)) => ValueRef::S(utf8(s, "the string value")?),
         Some(RawVal::A(a)) => {
             let any = schema::Any::decode(a).map_err(|e| format!("field {key:?}: {e}"))?;
-            ValueRef::A(decode_array(key, &any)?)
+            ValueRef::A(Cow::Owned(decode_array(key, &any)?))
         }
     };
     view.fields.push((key, value));
