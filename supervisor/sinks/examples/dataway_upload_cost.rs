@@ -93,8 +93,10 @@ fn sample(registry: &Registry, series: &str) -> f64 {
 
 async fn run_fake() -> Result<(), Box<dyn std::error::Error>> {
     let fake = FakeDataway::start("tkn_bench").await?;
-    println!("{}", fake.url());
-    std::io::stdout().flush()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", fake.url())?;
+    out.flush()?;
+    drop(out);
     // Serve until the parent closes stdin.
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();
@@ -193,11 +195,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = child.wait();
 
     let per = |cpu: f64| cpu * 1e9 / n as f64;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{n} points, {encoding:?}, gzip {gzip}: feed {:.0} ns/point CPU ({feed_wall:.2?}); upload {:.0} ns/point CPU ({up_wall:.2?}, {bodies} bodies, {:.0} raw bytes/point)",
         per(feed_cpu),
         per(up_cpu),
         raw / n as f64
-    );
+    )?;
     Ok(())
 }
