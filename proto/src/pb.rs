@@ -629,22 +629,102 @@ pub fn decode_each<'a>(
     body: &'a [u8],
     mut each: impl FnMut(&PointRef<'a>),
 ) -> Result<usize, PbError> {
-    let mut wire = Wire { buf: body };
+    decode_each_entry(body, |_, view| each(view))
+}
+
+/// As [`decode_each`], and hands `each` the point's entry as it sits on the wire too (see
+/// [`entries`]): a point checked by decoding can be passed on without encoding it again.
+///
+/// # Errors
+/// As [`decode_each`].
+pub fn decode_each_entry<'a>(
+    body: &'a [u8],
+    mut each: impl FnMut(&'a [u8], &PointRef<'a>),
+) -> Result<usize, PbError> {
+    let mut entries = entries(body);
     let mut view = PointRef::default();
     let mut n = 0;
-    while !wire.buf.is_empty() {
-        let (tag, wt) = wire.key().map_err(|e| top_error(n, &e))?;
-        if tag == 1 {
-            expect_wire("PBPoints.arr", wt, WT_LEN).map_err(|e| top_error(n, &e))?;
-            let msg = wire.len_delimited().map_err(|e| top_error(n, &e))?;
-            decode_point(msg, &mut view).map_err(|e| top_error(n, &e))?;
-            each(&view);
-            n += 1;
-        } else {
-            wire.skip(wt).map_err(|e| top_error(n, &e))?;
+    loop {
+        let next = entries.advance().and_then(|entry| {
+            let Some((entry, msg)) = entry else {
+                return Ok(None);
+            };
+            decode_point(msg, &mut view)?;
+            Ok(Some(entry))
+        });
+        match next {
+            Ok(Some(entry)) => {
+                each(entry, &view);
+                n += 1;
+            }
+            Ok(None) => return Ok(n),
+            Err(e) => return Err(top_error(n, &e)),
         }
     }
-    Ok(n)
+}
+
+/// The points of a `PBPoints` message as they sit on the wire, without decoding them: each
+/// entry is the `arr` field of one point (key, length, `PBPoint` message), so each is a
+/// `PBPoints` message of that point and entries concatenated in any order are one of those
+/// points in that order. Other top-level fields are skipped, as [`decode`] skips them; the
+/// entries are therefore those of the points [`decode`] returns.
+pub fn entries(body: &[u8]) -> Entries<'_> {
+    Entries {
+        wire: Wire { buf: body },
+        n: 0,
+        failed: false,
+    }
+}
+
+/// Iterator of [`entries`]: yields each point's entry, or once an error (the wire format is
+/// broken at that point; the points themselves are not checked) and then nothing.
+pub struct Entries<'a> {
+    wire: Wire<'a>,
+    /// Entries yielded so far.
+    n: usize,
+    failed: bool,
+}
+
+/// A point's entry and the `PBPoint` message inside it.
+type EntryAndMessage<'a> = (&'a [u8], &'a [u8]);
+
+impl<'a> Entries<'a> {
+    /// The next point's entry and its `PBPoint` message.
+    fn advance(&mut self) -> Result<Option<EntryAndMessage<'a>>, String> {
+        while !self.wire.buf.is_empty() {
+            let start = self.wire.buf;
+            let (tag, wt) = self.wire.key()?;
+            if tag == 1 {
+                expect_wire("PBPoints.arr", wt, WT_LEN)?;
+                let msg = self.wire.len_delimited()?;
+                let entry = &start[..start.len() - self.wire.buf.len()];
+                return Ok(Some((entry, msg)));
+            }
+            self.wire.skip(wt)?;
+        }
+        Ok(None)
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<&'a [u8], PbError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some((entry, _))) => {
+                self.n += 1;
+                Some(Ok(entry))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(top_error(self.n, &e)))
+            }
+        }
+    }
 }
 
 fn top_error(index: usize, e: &str) -> PbError {
@@ -917,13 +997,18 @@ mod tests {
             )
     }
 
-    #[test]
-    fn hand_encoder_matches_the_prost_derived_encoder() {
-        let points = vec![
+    /// [`sample`], a point with nothing set, and one with a negative time.
+    fn edge_points() -> Vec<Point> {
+        vec![
             sample(),
             Point::new("", 0),
             Point::new("x", -5).field("f", Value::F(0.0)),
-        ];
+        ]
+    }
+
+    #[test]
+    fn hand_encoder_matches_the_prost_derived_encoder() {
+        let points = edge_points();
         let derived = schema::PbPoints {
             arr: points.iter().map(to_schema).collect(),
         }
@@ -1031,6 +1116,48 @@ mod tests {
         let mut calls = 0;
         let e = decode_each(&body, |_| calls += 1).expect_err("truncated second point");
         assert_eq!(calls, 1);
+        assert!(e.0.starts_with("point #1: "), "{e}");
+    }
+
+    #[test]
+    fn entries_are_the_points_as_they_sit_on_the_wire() {
+        let points = edge_points();
+        let body = encode(&points);
+        let entries: Vec<&[u8]> = super::entries(&body)
+            .collect::<Result<_, _>>()
+            .expect("valid");
+        assert_eq!(entries.len(), points.len());
+        for (entry, p) in entries.iter().zip(&points) {
+            assert_eq!(*entry, encode(std::slice::from_ref(p)));
+        }
+        // Any run of entries is the message of those points; unknown top-level fields are
+        // skipped as decode skips them.
+        let mut odd = b"\x10\x07".to_vec();
+        odd.extend_from_slice(entries[2]);
+        odd.extend_from_slice(entries[0]);
+        let picked: Vec<&[u8]> = super::entries(&odd)
+            .collect::<Result<_, _>>()
+            .expect("valid");
+        assert_eq!(picked, vec![entries[2], entries[0]]);
+        assert_eq!(
+            decode(&picked.concat()).expect("decodes"),
+            vec![points[2].clone(), points[0].clone()]
+        );
+        let mut seen = Vec::new();
+        let n = decode_each_entry(&body, |entry, view| seen.push((entry, view.to_point())))
+            .expect("decodes");
+        assert_eq!(n, 3);
+        assert_eq!(seen, entries.into_iter().zip(points).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn entries_stop_at_the_first_broken_entry() {
+        let mut body = encode(&[Point::new("a", 1).field("f", Value::I(1))]);
+        body.extend_from_slice(b"\x0a\x05abc");
+        let got: Vec<Result<&[u8], PbError>> = entries(&body).collect();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].is_ok());
+        let e = got[1].clone().expect_err("truncated");
         assert!(e.0.starts_with("point #1: "), "{e}");
     }
 

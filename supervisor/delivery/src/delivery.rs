@@ -7,18 +7,19 @@
 //! protobuf record and appends it to the category's [`dk_queue::Queue`]; it resolves only when
 //! the record is fsynced (group commit), so *accepted means on disk*. Each sink has its own
 //! consumer position in every category's queue: an uploader task reads records after that
-//! position, writes at most `max_cache_count` points per call to its sink and commits the
-//! position once every point of the records read is written. A sink that fails is retried with
+//! position, writes at most `max_cache_count` points per call to its sink (or what the sink's
+//! [`SinkInput`] asks for: owned points, or line protocol or protobuf made straight from the
+//! records) and commits the position once every point of the records read is written. A sink that fails is retried with
 //! capped exponential backoff from the queue; a sink that rejects a batch (a Dataway 4xx) has
 //! it dropped and counted. At shutdown uploaders drain for `shutdown_grace` and are then
 //! stopped; what is left stays on disk for the next start.
 
+use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
-use crate::lines::Lines;
 use crate::local::LocalFileSink;
 use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
 use dk_proto::normalize::{Limits, normalize};
 use dk_proto::{Category, FeedOpts, Point};
@@ -413,30 +414,30 @@ struct Uploader {
 /// Records read per queue call.
 const READ_RECORDS: usize = 64;
 
-/// A line buffer grown past this by a huge record is not kept for reuse.
-const MAX_KEPT_LINES: usize = 8 << 20;
+/// A chunk buffer grown past this by a huge record is not kept for reuse.
+const MAX_KEPT_CHUNKS: usize = 8 << 20;
 
 /// The most points and bytes one sink write carries.
 #[derive(Clone, Copy)]
 struct WriteLimits {
     points: usize,
-    /// Line bytes per write; payload bytes per group of records read.
+    /// Chunk bytes per write; payload bytes per group of records read.
     bytes: usize,
 }
 
-/// One sink write: decoded points, or lines for a sink that takes line protocol.
+/// One sink write, in the sink's [`SinkInput`].
 #[derive(Clone, Copy)]
 enum Batch<'a> {
     Points(&'a [Point]),
-    /// The lines and how many points they hold.
-    Lines(&'a [u8], usize),
+    /// A chunk of [`Chunks`] and how many points it holds.
+    Chunk(Form, &'a [u8], usize),
 }
 
 impl Batch<'_> {
     fn points(&self) -> usize {
         match self {
             Batch::Points(p) => p.len(),
-            Batch::Lines(_, n) => *n,
+            Batch::Chunk(_, _, n) => *n,
         }
     }
 }
@@ -453,19 +454,16 @@ impl Uploader {
     async fn run(self) {
         let name = self.sink.name().to_string();
         let mut read_backoff = self.tuning.retry_initial;
-        let mut lines = Lines::default();
-        let limits = if self.sink.takes_lines() {
-            let (points, bytes) = self.sink.lines_per_write(self.max_points);
-            WriteLimits {
-                points: points.max(1),
-                bytes: bytes.max(1),
-            }
-        } else {
-            WriteLimits {
-                points: self.max_points,
-                bytes: usize::MAX,
-            }
+        let (form, limits) = match self.sink.input(self.max_points) {
+            SinkInput::Points => (None, (self.max_points, usize::MAX)),
+            SinkInput::Lines { points, bytes } => (Some(Form::Lines), (points, bytes)),
+            SinkInput::Protobuf { points, bytes } => (Some(Form::Protobuf), (points, bytes)),
         };
+        let limits = WriteLimits {
+            points: limits.0.max(1),
+            bytes: limits.1.max(1),
+        };
+        let mut chunks = form.map(Chunks::new);
         loop {
             let read = if self.closing.is_cancelled() {
                 // Draining: an empty queue means done.
@@ -509,18 +507,16 @@ impl Uploader {
                 rest = tail;
                 let last_seq = group[group.len() - 1].0;
                 // A record can hold more than max_points: it is written in several calls.
-                if self.sink.takes_lines() {
-                    self.encode_lines(group, limits, &mut lines);
-                    let mut start = 0;
-                    for &(end, n) in &lines.chunks {
-                        let batch = Batch::Lines(&lines.buf[start..end], n);
+                if let Some(chunks) = &mut chunks {
+                    self.encode_chunks(group, limits, chunks);
+                    for (bytes, n) in chunks.iter() {
+                        let batch = Batch::Chunk(chunks.form(), bytes, n);
                         if let Delivered::Stopped = self.deliver(&name, batch).await {
                             return;
                         }
-                        start = end;
                     }
-                    if lines.buf.capacity() > MAX_KEPT_LINES {
-                        lines = Lines::default();
+                    if chunks.buf.capacity() > MAX_KEPT_CHUNKS {
+                        *chunks = Chunks::new(chunks.form());
                     }
                 } else {
                     let points = self.decode(group);
@@ -549,15 +545,15 @@ impl Uploader {
         points
     }
 
-    /// Writes the group's records as line protocol into `lines`, in chunks within `limits`.
-    fn encode_lines(&self, group: &[(u64, Record)], limits: WriteLimits, lines: &mut Lines) {
-        lines.clear();
+    /// Writes the group's records into `chunks`, in chunks within `limits`.
+    fn encode_chunks(&self, group: &[(u64, Record)], limits: WriteLimits, chunks: &mut Chunks) {
+        chunks.clear();
         for (seq, record) in group {
-            if let Err(e) = lines.push_record(&record.payload, limits.points, limits.bytes) {
+            if let Err(e) = chunks.push_record(&record.payload, limits.points, limits.bytes) {
                 self.corrupt(*seq, record, &e);
             }
         }
-        lines.finish();
+        chunks.finish();
     }
 
     /// Logs and counts a queued record that does not decode (it is skipped).
@@ -596,7 +592,12 @@ impl Uploader {
         loop {
             let write = match batch {
                 Batch::Points(points) => self.sink.write(self.category, points),
-                Batch::Lines(lines, n) => self.sink.write_lines(self.category, lines, n),
+                Batch::Chunk(Form::Lines, lines, n) => {
+                    self.sink.write_lines(self.category, lines, n)
+                }
+                Batch::Chunk(Form::Protobuf, message, n) => {
+                    self.sink.write_protobuf(self.category, message, n)
+                }
             };
             let result = AssertUnwindSafe(write)
                 .catch_unwind()

@@ -24,10 +24,10 @@
 //! - `datakit_io_local_sink_rotate_total{category}` and
 //!   `datakit_io_local_sink_deleted_files_total{category}`: the local-files sink's rotations.
 
+mod chunks;
 mod config;
 mod delivery;
 mod error;
-mod lines;
 mod local;
 mod metrics;
 mod sink;
@@ -39,4 +39,4 @@ pub use config::{
 pub use delivery::{Delivery, FeedOutcome};
 pub use error::{DeliveryError, SinkError};
 pub use local::LocalFileSink;
-pub use sink::Sink;
+pub use sink::{Sink, SinkInput};

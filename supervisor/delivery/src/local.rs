@@ -8,7 +8,7 @@
 use crate::config::LocalSinkConfig;
 use crate::error::SinkError;
 use crate::metrics::CategoryLabels;
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkInput};
 use dk_proto::lineproto::encode_point;
 use dk_proto::{Category, Point};
 use futures::future::BoxFuture;
@@ -319,15 +319,14 @@ impl Sink for LocalFileSink {
         })
     }
 
-    fn takes_lines(&self) -> bool {
-        true
-    }
-
-    /// `max_cache_count` bounds uploads; here fewer, larger writes mean fewer fsyncs, and an
-    /// eighth of the file size keeps rotated files nearly full.
-    fn lines_per_write(&self, _max_cache_count: usize) -> (usize, usize) {
+    /// Lines. `max_cache_count` bounds uploads; here fewer, larger writes mean fewer fsyncs,
+    /// and an eighth of the file size keeps rotated files nearly full.
+    fn input(&self, _max_cache_count: usize) -> SinkInput {
         let bytes = (self.inner.cfg.max_file_bytes / 8).clamp(MIN_WRITE_BYTES, MAX_WRITE_BYTES);
-        (usize::MAX, usize::try_from(bytes).unwrap_or(usize::MAX))
+        SinkInput::Lines {
+            points: usize::MAX,
+            bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+        }
     }
 
     fn write_lines<'a>(
@@ -410,10 +409,14 @@ mod tests {
             })
             .unwrap()
         };
-        assert_eq!(sink(32 << 20).lines_per_write(1000), (usize::MAX, 4 << 20));
-        assert_eq!(sink(1 << 20).lines_per_write(1000), (usize::MAX, 128 << 10));
-        assert_eq!(sink(1000).lines_per_write(1000), (usize::MAX, 64 << 10));
-        assert_eq!(sink(1 << 40).lines_per_write(1000), (usize::MAX, 4 << 20));
+        let lines = |bytes| SinkInput::Lines {
+            points: usize::MAX,
+            bytes,
+        };
+        assert_eq!(sink(32 << 20).input(1000), lines(4 << 20));
+        assert_eq!(sink(1 << 20).input(1000), lines(128 << 10));
+        assert_eq!(sink(1000).input(1000), lines(64 << 10));
+        assert_eq!(sink(1 << 40).input(1000), lines(4 << 20));
     }
 
     #[test]

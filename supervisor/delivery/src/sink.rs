@@ -25,17 +25,17 @@ pub trait Sink: Send + Sync + 'static {
         points: &'a [Point],
     ) -> BoxFuture<'a, Result<(), SinkError>>;
 
-    /// Whether the sink takes line protocol: delivery then turns queued records straight
-    /// into lines (no owned points in between) and calls [`Sink::write_lines`] instead of
-    /// [`Sink::write`].
-    fn takes_lines(&self) -> bool {
-        false
+    /// What the sink takes from the durable queue, given `[io] max_cache_count`; delivery
+    /// asks once per uploader, when it starts. The default is [`SinkInput::Points`].
+    fn input(&self, max_cache_count: usize) -> SinkInput {
+        let _ = max_cache_count;
+        SinkInput::Points
     }
 
     /// Writes `points` normalised points of one category given as line protocol, one line per
     /// point in queue order, each ending in `\n` (a point with no writable field is an empty
-    /// line). The contract is that of [`Sink::write`]. Called only when
-    /// [`Sink::takes_lines`] is true; the default refuses.
+    /// line). The contract is that of [`Sink::write`]. Called only when [`Sink::input`] is
+    /// [`SinkInput::Lines`]; the default refuses.
     fn write_lines<'a>(
         &'a self,
         category: Category,
@@ -43,23 +43,62 @@ pub trait Sink: Send + Sync + 'static {
         points: usize,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         let _ = (category, lines, points);
-        Box::pin(async move {
-            Err(SinkError::Unavailable {
-                sink: self.name().to_string(),
-                message: "this sink does not take line protocol".to_string(),
-            })
-        })
+        refuse(self.name(), "line protocol")
     }
 
-    /// For a sink that takes lines: the most points and about the most bytes one
-    /// [`Sink::write_lines`] call carries, given `[io] max_cache_count`. The default is
-    /// `max_cache_count` points, whatever their size.
-    fn lines_per_write(&self, max_cache_count: usize) -> (usize, usize) {
-        (max_cache_count, usize::MAX)
+    /// Writes `points` normalised points of one category given as one `PBPoints` message:
+    /// the points' entries copied from the queued records in queue order (see
+    /// `dk_proto::pb::entries`; every point was decoded once, so the message is valid and
+    /// holds exactly `points` points). The contract is that of [`Sink::write`]. Called only
+    /// when [`Sink::input`] is [`SinkInput::Protobuf`]; the default refuses.
+    fn write_protobuf<'a>(
+        &'a self,
+        category: Category,
+        message: &'a [u8],
+        points: usize,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        let _ = (category, message, points);
+        refuse(self.name(), "protobuf")
     }
 
     /// Registers the sink's own metrics; called once by [`crate::Delivery::start`].
     fn register_metrics(&self, registry: &mut Registry) {
         let _ = registry;
     }
+}
+
+/// What a sink takes from the durable queue ([`Sink::input`]) and how much per write.
+///
+/// Queued records are `PBPoints` messages. [`SinkInput::Points`] decodes them into owned
+/// points; the other two hand the sink bytes made straight from the records, with no owned
+/// point in between: cheaper for a sink whose output is one of those encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkInput {
+    /// Owned points through [`Sink::write`], at most `max_cache_count` per call.
+    Points,
+    /// Line protocol through [`Sink::write_lines`].
+    Lines {
+        /// The most points one call carries.
+        points: usize,
+        /// About the most line bytes one call carries (a call closes at the first line that
+        /// reaches it).
+        bytes: usize,
+    },
+    /// `PBPoints` messages through [`Sink::write_protobuf`].
+    Protobuf {
+        /// The most points one call carries.
+        points: usize,
+        /// About the most message bytes one call carries (a call closes at the first point
+        /// that reaches it).
+        bytes: usize,
+    },
+}
+
+/// The answer of a sink asked for an input it did not declare.
+fn refuse<'a>(sink: &str, what: &str) -> BoxFuture<'a, Result<(), SinkError>> {
+    let err = SinkError::Unavailable {
+        sink: sink.to_string(),
+        message: format!("this sink does not take {what}"),
+    };
+    Box::pin(async move { Err(err) })
 }

@@ -2,7 +2,10 @@
 //!
 //! A batch is encoded (protobuf `com.guance.Point` or line protocol) into bodies whose raw
 //! size stays within `max_raw_body_size`; a single point larger than that is skipped and
-//! counted. Each body is gzipped (if enabled) and POSTed to every configured URL at once
+//! counted. With `v2` the sink takes its batches from delivery as protobuf
+//! ([`SinkInput::Protobuf`]): the queued records' point entries are copied into bodies as they
+//! are, which are the bytes encoding the decoded points would give, so nothing is decoded
+//! into owned points or encoded again. Each body is gzipped (if enabled) and POSTed to every configured URL at once
 //! (Datakit's deprecated fan-out) with Datakit's headers (spec §3.2).
 //!
 //! Outcome of [`Sink::write`] for one batch:
@@ -37,7 +40,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use dk_delivery::{Sink, SinkError};
+use dk_delivery::{Sink, SinkError, SinkInput};
 use dk_proto::{Category, Point};
 use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -413,18 +416,15 @@ impl DatawaySink {
         self.endpoints.iter().map(|e| e.display.clone()).collect()
     }
 
-    async fn write_batch(&self, category: Category, points: &[Point]) -> Result<(), SinkError> {
+    /// Sends the bodies `splitter` cuts; `size` is about the raw bytes of the whole batch.
+    async fn write_batch(
+        &self,
+        category: Category,
+        mut splitter: Splitter<'_>,
+        size: usize,
+    ) -> Result<(), SinkError> {
         let cat = category.name();
-        let mut splitter = Splitter::new(points, self.encoding, self.max_raw_body_size);
-        let mut raw = Vec::with_capacity(
-            self.max_raw_body_size.min(
-                points
-                    .iter()
-                    .map(|p| p.approx_size() + 16)
-                    .sum::<usize>()
-                    .max(64),
-            ),
-        );
+        let mut raw = Vec::with_capacity(self.max_raw_body_size.min(size.max(64)));
         let mut bodies = 0usize;
         let mut rejected: Option<String> = None;
         let mut rejected_bodies = 0usize;
@@ -472,6 +472,12 @@ impl DatawaySink {
             }
         }
         self.count_skipped(cat, splitter.skipped);
+        if let Some(e) = splitter.broken {
+            return Err(SinkError::Rejected {
+                sink: SINK_NAME.into(),
+                message: format!("the rest of the {cat} batch is not valid protobuf: {e}"),
+            });
+        }
         if let Some(first) = rejected {
             return Err(SinkError::Rejected {
                 sink: SINK_NAME.into(),
@@ -664,7 +670,46 @@ impl Sink for DatawaySink {
         category: Category,
         points: &'a [Point],
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(self.write_batch(category, points))
+        let size = points.iter().map(|p| p.approx_size() + 16).sum();
+        let splitter = Splitter::new(
+            Items::Points(points.iter()),
+            self.encoding,
+            self.max_raw_body_size,
+        );
+        Box::pin(self.write_batch(category, splitter, size))
+    }
+
+    /// `v2` takes the queued protobuf records as they are (bodies are their points' entries,
+    /// the bytes encoding the decoded points gives); `v1` takes owned points.
+    fn input(&self, max_cache_count: usize) -> SinkInput {
+        match self.encoding {
+            Encoding::V2 => SinkInput::Protobuf {
+                points: max_cache_count,
+                bytes: usize::MAX,
+            },
+            Encoding::V1 => SinkInput::Points,
+        }
+    }
+
+    fn write_protobuf<'a>(
+        &'a self,
+        category: Category,
+        message: &'a [u8],
+        _points: usize,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        if self.encoding == Encoding::V1 {
+            // Only `v2` asks for protobuf; should `v1` get it, its points are re-encoded.
+            return Box::pin(async move {
+                let points = dk_proto::pb::decode(message).map_err(|e| SinkError::Rejected {
+                    sink: SINK_NAME.into(),
+                    message: format!("the {category} batch is not valid protobuf: {e}"),
+                })?;
+                self.write(category, &points).await
+            });
+        }
+        let items = Items::Entries(dk_proto::pb::entries(message));
+        let splitter = Splitter::new(items, Encoding::V2, self.max_raw_body_size);
+        Box::pin(self.write_batch(category, splitter, message.len()))
     }
 }
 
@@ -676,9 +721,17 @@ struct Body {
     payload: Bytes,
 }
 
+/// The points of a batch, as [`Splitter`] reads them.
+enum Items<'a> {
+    /// Owned points, encoded one by one.
+    Points(std::slice::Iter<'a, Point>),
+    /// Points already encoded as protobuf entries (concatenated, they are a `v2` body).
+    Entries(dk_proto::pb::Entries<'a>),
+}
+
 /// Cuts a batch into bodies of at most `max` raw bytes, point by point.
 struct Splitter<'a> {
-    points: std::slice::Iter<'a, Point>,
+    items: Items<'a>,
     encoding: Encoding,
     max: usize,
     /// The encoding of a point that did not fit the previous body.
@@ -686,18 +739,45 @@ struct Splitter<'a> {
     has_pending: bool,
     /// Points skipped so far (too large alone, or nothing to encode).
     skipped: usize,
+    /// Why the entries stopped early (the points after it are not sent).
+    broken: Option<dk_proto::pb::PbError>,
 }
 
 impl<'a> Splitter<'a> {
-    fn new(points: &'a [Point], encoding: Encoding, max: usize) -> Self {
+    fn new(items: Items<'a>, encoding: Encoding, max: usize) -> Self {
         Splitter {
-            points: points.iter(),
+            items,
             encoding,
             max,
             pending: Vec::new(),
             has_pending: false,
             skipped: 0,
+            broken: None,
         }
+    }
+
+    /// Appends the encoding of the next point to `out`; `false` when there is none left.
+    fn next_item(&mut self, out: &mut Vec<u8>) -> bool {
+        match &mut self.items {
+            Items::Points(points) => {
+                let Some(p) = points.next() else {
+                    return false;
+                };
+                match self.encoding {
+                    Encoding::V1 => dk_proto::lineproto::encode_point(p, out),
+                    Encoding::V2 => dk_proto::pb::encode_to(std::slice::from_ref(p), out),
+                }
+            }
+            Items::Entries(entries) => match entries.next() {
+                Some(Ok(entry)) => out.extend_from_slice(entry),
+                Some(Err(e)) => {
+                    self.broken = Some(e);
+                    return false;
+                }
+                None => return false,
+            },
+        }
+        true
     }
 
     /// Fills `out` (empty on entry) with the next body; returns its point count, or `None`
@@ -709,16 +789,16 @@ impl<'a> Splitter<'a> {
             self.has_pending = false;
             n = 1;
         }
-        for p in self.points.by_ref() {
+        loop {
             let mark = out.len();
             let sep = usize::from(self.encoding == Encoding::V1 && mark > 0);
             if sep == 1 {
                 out.push(b'\n');
             }
             let start = out.len();
-            match self.encoding {
-                Encoding::V1 => dk_proto::lineproto::encode_point(p, out),
-                Encoding::V2 => dk_proto::pb::encode_to(std::slice::from_ref(p), out),
+            if !self.next_item(out) {
+                out.truncate(mark);
+                break;
             }
             let size = out.len() - start;
             if size == 0 || size > self.max {
@@ -1072,7 +1152,15 @@ mod tests {
     }
 
     fn split_all(points: &[Point], enc: Encoding, max: usize) -> (Vec<Vec<u8>>, Vec<usize>, usize) {
-        let mut s = Splitter::new(points, enc, max);
+        split_items(Items::Points(points.iter()), enc, max)
+    }
+
+    fn split_items(
+        items: Items<'_>,
+        enc: Encoding,
+        max: usize,
+    ) -> (Vec<Vec<u8>>, Vec<usize>, usize) {
+        let mut s = Splitter::new(items, enc, max);
         let mut bodies = Vec::new();
         let mut counts = Vec::new();
         let mut buf = Vec::new();
@@ -1101,6 +1189,48 @@ mod tests {
             decoded.extend(pts);
         }
         assert_eq!(decoded, points);
+    }
+
+    #[test]
+    fn bodies_cut_from_queued_records_are_those_of_the_decoded_points() {
+        // Records of various sizes, one point larger than every limit but the last.
+        let mut points: Vec<Point> = (0..60).map(|i| point(i, (i * 37) % 300)).collect();
+        points.insert(20, point(999, 2000));
+        let mut message = Vec::new();
+        for record in points.chunks(7) {
+            message.extend_from_slice(&dk_proto::pb::encode(record));
+        }
+        for max in [300, 700, 1000, 5000, 1 << 20] {
+            let from_records = split_items(
+                Items::Entries(dk_proto::pb::entries(&message)),
+                Encoding::V2,
+                max,
+            );
+            assert_eq!(
+                from_records,
+                split_all(&points, Encoding::V2, max),
+                "max {max}"
+            );
+            let (bodies, counts, skipped) = from_records;
+            assert!(bodies.iter().all(|b| b.len() <= max));
+            let want: Vec<Point> = points
+                .iter()
+                .filter(|p| dk_proto::pb::encode(std::slice::from_ref(p)).len() <= max)
+                .cloned()
+                .collect();
+            assert_eq!(skipped, points.len() - want.len());
+            assert!(max < 2000 || skipped == 0);
+            let decoded: Vec<Point> = bodies
+                .iter()
+                .zip(&counts)
+                .flat_map(|(b, n)| {
+                    let pts = dk_proto::pb::decode(b).unwrap();
+                    assert_eq!(pts.len(), *n);
+                    pts
+                })
+                .collect();
+            assert_eq!(decoded, want, "max {max}");
+        }
     }
 
     #[test]

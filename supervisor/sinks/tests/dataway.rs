@@ -697,3 +697,147 @@ async fn refuses_bad_configuration_at_construction() {
     .unwrap_err();
     assert!(bad_proxy.to_string().contains("proxy"), "{bad_proxy}");
 }
+
+/// The `PBPoints` message delivery hands a `v2` sink: queued records, concatenated.
+fn records_message(records: &[&[Point]]) -> Vec<u8> {
+    records
+        .iter()
+        .flat_map(|r| dk_proto::pb::encode(r))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_body_of_concatenated_records_delivers_exactly_the_points_fed_in_order() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(DatawayConfig {
+        max_raw_body_size: 4096,
+        ..config(vec![fake.url()])
+    });
+    let mut sent = points(200);
+    sent.insert(
+        77,
+        Point::new("big", 1).field("blob", Value::S("x".repeat(10_000))),
+    );
+    // Records of one point, of a few, and one far larger than max_raw_body_size.
+    let (a, rest) = sent.split_at(1);
+    let (b, rest) = rest.split_at(3);
+    let (c, rest) = rest.split_at(120);
+    let message = records_message(&[a, b, c, rest]);
+    assert!(dk_proto::pb::encode(c).len() > 4096);
+    sink.write_protobuf(Category::Metric, &message, sent.len())
+        .await
+        .unwrap();
+    let from_records = fake.requests();
+    let big = sent.remove(77);
+    assert_eq!(fake.points(Category::Metric), sent);
+    assert!(from_records.len() >= 5, "{} bodies", from_records.len());
+    for r in &from_records {
+        assert_eq!(r.status, 200);
+        assert!(r.raw_len <= 4096, "raw body of {}", r.raw_len);
+        assert_eq!(r.header("x-points"), r.points.len().to_string());
+    }
+    let text = metrics_text(&registry);
+    let skipped = r#"datakit_io_dataway_skipped_point_total{category="metric"} 1"#;
+    assert!(text.lines().any(|l| l == skipped), "{text}");
+
+    // The same bodies as writing the points themselves.
+    fake.clear();
+    sent.insert(77, big);
+    sink.write(Category::Metric, &sent).await.unwrap();
+    let shape = |reqs: &[dk_sinks::testing::Request]| -> Vec<(usize, Vec<Point>)> {
+        reqs.iter().map(|r| (r.raw_len, r.points.clone())).collect()
+    };
+    assert_eq!(shape(&fake.requests()), shape(&from_records));
+}
+
+#[tokio::test]
+async fn v2_takes_protobuf_and_v1_takes_points() {
+    use dk_delivery::SinkInput;
+    let (v2, _) = new_sink(config(vec!["http://127.0.0.1:9?token=t".into()]));
+    assert_eq!(
+        v2.input(1000),
+        SinkInput::Protobuf {
+            points: 1000,
+            bytes: usize::MAX
+        }
+    );
+    let (v1, _) = new_sink(DatawayConfig {
+        content_encoding: Encoding::V1,
+        ..config(vec!["http://127.0.0.1:9?token=t".into()])
+    });
+    assert_eq!(v1.input(1000), SinkInput::Points);
+
+    // Handed protobuf anyway, v1 sends line protocol.
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (v1, _) = new_sink(DatawayConfig {
+        content_encoding: Encoding::V1,
+        ..config(vec![fake.url()])
+    });
+    let sent = points(5);
+    v1.write_protobuf(Category::Logging, &records_message(&[&sent]), 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.requests()[0].header("content-type"),
+        CONTENT_TYPE_LINE_PROTOCOL
+    );
+    assert_eq!(fake.points(Category::Logging), sent);
+    let message = expect_rejected(
+        v1.write_protobuf(Category::Logging, b"\x0a\x05abc", 1)
+            .await,
+    );
+    assert!(message.contains("not valid protobuf"), "{message}");
+}
+
+#[tokio::test]
+async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let sink = DatawaySink::new(
+        DatawayConfig {
+            max_raw_body_size: 2048,
+            ..config(vec![fake.url()])
+        },
+        &mut registry,
+    )
+    .unwrap();
+    let delivery = dk_delivery::Delivery::start(
+        dk_delivery::DeliveryConfig {
+            max_cache_count: 40,
+            queue: dk_delivery::QueueSettings::new(dir.path()),
+            ..dk_delivery::DeliveryConfig::default()
+        },
+        vec![Arc::new(sink)],
+        &mut registry,
+    )
+    .unwrap();
+    let sent: Vec<Point> = (0..150)
+        .map(|i| {
+            Point::new("cpu", 1_700_000_000_000_000_000 + i)
+                .tag("host", "web-1")
+                .field("usage", Value::F(i as f64 / 4.0))
+                .field("n", Value::I(i))
+        })
+        .collect();
+    for record in [&sent[..1], &sent[1..60], &sent[60..]] {
+        let outcome = delivery
+            .feed(
+                Category::Metric,
+                "test",
+                dk_proto::FeedOpts::default(),
+                record.to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.accepted as usize, record.len());
+    }
+    let got = fake.wait_points(Category::Metric, 150, WAIT).await.unwrap();
+    assert_eq!(got, sent);
+    for r in fake.requests() {
+        assert_eq!(r.status, 200);
+        assert!(r.raw_len <= 2048, "raw body of {}", r.raw_len);
+        assert!(r.points.len() <= 40, "{} points in a body", r.points.len());
+    }
+    delivery.shutdown().await.unwrap();
+}

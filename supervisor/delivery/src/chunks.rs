@@ -1,17 +1,29 @@
-//! Line protocol written straight from queued protobuf records, without decoding them into
-//! owned points first (the local-files sink's input), cut into chunks per sink write.
+//! Sink input made straight from queued protobuf records, without decoding them into owned
+//! points: line protocol (the local-files sink) or `PBPoints` messages (Dataway), cut into
+//! chunks, one per sink write.
 //!
-//! Each line is `dk_proto::lineproto::encode_point_ref` of a point borrowed with
-//! `dk_proto::pb::decode_each`: the bytes `encode_point` writes for the decoded point.
+//! Every point is decoded once, borrowed, with `dk_proto::pb::decode_each_entry`, so a record
+//! that does not decode is refused whole, as when it is decoded into owned points. A line is
+//! `dk_proto::lineproto::encode_point_ref` of the point (the bytes `encode_point` writes for
+//! the decoded point); a protobuf chunk is the points' entries copied as they are.
 
 use dk_proto::lineproto::encode_point_ref;
+use dk_proto::pb::PbError;
 
-/// Line protocol of queued records, cut into chunks of at most `max_points` points and
-/// about `max_bytes` bytes (a chunk closes at the first line that reaches it).
-#[derive(Default)]
-pub(crate) struct Lines {
+/// What the chunks hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Form {
     /// One line per point, each ending in `\n` (a point with nothing to write is an empty
     /// line, as the local sink writes it).
+    Lines,
+    /// Each chunk is a `PBPoints` message: its points' entries, in queue order.
+    Protobuf,
+}
+
+/// Queued records in one [`Form`], cut into chunks of at most `max_points` points and about
+/// `max_bytes` bytes (a chunk closes at the first point that reaches it).
+pub(crate) struct Chunks {
+    form: Form,
     pub(crate) buf: Vec<u8>,
     /// `(end offset in buf, points)` of each chunk, in order.
     pub(crate) chunks: Vec<(usize, usize)>,
@@ -24,11 +36,32 @@ fn open_start(chunks: &[(usize, usize)]) -> usize {
     chunks.last().map_or(0, |c| c.0)
 }
 
-impl Lines {
+impl Chunks {
+    pub(crate) fn new(form: Form) -> Self {
+        Chunks {
+            form,
+            buf: Vec::new(),
+            chunks: Vec::new(),
+            open_points: 0,
+        }
+    }
+
+    pub(crate) fn form(&self) -> Form {
+        self.form
+    }
+
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
         self.chunks.clear();
         self.open_points = 0;
+    }
+
+    /// The chunks in order: the bytes and the points of each.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], usize)> {
+        let starts = std::iter::once(0).chain(self.chunks.iter().map(|c| c.0));
+        starts
+            .zip(&self.chunks)
+            .map(|(start, &(end, n))| (&self.buf[start..end], n))
     }
 
     /// Appends the points of one `PBPoints` record, closing a chunk when it holds
@@ -39,17 +72,23 @@ impl Lines {
         payload: &[u8],
         max_points: usize,
         max_bytes: usize,
-    ) -> Result<(), dk_proto::pb::PbError> {
+    ) -> Result<(), PbError> {
         let mark = (self.buf.len(), self.chunks.len(), self.open_points);
-        let Lines {
+        let Chunks {
+            form,
             buf,
             chunks,
             open_points,
         } = self;
         let mut start = open_start(chunks);
-        let result = dk_proto::pb::decode_each(payload, |p| {
-            encode_point_ref(p, buf);
-            buf.push(b'\n');
+        let result = dk_proto::pb::decode_each_entry(payload, |entry, p| {
+            match form {
+                Form::Lines => {
+                    encode_point_ref(p, buf);
+                    buf.push(b'\n');
+                }
+                Form::Protobuf => buf.extend_from_slice(entry),
+            }
             *open_points += 1;
             if *open_points >= max_points || buf.len() - start >= max_bytes {
                 start = buf.len();
@@ -89,7 +128,7 @@ mod tests {
                 .collect();
             dk_proto::pb::encode(&points)
         };
-        let mut lines = Lines::default();
+        let mut lines = Chunks::new(Form::Lines);
         lines.push_record(&record(3), 2, usize::MAX).unwrap();
         lines.push_record(&record(2), 2, usize::MAX).unwrap();
         lines.finish();
@@ -105,7 +144,7 @@ mod tests {
         let points: Vec<Point> = (0..5)
             .map(|i| Point::new("m", i).field("f", Value::I(1)))
             .collect();
-        let mut lines = Lines::default();
+        let mut lines = Chunks::new(Form::Lines);
         // Each line is 9 bytes ("m f=1i 0\n"): 10 bytes close a chunk every second line.
         lines
             .push_record(&dk_proto::pb::encode(&points), 1000, 10)
@@ -123,7 +162,7 @@ mod tests {
             Point::new("m", 1).field("f", Value::I(1)),
             Point::new("m", 2).field("f", Value::I(2)),
         ]);
-        let mut lines = Lines::default();
+        let mut lines = Chunks::new(Form::Lines);
         lines.push_record(&good, 3, usize::MAX).unwrap();
         let before = (lines.buf.clone(), lines.chunks.clone());
         // Two good points then garbage: the chunk closed at the third point is undone too.
@@ -135,5 +174,47 @@ mod tests {
         lines.finish();
         let counts: Vec<usize> = lines.chunks.iter().map(|c| c.1).collect();
         assert_eq!(counts, vec![3, 1]);
+    }
+
+    #[test]
+    fn protobuf_chunks_are_the_messages_of_their_points_in_queue_order() {
+        let points: Vec<Point> = (0..12)
+            .map(|i| {
+                Point::new(format!("m{i}"), i)
+                    .tag("t", "v")
+                    .field("f", Value::S("x".repeat(i as usize)))
+            })
+            .collect();
+        let mut chunks = Chunks::new(Form::Protobuf);
+        // Records of 5, 4 and 3 points; chunks of at most 4 points cut the first record.
+        for record in [&points[..5], &points[5..9], &points[9..]] {
+            chunks
+                .push_record(&dk_proto::pb::encode(record), 4, usize::MAX)
+                .unwrap();
+        }
+        chunks.finish();
+        let got: Vec<(Vec<u8>, usize)> = chunks.iter().map(|(b, n)| (b.to_vec(), n)).collect();
+        let want: Vec<(Vec<u8>, usize)> = points
+            .chunks(4)
+            .map(|c| (dk_proto::pb::encode(c), c.len()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(dk_proto::pb::decode(&chunks.buf).unwrap(), points);
+    }
+
+    #[test]
+    fn a_corrupt_record_leaves_no_protobuf_behind() {
+        let good = dk_proto::pb::encode(&[Point::new("m", 1).field("f", Value::I(1))]);
+        let mut bad = good.clone();
+        bad.extend_from_slice(b"\x0a\x05abc");
+        let mut chunks = Chunks::new(Form::Protobuf);
+        chunks.push_record(&good, 10, usize::MAX).unwrap();
+        assert!(chunks.push_record(&bad, 10, usize::MAX).is_err());
+        chunks.push_record(&good, 10, usize::MAX).unwrap();
+        chunks.finish();
+        assert_eq!(
+            chunks.iter().collect::<Vec<_>>(),
+            vec![(&[good.clone(), good].concat()[..], 2)]
+        );
     }
 }
