@@ -87,6 +87,8 @@ pub fn worker(family: &str, run_dir: &Path, log_level: &str) -> ExitCode {
         );
         return ExitCode::from(70);
     }
+    // Debug knob: make a family's worker hold this many MiB, to exercise the memory limit.
+    let _ballast = debug_ballast(family);
     let Some(fam) = families::by_name(family) else {
         tracing::error!(family, "Unknown family.");
         return ExitCode::from(64);
@@ -108,6 +110,21 @@ pub fn worker(family: &str, run_dir: &Path, log_level: &str) -> ExitCode {
             ExitCode::from(75)
         }
     }
+}
+
+/// `DK_DEBUG_WORKER_MEMORY_MB=family:N[,family:N]`: N MiB written (so resident) and held.
+fn debug_ballast(family: &str) -> Option<Vec<u8>> {
+    let spec = std::env::var("DK_DEBUG_WORKER_MEMORY_MB").ok()?;
+    let mib: usize = spec.split(',').find_map(|item| {
+        let (f, n) = item.split_once(':')?;
+        (f == family).then(|| n.parse().ok()).flatten()
+    })?;
+    tracing::warn!(
+        family,
+        mib,
+        "DK_DEBUG_WORKER_MEMORY_MB is set for this family; holding memory."
+    );
+    Some(vec![1u8; mib << 20])
 }
 
 /// `datakit run`.
@@ -358,6 +375,14 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let started = Instant::now();
     let main = loaded.main.clone();
     let hostname = main.hostname.clone();
+    match crate::limits::raise_nofile(main.ulimit) {
+        Ok((soft, _)) if soft < main.ulimit => tracing::warn!(
+            "ulimit = {} is above what this process may open ({soft} files); raise the hard limit (LimitNOFILE in the service unit) or lower ulimit",
+            main.ulimit
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-files limit: {e}"),
+    }
 
     // One agent per work dir; then bind everything: any failure is reported before a worker starts.
     let _pid_lock = lock_pid_file(&workdir)?;
@@ -471,7 +496,14 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         on_restart: Arc::new(move |family: &str, message: &str| {
             restart_errors.record(&format!("worker/{family}"), "procman", "", message);
         }),
-        policy: ProcPolicy::default(),
+        policy: ProcPolicy {
+            memory_limit: main
+                .resource_limit
+                .enable
+                .then(|| main.resource_limit.mem_max_mb.saturating_mul(1 << 20))
+                .filter(|b| *b > 0),
+            ..ProcPolicy::default()
+        },
         worker_args: vec!["--log-level".into(), main.logging.level.clone()],
         worker_metrics,
     };

@@ -6,6 +6,7 @@ mod backoff;
 mod families;
 mod ingest;
 mod jail;
+mod limits;
 mod listeners;
 mod logging;
 mod metrics;

@@ -7,7 +7,8 @@
 //! or `Stopping → Stopped` when asked to stop. Every restart is counted in
 //! `datakit_worker_restarts_total{family,cause}`, logged, and recorded as a last error. Causes:
 //! `signal` (killed), `exit_error` (non-zero exit), `exit_ok` (unexpected clean exit),
-//! `health_timeout` (missed health checks), `start_timeout` (no hello/control in time),
+//! `health_timeout` (missed health checks), `memory_limit` (resident memory over
+//! `[resource_limit] mem_max_mb`), `start_timeout` (no hello/control in time),
 //! `spawn_failed` (exec failed).
 
 use std::os::fd::RawFd;
@@ -42,6 +43,9 @@ pub struct ProcPolicy {
     pub stop_grace: Duration,
     /// A worker healthy this long resets the backoff.
     pub healthy_reset: Duration,
+    /// Resident memory a worker may use (`[resource_limit] mem_max_mb`); above it the worker
+    /// is killed and restarted (cause `memory_limit`). Checked every health interval.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for ProcPolicy {
@@ -53,6 +57,7 @@ impl Default for ProcPolicy {
             start_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(5),
             healthy_reset: Duration::from_secs(60),
+            memory_limit: None,
         }
     }
 }
@@ -272,6 +277,21 @@ async fn supervise_child(
                 return Outcome::Restart { cause, detail };
             }
             _ = ticker.tick() => {
+                if let (Some(limit), Some(pid)) = (policy.memory_limit, child.id())
+                    && let Some(rss) = crate::limits::rss_bytes(pid)
+                    && rss > limit
+                {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    return Outcome::Restart {
+                        cause: "memory_limit",
+                        detail: format!(
+                            "used {} MiB of memory, over [resource_limit] mem_max_mb = {}, and was killed",
+                            rss >> 20,
+                            limit >> 20
+                        ),
+                    };
+                }
                 match control.health(context_with_timeout(policy.health_timeout)).await {
                     Ok(h) => {
                         misses = 0;

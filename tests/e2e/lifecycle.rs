@@ -168,3 +168,36 @@ fn sigterm_flushes_every_accepted_point_to_the_sink() {
         "every accepted point is in the sink after exit"
     );
 }
+
+#[test]
+fn a_worker_over_the_memory_limit_is_killed_and_restarted_while_others_run_on() {
+    // The socket worker holds 128 MiB; the limit is 64 MiB per worker.
+    let agent = Agent::start_with(
+        TWO_FAMILIES,
+        "[resource_limit]\n  mem_max_mb = 64\n",
+        &[("DK_DEBUG_WORKER_MEMORY_MB", "socket:128")],
+    );
+    wait_for("a memory_limit restart", Duration::from_secs(15), || {
+        agent
+            .metric("datakit_worker_restarts_total{family=\"socket\",cause=\"memory_limit\"}")
+            .filter(|n| *n >= 1.0)
+    });
+    let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("mem_max_mb = 64"), "{body}");
+    assert_eq!(
+        agent.metric("datakit_worker_restarts_total{family=\"host\",cause=\"memory_limit\"}"),
+        None,
+        "the host worker stays under the limit"
+    );
+    let host = agent.worker_pid("host").expect("host worker");
+    // Every worker is first in line for the OOM killer and writes no core dumps.
+    let adj = std::fs::read_to_string(format!("/proc/{host}/oom_score_adj")).unwrap();
+    assert_eq!(adj.trim(), "500");
+    let limits = std::fs::read_to_string(format!("/proc/{host}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+}
