@@ -112,6 +112,34 @@ pub fn worker(family: &str, run_dir: &Path, log_level: &str) -> ExitCode {
     }
 }
 
+/// Puts the agent in a CPU-limited cgroup when `[resource_limit]` asks for one; failures are
+/// warnings (the agent runs on unlimited).
+fn apply_resource_limit(limit: &dk_config::ResourceLimit) {
+    if !limit.enable {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    match crate::cgroup::apply_cpu_limit(
+        Path::new("/sys/fs/cgroup"),
+        &limit.path,
+        limit.cpu_cores,
+        cpus,
+        std::process::id(),
+    ) {
+        Ok(crate::cgroup::CpuLimit::NotNeeded) => {}
+        Ok(crate::cgroup::CpuLimit::Applied { dir, version, .. }) => tracing::info!(
+            cgroup = %dir.display(),
+            version,
+            "CPU limited to {} cores ([resource_limit] cpu_cores).",
+            limit.cpu_cores
+        ),
+        Err(e) => tracing::warn!(
+            "[resource_limit] cpu_cores = {} not applied: {e}",
+            limit.cpu_cores
+        ),
+    }
+}
+
 /// `DK_DEBUG_WORKER_MEMORY_MB=family:N[,family:N]`: N MiB written (so resident) and held.
 fn debug_ballast(family: &str) -> Option<Vec<u8>> {
     let spec = std::env::var("DK_DEBUG_WORKER_MEMORY_MB").ok()?;
@@ -383,6 +411,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read the open-files limit: {e}"),
     }
+    apply_resource_limit(&main.resource_limit);
 
     // One agent per work dir; then bind everything: any failure is reported before a worker starts.
     let _pid_lock = lock_pid_file(&workdir)?;

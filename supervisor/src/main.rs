@@ -3,6 +3,7 @@
 
 mod app;
 mod backoff;
+mod cgroup;
 mod families;
 mod ingest;
 mod jail;

@@ -76,6 +76,12 @@ pub fn main_conf(api_port: u16, extra: &str) -> String {
     } else {
         "[io]\n  flush_interval = \"200ms\""
     };
+    // Tests share the machine: no agent puts itself in a CPU cgroup unless a test asks.
+    let limits = if extra.contains("[resource_limit]") {
+        ""
+    } else {
+        "[resource_limit]\n  enable = false"
+    };
     format!(
         r#"
 default_enabled_inputs = []
@@ -87,6 +93,7 @@ default_enabled_inputs = []
   level = "info"
 [global_host_tags]
   e2e = "yes"
+{limits}
 {extra}
 "#
     )
@@ -144,6 +151,11 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the agent printed.

@@ -174,7 +174,7 @@ fn a_worker_over_the_memory_limit_is_killed_and_restarted_while_others_run_on() 
     // The socket worker holds 128 MiB; the limit is 64 MiB per worker.
     let agent = Agent::start_with(
         TWO_FAMILIES,
-        "[resource_limit]\n  mem_max_mb = 64\n",
+        "[resource_limit]\n  mem_max_mb = 64\n  cpu_cores = 0.0\n",
         &[("DK_DEBUG_WORKER_MEMORY_MB", "socket:128")],
     );
     wait_for("a memory_limit restart", Duration::from_secs(15), || {
@@ -200,4 +200,67 @@ fn a_worker_over_the_memory_limit_is_killed_and_restarted_while_others_run_on() 
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
     assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+}
+
+/// The cgroup of `pid` for the cpu controller (v1 line `N:cpu:/x` or `N:cpu,cpuacct:/x`, else
+/// the v2 line `0::/x`).
+fn cpu_cgroup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|x| x == "cpu"))
+        })
+        .or_else(|| text.lines().find(|l| l.starts_with("0::")))
+        .unwrap();
+    line.splitn(3, ':').nth(2).unwrap().to_string()
+}
+
+#[test]
+fn cpu_cores_puts_the_agent_and_its_workers_in_a_cpu_limited_cgroup() {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let v2 = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu"));
+    if !v2 && !root.join("cpu").is_dir() {
+        eprintln!("no cgroup cpu controller here; nothing to check");
+        return;
+    }
+    let name = format!("dk-e2e-{}", std::process::id());
+    let dir = if v2 {
+        root.join(&name)
+    } else {
+        root.join("cpu").join(&name)
+    };
+    let agent = Agent::start_with(
+        TWO_FAMILIES,
+        &format!("[resource_limit]\n  path = \"/{name}\"\n  cpu_cores = 0.5\n"),
+        &[],
+    );
+    let host = wait_for("host worker", Duration::from_secs(10), || {
+        agent.worker_pid("host")
+    });
+    assert_eq!(
+        cpu_cgroup(agent.pid()),
+        format!("/{name}"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        cpu_cgroup(host),
+        format!("/{name}"),
+        "workers inherit the cgroup"
+    );
+    let quota = if v2 {
+        std::fs::read_to_string(dir.join("cpu.max")).unwrap()
+    } else {
+        std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap()
+    };
+    assert!(quota.starts_with("50000"), "{quota}");
+    drop(agent);
+    // Empty once the agent is gone; leave nothing behind on the machine.
+    wait_for("the cgroup to empty", Duration::from_secs(10), || {
+        std::fs::remove_dir(&dir).ok()
+    });
 }
