@@ -227,7 +227,15 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
     let mut readers = JoinSet::new();
     let udp = dk_worker::listen::udp(&ctx, &udp_address(&cfg.address))
         .map_err(|e| e.to_string())
-        .inspect(|s| set_read_buffer(s, cfg.read_buffer_size, &cfg.address))
+        .inspect(|s| {
+            dk_worker::listen::apply_read_buffer(
+                std::os::fd::AsFd::as_fd(s),
+                cfg.read_buffer_size,
+                false,
+                INPUT_NAME,
+                &cfg.address,
+            );
+        })
         .and_then(|s| UdpSocket::from_std(s).map_err(|e| e.to_string()));
     match udp {
         Ok(sock) => {
@@ -320,27 +328,6 @@ async fn flush(emitter: &dk_worker::Emitter, buf: &mut Vec<Point>) -> bool {
     emitter
         .emit(Category::Metric, INPUT_NAME, FeedOpts::default(), points)
         .await
-}
-
-/// Applies `read_buffer_size` to the UDP socket, warning when the kernel caps it.
-fn set_read_buffer(sock: &std::net::UdpSocket, bytes: usize, address: &str) {
-    use std::os::fd::AsFd as _;
-    if bytes == 0 {
-        return;
-    }
-    match dk_worker::listen::set_recv_buffer(sock.as_fd(), bytes) {
-        Ok(got) if got < bytes => tracing::warn!(
-            input = INPUT_NAME,
-            address,
-            "read_buffer_size {bytes} was capped by the kernel to {got}; raise net.core.rmem_max"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            input = INPUT_NAME,
-            address,
-            "cannot set read_buffer_size: {e}"
-        ),
-    }
 }
 
 /// Receives datagrams until shutdown; each datagram is split into lines.

@@ -156,6 +156,35 @@ pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     Ok(got)
 }
 
+/// Applies a configured `read_buffer_size` to a socket (0 leaves the kernel default) and logs
+/// what the kernel did not grant: a warning for a size the operator chose, an info line for a
+/// default (`is_default`), which is a wish rather than a setting.
+pub fn apply_read_buffer(
+    fd: BorrowedFd<'_>,
+    bytes: usize,
+    is_default: bool,
+    input: &str,
+    listener: &str,
+) {
+    if bytes == 0 {
+        return;
+    }
+    match set_recv_buffer(fd, bytes) {
+        Ok(got) if got < bytes && is_default => tracing::info!(
+            input,
+            listener,
+            "the receive buffer is {got} bytes (net.core.rmem_max); raise it to {bytes} for bursts above ~100k datagrams/s"
+        ),
+        Ok(got) if got < bytes => tracing::warn!(
+            input,
+            listener,
+            "read_buffer_size {bytes} was capped by the kernel to {got}; raise net.core.rmem_max"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(input, listener, "cannot set read_buffer_size: {e}"),
+    }
+}
+
 fn set_int_option(fd: BorrowedFd<'_>, option: libc::c_int, value: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
     // SAFETY: `fd` is a valid open socket for the duration of the borrow; the option value

@@ -28,8 +28,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::aggregate::{Aggregator, Outcome};
 use crate::config::{DEFAULT_READ_BUFFER, StatsdConfig, clamp_interval};
 use crate::parser::{Item, ParseError, ParseOptions, parse_datagram};
-use crate::procnet;
 use crate::recv::{self, MultiRecv};
+use dk_worker::listen::procnet;
 
 /// The input and feed name.
 pub const INPUT_NAME: &str = "statsd";
@@ -580,33 +580,13 @@ fn parse_loop(
 
 /// Applies `read_buffer_size` and, for the Unix socket, Datakit's permissions.
 fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
-    if cfg.read_buffer_size > 0 {
-        match recv::set_recv_buffer(socket.fd(), cfg.read_buffer_size) {
-            // The default is a wish; a configured size the kernel refuses deserves a warning.
-            Ok(got)
-                if got < cfg.read_buffer_size && cfg.read_buffer_size == DEFAULT_READ_BUFFER =>
-            {
-                tracing::info!(
-                    input = INPUT_NAME,
-                    listener = %address,
-                    "the receive buffer is {got} bytes (net.core.rmem_max); raise it to {} for bursts above ~100k datagrams/s",
-                    cfg.read_buffer_size
-                );
-            }
-            Ok(got) if got < cfg.read_buffer_size => tracing::warn!(
-                input = INPUT_NAME,
-                listener = %address,
-                "read_buffer_size {} was capped by the kernel to {got}; raise net.core.rmem_max",
-                cfg.read_buffer_size
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                input = INPUT_NAME,
-                listener = %address,
-                "cannot set read_buffer_size: {e}"
-            ),
-        }
-    }
+    dk_worker::listen::apply_read_buffer(
+        socket.fd(),
+        cfg.read_buffer_size,
+        cfg.read_buffer_size == DEFAULT_READ_BUFFER,
+        INPUT_NAME,
+        address,
+    );
     if let Socket::Unix(_) = socket {
         // As Datakit: anyone may send to the socket.
         use std::os::unix::fs::PermissionsExt;

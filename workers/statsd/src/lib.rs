@@ -10,7 +10,6 @@ pub mod aggregate;
 pub mod config;
 pub mod input;
 pub mod parser;
-pub mod procnet;
 pub mod recv;
 
 use dk_proto::rpc::WorkerConfig;

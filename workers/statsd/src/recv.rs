@@ -1,4 +1,4 @@
-//! Batched datagram receive (`recvmmsg`) and socket options: the only unsafe code of the crate.
+//! Batched datagram receive and send (`recvmmsg`, `sendmmsg`) and readiness polling: the only unsafe code of the crate.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -6,8 +6,6 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Largest datagram received whole (the UDP maximum); longer Unix datagrams are truncated.
 pub const SLOT_SIZE: usize = 64 * 1024;
-
-pub use dk_worker::listen::{recv_buffer, set_recv_buffer};
 
 /// Waits until `fd` is readable or `timeout` passes; `true` when readable.
 ///
