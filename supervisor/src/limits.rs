@@ -1,6 +1,6 @@
-//! Resource limits of the agent and its workers: the open-files limit (`ulimit`), a memory
-//! cap per worker (`[resource_limit] mem_max_mb`, enforced by the supervisor from `/proc`),
-//! and what each worker gets before exec (no core dumps, first in line for the OOM killer).
+//! Resource limits of the agent and its workers: the open-files limit (`ulimit`) and what each
+//! worker gets before exec (no core dumps, first in line for the OOM killer). The memory cap
+//! per worker is enforced in `procman`.
 
 use std::io;
 
@@ -27,32 +27,9 @@ pub fn raise_nofile(want: u64) -> io::Result<(u64, u64)> {
     getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)
 }
 
-/// Resident memory of a process in bytes, from `/proc/<pid>/statm` (`None` when it is gone).
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * page_size())
-}
-
-fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(4096)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_resident_memory_of_a_process() {
-        let rss = rss_bytes(std::process::id()).unwrap();
-        // A test binary has at least a few hundred KiB resident and far less than 1 GiB.
-        assert!(rss > 256 * 1024 && rss < 1 << 30, "{rss}");
-        assert_eq!(rss_bytes(u32::MAX), None);
-    }
 
     #[test]
     fn the_open_files_limit_is_raised_within_what_is_permitted() {

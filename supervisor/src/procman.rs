@@ -278,7 +278,7 @@ async fn supervise_child(
             }
             _ = ticker.tick() => {
                 if let (Some(limit), Some(pid)) = (policy.memory_limit, child.id())
-                    && let Some(rss) = crate::limits::rss_bytes(pid)
+                    && let Some(rss) = dk_worker::worker::status_bytes(pid, "VmRSS")
                     && rss > limit
                 {
                     let _ = child.start_kill();

@@ -1,7 +1,7 @@
 //! Starting the agent in a temp work dir, talking HTTP to it, reading its local sink.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -16,11 +16,7 @@ pub fn bin() -> &'static str {
 
 /// A free loopback port (bound and released; another process could take it, rarely).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    dk_worker::testing::load::free_port().unwrap()
 }
 
 /// Polls `f` until it returns `Some`, up to `timeout`.
@@ -198,28 +194,7 @@ impl Agent {
 
     /// The pid of the worker process of `family` (a child of the agent), if one runs.
     pub fn worker_pid(&self, family: &str) -> Option<u32> {
-        let me = self.child.id();
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let mut f = after.split_whitespace();
-            let state = f.next().unwrap_or("");
-            let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            if ppid != me || state == "Z" {
-                continue;
-            }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args.len() > 2 && args[1] == b"worker" && args[2] == family.as_bytes() {
-                return Some(pid);
-            }
-        }
-        None
+        dk_worker::testing::load::worker_pid(self.child.id(), family)
     }
 
     /// Every point in the local sink's files of `category`.

@@ -75,7 +75,7 @@ impl Control for ControlServer {
             points_acked: self.stats.acked.load(Ordering::Relaxed),
             points_dropped: self.stats.dropped.load(Ordering::Relaxed),
             pending_batches: self.stats.pending.load(Ordering::Relaxed),
-            rss_bytes: rss_bytes(),
+            rss_bytes: status_bytes(std::process::id(), "VmRSS").unwrap_or(0),
             metrics: encode_metrics(&self.metrics),
         }
     }
@@ -115,17 +115,18 @@ fn encode_metrics(registry: &std::sync::Mutex<prometheus_client::registry::Regis
     }
 }
 
-/// Resident set size of this process, from `/proc/self/statm`.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+/// A memory line of `/proc/<pid>/status` (`"VmRSS"`, `"VmHWM"`...) in bytes; `None` when
+/// the process is gone. The kernel reports these in kB, so no page size is assumed.
+pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 async fn connect(run_dir: &Path, name: &str) -> Result<UnixStream, WorkerError> {
@@ -308,5 +309,21 @@ impl Generation {
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_resident_memory_of_a_process() {
+        let rss = status_bytes(std::process::id(), "VmRSS").unwrap();
+        // A test binary has at least a few hundred KiB resident and far less than 1 GiB.
+        assert!(rss > 256 * 1024 && rss < 1 << 30, "{rss}");
+        let peak = status_bytes(std::process::id(), "VmHWM").unwrap();
+        assert!(peak >= rss);
+        assert_eq!(status_bytes(u32::MAX, "VmRSS"), None);
+        assert_eq!(status_bytes(std::process::id(), "NoSuchKey"), None);
     }
 }

@@ -61,31 +61,21 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// (VmRSS, VmHWM) of a process in KiB.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let kib = |key| crate::worker::status_bytes(pid, key).map(|b| b / 1024);
+    Some((kib("VmRSS")?, kib("VmHWM")?))
 }
 
-/// The pid of the `datakit worker <family>` child of the supervisor `agent`.
+/// The pid of the live (not zombie) `datakit worker <family>` child of the supervisor `agent`.
 pub fn worker_pid(agent: u32, family: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
+        let mut after = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = after.next()?;
+        let ppid: u32 = after.next()?.parse().ok()?;
+        if state == "Z" {
+            return None;
+        }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         (ppid == agent
