@@ -535,6 +535,8 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let sup_metrics = SupervisorMetrics::new(&mut registry);
+    let uptime_labels = crate::metrics::UptimeLabels::new(&hostname, &main.resource_limit);
+    tokio::spawn(sup_metrics.clone().sample_process());
     let last_errors = LastErrors::new(&mut registry);
     record_bind_warnings(&bound.warnings, &last_errors);
     let api_metrics = ApiMetrics::new(&mut registry);
@@ -652,7 +654,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => { let _ = reload_tx.try_send(()); }
-            _ = uptime.tick() => { sup_metrics.uptime.set(started.elapsed().as_secs() as i64); }
+            _ = uptime.tick() => { sup_metrics.uptime.get_or_create(&uptime_labels).set(started.elapsed().as_secs() as i64); }
             Some(()) = reload_rx.recv() => {
                 // Let a burst of editor writes settle, then re-validate once.
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -28,7 +28,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "datakit", version = dk_proto::DATAKIT_VERSION, about = "Host observability agent, compatible with Guance Datakit")]
+#[command(
+    name = "datakit",
+    version = dk_proto::DATAKIT_VERSION,
+    about = "Host observability agent, compatible with Guance Datakit",
+    after_help = "With no command, datakit runs the agent from the work dir /usr/local/datakit \
+(as `datakit run --workdir /usr/local/datakit`), the way the datakit service starts it. \
+Use `datakit run --workdir DIR` to run from another directory."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
