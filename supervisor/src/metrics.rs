@@ -280,7 +280,8 @@ mod tests {
     #[test]
     fn cpu_seconds_come_from_utime_and_stime_after_the_command_name() {
         // A command name with a space and a parenthesis must not shift the fields.
-        let stat = "4242 (data kit) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
+        let stat =
+            "4242 (data kit) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
         assert_eq!(stat_cpu_seconds(stat, 100.0), Some(3.0));
         assert_eq!(stat_cpu_seconds("garbage", 100.0), None);
     }
@@ -306,11 +307,20 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let after = read_self().unwrap();
-        assert!(after.open_files >= before.open_files + 8, "{before:?} {after:?}");
+        assert!(
+            after.open_files >= before.open_files + 8,
+            "{before:?} {after:?}"
+        );
         drop(held);
-        assert!(after.cpu_seconds > before.cpu_seconds, "{before:?} {after:?}");
+        assert!(
+            after.cpu_seconds > before.cpu_seconds,
+            "{before:?} {after:?}"
+        );
         assert!(after.rss > 1 << 20, "{after:?}");
-        assert!(after.rss_anon > 0 && after.rss_anon <= after.rss, "{after:?}");
+        assert!(
+            after.rss_anon > 0 && after.rss_anon <= after.rss,
+            "{after:?}"
+        );
     }
 
     #[test]

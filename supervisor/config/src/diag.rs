@@ -185,7 +185,10 @@ pub(crate) fn locate_key(text: &str, key: &str) -> Option<usize> {
 
 /// Adds the line of its key to every diagnostic of `file` whose key is written in `text`.
 pub(crate) fn add_lines(diags: &mut [Diagnostic], file: &Path, text: &str) {
-    for d in diags.iter_mut().filter(|d| d.file == file && d.line.is_none()) {
+    for d in diags
+        .iter_mut()
+        .filter(|d| d.file == file && d.line.is_none())
+    {
         if let Some(at) = (!d.key.is_empty())
             .then(|| locate_key(text, &d.key))
             .flatten()

@@ -251,7 +251,10 @@ fn enable_pprof_true_warns_naming_the_key_and_ulimit_set_is_recorded() {
         .expect("a warning about enable_pprof");
     assert!(w.message.contains("pprof is not served"), "{w}");
     assert_eq!(w.line, Some(2), "{w}");
-    assert!(w.to_string().contains("datakit.conf:2: enable_pprof: "), "{w}");
+    assert!(
+        w.to_string().contains("datakit.conf:2: enable_pprof: "),
+        "{w}"
+    );
     assert!(loaded.main.ulimit_set);
     assert_eq!(loaded.main.ulimit, 1000);
 
@@ -279,18 +282,34 @@ fn errors_in_conf_d_files_carry_the_line_of_their_key() {
             .find(|d| d.file.to_string_lossy().ends_with(suffix) && d.key == key)
             .map(|d| d.line)
     };
-    assert_eq!(line_of("datakit.conf", "io.flush_interval"), Some(Some(3)), "{errs:#?}");
-    assert_eq!(line_of("a.conf", "inputs.cpu[1].percpu"), Some(Some(5)), "{errs:#?}");
+    assert_eq!(
+        line_of("datakit.conf", "io.flush_interval"),
+        Some(Some(3)),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        line_of("a.conf", "inputs.cpu[1].percpu"),
+        Some(Some(5)),
+        "{errs:#?}"
+    );
 }
 
 #[test]
 fn a_missing_work_dir_or_conf_d_is_an_error_and_a_missing_datakit_conf_a_warning() {
     let (errors, _) = workdir_problems(Path::new("/nonexistent/datakit"));
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].message.contains("work dir does not exist"), "{}", errors[0]);
+    assert!(
+        errors[0].message.contains("work dir does not exist"),
+        "{}",
+        errors[0]
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let (errors, _) = workdir_problems(dir.path());
-    assert!(errors[0].message.contains("conf.d does not exist"), "{}", errors[0]);
+    assert!(
+        errors[0].message.contains("conf.d does not exist"),
+        "{}",
+        errors[0]
+    );
     std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
     let (errors, warnings) = workdir_problems(dir.path());
     assert!(errors.is_empty());
