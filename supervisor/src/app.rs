@@ -37,7 +37,10 @@ fn print_err(text: &str) {
     let _ = err.write_all(b"\n");
 }
 
-fn load(workdir: &Path) -> Result<Loaded, dk_config::Report> {
+/// The config, or (errors, warnings).
+type Problems = (Vec<dk_config::Diagnostic>, Vec<dk_config::Diagnostic>);
+
+fn load(workdir: &Path) -> Result<Loaded, Problems> {
     let families = families::all();
     let report = dk_config::inspect(workdir, &families, &ProcessEnv, &dk_config::SystemProbe);
     if report.errors.is_empty() {
@@ -48,7 +51,7 @@ fn load(workdir: &Path) -> Result<Loaded, dk_config::Report> {
             listeners: report.listeners,
         })
     } else {
-        Err(report)
+        Err((report.errors, report.warnings))
     }
 }
 
@@ -87,12 +90,19 @@ fn probe_listeners(origins: &[dk_config::ListenerOrigin]) -> Vec<dk_config::Diag
 
 /// `datakit check --config`: the same validation as `run`, without starting anything; every
 /// port the agent would bind is probed (unless an agent runs with this work dir).
-pub fn check(workdir: &Path) -> ExitCode {
-    let (mut errors, mut warnings) = dk_config::workdir_problems(workdir);
+pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
+    let confd = config_dir.map_or_else(|| dk_config::confd_dir(workdir), Path::to_path_buf);
+    let (mut errors, mut warnings) = dk_config::confd_problems(workdir, &confd);
     let mut summary = String::new();
     if errors.is_empty() {
         let families = families::all();
-        let report = dk_config::inspect(workdir, &families, &ProcessEnv, &dk_config::SystemProbe);
+        let report = dk_config::inspect_confd(
+            workdir,
+            &confd,
+            &families,
+            &ProcessEnv,
+            &dk_config::SystemProbe,
+        );
         errors.extend(report.errors);
         warnings.extend(report.warnings);
         if agent_running(workdir) {
@@ -217,8 +227,8 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     }
     let loaded = match load(&workdir) {
         Ok(l) => l,
-        Err(report) => {
-            report_problems(&report.errors, &report.warnings);
+        Err((errors, warnings)) => {
+            report_problems(&errors, &warnings);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -757,7 +767,7 @@ async fn reload(r: &Reloader<'_>, old: Plan, running: &mut Running) -> Plan {
     } = *r;
     let loaded = match load(workdir) {
         Ok(l) => l,
-        Err(report) => return reject(old, &report.errors, last_errors, metrics),
+        Err((errors, _)) => return reject(old, &errors, last_errors, metrics),
     };
     for w in &loaded.warnings {
         tracing::warn!("{w}");

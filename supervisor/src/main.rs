@@ -60,6 +60,9 @@ enum Cmd {
         /// The install directory holding conf.d/.
         #[arg(long, default_value = "/usr/local/datakit")]
         workdir: PathBuf,
+        /// Check the datakit.conf and *.conf files in this directory instead of WORKDIR/conf.d.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
     },
     /// Run one input family's worker (started by the supervisor; not for direct use).
     #[command(hide = true)]
@@ -82,7 +85,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Run { workdir, log }) => app::run(workdir, log),
         None => app::run(PathBuf::from("/usr/local/datakit"), None),
-        Some(Cmd::Check { config: _, workdir }) => app::check(&workdir),
+        Some(Cmd::Check {
+            config: _,
+            workdir,
+            config_dir,
+        }) => app::check(&workdir, config_dir.as_deref()),
         Some(Cmd::Worker {
             family,
             run_dir,

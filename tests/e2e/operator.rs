@@ -60,6 +60,49 @@ fn check_on_a_work_dir_that_does_not_exist_says_so_and_exits_78() {
 }
 
 #[test]
+fn check_with_config_dir_checks_the_files_of_that_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let confs = dir.path().join("elsewhere");
+    let check_dir = |d: &Path| {
+        let out = Command::new(bin())
+            .args(["check", "--config", "--workdir"])
+            .arg(dir.path())
+            .arg("--config-dir")
+            .arg(d)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stderr) = check_dir(&confs);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("config dir does not exist"), "{stderr}");
+
+    std::fs::create_dir(&confs).unwrap();
+    std::fs::write(confs.join("datakit.conf"), main_conf(free_port(), "")).unwrap();
+    std::fs::write(
+        confs.join("cpu.conf"),
+        "[[inputs.cpu]]\n  interval = \"ten\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_dir(&confs);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("cpu.conf:2: inputs.cpu[0].interval: "),
+        "{stderr}"
+    );
+    std::fs::write(confs.join("cpu.conf"), "[[inputs.cpu]]\n").unwrap();
+    let (code, stderr) = check_dir(&confs);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 family with 1 input instance(s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_and_run_report_every_busy_port_with_file_line_and_key_and_exit_78() {
     let dir = tempfile::tempdir().unwrap();
     let api = TcpListener::bind("127.0.0.1:0").unwrap();

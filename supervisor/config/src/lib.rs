@@ -129,9 +129,15 @@ pub struct ListenerOrigin {
 /// would make `check` judge only built-in defaults. (A missing `datakit.conf` is a warning:
 /// `datakit run` writes the default one.)
 pub fn workdir_problems(workdir: &Path) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-    let confd = confd_dir(workdir);
-    let main_file = main_conf_path(workdir);
-    if !workdir.is_dir() {
+    confd_problems(workdir, &confd_dir(workdir))
+}
+
+/// [`workdir_problems`] with the config files in `confd`.
+pub fn confd_problems(workdir: &Path, confd: &Path) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    let own = confd == confd_dir(workdir);
+    let confd = confd.to_path_buf();
+    let main_file = confd.join(MAIN_CONF_NAME);
+    if own && !workdir.is_dir() {
         let d = Diagnostic::new(
             workdir,
             "",
@@ -140,11 +146,12 @@ pub fn workdir_problems(workdir: &Path) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
         return (vec![d], Vec::new());
     }
     if !confd.is_dir() {
-        let d = Diagnostic::new(
-            &confd,
-            "",
-            "conf.d does not exist in the work dir: is --workdir the install directory? `datakit run` creates it with the default datakit.conf",
-        );
+        let message = if own {
+            "conf.d does not exist in the work dir: is --workdir the install directory? `datakit run` creates it with the default datakit.conf"
+        } else {
+            "the config dir does not exist: pass --config-dir DIR, the directory holding datakit.conf and the inputs' .conf files"
+        };
+        let d = Diagnostic::new(&confd, "", message);
         return (vec![d], Vec::new());
     }
     if !main_file.exists() {
@@ -157,6 +164,7 @@ pub fn workdir_problems(workdir: &Path) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     }
     (Vec::new(), Vec::new())
 }
+
 /// Loads `<workdir>/conf.d/datakit.conf` and every `<workdir>/conf.d/**/*.conf`, validates all of
 /// it with the families' validators, and returns the plan or EVERY problem found.
 ///
@@ -200,8 +208,20 @@ pub fn inspect(
     env: &dyn Env,
     probe: &dyn HostProbe,
 ) -> Report {
+    inspect_confd(workdir, &confd_dir(workdir), families, env, probe)
+}
+
+/// [`inspect`] with the config files in `confd` instead of `<workdir>/conf.d`
+/// (`datakit check --config --config-dir DIR`); paths in them still resolve against `workdir`.
+pub fn inspect_confd(
+    workdir: &Path,
+    confd: &Path,
+    families: &[&dyn Family],
+    env: &dyn Env,
+    probe: &dyn HostProbe,
+) -> Report {
     let mut sink = Sink::default();
-    let main_file = main_conf_path(workdir);
+    let main_file = confd.join(MAIN_CONF_NAME);
 
     let text = match std::fs::read(&main_file) {
         Ok(bytes) => match String::from_utf8(bytes) {
@@ -231,7 +251,7 @@ pub fn inspect(
     main.resolve(workdir, &main_file, env, probe, &mut sink);
 
     let defaults = Defaults::from_list(&main.default_enabled_inputs);
-    let files = confd::find_conf_files(&confd_dir(workdir), &mut sink);
+    let files = confd::find_conf_files(confd, &mut sink);
     let mut loader = Loader::new(families, env, &defaults);
     loader.load_files(&files, &mut sink);
     loader.load_default_samples(&main_file, &mut sink);
