@@ -37,41 +37,95 @@ fn print_err(text: &str) {
     let _ = err.write_all(b"\n");
 }
 
-fn load(workdir: &Path) -> Result<Loaded, dk_config::ConfigErrors> {
-    let families = families::all();
-    dk_config::load(workdir, &families, &ProcessEnv)
-}
+/// The config, or (errors, warnings).
+type Problems = (Vec<dk_config::Diagnostic>, Vec<dk_config::Diagnostic>);
 
-fn report_config_errors(errors: &dk_config::ConfigErrors) {
-    print_err(&format!("{} configuration problem(s):", errors.0.len()));
-    for d in &errors.0 {
-        print_err(&format!("  {d}"));
+fn load(workdir: &Path) -> Result<Loaded, Problems> {
+    let families = families::all();
+    let report = dk_config::inspect(workdir, &families, &ProcessEnv, &dk_config::SystemProbe);
+    if report.errors.is_empty() {
+        Ok(Loaded {
+            main: report.main,
+            plan: report.plan,
+            warnings: report.warnings,
+            listeners: report.listeners,
+        })
+    } else {
+        Err((report.errors, report.warnings))
     }
 }
 
-/// `datakit check --config`: the same validation as `run`, without starting anything.
-pub fn check(workdir: &Path) -> ExitCode {
-    match load(workdir) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                print_err(&format!("warning: {w}"));
-            }
-            let inputs: usize = loaded.plan.families.values().map(|f| f.inputs.len()).sum();
+/// Prints every error, then every warning, each group counted (warnings are never hidden
+/// behind errors).
+fn report_problems(errors: &[dk_config::Diagnostic], warnings: &[dk_config::Diagnostic]) {
+    if !errors.is_empty() {
+        print_err(&format!("{} configuration problem(s):", errors.len()));
+        for d in errors {
+            print_err(&format!("  {d}"));
+        }
+    }
+    if !warnings.is_empty() {
+        print_err(&format!("{} warning(s):", warnings.len()));
+        for d in warnings {
+            print_err(&format!("  {d}"));
+        }
+    }
+}
+
+/// Whether an agent is running with this work dir (it holds `.pid` locked).
+fn agent_running(workdir: &Path) -> bool {
+    std::fs::File::open(workdir.join(".pid")).is_ok_and(|f| f.try_lock_shared().is_err())
+}
+
+/// Binds (and releases at once) every socket the config asks for; each busy one is a problem
+/// naming its file, key and address.
+fn probe_listeners(origins: &[dk_config::ListenerOrigin]) -> Vec<dk_config::Diagnostic> {
+    origins
+        .iter()
+        .filter(|o| !o.spec.optional)
+        .filter_map(|o| listeners::probe(&o.spec).err().map(|e| (o, e)))
+        .map(|(o, e)| dk_config::Diagnostic::new(&o.file, &o.key, e.to_string()).locate())
+        .collect()
+}
+
+/// `datakit check --config`: the same validation as `run`, without starting anything; every
+/// port the agent would bind is probed (unless an agent runs with this work dir).
+pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
+    let confd = config_dir.map_or_else(|| dk_config::confd_dir(workdir), Path::to_path_buf);
+    let (mut errors, mut warnings) = dk_config::confd_problems(workdir, &confd);
+    let mut summary = String::new();
+    if errors.is_empty() {
+        let families = families::all();
+        let report = dk_config::inspect_confd(
+            workdir,
+            &confd,
+            &families,
+            &ProcessEnv,
+            &dk_config::SystemProbe,
+        );
+        errors.extend(report.errors);
+        warnings.extend(report.warnings);
+        if agent_running(workdir) {
             print_err(&format!(
-                "configuration OK: {} famil{} with {inputs} input instance(s)",
-                loaded.plan.families.len(),
-                if loaded.plan.families.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                }
+                "an agent is running with work dir {}; its ports were not probed",
+                workdir.display()
             ));
-            ExitCode::SUCCESS
+        } else {
+            errors.extend(probe_listeners(&report.listeners));
         }
-        Err(errors) => {
-            report_config_errors(&errors);
-            ExitCode::from(EXIT_CONFIG)
-        }
+        let inputs: usize = report.plan.families.values().map(|f| f.inputs.len()).sum();
+        let n = report.plan.families.len();
+        summary = format!(
+            "configuration OK: {n} famil{} with {inputs} input instance(s)",
+            if n == 1 { "y" } else { "ies" }
+        );
+    }
+    report_problems(&errors, &warnings);
+    if errors.is_empty() {
+        print_err(&summary);
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
     }
 }
 
@@ -173,14 +227,21 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     }
     let loaded = match load(&workdir) {
         Ok(l) => l,
-        Err(errors) => {
-            report_config_errors(&errors);
+        Err((errors, warnings)) => {
+            report_problems(&errors, &warnings);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let log_dest =
         log_override.unwrap_or_else(|| default_log_path(&workdir, &loaded.main.logging.log));
     let _guard = logging::init_supervisor(&log_dest, &loaded.main.logging.level);
+    tracing::info!(
+        workdir = %workdir.display(),
+        log = %log_dest,
+        "Starting datakit {} with work dir {}.",
+        dk_proto::DATAKIT_VERSION,
+        workdir.display()
+    );
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -197,6 +258,11 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     };
     match rt.block_on(supervise(workdir, loaded)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<BindFailed>().is_some() => {
+            tracing::error!("{e:#}");
+            print_err(&format!("{e:#}"));
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             print_err(&format!("datakit: {e:#}"));
@@ -360,6 +426,58 @@ fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
     listeners::resolve(listen).map_err(|e| anyhow::anyhow!("[http_api] listen: {e}"))
 }
 
+/// Sockets that could not be bound at start: `run` exits with `EX_CONFIG` (78).
+#[derive(Debug, thiserror::Error)]
+#[error("{} listening socket(s) could not be bound; nothing was started:\n  {}", .0.len(), .0.join("\n  "))]
+struct BindFailed(Vec<String>);
+
+/// Binds the API and every input listener, or reports every one that failed (naming its file,
+/// line and key) and keeps none of them bound.
+async fn bind_everything(
+    loaded: &Loaded,
+) -> anyhow::Result<(tokio::net::TcpListener, listeners::Bound)> {
+    let main = &loaded.main;
+    let named = |address: &str, message: String| match loaded
+        .listeners
+        .iter()
+        .find(|o| o.spec.address == address)
+    {
+        Some(o) => dk_config::Diagnostic::new(&o.file, &o.key, message)
+            .locate()
+            .to_string(),
+        None => message,
+    };
+    let api = match resolve_listen(&main.http_api.listen) {
+        Ok(addr) => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            named(
+                main.http_api.listen.trim(),
+                format!(
+                    "cannot listen on {addr} ({:?}): {e}; free the port or change the key",
+                    main.http_api.listen
+                ),
+            )
+        }),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let all_specs: Vec<_> = loaded
+        .plan
+        .families
+        .values()
+        .flat_map(|f| f.listeners.clone())
+        .collect();
+    let bound = listeners::bind_all(&all_specs);
+    match (api, bound) {
+        (Ok(api), Ok(bound)) => Ok((api, bound)),
+        (api, bound) => {
+            let mut problems: Vec<String> = api.err().into_iter().collect();
+            if let Err(errors) = bound {
+                problems.extend(errors.iter().map(|e| named(&e.address, e.to_string())));
+            }
+            Err(BindFailed(problems).into())
+        }
+    }
+}
+
 struct Running {
     handles: BTreeMap<String, FamilyHandle>,
     bound: BTreeMap<String, BoundListener>,
@@ -404,8 +522,12 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let main = loaded.main.clone();
     let hostname = main.hostname.clone();
     match crate::limits::raise_nofile(main.ulimit) {
-        Ok((soft, _)) if soft < main.ulimit => tracing::warn!(
+        Ok((soft, _)) if soft < main.ulimit && main.ulimit_set => tracing::warn!(
             "ulimit = {} is above what this process may open ({soft} files); raise the hard limit (LimitNOFILE in the service unit) or lower ulimit",
+            main.ulimit
+        ),
+        Ok((soft, _)) if soft < main.ulimit => tracing::info!(
+            "Open-files limit: {soft} (the hard limit; the default ulimit {} is above it).",
             main.ulimit
         ),
         Ok(_) => {}
@@ -415,36 +537,16 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
 
     // One agent per work dir; then bind everything: any failure is reported before a worker starts.
     let _pid_lock = lock_pid_file(&workdir)?;
-    let api_addr = resolve_listen(&main.http_api.listen)?;
-    let api_listener = tokio::net::TcpListener::bind(api_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "[http_api] listen = {:?}: cannot bind {api_addr}; free the port or change the key",
-                main.http_api.listen
-            )
-        })?;
-    let all_specs: Vec<_> = loaded
-        .plan
-        .families
-        .values()
-        .flat_map(|f| f.listeners.clone())
-        .collect();
-    let bound = listeners::bind_all(&all_specs).map_err(|errors| {
-        anyhow::anyhow!(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let (api_listener, bound) = bind_everything(&loaded).await?;
+    let api_addr = api_listener.local_addr()?;
     let run_dir = workdir.join("run");
     let rpc = RpcSockets::bind(&run_dir)
         .with_context(|| format!("cannot create the RPC sockets in {}", run_dir.display()))?;
 
     let mut registry = Registry::default();
     let sup_metrics = SupervisorMetrics::new(&mut registry);
+    let uptime_labels = crate::metrics::UptimeLabels::new(&hostname, &main.resource_limit);
+    tokio::spawn(sup_metrics.clone().sample_process());
     let last_errors = LastErrors::new(&mut registry);
     record_bind_warnings(&bound.warnings, &last_errors);
     let api_metrics = ApiMetrics::new(&mut registry);
@@ -562,7 +664,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => { let _ = reload_tx.try_send(()); }
-            _ = uptime.tick() => { sup_metrics.uptime.set(started.elapsed().as_secs() as i64); }
+            _ = uptime.tick() => { sup_metrics.uptime.get_or_create(&uptime_labels).set(started.elapsed().as_secs() as i64); }
             Some(()) = reload_rx.recv() => {
                 // Let a burst of editor writes settle, then re-validate once.
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -665,7 +767,7 @@ async fn reload(r: &Reloader<'_>, old: Plan, running: &mut Running) -> Plan {
     } = *r;
     let loaded = match load(workdir) {
         Ok(l) => l,
-        Err(errors) => return reject(old, &errors.0, last_errors, metrics),
+        Err((errors, _)) => return reject(old, &errors, last_errors, metrics),
     };
     for w in &loaded.warnings {
         tracing::warn!("{w}");

@@ -200,19 +200,55 @@ fn prepare_unix_path(path: &Path, kind: ListenerKind) -> Result<(), String> {
             path.display()
         ));
     }
-    let served = match kind {
-        ListenerKind::UnixStream => std::os::unix::net::UnixStream::connect(path).is_ok(),
-        _ => UnixDatagram::unbound()
-            .and_then(|s| s.connect(path))
-            .is_ok(),
-    };
-    if served {
+    if served(path, kind) {
         return Err(format!(
             "{} is a socket another running program serves; stop it or choose another path",
             path.display()
         ));
     }
     std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket: {e}"))
+}
+
+/// Whether a running program answers on the Unix socket at `path`.
+fn served(path: &Path, kind: ListenerKind) -> bool {
+    match kind {
+        ListenerKind::UnixStream => std::os::unix::net::UnixStream::connect(path).is_ok(),
+        _ => UnixDatagram::unbound()
+            .and_then(|s| s.connect(path))
+            .is_ok(),
+    }
+}
+
+/// `datakit check`: whether `spec` could be bound now. IP sockets are bound and released at
+/// once; a Unix path is only inspected (a file that is not a socket, or a socket another
+/// program serves, is a problem), so checking never creates or deletes files.
+///
+/// # Errors
+/// [`BindError`] naming the address, as [`bind`] would report it.
+pub fn probe(spec: &ListenSpec) -> Result<(), BindError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    match spec.kind {
+        ListenerKind::Tcp | ListenerKind::Udp => bind(spec).map(drop),
+        ListenerKind::UnixDatagram | ListenerKind::UnixStream => {
+            let path = Path::new(unix_path(&spec.address));
+            let fail = |reason: String| BindError {
+                address: spec.address.clone(),
+                kind: spec.kind,
+                reason,
+            };
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if !m.file_type().is_socket() => Err(fail(format!(
+                    "{} exists and is not a socket: move it away or choose another path",
+                    path.display()
+                ))),
+                Ok(_) if served(path, spec.kind) => Err(fail(format!(
+                    "{} is a socket another running program serves; stop it or choose another path",
+                    path.display()
+                ))),
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// Binds one listen spec: every socket it asks for.
@@ -313,6 +349,31 @@ mod tests {
         let addr = holder.local_addr().unwrap().to_string();
         let err = bind(&ListenSpec::new(format!("tcp://{addr}"), ListenerKind::Tcp)).unwrap_err();
         assert!(err.to_string().contains(&addr), "{err}");
+    }
+
+    #[test]
+    fn probing_finds_a_busy_port_and_leaves_a_free_one_free() {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = holder.local_addr().unwrap().to_string();
+        let err = probe(&ListenSpec::new(format!("tcp://{busy}"), ListenerKind::Tcp)).unwrap_err();
+        assert!(err.to_string().contains(&busy), "{err}");
+
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        probe(&ListenSpec::new(free_addr.clone(), ListenerKind::Tcp)).unwrap();
+        // Released: the agent can bind it after the check.
+        TcpListener::bind(&free_addr).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let served = UnixListener::bind(&sock).unwrap();
+        let spec = ListenSpec::new(sock.display().to_string(), ListenerKind::UnixStream);
+        assert!(probe(&spec).is_err());
+        drop(served);
+        std::fs::remove_file(&sock).unwrap();
+        probe(&spec).unwrap();
+        assert!(!sock.exists(), "probing creates no socket file");
     }
 
     #[test]

@@ -28,7 +28,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "datakit", version = dk_proto::DATAKIT_VERSION, about = "Host observability agent, compatible with Guance Datakit")]
+#[command(
+    name = "datakit",
+    version = dk_proto::DATAKIT_VERSION,
+    about = "Host observability agent, compatible with Guance Datakit",
+    after_help = "With no command, datakit runs the agent from the work dir /usr/local/datakit \
+(as `datakit run --workdir /usr/local/datakit`), the way the datakit service starts it. \
+Use `datakit run --workdir DIR` to run from another directory."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -53,6 +60,9 @@ enum Cmd {
         /// The install directory holding conf.d/.
         #[arg(long, default_value = "/usr/local/datakit")]
         workdir: PathBuf,
+        /// Check the datakit.conf and *.conf files in this directory instead of WORKDIR/conf.d.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
     },
     /// Run one input family's worker (started by the supervisor; not for direct use).
     #[command(hide = true)]
@@ -75,7 +85,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Run { workdir, log }) => app::run(workdir, log),
         None => app::run(PathBuf::from("/usr/local/datakit"), None),
-        Some(Cmd::Check { config: _, workdir }) => app::check(&workdir),
+        Some(Cmd::Check {
+            config: _,
+            workdir,
+            config_dir,
+        }) => app::check(&workdir, config_dir.as_deref()),
         Some(Cmd::Worker {
             family,
             run_dir,

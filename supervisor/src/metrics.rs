@@ -1,5 +1,10 @@
-//! The supervisor's own metrics (worker lifecycle and RPC), registered once at start-up.
+//! The supervisor's own metrics (worker lifecycle and RPC, and Datakit's process self metrics:
+//! CPU, memory, open files, uptime), registered once at start-up.
 
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,8 +29,153 @@ pub struct SupervisorMetrics {
     pub push_latency: Family<FamilyLabel, Histogram>,
     /// `datakit_config_reload_total{result}`.
     pub reloads: Family<[(&'static str, String); 1], Counter>,
-    /// `datakit_uptime_seconds`.
-    pub uptime: Gauge,
+    /// `datakit_uptime_seconds{...}` with Datakit's labels (one series).
+    pub uptime: Family<UptimeLabels, Gauge>,
+    /// `datakit_cpu_usage`: CPU used by the supervisor process, percent of one core.
+    pub cpu_usage: Gauge<f64, AtomicU64>,
+    /// `datakit_cpu_cores`: CPUs this process may run on.
+    pub cpu_cores: Gauge,
+    /// `datakit_open_files`: file descriptors the supervisor holds.
+    pub open_files: Gauge,
+    /// `datakit_heap_alloc_bytes`: resident anonymous memory (heap and stacks, `RssAnon`).
+    pub heap_alloc: Gauge,
+    /// `datakit_sys_alloc_bytes`: resident memory of the supervisor (`VmRSS`).
+    pub sys_alloc: Gauge,
+}
+
+/// The labels of Datakit 1.84's `datakit_uptime_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UptimeLabels {
+    /// Always `false`: no self-upgrade.
+    pub auto_update: String,
+    /// `true` when running in a container (`/.dockerenv` exists).
+    pub docker: String,
+    /// The host name the agent reports.
+    pub hostname: String,
+    /// Always `false`: there is no lite build.
+    pub lite: String,
+    /// Always `false`: there is no eLinker build.
+    pub elinker: String,
+    /// `[resource_limit]` as applied: `path:/datakit,cpu:2.0,mem:4096MB`, or `-` when off.
+    pub resource_limit: String,
+    /// Datakit version this agent is compatible with.
+    pub version: String,
+    /// The build identity (crate version and git commit).
+    pub build_at: String,
+    /// Unknown at build time: empty.
+    pub branch: String,
+    /// `linux/x86_64`.
+    pub os_arch: String,
+}
+
+impl UptimeLabels {
+    /// The labels for this process.
+    pub fn new(hostname: &str, limit: &dk_config::ResourceLimit) -> Self {
+        let no = || "false".to_string();
+        UptimeLabels {
+            auto_update: no(),
+            docker: std::path::Path::new("/.dockerenv").exists().to_string(),
+            hostname: hostname.to_string(),
+            lite: no(),
+            elinker: no(),
+            resource_limit: if limit.enable {
+                format!(
+                    "path:{},cpu:{:.1},mem:{}MB",
+                    limit.path, limit.cpu_cores, limit.mem_max_mb
+                )
+            } else {
+                "-".into()
+            },
+            version: dk_proto::DATAKIT_VERSION.to_string(),
+            build_at: dk_proto::build_id(),
+            branch: String::new(),
+            os_arch: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        }
+    }
+}
+
+/// One reading of this process from `/proc/self`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcSample {
+    /// User plus system CPU seconds since the process started.
+    pub cpu_seconds: f64,
+    /// Open file descriptors.
+    pub open_files: u64,
+    /// `VmRSS` in bytes.
+    pub rss: u64,
+    /// `RssAnon` in bytes.
+    pub rss_anon: u64,
+}
+
+/// User plus system CPU seconds from a `/proc/<pid>/stat` line (`ticks` per second).
+pub fn stat_cpu_seconds(stat: &str, ticks: f64) -> Option<f64> {
+    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / ticks)
+}
+
+/// Reads this process's CPU time, open files and memory from `/proc/self` (blocking; a few
+/// small reads: call it from a blocking thread).
+///
+/// # Errors
+/// When `/proc/self` cannot be read.
+pub fn read_self() -> std::io::Result<ProcSample> {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .map_or(100.0, |t| t as f64);
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let pid = std::process::id();
+    Ok(ProcSample {
+        cpu_seconds: stat_cpu_seconds(&stat, ticks).unwrap_or(0.0),
+        open_files: std::fs::read_dir("/proc/self/fd")?.count() as u64,
+        rss: dk_worker::worker::status_bytes(pid, "VmRSS").unwrap_or(0),
+        rss_anon: dk_worker::worker::status_bytes(pid, "RssAnon").unwrap_or(0),
+    })
+}
+
+/// CPU percent (100 = one core busy) between two CPU-time readings `wall` apart.
+pub fn cpu_percent(before: f64, after: f64, wall: Duration) -> f64 {
+    let wall = wall.as_secs_f64();
+    if wall <= 0.0 {
+        return 0.0;
+    }
+    ((after - before).max(0.0) / wall * 100.0).max(0.0)
+}
+
+/// How often the process self metrics are read from `/proc`.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+impl SupervisorMetrics {
+    /// Reads `/proc/self` every [`SAMPLE_EVERY`] (on a blocking thread) and sets the process
+    /// self metrics; runs until the runtime stops.
+    pub async fn sample_process(self) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.cpu_cores.set(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as i64,
+        );
+        let mut last: Option<(Instant, f64)> = None;
+        loop {
+            tick.tick().await;
+            let Ok(Ok(s)) = tokio::task::spawn_blocking(read_self).await else {
+                continue;
+            };
+            let now = Instant::now();
+            if let Some((at, cpu)) = last {
+                self.cpu_usage
+                    .set(cpu_percent(cpu, s.cpu_seconds, now.duration_since(at)));
+            }
+            last = Some((now, s.cpu_seconds));
+            self.open_files.set(s.open_files as i64);
+            self.sys_alloc.set(s.rss as i64);
+            self.heap_alloc.set(s.rss_anon as i64);
+        }
+    }
 }
 
 impl SupervisorMetrics {
@@ -40,7 +190,12 @@ impl SupervisorMetrics {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
             }),
             reloads: Family::default(),
-            uptime: Gauge::default(),
+            uptime: Family::default(),
+            cpu_usage: Gauge::default(),
+            cpu_cores: Gauge::default(),
+            open_files: Gauge::default(),
+            heap_alloc: Gauge::default(),
+            sys_alloc: Gauge::default(),
         };
         registry.register(
             "datakit_worker_restarts",
@@ -74,8 +229,33 @@ impl SupervisorMetrics {
         );
         registry.register(
             "datakit_uptime_seconds",
-            "Seconds since the supervisor started",
+            "Datakit uptime: seconds since the supervisor started",
             m.uptime.clone(),
+        );
+        registry.register(
+            "datakit_cpu_usage",
+            "Datakit CPU usage(%): the supervisor process, 100 = one core",
+            m.cpu_usage.clone(),
+        );
+        registry.register(
+            "datakit_cpu_cores",
+            "Datakit CPU cores",
+            m.cpu_cores.clone(),
+        );
+        registry.register(
+            "datakit_open_files",
+            "Datakit open files: descriptors held by the supervisor process",
+            m.open_files.clone(),
+        );
+        registry.register(
+            "datakit_heap_alloc_bytes",
+            "Datakit memory heap bytes: resident anonymous memory (RssAnon) of the supervisor",
+            m.heap_alloc.clone(),
+        );
+        registry.register(
+            "datakit_sys_alloc_bytes",
+            "Datakit memory system bytes: resident memory (VmRSS) of the supervisor",
+            m.sys_alloc.clone(),
         );
         m
     }
@@ -90,5 +270,87 @@ impl SupervisorMetrics {
     /// The label set of a family.
     pub fn family(family: &str) -> FamilyLabel {
         [("family", family.to_string())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_come_from_utime_and_stime_after_the_command_name() {
+        // A command name with a space and a parenthesis must not shift the fields.
+        let stat =
+            "4242 (data kit) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
+        assert_eq!(stat_cpu_seconds(stat, 100.0), Some(3.0));
+        assert_eq!(stat_cpu_seconds("garbage", 100.0), None);
+    }
+
+    #[test]
+    fn cpu_percent_is_cpu_time_over_wall_time() {
+        assert_eq!(cpu_percent(1.0, 1.5, Duration::from_secs(1)), 50.0);
+        assert_eq!(cpu_percent(1.0, 3.0, Duration::from_secs(1)), 200.0);
+        assert_eq!(cpu_percent(2.0, 1.0, Duration::from_secs(1)), 0.0);
+        assert_eq!(cpu_percent(1.0, 2.0, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn reading_this_process_counts_its_files_memory_and_cpu_time() {
+        let before = read_self().unwrap();
+        let held: Vec<std::fs::File> = (0..8)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        // Burn some CPU so the reading moves.
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = read_self().unwrap();
+        assert!(
+            after.open_files >= before.open_files + 8,
+            "{before:?} {after:?}"
+        );
+        drop(held);
+        assert!(
+            after.cpu_seconds > before.cpu_seconds,
+            "{before:?} {after:?}"
+        );
+        assert!(after.rss > 1 << 20, "{after:?}");
+        assert!(
+            after.rss_anon > 0 && after.rss_anon <= after.rss,
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn uptime_has_datakits_labels_in_one_series() {
+        let mut registry = Registry::default();
+        let m = SupervisorMetrics::new(&mut registry);
+        let limit = dk_config::ResourceLimit::default();
+        m.uptime
+            .get_or_create(&UptimeLabels::new("h1", &limit))
+            .set(5);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("datakit_uptime_seconds{"))
+            .unwrap();
+        for label in [
+            "auto_update=\"false\"",
+            "hostname=\"h1\"",
+            "lite=",
+            "elinker=",
+            "resource_limit=\"path:/datakit,cpu:2.0,mem:4096MB\"",
+            "version=\"1.84.1\"",
+            "build_at=",
+            "branch=",
+            "os_arch=",
+            "docker=",
+        ] {
+            assert!(line.contains(label), "{label} in {line}");
+        }
+        assert!(line.ends_with(" 5"), "{line}");
     }
 }

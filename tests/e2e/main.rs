@@ -11,5 +11,6 @@ mod graphite;
 mod inputs;
 mod lifecycle;
 mod logging;
+mod operator;
 mod sinks;
 mod statsd;

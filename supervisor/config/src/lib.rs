@@ -65,6 +65,8 @@ pub struct Loaded {
     pub plan: Plan,
     /// Problems that do not stop the agent (unserved inputs, deprecated keys...).
     pub warnings: Vec<Diagnostic>,
+    /// Every socket the config asks for and who asks (to name them when binding fails).
+    pub listeners: Vec<ListenerOrigin>,
 }
 
 /// What every family runs: only families with at least one input appear.
@@ -108,6 +110,59 @@ pub struct Report {
     pub errors: Vec<Diagnostic>,
     /// Problems that do not.
     pub warnings: Vec<Diagnostic>,
+    /// Every socket the config asks for (`[http_api] listen` first) and who asks.
+    pub listeners: Vec<ListenerOrigin>,
+}
+
+/// A socket the config asks for, and the file and key that ask for it.
+#[derive(Clone, Debug)]
+pub struct ListenerOrigin {
+    /// The address and transport.
+    pub spec: ListenSpec,
+    /// The config file.
+    pub file: PathBuf,
+    /// The key in it (`http_api.listen`, `inputs.statsd[0]`).
+    pub key: String,
+}
+
+/// Problems with the work dir itself, for `datakit check`: a missing work dir or `conf.d`
+/// would make `check` judge only built-in defaults. (A missing `datakit.conf` is a warning:
+/// `datakit run` writes the default one.)
+pub fn workdir_problems(workdir: &Path) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    confd_problems(workdir, &confd_dir(workdir))
+}
+
+/// [`workdir_problems`] with the config files in `confd`.
+pub fn confd_problems(workdir: &Path, confd: &Path) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    let own = confd == confd_dir(workdir);
+    let confd = confd.to_path_buf();
+    let main_file = confd.join(MAIN_CONF_NAME);
+    if own && !workdir.is_dir() {
+        let d = Diagnostic::new(
+            workdir,
+            "",
+            "the work dir does not exist: pass --workdir DIR (the install directory holding conf.d/), or run `datakit run --workdir DIR` once to create it with the default datakit.conf",
+        );
+        return (vec![d], Vec::new());
+    }
+    if !confd.is_dir() {
+        let message = if own {
+            "conf.d does not exist in the work dir: is --workdir the install directory? `datakit run` creates it with the default datakit.conf"
+        } else {
+            "the config dir does not exist: pass --config-dir DIR, the directory holding datakit.conf and the inputs' .conf files"
+        };
+        let d = Diagnostic::new(&confd, "", message);
+        return (vec![d], Vec::new());
+    }
+    if !main_file.exists() {
+        let d = Diagnostic::new(
+            &main_file,
+            "",
+            "datakit.conf is missing: checked with the built-in default; `datakit run` writes it on first start",
+        );
+        return (Vec::new(), vec![d]);
+    }
+    (Vec::new(), Vec::new())
 }
 
 /// Loads `<workdir>/conf.d/datakit.conf` and every `<workdir>/conf.d/**/*.conf`, validates all of
@@ -139,6 +194,7 @@ pub fn load_with(
             main: report.main,
             plan: report.plan,
             warnings: report.warnings,
+            listeners: report.listeners,
         })
     } else {
         Err(ConfigErrors(report.errors))
@@ -152,8 +208,20 @@ pub fn inspect(
     env: &dyn Env,
     probe: &dyn HostProbe,
 ) -> Report {
+    inspect_confd(workdir, &confd_dir(workdir), families, env, probe)
+}
+
+/// [`inspect`] with the config files in `confd` instead of `<workdir>/conf.d`
+/// (`datakit check --config --config-dir DIR`); paths in them still resolve against `workdir`.
+pub fn inspect_confd(
+    workdir: &Path,
+    confd: &Path,
+    families: &[&dyn Family],
+    env: &dyn Env,
+    probe: &dyn HostProbe,
+) -> Report {
     let mut sink = Sink::default();
-    let main_file = main_conf_path(workdir);
+    let main_file = confd.join(MAIN_CONF_NAME);
 
     let text = match std::fs::read(&main_file) {
         Ok(bytes) => match String::from_utf8(bytes) {
@@ -183,21 +251,74 @@ pub fn inspect(
     main.resolve(workdir, &main_file, env, probe, &mut sink);
 
     let defaults = Defaults::from_list(&main.default_enabled_inputs);
-    let files = confd::find_conf_files(&confd_dir(workdir), &mut sink);
+    let files = confd::find_conf_files(confd, &mut sink);
     let mut loader = Loader::new(families, env, &defaults);
     loader.load_files(&files, &mut sink);
     loader.load_default_samples(&main_file, &mut sink);
     loader.report_disabled(&main_file, &mut sink);
 
     check_listener_clashes(&loader.instances, &main, &main_file, &mut sink);
+    let listeners = listener_origins(&loader.instances, &main, &main_file);
     let plan = build_plan(loader.instances);
+    add_lines(&mut sink);
 
     Report {
         main,
         plan,
         errors: sink.errors,
         warnings: sink.warnings,
+        listeners,
     }
+}
+
+/// Adds the line of its key to every diagnostic whose file can be read and has the key.
+fn add_lines(sink: &mut Sink) {
+    let files: BTreeSet<PathBuf> = sink
+        .errors
+        .iter()
+        .chain(&sink.warnings)
+        .filter(|d| !d.key.is_empty())
+        .map(|d| d.file.clone())
+        .collect();
+    for file in files {
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        diag::add_lines(&mut sink.errors, &file, text);
+        diag::add_lines(&mut sink.warnings, &file, text);
+    }
+}
+
+/// Every socket the config asks for, with the file and key that asks (for `check`'s port probe).
+fn listener_origins(
+    instances: &[Instance],
+    main: &MainConfig,
+    main_file: &Path,
+) -> Vec<ListenerOrigin> {
+    let mut out = Vec::new();
+    if let Ok(addr) = ListenAddr::parse(&main.http_api.listen) {
+        let kind = match addr {
+            ListenAddr::Unix(_) => dk_proto::rpc::ListenerKind::UnixStream,
+            ListenAddr::Tcp { .. } => dk_proto::rpc::ListenerKind::Tcp,
+        };
+        out.push(ListenerOrigin {
+            spec: ListenSpec::new(main.http_api.listen.trim(), kind),
+            file: main_file.to_path_buf(),
+            key: "http_api.listen".into(),
+        });
+    }
+    for inst in instances {
+        for l in &inst.listeners {
+            out.push(ListenerOrigin {
+                spec: l.clone(),
+                file: inst.file.clone(),
+                key: inst.key.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Writes `conf.d/datakit.conf` from the built-in sample if it does not exist (first start on

@@ -60,6 +60,9 @@ pub struct MainConfig {
     /// The resolved host name (`[environments] ENV_HOSTNAME`, env `ENV_HOSTNAME`, OS).
     #[serde(skip)]
     pub hostname: String,
+    /// Whether the file sets `ulimit` (a default above the hard limit is clamped silently).
+    #[serde(skip)]
+    pub ulimit_set: bool,
 }
 
 impl Default for MainConfig {
@@ -71,6 +74,7 @@ impl Default for MainConfig {
             pprof_listen: "localhost:6060".into(),
             protect_mode: true,
             ulimit: 64000,
+            ulimit_set: false,
             http_api: HttpApi::default(),
             dataway: Dataway::default(),
             io: Io::default(),
@@ -591,9 +595,19 @@ impl MainConfig {
         };
         migrate_legacy(&mut table, file, sink);
         let other = take_ignored(&mut table, file, sink);
+        let pprof_on = table.get("enable_pprof") == Some(&toml::Value::Boolean(true));
+        let ulimit_set = table.contains_key("ulimit");
         let (mut cfg, clean) = lenient::decode::<MainConfig>(table, file, "", sink);
         lenient::warn_unknown(&cfg, &clean, file, "", sink);
         cfg.other = other;
+        cfg.ulimit_set = ulimit_set;
+        if pprof_on {
+            sink.warn(
+                file,
+                "enable_pprof",
+                "pprof is not served by this agent (nothing listens on pprof_listen); use /metrics on the HTTP API for the agent's own CPU, memory and open files, and set enable_pprof = false to silence this",
+            );
+        }
         cfg.check(file, sink);
         cfg
     }

@@ -195,7 +195,13 @@ fn loads_datakit_defaults_when_there_are_no_files() {
         .iter()
         .map(String::as_str)
         .collect();
-    assert_eq!(listed, DATAKIT_DEFAULT_ENABLED_INPUTS);
+    // Datakit's list without host_processes, which this build does not serve.
+    let datakit_served: Vec<&str> = DATAKIT_DEFAULT_ENABLED_INPUTS
+        .iter()
+        .copied()
+        .filter(|n| *n != "host_processes")
+        .collect();
+    assert_eq!(listed, datakit_served);
     // cpu and mem come from the samples; disk has none; the rest are not served.
     assert_eq!(input_names(&loaded.plan, "host"), ["cpu", "mem"]);
     assert!(!loaded.plan.families.contains_key("statsd"));
@@ -205,12 +211,112 @@ fn loads_datakit_defaults_when_there_are_no_files() {
         "default_enabled_inputs[1]",
         "no built-in sample"
     ));
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("host_processes") || w.key == "enable_pprof"),
+        "{:#?}",
+        loaded.warnings
+    );
+    assert!(!m.ulimit_set, "the sample leaves ulimit to its default");
+}
+
+#[test]
+fn a_datakit_conf_listing_an_unserved_default_input_warns_about_it() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = [\"cpu\", \"host_processes\"]\n",
+    )]);
+    let loaded = load_ok(dir.path(), &no_env());
     assert!(has(
         &loaded.warnings,
         "datakit.conf",
-        "default_enabled_inputs[3]",
+        "default_enabled_inputs[1]",
         "input host_processes is a Datakit input this build does not serve yet; it is ignored"
     ));
+}
+
+#[test]
+fn enable_pprof_true_warns_naming_the_key_and_ulimit_set_is_recorded() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\nenable_pprof = true\nulimit = 1000\n",
+    )]);
+    let loaded = load_ok(dir.path(), &no_env());
+    let w = loaded
+        .warnings
+        .iter()
+        .find(|w| w.key == "enable_pprof")
+        .expect("a warning about enable_pprof");
+    assert!(w.message.contains("pprof is not served"), "{w}");
+    assert_eq!(w.line, Some(2), "{w}");
+    assert!(
+        w.to_string().contains("datakit.conf:2: enable_pprof: "),
+        "{w}"
+    );
+    assert!(loaded.main.ulimit_set);
+    assert_eq!(loaded.main.ulimit, 1000);
+
+    let quiet = workdir(&[("datakit.conf", "default_enabled_inputs = []\n")]);
+    let loaded = load_ok(quiet.path(), &no_env());
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    assert!(!loaded.main.ulimit_set);
+}
+
+#[test]
+fn errors_in_conf_d_files_carry_the_line_of_their_key() {
+    let dir = workdir(&[
+        (
+            "datakit.conf",
+            "default_enabled_inputs = []\n[io]\n  flush_interval = \"soon\"\n",
+        ),
+        (
+            "a.conf",
+            "# cpu\n[[inputs.cpu]]\n  interval = \"10s\"\n[[inputs.cpu]]\n  percpu = \"yes\"\n",
+        ),
+    ]);
+    let errs = load_err(dir.path());
+    let line_of = |suffix: &str, key: &str| {
+        errs.iter()
+            .find(|d| d.file.to_string_lossy().ends_with(suffix) && d.key == key)
+            .map(|d| d.line)
+    };
+    assert_eq!(
+        line_of("datakit.conf", "io.flush_interval"),
+        Some(Some(3)),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        line_of("a.conf", "inputs.cpu[1].percpu"),
+        Some(Some(5)),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn a_missing_work_dir_or_conf_d_is_an_error_and_a_missing_datakit_conf_a_warning() {
+    let (errors, _) = workdir_problems(Path::new("/nonexistent/datakit"));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.contains("work dir does not exist"),
+        "{}",
+        errors[0]
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (errors, _) = workdir_problems(dir.path());
+    assert!(
+        errors[0].message.contains("conf.d does not exist"),
+        "{}",
+        errors[0]
+    );
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
+    let (errors, warnings) = workdir_problems(dir.path());
+    assert!(errors.is_empty());
+    assert!(warnings[0].message.contains("datakit.conf is missing"));
+    assert!(ensure_main_conf(dir.path()).expect("writes"));
+    let (errors, warnings) = workdir_problems(dir.path());
+    assert!(errors.is_empty() && warnings.is_empty());
 }
 
 #[test]
@@ -646,11 +752,15 @@ fn builtin_sample_parses_with_no_problems_and_matches_the_defaults() {
         report.warnings
     );
 
+    // The sample differs from Datakit's code defaults only where this build serves nothing:
+    // no host_processes, no pprof.
     let mut expected = MainConfig {
         default_enabled_inputs: DATAKIT_DEFAULT_ENABLED_INPUTS
             .iter()
+            .filter(|n| **n != "host_processes")
             .map(|s| s.to_string())
             .collect(),
+        enable_pprof: false,
         ..MainConfig::default()
     };
     let mut sink = Sink::default();

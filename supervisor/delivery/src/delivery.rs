@@ -18,7 +18,9 @@ use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
 use crate::local::LocalFileSink;
-use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
+use crate::metrics::{
+    CategoryLabels, DropLabels, FeedLabels, FeedTimer, Metrics, QueueLabels, SinkLabels,
+};
 use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
 use dk_proto::normalize::{Limits, normalize};
@@ -253,6 +255,7 @@ impl Delivery {
             return Err(DeliveryError::Closed);
         }
         let cat_name = category.name();
+        let _timer = FeedTimer::start(&inner.metrics, cat_name, input);
         let fed = points.len();
         inner
             .metrics

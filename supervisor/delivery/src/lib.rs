@@ -10,6 +10,8 @@
 //!
 //! Metrics (registered by [`Delivery::start`]):
 //! - `datakit_io_feed_point_total{name,category}`: points fed, by input name.
+//! - `datakit_io_last_feed_timestamp_seconds{name,category}`: when the input last fed (Unix s).
+//! - `datakit_io_feed_cost_seconds{category,from}`: how long feeds took (`from` = input name).
 //! - `datakit_io_dropped_point_total{category,reason}`: points lost or refused; `reason` is the
 //!   normalisation warn type that made a point unusable, `busy` (a full `no_drop` queue refused
 //!   the feed; the caller may retry), `rejected` (a sink refused the batch for good),

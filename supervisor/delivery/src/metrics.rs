@@ -1,9 +1,12 @@
 //! Delivery's Prometheus metrics, named after Datakit's `datakit_io_*` family.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// `{name, category}`: the input that fed and the category.
@@ -11,6 +14,13 @@ use prometheus_client::registry::Registry;
 pub(crate) struct FeedLabels {
     pub(crate) name: String,
     pub(crate) category: &'static str,
+}
+
+/// `{category, from}`: Datakit's labels of `datakit_io_feed_cost_seconds` (`from` is the input).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FeedCostLabels {
+    pub(crate) category: &'static str,
+    pub(crate) from: String,
 }
 
 /// `{category, reason}`: why points were not taken.
@@ -42,7 +52,7 @@ pub(crate) struct QueueLabels {
 }
 
 /// The handles of every delivery metric (cheap to clone: each is an `Arc`).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Metrics {
     pub(crate) feed_points: Family<FeedLabels, Counter>,
     pub(crate) dropped_points: Family<DropLabels, Counter>,
@@ -52,6 +62,69 @@ pub(crate) struct Metrics {
     pub(crate) queue_bytes: Family<CategoryLabels, Gauge>,
     pub(crate) retries: Family<QueueLabels, Counter>,
     pub(crate) flushes: Family<CategoryLabels, Counter>,
+    pub(crate) last_feed: Family<FeedLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) feed_cost: Family<FeedCostLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            feed_points: Family::default(),
+            dropped_points: Family::default(),
+            sink_points: Family::default(),
+            queue_points: Family::default(),
+            queue_oldest: Family::default(),
+            queue_bytes: Family::default(),
+            retries: Family::default(),
+            flushes: Family::default(),
+            last_feed: Family::default(),
+            feed_cost: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
+            }),
+        }
+    }
+}
+
+/// Sets `datakit_io_last_feed_timestamp_seconds` now and observes the feed's duration in
+/// `datakit_io_feed_cost_seconds` when dropped (however the feed ends).
+pub(crate) struct FeedTimer<'a> {
+    metrics: &'a Metrics,
+    category: &'static str,
+    name: &'a str,
+    started: std::time::Instant,
+}
+
+impl<'a> FeedTimer<'a> {
+    pub(crate) fn start(metrics: &'a Metrics, category: &'static str, name: &'a str) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics
+            .last_feed
+            .get_or_create(&FeedLabels {
+                name: name.to_string(),
+                category,
+            })
+            .set(now);
+        FeedTimer {
+            metrics,
+            category,
+            name,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for FeedTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .feed_cost
+            .get_or_create(&FeedCostLabels {
+                category: self.category,
+                from: self.name.to_string(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -91,6 +164,16 @@ impl Metrics {
             "datakit_io_sink_retry",
             "Failed sink writes that will be retried from the queue, by category and sink",
             self.retries.clone(),
+        );
+        registry.register(
+            "datakit_io_last_feed_timestamp_seconds",
+            "Input last feed time (according to Datakit local time), by input name and category",
+            self.last_feed.clone(),
+        );
+        registry.register(
+            "datakit_io_feed_cost_seconds",
+            "Time a feed took to be taken into the queue, by category and input (from)",
+            self.feed_cost.clone(),
         );
         registry.register(
             "datakit_io_flush",

@@ -259,6 +259,44 @@ async fn metric_string_fields_are_dropped_and_points_left_without_fields_are_cou
 }
 
 #[tokio::test]
+async fn a_feed_sets_the_last_feed_time_and_observes_its_cost_by_input_and_category() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (delivery, _sink, mut rx, registry) = start_recording(config(tmp.path(), 1000), 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    feed(&delivery, vec![metric_point("cpu0", 1)]).await;
+    feed(&delivery, vec![metric_point("cpu0", 2)]).await;
+    wait_points(&mut rx, Category::Metric, 2).await;
+    let last = metric(
+        &registry,
+        "datakit_io_last_feed_timestamp_seconds",
+        &[("name", "cpu"), ("category", "metric")],
+    );
+    assert!(
+        last >= before.floor() && last < before + 60.0,
+        "last feed {last}, test started {before}"
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "datakit_io_feed_cost_seconds_count",
+            &[("category", "metric"), ("from", "cpu")]
+        ),
+        2.0
+    );
+    assert!(
+        metric(
+            &registry,
+            "datakit_io_feed_cost_seconds_sum",
+            &[("category", "metric"), ("from", "cpu")]
+        ) > 0.0
+    );
+    shut(&delivery).await;
+}
+
+#[tokio::test]
 async fn a_sink_write_carries_at_most_max_cache_count_points() {
     let tmp = tempfile::tempdir().unwrap();
     let (sink, mut rx) = RecordingSink::gated("rec");
