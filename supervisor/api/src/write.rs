@@ -132,12 +132,14 @@ impl Compression {
     }
 }
 
-/// Inflated output grows by at most this much per read.
-const INFLATE_STEP: usize = 64 * 1024;
+/// Inflated output is collected in blocks of this size (no reallocation while inflating, so
+/// a refused bomb leaves no trail of freed huge buffers in the allocator).
+const INFLATE_BLOCK: usize = 1 << 20;
 
 /// Undoes the compression in a streaming loop, refusing output larger than `max` bytes and
-/// taking every byte of the output buffer (and of each reallocation) from `lease` before it
-/// is allocated; `held` is what the lease holds for other things (the compressed body).
+/// taking every block of the output from `lease` before it is allocated (and the final
+/// contiguous copy before it is made); `held` is what the lease holds for other things (the
+/// compressed body).
 pub(crate) fn inflate(
     body: &[u8],
     how: Compression,
@@ -165,31 +167,47 @@ pub(crate) fn inflate(
         Compression::Gzip => "gzip",
         _ => "deflate",
     };
-    let mut out: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; INFLATE_STEP];
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
+        if blocks.last().is_none_or(|b| b.len() == b.capacity()) {
+            lease
+                .grow_to(held + (blocks.len() + 1) * INFLATE_BLOCK)
+                .map_err(|_| spent(budget_total))?;
+            blocks.push(Vec::with_capacity(INFLATE_BLOCK));
+        }
+        let Some(block) = blocks.last_mut() else {
+            break;
+        };
+        let len = block.len();
+        let room = block.capacity() - len;
+        block.resize(len + room, 0);
+        let n = match reader.read(&mut block[len..]) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(ApiError::DecodeBodyFailed(format!("{what} body: {e}"))),
         };
-        let want = out.len() + n;
-        if want > max {
+        block.truncate(len + n);
+        total += n;
+        if total > max {
             return Err(too_large(max, "decompressed body"));
         }
-        if want > out.capacity() {
-            let old = out.capacity();
-            let new = old.saturating_mul(2).max(want).max(INFLATE_STEP).min(max);
-            // While reallocating, the old and the new buffer both exist.
-            lease
-                .grow_to(held + old + new)
-                .map_err(|_| spent(budget_total))?;
-            out.reserve_exact(new - out.len());
-            lease.shrink_to(held + out.capacity());
+        if n == 0 && room > 0 {
+            break;
         }
-        out.extend_from_slice(&buf[..n]);
     }
+    if blocks.len() == 1 {
+        return Ok(blocks.pop().unwrap_or_default());
+    }
+    // One contiguous copy for the decoders; the blocks go as it fills.
+    lease
+        .grow_to(held + blocks.len() * INFLATE_BLOCK + total)
+        .map_err(|_| spent(budget_total))?;
+    let mut out = Vec::with_capacity(total);
+    for b in blocks {
+        out.extend_from_slice(&b);
+    }
+    lease.shrink_to(held + out.capacity());
     Ok(out)
 }
 
@@ -605,7 +623,14 @@ async fn write_inner(inner: &Inner, category: &str, req: Request) -> Result<Resp
     let body: Bytes = if compression == Compression::Identity {
         body
     } else {
+        let slot = inner
+            .inflaters
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::Untyped(format!("inflating the body failed: {e}")))?;
         let (r, l) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let held = body.len();
             let r = inflate(&body, compression, max_body, &mut lease, held, total);
             drop(body);
