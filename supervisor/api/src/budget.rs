@@ -124,7 +124,9 @@ impl Lease {
             && let Some(extra) = p.split(self.units - keep)
         {
             drop(extra);
-            self.budget.in_use.dec_by(as_i64((self.units - keep) * UNIT));
+            self.budget
+                .in_use
+                .dec_by(as_i64((self.units - keep) * UNIT));
             self.units = keep;
         }
     }

@@ -102,8 +102,7 @@ impl ApiError {
     /// The `message` detail (empty for errors that carry none).
     pub fn message(&self) -> &str {
         match self {
-            ApiError::EmptyBody | ApiError::ReachMaxApiLimit
-            | ApiError::Untyped(_) => "",
+            ApiError::EmptyBody | ApiError::ReachMaxApiLimit | ApiError::Untyped(_) => "",
             ApiError::InvalidCategory(m)
             | ApiError::NoPoints(m)
             | ApiError::DecodeBodyFailed(m)

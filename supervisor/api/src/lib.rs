@@ -93,10 +93,12 @@ pub fn router(state: ApiState) -> Router {
         HeaderValue::from_str(&format!("{}/{}", state.info.version, state.info.hostname))
             .or_else(|_| HeaderValue::from_str(&state.info.version))
             .unwrap_or(HeaderValue::from_static(dk_proto::DATAKIT_VERSION));
-    let debug_panic_decode = std::env::var(DEBUG_PANIC_ENV)
-        .is_ok_and(|v| v.split(',').any(|k| k.trim() == "decode"));
+    let debug_panic_decode =
+        std::env::var(DEBUG_PANIC_ENV).is_ok_and(|v| v.split(',').any(|k| k.trim() == "decode"));
     if debug_panic_decode {
-        tracing::warn!("{DEBUG_PANIC_ENV}=decode: write bodies starting with dk_debug_panic make decoding panic (debug only)");
+        tracing::warn!(
+            "{DEBUG_PANIC_ENV}=decode: write bodies starting with dk_debug_panic make decoding panic (debug only)"
+        );
     }
     let inner = Arc::new(Inner {
         budget: state.metrics.budget(state.config.max_inflight_bytes),

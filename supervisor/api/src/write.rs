@@ -550,7 +550,8 @@ pub(crate) async fn read_body(
         {
             // BytesMut at least doubles when it grows; both buffers exist meanwhile.
             let new = out.capacity().saturating_mul(2).max(want);
-            l.grow_to(out.capacity() + new).map_err(|_| spent(budget_total))?;
+            l.grow_to(out.capacity() + new)
+                .map_err(|_| spent(budget_total))?;
             out.reserve(data.len());
             l.shrink_to(out.capacity());
         }
@@ -704,7 +705,9 @@ async fn write_inner(inner: &Inner, category: &str, req: Request) -> Result<Resp
         // The body's lease goes with the body: returned when the decoding thread is done.
         let body_lease = std::mem::replace(&mut lease, budget.lease());
         let task = tokio::task::spawn_blocking(move || {
-            decode_chunks(&body, &args, &bg_budget, &mut |c| tx.blocking_send(c).is_ok());
+            decode_chunks(&body, &args, &bg_budget, &mut |c| {
+                tx.blocking_send(c).is_ok()
+            });
             drop(body);
             drop(body_lease);
         });
@@ -715,9 +718,7 @@ async fn write_inner(inner: &Inner, category: &str, req: Request) -> Result<Resp
             }
         }
         if let Err(e) = task.await {
-            return Err(feed.late(ApiError::Untyped(format!(
-                "decoding the body failed: {e}"
-            ))));
+            return Err(feed.late(ApiError::Untyped(format!("decoding the body failed: {e}"))));
         }
     }
     drop(lease);
@@ -753,7 +754,10 @@ impl FeedState<'_> {
         };
         let metrics = &self.inner.state.metrics;
         if dropped > 0 {
-            metrics.write_dropped.get_or_create(&cat).inc_by(dropped as u64);
+            metrics
+                .write_dropped
+                .get_or_create(&cat)
+                .inc_by(dropped as u64);
             self.dropped += dropped;
             if self.drop_reason.is_none() {
                 self.drop_reason = drop_reason;
@@ -974,7 +978,14 @@ mod tests {
         let gauge = prometheus_client::metrics::gauge::Gauge::default();
         let b = Budget::new(8 << 20, gauge.clone());
         let mut l = b.lease();
-        let r = inflate(&bomb, Compression::Gzip, 64 << 20, &mut l, 0, b.total_bytes());
+        let r = inflate(
+            &bomb,
+            Compression::Gzip,
+            64 << 20,
+            &mut l,
+            0,
+            b.total_bytes(),
+        );
         let e = r.err().unwrap_or(ApiError::EmptyBody);
         assert_eq!(e.status().as_u16(), 503, "{e}");
         assert!(e.message().contains("max_inflight_body_mb"), "{e}");
@@ -1060,7 +1071,11 @@ mod tests {
     #[test]
     fn decoding_refuses_with_503_when_the_budget_cannot_hold_a_chunk() {
         let b = budget(1 << 20);
-        let got = chunks(b"m f=1 1", &args(Category::Metric, BodyFormat::LineProto), &b);
+        let got = chunks(
+            b"m f=1 1",
+            &args(Category::Metric, BodyFormat::LineProto),
+            &b,
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(
             got[0].as_ref().map(|_| 0).map_err(|e| e.status().as_u16()),

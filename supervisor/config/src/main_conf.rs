@@ -670,7 +670,11 @@ impl MainConfig {
             ("http_api.max_connections", api.max_connections),
         ] {
             if v == 0 {
-                sink.error(file, key, "must be at least 1 (0 would refuse every request)");
+                sink.error(
+                    file,
+                    key,
+                    "must be at least 1 (0 would refuse every request)",
+                );
             }
         }
         if api.max_inflight_body_mb < api.max_body_size_mb {

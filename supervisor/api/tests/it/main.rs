@@ -1013,12 +1013,23 @@ async fn the_413_message_names_the_max_body_size_mb_key() {
         },
         Mode::Accept,
     );
-    let r = send(&h.app, post("/v1/write/metric", None, "m f=1 1\n".repeat(200))).await;
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", None, "m f=1 1\n".repeat(200)),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(r.text().contains("[http_api] max_body_size_mb"), "{}", r.text());
+    assert!(
+        r.text().contains("[http_api] max_body_size_mb"),
+        "{}",
+        r.text()
+    );
     let m = send(&h.app, get("/metrics")).await.text();
     assert_eq!(
-        metric_line(&m, "datakit_http_api_rejected_total{reason=\"body_too_large\"}"),
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"body_too_large\"}"
+        ),
         Some(1.0),
         "{m}"
     );
@@ -1041,11 +1052,18 @@ async fn a_spent_budget_answers_503_with_retry_after_counts_it_and_holds_nothing
     assert!(r.text().contains("max_inflight_body_mb"), "{}", r.text());
     let m = send(&h.app, get("/metrics")).await.text();
     assert_eq!(
-        metric_line(&m, "datakit_http_api_rejected_total{reason=\"memory_budget\"}"),
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"memory_budget\"}"
+        ),
         Some(1.0),
         "{m}"
     );
-    assert_eq!(metric_line(&m, "datakit_http_api_inflight_body_bytes "), Some(0.0), "{m}");
+    assert_eq!(
+        metric_line(&m, "datakit_http_api_inflight_body_bytes "),
+        Some(0.0),
+        "{m}"
+    );
     assert!(h.feeder.calls().is_empty());
 }
 
@@ -1053,7 +1071,9 @@ async fn a_spent_budget_answers_503_with_retry_after_counts_it_and_holds_nothing
 async fn a_large_body_is_fed_in_bounded_chunks_and_every_point_arrives() {
     let h = harness();
     let n = 40_000;
-    let body: String = (0..n).map(|i| format!("m,k=value-{i} f={i}i {}\n", i + 1)).collect();
+    let body: String = (0..n)
+        .map(|i| format!("m,k=value-{i} f={i}i {}\n", i + 1))
+        .collect();
     assert!(body.len() > 512 * 1024);
     let r = send(&h.app, post("/v1/write/metric?precision=ns", None, body)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -1062,13 +1082,19 @@ async fn a_large_body_is_fed_in_bounded_chunks_and_every_point_arrives() {
     assert!(calls.iter().all(|c| c.3.len() <= 10_000));
     assert_eq!(calls.iter().map(|c| c.3.len()).sum::<usize>(), n);
     let m = send(&h.app, get("/metrics")).await.text();
-    assert_eq!(metric_line(&m, "datakit_http_api_inflight_body_bytes "), Some(0.0), "{m}");
+    assert_eq!(
+        metric_line(&m, "datakit_http_api_inflight_body_bytes "),
+        Some(0.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn a_late_parse_error_in_a_large_body_says_how_many_points_were_accepted() {
     let h = harness();
-    let mut body: String = (0..40_000).map(|i| format!("m,k=value-{i} f={i}i {}\n", i + 1)).collect();
+    let mut body: String = (0..40_000)
+        .map(|i| format!("m,k=value-{i} f={i}i {}\n", i + 1))
+        .collect();
     body.push_str("broken line\n");
     let r = send(&h.app, post("/v1/write/metric?precision=ns", None, body)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -1076,7 +1102,8 @@ async fn a_late_parse_error_in_a_large_body_says_how_many_points_were_accepted()
     let accepted: usize = h.feeder.calls().iter().map(|c| c.3.len()).sum();
     assert!(accepted > 0);
     assert!(
-        r.text().contains(&format!("the {accepted} points before it were accepted")),
+        r.text()
+            .contains(&format!("the {accepted} points before it were accepted")),
         "{}",
         r.text()
     );
@@ -1098,7 +1125,10 @@ async fn serve_with(config: ApiConfig) -> (Harness, SocketAddr, tokio::sync::one
 }
 
 /// Reads until the server closes; the time it took, or `None` past `limit`.
-async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
+async fn closed_within(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<(Duration, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     let start = Instant::now();
     let mut out = Vec::new();
@@ -1117,16 +1147,28 @@ async fn clients_slow_to_send_headers_are_cut_off_after_the_header_timeout() {
     })
     .await;
     // One that sends part of a header line and then nothing, one that sends nothing at all.
-    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
-    partial.write_all(b"GET /v1/ping HTTP/1.1\r\nHo").await.unwrap_or_else(|e| panic!("{e}"));
-    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut partial = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    partial
+        .write_all(b"GET /v1/ping HTTP/1.1\r\nHo")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut silent = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let p = closed_within(&mut partial, Duration::from_secs(5)).await;
     let s = closed_within(&mut silent, Duration::from_secs(5)).await;
     assert!(p.is_some(), "the partial-header client was never cut off");
     assert!(s.is_some(), "the silent client was never cut off");
     let m = send(&h.app, get("/metrics")).await.text();
     assert!(
-        metric_line(&m, "datakit_http_api_rejected_total{reason=\"header_timeout\"}").unwrap_or(0.0) >= 1.0,
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"header_timeout\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
         "{m}"
     );
 }
@@ -1139,10 +1181,14 @@ async fn a_declared_length_over_the_cap_is_413_before_the_body_is_sent() {
         ..ApiConfig::default()
     })
     .await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+    let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(
+        b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let (_, out) = closed_within(&mut s, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("no answer without a body"));
@@ -1158,7 +1204,9 @@ async fn a_chunked_body_announcing_a_huge_chunk_is_cut_off_by_the_request_timeou
         ..ApiConfig::default()
     })
     .await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     s.write_all(b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nm f=1 1\n")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1166,7 +1214,10 @@ async fn a_chunked_body_announcing_a_huge_chunk_is_cut_off_by_the_request_timeou
         .await
         .unwrap_or_else(|| panic!("the endless chunked body was never cut off"));
     let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 413") || text.is_empty(), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 413") || text.is_empty(),
+        "{text}"
+    );
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
@@ -1177,9 +1228,15 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
         ..ApiConfig::default()
     })
     .await;
-    let _a = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
-    let _b = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let _a = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _b = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let (took, out) = closed_within(&mut c, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("the connection past the cap was kept"));
@@ -1187,9 +1244,16 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     let m = send(&h.app, get("/metrics")).await.text();
     assert_eq!(
-        metric_line(&m, "datakit_http_api_rejected_total{reason=\"connection_limit\"}"),
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"connection_limit\"}"
+        ),
         Some(1.0),
         "{m}"
     );
-    assert_eq!(metric_line(&m, "datakit_http_api_open_connections "), Some(2.0), "{m}");
+    assert_eq!(
+        metric_line(&m, "datakit_http_api_open_connections "),
+        Some(2.0),
+        "{m}"
+    );
 }
