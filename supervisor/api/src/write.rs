@@ -327,9 +327,8 @@ pub(crate) fn decode_chunks(
                     return;
                 }
                 let start = d.position();
-                let next = match d.next_chunk(CHUNK_POINTS, CHUNK_BYTES) {
-                    None => break,
-                    Some(n) => n,
+                let Some(next) = d.next_chunk(CHUNK_POINTS, CHUNK_BYTES) else {
+                    break;
                 };
                 let r = next
                     .map_err(|e| ApiError::InvalidLinePoint(e.to_string()))
