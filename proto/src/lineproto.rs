@@ -234,6 +234,62 @@ pub fn decode(body: &[u8], opts: &DecodeOptions) -> Result<Vec<Point>, LpError> 
         .map_err(|e| LpError::at(body, e.pos, e.message))
 }
 
+/// Decodes a line-protocol body a bounded number of points at a time, so the points of a
+/// huge body never all exist at once; the points and errors are exactly those of [`decode`].
+pub struct ChunkDecoder<'a> {
+    parser: Parser<'a>,
+    failed: bool,
+}
+
+impl<'a> ChunkDecoder<'a> {
+    /// A decoder over `body`.
+    pub fn new(body: &'a [u8], opts: &'a DecodeOptions) -> Self {
+        ChunkDecoder {
+            parser: Parser {
+                buf: body,
+                text: std::str::from_utf8(body).ok(),
+                pos: 0,
+                opts,
+                scratch: Vec::new(),
+                tag_pos: Vec::new(),
+                tag_buf: Vec::new(),
+                field_buf: Vec::new(),
+            },
+            failed: false,
+        }
+    }
+
+    /// The next at most `max_points` points, stopping early after the point that crosses
+    /// `max_bytes` of text; `None` at the end of the body or after an error.
+    ///
+    /// # Errors
+    /// [`LpError`] naming the bad line; the chunks before it were good.
+    pub fn next_chunk(
+        &mut self,
+        max_points: usize,
+        max_bytes: usize,
+    ) -> Option<Result<Vec<Point>, LpError>> {
+        if self.failed {
+            return None;
+        }
+        let mut out = Vec::with_capacity(max_points.clamp(1, 4096));
+        let until = self.parser.pos.saturating_add(max_bytes.max(1));
+        match self.parser.run_some(&mut out, max_points.max(1), until) {
+            Ok(()) if out.is_empty() => None,
+            Ok(()) => Some(Ok(out)),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(LpError::at(self.parser.buf, e.pos, e.message)))
+            }
+        }
+    }
+
+    /// Bytes of the body consumed so far.
+    pub fn position(&self) -> usize {
+        self.parser.pos
+    }
+}
+
 struct Parser<'a> {
     buf: &'a [u8],
     /// The body as text when it is valid UTF-8 (then every slice between ASCII delimiters
@@ -266,6 +322,21 @@ impl Parser<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// As [`Self::run`], stopping after `max` points or once past byte `until`.
+    fn run_some(&mut self, out: &mut Vec<Point>, max: usize, until: usize) -> PResult<()> {
+        while self.pos < self.buf.len() && out.len() < max && self.pos < until {
+            self.skip_blanks();
+            match self.peek() {
+                None => break,
+                Some(b'\n') => self.pos += 1,
+                Some(b'\r') if self.at_eol() => self.consume_eol(),
+                Some(b'#') => self.skip_line(),
+                Some(_) => out.push(self.point()?),
+            }
+        }
+        Ok(())
     }
 
     #[inline]
@@ -1170,6 +1241,43 @@ mod tests {
 
     fn err(body: &str) -> LpError {
         decode(body.as_bytes(), &opts()).expect_err("invalid body")
+    }
+
+    #[test]
+    fn the_chunk_decoder_yields_the_points_and_error_of_decode() {
+        let body = "# c\nm a=1 1\nm s=\"x\ny\" 2\n\nm a=3 3\nm a=4 4\nbad\nm a=6 6\n";
+        let whole = err(body);
+        let o = opts();
+        let mut d = ChunkDecoder::new(body.as_bytes(), &o);
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        let mut failed = None;
+        while let Some(r) = d.next_chunk(2, usize::MAX) {
+            match r {
+                Ok(c) => {
+                    sizes.push(c.len());
+                    got.extend(c);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        assert_eq!(sizes, vec![2, 2]);
+        assert_eq!(got[1].fields[0].1, Value::S("x\ny".into()));
+        assert_eq!(failed, Some(whole));
+        let good = "m a=1 1\nm a=2 2\nm a=3 3";
+        let mut d = ChunkDecoder::new(good.as_bytes(), &o);
+        let mut all = Vec::new();
+        while let Some(Ok(c)) = d.next_chunk(2, usize::MAX) {
+            all.extend(c);
+        }
+        assert_eq!(all, decode(good.as_bytes(), &o).expect("valid"));
+        assert_eq!(d.position(), good.len());
+        // A byte bound ends a chunk after the point that crosses it.
+        let mut d = ChunkDecoder::new(good.as_bytes(), &o);
+        let firsts: Vec<usize> = std::iter::from_fn(|| d.next_chunk(10, 3))
+            .map(|c| c.map(|c| c.len()).unwrap_or(0))
+            .collect();
+        assert_eq!(firsts, vec![1, 1, 1]);
     }
 
     #[test]

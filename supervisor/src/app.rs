@@ -422,6 +422,20 @@ fn build_sinks(
     Ok(sinks)
 }
 
+/// MiB to bytes, saturating.
+fn mib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// The time a client has to send a request's headers: `[http_api] timeout`, at most 10 s.
+fn api_header_timeout(timeout: Duration) -> Duration {
+    if timeout.is_zero() {
+        Duration::from_secs(10)
+    } else {
+        timeout.min(Duration::from_secs(10))
+    }
+}
+
 fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
     listeners::resolve(listen).map_err(|e| anyhow::anyhow!("[http_api] listen: {e}"))
 }
@@ -521,7 +535,9 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let started = Instant::now();
     let main = loaded.main.clone();
     let hostname = main.hostname.clone();
-    match crate::limits::raise_nofile(main.ulimit) {
+    let nofile = crate::limits::raise_nofile(main.ulimit);
+    let api_nofile = nofile.as_ref().map_or(main.ulimit, |(soft, _)| *soft);
+    match nofile {
         Ok((soft, _)) if soft < main.ulimit && main.ulimit_set => tracing::warn!(
             "ulimit = {} is above what this process may open ({soft} files); raise the hard limit (LimitNOFILE in the service unit) or lower ulimit",
             main.ulimit
@@ -586,7 +602,15 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             allowed_cors_origins: main.http_api.allowed_cors_origins.clone(),
             timeout: main.http_api.timeout,
             request_rate_limit: main.http_api.request_rate_limit,
-            ..ApiConfig::default()
+            max_body_bytes: mib(main.http_api.max_body_size_mb),
+            max_inflight_bytes: mib(main.http_api.max_inflight_body_mb),
+            // Kept below the open-files limit: the queue, sinks and workers need descriptors.
+            max_connections: dk_api::connection_cap(
+                usize::try_from(main.http_api.max_connections).unwrap_or(usize::MAX),
+                api_nofile,
+                256,
+            ),
+            header_timeout: api_header_timeout(main.http_api.timeout),
         }),
         last_errors: last_errors.clone(),
         metrics: Arc::new(api_metrics),

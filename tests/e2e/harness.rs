@@ -78,11 +78,20 @@ pub fn main_conf(api_port: u16, extra: &str) -> String {
     } else {
         "[resource_limit]\n  enable = false"
     };
+    // Keys for [http_api] go into the one table: `extra` may start with its own `[http_api]`.
+    let (http, extra) = match extra.trim_start().strip_prefix("[http_api]") {
+        Some(rest) => match rest.find("\n[") {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        },
+        None => ("", extra),
+    };
     format!(
         r#"
 default_enabled_inputs = []
 [http_api]
   listen = "127.0.0.1:{api_port}"
+{http}
 {io}
 [logging]
   log = "stdout"

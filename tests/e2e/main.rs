@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod api_abuse;
 mod chaos;
 mod config;
 mod graphite;

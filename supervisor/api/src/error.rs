@@ -16,9 +16,9 @@ pub enum ApiError {
     /// A write request without a body.
     #[error("empty body")]
     EmptyBody,
-    /// The body decoded to zero usable points.
-    #[error("no points")]
-    NoPoints,
+    /// The body decoded to zero usable points; the detail says why.
+    #[error("no points: {0}")]
+    NoPoints(String),
     /// Decompression failed or the content encoding is not supported.
     #[error("decode body failed: {0}")]
     DecodeBodyFailed(String),
@@ -37,6 +37,9 @@ pub enum ApiError {
     /// `strict` is set and a point needed a fix; the detail is `<kind>: <msg>`.
     #[error("point got warning: {0}")]
     PointGotWarning(String),
+    /// A request the API cannot use (e.g. a `/v1/lasterror` body without its fields).
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// A non-public API called from a non-loopback client.
     #[error("public access disabled: {0}")]
     PublicAccessDisabled(String),
@@ -60,13 +63,14 @@ impl ApiError {
         match self {
             ApiError::InvalidCategory(_) => "invalid category",
             ApiError::EmptyBody => "empty body",
-            ApiError::NoPoints => "no points",
+            ApiError::NoPoints(_) => "no points",
             ApiError::DecodeBodyFailed(_) => "decode body failed",
             ApiError::BodyTooLarge(_) => "body too large",
             ApiError::InvalidLinePoint(_) => "invalid line point",
             ApiError::InvalidJsonPoint(_) => "invalid json point",
             ApiError::InvalidProtobufPoint(_) => "invalid protobuf point",
             ApiError::PointGotWarning(_) => "point got warning",
+            ApiError::BadRequest(_) => "bad request",
             ApiError::PublicAccessDisabled(_) => "public access disabled",
             ApiError::ReachMaxApiLimit => "reach max API limit",
             ApiError::IoBusy(_) => "io busy",
@@ -98,20 +102,40 @@ impl ApiError {
     /// The `message` detail (empty for errors that carry none).
     pub fn message(&self) -> &str {
         match self {
-            ApiError::EmptyBody
-            | ApiError::NoPoints
-            | ApiError::ReachMaxApiLimit
-            | ApiError::Untyped(_) => "",
+            ApiError::EmptyBody | ApiError::ReachMaxApiLimit | ApiError::Untyped(_) => "",
             ApiError::InvalidCategory(m)
+            | ApiError::NoPoints(m)
             | ApiError::DecodeBodyFailed(m)
             | ApiError::BodyTooLarge(m)
             | ApiError::InvalidLinePoint(m)
             | ApiError::InvalidJsonPoint(m)
             | ApiError::InvalidProtobufPoint(m)
             | ApiError::PointGotWarning(m)
+            | ApiError::BadRequest(m)
             | ApiError::PublicAccessDisabled(m)
             | ApiError::IoBusy(m)
             | ApiError::IoClosed(m) => m,
+        }
+    }
+
+    /// The same error with `note` appended to its message (untyped and message-less
+    /// errors are returned as they are).
+    #[must_use]
+    pub fn with_note(self, note: &str) -> Self {
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            ApiError::InvalidCategory(m) => ApiError::InvalidCategory(add(m)),
+            ApiError::NoPoints(m) => ApiError::NoPoints(add(m)),
+            ApiError::DecodeBodyFailed(m) => ApiError::DecodeBodyFailed(add(m)),
+            ApiError::BodyTooLarge(m) => ApiError::BodyTooLarge(add(m)),
+            ApiError::InvalidLinePoint(m) => ApiError::InvalidLinePoint(add(m)),
+            ApiError::InvalidJsonPoint(m) => ApiError::InvalidJsonPoint(add(m)),
+            ApiError::InvalidProtobufPoint(m) => ApiError::InvalidProtobufPoint(add(m)),
+            ApiError::PointGotWarning(m) => ApiError::PointGotWarning(add(m)),
+            ApiError::BadRequest(m) => ApiError::BadRequest(add(m)),
+            ApiError::IoBusy(m) => ApiError::IoBusy(add(m)),
+            ApiError::IoClosed(m) => ApiError::IoClosed(add(m)),
+            other => other,
         }
     }
 
@@ -144,6 +168,9 @@ impl IntoResponse for ApiError {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
+        if matches!(self, ApiError::IoBusy(_)) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -204,7 +231,7 @@ mod tests {
                 400,
             ),
             (ApiError::EmptyBody, "datakit.emptyBody", 400),
-            (ApiError::NoPoints, "datakit.noPoints", 400),
+            (ApiError::NoPoints("x".into()), "datakit.noPoints", 400),
             (
                 ApiError::DecodeBodyFailed("x".into()),
                 "datakit.decodeBodyFailed",
@@ -235,6 +262,7 @@ mod tests {
                 "datakit.pointGotWarning",
                 400,
             ),
+            (ApiError::BadRequest("x".into()), "datakit.badRequest", 400),
             (
                 ApiError::PublicAccessDisabled("x".into()),
                 "datakit.publicAccessDisabled",

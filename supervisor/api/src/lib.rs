@@ -8,23 +8,23 @@
 //! as `{"content":[{input,source,category,message,timestamp}]}`; a busy delivery queue
 //! answers 503 `datakit.ioBusy` instead of blocking; write bodies are capped.
 
+mod budget;
 mod error;
 mod lasterr;
 mod metrics;
 mod middleware;
 mod ratelimit;
 mod routes;
+mod server;
 mod state;
 mod write;
 
 use std::collections::HashSet;
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::HeaderValue;
 use axum::routing::{get, post};
 use dk_proto::Category;
@@ -34,6 +34,7 @@ pub use error::{ApiError, camel_case};
 pub use lasterr::{LAST_ERRORS_CAPACITY, LastErrorEntry, LastErrors};
 pub use metrics::ApiMetrics;
 pub use middleware::{ClientInfo, X_DATAKIT};
+pub use server::connection_cap;
 pub use state::{AgentInfo, ApiConfig, ApiState, FeedError, Feeder, WorkerMetrics};
 pub use write::{CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF};
 
@@ -47,7 +48,18 @@ pub(crate) struct Inner {
     pub(crate) limiter: Option<ratelimit::RateLimiter>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) x_datakit: HeaderValue,
+    /// The agent's one memory budget for write bodies.
+    pub(crate) budget: budget::Budget,
+    /// Bodies being inflated at once at most (one per core, at least two): more only spreads
+    /// the memory of refused bombs over more allocator thread heaps, and the CPU is no faster.
+    pub(crate) inflaters: Arc<tokio::sync::Semaphore>,
+    /// `DK_DEBUG_API_PANIC=decode` (read once): decoding a body starting with
+    /// `dk_debug_panic` panics, to prove a decoder bug costs one 500 and nothing else.
+    pub(crate) debug_panic_decode: bool,
 }
+
+/// The env variable of the API's debug knobs (`decode`: see [`Inner::debug_panic_decode`]).
+pub const DEBUG_PANIC_ENV: &str = "DK_DEBUG_API_PANIC";
 
 /// The paths served to non-loopback clients (spec §1.3): `/v1/ping`, `/v1/ntp`, plus
 /// `public_apis` (each with a leading `/`), or every category write URL when that is empty.
@@ -81,7 +93,19 @@ pub fn router(state: ApiState) -> Router {
         HeaderValue::from_str(&format!("{}/{}", state.info.version, state.info.hostname))
             .or_else(|_| HeaderValue::from_str(&state.info.version))
             .unwrap_or(HeaderValue::from_static(dk_proto::DATAKIT_VERSION));
+    let debug_panic_decode =
+        std::env::var(DEBUG_PANIC_ENV).is_ok_and(|v| v.split(',').any(|k| k.trim() == "decode"));
+    if debug_panic_decode {
+        tracing::warn!(
+            "{DEBUG_PANIC_ENV}=decode: write bodies starting with dk_debug_panic make decoding panic (debug only)"
+        );
+    }
     let inner = Arc::new(Inner {
+        budget: state.metrics.budget(state.config.max_inflight_bytes),
+        debug_panic_decode,
+        inflaters: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+        )),
         whitelist: whitelist(&state.config),
         limiter: ratelimit::RateLimiter::new(state.config.request_rate_limit),
         limits: Arc::new(Limits::default()),
@@ -108,6 +132,8 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves until `shutdown` resolves, with `ConnectInfo<SocketAddr>` so loopback checks
 /// work; then stops accepting and gives in-flight requests [`SHUTDOWN_GRACE`] to finish.
+/// Clients get `header_timeout` for each request's headers; past `max_connections` open
+/// connections new ones are closed at once.
 ///
 /// # Errors
 /// I/O errors of the listener.
@@ -116,21 +142,13 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (graceful, deadline) = shutdown_signals(shutdown);
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful)
-    .into_future();
-    tokio::select! {
-        r = server => r,
-        () = deadline => Ok(()),
-    }
+    let (config, metrics) = (state.config.clone(), state.metrics.clone());
+    server::run(listener, router(state), &config, metrics, shutdown).await
 }
 
 /// Serves on a Unix socket (`[http_api] listen_socket`) until `shutdown` resolves; every
-/// peer counts as loopback, as in Datakit.
+/// peer counts as loopback, as in Datakit. Shares the budget and the connection cap with
+/// [`serve`].
 ///
 /// # Errors
 /// I/O errors of the listener.
@@ -139,42 +157,6 @@ pub async fn serve_unix(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (graceful, deadline) = shutdown_signals(shutdown);
-    let app = router(state).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 0))));
-    let server = axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(graceful)
-        .into_future();
-    tokio::select! {
-        r = server => r,
-        () = deadline => Ok(()),
-    }
-}
-
-/// Splits one shutdown future into the graceful trigger and a deadline that fires
-/// [`SHUTDOWN_GRACE`] later.
-fn shutdown_signals(
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> (
-    impl Future<Output = ()> + Send + 'static,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let mut rx2 = rx.clone();
-    let mut rx1 = rx;
-    let graceful = async move {
-        if rx1.wait_for(|v| *v).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let deadline = async move {
-        if rx2.wait_for(|v| *v).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    (graceful, deadline)
+    let (config, metrics) = (state.config.clone(), state.metrics.clone());
+    server::run(listener, router(state), &config, metrics, shutdown).await
 }

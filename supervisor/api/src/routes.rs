@@ -99,19 +99,34 @@ struct LastErrorBody {
     err_content: String,
 }
 
-/// `POST /v1/lasterror`: an external input reports an error. Failures are untyped 500s as in Datakit.
+/// `POST /v1/lasterror`: an external input reports an error. A bad body is the client's
+/// fault: 400 naming what is wrong (Datakit answers an untyped 500).
 pub(crate) async fn lasterror_post(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match read_body(body, &parts.headers, LASTERROR_MAX_BODY).await {
+    let body = match read_body(body, &parts.headers, LASTERROR_MAX_BODY, None, 0).await {
         Ok(b) => b,
-        Err(e) => return ApiError::Untyped(e.to_string()).into_response(),
+        Err(e) => return e.into_response(),
     };
     let em: LastErrorBody = match serde_json::from_slice(&body) {
         Ok(em) => em,
-        Err(e) => return ApiError::Untyped(e.to_string()).into_response(),
+        Err(e) => {
+            return ApiError::BadRequest(format!(
+                "the body must be a JSON object {{\"input\":\"...\",\"source\":\"...\",\"err_content\":\"...\"}}: {e}"
+            ))
+            .into_response();
+        }
     };
-    if em.input.is_empty() || em.err_content.is_empty() {
-        return ApiError::Untyped("input or errcontent can not be nil".into()).into_response();
+    let missing: Vec<&str> = [("input", &em.input), ("err_content", &em.err_content)]
+        .into_iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    if !missing.is_empty() {
+        return ApiError::BadRequest(format!(
+            "missing or empty {}: both input and err_content are required",
+            missing.join(" and ")
+        ))
+        .into_response();
     }
     inner
         .state

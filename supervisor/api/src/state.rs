@@ -65,8 +65,16 @@ pub struct ApiConfig {
     pub timeout: Duration,
     /// Requests per second per client IP and path; zero or less disables the limit.
     pub request_rate_limit: f64,
-    /// Cap on the (decompressed) body of a write request.
+    /// Cap on the (decompressed) body of a write request (`[http_api] max_body_size_mb`).
     pub max_body_bytes: usize,
+    /// Memory budget shared by every write request being read, inflated and decoded at once
+    /// (`[http_api] max_inflight_body_mb`); 503 with `Retry-After` past it.
+    pub max_inflight_bytes: usize,
+    /// Cap on open connections; past it new connections are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (on a new or an idle kept-alive
+    /// connection) before it is cut off.
+    pub header_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +86,9 @@ impl Default for ApiConfig {
             timeout: Duration::from_secs(30),
             request_rate_limit: 100.0,
             max_body_bytes: 64 * 1024 * 1024,
+            max_inflight_bytes: 128 * 1024 * 1024,
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -8,12 +8,13 @@ use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dk_proto::lineproto::{self, Precision};
 use dk_proto::normalize::{self, Limits};
 use dk_proto::{Category, FeedOpts, Point, json, pb};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
+use crate::budget::{Budget, Lease};
 use crate::error::ApiError;
 use crate::metrics::CategoryLabels;
 use crate::middleware::ClientInfo;
@@ -131,104 +132,313 @@ impl Compression {
     }
 }
 
-/// Undoes the compression, refusing output larger than `max` bytes.
-pub(crate) fn decompress(body: Bytes, how: Compression, max: usize) -> Result<Bytes, ApiError> {
-    fn read_capped(mut r: impl Read, max: usize, what: &str) -> Result<Bytes, ApiError> {
-        let mut out = Vec::new();
-        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-        (&mut r)
-            .take(limit)
-            .read_to_end(&mut out)
-            .map_err(|e| ApiError::DecodeBodyFailed(format!("{what} body: {e}")))?;
-        if out.len() > max {
-            return Err(too_large(max, "decompressed body"));
-        }
-        Ok(Bytes::from(out))
-    }
-    match how {
-        Compression::Identity => Ok(body),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&body[..]), max, "gzip"),
+/// Inflated output is collected in blocks of this size (no reallocation while inflating, so
+/// a refused bomb leaves no trail of freed huge buffers in the allocator).
+const INFLATE_BLOCK: usize = 1 << 20;
+
+/// Undoes the compression in a streaming loop, refusing output larger than `max` bytes and
+/// taking every block of the output from `lease` before it is allocated (and the final
+/// contiguous copy before it is made); `held` is what the lease holds for other things (the
+/// compressed body).
+pub(crate) fn inflate(
+    body: &[u8],
+    how: Compression,
+    max: usize,
+    lease: &mut Lease,
+    held: usize,
+    budget_total: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut reader: Box<dyn Read + '_> = match how {
+        Compression::Identity => return Ok(body.to_vec()),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
         Compression::Deflate => {
             // HTTP "deflate" is zlib-wrapped, but some clients send raw DEFLATE.
             let zlib = body.len() >= 2
                 && body[0] & 0x0f == 8
                 && (u16::from(body[0]) << 8 | u16::from(body[1])) % 31 == 0;
             if zlib {
-                read_capped(flate2::read::ZlibDecoder::new(&body[..]), max, "deflate")
+                Box::new(flate2::read::ZlibDecoder::new(body))
             } else {
-                read_capped(flate2::read::DeflateDecoder::new(&body[..]), max, "deflate")
+                Box::new(flate2::read::DeflateDecoder::new(body))
             }
         }
+    };
+    let what = match how {
+        Compression::Gzip => "gzip",
+        _ => "deflate",
+    };
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        if blocks.last().is_none_or(|b| b.len() == b.capacity()) {
+            lease
+                .grow_to(held + (blocks.len() + 1) * INFLATE_BLOCK)
+                .map_err(|_| spent(budget_total))?;
+            blocks.push(Vec::with_capacity(INFLATE_BLOCK));
+        }
+        let Some(block) = blocks.last_mut() else {
+            break;
+        };
+        let len = block.len();
+        let room = block.capacity() - len;
+        block.resize(len + room, 0);
+        let n = match reader.read(&mut block[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(ApiError::DecodeBodyFailed(format!("{what} body: {e}"))),
+        };
+        block.truncate(len + n);
+        total += n;
+        if total > max {
+            return Err(too_large(max, "decompressed body"));
+        }
+        if n == 0 && room > 0 {
+            break;
+        }
     }
+    if blocks.len() == 1 {
+        return Ok(blocks.pop().unwrap_or_default());
+    }
+    // One contiguous copy for the decoders; the blocks go as it fills.
+    lease
+        .grow_to(held + blocks.len() * INFLATE_BLOCK + total)
+        .map_err(|_| spent(budget_total))?;
+    let mut out = Vec::with_capacity(total);
+    for b in blocks {
+        out.extend_from_slice(&b);
+    }
+    lease.shrink_to(held + out.capacity());
+    Ok(out)
 }
 
 fn too_large(max: usize, what: &str) -> ApiError {
     ApiError::BodyTooLarge(format!(
-        "{what} exceeds {max} bytes: split the batch or raise [http_api] max_body_bytes"
+        "{what} exceeds {max} bytes ({} MiB): split the batch or raise [http_api] max_body_size_mb",
+        max >> 20
     ))
 }
 
-/// Decodes points from a plain body.
-pub(crate) fn decode_points(
-    body: &[u8],
-    format: BodyFormat,
-    precision: Precision,
-    now_ns: i64,
-) -> Result<Vec<Point>, ApiError> {
-    // Datakit applies `precision` and "time 0 means now" to every body format.
-    let opts = lineproto::DecodeOptions { precision, now_ns };
-    match format {
-        BodyFormat::LineProto => {
-            lineproto::decode(body, &opts).map_err(|e| ApiError::InvalidLinePoint(e.to_string()))
-        }
-        BodyFormat::Json => {
-            json::decode_with(body, &opts).map_err(|e| ApiError::InvalidJsonPoint(e.to_string()))
-        }
-        BodyFormat::PbJson => json::decode_pbjson_with(body, &opts)
-            .map_err(|e| ApiError::InvalidJsonPoint(e.to_string())),
-        BodyFormat::Protobuf => {
-            pb::decode_with(body, &opts).map_err(|e| ApiError::InvalidProtobufPoint(e.to_string()))
-        }
-    }
+/// The 503 of a spent memory budget.
+pub(crate) fn spent(total: usize) -> ApiError {
+    ApiError::IoBusy(format!(
+        "the memory budget for write bodies in flight ({} MiB, [http_api] max_inflight_body_mb) is spent; retry later or raise max_inflight_body_mb",
+        total >> 20
+    ))
 }
 
-/// The result of [`process`]: points to feed and what to answer.
-#[derive(Debug)]
-pub(crate) struct Processed {
-    pub(crate) points: Vec<Point>,
-    pub(crate) dropped: usize,
-    pub(crate) echo: Option<(Vec<u8>, &'static str)>,
-}
+/// Points decoded, normalised and fed together at most.
+pub(crate) const CHUNK_POINTS: usize = 10_000;
+/// Text bytes decoded per chunk at most (the point crossing it ends the chunk).
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
+/// What a decoded point costs besides its text: the struct, its vectors, allocation headers.
+const POINT_OVERHEAD: usize = 192;
+/// Budget taken for a chunk before decoding it.
+const CHUNK_CHARGE: usize = CHUNK_POINTS * POINT_OVERHEAD + 2 * CHUNK_BYTES;
 
-/// Everything [`process`] needs besides the body.
+/// Everything decoding needs besides the body.
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessArgs {
     pub(crate) category: Category,
     pub(crate) format: BodyFormat,
-    pub(crate) compression: Compression,
     pub(crate) params: WriteParams,
-    pub(crate) max_body: usize,
     pub(crate) client_ip: String,
     pub(crate) now_ns: i64,
     pub(crate) limits: Arc<Limits>,
+    /// Debug knob: panic while decoding a body that starts with [`DEBUG_PANIC_MARK`].
+    pub(crate) debug_panic: bool,
 }
 
-/// Decompresses, decodes and normalises a write body; pure (no I/O).
-pub(crate) fn process(body: Bytes, a: &ProcessArgs) -> Result<Processed, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::EmptyBody);
+/// With `DK_DEBUG_API_PANIC=decode`, decoding a body that starts with this panics.
+pub(crate) const DEBUG_PANIC_MARK: &[u8] = b"dk_debug_panic";
+
+/// Normalised points of one chunk of a body, holding their share of the budget.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub(crate) points: Vec<Point>,
+    pub(crate) dropped: usize,
+    /// Why the first dropped point of the chunk was dropped.
+    pub(crate) drop_reason: Option<String>,
+    pub(crate) echo: Option<Vec<u8>>,
+    pub(crate) lease: Lease,
+}
+
+impl Chunk {
+    /// Appends `other` and takes over its lease (keeps small bodies all-or-nothing in one feed).
+    fn absorb(&mut self, other: Chunk) {
+        self.points.extend(other.points);
+        self.dropped += other.dropped;
+        if self.drop_reason.is_none() {
+            self.drop_reason = other.drop_reason;
+        }
+        if let (Some(mine), Some(theirs)) = (self.echo.as_mut(), other.echo) {
+            join_echo(mine, &theirs);
+        }
+        self.lease.absorb(other.lease);
     }
-    let body = decompress(body, a.compression, a.max_body)?;
-    if body.is_empty() {
-        return Err(ApiError::EmptyBody);
+}
+
+/// Appends one chunk's echo to the echo so far: JSON arrays are merged, line protocol joined.
+fn join_echo(out: &mut Vec<u8>, next: &[u8]) {
+    let is_json_array = |b: &[u8]| b.first() == Some(&b'[') && b.last() == Some(&b']');
+    if is_json_array(out) && is_json_array(next) {
+        let inner = &next[1..next.len() - 1];
+        if inner.is_empty() {
+            return;
+        }
+        out.pop();
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(inner);
+        out.push(b']');
+    } else if !next.is_empty() {
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(next);
     }
-    let decoded = decode_points(&body, a.format, a.params.precision, a.now_ns)?;
-    drop(body);
-    if decoded.is_empty() {
-        return Err(ApiError::NoPoints);
+}
+
+/// Decodes and normalises a plain body chunk by chunk, handing each chunk (or the error that
+/// ends the body) to `emit`; stops when `emit` returns false. Pure (no I/O).
+pub(crate) fn decode_chunks(
+    body: &[u8],
+    a: &ProcessArgs,
+    budget: &Budget,
+    emit: &mut dyn FnMut(Result<Chunk, ApiError>) -> bool,
+) {
+    if a.debug_panic && body.starts_with(DEBUG_PANIC_MARK) {
+        panic!("DK_DEBUG_API_PANIC=decode: a body starting with dk_debug_panic");
     }
+    // Datakit applies `precision` and "time 0 means now" to every body format.
+    let opts = lineproto::DecodeOptions {
+        precision: a.params.precision,
+        now_ns: a.now_ns,
+    };
+    let total = budget.total_bytes();
+    let mut any = false;
+    match a.format {
+        BodyFormat::LineProto => {
+            let mut d = lineproto::ChunkDecoder::new(body, &opts);
+            loop {
+                let mut lease = budget.lease();
+                if lease.grow(CHUNK_CHARGE).is_err() {
+                    emit(Err(spent(total)));
+                    return;
+                }
+                let start = d.position();
+                let Some(next) = d.next_chunk(CHUNK_POINTS, CHUNK_BYTES) else {
+                    break;
+                };
+                let r = next
+                    .map_err(|e| ApiError::InvalidLinePoint(e.to_string()))
+                    .and_then(|points| {
+                        // One point larger than a chunk: its text counts too.
+                        let text = d.position() - start;
+                        lease
+                            .grow_to(points.len() * POINT_OVERHEAD + 2 * text)
+                            .map_err(|_| spent(total))?;
+                        finish_chunk(points, a, lease)
+                    });
+                any = true;
+                let failed = r.is_err();
+                if !emit(r) || failed {
+                    return;
+                }
+            }
+        }
+        BodyFormat::Protobuf => {
+            let mut start: Option<usize> = None;
+            let mut end = 0;
+            let mut n = 0;
+            let mut first = 0;
+            let base = body.as_ptr() as usize;
+            let mut entries = pb::entries(body).peekable();
+            loop {
+                let next = entries.next();
+                let flush = match &next {
+                    None => true,
+                    Some(Err(_)) => true,
+                    Some(Ok(entry)) => {
+                        let s = entry.as_ptr() as usize - base;
+                        if start.is_none() {
+                            start = Some(s);
+                        }
+                        end = s + entry.len();
+                        n += 1;
+                        n >= CHUNK_POINTS || end - start.unwrap_or(0) >= CHUNK_BYTES
+                    }
+                };
+                if flush && let Some(s) = start.take() {
+                    let mut lease = budget.lease();
+                    let r = lease
+                        .grow(n * POINT_OVERHEAD + 2 * (end - s))
+                        .map_err(|_| spent(total))
+                        .and_then(|()| {
+                            pb::decode_with(&body[s..end], &opts).map_err(|e| {
+                                ApiError::InvalidProtobufPoint(format!(
+                                    "in the points from #{first}: {e}"
+                                ))
+                            })
+                        })
+                        .and_then(|points| finish_chunk(points, a, lease));
+                    first += n;
+                    n = 0;
+                    any = true;
+                    let failed = r.is_err();
+                    if !emit(r) || failed {
+                        return;
+                    }
+                }
+                match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        emit(Err(ApiError::InvalidProtobufPoint(e.to_string())));
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+        BodyFormat::Json | BodyFormat::PbJson => {
+            // A JSON document decodes at once; its points are charged before, from an upper
+            // bound of their count (every point has at least two objects).
+            let braces = body.iter().filter(|b| **b == b'{').count();
+            let mut lease = budget.lease();
+            if lease
+                .grow(braces / 2 * POINT_OVERHEAD + 2 * body.len())
+                .is_err()
+            {
+                emit(Err(spent(total)));
+                return;
+            }
+            let decoded = if a.format == BodyFormat::Json {
+                json::decode_with(body, &opts)
+            } else {
+                json::decode_pbjson_with(body, &opts)
+            };
+            let r = decoded
+                .map_err(|e| ApiError::InvalidJsonPoint(e.to_string()))
+                .and_then(|points| {
+                    any = !points.is_empty();
+                    finish_chunk(points, a, lease)
+                });
+            emit(r);
+            return;
+        }
+    }
+    if !any {
+        emit(Err(ApiError::NoPoints(
+            "the body holds no point (only blank or comment lines)".into(),
+        )));
+    }
+}
+
+/// Normalises a chunk's points (RUM location tags, `strict`) and encodes its echo.
+fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Result<Chunk, ApiError> {
     let mut points = Vec::with_capacity(decoded.len());
     let mut dropped = 0;
+    let mut drop_reason = None;
     for mut p in decoded {
         if a.category == Category::Rum {
             for k in ["city", "province", "country", "isp"] {
@@ -253,21 +463,45 @@ pub(crate) fn process(body: Bytes, a: &ProcessArgs) -> Result<Processed, ApiErro
         if keep {
             points.push(p);
         } else {
+            if drop_reason.is_none() {
+                drop_reason = Some(
+                    warns
+                        .iter()
+                        .map(|w| w.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+            }
             dropped += 1;
         }
     }
-    if points.is_empty() {
-        return Err(ApiError::NoPoints);
-    }
     let echo = a.params.echo.map(|e| match e {
-        Echo::Json => (json::encode(&points), "application/json"),
-        Echo::LineProto => (lineproto::encode(&points), "text/plain; charset=utf-8"),
+        Echo::Json => json::encode(&points),
+        Echo::LineProto => lineproto::encode(&points),
     });
-    Ok(Processed {
+    if let Some(e) = &echo {
+        let total = lease.budget_total();
+        lease.grow(e.len()).map_err(|_| spent(total))?;
+    }
+    Ok(Chunk {
         points,
         dropped,
+        drop_reason,
         echo,
+        lease,
     })
+}
+
+/// The `400 datakit.noPoints` of a body whose every point was dropped, saying why.
+fn no_points(dropped: usize, reason: Option<&str>, category: Category) -> ApiError {
+    let mut msg = format!("all {dropped} point(s) were dropped by normalisation");
+    if let Some(r) = reason {
+        msg.push_str(&format!("; the first: {r}"));
+    }
+    if category == Category::Metric {
+        msg.push_str(" (metrics keep only numeric and boolean fields: send strings as tags, or write them as logging)");
+    }
+    ApiError::NoPoints(msg)
 }
 
 fn now_ns() -> i64 {
@@ -277,11 +511,15 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads the whole body, refusing more than `max` bytes.
+/// Reads the whole body, refusing more than `max` bytes: at once (413, nothing read) when the
+/// declared `Content-Length` is over it, else as the bytes arrive. With a lease, the declared
+/// length is taken from the budget before reading, and chunked bodies as their frames arrive.
 pub(crate) async fn read_body(
-    body: Body,
+    mut body: Body,
     headers: &HeaderMap,
     max: usize,
+    mut lease: Option<&mut Lease>,
+    budget_total: usize,
 ) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -290,15 +528,35 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
         return Err(too_large(max, "request body"));
     }
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(too_large(max, "request body"))
-        }
-        Err(e) => Err(ApiError::DecodeBodyFailed(format!(
-            "reading the request body failed: {e}"
-        ))),
+    let declared = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    if let Some(l) = lease.as_deref_mut() {
+        l.grow_to(declared).map_err(|_| spent(budget_total))?;
     }
+    let mut out = BytesMut::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::DecodeBodyFailed(format!("reading the request body failed: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let want = out.len() + data.len();
+        if want > max {
+            return Err(too_large(max, "request body"));
+        }
+        if want > out.capacity()
+            && let Some(l) = lease.as_deref_mut()
+        {
+            // BytesMut at least doubles when it grows; both buffers exist meanwhile.
+            let new = out.capacity().saturating_mul(2).max(want);
+            l.grow_to(out.capacity() + new)
+                .map_err(|_| spent(budget_total))?;
+            out.reserve(data.len());
+            l.shrink_to(out.capacity());
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out.freeze())
 }
 
 /// The `POST /v1/write/{category}` handler.
@@ -309,7 +567,17 @@ pub(crate) async fn write(
 ) -> Response {
     match write_inner(&inner, &category, req).await {
         Ok(resp) => resp,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let reason = match &e {
+                ApiError::BodyTooLarge(_) => Some("body_too_large"),
+                ApiError::IoBusy(m) if m.contains("max_inflight_body_mb") => Some("memory_budget"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                inner.state.metrics.reject(reason);
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -345,71 +613,224 @@ async fn write_inner(inner: &Inner, category: &str, req: Request) -> Result<Resp
         .map(|c| c.ip.clone())
         .unwrap_or_default();
     let max_body = inner.state.config.max_body_bytes;
-    let body = read_body(body, &parts.headers, max_body).await?;
+    let budget = inner.budget.clone();
+    let total = budget.total_bytes();
+    let mut lease = budget.lease();
+    let body = read_body(body, &parts.headers, max_body, Some(&mut lease), total).await?;
+    if body.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+    let body: Bytes = if compression == Compression::Identity {
+        body
+    } else {
+        let slot = inner
+            .inflaters
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::Untyped(format!("inflating the body failed: {e}")))?;
+        let (r, l) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let held = body.len();
+            let r = inflate(&body, compression, max_body, &mut lease, held, total);
+            drop(body);
+            (r, lease)
+        })
+        .await
+        .map_err(|e| ApiError::Untyped(format!("inflating the body failed: {e}")))?;
+        lease = l;
+        let out = r?;
+        lease.shrink_to(out.capacity());
+        Bytes::from(out)
+    };
+    if body.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
 
     let feed_name = format!(
         "v1-write.{}",
         params.input.as_deref().unwrap_or(category.name())
     );
-    let (dry, opts) = (params.dry, params.opts);
+    let (dry, opts, echo_kind) = (params.dry, params.opts, params.echo);
     let args = ProcessArgs {
         category,
         format,
-        compression,
         params,
-        max_body,
         client_ip,
         now_ns: now_ns(),
         limits: inner.limits.clone(),
+        debug_panic: inner.debug_panic_decode,
     };
-    let processed = if body.len() >= BLOCKING_THRESHOLD {
-        tokio::task::spawn_blocking(move || process(body, &args))
-            .await
-            .map_err(|e| ApiError::Untyped(format!("decoding task failed: {e}")))??
+    let mut feed = FeedState {
+        inner,
+        category,
+        feed_name,
+        dry,
+        opts,
+        fed: 0,
+        dropped: 0,
+        drop_reason: None,
+        echo: None,
+        echo_kind,
+        echo_lease: budget.lease(),
+    };
+    if body.len() < BLOCKING_THRESHOLD {
+        // Small bodies stay all-or-nothing: every chunk is decoded before any is fed.
+        let mut merged: Option<Chunk> = None;
+        let mut failed = None;
+        decode_chunks(&body, &args, &budget, &mut |c| match c {
+            Ok(c) => {
+                match merged.as_mut() {
+                    None => merged = Some(c),
+                    Some(m) => m.absorb(c),
+                }
+                true
+            }
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some(c) = merged {
+            feed.chunk(c).await?;
+        }
     } else {
-        process(body, &args)?
-    };
-
-    let cat = CategoryLabels {
-        category: category.name().to_string(),
-    };
-    let metrics = &inner.state.metrics;
-    metrics
-        .write_points
-        .get_or_create(&cat)
-        .inc_by(processed.points.len() as u64);
-    if processed.dropped > 0 {
-        metrics
-            .write_dropped
-            .get_or_create(&cat)
-            .inc_by(processed.dropped as u64);
-    }
-
-    if !dry {
-        let res = inner
-            .state
-            .feeder
-            .feed(category, feed_name.clone(), opts, processed.points)
-            .await;
-        if let Err(e) = res {
-            let msg = e.to_string();
-            inner
-                .state
-                .last_errors
-                .record(&feed_name, &feed_name, category.name(), &msg);
-            return Err(match e {
-                FeedError::Busy(_) => ApiError::IoBusy(msg),
-                FeedError::Closed => ApiError::IoClosed(msg),
+        // Large bodies: decoded on the blocking pool, one chunk ahead of the feed.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, ApiError>>(1);
+        let bg_budget = budget.clone();
+        // The body's lease goes with the body: returned when the decoding thread is done.
+        let body_lease = std::mem::replace(&mut lease, budget.lease());
+        let task = tokio::task::spawn_blocking(move || {
+            decode_chunks(&body, &args, &bg_budget, &mut |c| {
+                tx.blocking_send(c).is_ok()
             });
+            drop(body);
+            drop(body_lease);
+        });
+        while let Some(c) = rx.recv().await {
+            match c {
+                Ok(c) => feed.chunk(c).await?,
+                Err(e) => return Err(feed.late(e)),
+            }
+        }
+        if let Err(e) = task.await {
+            return Err(feed.late(ApiError::Untyped(format!("decoding the body failed: {e}"))));
         }
     }
+    drop(lease);
+    feed.finish()
+}
 
-    Ok(match processed.echo {
-        Some((body, ct)) => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response()
+/// Feeds a body's chunks and keeps what the answer needs.
+struct FeedState<'a> {
+    inner: &'a Inner,
+    category: Category,
+    feed_name: String,
+    dry: bool,
+    opts: FeedOpts,
+    fed: usize,
+    dropped: usize,
+    drop_reason: Option<String>,
+    echo: Option<Vec<u8>>,
+    echo_kind: Option<Echo>,
+    echo_lease: Lease,
+}
+
+impl FeedState<'_> {
+    async fn chunk(&mut self, c: Chunk) -> Result<(), ApiError> {
+        let Chunk {
+            points,
+            dropped,
+            drop_reason,
+            echo,
+            lease,
+        } = c;
+        let cat = CategoryLabels {
+            category: self.category.name().to_string(),
+        };
+        let metrics = &self.inner.state.metrics;
+        if dropped > 0 {
+            metrics
+                .write_dropped
+                .get_or_create(&cat)
+                .inc_by(dropped as u64);
+            self.dropped += dropped;
+            if self.drop_reason.is_none() {
+                self.drop_reason = drop_reason;
+            }
         }
-        None => ().into_response(),
-    })
+        if let Some(e) = echo {
+            let total = self.echo_lease.budget_total();
+            self.echo_lease.grow(e.len()).map_err(|_| spent(total))?;
+            match self.echo.as_mut() {
+                Some(all) => join_echo(all, &e),
+                None => self.echo = Some(e),
+            }
+        }
+        if points.is_empty() {
+            return Ok(());
+        }
+        let n = points.len();
+        metrics.write_points.get_or_create(&cat).inc_by(n as u64);
+        if !self.dry {
+            let res = self
+                .inner
+                .state
+                .feeder
+                .feed(self.category, self.feed_name.clone(), self.opts, points)
+                .await;
+            if let Err(e) = res {
+                let msg = e.to_string();
+                self.inner.state.last_errors.record(
+                    &self.feed_name,
+                    &self.feed_name,
+                    self.category.name(),
+                    &msg,
+                );
+                return Err(self.late(match e {
+                    FeedError::Busy(_) => ApiError::IoBusy(msg),
+                    FeedError::Closed => ApiError::IoClosed(msg),
+                }));
+            }
+        }
+        drop(lease);
+        self.fed += n;
+        Ok(())
+    }
+
+    /// An error after some chunks were accepted says so.
+    fn late(&self, e: ApiError) -> ApiError {
+        if self.fed == 0 {
+            return e;
+        }
+        e.with_note(&format!(
+            "the {} points before it were accepted; send the rest again",
+            self.fed
+        ))
+    }
+
+    fn finish(self) -> Result<Response, ApiError> {
+        if self.fed == 0 {
+            return Err(no_points(
+                self.dropped,
+                self.drop_reason.as_deref(),
+                self.category,
+            ));
+        }
+        Ok(match self.echo {
+            Some(body) => {
+                let ct = match self.echo_kind {
+                    Some(Echo::Json) => "application/json",
+                    _ => "text/plain; charset=utf-8",
+                };
+                ([(header::CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response()
+            }
+            None => ().into_response(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -501,33 +922,208 @@ mod tests {
         );
     }
 
+    fn budget(bytes: usize) -> Budget {
+        Budget::new(bytes, prometheus_client::metrics::gauge::Gauge::default())
+    }
+
+    fn inflate_all(body: &[u8], how: Compression, max: usize) -> Result<Vec<u8>, ApiError> {
+        let b = budget(1 << 30);
+        let mut l = b.lease();
+        inflate(body, how, max, &mut l, 0, b.total_bytes())
+    }
+
     #[test]
     fn decompresses_gzip_and_both_deflate_flavours_within_the_cap() {
         let plain = b"cpu usage=1 1".repeat(10);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&plain).unwrap_or_default();
         let gz = gz.finish().unwrap_or_default();
-        let out = decompress(Bytes::from(gz.clone()), Compression::Gzip, 1000);
+        let out = inflate_all(&gz, Compression::Gzip, 1000);
         assert_eq!(out.as_deref().ok(), Some(&plain[..]));
-        let too_big = decompress(Bytes::from(gz), Compression::Gzip, plain.len() - 1);
+        let too_big = inflate_all(&gz, Compression::Gzip, plain.len() - 1);
         assert_eq!(too_big.map_err(|e| e.status().as_u16()), Err(413));
 
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(&plain).unwrap_or_default();
         let z = z.finish().unwrap_or_default();
-        let out = decompress(Bytes::from(z), Compression::Deflate, 1000);
+        let out = inflate_all(&z, Compression::Deflate, 1000);
         assert_eq!(out.as_deref().ok(), Some(&plain[..]));
 
         let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         d.write_all(&plain).unwrap_or_default();
         let d = d.finish().unwrap_or_default();
-        let out = decompress(Bytes::from(d), Compression::Deflate, 1000);
+        let out = inflate_all(&d, Compression::Deflate, 1000);
         assert_eq!(out.as_deref().ok(), Some(&plain[..]));
 
-        let bad = decompress(Bytes::from_static(b"not gzip"), Compression::Gzip, 1000);
+        let bad = inflate_all(b"not gzip", Compression::Gzip, 1000);
         assert_eq!(
             bad.map_err(|e| e.code()),
             Err("datakit.decodeBodyFailed".to_string())
         );
+    }
+
+    fn gzip_zeros(n: usize) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..n >> 20 {
+            gz.write_all(&zeros).unwrap_or_default();
+        }
+        gz.finish().unwrap_or_default()
+    }
+
+    #[test]
+    fn inflating_a_bomb_stops_at_the_budget_with_503_and_gives_everything_back() {
+        let bomb = gzip_zeros(64 << 20);
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let b = Budget::new(8 << 20, gauge.clone());
+        let mut l = b.lease();
+        let r = inflate(
+            &bomb,
+            Compression::Gzip,
+            64 << 20,
+            &mut l,
+            0,
+            b.total_bytes(),
+        );
+        let e = r.err().unwrap_or(ApiError::EmptyBody);
+        assert_eq!(e.status().as_u16(), 503, "{e}");
+        assert!(e.message().contains("max_inflight_body_mb"), "{e}");
+        assert!(gauge.get() <= 8 << 20);
+        drop(l);
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn inflating_past_the_body_cap_is_413_naming_a_real_key() {
+        let bomb = gzip_zeros(8 << 20);
+        let e = inflate_all(&bomb, Compression::Gzip, 1 << 20)
+            .err()
+            .unwrap_or(ApiError::EmptyBody);
+        assert_eq!(e.status().as_u16(), 413);
+        assert!(e.message().contains("[http_api] max_body_size_mb"), "{e}");
+    }
+
+    fn args(category: Category, format: BodyFormat) -> ProcessArgs {
+        ProcessArgs {
+            category,
+            format,
+            params: WriteParams {
+                precision: Precision::Ns,
+                ..WriteParams::default()
+            },
+            client_ip: String::new(),
+            now_ns: 1,
+            limits: Arc::new(Limits::default()),
+            debug_panic: false,
+        }
+    }
+
+    fn chunks(body: &[u8], a: &ProcessArgs, b: &Budget) -> Vec<Result<Chunk, ApiError>> {
+        let mut out = Vec::new();
+        decode_chunks(body, a, b, &mut |c| {
+            out.push(c);
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn a_large_line_protocol_body_decodes_in_bounded_chunks() {
+        let n = CHUNK_POINTS * 2 + 5;
+        let body: Vec<u8> = (0..n)
+            .flat_map(|i| format!("m f={i}i {}\n", i + 1).into_bytes())
+            .collect();
+        let b = budget(256 << 20);
+        let got = chunks(&body, &args(Category::Metric, BodyFormat::LineProto), &b);
+        let sizes: Vec<usize> = got
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.points.len()).unwrap_or(0))
+            .collect();
+        assert_eq!(sizes, vec![CHUNK_POINTS, CHUNK_POINTS, 5]);
+        assert_eq!(
+            got.last()
+                .and_then(|c| c.as_ref().ok())
+                .and_then(|c| c.points.last())
+                .map(|p| p.time),
+            Some(n as i64)
+        );
+    }
+
+    #[test]
+    fn a_large_protobuf_body_decodes_in_bounded_chunks_with_the_same_points() {
+        let points: Vec<Point> = (0..CHUNK_POINTS + 3)
+            .map(|i| Point::new("m", i as i64 + 1).field("f", dk_proto::Value::I(i as i64)))
+            .collect();
+        let body = pb::encode(&points);
+        let b = budget(256 << 20);
+        let got = chunks(&body, &args(Category::Metric, BodyFormat::Protobuf), &b);
+        let mut all = Vec::new();
+        for c in got {
+            let c = c.unwrap_or_else(|e| panic!("{e}"));
+            assert!(c.points.len() <= CHUNK_POINTS);
+            all.extend(c.points);
+        }
+        assert_eq!(all.len(), points.len());
+        assert_eq!(all.last().map(|p| p.time), points.last().map(|p| p.time));
+    }
+
+    #[test]
+    fn decoding_refuses_with_503_when_the_budget_cannot_hold_a_chunk() {
+        let b = budget(1 << 20);
+        let got = chunks(
+            b"m f=1 1",
+            &args(Category::Metric, BodyFormat::LineProto),
+            &b,
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].as_ref().map(|_| 0).map_err(|e| e.status().as_u16()),
+            Err(503)
+        );
+    }
+
+    #[test]
+    fn a_metric_with_only_a_string_field_says_which_field_was_dropped_and_why() {
+        let b = budget(256 << 20);
+        let got = chunks(
+            b"m s=\"x\" 1",
+            &args(Category::Metric, BodyFormat::LineProto),
+            &b,
+        );
+        let c = got
+            .into_iter()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| unreachable!());
+        assert!(c.points.is_empty());
+        let e = no_points(c.dropped, c.drop_reason.as_deref(), Category::Metric);
+        assert_eq!(e.code(), "datakit.noPoints");
+        assert_eq!(e.status().as_u16(), 400);
+        let m = e.message();
+        assert!(m.contains("field \"s\""), "{m}");
+        assert!(m.contains("numeric and boolean"), "{m}");
+    }
+
+    #[test]
+    fn echo_of_several_chunks_is_one_json_array() {
+        let mut out = b"[{\"a\":1}]".to_vec();
+        join_echo(&mut out, b"[{\"b\":2}]");
+        join_echo(&mut out, b"[]");
+        assert_eq!(out, b"[{\"a\":1},{\"b\":2}]");
+        let mut lp = b"m a=1 1".to_vec();
+        join_echo(&mut lp, b"m a=2 2");
+        assert_eq!(lp, b"m a=1 1\nm a=2 2");
+    }
+
+    #[test]
+    fn the_debug_knob_makes_decoding_panic_only_on_marked_bodies() {
+        let b = budget(256 << 20);
+        let mut a = args(Category::Metric, BodyFormat::LineProto);
+        a.debug_panic = true;
+        assert_eq!(chunks(b"m f=1 1", &a, &b).len(), 1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            chunks(b"dk_debug_panic f=1 1", &a, &b).len()
+        }));
+        assert!(r.is_err());
     }
 }

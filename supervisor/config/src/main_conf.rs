@@ -194,6 +194,15 @@ pub struct HttpApi {
     pub rum_origin_ip_header: String,
     /// RUM app ids accepted; empty = all.
     pub rum_app_id_white_list: Vec<String>,
+    /// Cap on one write body after decompression, in MiB (our addition; 413 past it).
+    pub max_body_size_mb: u64,
+    /// Memory budget shared by every write request being read, inflated and decoded at
+    /// once, in MiB (our addition; 503 with `Retry-After` past it).
+    pub max_inflight_body_mb: u64,
+    /// Cap on open API connections (our addition); also kept 256 below the open-files
+    /// limit so the queue and sinks always have descriptors. Past it new connections are
+    /// closed at once.
+    pub max_connections: u64,
     /// `[http_api.tls]`.
     pub tls: HttpTls,
 }
@@ -213,6 +222,9 @@ impl Default for HttpApi {
             request_rate_limit_burst: 500,
             rum_origin_ip_header: "X-Forwarded-For".into(),
             rum_app_id_white_list: Vec::new(),
+            max_body_size_mb: 64,
+            max_inflight_body_mb: 128,
+            max_connections: 10_000,
             tls: HttpTls::default(),
         }
     }
@@ -663,6 +675,30 @@ impl MainConfig {
                 file,
                 "http_api.listen_socket",
                 format!("{sock:?} must be an absolute path, e.g. \"/var/run/datakit/datakit.sock\", or empty"),
+            );
+        }
+        let api = &self.http_api;
+        for (key, v) in [
+            ("http_api.max_body_size_mb", api.max_body_size_mb),
+            ("http_api.max_inflight_body_mb", api.max_inflight_body_mb),
+            ("http_api.max_connections", api.max_connections),
+        ] {
+            if v == 0 {
+                sink.error(
+                    file,
+                    key,
+                    "must be at least 1 (0 would refuse every request)",
+                );
+            }
+        }
+        if api.max_inflight_body_mb < api.max_body_size_mb {
+            sink.warn(
+                file,
+                "http_api.max_inflight_body_mb",
+                format!(
+                    "{} MiB is below max_body_size_mb = {}: bodies between the two are always refused with 503; raise max_inflight_body_mb",
+                    api.max_inflight_body_mb, api.max_body_size_mb
+                ),
             );
         }
         if self.enable_pprof && crate::addr::split_host_port(&self.pprof_listen).is_none() {

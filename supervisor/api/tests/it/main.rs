@@ -649,14 +649,16 @@ async fn lasterror_records_and_shows_up_in_metrics() {
 }
 
 #[tokio::test]
-async fn lasterror_without_required_fields_is_an_untyped_500() {
+async fn lasterror_with_a_bad_body_is_400_naming_what_is_missing() {
     let h = harness();
     let r = send(&h.app, post("/v1/lasterror", None, r#"{"input":"x"}"#)).await;
-    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(r.text(), r#"{"error_code":"inputOrErrcontentCanNotBeNil"}"#);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.badRequest");
+    assert!(r.text().contains("err_content"), "{}", r.text());
     let r = send(&h.app, post("/v1/lasterror", None, "not json")).await;
-    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(!r.error_code().starts_with("datakit."), "{}", r.text());
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.badRequest");
+    assert!(r.text().contains("JSON object"), "{}", r.text());
     assert!(h.last_errors.recent().is_empty());
 }
 
@@ -981,5 +983,277 @@ async fn serve_sees_the_loopback_peer_over_a_real_socket() {
     assert!(
         matches!(res, Ok(Ok(Ok(())))),
         "serve did not stop cleanly: {res:?}"
+    );
+}
+
+// ---------------------------------------------------------------- limits
+
+fn metric_line(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+}
+
+#[tokio::test]
+async fn a_metric_whose_only_field_is_a_string_is_400_saying_which_field_was_dropped() {
+    let h = harness();
+    let r = send(&h.app, post("/v1/write/metric", None, "m,t=a s=\"text\" 1")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.noPoints");
+    let m = r.json()["message"].as_str().unwrap_or("").to_string();
+    assert!(m.contains("field \"s\""), "{m}");
+    assert!(m.contains("numeric and boolean"), "{m}");
+}
+
+#[tokio::test]
+async fn the_413_message_names_the_max_body_size_mb_key() {
+    let h = harness_with(
+        ApiConfig {
+            max_body_bytes: 1024,
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let r = send(
+        &h.app,
+        post("/v1/write/metric", None, "m f=1 1\n".repeat(200)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        r.text().contains("[http_api] max_body_size_mb"),
+        "{}",
+        r.text()
+    );
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert_eq!(
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"body_too_large\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_spent_budget_answers_503_with_retry_after_counts_it_and_holds_nothing_after() {
+    let h = harness_with(
+        ApiConfig {
+            max_inflight_bytes: 64 * 1024,
+            ..ApiConfig::default()
+        },
+        Mode::Accept,
+    );
+    let big = "m f=1 1\n".repeat(20_000);
+    let r = send(&h.app, post("/v1/write/metric", None, big)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error_code(), "datakit.ioBusy");
+    assert_eq!(r.header("retry-after"), "1");
+    assert!(r.text().contains("max_inflight_body_mb"), "{}", r.text());
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert_eq!(
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"memory_budget\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_line(&m, "datakit_http_api_inflight_body_bytes "),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(h.feeder.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_large_body_is_fed_in_bounded_chunks_and_every_point_arrives() {
+    let h = harness();
+    let n = 40_000;
+    let body: String = (0..n)
+        .map(|i| format!("m,k=value-{i} f={i}i {}\n", i + 1))
+        .collect();
+    assert!(body.len() > 512 * 1024);
+    let r = send(&h.app, post("/v1/write/metric?precision=ns", None, body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let calls = h.feeder.calls();
+    assert!(calls.len() >= 3, "{} feeds", calls.len());
+    assert!(calls.iter().all(|c| c.3.len() <= 10_000));
+    assert_eq!(calls.iter().map(|c| c.3.len()).sum::<usize>(), n);
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert_eq!(
+        metric_line(&m, "datakit_http_api_inflight_body_bytes "),
+        Some(0.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_late_parse_error_in_a_large_body_says_how_many_points_were_accepted() {
+    let h = harness();
+    let mut body: String = (0..40_000)
+        .map(|i| format!("m,k=value-{i} f={i}i {}\n", i + 1))
+        .collect();
+    body.push_str("broken line\n");
+    let r = send(&h.app, post("/v1/write/metric?precision=ns", None, body)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "datakit.invalidLinePoint");
+    let accepted: usize = h.feeder.calls().iter().map(|c| c.3.len()).sum();
+    assert!(accepted > 0);
+    assert!(
+        r.text()
+            .contains(&format!("the {accepted} points before it were accepted")),
+        "{}",
+        r.text()
+    );
+}
+
+async fn serve_with(config: ApiConfig) -> (Harness, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let h = harness_with(config, Mode::Accept);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, h.state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    (h, addr, stop_tx)
+}
+
+/// Reads until the server closes; the time it took, or `None` past `limit`.
+async fn closed_within(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<(Duration, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut out = Vec::new();
+    match tokio::time::timeout(limit, s.read_to_end(&mut out)).await {
+        Ok(_) => Some((start.elapsed(), out)),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn clients_slow_to_send_headers_are_cut_off_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (h, addr, _stop) = serve_with(ApiConfig {
+        header_timeout: Duration::from_millis(300),
+        ..ApiConfig::default()
+    })
+    .await;
+    // One that sends part of a header line and then nothing, one that sends nothing at all.
+    let mut partial = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    partial
+        .write_all(b"GET /v1/ping HTTP/1.1\r\nHo")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut silent = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = closed_within(&mut partial, Duration::from_secs(5)).await;
+    let s = closed_within(&mut silent, Duration::from_secs(5)).await;
+    assert!(p.is_some(), "the partial-header client was never cut off");
+    assert!(s.is_some(), "the silent client was never cut off");
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert!(
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"header_timeout\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_cap_is_413_before_the_body_is_sent() {
+    use tokio::io::AsyncWriteExt;
+    let (_h, addr, _stop) = serve_with(ApiConfig {
+        max_body_bytes: 1024,
+        ..ApiConfig::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(
+        b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, out) = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no answer without a body"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
+#[tokio::test]
+async fn a_chunked_body_announcing_a_huge_chunk_is_cut_off_by_the_request_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_h, addr, _stop) = serve_with(ApiConfig {
+        timeout: Duration::from_millis(500),
+        ..ApiConfig::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nm f=1 1\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (took, out) = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("the endless chunked body was never cut off"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 413") || text.is_empty(),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_counted() {
+    let (h, addr, _stop) = serve_with(ApiConfig {
+        max_connections: 2,
+        ..ApiConfig::default()
+    })
+    .await;
+    let _a = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _b = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (took, out) = closed_within(&mut c, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("the connection past the cap was kept"));
+    assert!(out.is_empty());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert_eq!(
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"connection_limit\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_line(&m, "datakit_http_api_open_connections "),
+        Some(2.0),
+        "{m}"
     );
 }
