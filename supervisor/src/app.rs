@@ -103,7 +103,11 @@ pub fn worker(family: &str, run_dir: &Path, log_level: &str) -> ExitCode {
             return ExitCode::from(71);
         }
     };
-    match rt.block_on(dk_worker::worker::run(fam, run_dir)) {
+    // Debug knob: make a family's worker break the RPC protocol, to exercise the cut-off.
+    let misbehave = std::env::var("DK_DEBUG_WORKER_MISBEHAVE")
+        .ok()
+        .and_then(|spec| dk_worker::misbehave::Misbehave::from_spec(&spec, family));
+    match rt.block_on(dk_worker::worker::run_with(fam, run_dir, misbehave)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "Worker stopped.");
@@ -248,17 +252,11 @@ impl BatchHandler for Handler {
                 election: batch.election,
                 no_global_tags: batch.no_global_tags,
             };
-            match self
-                .delivery
-                .feed(batch.category, &batch.input, opts, batch.points)
-                .await
-            {
-                Ok(o) => Ack::Accepted {
-                    points: o.accepted,
-                    dropped: o.dropped,
-                },
-                Err(e) => Ack::Retry(e.to_string()),
-            }
+            crate::ingest::ack_for(
+                self.delivery
+                    .feed(batch.category, &batch.input, opts, batch.points)
+                    .await,
+            )
         })
     }
 
