@@ -13,3 +13,4 @@ mod lifecycle;
 mod logging;
 mod sinks;
 mod statsd;
+mod worker_abuse;

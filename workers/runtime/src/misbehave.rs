@@ -21,6 +21,9 @@ pub enum Misbehave {
     Garbage,
     /// Says hello for another family than the one it was started for, and stays alive.
     WrongFamily,
+    /// Reports 2 MiB of metrics text at every health check (over the 1 MiB the supervisor
+    /// keeps); not a protocol violation, the report is refused and counted.
+    BigMetrics,
 }
 
 impl Misbehave {
@@ -36,6 +39,7 @@ impl Misbehave {
                 "oversize" => Some(Misbehave::Oversize),
                 "garbage" => Some(Misbehave::Garbage),
                 "wrong_family" => Some(Misbehave::WrongFamily),
+                "big_metrics" => Some(Misbehave::BigMetrics),
                 _ => None,
             }
         })
@@ -46,6 +50,14 @@ impl Misbehave {
         match self {
             Misbehave::WrongFamily => format!("{family}-impostor"),
             _ => family.to_string(),
+        }
+    }
+
+    /// The metrics text a health check reports instead of `real`.
+    pub(crate) fn metrics(self, real: String) -> String {
+        match self {
+            Misbehave::BigMetrics => "# misbehave\n".repeat((2 << 20) / 12 + 1),
+            _ => real,
         }
     }
 
@@ -67,7 +79,7 @@ impl Misbehave {
                 frame.extend_from_slice(&[0xAB; 64]);
                 raw_frame(run_dir, &frame).await;
             }
-            Misbehave::WrongFamily => {}
+            Misbehave::WrongFamily | Misbehave::BigMetrics => {}
         }
         std::future::pending::<()>().await;
     }
@@ -131,5 +143,11 @@ mod tests {
             Misbehave::from_spec("x:oversize", "x"),
             Some(Misbehave::Oversize)
         );
+        assert_eq!(
+            Misbehave::from_spec("x:big_metrics", "x"),
+            Some(Misbehave::BigMetrics)
+        );
+        assert!(Misbehave::BigMetrics.metrics(String::new()).len() > 1 << 20);
+        assert_eq!(Misbehave::Flood.metrics("m 1\n".into()), "m 1\n");
     }
 }

@@ -64,6 +64,7 @@ struct ControlServer {
     grace: Arc<std::sync::atomic::AtomicU64>,
     reconfigure: mpsc::Sender<Reconfigure>,
     metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    misbehave: Option<crate::misbehave::Misbehave>,
 }
 
 impl Control for ControlServer {
@@ -76,7 +77,10 @@ impl Control for ControlServer {
             points_dropped: self.stats.dropped.load(Ordering::Relaxed),
             pending_batches: self.stats.pending.load(Ordering::Relaxed),
             rss_bytes: status_bytes(std::process::id(), "VmRSS").unwrap_or(0),
-            metrics: encode_metrics(&self.metrics),
+            metrics: match self.misbehave {
+                Some(m) => m.metrics(encode_metrics(&self.metrics)),
+                None => encode_metrics(&self.metrics),
+            },
         }
     }
 
@@ -204,6 +208,7 @@ pub async fn run_with(
         grace: grace.clone(),
         reconfigure: reconfigure_tx,
         metrics: metrics.clone(),
+        misbehave,
     };
     let control_stream = connect(run_dir, CONTROL_SOCKET).await?;
     let control_lost = shutdown.clone();

@@ -1,0 +1,156 @@
+//! Workers are not trusted: a worker that floods the supervisor with requests, sends an
+//! oversize or undecodable frame, or says hello for another family is cut off, killed and
+//! restarted (cause `protocol_violation`), while the supervisor stays up and small and the
+//! other families keep delivering. The misbehaviour is a debug mode of the real worker
+//! (`DK_DEBUG_WORKER_MISBEHAVE=<family>:<mode>`).
+
+use std::time::Duration;
+
+use crate::harness::{Agent, wait_for};
+
+const TWO_FAMILIES: &[(&str, &str)] = &[
+    ("host/mem.conf", "[[inputs.mem]]\n  interval = \"1s\"\n"),
+    (
+        "network/socket.conf",
+        "[[inputs.socket]]\n  dest_url = [\"tcp://127.0.0.1:1\"]\n",
+    ),
+];
+
+/// Resident memory the supervisor may reach while a worker misbehaves (a debug build idles
+/// at a few tens of MiB).
+const RSS_LIMIT: u64 = 160 << 20;
+
+const VIOLATIONS: &str =
+    "datakit_worker_restarts_total{family=\"socket\",cause=\"protocol_violation\"}";
+
+fn mem_points(agent: &Agent) -> usize {
+    agent
+        .local_points("metric")
+        .iter()
+        .filter(|p| p.name == "mem")
+        .count()
+}
+
+fn cut_off_and_restarted(mode: &str) {
+    let spec = format!("socket:{mode}");
+    let agent = Agent::start_with(
+        TWO_FAMILIES,
+        "",
+        &[("DK_DEBUG_WORKER_MISBEHAVE", spec.as_str())],
+    );
+    let first = wait_for("the socket worker", Duration::from_secs(10), || {
+        agent.worker_pid("socket")
+    });
+    let mut peak_rss = 0u64;
+    wait_for(
+        "the misbehaving worker to be cut off and counted",
+        Duration::from_secs(20),
+        || {
+            if let Some(rss) = dk_worker::worker::status_bytes(agent.pid(), "VmRSS") {
+                peak_rss = peak_rss.max(rss);
+            }
+            agent.metric(VIOLATIONS).filter(|v| *v >= 1.0)
+        },
+    );
+    let replaced = wait_for("a new socket worker", Duration::from_secs(10), || {
+        agent.worker_pid("socket").filter(|p| *p != first)
+    });
+    assert_ne!(replaced, first);
+    eprintln!(
+        "{mode}: supervisor peak RSS {} KiB while the worker was cut off",
+        peak_rss >> 10
+    );
+    // The supervisor is up, answers, and stayed small.
+    let (status, _) = agent.request("GET", "/v1/ping", &[], b"");
+    assert_eq!(status, 200);
+    let rss = dk_worker::worker::status_bytes(agent.pid(), "VmRSS").unwrap();
+    assert!(
+        peak_rss.max(rss) < RSS_LIMIT,
+        "supervisor RSS {} MiB",
+        peak_rss.max(rss) >> 20
+    );
+    // The cut-off is explained where the operator looks.
+    let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("broke the RPC protocol"),
+        "lasterror: {body}"
+    );
+    // No other cause was counted for the misbehaving family: the violation was recognised.
+    let metrics = agent.metrics();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("datakit_worker_restarts_total{family=\"socket\"")
+            && !l.contains("protocol_violation")
+    }) {
+        assert!(line.ends_with(" 0"), "unexpected restart cause: {line}");
+    }
+    // The other family keeps delivering.
+    let before = mem_points(&agent);
+    wait_for(
+        "mem points after the cut-off",
+        Duration::from_secs(10),
+        || (mem_points(&agent) > before).then_some(()),
+    );
+    assert_eq!(
+        agent.metric("datakit_worker_restarts_total{family=\"host\",cause=\"protocol_violation\"}"),
+        None,
+        "the well-behaved family was never cut off"
+    );
+}
+
+#[test]
+fn a_worker_that_floods_the_supervisor_with_requests_is_cut_off_and_restarted() {
+    cut_off_and_restarted("flood");
+}
+
+#[test]
+fn a_worker_that_sends_an_oversize_frame_is_cut_off_and_restarted() {
+    cut_off_and_restarted("oversize");
+}
+
+#[test]
+fn a_worker_that_sends_an_undecodable_frame_is_cut_off_and_restarted() {
+    cut_off_and_restarted("garbage");
+}
+
+#[test]
+fn a_worker_that_claims_another_family_is_cut_off_and_restarted() {
+    cut_off_and_restarted("wrong_family");
+}
+
+#[test]
+fn worker_metrics_over_the_size_cap_are_refused_and_counted_without_a_restart() {
+    let agent = Agent::start_with(
+        TWO_FAMILIES,
+        "",
+        &[("DK_DEBUG_WORKER_MISBEHAVE", "socket:big_metrics")],
+    );
+    wait_for(
+        "two oversize metrics reports refused",
+        Duration::from_secs(15),
+        || {
+            agent
+                .metric("datakit_worker_metrics_refused_total{family=\"socket\"}")
+                .filter(|v| *v >= 2.0)
+        },
+    );
+    let text = agent.metrics();
+    assert!(
+        text.len() < 1 << 20,
+        "/metrics is {} bytes: the oversize report was served",
+        text.len()
+    );
+    assert!(!text.contains("# misbehave"));
+    assert_eq!(
+        agent.metric("datakit_worker_up{family=\"socket\"}"),
+        Some(1.0),
+        "the worker keeps running"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("datakit_worker_restarts_total{family=\"socket\"")
+                && !l.ends_with(" 0")),
+        "no restart: {text}"
+    );
+}
