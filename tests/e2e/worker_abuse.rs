@@ -2,11 +2,12 @@
 //! oversize or undecodable frame, or says hello for another family is cut off, killed and
 //! restarted (cause `protocol_violation`), while the supervisor stays up and small and the
 //! other families keep delivering. The misbehaviour is a debug mode of the real worker
-//! (`DK_DEBUG_WORKER_MISBEHAVE=<family>:<mode>`).
+//! (`DK_DEBUG_WORKER_MISBEHAVE=<family>:<mode>`). A family's config validator that panics
+//! (`DK_DEBUG_CONFIG_PANIC=<family>`) is a config error, not a dead supervisor.
 
 use std::time::Duration;
 
-use crate::harness::{Agent, wait_for};
+use crate::harness::{Agent, bin, free_port, main_conf, wait_for, write_confd};
 
 const TWO_FAMILIES: &[(&str, &str)] = &[
     ("host/mem.conf", "[[inputs.mem]]\n  interval = \"1s\"\n"),
@@ -153,4 +154,70 @@ fn worker_metrics_over_the_size_cap_are_refused_and_counted_without_a_restart() 
                 && !l.ends_with(" 0")),
         "no restart: {text}"
     );
+}
+
+#[test]
+fn check_reports_a_panicking_validator_as_a_config_problem_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    write_confd(
+        dir.path(),
+        &main_conf(free_port(), ""),
+        &[
+            ("host/mem.conf", "[[inputs.mem]]\n"),
+            (
+                "network/socket.conf",
+                "[[inputs.socket]]\n  dest_url = [\"tcp://127.0.0.1:1\"]\n",
+            ),
+        ],
+    );
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .env("DK_DEBUG_CONFIG_PANIC", "socket")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("1 configuration problem(s)")
+            && stderr.contains("socket.conf: inputs.socket[0]: input socket (family socket): validation panicked")
+            && stderr.contains("this is a bug, please report it"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_panicking_validator_on_hot_reload_keeps_the_running_config() {
+    let agent = Agent::start_with(
+        &[("host/mem.conf", "[[inputs.mem]]\n  interval = \"1s\"\n")],
+        "",
+        &[("DK_DEBUG_CONFIG_PANIC", "socket")],
+    );
+    let host = wait_for("host worker", Duration::from_secs(10), || {
+        agent.worker_pid("host")
+    });
+    agent.write_conf(
+        "network/socket.conf",
+        "[[inputs.socket]]\n  dest_url = [\"tcp://127.0.0.1:1\"]\n",
+    );
+    wait_for(
+        "the rejected reload to be counted",
+        Duration::from_secs(10),
+        || {
+            agent
+                .metric("datakit_config_reload_total{result=\"rejected\"}")
+                .filter(|v| *v >= 1.0)
+        },
+    );
+    let (status, _) = agent.request("GET", "/v1/ping", &[], b"");
+    assert_eq!(status, 200, "the supervisor is up");
+    let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("validation panicked"), "{body}");
+    assert_eq!(agent.worker_pid("host"), Some(host), "the host worker runs on");
+    assert_eq!(agent.worker_pid("socket"), None, "no socket worker was started");
+    let before = mem_points(&agent);
+    wait_for("mem points after the reload", Duration::from_secs(10), || {
+        (mem_points(&agent) > before).then_some(())
+    });
 }

@@ -121,6 +121,39 @@ async fn raw_frame(run_dir: &Path, bytes: &[u8]) {
     }
 }
 
+/// A family whose config validation panics (debug knob `DK_DEBUG_CONFIG_PANIC=<family>`): the
+/// supervisor must report it as a config problem and keep running. Everything else is the
+/// wrapped family's.
+pub struct PanicInValidate(pub &'static dyn crate::Family);
+
+impl crate::Family for PanicInValidate {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        self.0.inputs()
+    }
+    fn samples(&self) -> &'static [(&'static str, &'static str)] {
+        self.0.samples()
+    }
+    fn validate(&self, input: &str, _toml_text: &str) -> Vec<crate::ConfigProblem> {
+        // A deliberate panic: this family exists to prove the supervisor survives one.
+        panic!(
+            "DK_DEBUG_CONFIG_PANIC: validating {input} of family {}",
+            self.0.name()
+        )
+    }
+    fn listeners(&self, input: &str, toml_text: &str) -> Vec<crate::ListenSpec> {
+        self.0.listeners(input, toml_text)
+    }
+    fn build(
+        &self,
+        config: &dk_proto::rpc::WorkerConfig,
+    ) -> Result<Vec<Box<dyn crate::Input>>, Vec<crate::ConfigProblem>> {
+        self.0.build(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
