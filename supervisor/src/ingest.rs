@@ -291,6 +291,7 @@ fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
 pub struct RpcSockets {
     ingest: UnixListener,
     control: UnixListener,
+    run_dir: std::path::PathBuf,
 }
 
 impl RpcSockets {
@@ -305,10 +306,11 @@ impl RpcSockets {
         Ok(RpcSockets {
             ingest: bind_socket(&run_dir.join(INGEST_SOCKET))?,
             control: bind_socket(&run_dir.join(CONTROL_SOCKET))?,
+            run_dir: run_dir.to_path_buf(),
         })
     }
 
-    /// Serves both sockets until `stop` is cancelled.
+    /// Serves both sockets until `stop` is cancelled, then removes their files.
     pub async fn serve(
         self,
         registry: Arc<WorkerRegistry>,
@@ -316,10 +318,19 @@ impl RpcSockets {
         metrics: SupervisorMetrics,
         stop: CancellationToken,
     ) {
-        let RpcSockets { ingest, control } = self;
+        let RpcSockets {
+            ingest,
+            control,
+            run_dir,
+        } = self;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    for name in [INGEST_SOCKET, CONTROL_SOCKET] {
+                        let _ = std::fs::remove_file(run_dir.join(name));
+                    }
+                    return;
+                }
                 accepted = ingest.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let Some(pid) = peer_pid(&stream) else {

@@ -221,3 +221,48 @@ fn a_panicking_validator_on_hot_reload_keeps_the_running_config() {
         (mem_points(&agent) > before).then_some(())
     });
 }
+
+#[test]
+fn the_statsd_unix_socket_is_not_world_writable_and_is_removed_at_a_clean_stop() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("run/datakit/statsd.sock");
+    let port = free_port();
+    let conf = format!(
+        "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{port}\"\n  \
+         service_unix_address = \"{}\"\n",
+        sock.display()
+    );
+    let mut agent = Agent::start(&[("statsd/statsd.conf", &conf)]);
+    wait_for("the statsd worker up", Duration::from_secs(10), || {
+        (agent.metric("datakit_worker_up{family=\"statsd\"}") == Some(1.0)).then_some(())
+    });
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    let mode = meta.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    assert_eq!(mode & 0o002, 0, "world-writable");
+    // Still a working socket: a datagram sent to it arrives as a point.
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.send_to(b"udsprobe.hits:1|c", &sock).unwrap();
+    wait_for("the datagram as a point", Duration::from_secs(10), || {
+        agent
+            .local_points("metric")
+            .iter()
+            .any(|p| p.name == "udsprobe")
+            .then_some(())
+    });
+    let run_dir = agent.workdir().join("run");
+    assert!(run_dir.join("ingest.sock").exists());
+
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}; log:\n{}", agent.log());
+    assert!(!sock.exists(), "statsd.sock left behind after a clean stop");
+    assert!(
+        sock.parent().unwrap().exists(),
+        "the directory stays (it may hold other files)"
+    );
+    assert!(!run_dir.join("ingest.sock").exists());
+    assert!(!run_dir.join("control.sock").exists());
+}
