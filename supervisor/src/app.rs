@@ -40,15 +40,16 @@ fn print_err(text: &str) {
 fn load(workdir: &Path) -> Result<Loaded, dk_config::ConfigErrors> {
     let families = families::all();
     // Debug knob: make a family's config validation panic, to prove it is caught.
-    let panicking: Vec<dk_worker::misbehave::PanicInValidate> = std::env::var("DK_DEBUG_CONFIG_PANIC")
-        .map(|v| {
-            families
-                .iter()
-                .filter(|f| v.split(',').any(|name| name == f.name()))
-                .map(|f| dk_worker::misbehave::PanicInValidate(*f))
-                .collect()
-        })
-        .unwrap_or_default();
+    let panicking: Vec<dk_worker::misbehave::PanicInValidate> =
+        std::env::var("DK_DEBUG_CONFIG_PANIC")
+            .map(|v| {
+                families
+                    .iter()
+                    .filter(|f| v.split(',').any(|name| name == f.name()))
+                    .map(|f| dk_worker::misbehave::PanicInValidate(*f))
+                    .collect()
+            })
+            .unwrap_or_default();
     let families: Vec<&dyn dk_worker::Family> = families
         .into_iter()
         .map(|f| {

@@ -258,7 +258,11 @@ async fn serve_connection(
     if let Some(reason) = violation {
         match registry.violation(pid, reason.clone()) {
             Some(family) => {
-                tracing::warn!(family, pid, "Worker broke the RPC protocol: {reason}; cut off.");
+                tracing::warn!(
+                    family,
+                    pid,
+                    "Worker broke the RPC protocol: {reason}; cut off."
+                );
             }
             None => tracing::warn!(
                 pid,
@@ -432,15 +436,17 @@ mod tests {
     fn a_peer_that_went_away_mid_frame_is_no_violation_but_garbage_is() {
         let gone = std::io::Error::other(std::io::Error::other("bytes remaining on stream"));
         assert!(peer_gone(&gone));
-        let reset = std::io::Error::other(std::io::Error::from(
-            std::io::ErrorKind::ConnectionReset,
-        ));
+        let reset =
+            std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(peer_gone(&reset));
-        let garbage = std::io::Error::other("invalid value: integer `2880154539`, expected variant index 0 <= i < 3");
+        let garbage = std::io::Error::other(
+            "invalid value: integer `2880154539`, expected variant index 0 <= i < 3",
+        );
         assert!(!peer_gone(&garbage));
-        let big = tarpc::ChannelError::Read(Arc::new(std::io::Error::other(
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "frame size too big"),
-        )));
+        let big = tarpc::ChannelError::Read(Arc::new(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "frame size too big",
+        ))));
         assert!(
             describe_read_error(&big).is_some_and(|d| d.contains("cap")),
             "{:?}",

@@ -41,8 +41,8 @@ pub struct BoundListener {
     pub spec: ListenSpec,
     /// The sockets (more than one for `SO_REUSEPORT` UDP).
     pub fds: Vec<OwnedFd>,
-    /// The socket file this listener created (Unix sockets), removed on drop.
-    created: Option<CreatedSocket>,
+    /// The socket file this listener created (Unix sockets), held only to remove it on drop.
+    _created: Option<CreatedSocket>,
 }
 
 /// A Unix socket file we bound, identified by device and inode so that a file another program
@@ -300,7 +300,7 @@ pub fn bind(spec: &ListenSpec) -> Result<BoundListener, BindError> {
     Ok(BoundListener {
         spec: spec.clone(),
         fds,
-        created,
+        _created: created,
     })
 }
 

@@ -73,10 +73,7 @@ fn cut_off_and_restarted(mode: &str) {
     // The cut-off is explained where the operator looks.
     let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
     let body = String::from_utf8_lossy(&body);
-    assert!(
-        body.contains("broke the RPC protocol"),
-        "lasterror: {body}"
-    );
+    assert!(body.contains("broke the RPC protocol"), "lasterror: {body}");
     // No other cause was counted for the misbehaving family: the violation was recognised.
     let metrics = agent.metrics();
     for line in metrics.lines().filter(|l| {
@@ -148,10 +145,10 @@ fn worker_metrics_over_the_size_cap_are_refused_and_counted_without_a_restart() 
         "the worker keeps running"
     );
     assert!(
-        !text
-            .lines()
-            .any(|l| l.starts_with("datakit_worker_restarts_total{family=\"socket\"")
-                && !l.ends_with(" 0")),
+        !text.lines().any(
+            |l| l.starts_with("datakit_worker_restarts_total{family=\"socket\"")
+                && !l.ends_with(" 0")
+        ),
         "no restart: {text}"
     );
 }
@@ -180,7 +177,9 @@ fn check_reports_a_panicking_validator_as_a_config_problem_and_exits_78() {
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("1 configuration problem(s)")
-            && stderr.contains("socket.conf: inputs.socket[0]: input socket (family socket): validation panicked")
+            && stderr.contains(
+                "socket.conf: inputs.socket[0]: input socket (family socket): validation panicked"
+            )
             && stderr.contains("this is a bug, please report it"),
         "{stderr}"
     );
@@ -214,12 +213,22 @@ fn a_panicking_validator_on_hot_reload_keeps_the_running_config() {
     let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("validation panicked"), "{body}");
-    assert_eq!(agent.worker_pid("host"), Some(host), "the host worker runs on");
-    assert_eq!(agent.worker_pid("socket"), None, "no socket worker was started");
+    assert_eq!(
+        agent.worker_pid("host"),
+        Some(host),
+        "the host worker runs on"
+    );
+    assert_eq!(
+        agent.worker_pid("socket"),
+        None,
+        "no socket worker was started"
+    );
     let before = mem_points(&agent);
-    wait_for("mem points after the reload", Duration::from_secs(10), || {
-        (mem_points(&agent) > before).then_some(())
-    });
+    wait_for(
+        "mem points after the reload",
+        Duration::from_secs(10),
+        || (mem_points(&agent) > before).then_some(()),
+    );
 }
 
 #[test]

@@ -779,5 +779,9 @@ fn a_panic_in_a_family_validator_is_a_config_error_naming_file_and_family() {
         ),
         "{errors:?}"
     );
-    assert!(errors[0].to_string().contains("this is a bug, please report it"));
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("this is a bug, please report it")
+    );
 }

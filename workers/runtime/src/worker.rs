@@ -166,7 +166,10 @@ pub async fn run_with(
     let hello = Hello {
         proto_version: PROTO_VERSION,
         build: dk_proto::build_id(),
-        family: misbehave.map_or_else(|| family.name().to_string(), |m| m.hello_family(family.name())),
+        family: misbehave.map_or_else(
+            || family.name().to_string(),
+            |m| m.hello_family(family.name()),
+        ),
         pid: std::process::id(),
     };
     let config = match client

@@ -944,7 +944,11 @@ mod tests {
         // The worker leaves the socket's mode alone (the supervisor sets it when binding).
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
-        assert_eq!(mode & 0o777, bound_mode, "the worker changed the socket's mode");
+        assert_eq!(
+            mode & 0o777,
+            bound_mode,
+            "the worker changed the socket's mode"
+        );
 
         // Counters: 3 datagrams, one parse error.
         let mut text = String::new();

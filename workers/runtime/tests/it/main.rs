@@ -238,7 +238,7 @@ impl Ingest for Answering {
     }
     async fn push(self, _: tarpc::context::Context, batch: Arc<Batch>) -> Ack {
         let _ = self.batches.send(Arc::unwrap_or_clone(batch));
-        self.answer.clone()
+        self.answer
     }
     async fn last_error(self, _: tarpc::context::Context, _: LastError) {}
 }
@@ -267,8 +267,7 @@ async fn sender_against(
             }),
     );
     let client =
-        dk_proto::rpc::IngestClient::new(tarpc::client::Config::default(), transport(ours))
-            .spawn();
+        dk_proto::rpc::IngestClient::new(tarpc::client::Config::default(), transport(ours)).spawn();
     let stats = Arc::new(dk_worker::sender::SenderStats::default());
     let (emitter, emitted) = dk_worker::Emitter::channel(16);
     let sender = tokio::spawn(dk_worker::sender::run(emitted, client, stats.clone()));
