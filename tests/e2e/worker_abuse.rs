@@ -39,9 +39,6 @@ fn cut_off_and_restarted(mode: &str) {
         "",
         &[("DK_DEBUG_WORKER_MISBEHAVE", spec.as_str())],
     );
-    let first = wait_for("the socket worker", Duration::from_secs(10), || {
-        agent.worker_pid("socket")
-    });
     let mut peak_rss = 0u64;
     wait_for(
         "the misbehaving worker to be cut off and counted",
@@ -53,10 +50,13 @@ fn cut_off_and_restarted(mode: &str) {
             agent.metric(VIOLATIONS).filter(|v| *v >= 1.0)
         },
     );
-    let replaced = wait_for("a new socket worker", Duration::from_secs(10), || {
-        agent.worker_pid("socket").filter(|p| *p != first)
-    });
-    assert_ne!(replaced, first);
+    // Restarted: a new worker came up and (misbehaving too) was cut off again. A cut-off
+    // worker lives milliseconds, too short to catch its pid reliably.
+    wait_for(
+        "a restarted worker to be cut off again",
+        Duration::from_secs(10),
+        || agent.metric(VIOLATIONS).filter(|v| *v >= 2.0),
+    );
     eprintln!(
         "{mode}: supervisor peak RSS {} KiB while the worker was cut off",
         peak_rss >> 10
