@@ -253,8 +253,10 @@ async fn supervise_child(
     let crate::registry::Registration {
         hello,
         control,
-        mut violation,
+        violation,
     } = registration;
+    // Fused: once resolved (or dropped) it stays pending instead of panicking when polled again.
+    let mut violation = futures::FutureExt::fuse(violation);
     // Starting: the worker must say hello and connect its control socket in time.
     let ready = async {
         hello.await.ok()?;
@@ -275,7 +277,7 @@ async fn supervise_child(
             }
         },
         status = child.wait() => {
-            if let Ok(reason) = violation.try_recv() {
+            if let Some(Ok(reason)) = futures::FutureExt::now_or_never(&mut violation) {
                 return cut_off(child, reason).await;
             }
             let (cause, detail) = status.map(describe_exit).unwrap_or(("exit_error", "exited".into()));
@@ -299,7 +301,7 @@ async fn supervise_child(
             biased;
             Ok(reason) = &mut violation => return cut_off(child, reason).await,
             status = child.wait() => {
-                if let Ok(reason) = violation.try_recv() {
+                if let Some(Ok(reason)) = futures::FutureExt::now_or_never(&mut violation) {
                     return cut_off(child, reason).await;
                 }
                 let (cause, detail) = status.map(describe_exit).unwrap_or(("exit_error", "exited".into()));
