@@ -25,6 +25,9 @@ pub struct SupervisorMetrics {
     /// `datakit_rpc_over_limit_total{family}`: requests refused because the worker connection
     /// already had the maximum in flight.
     pub over_limit: Family<FamilyLabel, Counter>,
+    /// `datakit_worker_points_dropped{family}`: points the current worker dropped (batches the
+    /// supervisor rejected for good, points too large to send), from its last health check.
+    pub worker_dropped: Family<FamilyLabel, Gauge>,
     /// `datakit_worker_metrics_refused_total{family}`: worker metrics reports over the size cap.
     pub metrics_refused: Family<FamilyLabel, Counter>,
     /// `datakit_config_reload_total{result}`.
@@ -46,6 +49,7 @@ impl SupervisorMetrics {
             }),
             over_limit: Family::default(),
             metrics_refused: Family::default(),
+            worker_dropped: Family::default(),
             reloads: Family::default(),
             uptime: Gauge::default(),
         };
@@ -78,6 +82,11 @@ impl SupervisorMetrics {
             "datakit_rpc_over_limit",
             "Worker requests refused because the connection had the maximum in flight",
             m.over_limit.clone(),
+        );
+        registry.register(
+            "datakit_worker_points_dropped",
+            "Points the family's current worker dropped (rejected batches, oversize points) at its last health check",
+            m.worker_dropped.clone(),
         );
         registry.register(
             "datakit_worker_metrics_refused",

@@ -332,6 +332,7 @@ async fn supervise_child(
                             ctx.metrics.metrics_refused.get_or_create(&label).inc();
                         }
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
+                        ctx.metrics.worker_dropped.get_or_create(&label).set(i64::try_from(h.points_dropped).unwrap_or(i64::MAX));
                     }
                     Err(e) => {
                         misses += 1;

@@ -275,3 +275,36 @@ fn the_statsd_unix_socket_is_not_world_writable_and_is_removed_at_a_clean_stop()
     assert!(!run_dir.join("ingest.sock").exists());
     assert!(!run_dir.join("control.sock").exists());
 }
+
+#[test]
+fn a_batch_too_large_for_the_queue_is_rejected_and_dropped_by_the_worker_not_retried() {
+    // A queue cap (107 bytes) below any record: every batch is permanently unacceptable.
+    let agent = Agent::start_with(
+        &[("host/mem.conf", "[[inputs.mem]]\n  interval = \"1s\"\n")],
+        "[dataway.wal]\n  max_capacity_gb = 0.0000001\n",
+        &[],
+    );
+    let dropped = wait_for(
+        "the worker to drop rejected batches",
+        Duration::from_secs(15),
+        || {
+            agent
+                .metric("datakit_worker_points_dropped{family=\"host\"}")
+                .filter(|v| *v >= 2.0)
+        },
+    );
+    let pushed = agent
+        .metric("datakit_rpc_push_points_total{family=\"host\"}")
+        .unwrap();
+    // Each point was pushed once and dropped: a retry loop would push the same points again
+    // and again (and drop none).
+    assert!(
+        pushed <= dropped + 2.0,
+        "pushed {pushed} points for {dropped} dropped: batches were retried"
+    );
+    assert_eq!(
+        agent.metric("datakit_worker_restarts_total{family=\"host\",cause=\"protocol_violation\"}"),
+        None
+    );
+    assert!(agent.local_points("metric").is_empty());
+}
