@@ -23,8 +23,38 @@ use crate::{Category, Point};
 /// Bumped whenever a message below changes shape.
 pub const PROTO_VERSION: u32 = 1;
 
-/// Largest frame either side accepts.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Largest frame either side accepts: 8 MiB.
+///
+/// The largest legitimate message is a batch; a worker cuts its batches at
+/// [`MAX_BATCH_BYTES`] (so a batch of 1000 log lines of 512 KiB, Datakit's line cut, travels as
+/// many frames), and a single point above [`MAX_POINT_BYTES`] is dropped by the worker. The cap
+/// bounds what one request can make the supervisor hold: with at most
+/// [`MAX_IN_FLIGHT_PER_CONNECTION`] requests per worker connection, a worker can pin at most
+/// 64 MiB of decoded frames there. A frame over the cap is a protocol violation: the
+/// supervisor closes the connection and restarts the worker.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// A worker pushes a batch once its estimated encoded size reaches this (a quarter of the frame
+/// cap leaves room for the estimate's error).
+pub const MAX_BATCH_BYTES: usize = MAX_FRAME_BYTES / 4;
+
+/// Largest single point a worker sends (estimated encoded size); a larger one is dropped and
+/// counted in the worker.
+pub const MAX_POINT_BYTES: usize = MAX_FRAME_BYTES / 2;
+
+/// Requests one worker connection may have in flight at once. The worker runtime sends at most
+/// 4 pushes and 2 error reports at a time; a connection that keeps exceeding this is cut off.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 8;
+
+/// Largest metrics text ([`Health::metrics`]) the supervisor stores and serves per family: a
+/// larger report is refused and counted, and the last good one keeps being served.
+pub const MAX_WORKER_METRICS_BYTES: usize = 1024 * 1024;
+
+/// A rough upper bound of a point's size on the wire (bincode: 8-byte length prefixes for
+/// every string), used to cut batches under [`MAX_FRAME_BYTES`].
+pub fn wire_size(point: &Point) -> usize {
+    point.approx_size() + 16 * (point.tags.len() + point.fields.len()) + 32
+}
 
 /// File name of the ingest socket under `<workdir>/run`.
 pub const INGEST_SOCKET: &str = "ingest.sock";
@@ -132,7 +162,8 @@ pub enum Ack {
     },
     /// Not accepted now (queue full, shutting down); the worker retries later with backoff.
     Retry(String),
-    /// Never acceptable (bad category for this worker); the worker drops and counts it.
+    /// Never acceptable (a record too large for the queue, a push before hello, a refused
+    /// connection); the worker drops the batch and counts it instead of retrying.
     Rejected(String),
 }
 

@@ -40,9 +40,36 @@ fn print_err(text: &str) {
 /// The config, or (errors, warnings).
 type Problems = (Vec<dk_config::Diagnostic>, Vec<dk_config::Diagnostic>);
 
-fn load(workdir: &Path) -> Result<Loaded, Problems> {
+/// Runs `f` with every family, those named in the debug knob `DK_DEBUG_CONFIG_PANIC`
+/// (comma-separated) wrapped so that their config validation panics, to prove it is caught.
+fn with_config_families<T>(f: impl FnOnce(&[&dyn dk_worker::Family]) -> T) -> T {
     let families = families::all();
-    let report = dk_config::inspect(workdir, &families, &ProcessEnv, &dk_config::SystemProbe);
+    let panicking: Vec<dk_worker::misbehave::PanicInValidate> =
+        std::env::var("DK_DEBUG_CONFIG_PANIC")
+            .map(|v| {
+                families
+                    .iter()
+                    .filter(|f| v.split(',').any(|name| name == f.name()))
+                    .map(|f| dk_worker::misbehave::PanicInValidate(*f))
+                    .collect()
+            })
+            .unwrap_or_default();
+    let families: Vec<&dyn dk_worker::Family> = families
+        .into_iter()
+        .map(|f| {
+            panicking
+                .iter()
+                .find(|p| p.0.name() == f.name())
+                .map_or(f, |p| p as &dyn dk_worker::Family)
+        })
+        .collect();
+    f(&families)
+}
+
+fn load(workdir: &Path) -> Result<Loaded, Problems> {
+    let report = with_config_families(|families| {
+        dk_config::inspect(workdir, families, &ProcessEnv, &dk_config::SystemProbe)
+    });
     if report.errors.is_empty() {
         Ok(Loaded {
             main: report.main,
@@ -95,14 +122,15 @@ pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
     let (mut errors, mut warnings) = dk_config::confd_problems(workdir, &confd);
     let mut summary = String::new();
     if errors.is_empty() {
-        let families = families::all();
-        let report = dk_config::inspect_confd(
-            workdir,
-            &confd,
-            &families,
-            &ProcessEnv,
-            &dk_config::SystemProbe,
-        );
+        let report = with_config_families(|families| {
+            dk_config::inspect_confd(
+                workdir,
+                &confd,
+                families,
+                &ProcessEnv,
+                &dk_config::SystemProbe,
+            )
+        });
         errors.extend(report.errors);
         warnings.extend(report.warnings);
         if agent_running(workdir) {
@@ -157,7 +185,11 @@ pub fn worker(family: &str, run_dir: &Path, log_level: &str) -> ExitCode {
             return ExitCode::from(71);
         }
     };
-    match rt.block_on(dk_worker::worker::run(fam, run_dir)) {
+    // Debug knob: make a family's worker break the RPC protocol, to exercise the cut-off.
+    let misbehave = std::env::var("DK_DEBUG_WORKER_MISBEHAVE")
+        .ok()
+        .and_then(|spec| dk_worker::misbehave::Misbehave::from_spec(&spec, family));
+    match rt.block_on(dk_worker::worker::run_with(fam, run_dir, misbehave)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "Worker stopped.");
@@ -296,6 +328,7 @@ impl Feeder for DeliveryFeeder {
                 Ok(_) => Ok(()),
                 Err(DeliveryError::Busy(m)) => Err(FeedError::Busy(m)),
                 Err(DeliveryError::Closed) => Err(FeedError::Closed),
+                Err(DeliveryError::Rejected(m)) => Err(FeedError::Rejected(m)),
                 Err(e) => Err(FeedError::Busy(e.to_string())),
             }
         })
@@ -314,17 +347,11 @@ impl BatchHandler for Handler {
                 election: batch.election,
                 no_global_tags: batch.no_global_tags,
             };
-            match self
-                .delivery
-                .feed(batch.category, &batch.input, opts, batch.points)
-                .await
-            {
-                Ok(o) => Ack::Accepted {
-                    points: o.accepted,
-                    dropped: o.dropped,
-                },
-                Err(e) => Ack::Retry(e.to_string()),
-            }
+            crate::ingest::ack_for(
+                self.delivery
+                    .feed(batch.category, &batch.input, opts, batch.points)
+                    .await,
+            )
         })
     }
 

@@ -2,11 +2,15 @@
 //!
 //! The supervisor owns the sockets for its whole life: a worker inherits them across exec, and
 //! a worker restart never closes a port (the kernel queues datagrams and connections meanwhile).
+//!
+//! Unix sockets get mode [`UNIX_SOCKET_MODE`] (the agent's user and group may send; nobody
+//! else) and the files the supervisor created are removed when their listener is dropped (a
+//! clean stop, a reload that drops the address), unless another program has replaced them.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dk_proto::rpc::{InheritedListener, ListenerKind};
 use dk_worker::ListenSpec;
@@ -26,6 +30,10 @@ pub struct BindError {
     pub reason: String,
 }
 
+/// Mode of the Unix socket files the supervisor binds: read and write for the agent's user
+/// and group, nothing for others (Datakit makes its StatsD socket world-writable, 0722).
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
 /// The sockets bound for one listen spec and how the worker finds them.
 #[derive(Debug)]
 pub struct BoundListener {
@@ -33,6 +41,42 @@ pub struct BoundListener {
     pub spec: ListenSpec,
     /// The sockets (more than one for `SO_REUSEPORT` UDP).
     pub fds: Vec<OwnedFd>,
+    /// The socket file this listener created (Unix sockets), held only to remove it on drop.
+    _created: Option<CreatedSocket>,
+}
+
+/// A Unix socket file we bound, identified by device and inode so that a file another program
+/// put at the same path later is never removed.
+#[derive(Debug)]
+struct CreatedSocket {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl CreatedSocket {
+    fn record(path: &Path) -> Option<CreatedSocket> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(CreatedSocket {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for CreatedSocket {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.dev() == self.dev
+            && meta.ino() == self.ino
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "Cannot remove the socket file; delete it by hand.");
+        }
+    }
 }
 
 impl BoundListener {
@@ -261,31 +305,38 @@ pub fn bind(spec: &ListenSpec) -> Result<BoundListener, BindError> {
         kind: spec.kind,
         reason,
     };
-    let fds: Vec<OwnedFd> = match spec.kind {
-        ListenerKind::Tcp => bind_inet(&spec.address, Type::STREAM, 1).map_err(fail)?,
-        ListenerKind::Udp => bind_inet(&spec.address, Type::DGRAM, spec.sockets).map_err(fail)?,
-        ListenerKind::UnixDatagram => {
+    let (fds, created): (Vec<OwnedFd>, _) = match spec.kind {
+        ListenerKind::Tcp => (
+            bind_inet(&spec.address, Type::STREAM, 1).map_err(fail)?,
+            None,
+        ),
+        ListenerKind::Udp => (
+            bind_inet(&spec.address, Type::DGRAM, spec.sockets).map_err(fail)?,
+            None,
+        ),
+        ListenerKind::UnixDatagram | ListenerKind::UnixStream => {
+            use std::os::unix::fs::PermissionsExt as _;
             let path = Path::new(unix_path(&spec.address));
             prepare_unix_path(path, spec.kind).map_err(fail)?;
-            vec![
+            let fd: OwnedFd = if spec.kind == ListenerKind::UnixDatagram {
                 UnixDatagram::bind(path)
                     .map_err(|e| fail(e.to_string()))?
-                    .into(),
-            ]
-        }
-        ListenerKind::UnixStream => {
-            let path = Path::new(unix_path(&spec.address));
-            prepare_unix_path(path, spec.kind).map_err(fail)?;
-            vec![
+                    .into()
+            } else {
                 UnixListener::bind(path)
                     .map_err(|e| fail(e.to_string()))?
-                    .into(),
-            ]
+                    .into()
+            };
+            let created = CreatedSocket::record(path);
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+                .map_err(|e| fail(format!("cannot set the socket's mode: {e}")))?;
+            (vec![fd], created)
         }
     };
     Ok(BoundListener {
         spec: spec.clone(),
         fds,
+        _created: created,
     })
 }
 
@@ -478,6 +529,37 @@ mod tests {
         .unwrap();
         assert_eq!(b.fds.len(), 1);
         assert!(sock.exists());
+    }
+
+    #[test]
+    fn a_unix_socket_is_not_world_writable_and_its_file_goes_with_the_listener() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [ListenerKind::UnixDatagram, ListenerKind::UnixStream] {
+            let sock = dir.path().join(format!("{kind:?}.sock"));
+            let b = bind(&ListenSpec::new(sock.display().to_string(), kind)).unwrap();
+            let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, UNIX_SOCKET_MODE, "{kind:?}: {mode:o}");
+            drop(b);
+            assert!(!sock.exists(), "{kind:?}: the socket file was left behind");
+        }
+    }
+
+    #[test]
+    fn a_socket_file_another_program_put_in_our_place_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let b = bind(&ListenSpec::new(
+            sock.display().to_string(),
+            ListenerKind::UnixDatagram,
+        ))
+        .unwrap();
+        // Someone removes ours and binds their own at the same path.
+        std::fs::remove_file(&sock).unwrap();
+        let theirs = UnixDatagram::bind(&sock).unwrap();
+        drop(b);
+        assert!(sock.exists(), "another program's socket was removed");
+        drop(theirs);
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub struct SupervisorMetrics {
     pub push_points: Family<FamilyLabel, Counter>,
     /// `datakit_rpc_push_seconds{family}`: time from receiving a batch to acking it.
     pub push_latency: Family<FamilyLabel, Histogram>,
+    /// `datakit_rpc_over_limit_total{family}`: requests refused because the worker connection
+    /// already had the maximum in flight.
+    pub over_limit: Family<FamilyLabel, Counter>,
+    /// `datakit_worker_points_dropped{family}`: points the current worker dropped (batches the
+    /// supervisor rejected for good, points too large to send), from its last health check.
+    pub worker_dropped: Family<FamilyLabel, Gauge>,
+    /// `datakit_worker_metrics_refused_total{family}`: worker metrics reports over the size cap.
+    pub metrics_refused: Family<FamilyLabel, Counter>,
     /// `datakit_config_reload_total{result}`.
     pub reloads: Family<[(&'static str, String); 1], Counter>,
     /// `datakit_uptime_seconds{...}` with Datakit's labels (one series).
@@ -189,6 +197,9 @@ impl SupervisorMetrics {
             push_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
             }),
+            over_limit: Family::default(),
+            metrics_refused: Family::default(),
+            worker_dropped: Family::default(),
             reloads: Family::default(),
             uptime: Family::default(),
             cpu_usage: Gauge::default(),
@@ -221,6 +232,21 @@ impl SupervisorMetrics {
             "datakit_rpc_push_seconds",
             "Time from receiving a worker batch to acknowledging it",
             m.push_latency.clone(),
+        );
+        registry.register(
+            "datakit_rpc_over_limit",
+            "Worker requests refused because the connection had the maximum in flight",
+            m.over_limit.clone(),
+        );
+        registry.register(
+            "datakit_worker_points_dropped",
+            "Points the family's current worker dropped (rejected batches, oversize points) at its last health check",
+            m.worker_dropped.clone(),
+        );
+        registry.register(
+            "datakit_worker_metrics_refused",
+            "Worker metrics reports refused for being over the size cap (the last good one is served)",
+            m.metrics_refused.clone(),
         );
         registry.register(
             "datakit_config_reload",

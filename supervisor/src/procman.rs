@@ -9,7 +9,11 @@
 //! `signal` (killed), `exit_error` (non-zero exit), `exit_ok` (unexpected clean exit),
 //! `health_timeout` (missed health checks), `memory_limit` (resident memory over
 //! `[resource_limit] mem_max_mb`), `start_timeout` (no hello/control in time),
-//! `spawn_failed` (exec failed).
+//! `spawn_failed` (exec failed), `protocol_violation` (oversize or garbage frames, a flood of
+//! requests, a hello for another family: see `ingest`).
+//!
+//! A worker's metrics text is served only up to [`MAX_WORKER_METRICS_BYTES`]; a larger report
+//! is refused and counted (`datakit_worker_metrics_refused_total`) and the last good one stays.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -17,7 +21,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dk_proto::rpc::{ControlClient, WorkerConfig};
+use dk_proto::rpc::{ControlClient, MAX_WORKER_METRICS_BYTES, WorkerConfig};
 use dk_worker::rpc::context_with_timeout;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -228,6 +232,16 @@ async fn run_once(
     outcome
 }
 
+/// Kills a worker that broke the RPC protocol (its connection is already closed).
+async fn cut_off(child: &mut Child, reason: String) -> Outcome {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Outcome::Restart {
+        cause: "protocol_violation",
+        detail: format!("broke the RPC protocol ({reason}) and was killed"),
+    }
+}
+
 async fn supervise_child(
     ctx: &ProcContext,
     family: &str,
@@ -236,12 +250,21 @@ async fn supervise_child(
     stop: &CancellationToken,
 ) -> Outcome {
     let policy = &ctx.policy;
+    let crate::registry::Registration {
+        hello,
+        control,
+        violation,
+    } = registration;
+    // Fused: once resolved (or dropped) it stays pending instead of panicking when polled again.
+    let mut violation = futures::FutureExt::fuse(violation);
     // Starting: the worker must say hello and connect its control socket in time.
     let ready = async {
-        registration.hello.await.ok()?;
-        registration.control.await.ok()
+        hello.await.ok()?;
+        control.await.ok()
     };
     let control: ControlClient = tokio::select! {
+        biased;
+        Ok(reason) = &mut violation => return cut_off(child, reason).await,
         r = tokio::time::timeout(policy.start_timeout, ready) => match r {
             Ok(Some(control)) => control,
             _ => {
@@ -254,6 +277,9 @@ async fn supervise_child(
             }
         },
         status = child.wait() => {
+            if let Some(Ok(reason)) = futures::FutureExt::now_or_never(&mut violation) {
+                return cut_off(child, reason).await;
+            }
             let (cause, detail) = status.map(describe_exit).unwrap_or(("exit_error", "exited".into()));
             return Outcome::Restart { cause, detail: format!("{detail} during start-up") };
         }
@@ -272,7 +298,12 @@ async fn supervise_child(
     let mut misses = 0u32;
     loop {
         tokio::select! {
+            biased;
+            Ok(reason) = &mut violation => return cut_off(child, reason).await,
             status = child.wait() => {
+                if let Some(Ok(reason)) = futures::FutureExt::now_or_never(&mut violation) {
+                    return cut_off(child, reason).await;
+                }
                 let (cause, detail) = status.map(describe_exit).unwrap_or(("exit_error", "exited".into()));
                 return Outcome::Restart { cause, detail };
             }
@@ -295,8 +326,13 @@ async fn supervise_child(
                 match control.health(context_with_timeout(policy.health_timeout)).await {
                     Ok(h) => {
                         misses = 0;
-                        ctx.worker_metrics.set(family, h.metrics);
+                        if h.metrics.len() <= MAX_WORKER_METRICS_BYTES {
+                            ctx.worker_metrics.set(family, h.metrics);
+                        } else {
+                            ctx.metrics.metrics_refused.get_or_create(&label).inc();
+                        }
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
+                        ctx.metrics.worker_dropped.get_or_create(&label).set(i64::try_from(h.points_dropped).unwrap_or(i64::MAX));
                     }
                     Err(e) => {
                         misses += 1;

@@ -16,6 +16,7 @@ struct Slot {
     config: WorkerConfig,
     hello_tx: Option<oneshot::Sender<()>>,
     control_tx: Option<oneshot::Sender<ControlClient>>,
+    violation_tx: Option<oneshot::Sender<String>>,
 }
 
 /// Pending and running workers by pid.
@@ -31,6 +32,9 @@ pub struct Registration {
     pub hello: oneshot::Receiver<()>,
     /// Resolves with the client of the worker's control connection.
     pub control: oneshot::Receiver<ControlClient>,
+    /// Resolves with a description when the worker broke the protocol (oversize or garbage
+    /// frames, a flood of requests, a hello for another family): procman kills and restarts it.
+    pub violation: oneshot::Receiver<String>,
 }
 
 /// A hello from a pid we do not expect, or for the wrong family.
@@ -56,17 +60,34 @@ impl WorkerRegistry {
     pub fn register(&self, pid: u32, family: &str, config: WorkerConfig) -> Registration {
         let (hello_tx, hello) = oneshot::channel();
         let (control_tx, control) = oneshot::channel();
+        let (violation_tx, violation) = oneshot::channel();
         let slot = Slot {
             family: family.to_string(),
             config,
             hello_tx: Some(hello_tx),
             control_tx: Some(control_tx),
+            violation_tx: Some(violation_tx),
         };
         if let Ok(mut slots) = self.slots.lock() {
             slots.insert(pid, slot);
         }
         self.changed.notify_waiters();
-        Registration { hello, control }
+        Registration {
+            hello,
+            control,
+            violation,
+        }
+    }
+
+    /// Reports that the worker `pid` broke the protocol; its procman kills and restarts it.
+    /// Returns the family the pid was started for, or `None` for a pid we do not know (or one
+    /// already reported).
+    pub fn violation(&self, pid: u32, reason: String) -> Option<String> {
+        let mut slots = self.slots.lock().ok()?;
+        let slot = slots.get_mut(&pid)?;
+        let tx = slot.violation_tx.take()?;
+        let _ = tx.send(reason);
+        Some(slot.family.clone())
     }
 
     /// Forgets a pid (its process ended).

@@ -15,3 +15,4 @@ mod logging;
 mod operator;
 mod sinks;
 mod statsd;
+mod worker_abuse;

@@ -34,6 +34,10 @@ pub enum FeedError {
     /// Delivery is shutting down and accepts nothing more.
     #[error("delivery is closed (the agent is shutting down)")]
     Closed,
+    /// The points can never be stored as sent (larger than the queue can hold); retrying
+    /// the same body will not help.
+    #[error("delivery refused the points for good: {0}")]
+    Rejected(String),
 }
 
 /// The agent's identity, shown by `/v1/ping`, the 404 page and the `X-DataKit` header.

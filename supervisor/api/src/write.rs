@@ -793,6 +793,9 @@ impl FeedState<'_> {
                 return Err(self.late(match e {
                     FeedError::Busy(_) => ApiError::IoBusy(msg),
                     FeedError::Closed => ApiError::IoClosed(msg),
+                    FeedError::Rejected(_) => ApiError::BodyTooLarge(format!(
+                        "{msg}: send smaller bodies or raise [dataway.wal] max_capacity_gb"
+                    )),
                 }));
             }
         }

@@ -103,6 +103,15 @@ impl Defaults {
     }
 }
 
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
 /// Reads the instances of every file and of the default-enabled samples.
 pub(crate) struct Loader<'a> {
     families: &'a [&'a dyn Family],
@@ -303,11 +312,29 @@ impl<'a> Loader<'a> {
                     continue;
                 }
             };
-            let problems = family.validate(name, &text);
+            // A family's validator is code of ours that may have a bug: a panic in it is a
+            // config problem of this instance, never the end of the supervisor.
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (family.validate(name, &text), family.listeners(name, &text))
+            }));
+            let (problems, listeners) = match checked {
+                Ok(v) => v,
+                Err(payload) => {
+                    sink.error(
+                        file,
+                        key,
+                        format!(
+                            "input {name} (family {}): validation panicked: {}; this is a bug, please report it",
+                            family.name(),
+                            panic_message(payload.as_ref())
+                        ),
+                    );
+                    continue;
+                }
+            };
             for p in &problems {
                 sink.error(file, crate::lenient::join(&key, &p.key), p.message.clone());
             }
-            let listeners = family.listeners(name, &text);
             self.instances.push(Instance {
                 family: family.name(),
                 spec: InputSpec {

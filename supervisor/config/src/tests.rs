@@ -846,3 +846,52 @@ fn clamps_what_datakit_clamps_with_a_warning() {
         "no token"
     ));
 }
+
+/// A family whose validator panics (a bug in a family must not take the supervisor down).
+struct Panics;
+
+impl Family for Panics {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["panics"]
+    }
+    fn samples(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn validate(&self, _: &str, _: &str) -> Vec<ConfigProblem> {
+        panic!("index out of bounds: the len is 0 but the index is 3")
+    }
+    fn build(&self, _: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_panic_in_a_family_validator_is_a_config_error_naming_file_and_family() {
+    let dir = workdir(&[
+        ("datakit.conf", QUIET_MAIN),
+        ("p/panics.conf", "[[inputs.panics]]\n  x = 1\n"),
+        ("host/cpu.conf", "[[inputs.cpu]]\n"),
+    ]);
+    let families: &[&dyn Family] = &[&Panics, &FakeHost];
+    let errors = load_with(dir.path(), families, &no_env(), &FixedProbe)
+        .expect_err("a panicking validator is an error")
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        has(
+            &errors,
+            "panics.conf",
+            "inputs.panics[0]",
+            "input panics (family panics): validation panicked: index out of bounds"
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("this is a bug, please report it")
+    );
+}

@@ -242,7 +242,8 @@ impl Delivery {
     /// # Errors
     /// [`DeliveryError::Busy`] when the category's queue is full and may not drop (nothing was
     /// taken: retry later); [`DeliveryError::Queue`] when the disk write failed (nothing was
-    /// taken); [`DeliveryError::Closed`] once shutdown has begun.
+    /// taken); [`DeliveryError::Rejected`] when the points can never fit the queue (one record
+    /// over its cap); [`DeliveryError::Closed`] once shutdown has begun.
     pub async fn feed(
         &self,
         category: Category,
@@ -313,6 +314,10 @@ impl Delivery {
                 Err(DeliveryError::Busy(why))
             }
             Err(QueueError::Closed) => Err(DeliveryError::Closed),
+            Err(e @ QueueError::RecordTooLarge { .. }) => {
+                inner.count_dropped(cat_name, "too_large", outcome.accepted as usize);
+                Err(DeliveryError::Rejected(format!("{cat_name} queue: {e}")))
+            }
             Err(e) => Err(DeliveryError::Queue(format!("{cat_name} queue: {e}"))),
         }
     }

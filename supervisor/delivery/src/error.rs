@@ -55,6 +55,10 @@ pub enum DeliveryError {
     /// A sink could not be set up (e.g. the local data directory is not writable).
     #[error(transparent)]
     Io(#[from] SinkError),
+    /// The feed can never be accepted as it is (one record larger than the queue cap); retrying
+    /// the same points is pointless: drop or split them.
+    #[error("refused for good: {0}")]
+    Rejected(String),
     /// The durable queue failed (disk error when appending or opening); nothing was accepted.
     #[error("the durable queue failed: {0}")]
     Queue(String),

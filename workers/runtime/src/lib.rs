@@ -10,6 +10,7 @@ pub mod config;
 pub mod emitter;
 pub mod family;
 pub mod listen;
+pub mod misbehave;
 pub mod rpc;
 pub mod sender;
 #[cfg(feature = "test-util")]

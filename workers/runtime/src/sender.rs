@@ -3,18 +3,23 @@
 //! # Design
 //!
 //! Feeds are grouped by (category, feed name, options). A group is pushed when it reaches
-//! [`MAX_BATCH_POINTS`] or when [`LINGER`] has passed since the last flush. At most
-//! [`MAX_IN_FLIGHT`] pushes are outstanding; while that many wait for acks, the task stops
-//! reading the emitter channel, so back-pressure reaches the inputs. A batch answered with
-//! `Ack::Retry` is pushed again with capped backoff (the `Arc` makes that copy-free). A transport
-//! error means the supervisor is gone: the task ends with an error and the worker exits.
+//! [`MAX_BATCH_POINTS`] or [`MAX_BATCH_BYTES`] (estimated wire size, so a batch always fits
+//! the RPC frame cap), or when [`LINGER`] has passed since the last flush; a single point over
+//! [`MAX_POINT_BYTES`] is dropped and counted. At most [`MAX_IN_FLIGHT`] pushes are
+//! outstanding; while that many wait for acks, the task stops reading the emitter channel, so
+//! back-pressure reaches the inputs. A batch answered with `Ack::Retry` (transient: queue busy,
+//! shutting down) is pushed again with capped backoff (the `Arc` makes that copy-free); one
+//! answered `Ack::Rejected` (permanent) is dropped and counted, with a rate-limited log line.
+//! At most [`MAX_ERROR_REPORTS`] error reports are in flight; more are dropped and counted. A
+//! transport error means the supervisor is gone: the task ends with an error and the worker
+//! exits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dk_proto::rpc::{Ack, Batch, IngestClient};
+use dk_proto::rpc::{Ack, Batch, IngestClient, MAX_BATCH_BYTES, MAX_POINT_BYTES, wire_size};
 use dk_proto::{Category, FeedOpts, Point};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -29,8 +34,12 @@ pub const MAX_BATCH_POINTS: usize = 1000;
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Pushes awaiting an ack at once.
 pub const MAX_IN_FLIGHT: usize = 4;
+/// Error reports (`last_error` calls) in flight at once; more are dropped and counted.
+pub const MAX_ERROR_REPORTS: usize = 2;
 /// Deadline of one push.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Least time between two log lines about rejected batches or dropped points.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Counters shared with the health check.
 #[derive(Debug, Default)]
@@ -43,6 +52,30 @@ pub struct SenderStats {
     pub pending: AtomicU64,
     /// Batch sequence numbers.
     pub seq: AtomicU64,
+    /// Batches the supervisor rejected for good (dropped, not retried).
+    pub rejected_batches: AtomicU64,
+    /// Points dropped before sending because one alone is over [`MAX_POINT_BYTES`].
+    pub oversize_points: AtomicU64,
+    /// Error reports dropped because [`MAX_ERROR_REPORTS`] were already in flight.
+    pub dropped_error_reports: AtomicU64,
+    /// When a drop was last logged (milliseconds since the sender started, +1; 0 = never).
+    last_log_ms: AtomicU64,
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl SenderStats {
+    /// True at most once per [`LOG_EVERY`]: whether a drop should be logged now.
+    fn should_log(&self) -> bool {
+        let started = self.started.get_or_init(std::time::Instant::now);
+        let now = started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_log_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < LOG_EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.last_log_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 /// Why the sender stopped before its input channel closed.
@@ -57,6 +90,20 @@ pub enum SenderError {
 
 type Key = (Category, String, FeedOpts);
 
+/// The points waiting for one key and their estimated wire size.
+#[derive(Default)]
+struct Group {
+    points: Vec<Point>,
+    bytes: usize,
+}
+
+impl Group {
+    fn take(&mut self) -> Vec<Point> {
+        self.bytes = 0;
+        std::mem::take(&mut self.points)
+    }
+}
+
 /// Runs until every [`crate::Emitter`] is dropped and everything buffered has been acknowledged.
 ///
 /// # Errors
@@ -66,7 +113,8 @@ pub async fn run(
     client: IngestClient,
     stats: Arc<SenderStats>,
 ) -> Result<(), SenderError> {
-    let mut groups: HashMap<Key, Vec<Point>> = HashMap::new();
+    let mut groups: HashMap<Key, Group> = HashMap::new();
+    let reports = Arc::new(tokio::sync::Semaphore::new(MAX_ERROR_REPORTS));
     let mut in_flight = FuturesUnordered::new();
     let mut ticker = tokio::time::interval(LINGER);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,17 +127,38 @@ pub async fn run(
                 Some(Message::Feed(feed)) => {
                     let key = (feed.category, feed.input, feed.opts);
                     let group = groups.entry(key.clone()).or_default();
-                    group.extend(feed.points);
-                    if group.len() >= MAX_BATCH_POINTS {
-                        let points = std::mem::take(group);
-                        in_flight.push(push(client.clone(), make_batch(&stats, key, points), stats.clone()));
+                    for point in feed.points {
+                        let size = wire_size(&point);
+                        if size > MAX_POINT_BYTES {
+                            stats.oversize_points.fetch_add(1, Ordering::Relaxed);
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            if stats.should_log() {
+                                tracing::warn!(input = %key.1, bytes = size, limit = MAX_POINT_BYTES, "Dropped a point too large to send to the supervisor (counted in points_dropped); shorten its fields.");
+                            }
+                            continue;
+                        }
+                        if group.bytes + size > MAX_BATCH_BYTES && !group.points.is_empty() {
+                            let points = group.take();
+                            in_flight.push(push(client.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                        }
+                        group.bytes += size;
+                        group.points.push(point);
+                        if group.points.len() >= MAX_BATCH_POINTS {
+                            let points = group.take();
+                            in_flight.push(push(client.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                        }
                     }
                 }
                 Some(Message::LastError(e)) => {
-                    let client = client.clone();
-                    tokio::spawn(async move {
-                        let _ = client.last_error(context_with_timeout(PUSH_TIMEOUT), e).await;
-                    });
+                    if let Ok(permit) = reports.clone().try_acquire_owned() {
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            let _ = client.last_error(context_with_timeout(PUSH_TIMEOUT), e).await;
+                            drop(permit);
+                        });
+                    } else {
+                        stats.dropped_error_reports.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 None => open = false,
             },
@@ -100,13 +169,13 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 for (key, group) in groups.iter_mut() {
-                    if !group.is_empty() {
-                        let points = std::mem::take(group);
+                    if !group.points.is_empty() {
+                        let points = group.take();
                         in_flight.push(push(client.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
                     }
                 }
-                groups.retain(|_, g| g.capacity() > 0 || !g.is_empty());
-                if !open && in_flight.is_empty() && groups.values().all(Vec::is_empty) {
+                groups.retain(|_, g| g.points.capacity() > 0 || !g.points.is_empty());
+                if !open && in_flight.is_empty() && groups.values().all(|g| g.points.is_empty()) {
                     return Ok(());
                 }
             }
@@ -151,10 +220,13 @@ async fn push(
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
             Ok(Ack::Rejected(reason)) => {
-                tracing::warn!(%reason, seq = batch.seq, points = batch.points.len(), "Supervisor rejected a batch.");
+                stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
                 stats
                     .dropped
                     .fetch_add(batch.points.len() as u64, Ordering::Relaxed);
+                if stats.should_log() {
+                    tracing::warn!(%reason, seq = batch.seq, points = batch.points.len(), rejected_batches = stats.rejected_batches.load(Ordering::Relaxed), "The supervisor rejected a batch for good; its points are dropped (counted in points_dropped).");
+                }
                 break Ok(());
             }
             Err(tarpc::client::RpcError::DeadlineExceeded) => {

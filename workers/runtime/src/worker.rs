@@ -64,6 +64,7 @@ struct ControlServer {
     grace: Arc<std::sync::atomic::AtomicU64>,
     reconfigure: mpsc::Sender<Reconfigure>,
     metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    misbehave: Option<crate::misbehave::Misbehave>,
 }
 
 impl Control for ControlServer {
@@ -76,7 +77,10 @@ impl Control for ControlServer {
             points_dropped: self.stats.dropped.load(Ordering::Relaxed),
             pending_batches: self.stats.pending.load(Ordering::Relaxed),
             rss_bytes: status_bytes(std::process::id(), "VmRSS").unwrap_or(0),
-            metrics: encode_metrics(&self.metrics),
+            metrics: match self.misbehave {
+                Some(m) => m.metrics(encode_metrics(&self.metrics)),
+                None => encode_metrics(&self.metrics),
+            },
         }
     }
 
@@ -144,13 +148,28 @@ async fn connect(run_dir: &Path, name: &str) -> Result<UnixStream, WorkerError> 
 /// # Errors
 /// See [`WorkerError`]; the binary turns them into an exit code the supervisor records.
 pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError> {
+    run_with(family, run_dir, None).await
+}
+
+/// As [`run`], breaking the RPC protocol in the way `misbehave` says (a debug mode).
+///
+/// # Errors
+/// See [`WorkerError`].
+pub async fn run_with(
+    family: &dyn Family,
+    run_dir: &Path,
+    misbehave: Option<crate::misbehave::Misbehave>,
+) -> Result<(), WorkerError> {
     let started = Instant::now();
     let ingest = connect(run_dir, INGEST_SOCKET).await?;
     let client = IngestClient::new(tarpc::client::Config::default(), transport(ingest)).spawn();
     let hello = Hello {
         proto_version: PROTO_VERSION,
         build: dk_proto::build_id(),
-        family: family.name().to_string(),
+        family: misbehave.map_or_else(
+            || family.name().to_string(),
+            |m| m.hello_family(family.name()),
+        ),
         pid: std::process::id(),
     };
     let config = match client
@@ -158,7 +177,15 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
         .await
     {
         Ok(HelloReply::Accepted(c)) => c,
-        Ok(HelloReply::Refused(reason)) => return Err(WorkerError::Refused(reason)),
+        Ok(HelloReply::Refused(reason)) => {
+            if misbehave.is_some() {
+                // A misbehaving worker does not take no for an answer: the supervisor must
+                // kill it.
+                tracing::warn!(%reason, "Refused; staying alive (DK_DEBUG_WORKER_MISBEHAVE).");
+                std::future::pending::<()>().await;
+            }
+            return Err(WorkerError::Refused(reason));
+        }
         Err(e) => return Err(WorkerError::Hello(e.to_string())),
     };
     let inputs = family
@@ -184,6 +211,7 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
         grace: grace.clone(),
         reconfigure: reconfigure_tx,
         metrics: metrics.clone(),
+        misbehave,
     };
     let control_stream = connect(run_dir, CONTROL_SOCKET).await?;
     let control_lost = shutdown.clone();
@@ -198,6 +226,10 @@ pub async fn run(family: &dyn Family, run_dir: &Path) -> Result<(), WorkerError>
         control_lost.cancel();
     });
 
+    if let Some(m) = misbehave {
+        let (run_dir, client) = (run_dir.to_path_buf(), client.clone());
+        tokio::spawn(async move { m.act(&run_dir, client).await });
+    }
     let (emitter, rx) = Emitter::channel(256);
     let mut sender_task = tokio::spawn(sender::run(rx, client, stats.clone()));
     let shared = Shared {

@@ -578,7 +578,7 @@ fn parse_loop(
     }
 }
 
-/// Applies `read_buffer_size` and, for the Unix socket, Datakit's permissions.
+/// Applies `read_buffer_size` (the supervisor gave the Unix socket its mode when binding it).
 fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
     dk_worker::listen::apply_read_buffer(
         socket.fd(),
@@ -587,11 +587,6 @@ fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
         INPUT_NAME,
         address,
     );
-    if let Socket::Unix(_) = socket {
-        // As Datakit: anyone may send to the socket.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o722));
-    }
 }
 
 /// A UDP listener's kernel drop counter.
@@ -883,6 +878,10 @@ mod tests {
         let path = unix_path("run");
         let unix = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix");
         let path_text = path.to_string_lossy().to_string();
+        let bound_mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777
+        };
 
         let (emitter, mut rx) = Emitter::channel(64);
         let (mut ctx, shutdown, _pause) = InputContext::for_test(emitter);
@@ -942,10 +941,14 @@ mod tests {
             .expect("event");
         assert_eq!(event.get_tag("df_status"), Some("warning"));
 
-        // The unix socket was opened to every sender, as Datakit does.
+        // The worker leaves the socket's mode alone (the supervisor sets it when binding).
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
-        assert_eq!(mode & 0o777, 0o722);
+        assert_eq!(
+            mode & 0o777,
+            bound_mode,
+            "the worker changed the socket's mode"
+        );
 
         // Counters: 3 datagrams, one parse error.
         let mut text = String::new();

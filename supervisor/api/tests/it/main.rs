@@ -29,6 +29,7 @@ type Call = (Category, String, FeedOpts, Vec<Point>);
 enum Mode {
     Accept,
     Busy,
+    TooLarge,
     Hang,
     Panic,
 }
@@ -61,6 +62,9 @@ impl Feeder for Recorder {
                     Ok(())
                 }
                 Mode::Busy => Err(FeedError::Busy("queue of metric is full".into())),
+                Mode::TooLarge => Err(FeedError::Rejected(
+                    "record larger than the metric queue cap".into(),
+                )),
                 Mode::Hang => std::future::pending().await,
                 Mode::Panic => panic!("feeder exploded"),
             }
@@ -587,6 +591,16 @@ async fn busy_delivery_answers_503_and_records_the_error() {
     assert_eq!(recent[0].category, "metric");
     let listed = send(&h.app, get("/v1/lasterror")).await;
     assert_eq!(listed.json()["content"][0]["input"], "v1-write.app");
+}
+
+#[tokio::test]
+async fn points_delivery_can_never_store_answer_413_naming_the_key() {
+    let h = harness_with(ApiConfig::default(), Mode::TooLarge);
+    let r = send(&h.app, post("/v1/write/metric", None, LP)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("larger than the metric queue cap"), "{message}");
+    assert!(message.contains("max_capacity_gb"), "{message}");
 }
 
 #[tokio::test]

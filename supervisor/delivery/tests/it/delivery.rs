@@ -617,6 +617,33 @@ async fn a_full_no_drop_queue_refuses_feeds_as_busy_until_the_sink_drains() {
 }
 
 #[tokio::test]
+async fn a_feed_larger_than_the_whole_queue_cap_is_rejected_for_good_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1000);
+    cfg.queue.max_disk_bytes = 4096;
+    let (delivery, _sink, _rx, registry) = start_recording(cfg, 0);
+    let big = Point::new("app", 1).field("message", Value::S("x".repeat(8000)));
+    let refused = delivery
+        .feed(Category::Logging, "app", FeedOpts::default(), vec![big])
+        .await;
+    let Err(DeliveryError::Rejected(why)) = &refused else {
+        panic!("want Rejected, got {refused:?}");
+    };
+    assert!(why.contains("max_capacity_gb"), "{why}");
+    assert_eq!(
+        metric(
+            &registry,
+            "datakit_io_dropped_point_total",
+            &[("category", "logging"), ("reason", "too_large")]
+        ),
+        1.0
+    );
+    // A point that fits is still taken.
+    assert_eq!(feed(&delivery, points("cpu0", 2, 1)).await.accepted, 1);
+    shut(&delivery).await;
+}
+
+#[tokio::test]
 async fn a_full_capped_queue_evicts_its_oldest_points_and_counts_them_in_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path(), 1000);

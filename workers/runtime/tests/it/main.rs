@@ -224,3 +224,110 @@ async fn a_worker_pushes_batches_answers_control_and_drains_on_shutdown() {
     assert_eq!(health.pending_batches, 0, "{health:?}");
     assert!(health.points_acked as usize >= values(&got).len());
 }
+
+/// A supervisor that answers every push with `answer` and records the batches.
+#[derive(Clone)]
+struct Answering {
+    answer: Ack,
+    batches: mpsc::UnboundedSender<Batch>,
+}
+
+impl Ingest for Answering {
+    async fn hello(self, _: tarpc::context::Context, _: Hello) -> HelloReply {
+        HelloReply::Refused("not used".into())
+    }
+    async fn push(self, _: tarpc::context::Context, batch: Arc<Batch>) -> Ack {
+        let _ = self.batches.send(Arc::unwrap_or_clone(batch));
+        self.answer
+    }
+    async fn last_error(self, _: tarpc::context::Context, _: LastError) {}
+}
+
+/// Runs the sender against an `Answering` supervisor over a real framed Unix socket pair (the
+/// production codec, so a batch over the frame cap would break the connection).
+async fn sender_against(
+    answer: Ack,
+    feeds: Vec<Vec<Point>>,
+) -> (
+    Result<(), dk_worker::sender::SenderError>,
+    Arc<dk_worker::sender::SenderStats>,
+    Vec<Batch>,
+) {
+    let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sup = Answering {
+        answer,
+        batches: tx,
+    };
+    tokio::spawn(
+        BaseChannel::with_defaults(transport(theirs))
+            .execute(sup.serve())
+            .for_each(|f| async {
+                tokio::spawn(f);
+            }),
+    );
+    let client =
+        dk_proto::rpc::IngestClient::new(tarpc::client::Config::default(), transport(ours)).spawn();
+    let stats = Arc::new(dk_worker::sender::SenderStats::default());
+    let (emitter, emitted) = dk_worker::Emitter::channel(16);
+    let sender = tokio::spawn(dk_worker::sender::run(emitted, client, stats.clone()));
+    for points in feeds {
+        emitter
+            .emit(Category::Logging, "big", FeedOpts::default(), points)
+            .await;
+    }
+    drop(emitter);
+    let result = tokio::time::timeout(Duration::from_secs(20), sender)
+        .await
+        .expect("the sender finishes")
+        .unwrap();
+    let mut got = Vec::new();
+    drain(&mut rx, &mut got).await;
+    (result, stats, got)
+}
+
+fn line(n: i64, bytes: usize) -> Point {
+    Point::new("big", n).field("message", Value::S("x".repeat(bytes)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_is_dropped_and_counted_instead_of_retried() {
+    let points: Vec<Point> = (0..3).map(|n| line(n, 10)).collect();
+    let (result, stats, got) =
+        sender_against(Ack::Rejected("too large".into()), vec![points]).await;
+    result.unwrap();
+    assert_eq!(got.len(), 1, "pushed once, never again");
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.rejected_batches.load(Relaxed), 1);
+    assert_eq!(stats.dropped.load(Relaxed), 3);
+    assert_eq!(stats.acked.load(Relaxed), 0);
+    assert_eq!(stats.pending.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_log_lines_travel_in_batches_under_the_frame_cap_and_a_giant_point_is_dropped() {
+    use dk_proto::rpc::{MAX_BATCH_BYTES, MAX_FRAME_BYTES, wire_size};
+    // 40 lines at Datakit's 512 KiB cut (20 MiB, over twice the frame cap), and one point
+    // larger than the frame cap on its own.
+    let mut points: Vec<Point> = (0..40).map(|n| line(n, 512 * 1024)).collect();
+    points.push(line(99, MAX_FRAME_BYTES + 1));
+    let (result, stats, got) = sender_against(
+        Ack::Accepted {
+            points: 0,
+            dropped: 0,
+        },
+        vec![points],
+    )
+    .await;
+    result.unwrap();
+    let delivered: usize = got.iter().map(|b| b.points.len()).sum();
+    assert_eq!(delivered, 40, "every line that fits arrived");
+    assert!(got.len() >= 10, "split into {} batches", got.len());
+    for b in &got {
+        let size: usize = b.points.iter().map(wire_size).sum();
+        assert!(size <= MAX_BATCH_BYTES, "batch of {size} bytes");
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.oversize_points.load(Relaxed), 1);
+    assert_eq!(stats.dropped.load(Relaxed), 1);
+}
