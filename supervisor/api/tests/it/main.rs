@@ -599,7 +599,10 @@ async fn points_delivery_can_never_store_answer_413_naming_the_key() {
     let r = send(&h.app, post("/v1/write/metric", None, LP)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     let message = r.json()["message"].as_str().unwrap_or("").to_string();
-    assert!(message.contains("larger than the metric queue cap"), "{message}");
+    assert!(
+        message.contains("larger than the metric queue cap"),
+        "{message}"
+    );
     assert!(message.contains("max_capacity_gb"), "{message}");
 }
 
