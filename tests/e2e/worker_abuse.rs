@@ -178,7 +178,7 @@ fn check_reports_a_panicking_validator_as_a_config_problem_and_exits_78() {
     assert!(
         stderr.contains("1 configuration problem(s)")
             && stderr.contains(
-                "socket.conf: inputs.socket[0]: input socket (family socket): validation panicked"
+                "socket.conf:1: inputs.socket[0]: input socket (family socket): validation panicked"
             )
             && stderr.contains("this is a bug, please report it"),
         "{stderr}"
