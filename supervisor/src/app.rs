@@ -184,8 +184,10 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    // As many async threads as the machine has CPUs (at least 2); file I/O runs elsewhere.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod chaos;
 mod config;
+mod disk;
 mod graphite;
 mod inputs;
 mod lifecycle;

@@ -527,7 +527,7 @@ impl Uploader {
                         }
                     }
                 }
-                if let Err(e) = self.queue.commit(&name, last_seq) {
+                if let Err(e) = self.queue.commit(&name, last_seq).await {
                     tracing::error!(category = self.category.name(), sink = %name, error = %e, "Cannot save the queue position; records may be sent twice.");
                 }
             }

@@ -98,7 +98,7 @@ async fn free_disk_ratio_with_no_drop_refuses_with_full() {
     );
     assert_eq!(q.stats().dropped.total().records, 0);
     // Once the consumer is done with some segments, appends succeed again.
-    q.commit("a", 8).unwrap();
+    q.commit("a", 8).await.unwrap();
     assert_eq!(q.append(rec(acked + 1, 64 << 10)).await.unwrap(), acked + 1);
 }
 
