@@ -892,9 +892,9 @@ impl EncodeValue for ValueRef<'_> {
 ///
 /// Nothing is written for a point that has no field line protocol can carry (no fields,
 /// or only non-finite floats); callers normalise points first ([`crate::normalize`]).
-/// Tags with an empty key or value and fields with an empty key are skipped, and a newline
-/// inside the measurement, a key or a tag value is written as a space, since line protocol
-/// cannot carry them.
+/// Tags with an empty key or value and fields with an empty key are skipped, and a control
+/// byte (newline, NUL, CR, DEL...; tab is kept) inside the measurement, a key or a tag value is
+/// written as a space, since line protocol cannot carry them.
 pub fn encode_point(point: &Point, out: &mut Vec<u8>) {
     write_line(&point.name, &point.tags, &point.fields, point.time, out);
 }
@@ -976,15 +976,31 @@ fn encodable(v: &ValueRef<'_>) -> bool {
     }
 }
 
-/// Writes `s` with a backslash before each byte of `special`; a newline becomes a space.
+/// ASCII control bytes but tab (NUL, CR, LF... and DEL): line protocol cannot carry them in a
+/// measurement, key or tag value, so they are written as spaces.
+#[inline]
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// Writes `s` with a backslash before each byte of `special`; a control byte (newline, NUL,
+/// CR... but not tab) becomes a space, or `_` right after a backslash (which would escape a
+/// space).
 #[inline]
 fn escape_into(s: &[u8], special: &[u8], out: &mut Vec<u8>) {
-    if !s.iter().any(|b| special.contains(b) || *b == b'\n') {
+    if !s.iter().any(|b| is_control(*b) || special.contains(b)) {
         out.extend_from_slice(s);
         return;
     }
+    let mut prev = 0u8;
     for &b in s {
-        let b = if b == b'\n' { b' ' } else { b };
+        let b = if is_control(b) {
+            // After a backslash a space would read as escaped: `_` there.
+            if prev == b'\\' { b'_' } else { b' ' }
+        } else {
+            b
+        };
+        prev = b;
         if special.contains(&b) {
             out.push(b'\\');
         }
@@ -1674,5 +1690,60 @@ mod tests {
         let mut out = Vec::new();
         write_i64(i64::MIN, &mut out);
         assert_eq!(out, i64::MIN.to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod control_byte_tests {
+    use super::*;
+    use crate::{Point, Value};
+
+    #[test]
+    fn control_bytes_in_names_keys_and_tag_values_are_written_as_spaces_and_parse_back() {
+        let opts = DecodeOptions::new(Precision::Ns, 0);
+        let controls = (0u8..0x20).filter(|b| *b != b'\t').chain([0x7f]);
+        for b in controls {
+            let c = char::from(b);
+            for text in [format!("a{c}b"), format!("{c}b"), format!("a{c}")] {
+                let spaced = text.replace(c, " ");
+                for slot in 0..4 {
+                    let mut p = Point::new("m", 1);
+                    match slot {
+                        0 => p.name = text.clone(),
+                        1 => p.tags.push((text.clone(), "x".into())),
+                        2 => p.tags.push(("t".into(), text.clone())),
+                        _ => p.fields.push((text.clone(), Value::I(2))),
+                    }
+                    p.fields.push(("f".into(), Value::I(1)));
+                    let mut line = Vec::new();
+                    encode_point(&p, &mut line);
+                    assert!(
+                        !line.iter().any(|&x| is_control(x)),
+                        "byte {b:#x} in slot {slot} was written raw: {line:?}"
+                    );
+                    let got = decode(&line, &opts)
+                        .unwrap_or_else(|e| panic!("byte {b:#x} slot {slot}: {e}"));
+                    let mut want = p.clone();
+                    match slot {
+                        0 => want.name = spaced.clone(),
+                        1 => want.tags[0].0 = spaced.clone(),
+                        2 => want.tags[0].1 = spaced.clone(),
+                        _ => want.fields[0].0 = spaced.clone(),
+                    }
+                    assert_eq!(got, vec![want], "byte {b:#x} slot {slot}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_nul_in_a_tag_value_never_reaches_the_file_and_the_line_parses_back() {
+        let p = Point::new("cpu", 7)
+            .tag("host", "web\0one")
+            .field("usage", Value::F(1.5));
+        let body = encode(&[p]);
+        assert!(!body.contains(&0), "{body:?}");
+        let got = decode(&body, &DecodeOptions::new(Precision::Ns, 0)).unwrap();
+        assert_eq!(got[0].get_tag("host"), Some("web one"));
     }
 }

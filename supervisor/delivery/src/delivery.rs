@@ -21,7 +21,7 @@ use crate::local::LocalFileSink;
 use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
 use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
-use dk_proto::normalize::{Limits, normalize};
+use dk_proto::normalize::{Limits, attach_global_tags, normalize};
 use dk_proto::{Category, FeedOpts, Point};
 use dk_queue::{Queue, QueueConfig, QueueError, Record};
 use futures::FutureExt;
@@ -269,9 +269,8 @@ impl Delivery {
         let mut drops: Vec<(&'static str, usize)> = Vec::new();
         points.retain_mut(|point| {
             if let Some(list) = tag_list {
-                for (key, value) in list {
-                    point.add_tag_if_absent(key, value);
-                }
+                // Global tags win at the tag cap (the point's own tail tags go).
+                let _ = attach_global_tags(point, list, &inner.limits);
             }
             match normalize(point, category, &inner.limits) {
                 Ok(_) => true,
