@@ -462,6 +462,10 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             limits: dk_proto::normalize::Limits::default(),
             local: None,
             queue: queue_settings(&main),
+            time_correction: main
+                .io
+                .auto_timestamp_correction
+                .then_some(dk_delivery::TIME_CORRECTION_WINDOW),
         },
         sinks,
         &mut registry,

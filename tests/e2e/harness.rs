@@ -70,7 +70,8 @@ pub fn main_conf(api_port: u16, extra: &str) -> String {
     let io = if extra.contains("[io]") {
         ""
     } else {
-        "[io]\n  flush_interval = \"200ms\""
+        // Tests write fixed historical times: no correction to now unless a test asks.
+        "[io]\n  flush_interval = \"200ms\"\n  auto_timestamp_correction = false"
     };
     // Tests share the machine: no agent puts itself in a CPU cgroup unless a test asks.
     let limits = if extra.contains("[resource_limit]") {

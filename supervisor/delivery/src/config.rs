@@ -13,6 +13,9 @@ pub const DEFAULT_MAX_CACHE_COUNT: usize = 1000;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Rotated files the local-files sink keeps per category.
 pub const DEFAULT_MAX_FILES: usize = 16;
+/// Datakit's `[io] auto_timestamp_correction` window: points further than this from now get
+/// the current time (and their original time in the int field `__orig_time`).
+pub const TIME_CORRECTION_WINDOW: Duration = Duration::from_secs(2 * 3600);
 
 /// The global tags attached to fed points (spec §2.6), as resolved by the supervisor.
 ///
@@ -98,11 +101,17 @@ pub struct DeliveryConfig {
     pub local: Option<LocalSinkConfig>,
     /// The durable queue between feeds and sinks.
     pub queue: QueueSettings,
+    /// `[io] auto_timestamp_correction` (the agent sets [`TIME_CORRECTION_WINDOW`] unless the
+    /// key is false): a point whose time is more than this from now gets the current time and
+    /// keeps the original (ns) in the int field `__orig_time`. `None` (the library default)
+    /// leaves times as given.
+    pub time_correction: Option<Duration>,
 }
 
 impl Default for DeliveryConfig {
     /// Datakit's defaults: no global tags, 10 s (unused), 1000 points, default limits, no local sink,
-    /// the queue under `cache/queue` of the current directory (tests set their own).
+    /// the queue under `cache/queue` of the current directory (tests set their own); times are
+    /// left as given (the agent turns the correction on).
     fn default() -> Self {
         DeliveryConfig {
             global_tags: GlobalTags::default(),
@@ -111,6 +120,7 @@ impl Default for DeliveryConfig {
             limits: Limits::default(),
             local: None,
             queue: QueueSettings::new("cache/queue"),
+            time_correction: None,
         }
     }
 }

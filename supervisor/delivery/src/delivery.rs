@@ -18,7 +18,7 @@ use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
 use crate::local::LocalFileSink;
-use crate::metrics::{CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
+use crate::metrics::{AdjustLabels, CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
 use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
 use dk_proto::normalize::{Limits, attach_global_tags, normalize};
@@ -56,6 +56,7 @@ struct Inner {
     queues: RwLock<Vec<Queue>>,
     tags: RwLock<Arc<GlobalTags>>,
     limits: Limits,
+    time_correction: Option<Duration>,
     metrics: Metrics,
     /// Cancelled when shutdown begins: feeds are refused and uploaders drain.
     closing: CancellationToken,
@@ -92,6 +93,28 @@ fn category_index(category: Category) -> usize {
         .iter()
         .position(|c| *c == category)
         .unwrap_or_default()
+}
+
+/// The field in which a corrected point keeps its original time (ns), as in Datakit.
+pub(crate) const ORIG_TIME_FIELD: &str = "__orig_time";
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Datakit's `auto_timestamp_correction`: a point more than `window` away from `now` (either
+/// way) gets `now` and its original time in the int field `__orig_time`. Returns whether it
+/// was corrected.
+fn correct_time(point: &mut Point, now: i64, window: Duration) -> bool {
+    let window = i128::try_from(window.as_nanos()).unwrap_or(i128::MAX);
+    if (i128::from(now) - i128::from(point.time)).abs() <= window {
+        return false;
+    }
+    point.set_field(ORIG_TIME_FIELD, dk_proto::Value::I(point.time));
+    point.time = now;
+    true
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -222,6 +245,7 @@ impl Delivery {
                 queues: RwLock::new(queues),
                 tags: RwLock::new(Arc::new(config.global_tags)),
                 limits: config.limits,
+                time_correction: config.time_correction,
                 metrics,
                 closing,
                 stats_stop,
@@ -287,6 +311,23 @@ impl Delivery {
         });
         for (reason, n) in drops {
             inner.count_dropped(cat_name, reason, n);
+        }
+        if let Some(window) = inner.time_correction {
+            let now = now_ns();
+            let mut adjusted = 0u64;
+            for p in &mut points {
+                adjusted += u64::from(correct_time(p, now, window));
+            }
+            if adjusted > 0 {
+                inner
+                    .metrics
+                    .time_adjusted
+                    .get_or_create(&AdjustLabels {
+                        category: cat_name,
+                        name: input.to_string(),
+                    })
+                    .inc_by(adjusted);
+            }
         }
         let outcome = FeedOutcome {
             accepted: to_u32(points.len()),
@@ -762,6 +803,46 @@ impl Reporter {
                         .inc_by(delta);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_700_000_000_000_000;
+    const HOUR: i64 = 3_600_000_000_000;
+    const WINDOW: Duration = crate::config::TIME_CORRECTION_WINDOW;
+
+    fn corrected(time: i64) -> (bool, Point) {
+        let mut p = Point::new("m", time).field("f", dk_proto::Value::I(1));
+        let changed = correct_time(&mut p, NOW, WINDOW);
+        (changed, p)
+    }
+
+    #[test]
+    fn points_further_than_two_hours_from_now_get_now_and_keep_their_time_in_orig_time() {
+        let fifty_years = 50 * 365 * 24 * HOUR;
+        for time in [1, NOW + fifty_years, NOW + 3 * HOUR, NOW - 3 * HOUR] {
+            let (changed, p) = corrected(time);
+            assert!(changed, "{time}");
+            assert_eq!(p.time, NOW, "{time}");
+            assert_eq!(
+                p.get_field(ORIG_TIME_FIELD),
+                Some(&dk_proto::Value::I(time))
+            );
+            assert_eq!(p.get_field("f"), Some(&dk_proto::Value::I(1)));
+        }
+    }
+
+    #[test]
+    fn points_within_two_hours_of_now_are_left_as_they_are() {
+        for time in [NOW, NOW + HOUR, NOW - HOUR, NOW + 2 * HOUR, NOW - 2 * HOUR] {
+            let (changed, p) = corrected(time);
+            assert!(!changed, "{time}");
+            assert_eq!(p.time, time);
+            assert_eq!(p.get_field(ORIG_TIME_FIELD), None);
         }
     }
 }

@@ -19,6 +19,9 @@
 //!   (counted per failed attempt).
 //! - `datakit_io_queue_points{category,sink}`, `datakit_io_queue_oldest_seconds{category,sink}`,
 //!   `datakit_io_queue_bytes{category}`: what waits in the durable queue.
+//! - `datakit_io_point_time_adjusted_total{category,name}`: points whose time was more than
+//!   2 h from now and was set to now (`[io] auto_timestamp_correction`; the original time is
+//!   kept in the int field `__orig_time`).
 //! - `datakit_io_sink_retry_total{category,sink}`: failed writes retried from the queue.
 //! - `datakit_io_flush_total{category}`: batches written (over all sinks).
 //! - `datakit_io_local_sink_rotate_total{category}` and
@@ -34,7 +37,7 @@ mod sink;
 
 pub use config::{
     DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_CACHE_COUNT, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES,
-    DeliveryConfig, DeliveryTuning, GlobalTags, LocalSinkConfig, QueueSettings,
+    DeliveryConfig, TIME_CORRECTION_WINDOW, DeliveryTuning, GlobalTags, LocalSinkConfig, QueueSettings,
 };
 pub use delivery::{Delivery, FeedOutcome};
 pub use error::{DeliveryError, SinkError};

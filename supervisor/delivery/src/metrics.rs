@@ -52,6 +52,14 @@ pub(crate) struct Metrics {
     pub(crate) queue_bytes: Family<CategoryLabels, Gauge>,
     pub(crate) retries: Family<QueueLabels, Counter>,
     pub(crate) flushes: Family<CategoryLabels, Counter>,
+    pub(crate) time_adjusted: Family<AdjustLabels, Counter>,
+}
+
+/// `{category, name}`: the category and the input whose point times were corrected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AdjustLabels {
+    pub(crate) category: &'static str,
+    pub(crate) name: String,
 }
 
 impl Metrics {
@@ -96,6 +104,11 @@ impl Metrics {
             "datakit_io_flush",
             "Batches written to the sinks, by category",
             self.flushes.clone(),
+        );
+        registry.register(
+            "datakit_io_point_time_adjusted",
+            "Points whose time was more than 2h from now and was set to now (auto_timestamp_correction), by category and input",
+            self.time_adjusted.clone(),
         );
     }
 }
