@@ -18,7 +18,10 @@ use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
 use crate::local::LocalFileSink;
-use crate::metrics::{AdjustLabels, CategoryLabels, DropLabels, FeedLabels, Metrics, QueueLabels, SinkLabels};
+use crate::metrics::{
+    AdjustLabels, CategoryLabels, DropLabels, FeedLabels, Metrics, PathLabels, QueueLabels,
+    SinkLabels,
+};
 use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
 use dk_proto::normalize::{Limits, attach_global_tags, normalize};
@@ -66,7 +69,13 @@ struct Inner {
     reporter: Mutex<Option<JoinHandle<()>>>,
     tuning: DeliveryTuning,
     shutdown_done: tokio::sync::Mutex<bool>,
+    /// Told when the disk under the queue becomes full.
+    disk_alert: Arc<Mutex<Option<DiskAlert>>>,
 }
+
+/// Called with a message when the disk under the queue goes above `max_disk_ratio` (the
+/// agent records it for `/v1/lasterror`).
+pub type DiskAlert = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Drop for Inner {
     /// Dropped without shutdown: stop the background tasks so they release the queues.
@@ -233,11 +242,18 @@ impl Delivery {
                 uploaders.push(runtime.spawn(uploader.run()));
             }
         }
+        let disk_alert: Arc<Mutex<Option<DiskAlert>>> = Arc::default();
         let reporter = Reporter {
             queues: queues.clone(),
             sinks: names.iter().map(|n| n.to_string()).collect(),
             metrics: metrics.clone(),
             seen_dropped: vec![Vec::new(); queues.len()],
+            disk: DiskWatch {
+                dir: config.queue.dir.clone(),
+                ratio: config.queue.max_disk_ratio,
+                full: false,
+                alert: Arc::clone(&disk_alert),
+            },
         };
         let reporter = runtime.spawn(reporter.run(tuning.stats_interval, stats_stop.clone()));
         Ok(Delivery {
@@ -253,6 +269,7 @@ impl Delivery {
                 reporter: Mutex::new(Some(reporter)),
                 tuning,
                 shutdown_done: tokio::sync::Mutex::new(false),
+                disk_alert,
             }),
         })
     }
@@ -352,6 +369,12 @@ impl Delivery {
             Err(QueueError::Closed) => Err(DeliveryError::Closed),
             Err(e) => Err(DeliveryError::Queue(format!("{cat_name} queue: {e}"))),
         }
+    }
+
+    /// Sets who is told (besides the log and `datakit_io_disk_full`) when the disk under the
+    /// queue goes above `max_disk_ratio`; an already full disk is reported at the next check.
+    pub fn on_disk_full(&self, alert: DiskAlert) {
+        *lock(&self.inner.disk_alert) = Some(alert);
     }
 
     /// Replaces the global tags at runtime (global-tags API, election); later feeds use them.
@@ -735,6 +758,16 @@ struct Reporter {
     metrics: Metrics,
     /// Per queue, the dropped points by reason already added to the counter.
     seen_dropped: Vec<Vec<(String, u64)>>,
+    disk: DiskWatch,
+}
+
+/// Watches the file system of the queue for the full-disk report.
+struct DiskWatch {
+    dir: std::path::PathBuf,
+    ratio: f64,
+    /// Above the ratio at the last check (and reported).
+    full: bool,
+    alert: Arc<Mutex<Option<DiskAlert>>>,
 }
 
 impl Reporter {
@@ -744,11 +777,53 @@ impl Reporter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.report(),
+                _ = tick.tick() => {
+                    self.report();
+                    self.check_disk().await;
+                }
                 () = stop.cancelled() => break,
             }
         }
         self.report();
+    }
+
+    /// Reads the queue's file-system usage (off the async threads) and reports a change
+    /// between below and above `max_disk_ratio`: log, `datakit_io_disk_full`, the alert.
+    async fn check_disk(&mut self) {
+        let dir = self.disk.dir.clone();
+        let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || dk_queue::fs_usage(&dir)).await
+        else {
+            return;
+        };
+        let used = usage.ratio_with(0);
+        let full = used > self.disk.ratio;
+        let path = self.disk.dir.display().to_string();
+        self.metrics
+            .disk_full
+            .get_or_create(&PathLabels { path: path.clone() })
+            .set(i64::from(full));
+        if full == self.disk.full {
+            return;
+        }
+        self.disk.full = full;
+        if full {
+            let message = format!(
+                "the disk holding {path} is {:.1}% used, above the {:.0}% the queue may use: writes that cannot be stored are refused (503 datakit.ioBusy) and the local-files sink deletes its oldest files; free disk space",
+                used * 100.0,
+                self.disk.ratio * 100.0
+            );
+            tracing::error!("{message}");
+            let alert = lock(&self.disk.alert).clone();
+            if let Some(alert) = alert {
+                alert(&message);
+            }
+        } else {
+            tracing::info!(
+                path,
+                used = format!("{:.1}%", used * 100.0),
+                "The disk has room again."
+            );
+        }
     }
 
     fn report(&mut self) {

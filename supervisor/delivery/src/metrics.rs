@@ -53,6 +53,13 @@ pub(crate) struct Metrics {
     pub(crate) retries: Family<QueueLabels, Counter>,
     pub(crate) flushes: Family<CategoryLabels, Counter>,
     pub(crate) time_adjusted: Family<AdjustLabels, Counter>,
+    pub(crate) disk_full: Family<PathLabels, Gauge>,
+}
+
+/// `{path}`: a watched directory.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PathLabels {
+    pub(crate) path: String,
 }
 
 /// `{category, name}`: the category and the input whose point times were corrected.
@@ -109,6 +116,11 @@ impl Metrics {
             "datakit_io_point_time_adjusted",
             "Points whose time was more than 2h from now and was set to now (auto_timestamp_correction), by category and input",
             self.time_adjusted.clone(),
+        );
+        registry.register(
+            "datakit_io_disk_full",
+            "1 while the file system of the queue directory is above max_disk_ratio (95%): writes that cannot be stored are refused",
+            self.disk_full.clone(),
         );
     }
 }

@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 pub use config::QueueConfig;
 pub use error::QueueError;
 pub use frame::HEADER_LEN;
+pub use fsstat::{FsUsage, usage as fs_usage};
 pub use state::{ConsumerStats, Counts, Dropped, QueueStats};
 
 use reader::PlanSeg;

@@ -174,9 +174,11 @@ impl Writer {
                 let path = self.sh.cfg.dir.clone();
                 for w in waiting.by_ref() {
                     let copy = match &e {
-                        QueueError::Io { path, action, source } => {
-                            QueueError::io(path.clone(), action, copy_io(source))
-                        }
+                        QueueError::Io {
+                            path,
+                            action,
+                            source,
+                        } => QueueError::io(path.clone(), action, copy_io(source)),
                         other => QueueError::io(
                             path.clone(),
                             "save positions in",
