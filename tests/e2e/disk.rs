@@ -294,3 +294,55 @@ fn local_sink_deletes_its_oldest_files_under_disk_pressure_so_writes_keep_flowin
         agent.log()
     );
 }
+
+#[test]
+fn points_more_than_two_hours_from_now_are_stored_at_now_with_their_time_in_orig_time() {
+    let agent = Agent::start_with(&[], "[io]\n  auto_timestamp_correction = true\n", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let hour = 3_600_000_000_000i64;
+    let body = format!(
+        "at_one f=1i 1\nahead f=1i {}\nrecent f=1i {}\n",
+        now + 3 * hour,
+        now - hour
+    );
+    let (status, resp) = agent.request(
+        "POST",
+        "/v1/write/metric?precision=ns",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let points = wait_for(
+        "three points in data/local",
+        Duration::from_secs(10),
+        || {
+            let p = agent.local_points("metric");
+            (p.len() >= 3).then_some(p)
+        },
+    );
+    let get = |name: &str| points.iter().find(|p| p.name == name).unwrap();
+    for (name, orig) in [("at_one", 1), ("ahead", now + 3 * hour)] {
+        let p = get(name);
+        assert!((p.time - now).abs() < 60_000_000_000, "{p:?}");
+        assert_eq!(
+            p.get_field("__orig_time"),
+            Some(&dk_proto::Value::I(orig)),
+            "{p:?}"
+        );
+    }
+    let recent = get("recent");
+    assert_eq!(recent.time, now - hour);
+    assert_eq!(recent.get_field("__orig_time"), None);
+    assert!(
+        metric_sum(
+            &agent,
+            "datakit_io_point_time_adjusted_total",
+            "category=\"metric\""
+        ) == 2.0,
+        "{}",
+        agent.metrics()
+    );
+}

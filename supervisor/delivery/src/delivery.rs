@@ -215,10 +215,17 @@ impl Delivery {
             );
         }
         let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
-        let mut queues = Vec::with_capacity(Category::ALL.len());
-        for category in Category::ALL {
-            queues.push(open_queue(&config.queue, category, &names)?);
-        }
+        // Opening reads and recovers segments: tell a multi-thread runtime this thread blocks.
+        let open_all = || {
+            Category::ALL
+                .into_iter()
+                .map(|category| open_queue(&config.queue, category, &names))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let queues = match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(open_all)?,
+            _ => open_all()?,
+        };
         let metrics = Metrics::default();
         metrics.register(registry);
         for sink in &sinks {
