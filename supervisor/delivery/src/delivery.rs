@@ -374,7 +374,11 @@ impl Delivery {
                 Err(DeliveryError::Busy(why))
             }
             Err(QueueError::Closed) => Err(DeliveryError::Closed),
-            Err(e) => Err(DeliveryError::Queue(format!("{cat_name} queue: {e}"))),
+            Err(e) => {
+                // Nothing was stored (e.g. ENOSPC): refused like a full queue.
+                inner.count_dropped(cat_name, "busy", outcome.accepted as usize);
+                Err(DeliveryError::Queue(format!("{cat_name} queue: {e}")))
+            }
         }
     }
 
