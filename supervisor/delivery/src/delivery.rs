@@ -260,6 +260,7 @@ impl Delivery {
                 ratio: config.queue.max_disk_ratio,
                 full: false,
                 alert: Arc::clone(&disk_alert),
+                checked: None,
             },
         };
         let reporter = runtime.spawn(reporter.run(tuning.stats_interval, stats_stop.clone()));
@@ -779,6 +780,8 @@ struct DiskWatch {
     /// Above the ratio at the last check (and reported).
     full: bool,
     alert: Arc<Mutex<Option<DiskAlert>>>,
+    /// When the file system was last read (at most once a second).
+    checked: Option<std::time::Instant>,
 }
 
 impl Reporter {
@@ -801,6 +804,14 @@ impl Reporter {
     /// Reads the queue's file-system usage (off the async threads) and reports a change
     /// between below and above `max_disk_ratio`: log, `datakit_io_disk_full`, the alert.
     async fn check_disk(&mut self) {
+        if self
+            .disk
+            .checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.disk.checked = Some(std::time::Instant::now());
         let dir = self.disk.dir.clone();
         let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || dk_queue::fs_usage(&dir)).await
         else {
