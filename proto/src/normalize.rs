@@ -167,13 +167,19 @@ pub fn attach_global_tags(
     limits: &Limits,
 ) -> Option<Warn> {
     let max = limits.max_tags;
-    let is_global = |key: &str| globals.iter().any(|(k, _)| k == key);
-    let missing = globals
-        .iter()
-        .filter(|(k, _)| point.get_tag(k).is_none())
-        .count();
     let mut warn = None;
-    if max > 0 && globals.len() <= max && point.tags.len() + missing > max {
+    // Counting the missing keys is needed only near the cap.
+    let near_cap = max > 0 && point.tags.len() + globals.len() > max;
+    let missing = if near_cap {
+        globals
+            .iter()
+            .filter(|(k, _)| point.get_tag(k).is_none())
+            .count()
+    } else {
+        0
+    };
+    if near_cap && globals.len() <= max && point.tags.len() + missing > max {
+        let is_global = |key: &str| globals.iter().any(|(k, _)| k == key);
         // Every global key ends up on the point; the point's other tags share what is left.
         let room = max - globals.len();
         let before = point.tags.len();
