@@ -1023,14 +1023,12 @@ fn needs_escape(s: &[u8], table: &[u8; 256]) -> bool {
         w.copy_from_slice(c);
         let x = u64::from_le_bytes(w);
         let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH != 0;
-        if below
+        let marked = below
             || has_zero(x ^ (ONES * u64::from(b',')))
             || has_zero(x ^ (ONES * u64::from(b'=')))
-            || has_zero(x ^ (ONES * 0x7f))
-        {
-            if c.iter().any(|&b| table[b as usize] != 0) {
-                return true;
-            }
+            || has_zero(x ^ (ONES * 0x7f));
+        if marked && c.iter().any(|&b| table[b as usize] != 0) {
+            return true;
         }
     }
     chunks.remainder().iter().any(|&b| table[b as usize] != 0)
