@@ -68,6 +68,16 @@ fn fill(path: &Path, leave: u64) -> PathBuf {
     path.to_path_buf()
 }
 
+/// The test main config without the API rate limit: writes come as fast as the agent answers.
+fn unlimited_conf(port: u16, extra: &str) -> String {
+    let conf = main_conf(port, extra).replace(
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &format!("listen = \"127.0.0.1:{port}\"\n  request_rate_limit = 0.0"),
+    );
+    assert!(conf.contains("request_rate_limit"), "{conf}");
+    conf
+}
+
 /// The sum of every sample of `/metrics` whose line starts with `name` and contains `needle`.
 fn metric_sum(agent: &Agent, name: &str, needle: &str) -> f64 {
     agent
@@ -95,11 +105,12 @@ fn metric_body(thread: usize, round: u64, lines: usize) -> Vec<u8> {
 fn ping_answers_within_50ms_at_p99_while_every_queue_fsync_takes_200ms_under_write_load() {
     // Small queue segments (1 MiB cap: 128 KiB each) so the uploaders finish segments, save
     // their positions and delete segments all the time while every fsync sleeps 200 ms.
-    let agent = Agent::start_with(
-        &[],
-        "[dataway.wal]\n  max_capacity_gb = 0.001\n",
-        &[("DK_DEBUG_FSYNC_DELAY_MS", "200")],
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().to_path_buf();
+    let port = free_port();
+    let extra = "[dataway.wal]\n  max_capacity_gb = 0.001\n";
+    write_confd(dir.path(), &unlimited_conf(port, extra), &[]);
+    let agent = Agent::start_in(dir, &logs, port, &[("DK_DEBUG_FSYNC_DELAY_MS", "200")]);
     let api = agent.api;
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -215,7 +226,7 @@ fn local_sink_deletes_its_oldest_files_under_disk_pressure_so_writes_keep_flowin
     let port = free_port();
     // Small files and a small queue; no total cap in the way: only the disk is short.
     let extra = "[dataway.wal]\n  max_capacity_gb = 0.004\n[sinks.local]\n  max_file_mb = 1\n  max_files = 1000\n  max_total_mb = 100000\n";
-    write_confd(workdir.path(), &main_conf(port, extra), &[]);
+    write_confd(workdir.path(), &unlimited_conf(port, extra), &[]);
     // About 12 MiB left; 20 MiB of line protocol goes through.
     fill(&fs.path().join("filler"), 12 << 20);
     let agent = Agent::start_in(workdir, logs.path(), port, &[]);
