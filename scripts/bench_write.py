@@ -65,8 +65,10 @@ default_enabled_inputs = []
   log = "{work}/log"
 """)
     lines = []
+    # Current times: points more than 2 h off would be corrected (auto_timestamp_correction).
+    now_s = int(time.time())
     for i in range(1000):
-        lines.append(f"bench,host=h{i % 10},region=eu-west-1,service=api value={i}.5,count={i}i,ok=true 1700000000{i:09d}")
+        lines.append(f"bench,host=h{i % 10},region=eu-west-1,service=api value={i}.5,count={i}i,ok=true {now_s}{i:09d}")
     body = "\n".join(lines) + "\n"
     lua = f"{work}/post.lua"
     open(lua, "w").write('wrk.method = "POST"\nwrk.body = [[' + body + ']]\n'

@@ -963,9 +963,9 @@ impl EncodeValue for ValueRef<'_> {
 ///
 /// Nothing is written for a point that has no field line protocol can carry (no fields,
 /// or only non-finite floats); callers normalise points first ([`crate::normalize`]).
-/// Tags with an empty key or value and fields with an empty key are skipped, and a newline
-/// inside the measurement, a key or a tag value is written as a space, since line protocol
-/// cannot carry them.
+/// Tags with an empty key or value and fields with an empty key are skipped, and a control
+/// byte (newline, NUL, CR, DEL...; tab is kept) inside the measurement, a key or a tag value is
+/// written as a space, since line protocol cannot carry them.
 pub fn encode_point(point: &Point, out: &mut Vec<u8>) {
     write_line(&point.name, &point.tags, &point.fields, point.time, out);
 }
@@ -991,16 +991,16 @@ fn write_line<T: AsRef<str>, K: AsRef<str>, V: EncodeValue>(
     {
         return;
     }
-    escape_into(name.as_bytes(), b", ", out);
+    escape_into(name.as_bytes(), &ESCAPE_NAME, out);
     for (k, v) in tags {
         let (k, v) = (k.as_ref(), v.as_ref());
         if k.is_empty() || v.is_empty() {
             continue;
         }
         out.push(b',');
-        escape_into(k.as_bytes(), b",= ", out);
+        escape_into(k.as_bytes(), &ESCAPE_KEY, out);
         out.push(b'=');
-        escape_into(v.as_bytes(), b",= ", out);
+        escape_into(v.as_bytes(), &ESCAPE_KEY, out);
     }
     out.push(b' ');
     let mut first = true;
@@ -1013,7 +1013,7 @@ fn write_line<T: AsRef<str>, K: AsRef<str>, V: EncodeValue>(
             out.push(b',');
         }
         first = false;
-        escape_into(k.as_bytes(), b",= ", out);
+        escape_into(k.as_bytes(), &ESCAPE_KEY, out);
         out.push(b'=');
         write_value(&v, out);
     }
@@ -1047,18 +1047,89 @@ fn encodable(v: &ValueRef<'_>) -> bool {
     }
 }
 
-/// Writes `s` with a backslash before each byte of `special`; a newline becomes a space.
+/// ASCII control bytes but tab (NUL, CR, LF... and DEL): line protocol cannot carry them in a
+/// measurement, key or tag value, so they are written as spaces.
 #[inline]
-fn escape_into(s: &[u8], special: &[u8], out: &mut Vec<u8>) {
-    if !s.iter().any(|b| special.contains(b) || *b == b'\n') {
+const fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// Bytes [`escape_into`] must handle: control bytes plus the specials of a measurement.
+const ESCAPE_NAME: [u8; 256] = escape_table(b", ");
+/// Bytes [`escape_into`] must handle: control bytes plus the specials of a key or tag value.
+const ESCAPE_KEY: [u8; 256] = escape_table(b",= ");
+
+/// 0: written as is; 1: a control byte (written as an escaped space); 2: escaped with a
+/// backslash. The space must be special in every table.
+const fn escape_table(special: &[u8]) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        if is_control(b as u8) {
+            t[b] = 1;
+        }
+        b += 1;
+    }
+    let mut i = 0;
+    while i < special.len() {
+        t[special[i] as usize] = 2;
+        i += 1;
+    }
+    t
+}
+
+/// Whether `s` holds a byte `table` marks: eight bytes at a time, a cheap superset test (a
+/// byte below 0x21, `,`, `=` or DEL) before the exact lookup.
+#[inline]
+fn needs_escape(s: &[u8], table: &[u8; 256]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    #[inline]
+    fn has_zero(v: u64) -> bool {
+        v.wrapping_sub(ONES) & !v & HIGH != 0
+    }
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH != 0;
+        let marked = below
+            || has_zero(x ^ (ONES * u64::from(b',')))
+            || has_zero(x ^ (ONES * u64::from(b'=')))
+            || has_zero(x ^ (ONES * 0x7f));
+        if marked && c.iter().any(|&b| table[b as usize] != 0) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| table[b as usize] != 0)
+}
+
+/// Writes `s` with a backslash before each special byte of `table`; a control byte (newline,
+/// NUL, CR... but not tab) becomes a space, or `_` right after a backslash (which would escape
+/// a space).
+#[inline]
+fn escape_into(s: &[u8], table: &[u8; 256], out: &mut Vec<u8>) {
+    if !needs_escape(s, table) {
         out.extend_from_slice(s);
         return;
     }
+    let mut prev = 0u8;
     for &b in s {
-        let b = if b == b'\n' { b' ' } else { b };
-        if special.contains(&b) {
-            out.push(b'\\');
-        }
+        let b = match table[b as usize] {
+            0 => b,
+            // The space a control byte becomes is special in both tables.
+            1 if prev == b'\\' => b'_',
+            1 => {
+                out.push(b'\\');
+                b' '
+            }
+            _ => {
+                out.push(b'\\');
+                b
+            }
+        };
+        prev = b;
         out.push(b);
     }
 }
@@ -1782,5 +1853,84 @@ mod tests {
         let mut out = Vec::new();
         write_i64(i64::MIN, &mut out);
         assert_eq!(out, i64::MIN.to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod control_byte_tests {
+    use super::*;
+    use crate::{Point, Value};
+
+    #[test]
+    fn control_bytes_in_names_keys_and_tag_values_are_written_as_spaces_and_parse_back() {
+        let opts = DecodeOptions::new(Precision::Ns, 0);
+        let controls = (0u8..0x20).filter(|b| *b != b'\t').chain([0x7f]);
+        for b in controls {
+            let c = char::from(b);
+            for text in [format!("a{c}b"), format!("{c}b"), format!("a{c}")] {
+                let spaced = text.replace(c, " ");
+                for slot in 0..4 {
+                    let mut p = Point::new("m", 1);
+                    match slot {
+                        0 => p.name = text.clone(),
+                        1 => p.tags.push((text.clone(), "x".into())),
+                        2 => p.tags.push(("t".into(), text.clone())),
+                        _ => p.fields.push((text.clone(), Value::I(2))),
+                    }
+                    p.fields.push(("f".into(), Value::I(1)));
+                    let mut line = Vec::new();
+                    encode_point(&p, &mut line);
+                    assert!(
+                        !line.iter().any(|&x| is_control(x)),
+                        "byte {b:#x} in slot {slot} was written raw: {line:?}"
+                    );
+                    let got = decode(&line, &opts)
+                        .unwrap_or_else(|e| panic!("byte {b:#x} slot {slot}: {e}"));
+                    let mut want = p.clone();
+                    match slot {
+                        0 => want.name = spaced.clone(),
+                        1 => want.tags[0].0 = spaced.clone(),
+                        2 => want.tags[0].1 = spaced.clone(),
+                        _ => want.fields[0].0 = spaced.clone(),
+                    }
+                    assert_eq!(got, vec![want], "byte {b:#x} slot {slot}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_marked_byte_is_found_at_every_position_of_long_strings() {
+        for len in [1usize, 7, 8, 9, 16, 23, 40] {
+            for pos in 0..len {
+                for b in 0u8..=255 {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = b;
+                    let want = ESCAPE_KEY[b as usize] != 0;
+                    assert_eq!(
+                        needs_escape(&s, &ESCAPE_KEY),
+                        want,
+                        "byte {b:#x} at {pos} of {len}"
+                    );
+                    let want = ESCAPE_NAME[b as usize] != 0;
+                    assert_eq!(
+                        needs_escape(&s, &ESCAPE_NAME),
+                        want,
+                        "byte {b:#x} at {pos} of {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_nul_in_a_tag_value_never_reaches_the_file_and_the_line_parses_back() {
+        let p = Point::new("cpu", 7)
+            .tag("host", "web\0one")
+            .field("usage", Value::F(1.5));
+        let body = encode(&[p]);
+        assert!(!body.contains(&0), "{body:?}");
+        let got = decode(&body, &DecodeOptions::new(Precision::Ns, 0)).unwrap();
+        assert_eq!(got[0].get_tag("host"), Some("web one"));
     }
 }

@@ -157,6 +157,55 @@ struct Checker<'a> {
     warns: Vec<Warn>,
 }
 
+/// Attaches global tags (`host`, `ip`...) to a point, only for keys the point does not have
+/// (spec §2.6). When the point's own tags and the global ones together exceed `max_tags`, the
+/// point's own tail tags are dropped (warn `exceed_max_tags`) so that the global tags always
+/// survive the cap; returns that warning.
+pub fn attach_global_tags(
+    point: &mut Point,
+    globals: &[(String, String)],
+    limits: &Limits,
+) -> Option<Warn> {
+    let max = limits.max_tags;
+    let mut warn = None;
+    // Counting the missing keys is needed only near the cap.
+    let near_cap = max > 0 && point.tags.len() + globals.len() > max;
+    let missing = if near_cap {
+        globals
+            .iter()
+            .filter(|(k, _)| point.get_tag(k).is_none())
+            .count()
+    } else {
+        0
+    };
+    if near_cap && globals.len() <= max && point.tags.len() + missing > max {
+        let is_global = |key: &str| globals.iter().any(|(k, _)| k == key);
+        // Every global key ends up on the point; the point's other tags share what is left.
+        let room = max - globals.len();
+        let before = point.tags.len();
+        let mut others = 0;
+        point.tags.retain(|(k, _)| {
+            if is_global(k) {
+                return true;
+            }
+            others += 1;
+            others <= room
+        });
+        warn = Some(Warn {
+            kind: kind::EXCEED_MAX_TAGS,
+            message: format!(
+                "{} tags and {missing} global tags exceed the limit of {max}; {} of the point's own tags dropped, global tags kept",
+                before,
+                before - point.tags.len()
+            ),
+        });
+    }
+    for (key, value) in globals {
+        point.add_tag_if_absent(key, value);
+    }
+    warn
+}
+
 impl Checker<'_> {
     fn warn(&mut self, kind: &'static str, message: String) {
         self.warns.push(Warn { kind, message });
@@ -842,6 +891,55 @@ mod tests {
             vec!["x", "y"]
         );
         assert_stable(&p, Category::Metric, &limits);
+    }
+
+    #[test]
+    fn global_tags_win_over_the_points_own_tail_tags_at_the_tag_cap() {
+        let limits = Limits::default();
+        let mut p = Point::new("m", 1).field("f", Value::I(1));
+        for i in 0..256 {
+            p = p.tag(format!("t{i:03}"), "v");
+        }
+        let globals = vec![
+            ("host".to_string(), "web-1".to_string()),
+            ("ip".to_string(), "10.0.0.1".to_string()),
+            ("t000".to_string(), "global".to_string()),
+        ];
+        let w = attach_global_tags(&mut p, &globals, &limits).expect("a warning");
+        assert_eq!(w.kind, kind::EXCEED_MAX_TAGS);
+        let w = normalize(&mut p, Category::Metric, &limits).expect("kept");
+        assert!(!kinds(&w).contains(&kind::EXCEED_MAX_TAGS), "{w:?}");
+        assert_eq!(p.tags.len(), 256);
+        assert_eq!(p.get_tag("host"), Some("web-1"));
+        assert_eq!(p.get_tag("ip"), Some("10.0.0.1"));
+        // The point's own value of a global key wins, as without the cap.
+        assert_eq!(p.get_tag("t000"), Some("v"));
+        // What went is the point's own tail: t254 and t255 made room for host and ip.
+        assert_eq!(p.get_tag("t253"), Some("v"));
+        assert_eq!(p.get_tag("t254"), None);
+        assert_eq!(p.get_tag("t255"), None);
+    }
+
+    #[test]
+    fn global_tags_below_the_cap_are_only_added_where_absent() {
+        let mut p = Point::new("m", 1)
+            .tag("host", "mine")
+            .field("f", Value::I(1));
+        let globals = vec![
+            ("host".to_string(), "web-1".to_string()),
+            ("ip".to_string(), "10.0.0.1".to_string()),
+        ];
+        assert_eq!(
+            attach_global_tags(&mut p, &globals, &Limits::default()),
+            None
+        );
+        assert_eq!(
+            p.tags,
+            vec![
+                ("host".to_string(), "mine".to_string()),
+                ("ip".to_string(), "10.0.0.1".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -277,8 +277,10 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    // As many async threads as the machine has CPUs (at least 2); file I/O runs elsewhere.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -441,6 +443,8 @@ fn build_sinks(
             dir: PathBuf::from(&local.dir),
             max_file_bytes: local.max_file_mb.max(1) << 20,
             max_files: local.max_files,
+            max_total_bytes: local.max_total_mb.max(1) << 20,
+            ..LocalSinkConfig::new(&local.dir)
         };
         sinks.push(Arc::new(
             LocalFileSink::new(cfg).context("[sinks.local]: cannot open the local-files sink")?,
@@ -605,11 +609,19 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             limits: dk_proto::normalize::Limits::default(),
             local: None,
             queue: queue_settings(&main),
+            time_correction: main
+                .io
+                .auto_timestamp_correction
+                .then_some(dk_delivery::TIME_CORRECTION_WINDOW),
         },
         sinks,
         &mut registry,
     )
     .context("cannot start delivery")?;
+    let disk_errors = Arc::clone(&last_errors);
+    delivery.on_disk_full(Arc::new(move |message: &str| {
+        disk_errors.record("delivery", "disk", "", message);
+    }));
     let registry = Arc::new(registry);
 
     let worker_metrics = Arc::new(dk_api::WorkerMetrics::default());
@@ -935,7 +947,12 @@ fn lock_pid_file(workdir: &Path) -> anyhow::Result<std::fs::File> {
             path.display()
         )
     })?;
-    file.set_len(0)?;
-    writeln!(file, "{}", std::process::id())?;
+    // The lock is what matters; on a full disk the pid is not written and the agent runs on.
+    if let Err(e) = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "Cannot write the pid file (disk full?); the agent runs on. Free disk space.");
+    }
     Ok(file)
 }

@@ -40,15 +40,17 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
     env: Vec<(String, String)>,
+    /// Where `agent.out` / `agent.err` go (the work dir unless a test moves them).
+    logs: PathBuf,
 }
 
-/// Starts `datakit run` on a work dir; output is appended to `agent.out` / `agent.err`.
-fn spawn(workdir: &Path, env: &[(String, String)]) -> Child {
+/// Starts `datakit run` on a work dir; output is appended to `agent.out` / `agent.err` in `logs`.
+fn spawn(workdir: &Path, logs: &Path, env: &[(String, String)]) -> Child {
     let log = |name: &str| {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(workdir.join(name))
+            .open(logs.join(name))
             .unwrap();
         Stdio::from(f)
     };
@@ -70,7 +72,8 @@ pub fn main_conf(api_port: u16, extra: &str) -> String {
     let io = if extra.contains("[io]") {
         ""
     } else {
-        "[io]\n  flush_interval = \"200ms\""
+        // Tests write fixed historical times: no correction to now unless a test asks.
+        "[io]\n  flush_interval = \"200ms\"\n  auto_timestamp_correction = false"
     };
     // Tests share the machine: no agent puts itself in a CPU cgroup unless a test asks.
     let limits = if extra.contains("[resource_limit]") {
@@ -120,12 +123,33 @@ impl Agent {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn(dir.path(), &env);
+        let logs = dir.path().to_path_buf();
+        let child = spawn(dir.path(), &logs, &env);
         let mut agent = Agent {
             child,
             dir,
             api: SocketAddr::from(([127, 0, 0, 1], port)),
             env,
+            logs,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts `datakit run` on a work dir whose `conf.d` is already written (API on `port`),
+    /// with its output in `logs` (e.g. when the work dir is on a full disk).
+    pub fn start_in(dir: tempfile::TempDir, logs: &Path, port: u16, env: &[(&str, &str)]) -> Agent {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(dir.path(), logs, &env);
+        let mut agent = Agent {
+            child,
+            dir,
+            api: SocketAddr::from(([127, 0, 0, 1], port)),
+            env,
+            logs: logs.to_path_buf(),
         };
         agent.wait_ready();
         agent
@@ -136,7 +160,7 @@ impl Agent {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.dir.path(), &self.env);
+        self.child = spawn(self.dir.path(), &self.logs, &self.env);
         self.wait_ready();
     }
 
@@ -165,8 +189,8 @@ impl Agent {
 
     /// Everything the agent printed.
     pub fn log(&self) -> String {
-        let out = std::fs::read_to_string(self.dir.path().join("agent.out")).unwrap_or_default();
-        let err = std::fs::read_to_string(self.dir.path().join("agent.err")).unwrap_or_default();
+        let out = std::fs::read_to_string(self.logs.join("agent.out")).unwrap_or_default();
+        let err = std::fs::read_to_string(self.logs.join("agent.err")).unwrap_or_default();
         format!("{out}{err}")
     }
 

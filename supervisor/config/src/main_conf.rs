@@ -113,6 +113,10 @@ pub struct LocalSink {
     pub max_file_mb: u64,
     /// Rotated files kept per category. Defaults to 16.
     pub max_files: usize,
+    /// All files of all categories together, in MiB: the oldest rotated files go first.
+    /// Defaults to 1024. (Under disk pressure, above the queue's 95 % guard, the oldest rotated
+    /// files are deleted as well.)
+    pub max_total_mb: u64,
 }
 
 impl Default for LocalSink {
@@ -122,6 +126,7 @@ impl Default for LocalSink {
             dir: "data/local".into(),
             max_file_mb: 32,
             max_files: 16,
+            max_total_mb: 1024,
         }
     }
 }

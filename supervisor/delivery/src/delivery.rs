@@ -19,11 +19,12 @@ use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
 use crate::local::LocalFileSink;
 use crate::metrics::{
-    CategoryLabels, DropLabels, FeedLabels, FeedTimer, Metrics, QueueLabels, SinkLabels,
+    AdjustLabels, CategoryLabels, DropLabels, FeedLabels, FeedTimer, Metrics, PathLabels,
+    QueueLabels, SinkLabels,
 };
 use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
-use dk_proto::normalize::{Limits, normalize};
+use dk_proto::normalize::{Limits, attach_global_tags, normalize};
 use dk_proto::{Category, FeedOpts, Point};
 use dk_queue::{Queue, QueueConfig, QueueError, Record};
 use futures::FutureExt;
@@ -58,6 +59,7 @@ struct Inner {
     queues: RwLock<Vec<Queue>>,
     tags: RwLock<Arc<GlobalTags>>,
     limits: Limits,
+    time_correction: Option<Duration>,
     metrics: Metrics,
     /// Cancelled when shutdown begins: feeds are refused and uploaders drain.
     closing: CancellationToken,
@@ -67,7 +69,13 @@ struct Inner {
     reporter: Mutex<Option<JoinHandle<()>>>,
     tuning: DeliveryTuning,
     shutdown_done: tokio::sync::Mutex<bool>,
+    /// Told when the disk under the queue becomes full.
+    disk_alert: Arc<Mutex<Option<DiskAlert>>>,
 }
+
+/// Called with a message when the disk under the queue goes above `max_disk_ratio` (the
+/// agent records it for `/v1/lasterror`).
+pub type DiskAlert = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Drop for Inner {
     /// Dropped without shutdown: stop the background tasks so they release the queues.
@@ -94,6 +102,28 @@ fn category_index(category: Category) -> usize {
         .iter()
         .position(|c| *c == category)
         .unwrap_or_default()
+}
+
+/// The field in which a corrected point keeps its original time (ns), as in Datakit.
+pub(crate) const ORIG_TIME_FIELD: &str = "__orig_time";
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Datakit's `auto_timestamp_correction`: a point more than `window` away from `now` (either
+/// way) gets `now` and its original time in the int field `__orig_time`. Returns whether it
+/// was corrected.
+fn correct_time(point: &mut Point, now: i64, window: Duration) -> bool {
+    let window = i128::try_from(window.as_nanos()).unwrap_or(i128::MAX);
+    if (i128::from(now) - i128::from(point.time)).abs() <= window {
+        return false;
+    }
+    point.set_field(ORIG_TIME_FIELD, dk_proto::Value::I(point.time));
+    point.time = now;
+    true
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -185,10 +215,17 @@ impl Delivery {
             );
         }
         let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
-        let mut queues = Vec::with_capacity(Category::ALL.len());
-        for category in Category::ALL {
-            queues.push(open_queue(&config.queue, category, &names)?);
-        }
+        // Opening reads and recovers segments: tell a multi-thread runtime this thread blocks.
+        let open_all = || {
+            Category::ALL
+                .into_iter()
+                .map(|category| open_queue(&config.queue, category, &names))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let queues = match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(open_all)?,
+            _ => open_all()?,
+        };
         let metrics = Metrics::default();
         metrics.register(registry);
         for sink in &sinks {
@@ -212,11 +249,19 @@ impl Delivery {
                 uploaders.push(runtime.spawn(uploader.run()));
             }
         }
+        let disk_alert: Arc<Mutex<Option<DiskAlert>>> = Arc::default();
         let reporter = Reporter {
             queues: queues.clone(),
             sinks: names.iter().map(|n| n.to_string()).collect(),
             metrics: metrics.clone(),
             seen_dropped: vec![Vec::new(); queues.len()],
+            disk: DiskWatch {
+                dir: config.queue.dir.clone(),
+                ratio: config.queue.max_disk_ratio,
+                full: false,
+                alert: Arc::clone(&disk_alert),
+                checked: None,
+            },
         };
         let reporter = runtime.spawn(reporter.run(tuning.stats_interval, stats_stop.clone()));
         Ok(Delivery {
@@ -224,6 +269,7 @@ impl Delivery {
                 queues: RwLock::new(queues),
                 tags: RwLock::new(Arc::new(config.global_tags)),
                 limits: config.limits,
+                time_correction: config.time_correction,
                 metrics,
                 closing,
                 stats_stop,
@@ -231,6 +277,7 @@ impl Delivery {
                 reporter: Mutex::new(Some(reporter)),
                 tuning,
                 shutdown_done: tokio::sync::Mutex::new(false),
+                disk_alert,
             }),
         })
     }
@@ -273,9 +320,8 @@ impl Delivery {
         let mut drops: Vec<(&'static str, usize)> = Vec::new();
         points.retain_mut(|point| {
             if let Some(list) = tag_list {
-                for (key, value) in list {
-                    point.add_tag_if_absent(key, value);
-                }
+                // Global tags win at the tag cap (the point's own tail tags go).
+                let _ = attach_global_tags(point, list, &inner.limits);
             }
             match normalize(point, category, &inner.limits) {
                 Ok(_) => true,
@@ -292,6 +338,23 @@ impl Delivery {
         });
         for (reason, n) in drops {
             inner.count_dropped(cat_name, reason, n);
+        }
+        if let Some(window) = inner.time_correction {
+            let now = now_ns();
+            let mut adjusted = 0u64;
+            for p in &mut points {
+                adjusted += u64::from(correct_time(p, now, window));
+            }
+            if adjusted > 0 {
+                inner
+                    .metrics
+                    .time_adjusted
+                    .get_or_create(&AdjustLabels {
+                        category: cat_name,
+                        name: input.to_string(),
+                    })
+                    .inc_by(adjusted);
+            }
         }
         let outcome = FeedOutcome {
             accepted: to_u32(points.len()),
@@ -318,8 +381,18 @@ impl Delivery {
                 inner.count_dropped(cat_name, "too_large", outcome.accepted as usize);
                 Err(DeliveryError::Rejected(format!("{cat_name} queue: {e}")))
             }
-            Err(e) => Err(DeliveryError::Queue(format!("{cat_name} queue: {e}"))),
+            Err(e) => {
+                // Nothing was stored (e.g. ENOSPC): refused like a full queue.
+                inner.count_dropped(cat_name, "busy", outcome.accepted as usize);
+                Err(DeliveryError::Queue(format!("{cat_name} queue: {e}")))
+            }
         }
+    }
+
+    /// Sets who is told (besides the log and `datakit_io_disk_full`) when the disk under the
+    /// queue goes above `max_disk_ratio`; an already full disk is reported at the next check.
+    pub fn on_disk_full(&self, alert: DiskAlert) {
+        *lock(&self.inner.disk_alert) = Some(alert);
     }
 
     /// Replaces the global tags at runtime (global-tags API, election); later feeds use them.
@@ -535,7 +608,7 @@ impl Uploader {
                         }
                     }
                 }
-                if let Err(e) = self.queue.commit(&name, last_seq) {
+                if let Err(e) = self.queue.commit(&name, last_seq).await {
                     tracing::error!(category = self.category.name(), sink = %name, error = %e, "Cannot save the queue position; records may be sent twice.");
                 }
             }
@@ -703,6 +776,18 @@ struct Reporter {
     metrics: Metrics,
     /// Per queue, the dropped points by reason already added to the counter.
     seen_dropped: Vec<Vec<(String, u64)>>,
+    disk: DiskWatch,
+}
+
+/// Watches the file system of the queue for the full-disk report.
+struct DiskWatch {
+    dir: std::path::PathBuf,
+    ratio: f64,
+    /// Above the ratio at the last check (and reported).
+    full: bool,
+    alert: Arc<Mutex<Option<DiskAlert>>>,
+    /// When the file system was last read (at most once a second).
+    checked: Option<std::time::Instant>,
 }
 
 impl Reporter {
@@ -712,11 +797,61 @@ impl Reporter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.report(),
+                _ = tick.tick() => {
+                    self.report();
+                    self.check_disk().await;
+                }
                 () = stop.cancelled() => break,
             }
         }
         self.report();
+    }
+
+    /// Reads the queue's file-system usage (off the async threads) and reports a change
+    /// between below and above `max_disk_ratio`: log, `datakit_io_disk_full`, the alert.
+    async fn check_disk(&mut self) {
+        if self
+            .disk
+            .checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.disk.checked = Some(std::time::Instant::now());
+        let dir = self.disk.dir.clone();
+        let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || dk_queue::fs_usage(&dir)).await
+        else {
+            return;
+        };
+        let used = usage.ratio_with(0);
+        let full = used > self.disk.ratio;
+        let path = self.disk.dir.display().to_string();
+        self.metrics
+            .disk_full
+            .get_or_create(&PathLabels { path: path.clone() })
+            .set(i64::from(full));
+        if full == self.disk.full {
+            return;
+        }
+        self.disk.full = full;
+        if full {
+            let message = format!(
+                "the disk holding {path} is {:.1}% used, above the {:.0}% the queue may use: writes that cannot be stored are refused (503 datakit.ioBusy) and the local-files sink deletes its oldest files; free disk space",
+                used * 100.0,
+                self.disk.ratio * 100.0
+            );
+            tracing::error!("{message}");
+            let alert = lock(&self.disk.alert).clone();
+            if let Some(alert) = alert {
+                alert(&message);
+            }
+        } else {
+            tracing::info!(
+                path,
+                used = format!("{:.1}%", used * 100.0),
+                "The disk has room again."
+            );
+        }
     }
 
     fn report(&mut self) {
@@ -771,6 +906,46 @@ impl Reporter {
                         .inc_by(delta);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_700_000_000_000_000;
+    const HOUR: i64 = 3_600_000_000_000;
+    const WINDOW: Duration = crate::config::TIME_CORRECTION_WINDOW;
+
+    fn corrected(time: i64) -> (bool, Point) {
+        let mut p = Point::new("m", time).field("f", dk_proto::Value::I(1));
+        let changed = correct_time(&mut p, NOW, WINDOW);
+        (changed, p)
+    }
+
+    #[test]
+    fn points_further_than_two_hours_from_now_get_now_and_keep_their_time_in_orig_time() {
+        let fifty_years = 50 * 365 * 24 * HOUR;
+        for time in [1, NOW + fifty_years, NOW + 3 * HOUR, NOW - 3 * HOUR] {
+            let (changed, p) = corrected(time);
+            assert!(changed, "{time}");
+            assert_eq!(p.time, NOW, "{time}");
+            assert_eq!(
+                p.get_field(ORIG_TIME_FIELD),
+                Some(&dk_proto::Value::I(time))
+            );
+            assert_eq!(p.get_field("f"), Some(&dk_proto::Value::I(1)));
+        }
+    }
+
+    #[test]
+    fn points_within_two_hours_of_now_are_left_as_they_are() {
+        for time in [NOW, NOW + HOUR, NOW - HOUR, NOW + 2 * HOUR, NOW - 2 * HOUR] {
+            let (changed, p) = corrected(time);
+            assert!(!changed, "{time}");
+            assert_eq!(p.time, time);
+            assert_eq!(p.get_field(ORIG_TIME_FIELD), None);
         }
     }
 }

@@ -21,10 +21,17 @@
 //!   (counted per failed attempt).
 //! - `datakit_io_queue_points{category,sink}`, `datakit_io_queue_oldest_seconds{category,sink}`,
 //!   `datakit_io_queue_bytes{category}`: what waits in the durable queue.
+//! - `datakit_io_point_time_adjusted_total{category,name}`: points whose time was more than
+//!   2 h from now and was set to now (`[io] auto_timestamp_correction`; the original time is
+//!   kept in the int field `__orig_time`).
+//! - `datakit_io_disk_full{path}`: 1 while the file system of the queue is above
+//!   `max_disk_ratio` (also logged, and told to [`Delivery::on_disk_full`]).
 //! - `datakit_io_sink_retry_total{category,sink}`: failed writes retried from the queue.
 //! - `datakit_io_flush_total{category}`: batches written (over all sinks).
 //! - `datakit_io_local_sink_rotate_total{category}` and
-//!   `datakit_io_local_sink_deleted_files_total{category}`: the local-files sink's rotations.
+//!   `datakit_io_local_sink_deleted_files_total{category,reason}`: the local-files sink's
+//!   rotations and deleted rotated files (`max_files`, `max_total`: its size caps;
+//!   `disk_full`: the file system was above `max_disk_ratio` or a write hit ENOSPC).
 
 mod chunks;
 mod config;
@@ -35,10 +42,11 @@ mod metrics;
 mod sink;
 
 pub use config::{
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_CACHE_COUNT, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES,
-    DeliveryConfig, DeliveryTuning, GlobalTags, LocalSinkConfig, QueueSettings,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_LOCAL_MAX_TOTAL_BYTES, DEFAULT_MAX_CACHE_COUNT,
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags,
+    LOCAL_SINK_DISK_HEADROOM, LocalSinkConfig, QueueSettings, TIME_CORRECTION_WINDOW,
 };
-pub use delivery::{Delivery, FeedOutcome};
+pub use delivery::{Delivery, DiskAlert, FeedOutcome};
 pub use error::{DeliveryError, SinkError};
 pub use local::LocalFileSink;
 pub use sink::{Sink, SinkInput};

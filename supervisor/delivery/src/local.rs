@@ -5,13 +5,14 @@
 //! `current.<unix-millis>.lp` (millis made strictly increasing per category) and at most
 //! `max_files` rotated files are kept. Directories are created 0750, files 0640.
 
-use crate::config::LocalSinkConfig;
+use crate::config::{LOCAL_SINK_DISK_HEADROOM, LocalSinkConfig};
 use crate::error::SinkError;
 use crate::metrics::CategoryLabels;
 use crate::sink::{Sink, SinkInput};
 use dk_proto::lineproto::encode_point;
 use dk_proto::{Category, Point};
 use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -20,9 +21,13 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SINK_NAME: &str = "local";
+/// Why rotated files were deleted (the `reason` label).
+const REASON_MAX_FILES: &str = "max_files";
+const REASON_MAX_TOTAL: &str = "max_total";
+const REASON_DISK_FULL: &str = "disk_full";
 const CURRENT: &str = "current.lp";
 /// Bounds of the bytes one write carries (an eighth of `max_file_bytes` in between).
 const MIN_WRITE_BYTES: u64 = 64 * 1024;
@@ -39,10 +44,50 @@ struct LocalInner {
     cfg: LocalSinkConfig,
     /// One per category, in the order of [`Category::ALL`].
     files: Vec<Mutex<CatFile>>,
+    /// Every rotated file of every category (locked after a category's file, never before).
+    index: Mutex<Index>,
     /// Reusable encode buffers, one per category.
     buffers: Vec<Mutex<Vec<u8>>>,
     rotations: Family<CategoryLabels, Counter>,
-    deleted: Family<CategoryLabels, Counter>,
+    deleted: Family<DeleteLabels, Counter>,
+}
+
+/// `{category, reason}` of a deleted rotated file.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeleteLabels {
+    category: &'static str,
+    /// `max_files`, `max_total` or `disk_full`.
+    reason: &'static str,
+}
+
+/// One rotated file.
+struct Rotated {
+    ms: u64,
+    category: usize,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// The rotated files of all categories, oldest first, and the size of each `current.lp`.
+#[derive(Default)]
+struct Index {
+    /// The category directories were listed.
+    loaded: bool,
+    files: Vec<Rotated>,
+    rotated_bytes: u64,
+    current_bytes: Vec<u64>,
+    /// Deletions for space not yet logged, and when that was last logged.
+    unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+/// Deletions for space are logged at most this often.
+const DELETE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Index {
+    fn total(&self) -> u64 {
+        self.rotated_bytes + self.current_bytes.iter().sum::<u64>()
+    }
 }
 
 #[derive(Default)]
@@ -70,6 +115,14 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> SinkEr
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// ENOSPC or EDQUOT: the file system (or the quota) is full.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn create_dir(dir: &Path) -> Result<(), SinkError> {
@@ -138,27 +191,43 @@ impl LocalFileSink {
     /// # Errors
     /// [`SinkError::Io`] naming the directory when it cannot be created or written.
     pub fn new(cfg: LocalSinkConfig) -> Result<Self, SinkError> {
-        create_dir(&cfg.dir)?;
-        let probe = cfg.dir.join(".write-probe");
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&probe)
-            .and_then(|mut f| f.write_all(b"probe"))
-            .map_err(|e| io_error("create a file in", &cfg.dir, e))?;
-        std::fs::remove_file(&probe).map_err(|e| io_error("remove", &probe, e))?;
+        match Self::probe(&cfg.dir) {
+            Ok(()) => {}
+            // A full disk is no configuration mistake: start, and write once there is room.
+            Err(SinkError::Io { source, .. }) if is_disk_full(&source) => {
+                tracing::warn!(dir = %cfg.dir.display(), error = %source, "The local-files sink starts on a full disk: nothing can be written until disk space is freed.");
+            }
+            Err(e) => return Err(e),
+        }
         let n = Category::ALL.len();
         Ok(LocalFileSink {
             inner: Arc::new(LocalInner {
                 cfg,
                 files: (0..n).map(|_| Mutex::new(CatFile::default())).collect(),
+                index: Mutex::new(Index {
+                    current_bytes: vec![0; n],
+                    ..Index::default()
+                }),
                 buffers: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
                 rotations: Family::default(),
                 deleted: Family::default(),
             }),
         })
+    }
+
+    /// Creates the directory and a file in it (then removes the file).
+    fn probe(dir: &Path) -> Result<(), SinkError> {
+        create_dir(dir)?;
+        let probe = dir.join(".write-probe");
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&probe)
+            .and_then(|mut f| f.write_all(b"probe"));
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| io_error("create a file in", dir, e))
     }
 
     /// The data directory.
@@ -187,15 +256,25 @@ impl LocalInner {
         buf
     }
 
-    /// Appends `data` (whole lines) to the category's file and syncs it, rotating first if needed.
+    /// Appends `data` (whole lines) to the category's file and syncs it, rotating first if
+    /// needed and deleting the oldest rotated files (of any category) to keep the total size
+    /// cap and to stay below the disk ratio; a write that hits a full disk deletes the oldest
+    /// rotated file and is tried again while there is one.
     fn append(&self, category: Category, data: &[u8]) -> Result<(), SinkError> {
-        let mut st = lock(&self.files[category_index(category)]);
+        let ci = category_index(category);
+        let mut st = lock(&self.files[ci]);
         let dir = self.cfg.dir.join(category.name());
         let current = dir.join(CURRENT);
         if !st.prepared {
             create_dir(&dir)?;
-            let rotated = rotated_files(&dir).map_err(|e| io_error("list", &dir, e))?;
-            st.last_rotated_ms = rotated.last().map_or(0, |(ms, _)| *ms);
+            self.load_index();
+            st.last_rotated_ms = lock(&self.index)
+                .files
+                .iter()
+                .filter(|f| f.category == ci)
+                .map(|f| f.ms)
+                .max()
+                .unwrap_or(0);
             st.prepared = true;
         }
         if st.file.is_none() {
@@ -215,22 +294,140 @@ impl LocalInner {
                 self.open(&mut st, &dir, &current)?;
             }
         }
-        let start = st.size;
-        let Some(file) = st.file.as_mut() else {
-            return Err(io_error(
-                "open",
-                &current,
-                std::io::Error::other("file not open"),
-            ));
-        };
-        if let Err(e) = file.write_all(data).and_then(|()| file.sync_data()) {
-            // Leave no partial batch behind: delivery retries the whole batch.
-            let _ = file.set_len(start);
-            st.file = None;
-            return Err(io_error("append to", &current, e));
+        self.make_room(data.len() as u64);
+        loop {
+            let start = st.size;
+            let Some(file) = st.file.as_mut() else {
+                return Err(io_error(
+                    "open",
+                    &current,
+                    std::io::Error::other("file not open"),
+                ));
+            };
+            match file.write_all(data).and_then(|()| file.sync_data()) {
+                Ok(()) => {
+                    st.size = start + data.len() as u64;
+                    lock(&self.index).current_bytes[ci] = st.size;
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Leave no partial batch behind: delivery retries the whole batch.
+                    let _ = file.set_len(start);
+                    if is_disk_full(&e) && self.delete_oldest(REASON_DISK_FULL) {
+                        continue;
+                    }
+                    st.file = None;
+                    return Err(io_error("append to", &current, e));
+                }
+            }
         }
-        st.size = start + data.len() as u64;
-        Ok(())
+    }
+
+    /// Lists the rotated files of every category once.
+    fn load_index(&self) {
+        let mut index = lock(&self.index);
+        if index.loaded {
+            return;
+        }
+        index.loaded = true;
+        for (ci, category) in Category::ALL.iter().enumerate() {
+            let dir = self.cfg.dir.join(category.name());
+            let Ok(rotated) = rotated_files(&dir) else {
+                continue;
+            };
+            for (ms, path) in rotated {
+                let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+                index.rotated_bytes += bytes;
+                index.files.push(Rotated {
+                    ms,
+                    category: ci,
+                    path,
+                    bytes,
+                });
+            }
+            if let Ok(m) = std::fs::metadata(dir.join(CURRENT)) {
+                index.current_bytes[ci] = m.len();
+            }
+        }
+        index.files.sort_by_key(|f| f.ms);
+    }
+
+    /// Deletes the oldest rotated files until `incoming` more bytes fit the total cap and the
+    /// file system stays below the disk ratio (minus the queue's headroom).
+    fn make_room(&self, incoming: u64) {
+        while lock(&self.index).total() + incoming > self.cfg.max_total_bytes {
+            if !self.delete_oldest(REASON_MAX_TOTAL) {
+                break;
+            }
+        }
+        let ratio = self.cfg.max_disk_ratio;
+        if ratio >= 1.0 {
+            return;
+        }
+        let Ok(usage) = dk_queue::fs_usage(&self.cfg.dir) else {
+            return;
+        };
+        let limit = ratio - LOCAL_SINK_DISK_HEADROOM;
+        let mut freed = 0u64;
+        while usage.ratio_with(i128::from(incoming) - i128::from(freed)) > limit {
+            match self.delete_oldest_sized(REASON_DISK_FULL) {
+                Some(bytes) => freed += bytes,
+                None => break,
+            }
+        }
+    }
+
+    /// Deletes the oldest rotated file of any category; false when there is none.
+    fn delete_oldest(&self, reason: &'static str) -> bool {
+        self.delete_oldest_sized(reason).is_some()
+    }
+
+    /// Deletes the oldest rotated file of any category and returns its size.
+    fn delete_oldest_sized(&self, reason: &'static str) -> Option<u64> {
+        let mut index = lock(&self.index);
+        if index.files.is_empty() {
+            return None;
+        }
+        let f = index.files.remove(0);
+        index.rotated_bytes = index.rotated_bytes.saturating_sub(f.bytes);
+        self.remove_rotated(&mut index, &f, reason);
+        Some(f.bytes)
+    }
+
+    /// Unlinks a rotated file already taken out of the index; counts and (rate-limited) logs it.
+    fn remove_rotated(&self, index: &mut Index, f: &Rotated, reason: &'static str) {
+        match std::fs::remove_file(&f.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %f.path.display(), error = %e, "local sink cannot delete an old file");
+                return;
+            }
+        }
+        let category = Category::ALL
+            .get(f.category)
+            .map_or("unknown", |c| c.name());
+        self.deleted
+            .get_or_create(&DeleteLabels { category, reason })
+            .inc();
+        if reason == REASON_MAX_FILES {
+            return;
+        }
+        index.unlogged += 1;
+        if index
+            .last_log
+            .is_none_or(|t| t.elapsed() >= DELETE_LOG_EVERY)
+        {
+            tracing::warn!(
+                files = index.unlogged,
+                reason,
+                last = %f.path.display(),
+                max_total_bytes = self.cfg.max_total_bytes,
+                "The local-files sink deleted its oldest files to make room (max_total_mb or a nearly full disk); free disk space or raise [sinks.local] max_total_mb to keep more."
+            );
+            index.unlogged = 0;
+            index.last_log = Some(Instant::now());
+        }
     }
 
     /// Opens `current.lp` for appending, dropping a torn last line left by a crash.
@@ -261,7 +458,8 @@ impl LocalInner {
         Ok(())
     }
 
-    /// Renames `current.lp` to `current.<millis>.lp` and deletes the oldest rotated files.
+    /// Renames `current.lp` to `current.<millis>.lp` and deletes the category's oldest rotated
+    /// files beyond `max_files`.
     fn rotate(
         &self,
         st: &mut CatFile,
@@ -274,23 +472,34 @@ impl LocalInner {
         let target = dir.join(format!("current.{ms}.lp"));
         std::fs::rename(current, &target).map_err(|e| io_error("rotate", current, e))?;
         st.last_rotated_ms = ms;
-        st.size = 0;
+        let ci = category_index(category);
         let label = CategoryLabels {
             category: category.name(),
         };
         self.rotations.get_or_create(&label).inc();
-        let rotated = rotated_files(dir).map_err(|e| io_error("list", dir, e))?;
-        let excess = rotated.len().saturating_sub(self.cfg.max_files);
-        for (_, path) in rotated.into_iter().take(excess) {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    self.deleted.get_or_create(&label).inc();
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "local sink cannot delete an old file");
-                }
+        {
+            let mut index = lock(&self.index);
+            index.rotated_bytes += st.size;
+            index.current_bytes[ci] = 0;
+            index.files.push(Rotated {
+                ms,
+                category: ci,
+                path: target,
+                bytes: st.size,
+            });
+            let mine = index.files.iter().filter(|f| f.category == ci).count();
+            let mut excess = mine.saturating_sub(self.cfg.max_files);
+            while excess > 0 {
+                let Some(pos) = index.files.iter().position(|f| f.category == ci) else {
+                    break;
+                };
+                let f = index.files.remove(pos);
+                index.rotated_bytes = index.rotated_bytes.saturating_sub(f.bytes);
+                self.remove_rotated(&mut index, &f, REASON_MAX_FILES);
+                excess -= 1;
             }
         }
+        st.size = 0;
         sync_dir(dir);
         Ok(())
     }
@@ -353,7 +562,7 @@ impl Sink for LocalFileSink {
         );
         registry.register(
             "datakit_io_local_sink_deleted_files",
-            "Rotated files deleted by the local-files sink to keep max_files, by category",
+            "Rotated files deleted by the local-files sink, by category and reason: max_files, max_total (max_total_mb), disk_full (disk above max_disk_ratio or ENOSPC)",
             self.inner.deleted.clone(),
         );
     }
@@ -433,5 +642,91 @@ mod tests {
         let mut file = File::open(&path).unwrap();
         assert_eq!(complete_len(&mut file, 10).unwrap(), 0);
         assert_eq!(complete_len(&mut file, 0).unwrap(), 0);
+    }
+
+    fn lines(n: usize, tag: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            out.extend_from_slice(format!("m,t={tag} f=1i 1\n").as_bytes());
+        }
+        out
+    }
+
+    fn lp_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".lp"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn deleted(sink: &LocalFileSink, category: &'static str, reason: &'static str) -> u64 {
+        sink.inner
+            .deleted
+            .get_or_create(&DeleteLabels { category, reason })
+            .get()
+    }
+
+    #[test]
+    fn the_total_cap_deletes_the_oldest_rotated_files_of_any_category_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = LocalFileSink::new(LocalSinkConfig {
+            max_file_bytes: 1000,
+            max_files: 100,
+            max_total_bytes: 4000,
+            max_disk_ratio: 1.0,
+            ..LocalSinkConfig::new(tmp.path())
+        })
+        .unwrap();
+        let inner = &sink.inner;
+        // Metric first: its rotated files are the oldest.
+        for _ in 0..4 {
+            inner
+                .append(Category::Metric, &lines(900, "metric"))
+                .unwrap();
+        }
+        assert_eq!(lp_files(&tmp.path().join("metric")).len(), 4);
+        for _ in 0..4 {
+            inner
+                .append(Category::Logging, &lines(900, "logging"))
+                .unwrap();
+        }
+        // 8 x 900 bytes under a 4000-byte cap (current files count too): the oldest rotated
+        // files went first, metric's three while logging was writing, then logging's oldest.
+        let metric = lp_files(&tmp.path().join("metric"));
+        let logging = lp_files(&tmp.path().join("logging"));
+        assert_eq!(metric, vec!["current.lp".to_string()], "{metric:?}");
+        assert_eq!(logging.len(), 3, "{logging:?}");
+        assert_eq!(deleted(&sink, "metric", REASON_MAX_TOTAL), 3);
+        assert_eq!(deleted(&sink, "logging", REASON_MAX_TOTAL), 1);
+        let total: u64 = [tmp.path().join("metric"), tmp.path().join("logging")]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap())
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(total <= 4000, "{total} bytes on disk");
+    }
+
+    #[test]
+    fn max_files_deletes_only_the_categorys_own_oldest_files_and_counts_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = LocalFileSink::new(LocalSinkConfig {
+            max_file_bytes: 1000,
+            max_files: 2,
+            max_disk_ratio: 1.0,
+            ..LocalSinkConfig::new(tmp.path())
+        })
+        .unwrap();
+        for _ in 0..6 {
+            sink.inner
+                .append(Category::Metric, &lines(900, "metric"))
+                .unwrap();
+        }
+        // Five rotations, two rotated files kept, plus current.lp.
+        assert_eq!(lp_files(&tmp.path().join("metric")).len(), 3);
+        assert_eq!(deleted(&sink, "metric", REASON_MAX_FILES), 3);
+        assert_eq!(deleted(&sink, "metric", REASON_MAX_TOTAL), 0);
     }
 }

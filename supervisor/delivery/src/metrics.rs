@@ -64,6 +64,8 @@ pub(crate) struct Metrics {
     pub(crate) flushes: Family<CategoryLabels, Counter>,
     pub(crate) last_feed: Family<FeedLabels, Gauge<f64, AtomicU64>>,
     pub(crate) feed_cost: Family<FeedCostLabels, Histogram, fn() -> Histogram>,
+    pub(crate) time_adjusted: Family<AdjustLabels, Counter>,
+    pub(crate) disk_full: Family<PathLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -78,6 +80,8 @@ impl Default for Metrics {
             retries: Family::default(),
             flushes: Family::default(),
             last_feed: Family::default(),
+            time_adjusted: Family::default(),
+            disk_full: Family::default(),
             feed_cost: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
             }),
@@ -125,6 +129,19 @@ impl Drop for FeedTimer<'_> {
             })
             .observe(self.started.elapsed().as_secs_f64());
     }
+}
+
+/// `{path}`: a watched directory.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PathLabels {
+    pub(crate) path: String,
+}
+
+/// `{category, name}`: the category and the input whose point times were corrected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AdjustLabels {
+    pub(crate) category: &'static str,
+    pub(crate) name: String,
 }
 
 impl Metrics {
@@ -179,6 +196,16 @@ impl Metrics {
             "datakit_io_flush",
             "Batches written to the sinks, by category",
             self.flushes.clone(),
+        );
+        registry.register(
+            "datakit_io_point_time_adjusted",
+            "Points whose time was more than 2h from now and was set to now (auto_timestamp_correction), by category and input",
+            self.time_adjusted.clone(),
+        );
+        registry.register(
+            "datakit_io_disk_full",
+            "1 while the file system of the queue directory is above max_disk_ratio (95%): writes that cannot be stored are refused",
+            self.disk_full.clone(),
         );
     }
 }

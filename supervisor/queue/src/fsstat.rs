@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Used and available space of a filesystem, in bytes, as `df` counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FsUsage {
+pub struct FsUsage {
     /// Bytes in use (blocks minus free blocks).
     pub used: u64,
     /// Bytes an unprivileged writer may still use (the root reserve excluded).
@@ -19,7 +19,7 @@ pub(crate) struct FsUsage {
 impl FsUsage {
     /// Fraction of the filesystem in use once `extra` more bytes are written (`df`'s Use%:
     /// used / (used + available)); `extra` may be negative for bytes freed since the reading.
-    pub(crate) fn ratio_with(&self, extra: i128) -> f64 {
+    pub fn ratio_with(&self, extra: i128) -> f64 {
         let size = i128::from(self.used) + i128::from(self.avail);
         if size <= 0 {
             return 1.0;
@@ -31,7 +31,7 @@ impl FsUsage {
 /// Reads the usage of the filesystem holding `path`.
 // The statvfs field types differ between platforms, so the casts are not always no-ops.
 #[allow(clippy::unnecessary_cast)]
-pub(crate) fn usage(path: &Path) -> io::Result<FsUsage> {
+pub fn usage(path: &Path) -> io::Result<FsUsage> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut st = MaybeUninit::<libc::statvfs>::zeroed();

@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 pub use config::QueueConfig;
 pub use error::QueueError;
 pub use frame::HEADER_LEN;
+pub use fsstat::{FsUsage, usage as fs_usage};
 pub use state::{ConsumerStats, Counts, Dropped, QueueStats};
 
 use reader::PlanSeg;
@@ -410,10 +411,12 @@ impl Queue {
     }
 
     /// Marks every record up to and including `seq` as done for `consumer`. The position is
-    /// persisted lazily (within 100 ms, and always before a segment it covers is deleted);
-    /// segments all consumers are done with are deleted here. `seq` beyond the last record is
-    /// clamped; a `seq` at or below the current position changes nothing.
-    pub fn commit(&self, consumer: &str, seq: u64) -> Result<(), QueueError> {
+    /// persisted lazily (within 100 ms, and always before a segment it covers is deleted).
+    /// When a segment is done for every consumer this resolves once the positions are saved
+    /// and the segment deleted by the queue's own thread: no file I/O runs on the caller's
+    /// (async) thread. `seq` beyond the last record is clamped; a `seq` at or below the current
+    /// position changes nothing.
+    pub async fn commit(&self, consumer: &str, seq: u64) -> Result<(), QueueError> {
         let sh = &self.inner.sh;
         let consumed = {
             let mut st = lock(&sh.state);
@@ -427,11 +430,17 @@ impl Queue {
             st.consumers[i].committed = seq;
             st.has_consumed_segment()
         };
-        if !sh.dirty.swap(true, Ordering::SeqCst) {
-            let _ = self.inner.tx.send(Msg::Wake);
-        }
+        let was_dirty = sh.dirty.swap(true, Ordering::SeqCst);
         if consumed {
-            sh.delete_consumed()?;
+            let (reply, rx) = oneshot::channel();
+            self.inner
+                .tx
+                .send(Msg::Maintain(reply))
+                .map_err(|_| QueueError::Closed)?;
+            return rx.await.map_err(|_| QueueError::Closed)?;
+        }
+        if !was_dirty {
+            let _ = self.inner.tx.send(Msg::Wake);
         }
         Ok(())
     }
@@ -453,9 +462,15 @@ impl Queue {
         self.inner.stop_writer();
     }
 
-    /// Writes changed consumer positions now (otherwise done within 100 ms and at close).
-    pub fn flush_positions(&self) -> Result<(), QueueError> {
-        self.inner.sh.persist_positions()
+    /// Writes changed consumer positions now (otherwise done within 100 ms and at close), on
+    /// the queue's own thread.
+    pub async fn flush_positions(&self) -> Result<(), QueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Maintain(reply))
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
     }
 
     /// The queue directory.

@@ -72,6 +72,7 @@ pub(crate) fn store(path: &Path, seq: u64) -> io::Result<()> {
         .truncate(true)
         .open(&tmp)?;
     f.write_all(&encode(seq))?;
+    debug_fsync_pause();
     f.sync_data()?;
     drop(f);
     fs::rename(&tmp, path)
@@ -79,7 +80,32 @@ pub(crate) fn store(path: &Path, seq: u64) -> io::Result<()> {
 
 /// Fsyncs a directory so that the names created, renamed or removed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    let d = File::open(dir)?;
+    debug_fsync_pause();
+    d.sync_all()
+}
+
+/// Debug knob `DK_DEBUG_FSYNC_DELAY_MS=N` (read once): every queue fsync first sleeps N ms, to
+/// show that a slow disk never stalls the async threads. Only ever called on the queue's own
+/// threads (the writer thread, blocking tasks).
+pub(crate) fn debug_fsync_pause() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        let ms = std::env::var("DK_DEBUG_FSYNC_DELAY_MS")
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)?;
+        tracing::warn!(
+            ms,
+            "DK_DEBUG_FSYNC_DELAY_MS is set: every queue fsync is delayed (debug only)."
+        );
+        Some(std::time::Duration::from_millis(ms))
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
+    }
 }
 
 #[cfg(test)]

@@ -468,12 +468,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Writes every changed consumer position (atomically, then fsyncs the directory).
-    pub(crate) fn persist_positions(&self) -> Result<(), QueueError> {
-        let _m = lock(&self.maint);
-        self.persist_locked()
-    }
-
     fn persist_locked(&self) -> Result<(), QueueError> {
         self.dirty.store(false, Ordering::SeqCst);
         let todo: Vec<(usize, PathBuf, u64)> = {

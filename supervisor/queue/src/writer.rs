@@ -28,6 +28,9 @@ pub(crate) enum Msg {
     Append(AppendReq),
     /// A consumer position changed: write it within [`PERSIST_EVERY`].
     Wake,
+    /// A consumer finished a segment: persist positions, delete the consumed segments now
+    /// and answer (so commits never do file I/O on the caller's thread).
+    Maintain(oneshot::Sender<Result<(), QueueError>>),
     /// Persist positions, answer, and exit.
     Shutdown(SyncSender<()>),
 }
@@ -70,6 +73,8 @@ pub(crate) struct Writer {
     fs: Option<FsView>,
     batch_ms: u64,
     statvfs_warned: bool,
+    /// Commits waiting for their positions to be persisted and consumed segments deleted.
+    maintain: Vec<oneshot::Sender<Result<(), QueueError>>>,
 }
 
 impl Writer {
@@ -96,6 +101,7 @@ impl Writer {
             fs: None,
             batch_ms: 0,
             statvfs_warned: false,
+            maintain: Vec::new(),
         }
     }
 
@@ -123,7 +129,11 @@ impl Writer {
                     self.write_batch(batch);
                 }
                 Some(Msg::Shutdown(ack)) => shutdown = Some(ack),
+                Some(Msg::Maintain(reply)) => self.maintain.push(reply),
                 Some(Msg::Wake) | None => {}
+            }
+            if !self.maintain.is_empty() {
+                self.maintain_now();
             }
             if shutdown.is_some()
                 || (self.sh.dirty.load(Ordering::SeqCst)
@@ -133,15 +143,52 @@ impl Writer {
             }
             if let Some(ack) = shutdown {
                 while let Ok(m) = self.rx.try_recv() {
-                    if let Msg::Append(req) = m {
-                        let _ = req.reply.send(Err(QueueError::Closed));
+                    match m {
+                        Msg::Append(req) => {
+                            let _ = req.reply.send(Err(QueueError::Closed));
+                        }
+                        Msg::Maintain(reply) => self.maintain.push(reply),
+                        Msg::Wake | Msg::Shutdown(_) => {}
                     }
+                }
+                if !self.maintain.is_empty() {
+                    self.maintain_now();
                 }
                 let _ = ack.send(());
                 return;
             }
         }
         self.persist();
+    }
+
+    /// Persists positions and deletes consumed segments for the waiting commits; answers them.
+    fn maintain_now(&mut self) {
+        self.last_persist = Instant::now();
+        let result = self.sh.delete_consumed();
+        let mut waiting = std::mem::take(&mut self.maintain).into_iter();
+        match result {
+            Ok(()) => waiting.for_each(|w| {
+                let _ = w.send(Ok(()));
+            }),
+            Err(e) => {
+                let path = self.sh.cfg.dir.clone();
+                for w in waiting.by_ref() {
+                    let copy = match &e {
+                        QueueError::Io {
+                            path,
+                            action,
+                            source,
+                        } => QueueError::io(path.clone(), action, copy_io(source)),
+                        other => QueueError::io(
+                            path.clone(),
+                            "save positions in",
+                            std::io::Error::other(other.to_string()),
+                        ),
+                    };
+                    let _ = w.send(Err(copy));
+                }
+            }
+        }
     }
 
     fn persist(&mut self) {
@@ -178,6 +225,7 @@ impl Writer {
                     batch.push(r);
                 }
                 Msg::Wake => {}
+                Msg::Maintain(reply) => self.maintain.push(reply),
                 Msg::Shutdown(ack) => {
                     shutdown = Some(ack);
                     break;
@@ -347,6 +395,7 @@ impl Writer {
             result = self.file.write_all_at(&self.buf, self.active_len);
         }
         if result.is_ok() {
+            position::debug_fsync_pause();
             result = self.file.sync_data();
         }
         let unit = std::mem::take(&mut self.unit);
@@ -423,7 +472,10 @@ impl Writer {
         if self.repair {
             self.file
                 .set_len(self.active_len)
-                .and_then(|()| self.file.sync_data())
+                .and_then(|()| {
+                    position::debug_fsync_pause();
+                    self.file.sync_data()
+                })
                 .map_err(|e| QueueError::io(old, "truncate a failed write in", e))?;
             self.repair = false;
         }

@@ -128,7 +128,7 @@ async fn run(seed: u64, capped: bool) {
             70..=89 => {
                 let c = rng.random_range(0..2);
                 if let Some(s) = m.last_read[c].take() {
-                    q.commit(CONSUMERS[c], s).unwrap();
+                    q.commit(CONSUMERS[c], s).await.unwrap();
                 }
             }
             90..=94 => {
@@ -175,7 +175,7 @@ async fn run(seed: u64, capped: bool) {
                 assert_eq!(m.acked.get(seq), Some(r), "seed {seed}: drained seq {seq}");
                 m.delivered[c].insert(*seq);
             }
-            q.commit(name, *last).unwrap();
+            q.commit(name, *last).await.unwrap();
         }
     }
     m.absorb_drops(&q);

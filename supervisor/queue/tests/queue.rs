@@ -29,7 +29,7 @@ async fn appended_records_are_read_committed_and_replayed_after_reopen() {
     assert_eq!(first[2].1, rec(3, 300));
     // Without a commit the same records come back.
     assert_eq!(seqs(&q.read("up", 4).await.unwrap()), vec![1, 2, 3, 4]);
-    q.commit("up", 4).unwrap();
+    q.commit("up", 4).await.unwrap();
     assert_eq!(seqs(&q.read("up", 4).await.unwrap()), vec![5, 6, 7, 8]);
     q.close();
     drop(q);
@@ -60,15 +60,15 @@ async fn two_consumers_keep_their_own_positions_and_segments_go_only_after_both(
     fill(&q, 1, 9, 300).await;
     assert_eq!(segments(dir.path()).len(), 3);
 
-    q.commit("a", 100).unwrap(); // clamped to the last record
+    q.commit("a", 100).await.unwrap(); // clamped to the last record
     assert_eq!(q.stats().consumer("a").unwrap().committed, 9);
     assert!(q.try_read("a", 10).await.unwrap().is_empty());
     assert_eq!(segments(dir.path()).len(), 3, "b has not read anything yet");
 
     assert_eq!(seqs(&q.read("b", 2).await.unwrap()), vec![1, 2]);
-    q.commit("b", 2).unwrap();
+    q.commit("b", 2).await.unwrap();
     assert_eq!(segments(dir.path()).len(), 3);
-    q.commit("b", 3).unwrap();
+    q.commit("b", 3).await.unwrap();
     assert_eq!(
         segments(dir.path()).len(),
         2,
@@ -78,7 +78,7 @@ async fn two_consumers_keep_their_own_positions_and_segments_go_only_after_both(
         seqs(&q.read("b", 10).await.unwrap()),
         (4..=9).collect::<Vec<_>>()
     );
-    q.commit("b", 9).unwrap();
+    q.commit("b", 9).await.unwrap();
     // The segment being written stays.
     assert_eq!(segments(dir.path()).len(), 1);
     let s = q.stats();
@@ -251,7 +251,7 @@ async fn cap_evicts_the_oldest_segments_first_with_exact_dropped_counts() {
     c.max_disk_bytes = 3000; // two full segments and the one being written
     let (q, _) = Queue::open(c, &["a", "b"]).unwrap();
     fill(&q, 1, 2, 300).await;
-    q.commit("a", 2).unwrap();
+    q.commit("a", 2).await.unwrap();
     for i in 3..=20 {
         q.append(rec(i, 300)).await.unwrap();
         assert!(q.stats().disk_bytes <= 3000);
@@ -298,7 +298,7 @@ async fn eviction_skips_what_a_lagging_reader_had_in_hand_but_not_committed() {
     assert_eq!(seqs(&q.read("a", 2).await.unwrap()), vec![1, 2]);
     fill(&q, 10, 1, 300).await; // evicts [1-3]
     assert_eq!(seqs(&q.read("a", 2).await.unwrap()), vec![4, 5]);
-    q.commit("a", 2).unwrap(); // stale commit: a no-op
+    q.commit("a", 2).await.unwrap(); // stale commit: a no-op
     assert_eq!(
         q.stats().consumer("a").unwrap().dropped.evicted_cap.records,
         3
@@ -324,7 +324,7 @@ async fn no_drop_refuses_with_full_then_accepts_after_a_consumer_commits() {
     assert_eq!(q.stats().dropped.total().records, 0);
     assert_eq!(q.stats().last_seq, 9);
 
-    q.commit("a", 3).unwrap();
+    q.commit("a", 3).await.unwrap();
     assert_eq!(q.append(rec(10, 300)).await.unwrap(), 10);
     let got = drain(&q, "a").await;
     assert_eq!(seqs(&got), (4..=10).collect::<Vec<_>>());
@@ -389,7 +389,7 @@ async fn read_waits_for_data_and_returns_empty_after_close() {
     q.append(rec(1, 10)).await.unwrap();
     assert_eq!(seqs(&reader.await.unwrap()), vec![1]);
 
-    q.commit("a", 1).unwrap();
+    q.commit("a", 1).await.unwrap();
     let waiting = {
         let q = q.clone();
         tokio::spawn(async move { q.read("a", 10).await.unwrap() })
@@ -419,7 +419,7 @@ async fn lagging_consumer_reads_from_disk_while_memory_holds_only_the_tail() {
         let b = q.try_read("slow", 7).await.unwrap();
         let Some((last, _)) = b.last() else { break };
         assert!(b.len() <= 7);
-        q.commit("slow", *last).unwrap();
+        q.commit("slow", *last).await.unwrap();
         got.extend(b);
     }
     assert_eq!(seqs(&got), (1..=50).collect::<Vec<_>>());
@@ -434,7 +434,7 @@ async fn unknown_duplicate_and_concurrent_opens_are_refused() {
     let (q, _) = Queue::open(cfg(dir.path(), 1 << 20), &["a"]).unwrap();
     assert!(matches!(q.read("zz", 1).await, Err(QueueError::UnknownConsumer(n)) if n == "zz"));
     assert!(matches!(
-        q.commit("zz", 1),
+        q.commit("zz", 1).await,
         Err(QueueError::UnknownConsumer(_))
     ));
     let again = Queue::open(cfg(dir.path(), 1 << 20), &["a"]);
@@ -461,14 +461,14 @@ async fn stats_show_pending_records_points_bytes_and_age() {
         (1..=5).map(|i| u64::from(points_of(i))).sum::<u64>()
     );
     assert!(a.oldest_pending_age.unwrap() < Duration::from_secs(60));
-    q.commit("a", 2).unwrap();
+    q.commit("a", 2).await.unwrap();
     let s = q.stats();
     assert_eq!(s.pending_records("a"), 3);
     assert_eq!(
         s.pending_points("a"),
         (3..=5).map(|i| u64::from(points_of(i))).sum::<u64>()
     );
-    q.commit("a", 5).unwrap();
+    q.commit("a", 5).await.unwrap();
     let s = q.stats();
     assert_eq!(s.consumer("a").unwrap().oldest_pending_age, None);
     assert_eq!(s.oldest_pending_secs("a"), 0);
@@ -480,9 +480,9 @@ async fn positions_are_written_lazily_and_a_crash_copy_only_causes_duplicates() 
     let live = dir.path().join("live");
     let (q, _) = Queue::open(cfg(&live, 1 << 20), &["a"]).unwrap();
     fill(&q, 1, 6, 50).await;
-    q.commit("a", 2).unwrap();
-    q.flush_positions().unwrap();
-    q.commit("a", 4).unwrap();
+    q.commit("a", 2).await.unwrap();
+    q.flush_positions().await.unwrap();
+    q.commit("a", 4).await.unwrap();
     // A crash now may or may not have the second commit on disk.
     let crash = dir.path().join("crash");
     snapshot(&live, &crash);
@@ -490,7 +490,7 @@ async fn positions_are_written_lazily_and_a_crash_copy_only_causes_duplicates() 
     let first = c.read("a", 1).await.unwrap()[0].0;
     assert!(first == 3 || first == 5, "resumed at {first}");
     // After an explicit flush the position is exact.
-    q.flush_positions().unwrap();
+    q.flush_positions().await.unwrap();
     let crash2 = dir.path().join("crash2");
     snapshot(&live, &crash2);
     let (c2, _) = Queue::open(cfg(&crash2, 1 << 20), &["a"]).unwrap();

@@ -43,7 +43,7 @@ pub async fn drain(q: &Queue, consumer: &str) -> Vec<(u64, Record)> {
         let Some((last, _)) = batch.last() else {
             return out;
         };
-        q.commit(consumer, *last).unwrap();
+        q.commit(consumer, *last).await.unwrap();
         out.extend(batch);
     }
 }
