@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load harness for the running agent (issue 2 figures).
+"""Load harness for the running agent (idle memory and restart figures).
 
 Starts the real binary (release by default) in a temp work dir with Datakit's default inputs,
 then prints:

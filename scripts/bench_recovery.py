@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Recovery after kill -9 with a large queue (issue 3 figure).
+"""Recovery after kill -9 with a large queue (recovery figure).
 
 Starts the real binary with an unreachable Dataway (so everything stays queued), fills the
 metric queue to --gib GiB through the write API (wrk, 1000-line bodies), kills the supervisor

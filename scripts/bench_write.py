@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""HTTP write load harness (issue 3 figures).
+"""HTTP write load harness (durable delivery figures).
 
 Starts the real binary (release by default) with the durable queue and the local-files sink as
 the upstream (or a URL given with --dataway), then drives `POST /v1/write/metric` with

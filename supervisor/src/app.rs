@@ -67,19 +67,10 @@ fn with_config_families<T>(f: impl FnOnce(&[&dyn dk_worker::Family]) -> T) -> T 
 }
 
 fn load(workdir: &Path) -> Result<Loaded, Problems> {
-    let report = with_config_families(|families| {
+    with_config_families(|families| {
         dk_config::inspect(workdir, families, &ProcessEnv, &dk_config::SystemProbe)
-    });
-    if report.errors.is_empty() {
-        Ok(Loaded {
-            main: report.main,
-            plan: report.plan,
-            warnings: report.warnings,
-            listeners: report.listeners,
-        })
-    } else {
-        Err((report.errors, report.warnings))
-    }
+    })
+    .into_loaded()
 }
 
 /// Prints every error, then every warning, each group counted (warnings are never hidden

@@ -113,14 +113,10 @@ fn hot_reload_keeps_the_old_config_on_errors_and_restarts_only_changed_families(
         "network/socket.conf",
         "[[inputs.socket]]\n  dest_url = \"not a list\n",
     );
-    wait_for(
-        "the rejected reload to be counted",
+    agent.wait_metric_at_least(
+        "datakit_config_reload_total{result=\"rejected\"}",
+        1.0,
         Duration::from_secs(10),
-        || {
-            agent
-                .metric("datakit_config_reload_total{result=\"rejected\"}")
-                .filter(|v| *v >= 1.0)
-        },
     );
     let (status, body) = agent.request("GET", "/v1/lasterror", &[], b"");
     assert_eq!(status, 200);

@@ -225,6 +225,13 @@ impl Agent {
         })
     }
 
+    /// Waits up to `timeout` until the `/metrics` sample `series` is at least `min`; its value.
+    pub fn wait_metric_at_least(&self, series: &str, min: f64, timeout: Duration) -> f64 {
+        wait_for(&format!("{series} >= {min}"), timeout, || {
+            self.metric(series).filter(|v| *v >= min)
+        })
+    }
+
     /// The pid of the worker process of `family` (a child of the agent), if one runs.
     pub fn worker_pid(&self, family: &str) -> Option<u32> {
         dk_worker::testing::load::worker_pid(self.child.id(), family)

@@ -48,11 +48,11 @@ fn a_killed_worker_is_back_quickly_and_nothing_else_notices() {
     );
     let (status, _) = agent.request("GET", "/v1/ping", &[], b"");
     assert_eq!(status, 200);
-    wait_for("the restart to be counted", Duration::from_secs(5), || {
-        agent
-            .metric("datakit_worker_restarts_total{family=\"host\",cause=\"signal\"}")
-            .filter(|v| *v >= 1.0)
-    });
+    agent.wait_metric_at_least(
+        "datakit_worker_restarts_total{family=\"host\",cause=\"signal\"}",
+        1.0,
+        Duration::from_secs(5),
+    );
     // And the new worker delivers again.
     let before = agent
         .local_points("metric")

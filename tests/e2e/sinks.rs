@@ -110,14 +110,10 @@ fn dataway_influxdb_and_local_files_each_get_every_point_and_an_outage_of_one_de
                 .then_some(())
         },
     );
-    wait_for(
-        "the InfluxDB backlog in the queue gauge",
+    agent.wait_metric_at_least(
+        "datakit_io_queue_points{category=\"metric\",sink=\"influxdb\"}",
+        500.0,
         Duration::from_secs(10),
-        || {
-            agent
-                .metric("datakit_io_queue_points{category=\"metric\",sink=\"influxdb\"}")
-                .filter(|v| *v >= 500.0)
-        },
     );
     rt.block_on(influx.restart());
     wait_for(

@@ -123,14 +123,10 @@ fn worker_metrics_over_the_size_cap_are_refused_and_counted_without_a_restart() 
         "",
         &[("DK_DEBUG_WORKER_MISBEHAVE", "socket:big_metrics")],
     );
-    wait_for(
-        "two oversize metrics reports refused",
+    agent.wait_metric_at_least(
+        "datakit_worker_metrics_refused_total{family=\"socket\"}",
+        2.0,
         Duration::from_secs(15),
-        || {
-            agent
-                .metric("datakit_worker_metrics_refused_total{family=\"socket\"}")
-                .filter(|v| *v >= 2.0)
-        },
     );
     let text = agent.metrics();
     assert!(
@@ -199,14 +195,10 @@ fn a_panicking_validator_on_hot_reload_keeps_the_running_config() {
         "network/socket.conf",
         "[[inputs.socket]]\n  dest_url = [\"tcp://127.0.0.1:1\"]\n",
     );
-    wait_for(
-        "the rejected reload to be counted",
+    agent.wait_metric_at_least(
+        "datakit_config_reload_total{result=\"rejected\"}",
+        1.0,
         Duration::from_secs(10),
-        || {
-            agent
-                .metric("datakit_config_reload_total{result=\"rejected\"}")
-                .filter(|v| *v >= 1.0)
-        },
     );
     let (status, _) = agent.request("GET", "/v1/ping", &[], b"");
     assert_eq!(status, 200, "the supervisor is up");
@@ -284,14 +276,10 @@ fn a_batch_too_large_for_the_queue_is_rejected_and_dropped_by_the_worker_not_ret
         "[dataway.wal]\n  max_capacity_gb = 0.0000001\n",
         &[],
     );
-    let dropped = wait_for(
-        "the worker to drop rejected batches",
+    let dropped = agent.wait_metric_at_least(
+        "datakit_worker_points_dropped{family=\"host\"}",
+        2.0,
         Duration::from_secs(15),
-        || {
-            agent
-                .metric("datakit_worker_points_dropped{family=\"host\"}")
-                .filter(|v| *v >= 2.0)
-        },
     );
     let pushed = agent
         .metric("datakit_rpc_push_points_total{family=\"host\"}")

@@ -114,6 +114,25 @@ pub struct Report {
     pub listeners: Vec<ListenerOrigin>,
 }
 
+impl Report {
+    /// The accepted config when there is no error, else (errors, warnings).
+    ///
+    /// # Errors
+    /// Every error and warning when any error was found.
+    pub fn into_loaded(self) -> Result<Loaded, (Vec<Diagnostic>, Vec<Diagnostic>)> {
+        if self.errors.is_empty() {
+            Ok(Loaded {
+                main: self.main,
+                plan: self.plan,
+                warnings: self.warnings,
+                listeners: self.listeners,
+            })
+        } else {
+            Err((self.errors, self.warnings))
+        }
+    }
+}
+
 /// A socket the config asks for, and the file and key that ask for it.
 #[derive(Clone, Debug)]
 pub struct ListenerOrigin {
@@ -188,17 +207,9 @@ pub fn load_with(
     env: &dyn Env,
     probe: &dyn HostProbe,
 ) -> Result<Loaded, ConfigErrors> {
-    let report = inspect(workdir, families, env, probe);
-    if report.errors.is_empty() {
-        Ok(Loaded {
-            main: report.main,
-            plan: report.plan,
-            warnings: report.warnings,
-            listeners: report.listeners,
-        })
-    } else {
-        Err(ConfigErrors(report.errors))
-    }
+    inspect(workdir, families, env, probe)
+        .into_loaded()
+        .map_err(|(errors, _)| ConfigErrors(errors))
 }
 
 /// Loads and validates everything and reports all errors and warnings without deciding.
