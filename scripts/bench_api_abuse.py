@@ -78,7 +78,11 @@ def slowloris(port, pid, n, seconds):
     sel = selectors.DefaultSelector()
     socks, refused = [], 0
     for _ in range(n):
-        s = socket.socket()
+        try:
+            s = socket.socket()
+        except OSError:
+            refused += 1
+            continue
         s.setblocking(False)
         try:
             s.connect(("127.0.0.1", port))
@@ -176,8 +180,15 @@ def main():
     ap.add_argument("--bombs", type=int, default=64)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, args.slow + 1024)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    want = args.slow + 4096
+    try:  # root may raise its hard limit too
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, want)), hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if args.slow > soft - 512:
+        print(f"open-files limit {soft}: {soft - 512} slow clients instead of {args.slow}")
+        args.slow = soft - 512
     work = tempfile.mkdtemp(prefix="dk-abuse-")
     port = free_port()
     os.makedirs(f"{work}/conf.d")

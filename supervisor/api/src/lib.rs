@@ -132,8 +132,8 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves until `shutdown` resolves, with `ConnectInfo<SocketAddr>` so loopback checks
 /// work; then stops accepting and gives in-flight requests [`SHUTDOWN_GRACE`] to finish.
-/// Clients get `header_timeout` for each request's headers; past `max_connections` open
-/// connections new ones are closed at once.
+/// Clients get `header_timeout` for each request's headers; at `max_connections` open
+/// connections the one idle the longest makes room for a new one.
 ///
 /// # Errors
 /// I/O errors of the listener.

@@ -90,7 +90,7 @@ impl ApiMetrics {
         );
         registry.register(
             "datakit_http_api_rejected",
-            "Requests and connections refused before they took memory or descriptors, by reason (memory_budget, body_too_large, connection_limit, header_timeout, request_timeout)",
+            "Requests and connections refused before they took memory or descriptors, by reason (memory_budget, body_too_large, connection_limit, evicted_idle, header_timeout, request_timeout)",
             me.rejected.clone(),
         );
         registry.register(

@@ -1,15 +1,19 @@
 //! The accept loop of the API over hyper directly (TCP and Unix): header read timeout,
-//! a cap on open connections, graceful shutdown (ADR 0005).
+//! a cap on open connections that evicts the connection idle the longest, graceful shutdown
+//! (ADR 0005).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -51,6 +55,91 @@ pub fn connection_cap(configured: usize, nofile: u64, reserve: u64) -> usize {
     configured.min(by_fd).max(16)
 }
 
+/// One open connection, as the eviction at the cap sees it.
+#[derive(Default)]
+struct Slot {
+    /// Requests being handled or answered on it (not evictable while > 0).
+    busy: AtomicUsize,
+    /// Chosen for eviction (once).
+    evicted: AtomicBool,
+    /// Wakes the connection's task to close it.
+    evict: tokio::sync::Notify,
+}
+
+/// Marks a slot busy while a request is handled and its answer written.
+struct BusyGuard(Arc<Slot>);
+
+impl BusyGuard {
+    fn new(slot: &Arc<Slot>) -> Self {
+        slot.busy.fetch_add(1, Ordering::AcqRel);
+        BusyGuard(slot.clone())
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Open connections in accept order. At the cap, the oldest one waiting for a request's
+/// headers (a slow or idle client) is closed to make room for the new one, so a flood of
+/// slow clients cannot lock others out until the header timeout; connections in the middle
+/// of a request are never evicted.
+#[derive(Default)]
+struct Slots {
+    order: Mutex<VecDeque<Weak<Slot>>>,
+}
+
+/// How many queued connections one eviction looks at, at most.
+const EVICT_SCAN: usize = 256;
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Slot>>> {
+        self.order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, cap: usize) -> Arc<Slot> {
+        let slot = Arc::new(Slot::default());
+        let mut order = self.lock();
+        if order.len() >= cap.saturating_mul(2).max(64) {
+            order.retain(|w| w.strong_count() > 0);
+        }
+        order.push_back(Arc::downgrade(&slot));
+        slot
+    }
+
+    /// Asks the oldest idle connection to close; false when every one is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut order = self.lock();
+        for _ in 0..EVICT_SCAN.min(order.len()) {
+            let Some(weak) = order.pop_front() else {
+                break;
+            };
+            let Some(slot) = weak.upgrade() else {
+                continue;
+            };
+            if slot.evicted.load(Ordering::Acquire) {
+                continue;
+            }
+            if slot.busy.load(Ordering::Acquire) > 0 {
+                order.push_back(weak);
+                continue;
+            }
+            slot.evicted.store(true, Ordering::Release);
+            slot.evict.notify_one();
+            return true;
+        }
+        false
+    }
+}
+
+/// How long a new connection waits for the room an eviction makes (the evicted connection
+/// closes within microseconds unless it just started a request).
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
+
 /// How often an accept error (e.g. out of descriptors) is logged at most.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -70,6 +159,7 @@ pub(crate) async fn run<L: Listen>(
         builder.header_read_timeout(config.header_timeout);
     }
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Slots::default());
     let mut last_accept_log: Option<Instant> = None;
     let mut suppressed = 0u64;
     tokio::pin!(shutdown);
@@ -95,28 +185,38 @@ pub(crate) async fn run<L: Listen>(
                 }
             }
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            metrics.reject("connection_limit");
-            drop(io);
-            continue;
+        let conn = Conn {
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            metrics: metrics.clone(),
+            slots: slots.clone(),
+            cap: config.max_connections,
         };
-        metrics.open_connections.inc();
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req.map(Body::new))
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), svc));
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await
-                && e.is_timeout()
-            {
-                metrics.reject("header_timeout");
+        match conns.clone().try_acquire_owned() {
+            Ok(permit) => conn.serve(io, peer, permit),
+            Err(_) => {
+                // At the cap: make room by closing the connection idle the longest, and wait
+                // (briefly; the accept loop waits with it, so a burst queues in the kernel's
+                // backlog) for the permit it frees.
+                if !slots.evict_oldest_idle() {
+                    metrics.reject("connection_limit");
+                    drop(io);
+                    continue;
+                }
+                let permit = tokio::select! {
+                    () = &mut shutdown => break,
+                    p = tokio::time::timeout(EVICTION_WAIT, conns.clone().acquire_owned()) => p,
+                };
+                match permit {
+                    Ok(Ok(permit)) => conn.serve(io, peer, permit),
+                    _ => {
+                        metrics.reject("connection_limit");
+                        drop(io);
+                    }
+                }
             }
-            metrics.open_connections.dec();
-            drop(permit);
-        });
+        }
     }
     drop(listener);
     tokio::select! {
@@ -124,6 +224,76 @@ pub(crate) async fn run<L: Listen>(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
     }
     Ok(())
+}
+
+/// What serving one connection needs.
+struct Conn {
+    app: Router,
+    builder: hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    metrics: Arc<ApiMetrics>,
+    slots: Arc<Slots>,
+    cap: usize,
+}
+
+impl Conn {
+    fn serve<I>(self, io: I, peer: SocketAddr, permit: tokio::sync::OwnedSemaphorePermit)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            app,
+            builder,
+            watcher,
+            metrics,
+            slots,
+            cap,
+        } = self;
+        metrics.open_connections.inc();
+        let slot = slots.add(cap);
+        let svc_slot = slot.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            // Busy from the parsed headers until the answer is written.
+            let guard = BusyGuard::new(&svc_slot);
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req.map(Body::new)).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(move |b| {
+                    Body::new(b.map_frame(move |f| {
+                        let _busy = &guard;
+                        f
+                    }))
+                }))
+            }
+        });
+        let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r
+                            && e.is_timeout()
+                        {
+                            metrics.reject("header_timeout");
+                        }
+                        break;
+                    }
+                    () = slot.evict.notified() => {
+                        // Between requests: close it. (It became busy meanwhile: let it
+                        // finish; the waiting connection gives up after a while.)
+                        if slot.busy.load(Ordering::Acquire) == 0 {
+                            metrics.reject("evicted_idle");
+                            break;
+                        }
+                    }
+                }
+            }
+            metrics.open_connections.dec();
+            drop(permit);
+        });
+    }
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ impl Default for ApiConfig {
             request_rate_limit: 100.0,
             max_body_bytes: 64 * 1024 * 1024,
             max_inflight_bytes: 128 * 1024 * 1024,
-            max_connections: 10_000,
+            max_connections: 4096,
             header_timeout: Duration::from_secs(10),
         }
     }

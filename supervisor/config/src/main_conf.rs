@@ -229,7 +229,7 @@ impl Default for HttpApi {
             rum_app_id_white_list: Vec::new(),
             max_body_size_mb: 64,
             max_inflight_body_mb: 128,
-            max_connections: 10_000,
+            max_connections: 4096,
             tls: HttpTls::default(),
         }
     }

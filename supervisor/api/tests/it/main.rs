@@ -1127,7 +1127,14 @@ async fn a_late_parse_error_in_a_large_body_says_how_many_points_were_accepted()
 }
 
 async fn serve_with(config: ApiConfig) -> (Harness, SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let h = harness_with(config, Mode::Accept);
+    serve_with_mode(config, Mode::Accept).await
+}
+
+async fn serve_with_mode(
+    config: ApiConfig,
+    mode: Mode,
+) -> (Harness, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let h = harness_with(config, mode);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -1139,6 +1146,34 @@ async fn serve_with(config: ApiConfig) -> (Harness, SocketAddr, tokio::sync::one
         let _ = stop_rx.await;
     }));
     (h, addr, stop_tx)
+}
+
+/// Waits until the API counts `n` open connections.
+async fn wait_open_connections(h: &Harness, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = send(&h.app, get("/metrics")).await.text();
+        if metric_line(&m, "datakit_http_api_open_connections ") == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} open connections:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends a GET on an open connection and reads the answer until the server closes it.
+async fn http_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, out) = closed_within(s, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no answer to GET {path}"));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads until the server closes; the time it took, or `None` past `limit`.
@@ -1239,21 +1274,69 @@ async fn a_chunked_body_announcing_a_huge_chunk_is_cut_off_by_the_request_timeou
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_are_closed_at_once_and_counted() {
+async fn at_the_cap_the_connection_idle_the_longest_makes_room_for_a_new_one() {
     let (h, addr, _stop) = serve_with(ApiConfig {
         max_connections: 2,
         ..ApiConfig::default()
     })
     .await;
-    let _a = tokio::net::TcpStream::connect(addr)
+    let connect = || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut a = connect().await;
+    let _b = connect().await;
+    wait_open_connections(&h, 2.0).await;
+    // A third client at the cap: the oldest idle one (a) is closed, the new one is served.
+    let mut c = connect().await;
+    let (took, out) = closed_within(&mut a, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("the oldest idle connection was kept"));
+    assert!(out.is_empty());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let answer = http_get(&mut c, "/v1/ping").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let m = send(&h.app, get("/metrics")).await.text();
+    assert_eq!(
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"evicted_idle\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_in_a_request_new_ones_are_closed_and_counted() {
+    let (h, addr, _stop) = serve_with_mode(
+        ApiConfig {
+            max_connections: 2,
+            ..ApiConfig::default()
+        },
+        Mode::Hang,
+    )
+    .await;
+    let connect = || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Two clients in the middle of a write that never completes (the feeder hangs).
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect().await;
+        tokio::io::AsyncWriteExt::write_all(
+            &mut s,
+            b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nm f=1 1",
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let _b = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        busy.push(s);
+    }
+    wait_open_connections(&h, 2.0).await;
+    let mut c = connect().await;
     let (took, out) = closed_within(&mut c, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("the connection past the cap was kept"));
@@ -1269,8 +1352,11 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
         "{m}"
     );
     assert_eq!(
-        metric_line(&m, "datakit_http_api_open_connections "),
-        Some(2.0),
+        metric_line(
+            &m,
+            "datakit_http_api_rejected_total{reason=\"evicted_idle\"}"
+        ),
+        None,
         "{m}"
     );
 }
