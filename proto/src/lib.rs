@@ -19,8 +19,45 @@ pub mod testing;
 pub use category::Category;
 pub use point::{FeedOpts, Point, Value};
 
-/// The Datakit version this build is compatible with, reported by `/v1/ping` and `X-DataKit`.
+/// The Datakit version this build is compatible with (the default of [`version`]).
 pub const DATAKIT_VERSION: &str = "1.84.1";
+
+/// Marks the version stamp inside the binary: `scripts/package.sh --version X.Y.Z` rewrites
+/// the bytes after it in a copy of the binary (same length, NUL-padded), so a release of the
+/// same code under another version needs no rebuild.
+pub const VERSION_STAMP_MARK: &[u8] = b"DK-VERSION-STAMP:";
+const VERSION_STAMP_LEN: usize = 64;
+
+const fn stamp() -> [u8; VERSION_STAMP_LEN] {
+    let mut out = [0u8; VERSION_STAMP_LEN];
+    let mut i = 0;
+    while i < VERSION_STAMP_MARK.len() {
+        out[i] = VERSION_STAMP_MARK[i];
+        i += 1;
+    }
+    let v = DATAKIT_VERSION.as_bytes();
+    let mut j = 0;
+    while j < v.len() {
+        out[i + j] = v[j];
+        j += 1;
+    }
+    out
+}
+
+static VERSION_STAMP: [u8; VERSION_STAMP_LEN] = stamp();
+
+/// The version this binary reports (`/v1/ping`, `X-DataKit`, `datakit version`, uploads):
+/// [`DATAKIT_VERSION`] unless the binary was stamped with another one.
+pub fn version() -> &'static str {
+    // Read through black_box: the bytes may have been rewritten in the file after compiling.
+    let stamp: &'static [u8; VERSION_STAMP_LEN] = std::hint::black_box(&VERSION_STAMP);
+    let rest = &stamp[VERSION_STAMP_MARK.len()..];
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    match std::str::from_utf8(&rest[..end]) {
+        Ok(v) if !v.is_empty() => v,
+        _ => DATAKIT_VERSION,
+    }
+}
 
 /// The build identity a worker and its supervisor must share (checked in the RPC hello).
 pub fn build_id() -> String {

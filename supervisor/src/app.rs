@@ -262,7 +262,7 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
         workdir = %workdir.display(),
         log = %log_dest,
         "Starting datakit {} with work dir {}.",
-        dk_proto::DATAKIT_VERSION,
+        dk_proto::version(),
         workdir.display()
     );
     for w in &loaded.warnings {
@@ -395,7 +395,7 @@ fn build_sinks(
             max_idle_conns_per_host: dw.max_idle_conns_per_host,
             idle_timeout: dw.idle_timeout,
             hostname: main.hostname.clone(),
-            version: dk_proto::DATAKIT_VERSION.to_string(),
+            version: dk_proto::version().to_string(),
             global_tags_header: None,
         };
         sinks.push(Arc::new(
@@ -620,7 +620,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let api_state = ApiState {
         feeder: Arc::new(DeliveryFeeder(delivery.clone())),
         info: Arc::new(AgentInfo {
-            version: dk_proto::DATAKIT_VERSION.to_string(),
+            version: dk_proto::version().to_string(),
             commit: dk_proto::build_id(),
             hostname: hostname.clone(),
             os_arch: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),

@@ -13,6 +13,11 @@ mod logging;
 mod metrics;
 mod procman;
 mod registry;
+#[allow(
+    dead_code,
+    reason = "verify, VersionFile and tarball names serve the upgrader"
+)]
+mod release;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +35,7 @@ const EXIT_CONFIG: u8 = 78;
 #[derive(Parser)]
 #[command(
     name = "datakit",
-    version = dk_proto::DATAKIT_VERSION,
+    version = dk_proto::version(),
     about = "Host observability agent, compatible with Guance Datakit",
     after_help = "With no command, datakit runs the agent from the work dir /usr/local/datakit \
 (as `datakit run --workdir /usr/local/datakit`), the way the datakit service starts it. \
@@ -78,6 +83,18 @@ enum Cmd {
     },
     /// Print the version.
     Version,
+    /// Tools: key pairs and signatures for releases.
+    Tool {
+        /// Write an ed25519 key pair for signing releases into DIR (datakit.key, datakit.pub).
+        #[arg(long, value_name = "DIR")]
+        keygen: Option<PathBuf>,
+        /// Sign FILE with --key; writes FILE.sig.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        sign: Option<PathBuf>,
+        /// The private key file for --sign.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,13 +112,14 @@ fn main() -> ExitCode {
             run_dir,
             log_level,
         }) => app::worker(&family, &run_dir, &log_level),
+        Some(Cmd::Tool { keygen, sign, key }) => tool(keygen, sign, key),
         Some(Cmd::Version) => {
             let mut out = std::io::stdout().lock();
             let _ = std::io::Write::write_all(
                 &mut out,
                 format!(
                     "datakit {} (build {})\n",
-                    dk_proto::DATAKIT_VERSION,
+                    dk_proto::version(),
                     dk_proto::build_id()
                 )
                 .as_bytes(),
@@ -109,4 +127,47 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `datakit tool`: release keys and signatures.
+fn tool(keygen: Option<PathBuf>, sign: Option<PathBuf>, key: Option<PathBuf>) -> ExitCode {
+    let say = |text: String| {
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+    };
+    if let Some(dir) = keygen {
+        return match release::keygen(&dir) {
+            Ok(public) => {
+                say(format!(
+                    "wrote {} and {}; put this public key in [dk_upgrader] public_keys:\n{public}\n",
+                    dir.join(release::PRIVATE_KEY_FILE).display(),
+                    dir.join(release::PUBLIC_KEY_FILE).display()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                say(format!("datakit tool --keygen: {e}\n"));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let (Some(file), Some(key)) = (sign, key) {
+        let signed = std::fs::read(&file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|bytes| release::sign(&bytes, &key).map_err(|e| e.to_string()))
+            .and_then(|sig| {
+                let mut out = file.clone().into_os_string();
+                out.push(".sig");
+                std::fs::write(&out, format!("{sig}\n"))
+                    .map_err(|e| format!("{}: {e}", PathBuf::from(&out).display()))
+            });
+        return match signed {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say(format!("datakit tool --sign: {e}\n"));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    say("datakit tool: say what to do: --keygen DIR, or --sign FILE --key KEY\n".into());
+    ExitCode::from(64)
 }

@@ -94,7 +94,7 @@ impl UptimeLabels {
             } else {
                 "-".into()
             },
-            version: dk_proto::DATAKIT_VERSION.to_string(),
+            version: dk_proto::version().to_string(),
             build_at: dk_proto::build_id(),
             branch: String::new(),
             os_arch: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),

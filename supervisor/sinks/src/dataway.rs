@@ -141,7 +141,7 @@ impl Default for DatawayConfig {
             max_idle_conns_per_host: DEFAULT_MAX_IDLE_CONNS_PER_HOST,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             hostname: String::new(),
-            version: dk_proto::DATAKIT_VERSION.to_string(),
+            version: dk_proto::version().to_string(),
             global_tags_header: None,
         }
     }

@@ -569,10 +569,7 @@ impl Collector for HostObject {
             .tag("arch", meta.arch.as_str())
             .field("message", Value::S(message))
             .field("start_time", Value::U(boot_time.saturating_mul(1000)))
-            .field(
-                "datakit_ver",
-                Value::S(dk_proto::DATAKIT_VERSION.to_string()),
-            )
+            .field("datakit_ver", Value::S(dk_proto::version().to_string()))
             .field("cpu_usage", Value::F(cpu_usage))
             .field(
                 "mem_used_percent",
