@@ -149,7 +149,9 @@ pub enum MigrateError {
         source: DeliveryError,
     },
     /// A blocking task panicked or was cancelled.
-    #[error("Datakit migration: a file task failed: {0}; the migration is retried at the next start")]
+    #[error(
+        "Datakit migration: a file task failed: {0}; the migration is retried at the next start"
+    )]
     Task(String),
 }
 
@@ -336,7 +338,11 @@ pub(crate) fn read_pos(path: &Path) -> io::Result<Option<(u64, String)>> {
         return Ok(None);
     };
     let name = String::from_utf8_lossy(&bytes[8..]);
-    let base = name.rsplit('/').next().unwrap_or_default().trim_end_matches('\0');
+    let base = name
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\0');
     if base.is_empty() {
         return Ok(None);
     }
@@ -436,7 +442,6 @@ impl Marker {
             .collect();
         Ok(Marker { path, adopted })
     }
-
 }
 
 /// Appends a line to the marker and makes it durable.
@@ -480,7 +485,8 @@ fn read_file(path: &Path, start: u64, tx: &mpsc::Sender<Decoded>) -> Result<(), 
     let mut f = File::open(path).map_err(io_err("open", path))?;
     let len = f.metadata().map_err(io_err("stat", path))?.len();
     let start = start.min(len);
-    f.seek(SeekFrom::Start(start)).map_err(io_err("seek", path))?;
+    f.seek(SeekFrom::Start(start))
+        .map_err(io_err("seek", path))?;
     for rec in RecordReader::new(BufReader::with_capacity(256 << 10, f), start, len) {
         let rec = rec.map_err(io_err("read", path))?;
         let decoded = rec.and_then(|bytes| decode_record(&bytes));
@@ -641,7 +647,6 @@ async fn feed_retrying(
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -117,7 +117,10 @@ fn reading_stops_at_the_eof_marker_and_ignores_what_follows() {
 fn the_write_file_without_an_eof_marker_ends_after_its_last_record() {
     let bytes = frame(&[b"one", b"two", b"three"], false);
     assert_eq!(read_all(&bytes, 0).len(), 3);
-    assert!(read_all(&[], 0).is_empty(), "an empty data file has nothing");
+    assert!(
+        read_all(&[], 0).is_empty(),
+        "an empty data file has nothing"
+    );
 }
 
 #[test]
@@ -152,7 +155,10 @@ fn a_length_beyond_any_datakit_record_ends_the_file_as_bad_length() {
 fn reading_from_an_offset_skips_the_records_before_it() {
     let bytes = frame(&[b"sent", b"unsent-1", b"unsent-2"], true);
     let got = read_all(&bytes, 4 + 4);
-    assert_eq!(got, vec![Ok(b"unsent-1".to_vec()), Ok(b"unsent-2".to_vec())]);
+    assert_eq!(
+        got,
+        vec![Ok(b"unsent-1".to_vec()), Ok(b"unsent-2".to_vec())]
+    );
 }
 
 #[test]
@@ -182,7 +188,12 @@ fn plan_finds_datakit_queues_in_order_with_the_pos_offset_and_ignores_ours() {
     // Our own queue directory: segments, consumer positions, the lock.
     let ours = wal.join("logging");
     fs::create_dir(&ours).unwrap();
-    for name in ["00000000000000000001.seg", "local.pos", "queue.lock", "data.1"] {
+    for name in [
+        "00000000000000000001.seg",
+        "local.pos",
+        "queue.lock",
+        "data.1",
+    ] {
         fs::write(ours.join(name), b"ours").unwrap();
     }
     let got = plan(wal).unwrap();
@@ -203,7 +214,10 @@ fn plan_finds_datakit_queues_in_order_with_the_pos_offset_and_ignores_ours() {
 
 #[test]
 fn damaged_records_are_skipped_with_their_reason() {
-    assert_eq!(decode_record(b"\xff\xff\xff").unwrap_err(), Skip::BadCacheData);
+    assert_eq!(
+        decode_record(b"\xff\xff\xff").unwrap_err(),
+        Skip::BadCacheData
+    );
     assert_eq!(
         decode_record(&cache_data(99, 0, b"m f=1i 1".to_vec())).unwrap_err(),
         Skip::UnknownCategory
@@ -243,5 +257,9 @@ fn line_protocol_payloads_decode_gzipped_or_not_with_nanosecond_times() {
         );
     }
     let (cat, points) = decode_record(&cache_data(2, 0, b"old seq=1i 5".to_vec())).unwrap();
-    assert_eq!((cat, points[0].time), (Category::Metric, 5), "`metrics` is metric");
+    assert_eq!(
+        (cat, points[0].time),
+        (Category::Metric, 5),
+        "`metrics` is metric"
+    );
 }

@@ -39,7 +39,10 @@ fn start(wal: &Path) -> (Delivery, Registry, Arc<RecordingSink>, Written) {
     let sink = Arc::new(sink);
     let config = DeliveryConfig {
         global_tags: GlobalTags {
-            host: vec![("host".into(), "ours".into()), ("added".into(), "yes".into())],
+            host: vec![
+                ("host".into(), "ours".into()),
+                ("added".into(), "yes".into()),
+            ],
             election: Vec::new(),
         },
         queue: QueueSettings {
@@ -81,7 +84,11 @@ fn seqs(points: &[Point]) -> BTreeMap<String, Vec<i64>> {
             (1_796_288_000_000_000_000..1_796_289_000_000_000_000).contains(&p.time),
             "the time Datakit recorded is kept, not corrected again: {p:?}"
         );
-        assert_eq!(p.get_tag("host"), Some("vm"), "Datakit's global tags stay: {p:?}");
+        assert_eq!(
+            p.get_tag("host"),
+            Some("vm"),
+            "Datakit's global tags stay: {p:?}"
+        );
         assert_eq!(p.get_tag("added"), None, "ours are not added: {p:?}");
         out.entry(p.name.clone()).or_default().push(seq);
     }
@@ -164,7 +171,11 @@ async fn the_datakit_fixture_is_adopted_once_with_exact_points_and_its_files_rem
     assert_eq!(got.len(), 3);
     for (cat, n) in [("metric", 5000.0), ("logging", 300.0), ("object", 20.0)] {
         assert_eq!(
-            metric(&registry, "datakit_io_migrated_point_total", &[("category", cat)]),
+            metric(
+                &registry,
+                "datakit_io_migrated_point_total",
+                &[("category", cat)]
+            ),
             n
         );
     }
@@ -177,7 +188,10 @@ async fn the_datakit_fixture_is_adopted_once_with_exact_points_and_its_files_rem
         assert!(wal.join(cat).join("queue.lock").exists(), "our {cat} queue");
     }
     let marker = std::fs::read_to_string(wal.join(MIGRATION_MARKER)).unwrap();
-    assert!(marker.contains(&format!("adopted 58325 fc/{FC_FILE}")), "{marker}");
+    assert!(
+        marker.contains(&format!("adopted 58325 fc/{FC_FILE}")),
+        "{marker}"
+    );
     assert!(marker.contains("points=5320"), "{marker}");
 
     // Again in this run, and after a restart: nothing is replayed twice.
@@ -247,7 +261,10 @@ async fn a_file_noted_as_adopted_before_a_crash_is_deleted_without_replaying_it(
     assert!(report.files >= 1, "{report:?}");
     assert!(!wal.join("fc").exists());
     assert!(metric_sentinel(&delivery, &mut rx).await.is_empty());
-    assert_eq!(metric(&registry, "datakit_io_migrated_point_total", &[]), 0.0);
+    assert_eq!(
+        metric(&registry, "datakit_io_migrated_point_total", &[]),
+        0.0
+    );
     delivery.shutdown().await.unwrap();
 }
 
@@ -267,7 +284,12 @@ async fn a_damaged_record_is_skipped_and_counted_and_the_rest_is_adopted() {
 
     let report = adopt_datakit_wal(&delivery, &wal).await.unwrap();
     assert_eq!(report.total_points(), 5020);
-    assert_eq!(report.skipped.values().sum::<u64>(), 1, "{:?}", report.skipped);
+    assert_eq!(
+        report.skipped.values().sum::<u64>(),
+        1,
+        "{:?}",
+        report.skipped
+    );
     assert_eq!(
         metric(&registry, "datakit_io_migrate_skipped_record_total", &[]),
         1.0
