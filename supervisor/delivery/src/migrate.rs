@@ -613,7 +613,17 @@ pub async fn adopt_datakit_wal(
     );
     let m = marker.path.clone();
     blocking(move || append_marker(&m, &summary)).await?;
-    if report.total_points() > 0 || !report.skipped.is_empty() {
+    if !report.skipped.is_empty() {
+        tracing::warn!(
+            path = %wal_dir.display(),
+            files = report.files,
+            records = report.records,
+            points = ?report.points,
+            skipped = ?report.skipped,
+            took = ?started.elapsed(),
+            "Adopted the data Datakit left unsent in its WAL, except damaged records (counted in datakit_io_migrate_skipped_record_total); its files are removed."
+        );
+    } else if report.total_points() > 0 {
         tracing::info!(
             path = %wal_dir.display(),
             files = report.files,
