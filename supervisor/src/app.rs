@@ -613,6 +613,7 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     delivery.on_disk_full(Arc::new(move |message: &str| {
         disk_errors.record("delivery", "disk", "", message);
     }));
+    spawn_datakit_migration(&delivery, main.wal_path(), Arc::clone(&last_errors));
     let registry = Arc::new(registry);
 
     let worker_metrics = Arc::new(dk_api::WorkerMetrics::default());
@@ -753,6 +754,28 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         .context("flushing delivery at shutdown")?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Replays, once and in the background, what a Datakit install left unsent in the WAL
+/// directory we now share; a failure is logged and in `/v1/lasterror`, and retried at the
+/// next start.
+fn spawn_datakit_migration(delivery: &Delivery, wal_dir: PathBuf, last_errors: Arc<LastErrors>) {
+    let delivery = delivery.clone();
+    tokio::spawn(async move {
+        match dk_delivery::adopt_datakit_wal(&delivery, &wal_dir).await {
+            Ok(_) => {}
+            Err(dk_delivery::MigrateError::Delivery {
+                source: DeliveryError::Closed,
+                ..
+            }) => tracing::info!(
+                "Stopped while replaying Datakit's unsent data; the rest is replayed at the next start."
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Replaying Datakit's unsent data failed.");
+                last_errors.record("delivery", "migrate", "", &e.to_string());
+            }
+        }
+    });
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {

@@ -13,6 +13,7 @@ mod graphite;
 mod inputs;
 mod lifecycle;
 mod logging;
+mod migrate;
 mod operator;
 mod sinks;
 mod statsd;

@@ -296,7 +296,33 @@ impl Delivery {
         category: Category,
         input: &str,
         opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> Result<FeedOutcome, DeliveryError> {
+        self.feed_with(category, input, opts, points, true).await
+    }
+
+    /// [`Delivery::feed`] for points that keep the time they were recorded with (data replayed
+    /// from another agent's queue): `auto_timestamp_correction` is not applied.
+    ///
+    /// # Errors
+    /// As [`Delivery::feed`].
+    pub async fn feed_as_recorded(
+        &self,
+        category: Category,
+        input: &str,
+        opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> Result<FeedOutcome, DeliveryError> {
+        self.feed_with(category, input, opts, points, false).await
+    }
+
+    async fn feed_with(
+        &self,
+        category: Category,
+        input: &str,
+        opts: FeedOpts,
         mut points: Vec<Point>,
+        correct_times: bool,
     ) -> Result<FeedOutcome, DeliveryError> {
         let inner = &*self.inner;
         if inner.closing.is_cancelled() {
@@ -339,7 +365,7 @@ impl Delivery {
         for (reason, n) in drops {
             inner.count_dropped(cat_name, reason, n);
         }
-        if let Some(window) = inner.time_correction {
+        if let Some(window) = inner.time_correction.filter(|_| correct_times) {
             let now = now_ns();
             let mut adjusted = 0u64;
             for p in &mut points {
@@ -402,6 +428,11 @@ impl Delivery {
             .tags
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(tags);
+    }
+
+    /// The delivery metrics (for the Datakit migration's counters).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The global tags currently attached.

@@ -32,6 +32,9 @@
 //!   `datakit_io_local_sink_deleted_files_total{category,reason}`: the local-files sink's
 //!   rotations and deleted rotated files (`max_files`, `max_total`: its size caps;
 //!   `disk_full`: the file system was above `max_disk_ratio` or a write hit ENOSPC).
+//! - `datakit_io_migrated_point_total{category}` and
+//!   `datakit_io_migrate_skipped_record_total{reason}`: points adopted from a Datakit
+//!   install's unsent `cache/dw-wal` ([`adopt_datakit_wal`]) and records that could not be.
 
 mod chunks;
 mod config;
@@ -39,6 +42,7 @@ mod delivery;
 mod error;
 mod local;
 mod metrics;
+mod migrate;
 mod sink;
 
 pub use config::{
@@ -49,4 +53,5 @@ pub use config::{
 pub use delivery::{Delivery, DiskAlert, FeedOutcome};
 pub use error::{DeliveryError, SinkError};
 pub use local::LocalFileSink;
+pub use migrate::{MIGRATION_MARKER, MigrateError, MigrationReport, adopt_datakit_wal};
 pub use sink::{Sink, SinkInput};

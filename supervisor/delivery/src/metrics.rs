@@ -66,6 +66,14 @@ pub(crate) struct Metrics {
     pub(crate) feed_cost: Family<FeedCostLabels, Histogram, fn() -> Histogram>,
     pub(crate) time_adjusted: Family<AdjustLabels, Counter>,
     pub(crate) disk_full: Family<PathLabels, Gauge>,
+    pub(crate) migrated_points: Family<CategoryLabels, Counter>,
+    pub(crate) migrate_skipped: Family<ReasonLabels, Counter>,
+}
+
+/// `{reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -82,6 +90,8 @@ impl Default for Metrics {
             last_feed: Family::default(),
             time_adjusted: Family::default(),
             disk_full: Family::default(),
+            migrated_points: Family::default(),
+            migrate_skipped: Family::default(),
             feed_cost: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
             }),
@@ -206,6 +216,16 @@ impl Metrics {
             "datakit_io_disk_full",
             "1 while the file system of the queue directory is above max_disk_ratio (95%): writes that cannot be stored are refused",
             self.disk_full.clone(),
+        );
+        registry.register(
+            "datakit_io_migrated_point",
+            "Points adopted from the unsent data a Datakit install left in cache/dw-wal, by category",
+            self.migrated_points.clone(),
+        );
+        registry.register(
+            "datakit_io_migrate_skipped_record",
+            "Records of a Datakit cache/dw-wal that could not be adopted, by reason (truncated, bad_length, bad_cachedata, bad_gzip, bad_payload, unknown_category, dynamic_url, rejected)",
+            self.migrate_skipped.clone(),
         );
     }
 }

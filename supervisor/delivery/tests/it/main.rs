@@ -4,6 +4,7 @@
 
 mod delivery;
 mod local;
+mod migrate;
 
 use dk_delivery::{Sink, SinkError};
 use dk_proto::lineproto::{DecodeOptions, Precision, decode};
