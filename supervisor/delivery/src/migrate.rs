@@ -273,7 +273,7 @@ impl<R: Read> Iterator for RecordReader<R> {
     }
 }
 
-/// Decodes one record into its category and points (with their recorded times).
+/// Decodes one record into its category and points, at their original times.
 pub(crate) fn decode_record(record: &[u8]) -> Result<(Category, Vec<Point>), Skip> {
     let cd = CacheData::decode(record).map_err(|_| Skip::BadCacheData)?;
     let category = category_of(cd.category).ok_or(Skip::UnknownCategory)?;
@@ -303,7 +303,21 @@ pub(crate) fn decode_record(record: &[u8]) -> Result<(Category, Vec<Point>), Ski
         3 => dk_proto::json::decode_pbjson_with(&body, &opts).map_err(|_| Skip::BadPayload)?,
         _ => return Err(Skip::BadPayload),
     };
+    let mut points = points;
+    points.iter_mut().for_each(restore_original_time);
     Ok((category, points))
+}
+
+/// Undoes Datakit's `auto_timestamp_correction`: a point Datakit re-stamped with its receive
+/// time carries the time it was written with in the int field `__orig_time`; the replay
+/// delivers it at that original time, without the field.
+fn restore_original_time(p: &mut Point) {
+    if let Some(i) = p.fields.iter().position(|(k, _)| k == "__orig_time")
+        && let dk_proto::Value::I(orig) = p.fields[i].1
+    {
+        p.time = orig;
+        p.fields.remove(i);
+    }
 }
 
 /// One Datakit queue directory: its files in reading order and where to start in each.
