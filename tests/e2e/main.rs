@@ -14,6 +14,7 @@ mod inputs;
 mod lifecycle;
 mod logging;
 mod operator;
+mod packaging;
 mod sinks;
 mod statsd;
 mod worker_abuse;
