@@ -101,6 +101,11 @@ if [ -n "$version" ] && [ "$got" != "$version" ]; then
 fi
 version="$got"
 [ -n "$commit" ] || die "cannot read the build id from: $reported"
+# The newest glibc symbol version the binary needs, for the packages' dependency.
+glibc="$(python3 -c '
+import re, sys
+found = {tuple(map(int, m.split(b"."))) for m in re.findall(rb"GLIBC_(2\.[0-9]+)", open(sys.argv[1], "rb").read())}
+print(".".join(map(str, max(found))) if found else "2.17")' "$stage/datakit")"
 
 # conf.d/samples/: every sample config of the workspace (the loader skips conf.d/samples/).
 mkdir -p "$stage/tar/conf.d/samples"
@@ -146,6 +151,7 @@ if want deb; then
     mkdir -p "$d/DEBIAN"
     size_kb="$(du -sk --exclude=DEBIAN "$d" | awk '{print $1}')"
     sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$debarch/" -e "s/@SIZE_KB@/$size_kb/" \
+        -e "s/@GLIBC@/$glibc/" \
         packaging/deb/control.in >"$d/DEBIAN/control"
     install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$d/DEBIAN/"
     if [ "$compress" = best ]; then z=(-Zxz -z6); else z=(-Zgzip -z1); fi
@@ -164,7 +170,7 @@ if want rpm; then
     rpmbuild -bb --quiet \
         --define "_topdir $stage/rpmbuild" --define "_rpmdir $stage/rpms" \
         --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
-        --define "dk_version $rpmver" --define "dk_stage $r" \
+        --define "dk_version $rpmver" --define "dk_stage $r" --define "dk_glibc $glibc" \
         --define "_binary_payload $payload" --define "source_date_epoch_from_changelog 0" \
         --target "$rpmarch" packaging/rpm/datakit.spec >/dev/null
     rpm="$out/datakit-$rpmver-1.$rpmarch.rpm"

@@ -224,6 +224,26 @@ fn the_deb_installs_upgrades_keeping_edited_config_removes_keeping_it_and_purges
     dpkg_root(&root);
     let dk = root.join("usr/local/datakit");
 
+    // The package needs the newest glibc symbol version the binary uses.
+    let depends = run(Command::new("dpkg-deb").args(["-f"]).arg(&deb_a).arg("Depends"));
+    let binary = std::fs::read(bin()).unwrap();
+    let newest = (0..binary.len().saturating_sub(8))
+        .filter(|&i| binary[i..].starts_with(b"GLIBC_2."))
+        .filter_map(|i| {
+            let digits: String = binary[i + 8..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .map(|&b| char::from(b))
+                .collect();
+            digits.parse::<u32>().ok()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&depends.stdout).trim(),
+        format!("libc6 (>= 2.{newest})")
+    );
+
     dpkg(&root, &["-i".as_ref(), deb_a.as_os_str()]);
     assert_eq!(dpkg_status(&root), "install ok installed 9.0.0");
     assert_eq!(reported_version(&dk.join("datakit")), "9.0.0");
