@@ -148,7 +148,7 @@ fn package_sh_stamps_the_version_and_signs_a_tarball_that_fails_to_verify_after_
         key.verify(&bytes, &sig).is_ok(),
         "the signature must verify"
     );
-    let mut tampered = bytes.clone();
+    let mut tampered = bytes;
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0x01;
     assert!(
@@ -225,7 +225,10 @@ fn the_deb_installs_upgrades_keeping_edited_config_removes_keeping_it_and_purges
     let dk = root.join("usr/local/datakit");
 
     // The package needs the newest glibc symbol version the binary uses.
-    let depends = run(Command::new("dpkg-deb").args(["-f"]).arg(&deb_a).arg("Depends"));
+    let depends = run(Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(&deb_a)
+        .arg("Depends"));
     let binary = std::fs::read(bin()).unwrap();
     let newest = (0..binary.len().saturating_sub(8))
         .filter(|&i| binary[i..].starts_with(b"GLIBC_2."))
