@@ -598,3 +598,117 @@ fn datakit_service_says_to_run_under_another_service_manager_when_systemd_is_abs
     assert!(err.contains("not been booted with systemd"), "{err}");
     assert!(err.contains("under your service manager"), "{err}");
 }
+
+#[test]
+fn installing_the_deb_over_a_datakit_install_keeps_its_config_and_unsent_data_and_replaces_its_binary()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let dk = root.join("usr/local/datakit");
+    // What Datakit's install script leaves: its binary, its config and its WAL.
+    let main =
+        "# Datakit's\n[dataway]\n  urls = [\"https://openway.example/v1/write?token=tkn_x\"]\n";
+    let files = [
+        ("datakit", "#!/bin/sh\necho datakit 1.84.1 from Go\n"),
+        ("conf.d/datakit.conf", main),
+        ("conf.d/host/cpu.conf", "[[inputs.cpu]]\n"),
+        ("cache/dw-wal/metric/data", "unsent"),
+    ];
+    for (rel, body) in files {
+        let p = dk.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    install_deb(dir.path(), &root);
+    assert_eq!(reported_version(&dk.join("datakit")), "9.2.0");
+    for (rel, body) in &files[1..] {
+        assert_eq!(
+            &std::fs::read_to_string(dk.join(rel)).unwrap(),
+            body,
+            "{rel}"
+        );
+    }
+}
+
+/// Runs `script args` in a private mount namespace where systemd seems to run
+/// (`/run/systemd/system` exists), `/usr/local` and `/var/log` are empty scratch tmpfs, and
+/// `systemctl` is a fake that logs its arguments; returns the log.
+fn run_maintainer_script(dir: &Path, script: &Path, args: &[&str]) -> String {
+    let bin_dir = fake_systemctl(dir);
+    let log = dir.join("systemctl.log");
+    let _ = std::fs::remove_file(&log);
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-euc"])
+        .arg(
+            "mount -t tmpfs dk-test /run && mkdir -p /run/systemd/system \
+             && mount -t tmpfs dk-test /usr/local && mount -t tmpfs dk-test /var/log \
+             && script=\"$1\" && shift && exec sh \"$script\" \"$@\"",
+        )
+        .arg("sh")
+        .arg(script)
+        .args(args)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()),
+        )
+        .env_remove("DPKG_ROOT")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}: {}", script.display(), text(&o));
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
+#[test]
+fn the_maintainer_scripts_enable_and_start_on_install_restart_on_upgrade_and_stop_on_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/deb");
+    let script = |name: &str| deb.join(name);
+    assert_eq!(
+        run_maintainer_script(dir.path(), &script("postinst"), &["configure"]),
+        "daemon-reload\nenable datakit.service\nstart datakit.service\n"
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &script("postinst"), &["configure", "9.0.0"]),
+        "daemon-reload\nenable datakit.service\ntry-restart datakit.service\n"
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &script("prerm"), &["upgrade", "9.0.1"]),
+        ""
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &script("prerm"), &["remove"]),
+        "stop datakit.service\n"
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &script("postrm"), &["remove"]),
+        "disable datakit.service\ndaemon-reload\n"
+    );
+
+    // The rpm's scriptlets, as rpm runs them ($1 = number of installed versions after).
+    let out = package(&dir.path().join("out"), "9.3.0", "rpm", None);
+    let rpm = out.join(format!("datakit-9.3.0-1.{}.rpm", std::env::consts::ARCH));
+    let scriptlet = |tag: &str| {
+        let o = run(Command::new("rpm")
+            .args(["-qp", "--queryformat", &format!("%{{{tag}}}")])
+            .arg(&rpm));
+        let path = dir.path().join(tag);
+        std::fs::write(&path, &o.stdout).unwrap();
+        path
+    };
+    assert_eq!(
+        run_maintainer_script(dir.path(), &scriptlet("POSTIN"), &["1"]),
+        "daemon-reload\nenable datakit.service\nstart datakit.service\n"
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &scriptlet("POSTIN"), &["2"]),
+        "daemon-reload\nenable datakit.service\ntry-restart datakit.service\n"
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &scriptlet("PREUN"), &["0"]),
+        "disable --now datakit.service\n"
+    );
+    assert_eq!(
+        run_maintainer_script(dir.path(), &scriptlet("PREUN"), &["1"]),
+        ""
+    );
+}
