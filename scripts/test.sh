@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 #   influxdb  - a real InfluxDB 1.x for the InfluxDB sink tests
 #   tinyproxy - a real HTTP proxy for the Dataway proxy test
 #   netcat-openbsd, socat, collectd-core - real StatsD/Graphite/socket-log clients
+#   rpm - rpmbuild and rpm for the packaging tests (scripts/package.sh builds the .rpm)
+#   systemd - systemd-analyze, which verifies the unit in the packaging tests
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -15,6 +17,8 @@ command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
 command -v nc.openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 [ -x /usr/sbin/collectd ] || need_apt+=(collectd-core)
+command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -18,6 +18,7 @@ mod registry;
     reason = "verify, VersionFile and tarball names serve the upgrader"
 )]
 mod release;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,28 @@ enum Cmd {
     },
     /// Print the version.
     Version,
+    /// Manage the systemd service of a tarball install (deb/rpm installs ship the unit).
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["install", "uninstall", "start", "stop", "restart"])))]
+    Service {
+        /// Install the unit (/etc/systemd/system/datakit.service), enable and start it.
+        #[arg(short = 'I', long)]
+        install: bool,
+        /// Stop and disable the service and remove its unit file (config and data are kept).
+        #[arg(short = 'U', long)]
+        uninstall: bool,
+        /// Start the service.
+        #[arg(short = 'S', long)]
+        start: bool,
+        /// Stop the service.
+        #[arg(short = 'T', long)]
+        stop: bool,
+        /// Restart the service.
+        #[arg(short = 'R', long)]
+        restart: bool,
+        /// The install dir the unit runs from (default: the directory of this binary).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
     /// Tools: key pairs and signatures for releases.
     Tool {
         /// Write an ed25519 key pair for signing releases into DIR (datakit.key, datakit.pub).
@@ -113,6 +136,34 @@ fn main() -> ExitCode {
             log_level,
         }) => app::worker(&family, &run_dir, &log_level),
         Some(Cmd::Tool { keygen, sign, key }) => tool(keygen, sign, key),
+        Some(Cmd::Service {
+            install,
+            uninstall,
+            start,
+            stop,
+            restart,
+            workdir,
+        }) => {
+            let action = if install {
+                service::Action::Install
+            } else if uninstall {
+                service::Action::Uninstall
+            } else if start {
+                service::Action::Start
+            } else if stop {
+                service::Action::Stop
+            } else {
+                debug_assert!(restart, "clap requires one action");
+                service::Action::Restart
+            };
+            let workdir = workdir.unwrap_or_else(service::default_workdir);
+            let (text, code) = match service::run(action, &workdir) {
+                Ok(done) => (format!("{done}\n"), ExitCode::SUCCESS),
+                Err(e) => (format!("datakit service: {e}\n"), ExitCode::FAILURE),
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+            code
+        }
         Some(Cmd::Version) => {
             let mut out = std::io::stdout().lock();
             let _ = std::io::Write::write_all(

@@ -15,6 +15,7 @@ mod lifecycle;
 mod logging;
 mod migrate;
 mod operator;
+mod packaging;
 mod sinks;
 mod statsd;
 mod worker_abuse;
