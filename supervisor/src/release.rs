@@ -180,7 +180,10 @@ mod tests {
         let public = keygen(dir.path()).unwrap();
         let data = b"the release tarball".to_vec();
         let sig = sign(&data, &dir.path().join(PRIVATE_KEY_FILE)).unwrap();
-        assert_eq!(verify(&data, &sig, std::slice::from_ref(&public)).unwrap(), 0);
+        assert_eq!(
+            verify(&data, &sig, std::slice::from_ref(&public)).unwrap(),
+            0
+        );
         let mut tampered = data.clone();
         tampered[0] ^= 1;
         assert!(matches!(

@@ -864,7 +864,10 @@ impl MainConfig {
                 sink.error(
                     file,
                     "dk_upgrader.listen",
-                    format!("{:?} is not host:port: write e.g. \"0.0.0.0:9542\"", up.listen_addr()),
+                    format!(
+                        "{:?} is not host:port: write e.g. \"0.0.0.0:9542\"",
+                        up.listen_addr()
+                    ),
                 );
             }
             for (i, ip) in up.ip_whitelist.iter().enumerate() {
