@@ -15,5 +15,6 @@ mod lifecycle;
 mod logging;
 mod operator;
 mod sinks;
+mod upgrade;
 mod statsd;
 mod worker_abuse;
