@@ -15,6 +15,6 @@ mod lifecycle;
 mod logging;
 mod operator;
 mod sinks;
-mod upgrade;
 mod statsd;
+mod upgrade;
 mod worker_abuse;

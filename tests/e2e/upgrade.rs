@@ -63,12 +63,19 @@ struct Releases {
     base: tempfile::TempDir,
     keys: tempfile::TempDir,
     public: String,
+    /// Tarballs already built, by version (stamping and compressing 60+ MiB takes seconds).
+    built: tempfile::TempDir,
 }
 
 impl Releases {
     fn new() -> Releases {
         let keys = tempfile::tempdir().unwrap();
-        run_ok(Command::new(bin()).arg("tool").arg("--keygen").arg(keys.path()));
+        run_ok(
+            Command::new(bin())
+                .arg("tool")
+                .arg("--keygen")
+                .arg(keys.path()),
+        );
         let public = std::fs::read_to_string(keys.path().join("datakit.pub"))
             .unwrap()
             .trim()
@@ -77,6 +84,7 @@ impl Releases {
             base: tempfile::tempdir().unwrap(),
             keys,
             public,
+            built: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -87,17 +95,23 @@ impl Releases {
     }
 
     fn publish_signed(&self, version: &str, key: &Path) -> PathBuf {
-        let stage = tempfile::tempdir().unwrap();
-        stamped(&stage.path().join("datakit"), version);
         let tarball = self.base.path().join(tarball_name(version));
-        run_ok(
-            Command::new("tar")
-                .arg("czf")
-                .arg(&tarball)
-                .arg("-C")
-                .arg(stage.path())
-                .arg("datakit"),
-        );
+        let built = self.built.path().join(tarball_name(version));
+        if !built.exists() {
+            let stage = tempfile::tempdir().unwrap();
+            stamped(&stage.path().join("datakit"), version);
+            run_ok(
+                Command::new("tar")
+                    .arg("-I")
+                    .arg("gzip -1")
+                    .arg("-cf")
+                    .arg(&built)
+                    .arg("-C")
+                    .arg(stage.path())
+                    .arg("datakit"),
+            );
+        }
+        std::fs::copy(&built, &tarball).unwrap();
         run_ok(
             Command::new(bin())
                 .arg("tool")
@@ -172,7 +186,10 @@ fn serve_dir(dir: PathBuf) -> Base {
                         a.extend_from_slice(&body);
                         a
                     }
-                    Err(_) => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                    Err(_) => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
                 };
                 let _ = conn.write_all(&answer);
             });
@@ -238,7 +255,10 @@ fn assert_unchanged(exe: &Path, before: &[u8]) {
     assert_eq!(std::fs::read(exe).unwrap(), before, "the binary changed");
     let dir = exe.parent().unwrap();
     assert!(!dir.join("datakit.prev").exists(), "a .prev appeared");
-    assert!(!dir.join("datakit.new").exists(), "a staged binary was left");
+    assert!(
+        !dir.join("datakit.new").exists(),
+        "a staged binary was left"
+    );
 }
 
 #[test]
@@ -255,7 +275,10 @@ fn upgrade_refuses_every_bad_release_with_datakits_answers_and_swaps_a_good_one_
 
     // No token, a wrong token: 401.
     assert_eq!(call(port, "GET", "/v1/datakit/version", Some("")).0, 401);
-    assert_eq!(call(port, "POST", "/v1/datakit/upgrade", Some("nope")).0, 401);
+    assert_eq!(
+        call(port, "POST", "/v1/datakit/upgrade", Some("nope")).0,
+        401
+    );
     let (status, body) = call(port, "GET", "/v1/datakit/version", None);
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -264,11 +287,17 @@ fn upgrade_refuses_every_bad_release_with_datakits_answers_and_swaps_a_good_one_
     // The same version: 304, by the version file and by ?version=.
     rel.publish("1.0.0");
     assert_eq!(call(port, "POST", "/v1/datakit/upgrade", None).0, 304);
-    assert_eq!(call(port, "POST", "/v1/datakit/upgrade?version=1.0.0", None).0, 304);
+    assert_eq!(
+        call(port, "POST", "/v1/datakit/upgrade?version=1.0.0", None).0,
+        304
+    );
     // An older version without force: 500 saying why.
     let (status, body) = call(port, "POST", "/v1/datakit/upgrade?version=0.9.0", None);
     assert_eq!(status, 500, "{body}");
-    assert!(body.contains("upgradeFailed") && body.contains("downgrade"), "{body}");
+    assert!(
+        body.contains("upgradeFailed") && body.contains("downgrade"),
+        "{body}"
+    );
     assert_unchanged(&exe, &before);
 
     // One byte changed in the tarball: the sha256 (version file) and the signature refuse it.
@@ -295,7 +324,12 @@ fn upgrade_refuses_every_bad_release_with_datakits_answers_and_swaps_a_good_one_
 
     // Signed with a key that is not configured.
     let other = tempfile::tempdir().unwrap();
-    run_ok(Command::new(bin()).arg("tool").arg("--keygen").arg(other.path()));
+    run_ok(
+        Command::new(bin())
+            .arg("tool")
+            .arg("--keygen")
+            .arg(other.path()),
+    );
     rel.publish_signed("1.1.0", &other.path().join("datakit.key"));
     let (status, body) = call(port, "POST", "/v1/datakit/upgrade", None);
     assert_eq!(status, 500, "{body}");
@@ -326,15 +360,29 @@ fn upgrade_refuses_every_bad_release_with_datakits_answers_and_swaps_a_good_one_
     });
     assert_eq!(pid_file(agent.workdir()), agent.pid());
     assert!(std::fs::read(&exe).unwrap() != before);
-    assert_eq!(std::fs::read(bindir.path().join("datakit.prev")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(bindir.path().join("datakit.prev")).unwrap(),
+        before
+    );
     let (status, body) = call(port, "GET", "/v1/datakit/version", None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"1.1.0\""), "{body}");
-    assert!(agent.log().contains("inherited from the previous binary"), "{}", agent.log());
+    assert!(
+        agent.log().contains("inherited from the previous binary"),
+        "{}",
+        agent.log()
+    );
+    // B confirmed its health: the watchdog is gone and will not roll it back.
+    wait_for("B to confirm its health", Duration::from_secs(20), || {
+        agent.log().contains("Upgrade healthy").then_some(())
+    });
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// The kernel's drop counter of the UDP socket on `port` (`/proc/net/udp`, last column).
@@ -343,7 +391,11 @@ fn udp_drops(port: u16) -> u64 {
     let hex = format!(":{port:04X}");
     text.lines()
         .skip(1)
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&hex)))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&hex))
+        })
         .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
         .sum()
 }
@@ -364,7 +416,12 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
     let statsd = format!(
         "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{udp_port}\"\n  read_buffer_size = 134217728\n"
     );
-    let conf = upgrader_conf(port, &rel.base.path().display().to_string(), &rel.public, "20s");
+    let conf = upgrader_conf(
+        port,
+        &rel.base.path().display().to_string(),
+        &rel.public,
+        "20s",
+    );
     let agent = Agent::start_exe(&exe, &[("statsd/statsd.conf", &statsd)], &conf, &[]);
     let pid = agent.pid();
 
@@ -468,8 +525,30 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
     seqs.dedup();
     assert_eq!(n, seqs.len(), "a write was delivered twice");
     for s in &acked {
-        assert!(seqs.binary_search(&(*s as i64)).is_ok(), "acknowledged write {s} lost");
+        assert!(
+            seqs.binary_search(&(*s as i64)).is_ok(),
+            "acknowledged write {s} lost"
+        );
     }
+    // A manual rollback puts A back in place, again under the same pid.
+    let out = Command::new(&exe)
+        .arg("upgrade")
+        .arg("--rollback")
+        .arg("--workdir")
+        .arg(agent.workdir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let started = Instant::now();
+    wait_for(
+        "A on /v1/ping after --rollback",
+        Duration::from_secs(20),
+        || (ping_version(agent.api).as_deref() == Some("1.0.0")).then_some(()),
+    );
+    let manual = started.elapsed();
+    assert_eq!(pid_file(agent.workdir()), pid);
+    assert!(!bindir.path().join("datakit.prev").exists());
+    eprintln!("manual rollback: A serving {manual:?} after datakit upgrade --rollback returned");
     eprintln!(
         "upgrade under load: request to B serving {swap:?}; {sent} datagrams sent, {drops} dropped; {} writes acknowledged, {refused} refused",
         acked.len()
@@ -484,7 +563,12 @@ fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its
     let rel = Releases::new();
     rel.publish("1.1.0");
     let port = free_port();
-    let conf = upgrader_conf(port, &rel.base.path().display().to_string(), &rel.public, "10s");
+    let conf = upgrader_conf(
+        port,
+        &rel.base.path().display().to_string(),
+        &rel.public,
+        "10s",
+    );
     let agent = Agent::start_exe(&exe, &[], &conf, &[("DK_DEBUG_CRASH_AT_START", "1.1.0")]);
     let before = std::fs::read(&exe).unwrap();
 
@@ -508,7 +592,11 @@ fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its
         }
     }
     let _restored = Kill(restored);
-    assert_eq!(std::fs::read(&exe).unwrap(), before, "A is the binary again");
+    assert_eq!(
+        std::fs::read(&exe).unwrap(),
+        before,
+        "A is the binary again"
+    );
     assert!(!bindir.path().join("datakit.prev").exists());
     let (status, body) = agent.request("GET", "/v1/lasterror", &[], b"");
     let body = String::from_utf8_lossy(&body);
