@@ -266,6 +266,13 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
         print_err("DK_DEBUG_CRASH_AT_START names this version; exiting.");
         return ExitCode::from(70);
     }
+    // Debug knob: the binary of this version hangs at start (never healthy, never exits).
+    if std::env::var("DK_DEBUG_HANG_AT_START").is_ok_and(|v| v == dk_proto::version()) {
+        print_err("DK_DEBUG_HANG_AT_START names this version; hanging.");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     match dk_config::ensure_main_conf(&workdir) {
         Ok(true) => print_err(&format!(
             "wrote the default {}",

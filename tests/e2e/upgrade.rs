@@ -591,16 +591,7 @@ fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its
         (pid != agent.pid() && ping_version(agent.api).as_deref() == Some("1.0.0")).then_some(pid)
     });
     let rollback = started.elapsed();
-    struct Kill(u32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0 as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-    let _restored = Kill(restored);
+    let _kill = scopeguard_kill(restored);
     assert_eq!(
         std::fs::read(&exe).unwrap(),
         before,
@@ -620,4 +611,74 @@ fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"1.0.0\""), "{body}");
     eprintln!("crash at start: request to A serving again after the rollback {rollback:?}");
+}
+
+#[test]
+fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after() {
+    let bindir = tempfile::tempdir().unwrap();
+    let exe = bindir.path().join("datakit");
+    stamped(&exe, "1.0.0");
+    let rel = Releases::new();
+    rel.publish("1.1.0");
+    let port = free_port();
+    let conf = upgrader_conf(
+        port,
+        &rel.base.path().display().to_string(),
+        &rel.public,
+        "2s",
+    );
+    let agent = Agent::start_exe(&exe, &[], &conf, &[("DK_DEBUG_HANG_AT_START", "1.1.0")]);
+    let before = std::fs::read(&exe).unwrap();
+
+    let started = Instant::now();
+    let (status, body) = call(port, "POST", "/v1/datakit/upgrade", None);
+    assert_eq!(status, 200, "{body}");
+    let restored = wait_for(
+        "A back after rollback_after",
+        Duration::from_secs(20),
+        || {
+            let pid = std::fs::read_to_string(agent.workdir().join(".pid")).ok()?;
+            let pid: u32 = pid.trim().parse().ok()?;
+            (pid != agent.pid() && ping_version(agent.api).as_deref() == Some("1.0.0"))
+                .then_some(pid)
+        },
+    );
+    let rollback = started.elapsed();
+    let _kill = scopeguard_kill(restored);
+    assert!(
+        rollback >= Duration::from_secs(2),
+        "rolled back after {rollback:?}"
+    );
+    assert_eq!(
+        std::fs::read(&exe).unwrap(),
+        before,
+        "A is the binary again"
+    );
+    let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("was not healthy"), "{body}");
+    // The hung B was killed: the agent's original process is gone.
+    assert!(
+        !Path::new(&format!("/proc/{}/exe", agent.pid())).exists() || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", agent.pid())).unwrap_or_default();
+            stat.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        }
+    );
+    eprintln!("hang at start: A serving again {rollback:?} after the request (rollback_after 2s)");
+}
+
+/// Kills `pid` (a restored agent the harness did not start) when dropped.
+fn scopeguard_kill(pid: u32) -> impl Drop {
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    Kill(pid)
 }
