@@ -441,7 +441,7 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
                 s.send_to(b"upg.hits:1|c", ("127.0.0.1", udp_port)).unwrap();
                 sent += 1;
                 // Pace: 20 per millisecond.
-                if sent % 20 == 0 {
+                if sent.is_multiple_of(20) {
                     let due = Duration::from_millis(sent / 20);
                     if let Some(wait) = due.checked_sub(start.elapsed()) {
                         std::thread::sleep(wait);
