@@ -413,8 +413,11 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
         .local_addr()
         .unwrap()
         .port();
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("dsd.sock");
     let statsd = format!(
-        "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{udp_port}\"\n  read_buffer_size = 134217728\n"
+        "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{udp_port}\"\n  service_unix_address = \"{}\"\n  read_buffer_size = 134217728\n",
+        sock.display()
     );
     // No rate limit: the writes queued in the backlog during the swap arrive as one burst.
     let conf = format!(
@@ -539,6 +542,23 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
             "acknowledged write {s} lost"
         );
     }
+    // The Unix socket survived the swap (same file, still served).
+    std::os::unix::net::UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"upgu.hits:1|c", &sock)
+        .unwrap();
+    wait_for(
+        "the datagram sent to the Unix socket after the swap",
+        Duration::from_secs(10),
+        || {
+            agent
+                .local_points("metric")
+                .iter()
+                .any(|p| p.name == "upgu")
+                .then_some(())
+        },
+    );
+
     // A manual rollback puts A back in place, again under the same pid.
     let out = Command::new(&exe)
         .arg("upgrade")

@@ -231,19 +231,40 @@ fn proc_state(pid: u32) -> Option<char> {
         .and_then(|(_, rest)| rest.trim_start().chars().next())
 }
 
+/// What `exe version` says, given at most 5 s (a broken binary must not stall the watchdog).
+fn binary_version(exe: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(exe)
+        .arg("version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1).map(str::to_string)
+}
+
 /// `datakit upgrade --watch PID`: run by the previous binary beside the new one. The new
 /// binary stops it (SIGTERM) once healthy; if the new binary dies or is not healthy within
 /// `within`, it is killed, the previous binary is put back over `exe` and exec'd here with the
 /// inherited sockets (they never closed: this process holds them too).
 pub fn watch(pid: u32, exe: &Path, workdir: &Path, within: Duration, args: &[OsString]) -> String {
     let started = Instant::now();
-    let failed_version = std::process::Command::new(exe)
-        .arg("version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .and_then(|s| s.split_whitespace().nth(1).map(str::to_string))
-        .unwrap_or_else(|| "the new version".into());
+    let failed_version = binary_version(exe).unwrap_or_else(|| "the new version".into());
     let reason = loop {
         if nix::unistd::getppid().as_raw() != pid as i32 || proc_state(pid).is_none_or(|s| s == 'Z')
         {
