@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use super::UpgradeError;
 use super::stage::{self, Running, Source};
 
 /// Upgrade counters: `datakit_upgrade_total{result}` (`success`, `failed`, `refused`,
-/// `up_to_date`, `rolled_back`).
+/// `up_to_date`, `rolled_back`, `forbidden`).
 #[derive(Clone, Default)]
 pub struct UpgradeMetrics {
     /// By result.
@@ -34,7 +34,7 @@ impl UpgradeMetrics {
         let m = UpgradeMetrics::default();
         registry.register(
             "datakit_upgrade",
-            "Upgrades by result (success, failed, refused, up_to_date, rolled_back)",
+            "Upgrades by result (success, failed, refused, up_to_date, rolled_back, forbidden)",
             m.total.clone(),
         );
         m
@@ -110,10 +110,7 @@ pub fn token_ok(headers: &HeaderMap, token: &str) -> bool {
         && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn gate(up: &Upgrader, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
-    if !peer_allowed(peer.ip(), &up.cfg.ip_whitelist) {
-        return Some((StatusCode::FORBIDDEN, "request now allowed").into_response());
-    }
+fn gate(up: &Upgrader, headers: &HeaderMap) -> Option<Response> {
     if !token_ok(headers, &up.cfg.token) {
         return Some(error(
             StatusCode::UNAUTHORIZED,
@@ -124,12 +121,8 @@ fn gate(up: &Upgrader, peer: SocketAddr, headers: &HeaderMap) -> Option<Response
     None
 }
 
-async fn version(
-    State(up): State<Arc<Upgrader>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = gate(&up, peer, &headers) {
+async fn version(State(up): State<Arc<Upgrader>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&up, &headers) {
         return r;
     }
     let uptime = dk_proto::duration::format(std::time::Duration::from_secs(
@@ -163,11 +156,10 @@ impl Drop for Busy<'_> {
 
 async fn upgrade(
     State(up): State<Arc<Upgrader>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<UpgradeQuery>,
 ) -> Response {
-    if let Some(r) = gate(&up, peer, &headers) {
+    if let Some(r) = gate(&up, &headers) {
         return r;
     }
     if up.busy.swap(true, Ordering::SeqCst) {
@@ -251,25 +243,76 @@ async fn run_upgrade(
     Ok(version)
 }
 
-/// Serves the upgrade routes on `listener` until `shutdown`.
+/// Connections served at once on 9542 (more are closed at accept).
+const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stop waits for open requests (an upgrade's answer) to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Datakit's answer to a peer outside the allowlist.
+const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 19\r\nConnection: close\r\n\r\nrequest now allowed";
+
+/// Serves the upgrade routes on `listener` until `shutdown`. A peer outside the allowlist gets
+/// 403 at once, before anything it sends is read; at most [`MAX_CONNECTIONS`] are served at
+/// once, each with [`HEADER_TIMEOUT`] for its headers.
 ///
 /// # Errors
-/// I/O errors of the listener.
+/// None today (accept errors are retried); kept for the caller's logging.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     up: Arc<Upgrader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
     let app = axum::Router::new()
         .route("/v1/datakit/version", get(version))
         .route("/v1/datakit/upgrade", post(upgrade))
-        .with_state(up);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        .with_state(up.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (mut stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !peer_allowed(peer.ip(), &up.cfg.ip_whitelist) {
+            up.metrics.count("forbidden");
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(HEADER_TIMEOUT, stream.write_all(FORBIDDEN)).await;
+            });
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let conn = builder.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(app.clone()),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
