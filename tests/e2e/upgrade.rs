@@ -687,6 +687,25 @@ fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after()
         }
     );
     eprintln!("hang at start: A serving again {rollback:?} after the request (rollback_after 2s)");
+    // The restored agent still stops on SIGTERM (the watchdog ignored it while rolling back).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(restored as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for(
+        "the restored agent to stop on SIGTERM",
+        Duration::from_secs(15),
+        || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{restored}/stat")).unwrap_or_default();
+            (stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+            .then_some(())
+        },
+    );
 }
 
 /// Kills `pid` (a restored agent the harness did not start) when dropped.

@@ -277,6 +277,17 @@ pub fn watch(pid: u32, exe: &Path, workdir: &Path, within: Duration, args: &[OsS
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Decided: a SIGTERM from a new binary that turns healthy just now must not stop the
+    // rollback half-way.
+    // Ignored (not blocked): the disposition is inherited by the old binary we exec, whose
+    // runtime installs its own SIGTERM handler at start.
+    // SAFETY: SIG_IGN installs no handler code; the watchdog is single-threaded.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     // Not our child: kill it and wait until it has let go of the pid file lock.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
