@@ -966,19 +966,21 @@ async fn supervise(
         }
     }
 
-    tracing::info!("Stopping: API, then workers (they flush), then delivery.");
+    tracing::info!("Stopping: the API and the workers (they flush), then delivery.");
     stop_api.cancel();
     stop_upgrader.cancel();
-    let _ = api_task.await;
-    if let Some(t) = upgrader_task {
-        let _ = t.await;
-    }
-    futures::future::join_all(
+    let servers = async {
+        let _ = api_task.await;
+        if let Some(t) = upgrader_task {
+            let _ = t.await;
+        }
+    };
+    let workers = futures::future::join_all(
         std::mem::take(&mut running.handles)
             .into_values()
             .map(FamilyHandle::stop),
-    )
-    .await;
+    );
+    tokio::join!(servers, workers);
     stop_rpc.cancel();
     let _ = rpc_task.await;
     delivery
