@@ -870,6 +870,17 @@ impl MainConfig {
                     ),
                 );
             }
+            for (i, key) in up.public_keys.iter().enumerate() {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
+                if decoded.map_or(true, |k| k.len() != 32) {
+                    sink.error(
+                        file,
+                        format!("dk_upgrader.public_keys[{i}]"),
+                        "is not a base64 ed25519 public key (32 bytes): copy the line of datakit.pub written by datakit tool --keygen",
+                    );
+                }
+            }
             for (i, ip) in up.ip_whitelist.iter().enumerate() {
                 if ip.trim().parse::<std::net::IpAddr>().is_err() {
                     sink.error(
