@@ -28,6 +28,8 @@ use crate::listeners::{self, BoundListener};
 use crate::metrics::SupervisorMetrics;
 use crate::procman::{self, FamilyHandle, ProcContext, ProcPolicy};
 use crate::registry::WorkerRegistry;
+use crate::upgrade::handover::{Handover, Inherited, Watch};
+use crate::upgrade::server::{ExecRequest, UpgradeMetrics, Upgrader};
 use crate::{EXIT_CONFIG, families, logging};
 
 fn print_err(text: &str) {
@@ -232,8 +234,45 @@ fn debug_ballast(family: &str) -> Option<Vec<u8>> {
     Some(vec![1u8; mib << 20])
 }
 
+/// `[dk_upgrader] public_keys` and `proxy` of the agent in `workdir` (`datakit upgrade --from`).
+pub(crate) fn upgrader_keys(workdir: &Path) -> Result<(Vec<String>, String), String> {
+    let loaded = load(workdir).map_err(|(errors, _)| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("the configuration has problems: {}", text.join("; "))
+    })?;
+    let up = loaded.main.dk_upgrader;
+    if up.public_keys.is_empty() {
+        return Err(format!(
+            "no [dk_upgrader] public_keys in {}: list the keys releases are signed with",
+            workdir.join("conf.d/datakit.conf").display()
+        ));
+    }
+    Ok((up.public_keys, up.proxy))
+}
+
+/// How the supervisor ended: stopped, or handing over to the binary on disk.
+enum Exit {
+    Stop,
+    Exec(Handover),
+}
+
 /// `datakit run`.
 pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
+    // Sockets handed over by the binary we replace, and our own path before any swap.
+    let inherited = Inherited::from_env();
+    let exe = crate::upgrade::stage::exe_path();
+    // Debug knob: the binary of this version fails at start (to exercise the rollback).
+    if std::env::var("DK_DEBUG_CRASH_AT_START").is_ok_and(|v| v == dk_proto::version()) {
+        print_err("DK_DEBUG_CRASH_AT_START names this version; exiting.");
+        return ExitCode::from(70);
+    }
+    // Debug knob: the binary of this version hangs at start (never healthy, never exits).
+    if std::env::var("DK_DEBUG_HANG_AT_START").is_ok_and(|v| v == dk_proto::version()) {
+        print_err("DK_DEBUG_HANG_AT_START names this version; hanging.");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     match dk_config::ensure_main_conf(&workdir) {
         Ok(true) => print_err(&format!(
             "wrote the default {}",
@@ -257,7 +296,7 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     };
     let log_dest =
         log_override.unwrap_or_else(|| default_log_path(&workdir, &loaded.main.logging.log));
-    let _guard = logging::init_supervisor(&log_dest, &loaded.main.logging.level);
+    let guard = logging::init_supervisor(&log_dest, &loaded.main.logging.level);
     tracing::info!(
         workdir = %workdir.display(),
         log = %log_dest,
@@ -281,8 +320,20 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
             return ExitCode::from(71);
         }
     };
-    match rt.block_on(supervise(workdir, loaded)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match rt.block_on(supervise(workdir, loaded, inherited)) {
+        Ok(Exit::Stop) => ExitCode::SUCCESS,
+        Ok(Exit::Exec(handover)) => {
+            rt.shutdown_timeout(Duration::from_secs(2));
+            let Some(exe) = exe else {
+                print_err("datakit: cannot find our own binary to exec; restart the service");
+                return ExitCode::FAILURE;
+            };
+            tracing::info!(exe = %exe.display(), "Executing the new binary in place; every listening socket stays open.");
+            drop(guard);
+            let why = handover.exec(&exe);
+            print_err(&format!("datakit: {why}; restart the service"));
+            ExitCode::FAILURE
+        }
         Err(e) if e.downcast_ref::<BindFailed>().is_some() => {
             tracing::error!("{e:#}");
             print_err(&format!("{e:#}"));
@@ -471,7 +522,12 @@ struct BindFailed(Vec<String>);
 /// line and key) and keeps none of them bound.
 async fn bind_everything(
     loaded: &Loaded,
-) -> anyhow::Result<(tokio::net::TcpListener, listeners::Bound)> {
+    inherited: &mut Inherited,
+) -> anyhow::Result<(
+    tokio::net::TcpListener,
+    listeners::Bound,
+    Option<tokio::net::TcpListener>,
+)> {
     let main = &loaded.main;
     let named = |address: &str, message: String| match loaded
         .listeners
@@ -484,6 +540,7 @@ async fn bind_everything(
         None => message,
     };
     let api = match resolve_listen(&main.http_api.listen) {
+        Ok(addr) if let Some(l) = adopt_tcp(inherited.api.take(), addr) => Ok(l),
         Ok(addr) => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             named(
                 main.http_api.listen.trim(),
@@ -501,17 +558,134 @@ async fn bind_everything(
         .values()
         .flat_map(|f| f.listeners.clone())
         .collect();
-    let bound = listeners::bind_all(&all_specs);
-    match (api, bound) {
-        (Ok(api), Ok(bound)) => Ok((api, bound)),
-        (api, bound) => {
+    let bound = listeners::bind_all_with(&all_specs, &mut inherited.listeners);
+    let up = &main.dk_upgrader;
+    let upgrader = if up.enable {
+        match listeners::resolve(&up.listen_addr()) {
+            Ok(addr) if let Some(l) = adopt_tcp(inherited.upgrader.take(), addr) => Ok(Some(l)),
+            Ok(addr) => tokio::net::TcpListener::bind(addr).await.map(Some).map_err(|e| {
+                format!(
+                    "[dk_upgrader]: cannot listen on {addr}: {e}; free the port or change listen"
+                )
+            }),
+            Err(e) => Err(format!("[dk_upgrader] listen: {e}")),
+        }
+    } else {
+        Ok(None)
+    };
+    match (api, bound, upgrader) {
+        (Ok(api), Ok(bound), Ok(upgrader)) => Ok((api, bound, upgrader)),
+        (api, bound, upgrader) => {
             let mut problems: Vec<String> = api.err().into_iter().collect();
+            problems.extend(upgrader.err());
             if let Err(errors) = bound {
                 problems.extend(errors.iter().map(|e| named(&e.address, e.to_string())));
             }
             Err(BindFailed(problems).into())
         }
     }
+}
+
+/// A TCP listener inherited across an exec, when it listens on `addr`.
+fn adopt_tcp(
+    fd: Option<std::os::fd::OwnedFd>,
+    addr: SocketAddr,
+) -> Option<tokio::net::TcpListener> {
+    let std_listener = std::net::TcpListener::from(fd?);
+    let same = std_listener
+        .local_addr()
+        .is_ok_and(|a| a.port() == addr.port() && (a.ip() == addr.ip() || addr.port() == 0));
+    if !same {
+        return None;
+    }
+    std_listener.set_nonblocking(true).ok()?;
+    tokio::net::TcpListener::from_std(std_listener).ok()
+}
+
+/// A duplicate of a listener's socket, kept to hand over across an exec (the server closes
+/// its own when it stops).
+fn keep(listener: &tokio::net::TcpListener) -> anyhow::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd as _;
+    listener
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot duplicate a listening socket")
+}
+
+/// Shows a rollback the watchdog recorded before it restored this binary.
+fn report_rollback(workdir: &Path, last_errors: &LastErrors, metrics: &UpgradeMetrics) {
+    let path = crate::upgrade::rollback_record_path(workdir);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let _ = std::fs::remove_file(&path);
+    let Ok(r) = serde_json::from_str::<crate::upgrade::RollbackRecord>(&text) else {
+        return;
+    };
+    let message = format!(
+        "upgrade to {} rolled back to {} after {} ms: {}",
+        r.failed_version, r.restored_version, r.rollback_ms, r.reason
+    );
+    tracing::error!("{message}");
+    last_errors.record("upgrade", "dk_upgrader", "", &message);
+    metrics.count("rolled_back");
+}
+
+/// After an upgrade: once every family's worker is up and the API answers, stops the
+/// watchdog (the new binary is kept).
+async fn confirm_upgrade(
+    watchdog: i32,
+    families: Vec<String>,
+    metrics: SupervisorMetrics,
+    api: SocketAddr,
+    started: Instant,
+) {
+    let api = if api.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], api.port()))
+    } else {
+        api
+    };
+    loop {
+        let workers_up = families.iter().all(|f| {
+            metrics
+                .up
+                .get_or_create(&SupervisorMetrics::family(f))
+                .get()
+                == 1
+        });
+        if workers_up && api_answers(api).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(watchdog);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = tokio::task::spawn_blocking(move || nix::sys::wait::waitpid(pid, None)).await;
+    tracing::info!(
+        from = std::env::var(crate::upgrade::handover::ENV_UPGRADE_FROM).unwrap_or_default(),
+        to = dk_proto::version(),
+        ms = started.elapsed().as_millis() as u64,
+        "Upgrade healthy: workers up and the API answering; the previous binary is kept for datakit upgrade --rollback."
+    );
+}
+
+/// Whether `GET /v1/ping` answers 200 on `api`.
+async fn api_answers(api: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(api).await.ok()?;
+        s.write_all(b"GET /v1/ping HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.ends_with(b" 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 struct Running {
@@ -553,7 +727,11 @@ fn start_family(
     running.handles.insert(family.to_string(), handle);
 }
 
-async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
+async fn supervise(
+    workdir: PathBuf,
+    loaded: Loaded,
+    mut inherited: Inherited,
+) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let main = loaded.main.clone();
     let hostname = main.hostname.clone();
@@ -575,8 +753,15 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
 
     // One agent per work dir; then bind everything: any failure is reported before a worker starts.
     let _pid_lock = lock_pid_file(&workdir)?;
-    let (api_listener, bound) = bind_everything(&loaded).await?;
+    let handed_over = !inherited.is_empty();
+    let (api_listener, bound, upgrader_listener) = bind_everything(&loaded, &mut inherited).await?;
+    drop(inherited);
+    if handed_over {
+        tracing::info!("Listening sockets inherited from the previous binary; none was closed.");
+    }
     let api_addr = api_listener.local_addr()?;
+    let api_keep = keep(&api_listener)?;
+    let upgrader_keep = upgrader_listener.as_ref().map(keep).transpose()?;
     let run_dir = workdir.join("run");
     let rpc = RpcSockets::bind(&run_dir)
         .with_context(|| format!("cannot create the RPC sockets in {}", run_dir.display()))?;
@@ -588,6 +773,8 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let last_errors = LastErrors::new(&mut registry);
     record_bind_warnings(&bound.warnings, &last_errors);
     let api_metrics = ApiMetrics::new(&mut registry);
+    let upgrade_metrics = UpgradeMetrics::new(&mut registry);
+    report_rollback(&workdir, &last_errors, &upgrade_metrics);
     let sinks = build_sinks(&main, &mut registry)?;
     let delivery = Delivery::start(
         DeliveryConfig {
@@ -660,6 +847,33 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %api_addr, "HTTP API listening.");
 
+    let (exec_tx, mut exec_rx) = mpsc::channel::<ExecRequest>(1);
+    let stop_upgrader = CancellationToken::new();
+    let upgrader_task = upgrader_listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        let upgrader = Arc::new(Upgrader {
+            cfg: main.dk_upgrader.clone(),
+            exe: crate::upgrade::stage::exe_path().unwrap_or_default(),
+            hostname: hostname.clone(),
+            started,
+            busy: std::sync::atomic::AtomicBool::new(false),
+            exec: exec_tx.clone(),
+            last_errors: last_errors.clone(),
+            metrics: upgrade_metrics.clone(),
+        });
+        let stop = stop_upgrader.clone();
+        tracing::info!(listen = ?addr, "Upgrade service listening ([dk_upgrader]).");
+        tokio::spawn(async move {
+            if let Err(e) = crate::upgrade::server::serve(listener, upgrader, async move {
+                stop.cancelled().await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "Upgrade service stopped.");
+            }
+        })
+    });
+
     let worker_registry = Arc::new(WorkerRegistry::default());
     let stop_rpc = CancellationToken::new();
     let handler: Arc<dyn BatchHandler> = Arc::new(Handler {
@@ -706,12 +920,26 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         start_family(&ctx, &plan, family, &hostname, &mut running);
     }
     tracing::info!(families = ?plan.families.keys().collect::<Vec<_>>(), "Agent started.");
+    if let Some(watchdog) = std::env::var(crate::upgrade::handover::ENV_WATCHDOG)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        tokio::spawn(confirm_upgrade(
+            watchdog,
+            plan.families.keys().cloned().collect(),
+            sup_metrics.clone(),
+            api_addr,
+            started,
+        ));
+    }
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
     let _watcher = watch_confd(&workdir.join("conf.d"), reload_tx.clone());
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sighup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut sigusr2 = signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    let mut exec: Option<String> = None;
     let mut uptime = tokio::time::interval(Duration::from_secs(1));
 
     loop {
@@ -719,6 +947,8 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => { let _ = reload_tx.try_send(()); }
+            Some(req) = exec_rx.recv() => { exec = Some(req.version); break; }
+            _ = sigusr2.recv() => { exec = Some("the binary on disk (SIGUSR2)".into()); break; }
             _ = uptime.tick() => { sup_metrics.uptime.get_or_create(&uptime_labels).set(started.elapsed().as_secs() as i64); }
             Some(()) = reload_rx.recv() => {
                 // Let a burst of editor writes settle, then re-validate once.
@@ -737,23 +967,56 @@ async fn supervise(workdir: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         }
     }
 
-    tracing::info!("Stopping: API, then workers (they flush), then delivery.");
+    tracing::info!("Stopping: the API and the workers (they flush), then delivery.");
     stop_api.cancel();
-    let _ = api_task.await;
-    futures::future::join_all(
+    stop_upgrader.cancel();
+    let servers = async {
+        let _ = api_task.await;
+        if let Some(t) = upgrader_task {
+            let _ = t.await;
+        }
+    };
+    let workers = futures::future::join_all(
         std::mem::take(&mut running.handles)
             .into_values()
             .map(FamilyHandle::stop),
-    )
-    .await;
+    );
+    tokio::join!(servers, workers);
     stop_rpc.cancel();
     let _ = rpc_task.await;
     delivery
         .shutdown()
         .await
         .context("flushing delivery at shutdown")?;
+    if let Some(version) = exec {
+        let mut handover = Handover::default();
+        handover.map.api = Some(handover.push(api_keep));
+        if let Some(fd) = upgrader_keep {
+            handover.map.upgrader = Some(handover.push(fd));
+        }
+        for (address, b) in std::mem::take(&mut running.bound) {
+            let fds = b
+                .into_fds()
+                .into_iter()
+                .map(|fd| handover.push(fd))
+                .collect();
+            handover.map.listeners.insert(address, fds);
+        }
+        let has_prev = crate::upgrade::stage::exe_path()
+            .is_some_and(|exe| crate::upgrade::prev_path(&exe).exists());
+        handover.watch = has_prev.then(|| Watch {
+            workdir: workdir.clone(),
+            rollback_after: main.dk_upgrader.rollback_after,
+        });
+        tracing::info!(
+            version,
+            sockets = handover.fds.len(),
+            "Queue closed and workers stopped; handing over to the new binary."
+        );
+        return Ok(Exit::Exec(handover));
+    }
     tracing::info!("Stopped.");
-    Ok(())
+    Ok(Exit::Stop)
 }
 
 /// Replays, once and in the background, what a Datakit install left unsent in the WAL

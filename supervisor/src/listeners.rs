@@ -90,6 +90,31 @@ impl BoundListener {
     }
 }
 
+impl BoundListener {
+    /// A listener from sockets inherited across an exec (the previous binary bound them).
+    pub fn adopt(spec: &ListenSpec, fds: Vec<OwnedFd>) -> BoundListener {
+        let created = matches!(
+            spec.kind,
+            ListenerKind::UnixDatagram | ListenerKind::UnixStream
+        )
+        .then(|| CreatedSocket::record(Path::new(unix_path(&spec.address))))
+        .flatten();
+        BoundListener {
+            spec: spec.clone(),
+            fds,
+            _created: created,
+        }
+    }
+
+    /// The sockets, for handing over to the next binary: a Unix socket file stays in place.
+    pub fn into_fds(mut self) -> Vec<OwnedFd> {
+        if let Some(c) = self._created.take() {
+            std::mem::forget(c);
+        }
+        std::mem::take(&mut self.fds)
+    }
+}
+
 /// Turns `tcp://0.0.0.0:9530`, `udp://:8125`, `:8125` or `localhost:9529` into a socket address.
 ///
 /// # Errors
@@ -340,6 +365,22 @@ pub fn bind(spec: &ListenSpec) -> Result<BoundListener, BindError> {
     })
 }
 
+/// Whether an inherited socket has the transport `kind` asks for.
+fn kind_matches(fd: &OwnedFd, kind: ListenerKind) -> bool {
+    use nix::sys::socket::{SockType, SockaddrStorage, getsockname, getsockopt, sockopt};
+    let Ok(ty) = getsockopt(fd, sockopt::SockType) else {
+        return false;
+    };
+    let unix =
+        getsockname::<SockaddrStorage>(fd.as_raw_fd()).is_ok_and(|a| a.as_unix_addr().is_some());
+    match kind {
+        ListenerKind::Tcp => ty == SockType::Stream && !unix,
+        ListenerKind::Udp => ty == SockType::Datagram && !unix,
+        ListenerKind::UnixStream => ty == SockType::Stream && unix,
+        ListenerKind::UnixDatagram => ty == SockType::Datagram && unix,
+    }
+}
+
 /// What [`bind_all`] bound, and the optional sockets it could not bind (warnings).
 #[derive(Debug, Default)]
 pub struct Bound {
@@ -354,9 +395,28 @@ pub struct Bound {
 /// # Errors
 /// Every [`BindError`] of a required socket.
 pub fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Vec<BindError>> {
+    bind_all_with(specs, &mut std::collections::BTreeMap::new())
+}
+
+/// As [`bind_all`], taking sockets inherited across an exec (by address, when the transport
+/// and count match) instead of binding them.
+///
+/// # Errors
+/// Every [`BindError`] of a required socket.
+pub fn bind_all_with(
+    specs: &[ListenSpec],
+    inherited: &mut std::collections::BTreeMap<String, Vec<OwnedFd>>,
+) -> Result<Bound, Vec<BindError>> {
     let mut bound = Bound::default();
     let mut errors = Vec::new();
     for spec in specs {
+        if let Some(fds) = inherited.remove(&spec.address) {
+            if fds.len() == usize::from(spec.sockets.max(1)) && kind_matches(&fds[0], spec.kind) {
+                bound.listeners.push(BoundListener::adopt(spec, fds));
+                continue;
+            }
+            tracing::info!(address = %spec.address, "The inherited socket does not match the new config; binding anew.");
+        }
         match bind(spec) {
             Ok(b) => bound.listeners.push(b),
             Err(e) if spec.optional => bound.warnings.push(e),

@@ -13,12 +13,9 @@ mod logging;
 mod metrics;
 mod procman;
 mod registry;
-#[allow(
-    dead_code,
-    reason = "verify, VersionFile and tarball names serve the upgrader"
-)]
 mod release;
 mod service;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +103,35 @@ enum Cmd {
         #[arg(long)]
         workdir: Option<PathBuf>,
     },
+    /// Install a signed release over this binary (the running agent switches to it without
+    /// closing a port), or put the previous binary back.
+    Upgrade {
+        /// A signed release tarball (path or URL; its `.sig` next to it) or an install base
+        /// (directory or URL serving `version`).
+        #[arg(long, value_name = "FILE|URL")]
+        from: Option<String>,
+        /// Put the previous binary back (kept by the last upgrade).
+        #[arg(long, conflicts_with = "from")]
+        rollback: bool,
+        /// Install even the same or an older version.
+        #[arg(long)]
+        force: bool,
+        /// The agent's work dir (its datakit.conf has the public keys).
+        #[arg(long, default_value = "/usr/local/datakit")]
+        workdir: PathBuf,
+        /// The binary to replace (default: this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
+        /// Watchdog mode (started by the supervisor): the new supervisor's pid.
+        #[arg(long, hide = true)]
+        watch: Option<u32>,
+        /// Watchdog mode: milliseconds the new binary has to become healthy.
+        #[arg(long, hide = true)]
+        within_ms: Option<u64>,
+        /// Watchdog mode: the supervisor's arguments.
+        #[arg(last = true, hide = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Tools: key pairs and signatures for releases.
     Tool {
         /// Write an ed25519 key pair for signing releases into DIR (datakit.key, datakit.pub).
@@ -164,6 +190,28 @@ fn main() -> ExitCode {
             let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
             code
         }
+        Some(Cmd::Upgrade {
+            from,
+            rollback,
+            force,
+            workdir,
+            exe,
+            watch,
+            within_ms,
+            args,
+        }) => upgrade::cli::run(
+            upgrade::cli::Options {
+                from,
+                rollback,
+                force,
+                workdir,
+                exe,
+                watch,
+                within_ms,
+                args,
+            },
+            app::upgrader_keys,
+        ),
         Some(Cmd::Version) => {
             let mut out = std::io::stdout().lock();
             let _ = std::io::Write::write_all(

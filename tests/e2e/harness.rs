@@ -40,12 +40,14 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
     env: Vec<(String, String)>,
+    /// The binary it runs.
+    exe: PathBuf,
     /// Where `agent.out` / `agent.err` go (the work dir unless a test moves them).
     logs: PathBuf,
 }
 
 /// Starts `datakit run` on a work dir; output is appended to `agent.out` / `agent.err` in `logs`.
-fn spawn(workdir: &Path, logs: &Path, env: &[(String, String)]) -> Child {
+fn spawn(exe: &Path, workdir: &Path, logs: &Path, env: &[(String, String)]) -> Child {
     let log = |name: &str| {
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -54,7 +56,7 @@ fn spawn(workdir: &Path, logs: &Path, env: &[(String, String)]) -> Child {
             .unwrap();
         Stdio::from(f)
     };
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(exe);
     cmd.arg("run")
         .arg("--workdir")
         .arg(workdir)
@@ -116,6 +118,16 @@ impl Agent {
 
     /// As [`Agent::start`], with extra main-config text and environment variables.
     pub fn start_with(files: &[(&str, &str)], extra_main: &str, env: &[(&str, &str)]) -> Agent {
+        Self::start_exe(Path::new(bin()), files, extra_main, env)
+    }
+
+    /// As [`Agent::start_with`], running the binary `exe` (e.g. a copy stamped with a version).
+    pub fn start_exe(
+        exe: &Path,
+        files: &[(&str, &str)],
+        extra_main: &str,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         write_confd(dir.path(), &main_conf(port, extra_main), files);
@@ -124,12 +136,13 @@ impl Agent {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let logs = dir.path().to_path_buf();
-        let child = spawn(dir.path(), &logs, &env);
+        let child = spawn(exe, dir.path(), &logs, &env);
         let mut agent = Agent {
             child,
             dir,
             api: SocketAddr::from(([127, 0, 0, 1], port)),
             env,
+            exe: exe.to_path_buf(),
             logs,
         };
         agent.wait_ready();
@@ -143,12 +156,13 @@ impl Agent {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn(dir.path(), logs, &env);
+        let child = spawn(Path::new(bin()), dir.path(), logs, &env);
         let mut agent = Agent {
             child,
             dir,
             api: SocketAddr::from(([127, 0, 0, 1], port)),
             env,
+            exe: PathBuf::from(bin()),
             logs: logs.to_path_buf(),
         };
         agent.wait_ready();
@@ -160,7 +174,7 @@ impl Agent {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.dir.path(), &self.logs, &self.env);
+        self.child = spawn(&self.exe, self.dir.path(), &self.logs, &self.env);
         self.wait_ready();
     }
 

@@ -18,4 +18,5 @@ mod operator;
 mod packaging;
 mod sinks;
 mod statsd;
+mod upgrade;
 mod worker_abuse;

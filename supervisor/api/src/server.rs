@@ -140,6 +140,9 @@ impl Slots {
 /// closes within microseconds unless it just started a request).
 const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
+/// How long after its last accept the server waits before closing idle connections at a stop.
+const ACCEPT_SETTLE: Duration = Duration::from_millis(200);
+
 /// How often an accept error (e.g. out of descriptors) is logged at most.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -162,6 +165,7 @@ pub(crate) async fn run<L: Listen>(
     let slots = Arc::new(Slots::default());
     let mut last_accept_log: Option<Instant> = None;
     let mut suppressed = 0u64;
+    let mut last_accept = Instant::now();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -169,7 +173,10 @@ pub(crate) async fn run<L: Listen>(
             r = listener.accept() => r,
         };
         let (io, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                last_accept = Instant::now();
+                x
+            }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning; log rarely.
                 if last_accept_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY) {
@@ -219,6 +226,11 @@ pub(crate) async fn run<L: Listen>(
         }
     }
     drop(listener);
+    // A connection accepted just before the stop may not have sent its request yet, and the
+    // graceful shutdown closes connections without a request as idle: give it a moment.
+    if let Some(wait) = ACCEPT_SETTLE.checked_sub(last_accept.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {}

@@ -53,7 +53,9 @@ pub struct MainConfig {
     pub resource_limit: ResourceLimit,
     /// `[sinks]` (our addition): upstreams beside Dataway, each with its own queue position.
     pub sinks: Sinks,
-    /// Datakit tables this build accepts but does not use (`pipeline`, `dca`, `dk_upgrader`,
+    /// `[dk_upgrader]`: the remote upgrade service on 9542, run by the supervisor.
+    pub dk_upgrader: DkUpgrader,
+    /// Datakit tables this build accepts but does not use (`pipeline`, `dca`,
     /// `recorder`, `git_repos`...), kept as written for components that may want them.
     #[serde(skip)]
     pub other: toml::Table,
@@ -84,6 +86,7 @@ impl Default for MainConfig {
             election: Election::default(),
             environments: BTreeMap::from([("ENV_HOSTNAME".to_string(), String::new())]),
             resource_limit: ResourceLimit::default(),
+            dk_upgrader: DkUpgrader::default(),
             sinks: Sinks::default(),
             other: toml::Table::new(),
             hostname: String::new(),
@@ -534,6 +537,65 @@ impl Default for Election {
     }
 }
 
+/// `[dk_upgrader]`: remote upgrade on 9542 (Datakit's `host`/`port`, plus our keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DkUpgrader {
+    /// Serve the upgrade routes.
+    pub enable: bool,
+    /// Datakit's bind host (used when `listen` is empty).
+    pub host: String,
+    /// Datakit's port (used when `listen` is empty).
+    pub port: u16,
+    /// `host:port`; overrides `host`/`port`.
+    pub listen: String,
+    /// Required when enabled: requests carry `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Peers allowed besides loopback; empty = loopback only.
+    pub ip_whitelist: Vec<String>,
+    /// Where `version` and the tarballs are: `https://...`, `http://...`, or a local directory.
+    pub install_base_url: String,
+    /// ed25519 public keys (base64) a release must be signed with; required when enabled.
+    pub public_keys: Vec<String>,
+    /// `http://` or `https://` proxy for downloads.
+    pub proxy: String,
+    /// A new binary not healthy within this time is replaced by the previous one.
+    #[serde(with = "godur")]
+    pub rollback_after: Duration,
+}
+
+impl Default for DkUpgrader {
+    fn default() -> Self {
+        DkUpgrader {
+            enable: false,
+            host: "0.0.0.0".into(),
+            port: 9542,
+            listen: String::new(),
+            token: String::new(),
+            ip_whitelist: Vec::new(),
+            install_base_url: String::new(),
+            public_keys: Vec::new(),
+            proxy: String::new(),
+            rollback_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DkUpgrader {
+    /// The address to bind: `listen`, else `host:port`.
+    pub fn listen_addr(&self) -> String {
+        if self.listen.trim().is_empty() {
+            if self.host.contains(':') {
+                format!("[{}]:{}", self.host, self.port)
+            } else {
+                format!("{}:{}", self.host, self.port)
+            }
+        } else {
+            self.listen.trim().to_string()
+        }
+    }
+}
+
 /// `[resource_limit]`: limits of the agent's own usage (host mode).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -781,6 +843,55 @@ impl MainConfig {
             );
         }
 
+        // [dk_upgrader]
+        let up = &self.dk_upgrader;
+        if up.enable {
+            if up.token.trim().is_empty() {
+                sink.error(
+                    file,
+                    "dk_upgrader.token",
+                    "is required when enable = true: set a long random secret; requests send it as Authorization: Bearer <token>",
+                );
+            }
+            if up.public_keys.is_empty() {
+                sink.error(
+                    file,
+                    "dk_upgrader.public_keys",
+                    "is required when enable = true: list the base64 ed25519 public keys releases are signed with (datakit tool --keygen DIR writes one)",
+                );
+            }
+            if crate::addr::split_host_port(&up.listen_addr()).is_none() {
+                sink.error(
+                    file,
+                    "dk_upgrader.listen",
+                    format!(
+                        "{:?} is not host:port: write e.g. \"0.0.0.0:9542\"",
+                        up.listen_addr()
+                    ),
+                );
+            }
+            for (i, key) in up.public_keys.iter().enumerate() {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
+                if decoded.map_or(true, |k| k.len() != 32) {
+                    sink.error(
+                        file,
+                        format!("dk_upgrader.public_keys[{i}]"),
+                        "is not a base64 ed25519 public key (32 bytes): copy the line of datakit.pub written by datakit tool --keygen",
+                    );
+                }
+            }
+            for (i, ip) in up.ip_whitelist.iter().enumerate() {
+                if ip.trim().parse::<std::net::IpAddr>().is_err() {
+                    sink.error(
+                        file,
+                        format!("dk_upgrader.ip_whitelist[{i}]"),
+                        format!("{ip:?} is not an IP address: write e.g. \"10.0.0.5\""),
+                    );
+                }
+            }
+        }
+
         // [resource_limit]
         if self.resource_limit.cpu_cores < 0.0 || !self.resource_limit.cpu_cores.is_finite() {
             sink.error(
@@ -1002,7 +1113,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "crypto",
     "datakit_user",
     "dca",
-    "dk_upgrader",
     "enable_debug_fields",
     "git_repos",
     "install_version",

@@ -895,3 +895,34 @@ fn a_panic_in_a_family_validator_is_a_config_error_naming_file_and_family() {
             .contains("this is a bug, please report it")
     );
 }
+
+#[test]
+fn an_enabled_upgrader_without_token_or_keys_is_an_error_naming_each_key() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dk_upgrader]\n  enable = true\n  ip_whitelist = [\"not-an-ip\"]\n  public_keys = [\"AAAA\"]\n",
+    )]);
+    let errors = load_err(dir.path());
+    let keys: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+    assert!(keys.contains(&"dk_upgrader.token"), "{keys:?}");
+    assert!(keys.contains(&"dk_upgrader.public_keys[0]"), "{keys:?}");
+    assert!(keys.contains(&"dk_upgrader.ip_whitelist[0]"), "{keys:?}");
+
+    let none = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dk_upgrader]\n  enable = true\n  token = \"t\"\n",
+    )]);
+    let errors = load_err(none.path());
+    let keys: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["dk_upgrader.public_keys"]);
+
+    let ok = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dk_upgrader]\n  enable = true\n  token = \"s3cret\"\n  public_keys = [\"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"]\n  rollback_after = \"5s\"\n  port = 19542\n",
+    )]);
+    let loaded = load_ok(ok.path(), &no_env());
+    let up = &loaded.main.dk_upgrader;
+    assert_eq!(up.listen_addr(), "0.0.0.0:19542");
+    assert_eq!(up.rollback_after, std::time::Duration::from_secs(5));
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+}
