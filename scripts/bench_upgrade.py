@@ -164,8 +164,8 @@ def counted(work):
     return total
 
 
-def round_upgrade(binary, rate):
-    proc, work, api, up, udp = start_agent(binary, 256 << 20, {})
+def round_upgrade(binary, rate, buffer):
+    proc, work, api, up, udp = start_agent(binary, buffer, {})
     stop = threading.Event()
     sent = [0]
     http_stats = {"acked": 0, "refused": 0, "failed": 0}
@@ -235,11 +235,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/datakit")
     ap.add_argument("--rate", type=int, default=50000)
+    ap.add_argument("--buffer", type=int, default=4 << 20,
+                    help="StatsD read_buffer_size (default: the input's default, 4 MiB)")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     for i in range(a.rounds):
-        print("upgrade", i + 1, round_upgrade(binary, a.rate), flush=True)
+        print("upgrade", i + 1, round_upgrade(binary, a.rate, a.buffer), flush=True)
     for i in range(a.rounds):
         print("rollback", i + 1, "request to A serving again:", round_rollback(binary), "ms", flush=True)
 

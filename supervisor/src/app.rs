@@ -727,6 +727,11 @@ fn start_family(
     running.handles.insert(family.to_string(), handle);
 }
 
+/// The receive buffer of every datagram socket while a binary swap leaves it unread: 64 MiB
+/// (the kernel doubles it) holds ~2 s of 50k small datagrams/s. Workers never shrink it again,
+/// so it stays the socket's cap: kernel memory used only while a backlog waits.
+const HANDOVER_DATAGRAM_BUFFER: usize = 64 << 20;
+
 async fn supervise(
     workdir: PathBuf,
     loaded: Loaded,
@@ -968,6 +973,12 @@ async fn supervise(
     }
 
     tracing::info!("Stopping: the API and the workers (they flush), then delivery.");
+    if exec.is_some() {
+        // No worker reads the datagram sockets until the new binary's workers are up.
+        for b in running.bound.values() {
+            b.hold_datagrams(HANDOVER_DATAGRAM_BUFFER);
+        }
+    }
     stop_api.cancel();
     stop_upgrader.cancel();
     let servers = async {

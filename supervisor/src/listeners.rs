@@ -106,6 +106,28 @@ impl BoundListener {
         }
     }
 
+    /// Raises the receive buffer of its datagram sockets to at least `bytes` (SO_RCVBUFFORCE
+    /// when privileged), so datagrams that arrive while no worker reads them — during a binary
+    /// swap — wait in the kernel instead of being dropped. The buffer is a cap, not an
+    /// allocation; the next worker applies its configured `read_buffer_size` again.
+    pub fn hold_datagrams(&self, bytes: usize) {
+        use std::os::fd::AsFd as _;
+        if !matches!(
+            self.spec.kind,
+            ListenerKind::Udp | ListenerKind::UnixDatagram
+        ) {
+            return;
+        }
+        for fd in &self.fds {
+            let have = dk_worker::listen::recv_buffer(fd.as_fd()).unwrap_or(0);
+            if have < bytes
+                && let Err(e) = dk_worker::listen::set_recv_buffer(fd.as_fd(), bytes)
+            {
+                tracing::warn!(address = %self.spec.address, error = %e, "Cannot raise the receive buffer for the handover; datagrams may be dropped meanwhile.");
+            }
+        }
+    }
+
     /// The sockets, for handing over to the next binary: a Unix socket file stays in place.
     pub fn into_fds(mut self) -> Vec<OwnedFd> {
         if let Some(c) = self._created.take() {

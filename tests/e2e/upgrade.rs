@@ -416,7 +416,7 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("dsd.sock");
     let statsd = format!(
-        "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{udp_port}\"\n  service_unix_address = \"{}\"\n  read_buffer_size = 134217728\n",
+        "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{udp_port}\"\n  service_unix_address = \"{}\"\n",
         sock.display()
     );
     // No rate limit: the writes queued in the backlog during the swap arrive as one burst.

@@ -156,7 +156,8 @@ pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Applies a configured `read_buffer_size` to a socket (0 leaves the kernel default) and logs
+/// Applies a configured `read_buffer_size` to a socket (0 leaves the kernel default; a larger
+/// buffer already set is kept) and logs
 /// what the kernel did not grant: a warning for a size the operator chose, an info line for a
 /// default (`is_default`), which is a wish rather than a setting.
 pub fn apply_read_buffer(
@@ -166,7 +167,9 @@ pub fn apply_read_buffer(
     input: &str,
     listener: &str,
 ) {
-    if bytes == 0 {
+    // Never shrink: a larger buffer was set on purpose (the supervisor raises it while a binary
+    // swap leaves the socket unread), and shrinking it under a backlog drops new datagrams.
+    if bytes == 0 || recv_buffer(fd).is_ok_and(|have| have >= bytes) {
         return;
     }
     match set_recv_buffer(fd, bytes) {
