@@ -721,3 +721,71 @@ fn scopeguard_kill(pid: u32) -> impl Drop {
     }
     Kill(pid)
 }
+
+#[test]
+fn upgrade_from_a_url_fetches_the_signed_tarball_and_swaps_it_in_under_the_same_pid() {
+    let bindir = tempfile::tempdir().unwrap();
+    let exe = bindir.path().join("datakit");
+    stamped(&exe, "1.0.0");
+    let rel = Releases::new();
+    let tarball = rel.publish("1.1.0");
+    let base = serve_dir(rel.base.path().to_path_buf());
+    let port = free_port();
+    let conf = upgrader_conf(port, &format!("http://{}", base.addr), &rel.public, "20s");
+    let agent = Agent::start_exe(&exe, &[], &conf, &[]);
+    let before = std::fs::read(&exe).unwrap();
+    let url = format!(
+        "http://{}/{}",
+        base.addr,
+        tarball.file_name().unwrap().to_string_lossy()
+    );
+    let out = Command::new(&exe)
+        .arg("upgrade")
+        .arg("--from")
+        .arg(&url)
+        .arg("--workdir")
+        .arg(agent.workdir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(base.tarballs.load(Ordering::SeqCst), 1, "fetched over HTTP");
+    wait_for("B on /v1/ping", Duration::from_secs(20), || {
+        (ping_version(agent.api).as_deref() == Some("1.1.0")).then_some(())
+    });
+    assert_eq!(pid_file(agent.workdir()), agent.pid());
+    assert_eq!(
+        std::fs::read(bindir.path().join("datakit.prev")).unwrap(),
+        before
+    );
+
+    // A URL whose signature does not match (another key signed it): refused, nothing changed.
+    let other = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new(bin())
+            .arg("tool")
+            .arg("--keygen")
+            .arg(other.path()),
+    );
+    let forged = rel.publish_signed("1.2.0", &other.path().join("datakit.key"));
+    let now = std::fs::read(&exe).unwrap();
+    let out = Command::new(&exe)
+        .arg("upgrade")
+        .arg("--from")
+        .arg(format!(
+            "http://{}/{}",
+            base.addr,
+            forged.file_name().unwrap().to_string_lossy()
+        ))
+        .arg("--workdir")
+        .arg(agent.workdir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature"),
+        "{out:?}"
+    );
+    assert!(std::fs::read(&exe).unwrap() == now, "the binary changed");
+    assert!(!bindir.path().join("datakit.new").exists());
+    assert_eq!(ping_version(agent.api).as_deref(), Some("1.1.0"));
+}
