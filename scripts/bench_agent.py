@@ -13,25 +13,12 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def get(port, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-        return r.read().decode()
+from benchkit import free_port, get, rss_kib
 
 
 def metric(port, series):
@@ -60,13 +47,6 @@ def children(pid):
 def pss_kib(pid):
     for line in open(f"/proc/{pid}/smaps_rollup"):
         if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
 

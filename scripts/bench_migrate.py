@@ -14,28 +14,16 @@ import gzip
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from benchkit import free_port, get
 
 BATCH = 20 << 20
 EOF = struct.pack("<I", 0xDEADBEEF)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def get(port, path):
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).read().decode()
 
 
 def varint(n):

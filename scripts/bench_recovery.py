@@ -12,24 +12,12 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def get(port, path):
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).read().decode()
+from benchkit import free_port, get
 
 
 def queue_bytes(port):

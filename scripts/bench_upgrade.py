@@ -24,15 +24,9 @@ import threading
 import time
 import urllib.request
 
+from benchkit import free_port
+
 TOKEN = "bench-token"
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def version_of(binary):
