@@ -108,6 +108,23 @@ fn probe_listeners(origins: &[dk_config::ListenerOrigin]) -> Vec<dk_config::Diag
         .collect()
 }
 
+/// The 9542 socket `[dk_upgrader]` asks for when enabled, for `check` to probe.
+fn upgrader_origin(
+    main: &dk_config::MainConfig,
+    confd: &Path,
+) -> Option<dk_config::ListenerOrigin> {
+    let up = &main.dk_upgrader;
+    up.enable.then(|| dk_config::ListenerOrigin {
+        spec: dk_worker::ListenSpec::new(up.listen_addr(), dk_proto::rpc::ListenerKind::Tcp),
+        file: confd.join("datakit.conf"),
+        key: if up.listen.trim().is_empty() {
+            "dk_upgrader.port".into()
+        } else {
+            "dk_upgrader.listen".into()
+        },
+    })
+}
+
 /// `datakit check --config`: the same validation as `run`, without starting anything; every
 /// port the agent would bind is probed (unless an agent runs with this work dir).
 pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
@@ -132,7 +149,9 @@ pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
                 workdir.display()
             ));
         } else {
-            errors.extend(probe_listeners(&report.listeners));
+            let mut origins = report.listeners.clone();
+            origins.extend(upgrader_origin(&report.main, &confd));
+            errors.extend(probe_listeners(&origins));
         }
         let inputs: usize = report.plan.families.values().map(|f| f.inputs.len()).sum();
         let n = report.plan.families.len();

@@ -789,3 +789,34 @@ fn upgrade_from_a_url_fetches_the_signed_tarball_and_swaps_it_in_under_the_same_
     assert!(!bindir.path().join("datakit.new").exists());
     assert_eq!(ping_version(agent.api).as_deref(), Some("1.1.0"));
 }
+
+#[test]
+fn check_reports_a_busy_upgrade_port_naming_the_dk_upgrader_key() {
+    let rel = Releases::new();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::write_confd(
+        dir.path(),
+        &crate::harness::main_conf(free_port(), &upgrader_conf(port, "", &rel.public, "20s")),
+        &[],
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("datakit.conf") && stderr.contains("dk_upgrader.listen"),
+        "{stderr}"
+    );
+    drop(busy);
+    let out = Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
