@@ -120,21 +120,9 @@ pub fn run(
     // A tarball names its version; anything else is an install base with a `version` file.
     let (base, requested) = match from.rsplit_once('/') {
         Some((dir, name)) if name.ends_with(".tar.gz") => {
-            let version = name
-                .trim_end_matches(".tar.gz")
-                .rsplit('-')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            (dir.to_string(), Some(version))
+            (dir.to_string(), Some(tarball_version(name)))
         }
-        _ if from.ends_with(".tar.gz") => (
-            ".".to_string(),
-            from.trim_end_matches(".tar.gz")
-                .rsplit('-')
-                .next()
-                .map(str::to_string),
-        ),
+        _ if from.ends_with(".tar.gz") => (".".to_string(), Some(tarball_version(&from))),
         _ => (from.clone(), None),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -182,5 +170,31 @@ pub fn run(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The version in a release tarball's name, `datakit-<os>-<arch>-<version>.tar.gz` (the
+/// version may have a suffix such as `-rc1`).
+fn tarball_version(name: &str) -> String {
+    let stem = name.trim_end_matches(".tar.gz");
+    let parts: Vec<&str> = stem.split('-').collect();
+    match parts.as_slice() {
+        ["datakit", _os, _arch, version @ ..] if !version.is_empty() => version.join("-"),
+        _ => parts.last().copied().unwrap_or("").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_of_a_tarball_keeps_its_suffix() {
+        assert_eq!(tarball_version("datakit-linux-amd64-1.2.3.tar.gz"), "1.2.3");
+        assert_eq!(
+            tarball_version("datakit-linux-arm64-1.2.3-rc1.tar.gz"),
+            "1.2.3-rc1"
+        );
+        assert_eq!(tarball_version("other-9.9.9.tar.gz"), "9.9.9");
     }
 }
