@@ -264,3 +264,20 @@ fn cpu_cores_puts_the_agent_and_its_workers_in_a_cpu_limited_cgroup() {
         std::fs::remove_dir(&dir).ok()
     });
 }
+
+#[test]
+fn a_worker_log_line_names_its_family_once() {
+    let agent = Agent::start(TWO_FAMILIES);
+    let line = wait_for(
+        "the host worker's start line",
+        Duration::from_secs(10),
+        || {
+            agent
+                .log()
+                .lines()
+                .find(|l| l.contains("Worker started.") && l.contains("host"))
+                .map(str::to_string)
+        },
+    );
+    assert_eq!(line.matches("family").count(), 1, "{line}");
+}

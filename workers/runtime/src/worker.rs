@@ -241,11 +241,8 @@ pub async fn run_with(
     };
     drop(emitter);
     let mut running = Generation::start(inputs, &config, &shared);
-    tracing::info!(
-        family = family.name(),
-        inputs = running.tasks.len(),
-        "Worker started."
-    );
+    // The supervisor tags every forwarded worker line with `family=`; not repeated here.
+    tracing::info!(inputs = running.tasks.len(), "Worker started.");
 
     loop {
         tokio::select! {
@@ -267,7 +264,7 @@ pub async fn run_with(
                             *r = prometheus_client::registry::Registry::default();
                         }
                         running = Generation::start(inputs, &config, &shared);
-                        tracing::info!(family = family.name(), inputs = running.tasks.len(), "Worker reconfigured.");
+                        tracing::info!(inputs = running.tasks.len(), "Worker reconfigured.");
                         Ok(())
                     }
                     Err(problems) => Err(join(&problems)),
