@@ -586,30 +586,21 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
 
 #[test]
 fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its_ports() {
-    let bindir = tempfile::tempdir().unwrap();
-    let exe = bindir.path().join("datakit");
-    stamped(&exe, "1.0.0");
-    let rel = Releases::new();
-    rel.publish("1.1.0");
-    let port = free_port();
-    let conf = upgrader_conf(
+    // Every field is bound: a dropped temp dir would take the binaries with it.
+    let RollbackCase {
+        bindir,
+        exe,
+        rel: _rel,
         port,
-        &rel.base.path().display().to_string(),
-        &rel.public,
-        "10s",
-    );
-    let agent = Agent::start_exe(&exe, &[], &conf, &[("DK_DEBUG_CRASH_AT_START", "1.1.0")]);
-    let before = std::fs::read(&exe).unwrap();
+        agent,
+        before,
+    } = RollbackCase::start("DK_DEBUG_CRASH_AT_START", "10s");
 
     let started = Instant::now();
     let (status, body) = call(port, "POST", "/v1/datakit/upgrade", None);
     assert_eq!(status, 200, "{body}");
     // The watchdog restores A, which reports the rollback.
-    let restored = wait_for("A back after the rollback", Duration::from_secs(20), || {
-        let pid = std::fs::read_to_string(agent.workdir().join(".pid")).ok()?;
-        let pid: u32 = pid.trim().parse().ok()?;
-        (pid != agent.pid() && ping_version(agent.api).as_deref() == Some("1.0.0")).then_some(pid)
-    });
+    let restored = wait_restored(&agent, "1.0.0");
     let rollback = started.elapsed();
     let _kill = scopeguard_kill(restored);
     assert_eq!(
@@ -635,34 +626,19 @@ fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its
 
 #[test]
 fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after() {
-    let bindir = tempfile::tempdir().unwrap();
-    let exe = bindir.path().join("datakit");
-    stamped(&exe, "1.0.0");
-    let rel = Releases::new();
-    rel.publish("1.1.0");
-    let port = free_port();
-    let conf = upgrader_conf(
+    let RollbackCase {
+        bindir: _bindir,
+        exe,
+        rel: _rel,
         port,
-        &rel.base.path().display().to_string(),
-        &rel.public,
-        "2s",
-    );
-    let agent = Agent::start_exe(&exe, &[], &conf, &[("DK_DEBUG_HANG_AT_START", "1.1.0")]);
-    let before = std::fs::read(&exe).unwrap();
+        agent,
+        before,
+    } = RollbackCase::start("DK_DEBUG_HANG_AT_START", "2s");
 
     let started = Instant::now();
     let (status, body) = call(port, "POST", "/v1/datakit/upgrade", None);
     assert_eq!(status, 200, "{body}");
-    let restored = wait_for(
-        "A back after rollback_after",
-        Duration::from_secs(20),
-        || {
-            let pid = std::fs::read_to_string(agent.workdir().join(".pid")).ok()?;
-            let pid: u32 = pid.trim().parse().ok()?;
-            (pid != agent.pid() && ping_version(agent.api).as_deref() == Some("1.0.0"))
-                .then_some(pid)
-        },
-    );
+    let restored = wait_restored(&agent, "1.0.0");
     let rollback = started.elapsed();
     let _kill = scopeguard_kill(restored);
     assert!(
@@ -678,14 +654,7 @@ fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after()
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("was not healthy"), "{body}");
     // The hung B was killed: the agent's original process is gone.
-    assert!(
-        !Path::new(&format!("/proc/{}/exe", agent.pid())).exists() || {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", agent.pid())).unwrap_or_default();
-            stat.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        }
-    );
+    assert!(gone_or_zombie(agent.pid()));
     eprintln!("hang at start: A serving again {rollback:?} after the request (rollback_after 2s)");
     // The restored agent still stops on SIGTERM (the watchdog ignored it while rolling back).
     nix::sys::signal::kill(
@@ -696,16 +665,61 @@ fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after()
     wait_for(
         "the restored agent to stop on SIGTERM",
         Duration::from_secs(15),
-        || {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{restored}/stat")).unwrap_or_default();
-            (stat.is_empty()
-                || stat
-                    .rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-            .then_some(())
-        },
+        || gone_or_zombie(restored).then_some(()),
     );
+}
+
+/// Agent A (1.0.0) with B (1.1.0) published, B made to fail at start by the debug `knob`.
+struct RollbackCase {
+    bindir: tempfile::TempDir,
+    exe: PathBuf,
+    rel: Releases,
+    port: u16,
+    agent: Agent,
+    /// A's binary.
+    before: Vec<u8>,
+}
+
+impl RollbackCase {
+    fn start(knob: &str, rollback_after: &str) -> RollbackCase {
+        let bindir = tempfile::tempdir().unwrap();
+        let exe = bindir.path().join("datakit");
+        stamped(&exe, "1.0.0");
+        let rel = Releases::new();
+        rel.publish("1.1.0");
+        let port = free_port();
+        let conf = upgrader_conf(
+            port,
+            &rel.base.path().display().to_string(),
+            &rel.public,
+            rollback_after,
+        );
+        let agent = Agent::start_exe(&exe, &[], &conf, &[(knob, "1.1.0")]);
+        let before = std::fs::read(&exe).unwrap();
+        RollbackCase {
+            bindir,
+            exe,
+            rel,
+            port,
+            agent,
+            before,
+        }
+    }
+}
+
+/// Waits for the watchdog's rollback: the pid file names another process (the watchdog's,
+/// now running the old binary) and `/v1/ping` reports `version`; that pid.
+fn wait_restored(agent: &Agent, version: &str) -> u32 {
+    wait_for("A back after the rollback", Duration::from_secs(20), || {
+        let pid = std::fs::read_to_string(agent.workdir().join(".pid")).ok()?;
+        let pid: u32 = pid.trim().parse().ok()?;
+        (pid != agent.pid() && ping_version(agent.api).as_deref() == Some(version)).then_some(pid)
+    })
+}
+
+/// A process that exited (gone, or a zombie nobody reaped yet).
+fn gone_or_zombie(pid: u32) -> bool {
+    dk_worker::worker::proc_state(pid).is_none_or(|s| s == 'Z')
 }
 
 /// Kills `pid` (a restored agent the harness did not start) when dropped.

@@ -224,13 +224,6 @@ impl Handover {
     }
 }
 
-/// State of a process from `/proc/<pid>/stat`: `None` when gone.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-}
-
 /// What `exe version` says, given at most 5 s (a broken binary must not stall the watchdog).
 fn binary_version(exe: &Path) -> Option<String> {
     use std::io::Read as _;
@@ -266,7 +259,8 @@ pub fn watch(pid: u32, exe: &Path, workdir: &Path, within: Duration, args: &[OsS
     let started = Instant::now();
     let failed_version = binary_version(exe).unwrap_or_else(|| "the new version".into());
     let reason = loop {
-        if nix::unistd::getppid().as_raw() != pid as i32 || proc_state(pid).is_none_or(|s| s == 'Z')
+        if nix::unistd::getppid().as_raw() != pid as i32
+            || dk_worker::worker::proc_state(pid).is_none_or(|s| s == 'Z')
         {
             break format!("datakit {failed_version} exited before it became healthy");
         }
@@ -294,7 +288,8 @@ pub fn watch(pid: u32, exe: &Path, workdir: &Path, within: Duration, args: &[OsS
         nix::sys::signal::Signal::SIGKILL,
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while proc_state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+    while dk_worker::worker::proc_state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     if let Err(e) = restore_prev(exe) {

@@ -133,6 +133,14 @@ pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The state letter of a process from `/proc/<pid>/stat` (`R`, `S`, `Z`...); `None` when
+/// it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+}
+
 async fn connect(run_dir: &Path, name: &str) -> Result<UnixStream, WorkerError> {
     let path = run_dir.join(name);
     UnixStream::connect(&path)
