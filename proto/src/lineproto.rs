@@ -219,16 +219,7 @@ const CLASS: [u8; 256] = {
 /// # Errors
 /// [`LpError`] naming the first bad line and position.
 pub fn decode(body: &[u8], opts: &DecodeOptions) -> Result<Vec<Point>, LpError> {
-    let mut parser = Parser {
-        buf: body,
-        text: std::str::from_utf8(body).ok(),
-        pos: 0,
-        opts,
-        scratch: Vec::new(),
-        tag_pos: Vec::new(),
-        tag_buf: Vec::new(),
-        field_buf: Vec::new(),
-    };
+    let mut parser = Parser::new(body, opts);
     parser
         .run()
         .map_err(|e| LpError::at(body, e.pos, e.message))
@@ -245,16 +236,7 @@ impl<'a> ChunkDecoder<'a> {
     /// A decoder over `body`.
     pub fn new(body: &'a [u8], opts: &'a DecodeOptions) -> Self {
         ChunkDecoder {
-            parser: Parser {
-                buf: body,
-                text: std::str::from_utf8(body).ok(),
-                pos: 0,
-                opts,
-                scratch: Vec::new(),
-                tag_pos: Vec::new(),
-                tag_buf: Vec::new(),
-                field_buf: Vec::new(),
-            },
+            parser: Parser::new(body, opts),
             failed: false,
         }
     }
@@ -305,6 +287,21 @@ struct Parser<'a> {
     tag_buf: Vec<(String, String)>,
     /// Reused: the fields of the current line.
     field_buf: Vec<(String, Value)>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(body: &'a [u8], opts: &'a DecodeOptions) -> Self {
+        Parser {
+            buf: body,
+            text: std::str::from_utf8(body).ok(),
+            pos: 0,
+            opts,
+            scratch: Vec::new(),
+            tag_pos: Vec::new(),
+            tag_buf: Vec::new(),
+            field_buf: Vec::new(),
+        }
+    }
 }
 
 impl Parser<'_> {
