@@ -133,6 +133,35 @@ impl<'a> Mutator<'a> {
     }
 }
 
+/// The `cache/dw-wal` that real Datakit 1.84.1 left behind (`shared/fixtures`, beside the
+/// workspace; read-only there: copy it with [`copy_tree`] before adopting it).
+pub fn datakit_wal_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/datakit-1.84-dw-wal")
+}
+
+/// The file name of the fail-cache file in [`datakit_wal_fixture`]`/fc`.
+pub const DATAKIT_WAL_FC_FILE: &str = "data.00000000000000000000000000000000";
+
+/// Copies a directory tree, making the copies writable.
+///
+/// # Panics
+/// When a directory or file cannot be read or written.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    let entries = std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        let dest = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            let bytes = std::fs::read(entry.path())
+                .unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+            std::fs::write(&dest, bytes).unwrap_or_else(|e| panic!("{}: {e}", dest.display()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

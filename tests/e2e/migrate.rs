@@ -1,7 +1,6 @@
 //! Installing over Datakit: the data it left unsent in `cache/dw-wal` is replayed once.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dk_proto::{Point, Value};
@@ -9,30 +8,14 @@ use nix::sys::signal::Signal;
 
 use crate::harness::{Agent, free_port, main_conf, wait_for, write_confd};
 
-const FC_FILE: &str = "data.00000000000000000000000000000000";
+use dk_proto::testing::{
+    DATAKIT_WAL_FC_FILE as FC_FILE, copy_tree, datakit_wal_fixture as fixture,
+};
 const WANT: [(&str, &str, i64); 3] = [
     ("metric", "migrate", 5000),
     ("logging", "migrate_log", 300),
     ("object", "migrate_obj", 20),
 ];
-
-/// The `cache/dw-wal` real Datakit 1.84.1 left behind (read-only: copied before use).
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/datakit-1.84-dw-wal")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::write(&dest, std::fs::read(entry.path()).unwrap()).unwrap();
-        }
-    }
-}
 
 /// A work dir as Datakit left it (its WAL in `cache/dw-wal`), with our test config, started.
 fn start_over_datakit(env: &[(&str, &str)]) -> Agent {

@@ -3,12 +3,7 @@
 use super::*;
 use std::io::Cursor;
 
-/// The fixture Datakit 1.84.1 left behind (read-only; tests that change it copy it first).
-pub(crate) fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/datakit-1.84-dw-wal")
-}
-
-const FC_FILE: &str = "data.00000000000000000000000000000000";
+use dk_proto::testing::{DATAKIT_WAL_FC_FILE as FC_FILE, datakit_wal_fixture as fixture};
 
 fn frame(records: &[&[u8]], eof: bool) -> Vec<u8> {
     let mut out = Vec::new();

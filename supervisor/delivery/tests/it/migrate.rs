@@ -8,30 +8,13 @@ use dk_delivery::{
 use dk_proto::{Category, FeedOpts, Point, Value};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const FC_FILE: &str = "data.00000000000000000000000000000000";
-
-/// The fixture Datakit 1.84.1 left behind (read-only: copied before use).
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/datakit-1.84-dw-wal")
-}
-
-/// Copies a directory tree, making the copies writable.
-pub fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::write(&dest, std::fs::read(entry.path()).unwrap()).unwrap();
-        }
-    }
-}
+use dk_proto::testing::{
+    DATAKIT_WAL_FC_FILE as FC_FILE, copy_tree, datakit_wal_fixture as fixture,
+};
 
 /// Delivery over `wal` with global tags and time correction on (neither may touch replayed points).
 fn start(wal: &Path) -> (Delivery, Registry, Arc<RecordingSink>, Written) {
