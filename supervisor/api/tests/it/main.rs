@@ -1176,6 +1176,21 @@ async fn http_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A raw client connection to the served API.
+async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A raw client connection that has sent `bytes` (headers, maybe part of a body).
+async fn connect_sending(addr: SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = connect(addr).await;
+    s.write_all(bytes).await.unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
 /// Reads until the server closes; the time it took, or `None` past `limit`.
 async fn closed_within(
     s: &mut tokio::net::TcpStream,
@@ -1192,23 +1207,14 @@ async fn closed_within(
 
 #[tokio::test]
 async fn clients_slow_to_send_headers_are_cut_off_after_the_header_timeout() {
-    use tokio::io::AsyncWriteExt;
     let (h, addr, _stop) = serve_with(ApiConfig {
         header_timeout: Duration::from_millis(300),
         ..ApiConfig::default()
     })
     .await;
     // One that sends part of a header line and then nothing, one that sends nothing at all.
-    let mut partial = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    partial
-        .write_all(b"GET /v1/ping HTTP/1.1\r\nHo")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut silent = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut partial = connect_sending(addr, b"GET /v1/ping HTTP/1.1\r\nHo").await;
+    let mut silent = connect(addr).await;
     let p = closed_within(&mut partial, Duration::from_secs(5)).await;
     let s = closed_within(&mut silent, Duration::from_secs(5)).await;
     assert!(p.is_some(), "the partial-header client was never cut off");
@@ -1227,20 +1233,16 @@ async fn clients_slow_to_send_headers_are_cut_off_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_declared_length_over_the_cap_is_413_before_the_body_is_sent() {
-    use tokio::io::AsyncWriteExt;
     let (_h, addr, _stop) = serve_with(ApiConfig {
         max_body_bytes: 1024,
         ..ApiConfig::default()
     })
     .await;
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(
+    let mut s = connect_sending(
+        addr,
         b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     let (_, out) = closed_within(&mut s, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("no answer without a body"));
@@ -1250,18 +1252,12 @@ async fn a_declared_length_over_the_cap_is_413_before_the_body_is_sent() {
 
 #[tokio::test]
 async fn a_chunked_body_announcing_a_huge_chunk_is_cut_off_by_the_request_timeout() {
-    use tokio::io::AsyncWriteExt;
     let (_h, addr, _stop) = serve_with(ApiConfig {
         timeout: Duration::from_millis(500),
         ..ApiConfig::default()
     })
     .await;
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nm f=1 1\n")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut s = connect_sending(addr, b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nm f=1 1\n").await;
     let (took, out) = closed_within(&mut s, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("the endless chunked body was never cut off"));
@@ -1280,16 +1276,11 @@ async fn at_the_cap_the_connection_idle_the_longest_makes_room_for_a_new_one() {
         ..ApiConfig::default()
     })
     .await;
-    let connect = || async {
-        tokio::net::TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let mut a = connect().await;
-    let _b = connect().await;
+    let mut a = connect(addr).await;
+    let _b = connect(addr).await;
     wait_open_connections(&h, 2.0).await;
     // A third client at the cap: the oldest idle one (a) is closed, the new one is served.
-    let mut c = connect().await;
+    let mut c = connect(addr).await;
     let (took, out) = closed_within(&mut a, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("the oldest idle connection was kept"));
@@ -1318,25 +1309,19 @@ async fn at_the_cap_with_every_connection_in_a_request_new_ones_are_closed_and_c
         Mode::Hang,
     )
     .await;
-    let connect = || async {
-        tokio::net::TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
     // Two clients in the middle of a write that never completes (the feeder hangs).
     let mut busy = Vec::new();
     for _ in 0..2 {
-        let mut s = connect().await;
-        tokio::io::AsyncWriteExt::write_all(
-            &mut s,
-            b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nm f=1 1",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        busy.push(s);
+        busy.push(
+            connect_sending(
+                addr,
+                b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nm f=1 1",
+            )
+            .await,
+        );
     }
     wait_open_connections(&h, 2.0).await;
-    let mut c = connect().await;
+    let mut c = connect(addr).await;
     let (took, out) = closed_within(&mut c, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("the connection past the cap was kept"));
