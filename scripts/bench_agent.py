@@ -11,14 +11,13 @@ Usage: scripts/bench_agent.py [--bin target/release/datakit] [--settle 20] [--ro
 """
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchkit import free_port, get, rss_kib
+from benchkit import free_port, get, rss_kib, stop_agent
 
 
 def metric(port, series):
@@ -127,12 +126,7 @@ def main():
               f"min {times[0]:.0f} ms, max {times[-1]:.0f} ms over {len(times)} rounds "
               f"(includes the 100 ms +-20 % first backoff step)")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_agent(proc, work, timeout=20)
 
 
 if __name__ == "__main__":

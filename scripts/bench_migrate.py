@@ -12,15 +12,13 @@ Usage: scripts/bench_migrate.py [--bin target/release/datakit] [--points 2000000
 import argparse
 import gzip
 import os
-import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchkit import free_port, get
+from benchkit import free_port, get, stop_agent, status_kib
 
 BATCH = 20 << 20
 EOF = struct.pack("<I", 0xDEADBEEF)
@@ -113,19 +111,14 @@ default_enabled_inputs = []
                 sys.exit(f"only {migrated(port)} of {args.points} points adopted in 600 s")
             time.sleep(0.02)
         done = time.perf_counter() - t0
-        hwm = next(l.split()[1] for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM"))
+        hwm = status_kib(proc.pid, "VmHWM")
         left = os.path.exists(f"{work}/cache/dw-wal/fc")
         print(f"Datakit WAL: {args.points} points, {files} files, {wal_bytes / (1 << 20):.1f} MiB")
         print(f"start -> API answering: {ping * 1000:.0f} ms; -> all points adopted: {done * 1000:.0f} ms "
               f"({args.points / (done - ping):,.0f} points/s after the API was up); "
-              f"supervisor VmHWM {int(hwm) / 1024:.1f} MiB; Datakit files left: {left}")
+              f"supervisor VmHWM {hwm / 1024:.1f} MiB; Datakit files left: {left}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_agent(proc, work)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ Usage: scripts/bench_recovery.py [--bin target/release/datakit] [--gib 1]
 """
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchkit import free_port, get
+from benchkit import free_port, get, stop_agent
 
 
 def queue_bytes(port):
@@ -99,12 +98,7 @@ default_enabled_inputs = []
         print(f"restart -> API answering: {ping * 1000:.0f} ms; -> queue gauge reported: {gauge * 1000:.0f} ms; "
               f"queued after restart: {queue_bytes(port) / (1 << 30):.2f} GiB")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_agent(proc, work)
 
 
 if __name__ == "__main__":

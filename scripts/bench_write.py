@@ -12,7 +12,6 @@ Usage: scripts/bench_write.py [--bin target/release/datakit] [--conns 8] [--seco
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import threading
 import time
 import urllib.request
 
-from benchkit import free_port, rss_kib
+from benchkit import free_port, rss_kib, stop_agent
 
 
 def main():
@@ -98,12 +97,7 @@ default_enabled_inputs = []
         print(f"supervisor RSS: idle {idle/1024:.1f} MiB, peak {peak[0]/1024:.1f} MiB, "
               f"after {rss_kib(proc.pid)/1024:.1f} MiB")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_agent(proc, work)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """What the load harnesses in scripts/ share: free loopback ports, GETs against the agent and
 /proc readings of its processes. Imported by the bench_*.py scripts next to it."""
+import shutil
+import signal
 import socket
+import subprocess
 import urllib.request
 
 
@@ -33,3 +36,13 @@ def status_kib(pid, key="VmRSS"):
 def rss_kib(pid):
     """Resident memory of a process in KiB; 0 when it is gone."""
     return status_kib(pid, "VmRSS")
+
+
+def stop_agent(proc, work, timeout=60):
+    """SIGTERM the agent, kill it if it does not stop within `timeout`, remove its work dir."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(work, ignore_errors=True)
