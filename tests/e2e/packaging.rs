@@ -272,18 +272,7 @@ fn the_deb_installs_upgrades_keeping_edited_config_removes_keeping_it_and_purges
     dpkg(&root, &["-i".as_ref(), deb_b.as_os_str()]);
     assert_eq!(dpkg_status(&root), "install ok installed 9.0.1");
     assert_eq!(reported_version(&dk.join("datakit")), "9.0.1");
-    assert_eq!(
-        std::fs::read_to_string(dk.join("conf.d/datakit.conf")).unwrap(),
-        main
-    );
-    assert_eq!(
-        std::fs::read_to_string(dk.join("conf.d/host/cpu.conf")).unwrap(),
-        cpu
-    );
-    assert_eq!(
-        std::fs::read(dk.join("data/queued.bin")).unwrap(),
-        b"queued"
-    );
+    assert_datakit_files_kept(&dk, main, cpu);
 
     // A binary the remote upgrader kept for a rollback is not the package's.
     std::fs::copy(dk.join("datakit"), dk.join("datakit.prev")).unwrap();
@@ -295,6 +284,20 @@ fn the_deb_installs_upgrades_keeping_edited_config_removes_keeping_it_and_purges
         "remove deletes the samples"
     );
     assert!(!root.join("usr/bin/datakit").exists());
+    assert_datakit_files_kept(&dk, main, cpu);
+    assert!(root.join("var/log/datakit/log").exists());
+
+    dpkg(&root, &["-P".as_ref(), "datakit".as_ref()]);
+    assert_eq!(dpkg_status(&root), "");
+    assert!(!dk.exists(), "purge deletes the work dir");
+    assert!(
+        !root.join("var/log/datakit").exists(),
+        "purge deletes the logs"
+    );
+}
+
+/// The Datakit config and unsent data the over-install test put in `dk` are still as written.
+fn assert_datakit_files_kept(dk: &Path, main: &str, cpu: &str) {
     assert_eq!(
         std::fs::read_to_string(dk.join("conf.d/datakit.conf")).unwrap(),
         main
@@ -306,15 +309,6 @@ fn the_deb_installs_upgrades_keeping_edited_config_removes_keeping_it_and_purges
     assert_eq!(
         std::fs::read(dk.join("data/queued.bin")).unwrap(),
         b"queued"
-    );
-    assert!(root.join("var/log/datakit/log").exists());
-
-    dpkg(&root, &["-P".as_ref(), "datakit".as_ref()]);
-    assert_eq!(dpkg_status(&root), "");
-    assert!(!dk.exists(), "purge deletes the work dir");
-    assert!(
-        !root.join("var/log/datakit").exists(),
-        "purge deletes the logs"
     );
 }
 
