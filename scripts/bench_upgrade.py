@@ -7,7 +7,9 @@ sends `RATE` datagrams/s; the upgrade is asked for on 9542 and the script prints
   * time from the POST to `/v1/ping` answering B, and from the POST's answer to B;
   * datagrams sent / counted by the agent / kernel drops on the StatsD socket;
   * HTTP writes acknowledged / refused during the swap;
-  * time from the POST to A serving again when B fails at start (DK_DEBUG_CRASH_AT_START).
+  * time from the POST to A serving again when B fails at start (DK_DEBUG_CRASH_AT_START);
+  * how long the StatsD worker held its batches (prepare_handover -> pushing to B) and how long
+    its move to B took (B's worker up -> A's worker flushed and exited), from the agent's log.
 
 Usage: scripts/bench_upgrade.py [--bin target/release/datakit] [--rate 50000] [--rounds 3]
 """
@@ -158,6 +160,26 @@ def counted(work):
     return total
 
 
+def log_time(line):
+    import datetime
+    stamp = line.split()[0].rstrip("Z")
+    return datetime.datetime.fromisoformat(stamp[:26]).timestamp()
+
+
+def handover_figures(work):
+    """(ms the statsd worker held its batches, ms its move took) from the agent log."""
+    held_from = held_to = moved = None
+    for line in open(os.path.join(work, "agent.log"), errors="replace"):
+        if "family=statsd" in line and "Holding pushes" in line:
+            held_from = log_time(line)
+        elif "family=statsd" in line and "Taken over by the new supervisor" in line:
+            held_to = log_time(line)
+        elif "Worker moved to the new binary" in line and 'family="statsd"' in line:
+            moved = int(line.rsplit("ms=", 1)[1].split()[0])
+    held = round((held_to - held_from) * 1000) if held_from and held_to else None
+    return held, moved
+
+
 def round_upgrade(binary, rate, buffer):
     proc, work, api, up, udp = start_agent(binary, buffer, {})
     stop = threading.Event()
@@ -201,8 +223,11 @@ def round_upgrade(binary, rate, buffer):
     for t in threads:
         t.join()
     wait("every datagram counted", 30, lambda: counted(work) >= sent[0] or None) if udp_drops(udp) == 0 else None
+    wait("the statsd worker moved", 30, lambda: handover_figures(work)[1] is not None)
+    held, moved = handover_figures(work)
     result = dict(
         request_to_b_ms=round((t_b - t0) * 1000),
+        worker_held_ms=held, worker_move_ms=moved,
         answer_to_b_ms=round((t_b - t_answer) * 1000),
         sent=sent[0], counted=int(counted(work)), kernel_drops=udp_drops(udp), **http_stats,
         same_pid=int(open(os.path.join(work, ".pid")).read()) == proc.pid,

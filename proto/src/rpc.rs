@@ -229,4 +229,10 @@ pub trait Control {
     async fn reconfigure(config: WorkerConfig) -> Result<(), String>;
     /// Flush pending batches and exit within `grace_ms`.
     async fn shutdown(grace_ms: u64);
+    /// Get ready to outlive this supervisor's binary swap: stop pushing (batches are held,
+    /// inputs keep reading), wait until no push is in flight, no longer die with the
+    /// supervisor's thread, and, once the control connection closes, reconnect to the
+    /// supervisor that comes up under the same work dir and resume. Answers when nothing is in
+    /// flight, or with why not within `deadline_ms` (the worker then goes on as before).
+    async fn prepare_handover(deadline_ms: u64) -> Result<(), String>;
 }

@@ -28,7 +28,7 @@ use crate::listeners::{self, BoundListener};
 use crate::metrics::SupervisorMetrics;
 use crate::procman::{self, FamilyHandle, ProcContext, ProcPolicy};
 use crate::registry::WorkerRegistry;
-use crate::upgrade::handover::{Handover, Inherited, Watch};
+use crate::upgrade::handover::{Handover, Inherited, Watch, WorkerFd};
 use crate::upgrade::server::{ExecRequest, UpgradeMetrics, Upgrader};
 use crate::{EXIT_CONFIG, families, logging};
 
@@ -779,6 +779,7 @@ async fn supervise(
     let _pid_lock = lock_pid_file(&workdir)?;
     let handed_over = !inherited.is_empty();
     let (api_listener, bound, upgrader_listener) = bind_everything(&loaded, &mut inherited).await?;
+    let mut adopted = std::mem::take(&mut inherited.workers);
     drop(inherited);
     if handed_over {
         tracing::info!("Listening sockets inherited from the previous binary; none was closed.");
@@ -940,8 +941,25 @@ async fn supervise(
             .collect(),
     };
     let mut plan = loaded.plan;
+    // Workers of the previous binary still run (they outlived the exec): their families move
+    // to this binary one after another, each old worker flushing and exiting once its
+    // replacement is up. Other families start at once.
+    let mut moved_before = None;
     for family in plan.families.keys() {
-        start_family(&ctx, &plan, family, &hostname, &mut running);
+        match adopted.remove(family) {
+            Some(old) => {
+                let config = worker_config(&plan, family, &hostname, &running.bound);
+                let fds = config.listeners.iter().map(|l| l.fd).collect();
+                let (handle, moved) =
+                    procman::take_over(ctx.clone(), config, fds, old, moved_before.take());
+                moved_before = Some(moved);
+                running.handles.insert(family.clone(), handle);
+            }
+            None => start_family(&ctx, &plan, family, &hostname, &mut running),
+        }
+    }
+    for old in adopted.into_values() {
+        drop(procman::retire_unconfigured(ctx.clone(), old));
     }
     tracing::info!(families = ?plan.families.keys().collect::<Vec<_>>(), "Agent started.");
     if let Some(watchdog) = std::env::var(crate::upgrade::handover::ENV_WATCHDOG)
@@ -1006,12 +1024,22 @@ async fn supervise(
             let _ = t.await;
         }
     };
-    let workers = futures::future::join_all(
-        std::mem::take(&mut running.handles)
-            .into_values()
-            .map(FamilyHandle::stop),
-    );
-    tokio::join!(servers, workers);
+    let handles = std::mem::take(&mut running.handles);
+    let handing_over = exec.is_some();
+    let workers = async move {
+        if handing_over {
+            // They keep reading their sockets and hold their batches across the exec.
+            futures::future::join_all(handles.into_values().map(FamilyHandle::hand_over))
+                .await
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        } else {
+            futures::future::join_all(handles.into_values().map(FamilyHandle::stop)).await;
+            Vec::new()
+        }
+    };
+    let ((), handed_workers) = tokio::join!(servers, workers);
     stop_rpc.cancel();
     let _ = rpc_task.await;
     delivery
@@ -1034,6 +1062,14 @@ async fn supervise(
         }
         let has_prev = crate::upgrade::stage::exe_path()
             .is_some_and(|exe| crate::upgrade::prev_path(&exe).exists());
+        for w in handed_workers {
+            let stderr = w.stderr.map(|fd| handover.push(fd));
+            handover.map.workers.push(WorkerFd {
+                family: w.family,
+                pid: w.pid,
+                stderr,
+            });
+        }
         handover.watch = has_prev.then(|| Watch {
             workdir: workdir.clone(),
             rollback_after: main.dk_upgrader.rollback_after,
@@ -1041,7 +1077,8 @@ async fn supervise(
         tracing::info!(
             version,
             sockets = handover.fds.len(),
-            "Queue closed and workers stopped; handing over to the new binary."
+            workers = handover.map.workers.len(),
+            "Queue closed, workers holding their batches; handing over to the new binary."
         );
         return Ok(Exit::Exec(handover));
     }

@@ -79,7 +79,9 @@ impl IngestServer {
 
 impl Ingest for IngestServer {
     async fn hello(self, _: tarpc::context::Context, hello: Hello) -> HelloReply {
-        if hello.proto_version != PROTO_VERSION || hello.build != dk_proto::build_id() {
+        // A worker of the previous binary, taken over across the exec, has another build.
+        let build_ok = hello.build == dk_proto::build_id() || self.registry.is_adopted(self.pid);
+        if hello.proto_version != PROTO_VERSION || !build_ok {
             return HelloReply::Refused(format!(
                 "worker build {} (protocol {}) does not match supervisor build {} (protocol {}); restart the agent after an upgrade",
                 hello.build,

@@ -35,6 +35,10 @@ pub struct SupervisorMetrics {
     pub worker_dropped: Family<FamilyLabel, Gauge>,
     /// `datakit_worker_metrics_refused_total{family}`: worker metrics reports over the size cap.
     pub metrics_refused: Family<FamilyLabel, Counter>,
+    /// `datakit_upgrade_worker_moved_total{family,result}`: workers of the previous binary
+    /// after a binary swap: `moved` (flushed and exited once their replacement was up) or
+    /// `killed` (did not reconnect, stopped by signal).
+    pub handovers: Family<FamilyCauseLabels, Counter>,
     /// `datakit_config_reload_total{result}`.
     pub reloads: Family<[(&'static str, String); 1], Counter>,
     /// `datakit_uptime_seconds{...}` with Datakit's labels (one series).
@@ -201,6 +205,7 @@ impl SupervisorMetrics {
             metrics_refused: Family::default(),
             worker_dropped: Family::default(),
             reloads: Family::default(),
+            handovers: Family::default(),
             uptime: Family::default(),
             cpu_usage: Gauge::default(),
             cpu_cores: Gauge::default(),
@@ -249,6 +254,11 @@ impl SupervisorMetrics {
             m.metrics_refused.clone(),
         );
         registry.register(
+            "datakit_upgrade_worker_moved",
+            "Workers of the previous binary after a binary swap, by family and result (moved: flushed and exited once replaced; killed: did not reconnect)",
+            m.handovers.clone(),
+        );
+        registry.register(
             "datakit_config_reload",
             "Config reloads by result",
             m.reloads.clone(),
@@ -284,6 +294,16 @@ impl SupervisorMetrics {
             m.sys_alloc.clone(),
         );
         m
+    }
+
+    /// Counts one worker of the previous binary retired after a swap.
+    pub fn handover(&self, family: &str, result: &str) {
+        self.handovers
+            .get_or_create(&[
+                ("family", family.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
     }
 
     /// Counts one restart.

@@ -15,7 +15,7 @@
 //! A worker's metrics text is served only up to [`MAX_WORKER_METRICS_BYTES`]; a larger report
 //! is refused and counted (`datakit_worker_metrics_refused_total`) and the last good one stays.
 
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use dk_proto::rpc::{ControlClient, MAX_WORKER_METRICS_BYTES, WorkerConfig};
 use dk_worker::rpc::context_with_timeout;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -90,10 +92,32 @@ pub struct ProcContext {
     pub worker_metrics: Arc<dk_api::WorkerMetrics>,
 }
 
+/// How long a worker has to stop pushing before the binary swap (its in-flight pushes are
+/// answered within milliseconds; a worker that cannot is stopped instead).
+pub const HANDOVER_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the new binary waits for a worker of the previous one to reconnect before it
+/// stops it by signal.
+const RECONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// A worker process that outlives the exec of its supervisor's binary: handed over by the old
+/// binary, taken over by the new one, which stops it once its replacement is up.
+#[derive(Debug)]
+pub struct Adopted {
+    /// Its family.
+    pub family: String,
+    /// Its pid (a child of ours: the exec keeps the pid).
+    pub pid: u32,
+    /// The read end of its stderr pipe.
+    pub stderr: Option<OwnedFd>,
+}
+
 /// A running family supervisor.
 pub struct FamilyHandle {
+    /// Cancelling it asks for a handover; `stop` is its child, so a worker that is not
+    /// running (starting, in backoff) is just stopped.
+    handover: CancellationToken,
     stop: CancellationToken,
-    join: JoinHandle<()>,
+    join: JoinHandle<Option<Adopted>>,
 }
 
 impl FamilyHandle {
@@ -102,18 +126,200 @@ impl FamilyHandle {
         self.stop.cancel();
         let _ = self.join.await;
     }
+
+    /// Asks the running worker to outlive this binary's exec ([`dk_proto::rpc::Control::prepare_handover`]):
+    /// it is returned for the next binary, not killed and not reaped. A worker that is not
+    /// running or cannot hold its pushes in time is stopped instead (`None`).
+    pub async fn hand_over(self) -> Option<Adopted> {
+        self.handover.cancel();
+        self.join.await.ok().flatten()
+    }
 }
 
 /// Starts supervising one family's worker.
 pub fn start(ctx: ProcContext, config: WorkerConfig, fds: Vec<RawFd>) -> FamilyHandle {
-    let stop = CancellationToken::new();
-    let join = tokio::spawn(supervise(ctx, config, fds, stop.clone()));
-    FamilyHandle { stop, join }
+    let handover = CancellationToken::new();
+    let stop = handover.child_token();
+    let join = tokio::spawn(supervise(
+        ctx,
+        config,
+        fds,
+        stop.clone(),
+        handover.clone(),
+        None,
+    ));
+    FamilyHandle {
+        handover,
+        stop,
+        join,
+    }
+}
+
+/// A worker of the previous binary waiting for its replacement.
+struct Pending {
+    pid: u32,
+    registration: crate::registry::Registration,
+    /// The previous family's move is done: start this one.
+    after: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+}
+
+/// Starts supervising one family whose worker of the previous binary (`old`) still runs: once
+/// `after` resolves (the previous family moved), a worker of this binary is started; when it
+/// is up, `old` is asked to flush and exit. The receiver resolves when `old` is gone, so
+/// families move one after another.
+pub fn take_over(
+    ctx: ProcContext,
+    config: WorkerConfig,
+    fds: Vec<RawFd>,
+    old: Adopted,
+    after: Option<oneshot::Receiver<()>>,
+) -> (FamilyHandle, oneshot::Receiver<()>) {
+    let (done, moved) = oneshot::channel();
+    let registration = ctx.registry.adopt(old.pid, &old.family, config.clone());
+    follow_stderr(old.stderr, &old.family);
+    let pending = Pending {
+        pid: old.pid,
+        registration,
+        after,
+        done,
+    };
+    let handover = CancellationToken::new();
+    let stop = handover.child_token();
+    let join = tokio::spawn(supervise(
+        ctx,
+        config,
+        fds,
+        stop.clone(),
+        handover.clone(),
+        Some(pending),
+    ));
+    (
+        FamilyHandle {
+            handover,
+            stop,
+            join,
+        },
+        moved,
+    )
+}
+
+/// Stops a worker of the previous binary whose family is no longer configured.
+pub fn retire_unconfigured(ctx: ProcContext, old: Adopted) -> JoinHandle<()> {
+    let empty = WorkerConfig {
+        family: old.family.clone(),
+        hostname: String::new(),
+        inputs: Vec::new(),
+        listeners: Vec::new(),
+        health_interval_ms: 1000,
+    };
+    let (done, _) = oneshot::channel();
+    let registration = ctx.registry.adopt(old.pid, &old.family, empty);
+    follow_stderr(old.stderr, &old.family);
+    tokio::spawn(retire(
+        ctx,
+        old.family,
+        Pending {
+            pid: old.pid,
+            registration,
+            after: None,
+            done,
+        },
+        None,
+    ))
+}
+
+fn follow_stderr(fd: Option<OwnedFd>, family: &str) {
+    if let Some(rx) = fd.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok()) {
+        drop(forward_stderr(rx, family, CancellationToken::new()));
+    }
+}
+
+/// Reaps `pid` (our child) within `within`; false if it is still running.
+async fn reaped(pid: u32, within: Duration) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    let deadline = Instant::now() + within;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            // Exited, or not our child (anymore): gone for us either way.
+            _ => return true,
+        }
+    }
+}
+
+/// Asks a worker of the previous binary to flush and exit (by RPC once it reconnected, else
+/// SIGTERM; SIGKILL after the grace period), reaps it and reports the family moved.
+async fn retire(ctx: ProcContext, family: String, old: Pending, replaced_by: Option<u32>) {
+    use nix::sys::signal::{Signal, kill};
+    let started = Instant::now();
+    let Pending {
+        pid,
+        registration,
+        done,
+        ..
+    } = old;
+    let grace = ctx.policy.stop_grace;
+    let control = tokio::time::timeout(RECONNECT_WAIT, registration.control)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let asked = match &control {
+        Some(c) => c
+            .shutdown(
+                context_with_timeout(Duration::from_secs(1)),
+                grace.as_millis() as u64,
+            )
+            .await
+            .is_ok(),
+        None => false,
+    };
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    if !asked {
+        tracing::warn!(
+            family,
+            pid,
+            "The worker of the previous binary did not reconnect; stopping it by signal (what it held is lost)."
+        );
+        let _ = kill(target, Signal::SIGTERM);
+    }
+    if !reaped(pid, grace + Duration::from_secs(1)).await {
+        tracing::warn!(
+            family,
+            pid,
+            "The worker of the previous binary did not stop in time; killing it."
+        );
+        let _ = kill(target, Signal::SIGKILL);
+        let _ = reaped(pid, Duration::from_secs(5)).await;
+    }
+    ctx.registry.unregister(pid);
+    ctx.metrics
+        .handover(&family, if asked { "moved" } else { "killed" });
+    match replaced_by {
+        Some(new) => tracing::info!(
+            family,
+            old_pid = pid,
+            new_pid = new,
+            ms = started.elapsed().as_millis() as u64,
+            "Worker moved to the new binary: the previous one flushed and exited."
+        ),
+        None => tracing::info!(family, pid, "Worker of the previous binary stopped."),
+    }
+    let _ = done.send(());
 }
 
 enum Outcome {
     Stopped,
-    Restart { cause: &'static str, detail: String },
+    Restart {
+        cause: &'static str,
+        detail: String,
+    },
+    /// The worker outlives the exec (see [`FamilyHandle::hand_over`]).
+    HandedOver(Adopted),
 }
 
 async fn supervise(
@@ -121,19 +327,40 @@ async fn supervise(
     config: WorkerConfig,
     fds: Vec<RawFd>,
     stop: CancellationToken,
-) {
+    handover: CancellationToken,
+    mut pending: Option<Pending>,
+) -> Option<Adopted> {
     let family = config.family.clone();
+    if let Some(after) = pending.as_mut().and_then(|p| p.after.take()) {
+        tokio::select! {
+            _ = after => {}
+            _ = stop.cancelled() => {}
+        }
+    }
     let mut backoff = Backoff::worker_restart();
     loop {
+        if stop.is_cancelled() {
+            if let Some(old) = pending.take() {
+                retire(ctx.clone(), family.clone(), old, None).await;
+            }
+            return None;
+        }
         let started = Instant::now();
-        let outcome = run_once(&ctx, &config, &fds, &stop).await;
+        let outcome = run_once(&ctx, &config, &fds, &stop, &handover, &mut pending).await;
         ctx.worker_metrics.remove(&family);
         ctx.metrics
             .up
             .get_or_create(&SupervisorMetrics::family(&family))
             .set(0);
-        let Outcome::Restart { cause, detail } = outcome else {
-            return;
+        let (cause, detail) = match outcome {
+            Outcome::Restart { cause, detail } => (cause, detail),
+            Outcome::HandedOver(adopted) => return Some(adopted),
+            Outcome::Stopped => {
+                if let Some(old) = pending.take() {
+                    retire(ctx.clone(), family.clone(), old, None).await;
+                }
+                return None;
+            }
         };
         if started.elapsed() >= ctx.policy.healthy_reset {
             backoff.reset();
@@ -149,7 +376,8 @@ async fn supervise(
         (ctx.on_restart)(&family, &message);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return,
+            // The loop's top retires a waiting worker of the previous binary.
+            _ = stop.cancelled() => {}
         }
     }
 }
@@ -179,15 +407,24 @@ fn describe_exit(status: ExitStatus) -> (&'static str, String) {
     }
 }
 
-/// Forwards a worker's stderr lines to our log, so a worker has no log file of its own.
-fn forward_stderr(child: &mut Child, family: &str) {
-    let Some(stderr) = child.stderr.take() else {
-        return;
-    };
+/// Forwards a worker's stderr lines to our log, so a worker has no log file of its own, until
+/// the pipe closes or `stop` (then the pipe is returned, for a handover).
+fn forward_stderr(
+    stderr: pipe::Receiver,
+    family: &str,
+    stop: CancellationToken,
+) -> JoinHandle<Option<pipe::Receiver>> {
     let family = family.to_string();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => line,
+                _ = stop.cancelled() => return Some(lines.into_inner().into_inner()),
+            };
+            let Ok(Some(line)) = line else {
+                return None;
+            };
             let line = line.trim_start();
             let (level, text) = line.split_once(' ').unwrap_or(("INFO", line));
             let text = text.trim_start();
@@ -199,7 +436,7 @@ fn forward_stderr(child: &mut Child, family: &str) {
                 _ => tracing::info!(target: "worker", family = %family, "{line}"),
             }
         }
-    });
+    })
 }
 
 async fn run_once(
@@ -207,6 +444,8 @@ async fn run_once(
     config: &WorkerConfig,
     fds: &[RawFd],
     stop: &CancellationToken,
+    handover: &CancellationToken,
+    pending: &mut Option<Pending>,
 ) -> Outcome {
     let family = config.family.as_str();
     let mut child = match spawn_worker(ctx, family, fds) {
@@ -225,11 +464,65 @@ async fn run_once(
             .unwrap_or(("exit_error", "exited".into()));
         return Outcome::Restart { cause, detail };
     };
-    forward_stderr(&mut child, family);
+    let stop_forwarding = CancellationToken::new();
+    let forwarder = child
+        .stderr
+        .take()
+        .and_then(|e| e.into_owned_fd().ok())
+        .and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok())
+        .map(|rx| forward_stderr(rx, family, stop_forwarding.clone()));
     let registration = ctx.registry.register(pid, family, config.clone());
-    let outcome = supervise_child(ctx, family, &mut child, registration, stop).await;
+    let outcome = supervise_child(
+        ctx,
+        family,
+        &mut child,
+        registration,
+        stop,
+        handover,
+        pending,
+    )
+    .await;
     ctx.registry.unregister(pid);
+    if let Outcome::HandedOver(mut adopted) = outcome {
+        stop_forwarding.cancel();
+        if let Some(f) = forwarder {
+            adopted.stderr = f
+                .await
+                .ok()
+                .flatten()
+                .and_then(|rx| rx.into_nonblocking_fd().ok());
+        }
+        // Neither killed on drop nor reaped here: the process goes on under the next binary
+        // (same pid, so still our child), which reaps it.
+        std::mem::forget(child);
+        return Outcome::HandedOver(adopted);
+    }
     outcome
+}
+
+/// Asks a running worker to stop: flush, then exit; SIGKILL after the grace period.
+async fn stop_gracefully(
+    policy: &ProcPolicy,
+    family: &str,
+    control: &ControlClient,
+    child: &mut Child,
+) -> Outcome {
+    let grace = policy.stop_grace;
+    let _ = control
+        .shutdown(
+            context_with_timeout(Duration::from_secs(1)),
+            grace.as_millis() as u64,
+        )
+        .await;
+    if tokio::time::timeout(grace + Duration::from_secs(1), child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(family, "Worker did not stop in time; killing it.");
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    Outcome::Stopped
 }
 
 /// Kills a worker that broke the RPC protocol (its connection is already closed).
@@ -248,6 +541,8 @@ async fn supervise_child(
     child: &mut Child,
     registration: crate::registry::Registration,
     stop: &CancellationToken,
+    handover: &CancellationToken,
+    pending: &mut Option<Pending>,
 ) -> Outcome {
     let policy = &ctx.policy;
     let crate::registry::Registration {
@@ -291,7 +586,12 @@ async fn supervise_child(
     };
     let label = SupervisorMetrics::family(family);
     ctx.metrics.up.get_or_create(&label).set(1);
-    tracing::info!(family, pid = child.id().unwrap_or(0), "Worker is up.");
+    let pid = child.id().unwrap_or(0);
+    tracing::info!(family, pid, "Worker is up.");
+    if let Some(old) = pending.take() {
+        // The replacement is up: the previous binary's worker flushes and goes.
+        tokio::spawn(retire(ctx.clone(), family.to_string(), old, Some(pid)));
+    }
 
     let mut ticker = tokio::time::interval(policy.health_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -348,18 +648,21 @@ async fn supervise_child(
                     }
                 }
             }
-            _ = stop.cancelled() => {
-                let grace = policy.stop_grace;
-                let _ = control
-                    .shutdown(context_with_timeout(Duration::from_secs(1)), grace.as_millis() as u64)
-                    .await;
-                if tokio::time::timeout(grace + Duration::from_secs(1), child.wait()).await.is_err() {
-                    tracing::warn!(family, "Worker did not stop in time; killing it.");
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
+            _ = handover.cancelled() => {
+                let deadline = HANDOVER_DEADLINE.as_millis() as u64;
+                match control
+                    .prepare_handover(context_with_timeout(HANDOVER_DEADLINE + Duration::from_secs(1)), deadline)
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        return Outcome::HandedOver(Adopted { family: family.to_string(), pid, stderr: None });
+                    }
+                    Ok(Err(why)) => tracing::warn!(family, %why, "Worker cannot outlive the binary swap; stopping it instead."),
+                    Err(e) => tracing::warn!(family, error = %e, "Worker did not answer the handover; stopping it instead."),
                 }
-                return Outcome::Stopped;
+                return stop_gracefully(policy, family, &control, child).await;
             }
+            _ = stop.cancelled() => return stop_gracefully(policy, family, &control, child).await,
         }
     }
 }

@@ -13,6 +13,8 @@ use tokio::sync::{Notify, oneshot};
 
 struct Slot {
     family: String,
+    /// A worker of the previous binary, taken over across an exec: its build differs.
+    adopted: bool,
     config: WorkerConfig,
     hello_tx: Option<oneshot::Sender<()>>,
     control_tx: Option<oneshot::Sender<ControlClient>>,
@@ -63,6 +65,7 @@ impl WorkerRegistry {
         let (violation_tx, violation) = oneshot::channel();
         let slot = Slot {
             family: family.to_string(),
+            adopted: false,
             config,
             hello_tx: Some(hello_tx),
             control_tx: Some(control_tx),
@@ -77,6 +80,25 @@ impl WorkerRegistry {
             control,
             violation,
         }
+    }
+
+    /// Expects a worker of the previous binary (inherited across an exec) to reconnect: its
+    /// hello is accepted although its build differs.
+    pub fn adopt(&self, pid: u32, family: &str, config: WorkerConfig) -> Registration {
+        let registration = self.register(pid, family, config);
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(&pid)
+        {
+            slot.adopted = true;
+        }
+        registration
+    }
+
+    /// Whether `pid` is a worker of the previous binary.
+    pub fn is_adopted(&self, pid: u32) -> bool {
+        self.slots
+            .lock()
+            .is_ok_and(|s| s.get(&pid).is_some_and(|slot| slot.adopted))
     }
 
     /// Reports that the worker `pid` broke the protocol; its procman kills and restarts it.

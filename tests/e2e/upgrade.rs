@@ -429,8 +429,24 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
             "20s",
         )
     );
-    let agent = Agent::start_exe(&exe, &[("statsd/statsd.conf", &statsd)], &conf, &[]);
+    // Two families, so the test sees them move one after the other.
+    let cpu = "[[inputs.cpu]]\n  interval = \"1s\"\n";
+    let agent = Agent::start_exe(
+        &exe,
+        &[("statsd/statsd.conf", &statsd), ("host/cpu.conf", cpu)],
+        &conf,
+        &[],
+    );
     let pid = agent.pid();
+    let old_workers: Vec<(&str, u32)> = ["host", "statsd"]
+        .into_iter()
+        .map(|f| {
+            let pid = wait_for(&format!("the {f} worker"), Duration::from_secs(10), || {
+                agent.worker_pid(f)
+            });
+            (f, pid)
+        })
+        .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     // StatsD: ~20k datagrams/s from one thread.
@@ -500,6 +516,48 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
 
     assert_eq!(agent.pid(), pid);
     assert_eq!(pid_file(agent.workdir()), pid);
+    // Every worker of A outlived the exec: it reconnected to B, which stopped it by RPC (it
+    // flushed) once its replacement was up, one family after another.
+    for (family, old) in &old_workers {
+        agent.wait_metric_at_least(
+            &format!("datakit_upgrade_worker_moved_total{{family=\"{family}\",result=\"moved\"}}"),
+            1.0,
+            Duration::from_secs(20),
+        );
+        let new = wait_for(
+            &format!("B's {family} worker"),
+            Duration::from_secs(10),
+            || agent.worker_pid(family).filter(|p| p != old),
+        );
+        assert!(
+            dk_worker::worker::proc_state(*old).is_none(),
+            "A's {family} worker {old} is still there (replaced by {new})"
+        );
+    }
+    let log = agent.log();
+    for l in log.lines().filter(|l| {
+        [
+            "Worker is up",
+            "Worker moved",
+            "Holding",
+            "Taken over",
+            "handing over",
+        ]
+        .iter()
+        .any(|k| l.contains(k))
+    }) {
+        eprintln!("{l}");
+    }
+    let moved_host = log
+        .find("Worker moved to the new binary")
+        .expect("a move logged");
+    let statsd_up_after = log[moved_host..]
+        .lines()
+        .any(|l| l.contains("Worker is up") && l.contains("statsd"));
+    assert!(
+        statsd_up_after,
+        "statsd moved only after host was done:\n{log}"
+    );
     assert_eq!(refused, 0, "connections refused during the swap");
     assert!(
         failed.is_empty(),
@@ -587,28 +645,31 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
 #[test]
 fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its_ports() {
     // Every field is bound: a dropped temp dir would take the binaries with it.
+    let case = RollbackCase::start("DK_DEBUG_CRASH_AT_START", "10s");
     let RollbackCase {
         bindir,
         exe,
-        rel: _rel,
         port,
         agent,
         before,
-    } = RollbackCase::start("DK_DEBUG_CRASH_AT_START", "10s");
+        ..
+    } = &case;
+    let port = *port;
 
     let started = Instant::now();
     let (status, body) = call(port, "POST", "/v1/datakit/upgrade", None);
     assert_eq!(status, 200, "{body}");
     // The watchdog restores A, which reports the rollback.
-    let restored = wait_restored(&agent, "1.0.0");
+    let restored = wait_restored(agent, "1.0.0");
     let rollback = started.elapsed();
     let _kill = scopeguard_kill(restored);
     assert_eq!(
-        std::fs::read(&exe).unwrap(),
+        &std::fs::read(exe).unwrap(),
         before,
         "A is the binary again"
     );
     assert!(!bindir.path().join("datakit.prev").exists());
+    case.assert_statsd_served_by(restored);
     let (status, body) = agent.request("GET", "/v1/lasterror", &[], b"");
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200);
@@ -626,19 +687,20 @@ fn a_new_binary_that_fails_at_start_is_rolled_back_and_the_old_one_serves_on_its
 
 #[test]
 fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after() {
+    let case = RollbackCase::start("DK_DEBUG_HANG_AT_START", "2s");
     let RollbackCase {
-        bindir: _bindir,
         exe,
-        rel: _rel,
         port,
         agent,
         before,
-    } = RollbackCase::start("DK_DEBUG_HANG_AT_START", "2s");
+        ..
+    } = &case;
+    let port = *port;
 
     let started = Instant::now();
     let (status, body) = call(port, "POST", "/v1/datakit/upgrade", None);
     assert_eq!(status, 200, "{body}");
-    let restored = wait_restored(&agent, "1.0.0");
+    let restored = wait_restored(agent, "1.0.0");
     let rollback = started.elapsed();
     let _kill = scopeguard_kill(restored);
     assert!(
@@ -646,10 +708,11 @@ fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after()
         "rolled back after {rollback:?}"
     );
     assert_eq!(
-        std::fs::read(&exe).unwrap(),
+        &std::fs::read(exe).unwrap(),
         before,
         "A is the binary again"
     );
+    case.assert_statsd_served_by(restored);
     let (_, body) = agent.request("GET", "/v1/lasterror", &[], b"");
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("was not healthy"), "{body}");
@@ -673,11 +736,16 @@ fn a_new_binary_that_never_becomes_healthy_is_rolled_back_after_rollback_after()
 struct RollbackCase {
     bindir: tempfile::TempDir,
     exe: PathBuf,
-    rel: Releases,
+    /// Held for its temp dirs (the install base).
+    _rel: Releases,
     port: u16,
     agent: Agent,
     /// A's binary.
     before: Vec<u8>,
+    /// A StatsD UDP port.
+    udp_port: u16,
+    /// A's statsd worker before the upgrade.
+    worker: u32,
 }
 
 impl RollbackCase {
@@ -694,16 +762,66 @@ impl RollbackCase {
             &rel.public,
             rollback_after,
         );
-        let agent = Agent::start_exe(&exe, &[], &conf, &[(knob, "1.1.0")]);
+        let udp_port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // A worker that outlives A's exec and must not outlive B's failure.
+        let statsd = format!(
+            "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{udp_port}\"\n  service_unix_address = \"\"\n"
+        );
+        let agent = Agent::start_exe(
+            &exe,
+            &[("statsd/statsd.conf", &statsd)],
+            &conf,
+            &[(knob, "1.1.0")],
+        );
+        let worker = wait_for("A's statsd worker", Duration::from_secs(10), || {
+            agent.worker_pid("statsd")
+        });
         let before = std::fs::read(&exe).unwrap();
         RollbackCase {
             bindir,
             exe,
-            rel,
+            _rel: rel,
             port,
             agent,
             before,
+            udp_port,
+            worker,
         }
+    }
+
+    /// A's worker from before the upgrade is gone (it did not outlive the failed binary), the
+    /// restored agent runs its own, and a datagram sent now is counted.
+    fn assert_statsd_served_by(&self, restored: u32) {
+        wait_for(
+            "the worker that outlived A's exec to be gone",
+            Duration::from_secs(10),
+            || gone_or_zombie(self.worker).then_some(()),
+        );
+        let fresh = wait_for(
+            "the restored agent's statsd worker",
+            Duration::from_secs(10),
+            || dk_worker::testing::load::worker_pid(restored, "statsd"),
+        );
+        assert_ne!(fresh, self.worker);
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        wait_for(
+            "a datagram sent after the rollback",
+            Duration::from_secs(15),
+            || {
+                s.send_to(b"rolled.hits:1|c", ("127.0.0.1", self.udp_port))
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                self.agent
+                    .local_points("metric")
+                    .iter()
+                    .any(|p| p.name == "rolled")
+                    .then_some(())
+            },
+        );
     }
 }
 

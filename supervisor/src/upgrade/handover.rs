@@ -35,6 +35,20 @@ pub struct FdMap {
     pub upgrader: Option<RawFd>,
     /// Input listeners by configured address.
     pub listeners: BTreeMap<String, Vec<RawFd>>,
+    /// Workers that outlive the exec: the new binary takes them over.
+    #[serde(default)]
+    pub workers: Vec<WorkerFd>,
+}
+
+/// A worker that outlives the exec.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WorkerFd {
+    /// Its family.
+    pub family: String,
+    /// Its pid.
+    pub pid: u32,
+    /// The read end of its stderr pipe.
+    pub stderr: Option<RawFd>,
 }
 
 /// Sockets inherited from the previous binary, taken one by one as the config asks for them;
@@ -47,6 +61,8 @@ pub struct Inherited {
     pub upgrader: Option<OwnedFd>,
     /// Input listeners by address.
     pub listeners: BTreeMap<String, Vec<OwnedFd>>,
+    /// Workers of the previous binary that are still our children, by family.
+    pub workers: BTreeMap<String, crate::procman::Adopted>,
 }
 
 /// Whether `fd` is an open socket.
@@ -56,6 +72,38 @@ fn is_socket(fd: RawFd) -> bool {
         unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
     )
     .is_ok_and(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK)
+}
+
+/// The worker of the previous binary, if it is still our child (after a rollback the
+/// watchdog hands on a map whose workers belonged to the binary that died: not ours).
+fn adopt_worker(w: WorkerFd) -> Option<crate::procman::Adopted> {
+    let stderr = w.stderr.filter(|fd| *fd > 2 && is_fifo(*fd)).map(|fd| {
+        // SAFETY: the number came from our predecessor in ENV_FDS, it is an open pipe
+        // (checked above) and nothing else in this process owns it: adopted once here.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        owned
+    });
+    (parent_of(w.pid) == Some(std::process::id())).then_some(crate::procman::Adopted {
+        family: w.family,
+        pid: w.pid,
+        stderr,
+    })
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn is_fifo(fd: RawFd) -> bool {
+    nix::sys::stat::fstat(
+        // SAFETY: fstat only reads the descriptor's metadata; a closed number fails with EBADF.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+    )
+    .is_ok_and(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFIFO)
 }
 
 fn adopt(fd: RawFd) -> Option<OwnedFd> {
@@ -91,10 +139,16 @@ impl Inherited {
                 .map(|(a, fds)| (a, fds.into_iter().filter_map(adopt).collect::<Vec<_>>()))
                 .filter(|(_, fds)| !fds.is_empty())
                 .collect(),
+            workers: map
+                .workers
+                .into_iter()
+                .filter_map(adopt_worker)
+                .map(|w| (w.family.clone(), w))
+                .collect(),
         }
     }
 
-    /// Whether anything was inherited.
+    /// Whether any socket was inherited.
     pub fn is_empty(&self) -> bool {
         self.api.is_none() && self.upgrader.is_none() && self.listeners.is_empty()
     }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod emitter;
 pub mod family;
+pub mod link;
 pub mod listen;
 pub mod misbehave;
 pub mod rpc;

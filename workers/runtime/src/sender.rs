@@ -12,20 +12,22 @@
 //! answered `Ack::Rejected` (permanent) is dropped and counted, with a rate-limited log line.
 //! At most [`MAX_ERROR_REPORTS`] error reports are in flight; more are dropped and counted. A
 //! transport error means the supervisor is gone: the task ends with an error and the worker
-//! exits.
+//! exits, unless the [`Link`] is held for a handover: then the batch waits for the new
+//! supervisor, and up to [`MAX_HELD_BATCHES`] batches are cut meanwhile (inputs keep reading).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dk_proto::rpc::{Ack, Batch, IngestClient, MAX_BATCH_BYTES, MAX_POINT_BYTES, wire_size};
+use dk_proto::rpc::{Ack, Batch, MAX_BATCH_BYTES, MAX_POINT_BYTES, wire_size};
 use dk_proto::{Category, FeedOpts, Point};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use crate::emitter::Message;
+use crate::link::Link;
 use crate::rpc::context_with_timeout;
 
 /// Points per pushed batch, as Datakit's `max_cache_count`.
@@ -34,6 +36,9 @@ pub const MAX_BATCH_POINTS: usize = 1000;
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Pushes awaiting an ack at once.
 pub const MAX_IN_FLIGHT: usize = 4;
+/// Batches kept while the link is held for a supervisor handover (at most this many times
+/// [`MAX_BATCH_BYTES`], in practice a few MiB for the half second a swap takes).
+pub const MAX_HELD_BATCHES: usize = 64;
 /// Error reports (`last_error` calls) in flight at once; more are dropped and counted.
 pub const MAX_ERROR_REPORTS: usize = 2;
 /// Deadline of one push.
@@ -110,7 +115,7 @@ impl Group {
 /// [`SenderError::Disconnected`] when the supervisor goes away.
 pub async fn run(
     mut rx: mpsc::Receiver<Message>,
-    client: IngestClient,
+    link: Arc<Link>,
     stats: Arc<SenderStats>,
 ) -> Result<(), SenderError> {
     let mut groups: HashMap<Key, Group> = HashMap::new();
@@ -121,7 +126,12 @@ pub async fn run(
     let mut open = true;
 
     loop {
-        let can_read = open && in_flight.len() < MAX_IN_FLIGHT;
+        let cap = if link.is_held() {
+            MAX_HELD_BATCHES
+        } else {
+            MAX_IN_FLIGHT
+        };
+        let can_read = open && in_flight.len() < cap;
         tokio::select! {
             msg = rx.recv(), if can_read => match msg {
                 Some(Message::Feed(feed)) => {
@@ -139,19 +149,18 @@ pub async fn run(
                         }
                         if group.bytes + size > MAX_BATCH_BYTES && !group.points.is_empty() {
                             let points = group.take();
-                            in_flight.push(push(client.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
                         }
                         group.bytes += size;
                         group.points.push(point);
                         if group.points.len() >= MAX_BATCH_POINTS {
                             let points = group.take();
-                            in_flight.push(push(client.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
                         }
                     }
                 }
                 Some(Message::LastError(e)) => {
-                    if let Ok(permit) = reports.clone().try_acquire_owned() {
-                        let client = client.clone();
+                    if let (Ok(permit), Some(client)) = (reports.clone().try_acquire_owned(), link.client()) {
                         tokio::spawn(async move {
                             let _ = client.last_error(context_with_timeout(PUSH_TIMEOUT), e).await;
                             drop(permit);
@@ -171,7 +180,7 @@ pub async fn run(
                 for (key, group) in groups.iter_mut() {
                     if !group.points.is_empty() {
                         let points = group.take();
-                        in_flight.push(push(client.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                        in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
                     }
                 }
                 groups.retain(|_, g| g.points.capacity() > 0 || !g.points.is_empty());
@@ -196,17 +205,19 @@ fn make_batch(stats: &SenderStats, key: Key, points: Vec<Point>) -> Arc<Batch> {
 }
 
 async fn push(
-    client: IngestClient,
+    link: Arc<Link>,
     batch: Arc<Batch>,
     stats: Arc<SenderStats>,
 ) -> Result<(), SenderError> {
     stats.pending.fetch_add(1, Ordering::Relaxed);
     let mut backoff = Duration::from_millis(50);
     let result = loop {
-        match client
+        let (client, in_rpc) = link.begin().await;
+        let answer = client
             .push(context_with_timeout(PUSH_TIMEOUT), batch.clone())
-            .await
-        {
+            .await;
+        drop(in_rpc);
+        match answer {
             Ok(Ack::Accepted { points, dropped }) => {
                 stats.acked.fetch_add(u64::from(points), Ordering::Relaxed);
                 stats
@@ -232,6 +243,8 @@ async fn push(
             Err(tarpc::client::RpcError::DeadlineExceeded) => {
                 tracing::warn!(seq = batch.seq, "Push timed out; retrying.");
             }
+            // The old supervisor is gone during a handover: send it to the new one.
+            Err(_) if link.is_held() => {}
             Err(e) => break Err(SenderError::Disconnected(e.to_string())),
         }
     };

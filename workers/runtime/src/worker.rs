@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::link::Link;
 use crate::rpc::{context_with_timeout, transport};
 use crate::sender::{self, SenderStats};
 use crate::{Emitter, Family, InputContext};
@@ -65,6 +66,132 @@ struct ControlServer {
     reconfigure: mpsc::Sender<Reconfigure>,
     metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     misbehave: Option<crate::misbehave::Misbehave>,
+    handover: Arc<Handover>,
+}
+
+/// How long a worker that outlives its supervisor's binary swap waits for the new one.
+pub const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What a worker needs to outlive its supervisor's binary swap (see
+/// [`Control::prepare_handover`]).
+struct Handover {
+    link: Arc<Link>,
+    run_dir: std::path::PathBuf,
+    family: String,
+    /// Set once the worker is ready to outlive the swap; cleared when it has reconnected.
+    active: std::sync::atomic::AtomicBool,
+    /// The supervisor's pid when the handover was prepared; another parent means the
+    /// supervisor died (a new binary that crashed): the worker exits.
+    parent: std::sync::atomic::AtomicI32,
+    shutdown: CancellationToken,
+}
+
+/// Makes this process get SIGKILL when the thread that is its parent ends (`true`), or not.
+fn die_with_parent(yes: bool) -> std::io::Result<()> {
+    let signal = if yes { libc::SIGKILL } else { 0 };
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value and touches no memory of ours.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn parent_pid() -> i32 {
+    // SAFETY: getppid(2) cannot fail and touches no memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::getppid()
+    }
+}
+
+/// Serves the supervisor's control connection; when it closes, the worker stops, or, during
+/// a handover, reconnects to the new supervisor.
+fn serve_control(stream: UnixStream, control: ControlServer) {
+    tokio::spawn(async move {
+        BaseChannel::with_defaults(transport(stream))
+            .execute(control.clone().serve())
+            .for_each(|f| async {
+                tokio::spawn(f);
+            })
+            .await;
+        if control.handover.active.load(Ordering::SeqCst) {
+            tokio::spawn(reconnect(control));
+        } else {
+            // The supervisor closed the control connection: stop.
+            control.shutdown.cancel();
+        }
+    });
+}
+
+/// Reconnects to the supervisor that replaced ours under the same pid, says hello again and
+/// resumes the held pushes. Gives up (the worker stops) when the parent changed (the new
+/// binary died) or after [`RECONNECT_DEADLINE`].
+async fn reconnect(control: ControlServer) {
+    let h = control.handover.clone();
+    let deadline = tokio::time::Instant::now() + RECONNECT_DEADLINE;
+    let mut last = String::new();
+    let client = loop {
+        if parent_pid() != h.parent.load(Ordering::SeqCst) {
+            tracing::warn!("The supervisor died during its binary swap; stopping.");
+            std::process::exit(1);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(reason = %last, "No supervisor took this worker over within {RECONNECT_DEADLINE:?}; stopping.");
+            h.link.release();
+            h.active.store(false, Ordering::SeqCst);
+            h.shutdown.cancel();
+            return;
+        }
+        match say_hello(&h.run_dir, &h.family).await {
+            Ok((client, _config)) => break client,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stream = match connect(&h.run_dir, CONTROL_SOCKET).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Reconnected to the new supervisor but not its control socket; stopping.");
+            h.active.store(false, Ordering::SeqCst);
+            h.shutdown.cancel();
+            return;
+        }
+    };
+    h.active.store(false, Ordering::SeqCst);
+    serve_control(stream, control);
+    // The parent thread is now the new supervisor's main thread; check it did not die just
+    // before the signal was armed.
+    if die_with_parent(true).is_err() || parent_pid() != h.parent.load(Ordering::SeqCst) {
+        std::process::exit(1);
+    }
+    h.link.resume(client);
+    tracing::info!("Taken over by the new supervisor binary; pushing again.");
+}
+
+/// Connects to the ingest socket and says hello; the client and this worker's config.
+async fn say_hello(
+    run_dir: &Path,
+    family: &str,
+) -> Result<(dk_proto::rpc::IngestClient, WorkerConfig), WorkerError> {
+    let ingest = connect(run_dir, INGEST_SOCKET).await?;
+    let client = IngestClient::new(tarpc::client::Config::default(), transport(ingest)).spawn();
+    let hello = Hello {
+        proto_version: PROTO_VERSION,
+        build: dk_proto::build_id(),
+        family: family.to_string(),
+        pid: std::process::id(),
+    };
+    match client
+        .hello(context_with_timeout(Duration::from_secs(10)), hello)
+        .await
+    {
+        Ok(HelloReply::Accepted(c)) => Ok((client, c)),
+        Ok(HelloReply::Refused(reason)) => Err(WorkerError::Refused(reason)),
+        Err(e) => Err(WorkerError::Hello(e.to_string())),
+    }
 }
 
 impl Control for ControlServer {
@@ -104,6 +231,23 @@ impl Control for ControlServer {
     async fn shutdown(self, _: tarpc::context::Context, grace_ms: u64) {
         self.grace.store(grace_ms, Ordering::Relaxed);
         self.shutdown.cancel();
+    }
+
+    async fn prepare_handover(
+        self,
+        _: tarpc::context::Context,
+        deadline_ms: u64,
+    ) -> Result<(), String> {
+        let h = &self.handover;
+        h.link.hold(Duration::from_millis(deadline_ms)).await?;
+        if let Err(e) = die_with_parent(false) {
+            h.link.release();
+            return Err(format!("cannot stop dying with the supervisor: {e}"));
+        }
+        h.parent.store(parent_pid(), Ordering::SeqCst);
+        h.active.store(true, Ordering::SeqCst);
+        tracing::info!("Holding pushes while the supervisor swaps its binary.");
+        Ok(())
     }
 }
 
@@ -204,6 +348,7 @@ pub async fn run_with(
         })?;
 
     let stats = Arc::new(SenderStats::default());
+    let link = Arc::new(Link::new(client.clone()));
     let (pause_tx, paused) = watch::channel(false);
     let shutdown = CancellationToken::new();
     let grace = Arc::new(std::sync::atomic::AtomicU64::new(5_000));
@@ -220,26 +365,24 @@ pub async fn run_with(
         reconfigure: reconfigure_tx,
         metrics: metrics.clone(),
         misbehave,
+        handover: Arc::new(Handover {
+            link: link.clone(),
+            run_dir: run_dir.to_path_buf(),
+            family: family.name().to_string(),
+            active: std::sync::atomic::AtomicBool::new(false),
+            parent: std::sync::atomic::AtomicI32::new(0),
+            shutdown: shutdown.clone(),
+        }),
     };
     let control_stream = connect(run_dir, CONTROL_SOCKET).await?;
-    let control_lost = shutdown.clone();
-    tokio::spawn(async move {
-        BaseChannel::with_defaults(transport(control_stream))
-            .execute(control.serve())
-            .for_each(|f| async {
-                tokio::spawn(f);
-            })
-            .await;
-        // The supervisor closed the control connection: stop.
-        control_lost.cancel();
-    });
+    serve_control(control_stream, control);
 
     if let Some(m) = misbehave {
         let (run_dir, client) = (run_dir.to_path_buf(), client.clone());
         tokio::spawn(async move { m.act(&run_dir, client).await });
     }
     let (emitter, rx) = Emitter::channel(256);
-    let mut sender_task = tokio::spawn(sender::run(rx, client, stats.clone()));
+    let mut sender_task = tokio::spawn(sender::run(rx, link, stats.clone()));
     let shared = Shared {
         emitter: emitter.clone(),
         shutdown: shutdown.clone(),

@@ -270,7 +270,11 @@ async fn sender_against(
         dk_proto::rpc::IngestClient::new(tarpc::client::Config::default(), transport(ours)).spawn();
     let stats = Arc::new(dk_worker::sender::SenderStats::default());
     let (emitter, emitted) = dk_worker::Emitter::channel(16);
-    let sender = tokio::spawn(dk_worker::sender::run(emitted, client, stats.clone()));
+    let sender = tokio::spawn(dk_worker::sender::run(
+        emitted,
+        std::sync::Arc::new(dk_worker::link::Link::new(client)),
+        stats.clone(),
+    ));
     for points in feeds {
         emitter
             .emit(Category::Logging, "big", FeedOpts::default(), points)
