@@ -1227,8 +1227,57 @@ async fn reload(r: &Reloader<'_>, old: Plan, running: &mut Running) -> Plan {
     for b in fresh.listeners {
         running.bound.insert(b.spec.address.clone(), b);
     }
-    tracing::info!(families = ?changed, "Config changed; restarting the affected families.");
+    // A running worker whose listeners kept their transport and socket count is reconfigured
+    // in place: its unchanged inputs keep running with their connections, new listeners are
+    // passed to it, removed ones it closes. Anything else restarts the family.
+    let mut in_place = BTreeSet::new();
     for family in &changed {
+        let (Some(h), Some(before), Some(after)) = (
+            running.handles.get(family),
+            old.families.get(family),
+            new.families.get(family),
+        ) else {
+            continue;
+        };
+        let compatible = after.listeners.iter().all(|l| {
+            before
+                .listeners
+                .iter()
+                .find(|b| b.address == l.address)
+                .is_none_or(|b| b.kind == l.kind && b.sockets == l.sockets)
+        });
+        if !compatible {
+            continue;
+        }
+        let config = worker_config(&new, family, hostname, &running.bound);
+        let new_listeners = after
+            .listeners
+            .iter()
+            .filter(|l| !before.listeners.iter().any(|b| b.address == l.address))
+            .filter_map(|l| {
+                let fds: Vec<_> = config
+                    .listeners
+                    .iter()
+                    .filter(|c| c.address == l.address)
+                    .map(|c| c.fd)
+                    .collect();
+                (!fds.is_empty()).then(|| (l.address.clone(), fds))
+            })
+            .collect();
+        match h.reconfigure(config, new_listeners).await {
+            Ok(()) => {
+                in_place.insert(family.clone());
+            }
+            Err(why) => tracing::warn!(
+                family,
+                %why,
+                "Cannot reconfigure the worker in place; restarting it."
+            ),
+        }
+    }
+    let restart: BTreeSet<String> = changed.difference(&in_place).cloned().collect();
+    tracing::info!(reconfigured = ?in_place, restarted = ?restart, "Config changed; applying it to the affected families.");
+    for family in &restart {
         if let Some(h) = running.handles.remove(family) {
             h.stop().await;
         }
@@ -1239,7 +1288,7 @@ async fn reload(r: &Reloader<'_>, old: Plan, running: &mut Running) -> Plan {
         .flat_map(|f| f.listeners.iter().map(|l| l.address.clone()))
         .collect();
     running.bound.retain(|addr, _| still_wanted.contains(addr));
-    for family in &changed {
+    for family in &restart {
         if new.families.contains_key(family) {
             start_family(ctx, &new, family, hostname, running);
         }

@@ -26,7 +26,7 @@ use dk_worker::rpc::context_with_timeout;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +117,54 @@ pub struct FamilyHandle {
     /// running (starting, in backoff) is just stopped.
     handover: CancellationToken,
     stop: CancellationToken,
+    reconfig: mpsc::Sender<Reconfig>,
     join: JoinHandle<Option<Adopted>>,
+}
+
+/// A reconfigure of a running worker in place ([`FamilyHandle::reconfigure`]).
+pub struct Reconfig {
+    /// The new configuration, listener descriptors numbered as the supervisor holds them.
+    pub config: WorkerConfig,
+    /// Listeners the worker does not have yet, sent to it before the reconfigure.
+    pub new_listeners: Vec<(String, Vec<RawFd>)>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// How long a reload waits for a worker to reconfigure in place before it restarts it.
+const RECONFIGURE_WAIT: Duration = Duration::from_secs(15);
+
+/// What a family supervisor is asked from outside.
+struct Requests {
+    stop: CancellationToken,
+    handover: CancellationToken,
+    reconfig: mpsc::Receiver<Reconfig>,
+}
+
+/// What the worker is started with; a reconfigure changes it for later restarts too.
+struct Spec {
+    config: WorkerConfig,
+    fds: Vec<RawFd>,
+}
+
+fn requests() -> (
+    Requests,
+    CancellationToken,
+    CancellationToken,
+    mpsc::Sender<Reconfig>,
+) {
+    let handover = CancellationToken::new();
+    let stop = handover.child_token();
+    let (tx, rx) = mpsc::channel(1);
+    (
+        Requests {
+            stop: stop.clone(),
+            handover: handover.clone(),
+            reconfig: rx,
+        },
+        handover,
+        stop,
+        tx,
+    )
 }
 
 impl FamilyHandle {
@@ -134,23 +181,42 @@ impl FamilyHandle {
         self.handover.cancel();
         self.join.await.ok().flatten()
     }
+
+    /// Reconfigures the running worker in place (its process and unchanged inputs keep
+    /// running): `new_listeners` are sent to it first. An error (not running, refused, no
+    /// answer in time) leaves the worker as it was; the caller restarts it instead.
+    ///
+    /// # Errors
+    /// Why the worker was not reconfigured.
+    pub async fn reconfigure(
+        &self,
+        config: WorkerConfig,
+        new_listeners: Vec<(String, Vec<RawFd>)>,
+    ) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.reconfig
+            .try_send(Reconfig {
+                config,
+                new_listeners,
+                reply,
+            })
+            .map_err(|_| "a reconfigure is already waiting".to_string())?;
+        match tokio::time::timeout(RECONFIGURE_WAIT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the worker is not running".into()),
+            Err(_) => Err(format!("no answer within {RECONFIGURE_WAIT:?}")),
+        }
+    }
 }
 
 /// Starts supervising one family's worker.
 pub fn start(ctx: ProcContext, config: WorkerConfig, fds: Vec<RawFd>) -> FamilyHandle {
-    let handover = CancellationToken::new();
-    let stop = handover.child_token();
-    let join = tokio::spawn(supervise(
-        ctx,
-        config,
-        fds,
-        stop.clone(),
-        handover.clone(),
-        None,
-    ));
+    let (req, handover, stop, reconfig) = requests();
+    let join = tokio::spawn(supervise(ctx, Spec { config, fds }, req, None));
     FamilyHandle {
         handover,
         stop,
+        reconfig,
         join,
     }
 }
@@ -184,20 +250,13 @@ pub fn take_over(
         after,
         done,
     };
-    let handover = CancellationToken::new();
-    let stop = handover.child_token();
-    let join = tokio::spawn(supervise(
-        ctx,
-        config,
-        fds,
-        stop.clone(),
-        handover.clone(),
-        Some(pending),
-    ));
+    let (req, handover, stop, reconfig) = requests();
+    let join = tokio::spawn(supervise(ctx, Spec { config, fds }, req, Some(pending)));
     (
         FamilyHandle {
             handover,
             stop,
+            reconfig,
             join,
         },
         moved,
@@ -324,29 +383,27 @@ enum Outcome {
 
 async fn supervise(
     ctx: ProcContext,
-    config: WorkerConfig,
-    fds: Vec<RawFd>,
-    stop: CancellationToken,
-    handover: CancellationToken,
+    mut spec: Spec,
+    mut req: Requests,
     mut pending: Option<Pending>,
 ) -> Option<Adopted> {
-    let family = config.family.clone();
+    let family = spec.config.family.clone();
     if let Some(after) = pending.as_mut().and_then(|p| p.after.take()) {
         tokio::select! {
             _ = after => {}
-            _ = stop.cancelled() => {}
+            _ = req.stop.cancelled() => {}
         }
     }
     let mut backoff = Backoff::worker_restart();
     loop {
-        if stop.is_cancelled() {
+        if req.stop.is_cancelled() {
             if let Some(old) = pending.take() {
                 retire(ctx.clone(), family.clone(), old, None).await;
             }
             return None;
         }
         let started = Instant::now();
-        let outcome = run_once(&ctx, &config, &fds, &stop, &handover, &mut pending).await;
+        let outcome = run_once(&ctx, &mut spec, &mut req, &mut pending).await;
         ctx.worker_metrics.remove(&family);
         ctx.metrics
             .up
@@ -377,24 +434,40 @@ async fn supervise(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             // The loop's top retires a waiting worker of the previous binary.
-            _ = stop.cancelled() => {}
+            _ = req.stop.cancelled() => {}
         }
     }
 }
 
-fn spawn_worker(ctx: &ProcContext, family: &str, fds: &[RawFd]) -> std::io::Result<Child> {
+/// Spawns a worker with `fds` inherited and the channel for listeners added later
+/// ([`dk_worker::fdpass`]); our end of the channel.
+fn spawn_worker(
+    ctx: &ProcContext,
+    family: &str,
+    fds: &[RawFd],
+) -> std::io::Result<(Child, std::os::unix::net::UnixDatagram)> {
+    use std::os::fd::AsRawFd as _;
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
     let mut cmd = Command::new(&ctx.exe);
     cmd.arg("worker")
         .arg(family)
         .arg("--run-dir")
         .arg(&ctx.run_dir)
         .args(&ctx.worker_args)
+        .env(
+            dk_worker::fdpass::ENV_FD_CHANNEL,
+            theirs.as_raw_fd().to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    crate::jail::prepare(&mut cmd, fds.to_vec());
-    cmd.spawn()
+    let mut inherited = fds.to_vec();
+    inherited.push(theirs.as_raw_fd());
+    crate::jail::prepare(&mut cmd, inherited);
+    let child = cmd.spawn()?;
+    drop(theirs);
+    Ok((child, ours))
 }
 
 fn describe_exit(status: ExitStatus) -> (&'static str, String) {
@@ -441,14 +514,13 @@ fn forward_stderr(
 
 async fn run_once(
     ctx: &ProcContext,
-    config: &WorkerConfig,
-    fds: &[RawFd],
-    stop: &CancellationToken,
-    handover: &CancellationToken,
+    spec: &mut Spec,
+    req: &mut Requests,
     pending: &mut Option<Pending>,
 ) -> Outcome {
-    let family = config.family.as_str();
-    let mut child = match spawn_worker(ctx, family, fds) {
+    let family = spec.config.family.clone();
+    let family = family.as_str();
+    let (mut child, channel) = match spawn_worker(ctx, family, &spec.fds) {
         Ok(c) => c,
         Err(e) => {
             return Outcome::Restart {
@@ -471,17 +543,13 @@ async fn run_once(
         .and_then(|e| e.into_owned_fd().ok())
         .and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok())
         .map(|rx| forward_stderr(rx, family, stop_forwarding.clone()));
-    let registration = ctx.registry.register(pid, family, config.clone());
-    let outcome = supervise_child(
-        ctx,
+    let registration = ctx.registry.register(pid, family, spec.config.clone());
+    let worker = Worker {
         family,
-        &mut child,
-        registration,
-        stop,
-        handover,
-        pending,
-    )
-    .await;
+        child: &mut child,
+        channel: &channel,
+    };
+    let outcome = supervise_child(ctx, worker, registration, req, pending, spec).await;
     ctx.registry.unregister(pid);
     if let Outcome::HandedOver(mut adopted) = outcome {
         stop_forwarding.cancel();
@@ -535,15 +603,47 @@ async fn cut_off(child: &mut Child, reason: String) -> Outcome {
     }
 }
 
+/// One spawned worker process.
+struct Worker<'a> {
+    family: &'a str,
+    child: &'a mut Child,
+    /// Our end of its listener channel.
+    channel: &'a std::os::unix::net::UnixDatagram,
+}
+
+/// Sends the new listeners, then asks the worker to reconfigure.
+async fn reconfigure_worker(
+    control: &ControlClient,
+    channel: &std::os::unix::net::UnixDatagram,
+    r: &Reconfig,
+) -> Result<(), String> {
+    for (address, fds) in &r.new_listeners {
+        dk_worker::fdpass::send(channel, address, fds)
+            .map_err(|e| format!("cannot pass the socket for {address} to the worker: {e}"))?;
+    }
+    control
+        .reconfigure(
+            context_with_timeout(RECONFIGURE_WAIT - Duration::from_secs(1)),
+            r.config.clone(),
+        )
+        .await
+        .map_err(|e| format!("the worker did not answer: {e}"))?
+}
+
 async fn supervise_child(
     ctx: &ProcContext,
-    family: &str,
-    child: &mut Child,
+    worker: Worker<'_>,
     registration: crate::registry::Registration,
-    stop: &CancellationToken,
-    handover: &CancellationToken,
+    req: &mut Requests,
     pending: &mut Option<Pending>,
+    spec: &mut Spec,
 ) -> Outcome {
+    let Worker {
+        family,
+        child,
+        channel,
+    } = worker;
+    let (stop, handover) = (req.stop.clone(), req.handover.clone());
     let policy = &ctx.policy;
     let crate::registry::Registration {
         hello,
@@ -661,6 +761,18 @@ async fn supervise_child(
                     Err(e) => tracing::warn!(family, error = %e, "Worker did not answer the handover; stopping it instead."),
                 }
                 return stop_gracefully(policy, family, &control, child).await;
+            }
+            Some(r) = req.reconfig.recv() => {
+                let answer = reconfigure_worker(&control, channel, &r).await;
+                match &answer {
+                    Ok(()) => {
+                        spec.fds = r.config.listeners.iter().map(|l| l.fd).collect();
+                        spec.config = r.config;
+                        tracing::info!(family, "Worker reconfigured in place.");
+                    }
+                    Err(why) => tracing::warn!(family, %why, "Worker not reconfigured in place."),
+                }
+                let _ = r.reply.send(answer);
             }
             _ = stop.cancelled() => return stop_gracefully(policy, family, &control, child).await,
         }

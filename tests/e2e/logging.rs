@@ -359,3 +359,81 @@ fn a_line_on_a_connection_that_stays_open_arrives_after_the_idle_flush() {
     assert_eq!(messages(&pts)[1], "second\n\tcontinued");
     drop(c);
 }
+
+/// Streams numbered lines over one TCP connection at about 1 kHz until `stop`; how many.
+fn stream_lines(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let start = std::time::Instant::now();
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            n += 1;
+            writeln!(s, "line {n}").unwrap();
+            if let Some(wait) = Duration::from_millis(n).checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+        n
+    })
+}
+
+#[test]
+fn a_reload_adding_and_removing_an_instance_loses_no_line_of_a_running_tcp_stream() {
+    let (agent, ports) = start("  source = \"stream\"");
+    let worker = wait_for("the logging worker", WAIT, || agent.worker_pid("logging"));
+    let conf = std::fs::read_to_string(agent.workdir().join("conf.d/log/logging.conf")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streamer = stream_lines(ports.tcp, stop.clone());
+    points_of(&agent, "stream", |p| p.len() >= 100);
+
+    // Add a second instance on a new TCP port: passed to the running worker.
+    let other = free_port();
+    agent.write_conf(
+        "log/logging.conf",
+        &format!(
+            "{conf}\n[[inputs.logging]]\n  sockets = [\"tcp://127.0.0.1:{other}\"]\n  source = \"other\"\n"
+        ),
+    );
+    wait_for("the new instance's port", WAIT, || {
+        TcpStream::connect(("127.0.0.1", other)).ok()
+    })
+    .write_all(b"hello from the new instance\n")
+    .unwrap();
+    points_of(&agent, "other", |p| !p.is_empty());
+
+    // Remove it again: its port closes, the stream goes on.
+    agent.write_conf("log/logging.conf", &conf);
+    wait_for("the removed instance's port to close", WAIT, || {
+        TcpStream::connect(("127.0.0.1", other))
+            .is_err()
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = streamer.join().unwrap();
+
+    let points = points_of(&agent, "stream", |p| p.len() as u64 >= sent);
+    let mut got: Vec<u64> = messages(&points)
+        .iter()
+        .map(|m| m.trim_start_matches("line ").parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..=sent).collect::<Vec<_>>(),
+        "every line once, none lost"
+    );
+    assert_eq!(
+        agent.worker_pid("logging"),
+        Some(worker),
+        "the worker was reconfigured, not restarted"
+    );
+    assert_eq!(
+        agent.metric("datakit_config_reload_total{result=\"applied\"}"),
+        Some(2.0)
+    );
+}

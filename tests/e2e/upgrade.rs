@@ -952,3 +952,60 @@ fn check_reports_a_busy_upgrade_port_naming_the_dk_upgrader_key() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// An IPv4 address of this machine that is not loopback (eth0's), for traffic that stays on
+/// the machine but does not come from 127.0.0.0/8.
+fn local_non_loopback_ipv4() -> std::net::Ipv4Addr {
+    nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|a| a.ip()))
+        .find(|ip| !ip.is_loopback())
+        .expect("this test needs an interface with a non-loopback IPv4 address (eth0)")
+}
+
+#[test]
+fn a_peer_outside_the_allowlist_gets_403_before_the_token_is_looked_at() {
+    let rel = Releases::new();
+    let port = free_port();
+    let ip = local_non_loopback_ipv4();
+    // Listen on every address; the peer connects from the machine's own eth0 address.
+    let conf = upgrader_conf(
+        port,
+        &rel.base.path().display().to_string(),
+        &rel.public,
+        "10s",
+    )
+    .replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}"));
+    let agent = Agent::start_with(&[], &conf, &[]);
+    let from_eth0 = |token: &str| {
+        let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+        assert_eq!(s.peer_addr().unwrap().ip(), std::net::IpAddr::V4(ip));
+        write!(
+            s,
+            "GET /v1/datakit/version HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let answer = from_eth0(TOKEN);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("request now allowed"), "{answer}");
+    assert_eq!(
+        agent.metric("datakit_upgrade_total{result=\"forbidden\"}"),
+        Some(1.0)
+    );
+    // Loopback is always allowed.
+    assert_eq!(call(port, "GET", "/v1/datakit/version", None).0, 200);
+    drop(agent);
+
+    // With the address in ip_whitelist the same peer reaches the token check.
+    let conf = conf.replace(
+        "rollback_after",
+        &format!("ip_whitelist = [\"{ip}\"]\n  rollback_after"),
+    );
+    let _agent = Agent::start_with(&[], &conf, &[]);
+    assert!(from_eth0("wrong").starts_with("HTTP/1.1 401"));
+    assert!(from_eth0(TOKEN).starts_with("HTTP/1.1 200"));
+}

@@ -71,11 +71,18 @@ impl Family for LoggingFamily {
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        let metrics = Arc::new(Metrics::default());
+        // One set of counters for the worker's life: a reconfigure keeps unchanged instances
+        // running, and they keep counting into the same registered metrics.
+        static METRICS: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
+        let metrics = METRICS.get_or_init(Arc::default).clone();
         dk_worker::build_instances(self, config, |spec| {
             let cfg = config::parse(&spec.toml)?;
             Ok(LoggingInput::new(cfg, metrics.clone()))
         })
+    }
+
+    fn per_instance(&self) -> bool {
+        true
     }
 }
 

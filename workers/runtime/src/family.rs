@@ -81,6 +81,13 @@ pub trait Family: Send + Sync + 'static {
     /// # Errors
     /// Every problem found (the supervisor has validated already, so this is rare).
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>>;
+
+    /// Whether [`Family::build`] makes exactly one input per instance, in order, and the
+    /// instances share nothing but process-wide metrics: a reconfigure then keeps the unchanged
+    /// instances running (with their connections) instead of restarting every input.
+    fn per_instance(&self) -> bool {
+        false
+    }
 }
 
 /// A running input.

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod emitter;
 pub mod family;
+pub mod fdpass;
 pub mod link;
 pub mod listen;
 pub mod misbehave;

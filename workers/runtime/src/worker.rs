@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dk_proto::rpc::{
-    CONTROL_SOCKET, Control, Health, Hello, HelloReply, INGEST_SOCKET, IngestClient, PROTO_VERSION,
-    WorkerConfig,
+    CONTROL_SOCKET, Control, Health, Hello, HelloReply, INGEST_SOCKET, IngestClient, InputSpec,
+    PROTO_VERSION, WorkerConfig,
 };
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
@@ -391,9 +391,9 @@ pub async fn run_with(
         metrics,
     };
     drop(emitter);
-    let mut running = Generation::start(inputs, &config, &shared);
+    let mut running = Running::start(family, inputs, &config, &shared, crate::fdpass::from_env());
     // The supervisor tags every forwarded worker line with `family=`; not repeated here.
-    tracing::info!(inputs = running.tasks.len(), "Worker started.");
+    tracing::info!(inputs = running.len(), "Worker started.");
 
     loop {
         tokio::select! {
@@ -406,20 +406,8 @@ pub async fn run_with(
                 };
             }
             Some((config, reply)) = reconfigure_rx.recv() => {
-                let answer = match family.build(&config) {
-                    Ok(inputs) => {
-                        let grace = Duration::from_millis(grace.load(Ordering::Relaxed));
-                        running.stop(grace).await;
-                        // The new inputs register their metrics afresh.
-                        if let Ok(mut r) = shared.metrics.lock() {
-                            *r = prometheus_client::registry::Registry::default();
-                        }
-                        running = Generation::start(inputs, &config, &shared);
-                        tracing::info!(inputs = running.tasks.len(), "Worker reconfigured.");
-                        Ok(())
-                    }
-                    Err(problems) => Err(join(&problems)),
-                };
+                let grace = Duration::from_millis(grace.load(Ordering::Relaxed));
+                let answer = running.reconfigure(family, config, &shared, grace).await;
                 let _ = reply.send(answer);
             }
         }
@@ -427,12 +415,167 @@ pub async fn run_with(
 
     // Graceful stop: inputs finish within the grace period, then everything buffered is pushed.
     let deadline = Duration::from_millis(grace.load(Ordering::Relaxed));
-    running.stop(deadline).await;
+    running.stop_all(deadline).await;
     drop(shared);
     match tokio::time::timeout(deadline, sender_task).await {
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// The running inputs. For a family whose instances are independent
+/// ([`Family::per_instance`]) each instance is its own generation, so a reconfigure stops only
+/// the instances that changed or went and starts only the new ones: the others keep running,
+/// with their open connections. Otherwise one generation runs the whole config.
+struct Running {
+    gens: Vec<(Vec<InputSpec>, Generation)>,
+    /// The listening sockets as this process numbers them (inherited at spawn, or received
+    /// over the fd channel at a reconfigure).
+    listeners: Vec<dk_proto::rpc::InheritedListener>,
+    /// The supervisor's channel for new listeners ([`crate::fdpass`]).
+    channel: Option<std::os::fd::OwnedFd>,
+}
+
+impl Running {
+    fn start(
+        family: &dyn Family,
+        inputs: Vec<Box<dyn crate::Input>>,
+        config: &WorkerConfig,
+        shared: &Shared,
+        channel: Option<std::os::fd::OwnedFd>,
+    ) -> Running {
+        let mut running = Running {
+            gens: Vec::new(),
+            listeners: config.listeners.clone(),
+            channel,
+        };
+        running.start_gens(family, inputs, config, shared);
+        running
+    }
+
+    /// Starts `inputs` (built from `config`): one generation per instance when the family
+    /// builds one input per instance, in order; else one for all.
+    fn start_gens(
+        &mut self,
+        family: &dyn Family,
+        inputs: Vec<Box<dyn crate::Input>>,
+        config: &WorkerConfig,
+        shared: &Shared,
+    ) {
+        if family.per_instance() && inputs.len() == config.inputs.len() {
+            for (spec, input) in config.inputs.iter().zip(inputs) {
+                let generation = Generation::start(vec![input], config, shared);
+                self.gens.push((vec![spec.clone()], generation));
+            }
+        } else {
+            let generation = Generation::start(inputs, config, shared);
+            self.gens.push((config.inputs.clone(), generation));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.gens.iter().map(|(_, g)| g.tasks.len()).sum()
+    }
+
+    /// Applies a new configuration in place; on error the running inputs are untouched.
+    async fn reconfigure(
+        &mut self,
+        family: &dyn Family,
+        mut config: WorkerConfig,
+        shared: &Shared,
+        grace: Duration,
+    ) -> Result<(), String> {
+        // The listeners as this process numbers them: kept ones, and new ones received now.
+        let mut received = self
+            .channel
+            .as_ref()
+            .map(crate::fdpass::receive_all)
+            .unwrap_or_default();
+        let mut kept_fds = Vec::new();
+        for l in &mut config.listeners {
+            let ours: Vec<i32> = self
+                .listeners
+                .iter()
+                .filter(|o| o.address == l.address && o.kind == l.kind)
+                .map(|o| o.fd)
+                .collect();
+            let position = config_position(&kept_fds, &l.address);
+            if let Some(fd) = ours.get(position) {
+                l.fd = *fd;
+            } else if let Some(fd) = received
+                .get_mut(&l.address)
+                .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+            {
+                l.fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+            } else {
+                return Err(format!(
+                    "no socket for {}: the supervisor must send new listeners before reconfiguring",
+                    l.address
+                ));
+            }
+            kept_fds.push(l.address.clone());
+        }
+        let inputs = family.build(&config).map_err(|p| join(&p))?;
+        if family.per_instance() && inputs.len() == config.inputs.len() {
+            // Keep every running instance whose spec is unchanged (each matched once).
+            let mut old = std::mem::take(&mut self.gens);
+            let mut keep = Vec::new();
+            let mut start = Vec::new();
+            for (spec, input) in config.inputs.iter().zip(inputs) {
+                match old.iter().position(|(s, _)| s.len() == 1 && s[0] == *spec) {
+                    Some(i) => keep.push(old.swap_remove(i)),
+                    None => start.push((spec.clone(), input)),
+                }
+            }
+            let stopped = old.len();
+            futures::future::join_all(old.iter_mut().map(|(_, g)| g.stop(grace))).await;
+            let started = start.len();
+            self.gens = keep;
+            for (spec, input) in start {
+                let generation = Generation::start(vec![input], &config, shared);
+                self.gens.push((vec![spec], generation));
+            }
+            tracing::info!(
+                kept = self.gens.len() - started,
+                stopped,
+                started,
+                "Worker reconfigured in place."
+            );
+        } else {
+            self.stop_all(grace).await;
+            // The new inputs register their metrics afresh.
+            if let Ok(mut r) = shared.metrics.lock() {
+                *r = prometheus_client::registry::Registry::default();
+            }
+            self.start_gens(family, inputs, &config, shared);
+            tracing::info!(inputs = self.len(), "Worker reconfigured.");
+        }
+        // Listeners no longer configured: close ours (the inputs used duplicates).
+        let gone: Vec<i32> = self
+            .listeners
+            .iter()
+            .filter(|o| !config.listeners.iter().any(|l| l.fd == o.fd))
+            .map(|o| o.fd)
+            .collect();
+        for fd in gone {
+            // SAFETY: the number is one of this worker's listener descriptors, which only this
+            // list owns (inputs hold duplicates); it is closed once, here.
+            #[allow(unsafe_code)]
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+        self.listeners = config.listeners;
+        Ok(())
+    }
+
+    async fn stop_all(&mut self, grace: Duration) {
+        futures::future::join_all(self.gens.iter_mut().map(|(_, g)| g.stop(grace))).await;
+        self.gens.clear();
+    }
+}
+
+/// How many listeners for `address` came before in the list (SO_REUSEPORT groups have several).
+fn config_position(before: &[String], address: &str) -> usize {
+    before.iter().filter(|a| *a == address).count()
 }
 
 fn join(problems: &[crate::ConfigProblem]) -> String {
