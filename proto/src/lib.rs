@@ -13,6 +13,7 @@ pub mod normalize;
 pub mod pb;
 pub mod point;
 pub mod rpc;
+pub mod sink;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

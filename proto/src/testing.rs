@@ -162,6 +162,61 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The registry's text exposition.
+///
+/// # Panics
+/// When the registry cannot be encoded.
+pub fn exposition(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .unwrap_or_else(|e| panic!("encoding the registry: {e}"));
+    out
+}
+
+/// The sum of the samples of `name` whose labels include every `labels` pair (0 if absent).
+pub fn metric(
+    registry: &prometheus_client::registry::Registry,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    exposition(registry)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Decodes a line-protocol file written by the local sink (nanosecond times).
+///
+/// # Panics
+/// When the file cannot be read, does not end with a newline, or does not decode.
+pub fn decode_file(path: &Path) -> Vec<crate::Point> {
+    let body = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        body.is_empty() || body.ends_with(b"\n"),
+        "{} must end with a newline",
+        path.display()
+    );
+    let options = crate::lineproto::DecodeOptions {
+        precision: crate::lineproto::Precision::Ns,
+        now_ns: 0,
+    };
+    crate::lineproto::decode(&body, &options).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A simple metric point: `cpu,cpu=<cpu> usage=<n>,n=<n>i <time>`.
+pub fn metric_point(cpu: &str, n: i64) -> crate::Point {
+    crate::Point::new("cpu", 1_700_000_000_000_000_000 + n)
+        .tag("cpu", cpu)
+        .field("usage", crate::Value::F(n as f64 + 0.5))
+        .field("n", crate::Value::I(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

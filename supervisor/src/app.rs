@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use dk_api::{AgentInfo, ApiConfig, ApiMetrics, ApiState, FeedError, Feeder, LastErrors};
 use dk_config::{Loaded, Plan, ProcessEnv};
-use dk_delivery::{
-    Delivery, DeliveryConfig, DeliveryError, GlobalTags, LocalFileSink, LocalSinkConfig,
-    QueueSettings, Sink,
-};
+use dk_delivery::{Delivery, DeliveryConfig, DeliveryError, GlobalTags, QueueSettings, Sink};
 use dk_proto::rpc::{Ack, Batch, LastError, WorkerConfig};
 use dk_proto::{Category, FeedOpts, Point};
 use dk_sinks::dataway::{DatawayConfig, DatawaySink, Encoding};
 use dk_sinks::influxdb::{InfluxConfig, InfluxSink};
+use dk_sinks::local::{LocalFileSink, LocalSinkConfig};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -810,7 +808,6 @@ async fn supervise(
             flush_interval: main.io.flush_interval,
             max_cache_count: main.io.max_cache_count,
             limits: dk_proto::normalize::Limits::default(),
-            local: None,
             queue: queue_settings(&main),
             time_correction: main
                 .io

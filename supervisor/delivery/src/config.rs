@@ -1,4 +1,4 @@
-//! The settings of delivery: global tags, batch size, limits, the durable queue and the local-files sink.
+//! The settings of delivery: global tags, batch size, limits and the durable queue.
 
 use dk_proto::normalize::Limits;
 use std::path::PathBuf;
@@ -9,10 +9,6 @@ use std::time::Duration;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Datakit's `[io] max_cache_count`: the most points handed to a sink in one write.
 pub const DEFAULT_MAX_CACHE_COUNT: usize = 1000;
-/// Size at which the local-files sink rotates `current.lp`.
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
-/// Rotated files the local-files sink keeps per category.
-pub const DEFAULT_MAX_FILES: usize = 16;
 /// Datakit's `[io] auto_timestamp_correction` window: points further than this from now get
 /// the current time (and their original time in the int field `__orig_time`).
 pub const TIME_CORRECTION_WINDOW: Duration = Duration::from_secs(2 * 3600);
@@ -27,44 +23,6 @@ pub struct GlobalTags {
     pub host: Vec<(String, String)>,
     /// `[election.tags]` (plus `election_namespace`): attached to points of election-aware feeds.
     pub election: Vec<(String, String)>,
-}
-
-/// The local-files sink: rotating line-protocol files under `<dir>/<category>/`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LocalSinkConfig {
-    /// Root directory; each category gets a sub-directory.
-    pub dir: PathBuf,
-    /// `current.lp` is rotated before a write would take it past this size.
-    pub max_file_bytes: u64,
-    /// Rotated files kept per category; older ones are deleted.
-    pub max_files: usize,
-    /// All files of all categories together stay within this many bytes (`[sinks.local]
-    /// max_total_mb`): the oldest rotated files, whatever their category, go first.
-    pub max_total_bytes: u64,
-    /// Under disk pressure the oldest rotated files are deleted: the file system is kept
-    /// below this used fraction minus [`LOCAL_SINK_DISK_HEADROOM`] (the durable queue refuses
-    /// writes above it, so the sink leaves it room).
-    pub max_disk_ratio: f64,
-}
-
-/// Default total size of the local-files sink: 1 GiB (less than 16 x 32 MiB per category).
-pub const DEFAULT_LOCAL_MAX_TOTAL_BYTES: u64 = 1 << 30;
-/// Share of the file system the local-files sink leaves free below `max_disk_ratio` for the
-/// durable queue.
-pub const LOCAL_SINK_DISK_HEADROOM: f64 = 0.02;
-
-impl LocalSinkConfig {
-    /// A local sink under `dir` with the default file size (32 MiB), file count (16), total
-    /// size (1 GiB) and disk ratio (0.95, as the queue).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LocalSinkConfig {
-            dir: dir.into(),
-            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
-            max_files: DEFAULT_MAX_FILES,
-            max_total_bytes: DEFAULT_LOCAL_MAX_TOTAL_BYTES,
-            max_disk_ratio: 0.95,
-        }
-    }
 }
 
 /// Where and how big the durable queue is (`[dataway.wal]`).
@@ -113,8 +71,6 @@ pub struct DeliveryConfig {
     pub max_cache_count: usize,
     /// Normalisation limits (spec §2.4).
     pub limits: Limits,
-    /// When set, a [`crate::LocalFileSink`] is added to the sinks.
-    pub local: Option<LocalSinkConfig>,
     /// The durable queue between feeds and sinks.
     pub queue: QueueSettings,
     /// `[io] auto_timestamp_correction` (the agent sets [`TIME_CORRECTION_WINDOW`] unless the
@@ -125,7 +81,7 @@ pub struct DeliveryConfig {
 }
 
 impl Default for DeliveryConfig {
-    /// Datakit's defaults: no global tags, 10 s (unused), 1000 points, default limits, no local sink,
+    /// Datakit's defaults: no global tags, 10 s (unused), 1000 points, default limits,
     /// the queue under `cache/queue` of the current directory (tests set their own); times are
     /// left as given (the agent turns the correction on).
     fn default() -> Self {
@@ -134,7 +90,6 @@ impl Default for DeliveryConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             max_cache_count: DEFAULT_MAX_CACHE_COUNT,
             limits: Limits::default(),
-            local: None,
             queue: QueueSettings::new("cache/queue"),
             time_correction: None,
         }

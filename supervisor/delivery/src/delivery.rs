@@ -16,15 +16,15 @@
 
 use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
-use crate::error::{DeliveryError, SinkError};
-use crate::local::LocalFileSink;
+use crate::error::DeliveryError;
 use crate::metrics::{
     AdjustLabels, CategoryLabels, DropLabels, FeedLabels, FeedTimer, Metrics, PathLabels,
     QueueLabels, SinkLabels,
 };
-use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
 use dk_proto::normalize::{Limits, attach_global_tags, normalize};
+use dk_proto::sink::SinkError;
+use dk_proto::sink::{Sink, SinkInput};
 use dk_proto::{Category, FeedOpts, Point};
 use dk_queue::{Queue, QueueConfig, QueueError, Record};
 use futures::FutureExt;
@@ -201,14 +201,11 @@ impl Delivery {
     pub fn start_tuned(
         config: DeliveryConfig,
         tuning: DeliveryTuning,
-        mut sinks: Vec<Arc<dyn Sink>>,
+        sinks: Vec<Arc<dyn Sink>>,
         registry: &mut Registry,
     ) -> Result<Delivery, DeliveryError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| DeliveryError::NoRuntime)?;
-        if let Some(local) = config.local {
-            sinks.push(Arc::new(LocalFileSink::new(local)?));
-        }
         if sinks.is_empty() {
             tracing::warn!(
                 "Delivery has no sink: accepted points stay in the queue until one is configured."

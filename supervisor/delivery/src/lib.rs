@@ -28,10 +28,6 @@
 //!   `max_disk_ratio` (also logged, and told to [`Delivery::on_disk_full`]).
 //! - `datakit_io_sink_retry_total{category,sink}`: failed writes retried from the queue.
 //! - `datakit_io_flush_total{category}`: batches written (over all sinks).
-//! - `datakit_io_local_sink_rotate_total{category}` and
-//!   `datakit_io_local_sink_deleted_files_total{category,reason}`: the local-files sink's
-//!   rotations and deleted rotated files (`max_files`, `max_total`: its size caps;
-//!   `disk_full`: the file system was above `max_disk_ratio` or a write hit ENOSPC).
 //! - `datakit_io_migrated_point_total{category}` and
 //!   `datakit_io_migrate_skipped_record_total{reason}`: points adopted from a Datakit
 //!   install's unsent `cache/dw-wal` ([`adopt_datakit_wal`]) and records that could not be.
@@ -40,18 +36,14 @@ mod chunks;
 mod config;
 mod delivery;
 mod error;
-mod local;
 mod metrics;
 mod migrate;
-mod sink;
 
 pub use config::{
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_LOCAL_MAX_TOTAL_BYTES, DEFAULT_MAX_CACHE_COUNT,
-    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags,
-    LOCAL_SINK_DISK_HEADROOM, LocalSinkConfig, QueueSettings, TIME_CORRECTION_WINDOW,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_CACHE_COUNT, DeliveryConfig, DeliveryTuning, GlobalTags,
+    QueueSettings, TIME_CORRECTION_WINDOW,
 };
 pub use delivery::{Delivery, DiskAlert, FeedOutcome};
-pub use error::{DeliveryError, SinkError};
-pub use local::LocalFileSink;
+pub use dk_proto::sink::{Sink, SinkError, SinkInput};
+pub use error::DeliveryError;
 pub use migrate::{MIGRATION_MARKER, MigrateError, MigrationReport, adopt_datakit_wal};
-pub use sink::{Sink, SinkInput};

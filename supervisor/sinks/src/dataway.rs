@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use dk_delivery::{Sink, SinkError, SinkInput};
+use dk_proto::sink::{Sink, SinkError, SinkInput};
 use dk_proto::{Category, Point};
 use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;

@@ -7,9 +7,10 @@ use crate::{
 };
 use dk_delivery::{
     Delivery, DeliveryConfig, DeliveryError, DeliveryTuning, FeedOutcome, GlobalTags,
-    LocalSinkConfig, QueueSettings, Sink,
+    QueueSettings, Sink,
 };
 use dk_proto::{Category, FeedOpts, Point, Value};
+use dk_sinks::local::{LocalFileSink, LocalSinkConfig};
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -926,33 +927,12 @@ fn start_outside_a_tokio_runtime_is_an_error() {
 }
 
 #[tokio::test]
-async fn an_unusable_local_directory_fails_start_with_the_path() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("not-a-dir");
-    std::fs::write(&file, b"x").unwrap();
-    let cfg = DeliveryConfig {
-        local: Some(LocalSinkConfig::new(file.join("data"))),
-        ..config(&tmp.path().join("queue"), 1000)
-    };
-    let mut registry = Registry::default();
-    match Delivery::start(cfg, Vec::new(), &mut registry) {
-        Err(e @ DeliveryError::Io(_)) => {
-            assert!(e.to_string().contains("not-a-dir"), "{e}");
-        }
-        Err(e) => panic!("want an Io error, got {e:?}"),
-        Ok(_) => panic!("want an Io error, got a delivery"),
-    }
-}
-
-#[tokio::test]
 async fn shutdown_flushes_every_fed_point_to_the_local_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = DeliveryConfig {
-        local: Some(LocalSinkConfig::new(tmp.path().join("data"))),
-        ..config(&tmp.path().join("queue"), 7)
-    };
+    let cfg = config(&tmp.path().join("queue"), 7);
+    let local = LocalFileSink::new(LocalSinkConfig::new(tmp.path().join("data"))).unwrap();
     let mut registry = Registry::default();
-    let delivery = Delivery::start(cfg, Vec::new(), &mut registry).unwrap();
+    let delivery = Delivery::start(cfg, vec![Arc::new(local)], &mut registry).unwrap();
     let metrics = points("cpu0", 0, 20);
     let logs: Vec<Point> = (0..3)
         .map(|i| {
@@ -1006,16 +986,15 @@ async fn concurrent_feeders_land_exactly_once_in_the_files() {
     const FEEDS: i64 = 40;
     const POINTS: i64 = 10;
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = DeliveryConfig {
-        local: Some(LocalSinkConfig {
-            max_file_bytes: 64 * 1024,
-            max_files: 1000,
-            ..LocalSinkConfig::new(tmp.path().join("data"))
-        }),
-        ..config(&tmp.path().join("queue"), 100)
-    };
+    let cfg = config(&tmp.path().join("queue"), 100);
+    let local = LocalFileSink::new(LocalSinkConfig {
+        max_file_bytes: 64 * 1024,
+        max_files: 1000,
+        ..LocalSinkConfig::new(tmp.path().join("data"))
+    })
+    .unwrap();
     let mut registry = Registry::default();
-    let delivery = Delivery::start(cfg, Vec::new(), &mut registry).unwrap();
+    let delivery = Delivery::start(cfg, vec![Arc::new(local)], &mut registry).unwrap();
     let mut feeders = Vec::new();
     for task in 0..TASKS {
         let delivery = delivery.clone();

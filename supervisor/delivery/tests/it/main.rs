@@ -3,15 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
-mod local;
 mod migrate;
 
 use dk_delivery::{Sink, SinkError};
-use dk_proto::lineproto::{DecodeOptions, Precision, decode};
-use dk_proto::{Category, Point, Value};
+pub use dk_proto::testing::{decode_file, exposition, metric, metric_point};
+use dk_proto::{Category, Point};
 use futures::future::BoxFuture;
-use prometheus_client::registry::Registry;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -173,56 +170,9 @@ pub fn key(p: &Point) -> Key {
     (p.get_tag("cpu").unwrap_or_default().to_string(), p.time)
 }
 
-/// The registry's text exposition.
-pub fn exposition(registry: &Registry) -> String {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
-    out
-}
-
-/// The value of the sample of `name` whose labels include every `labels` pair (0 if absent).
-pub fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    exposition(registry)
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Decodes a line-protocol file written by the local sink.
-pub fn decode_file(path: &Path) -> Vec<Point> {
-    let body = std::fs::read(path).unwrap();
-    assert!(
-        body.is_empty() || body.ends_with(b"\n"),
-        "{} must end with a newline",
-        path.display()
-    );
-    decode(
-        &body,
-        &DecodeOptions {
-            precision: Precision::Ns,
-            now_ns: 0,
-        },
-    )
-    .unwrap()
-}
-
 /// A point with sorted tags and fields, for comparisons that ignore key order.
 pub fn canon(mut p: Point) -> Point {
     p.tags.sort_by(|a, b| a.0.cmp(&b.0));
     p.fields.sort_by(|a, b| a.0.cmp(&b.0));
     p
-}
-
-/// A simple metric point: `cpu,cpu=<cpu> usage=<n>,n=<n>i <time>`.
-pub fn metric_point(cpu: &str, n: i64) -> Point {
-    Point::new("cpu", 1_700_000_000_000_000_000 + n)
-        .tag("cpu", cpu)
-        .field("usage", Value::F(n as f64 + 0.5))
-        .field("n", Value::I(n))
 }

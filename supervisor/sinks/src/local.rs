@@ -5,11 +5,8 @@
 //! `current.<unix-millis>.lp` (millis made strictly increasing per category) and at most
 //! `max_files` rotated files are kept. Directories are created 0750, files 0640.
 
-use crate::config::{LOCAL_SINK_DISK_HEADROOM, LocalSinkConfig};
-use crate::error::SinkError;
-use crate::metrics::CategoryLabels;
-use crate::sink::{Sink, SinkInput};
 use dk_proto::lineproto::encode_point;
+use dk_proto::sink::{Sink, SinkError, SinkInput};
 use dk_proto::{Category, Point};
 use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +19,54 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Size at which the local-files sink rotates `current.lp`.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+/// Rotated files the local-files sink keeps per category.
+pub const DEFAULT_MAX_FILES: usize = 16;
+/// The local-files sink: rotating line-protocol files under `<dir>/<category>/`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalSinkConfig {
+    /// Root directory; each category gets a sub-directory.
+    pub dir: PathBuf,
+    /// `current.lp` is rotated before a write would take it past this size.
+    pub max_file_bytes: u64,
+    /// Rotated files kept per category; older ones are deleted.
+    pub max_files: usize,
+    /// All files of all categories together stay within this many bytes (`[sinks.local]
+    /// max_total_mb`): the oldest rotated files, whatever their category, go first.
+    pub max_total_bytes: u64,
+    /// Under disk pressure the oldest rotated files are deleted: the file system is kept
+    /// below this used fraction minus [`LOCAL_SINK_DISK_HEADROOM`] (the durable queue refuses
+    /// writes above it, so the sink leaves it room).
+    pub max_disk_ratio: f64,
+}
+
+/// Default total size of the local-files sink: 1 GiB (less than 16 x 32 MiB per category).
+pub const DEFAULT_LOCAL_MAX_TOTAL_BYTES: u64 = 1 << 30;
+/// Share of the file system the local-files sink leaves free below `max_disk_ratio` for the
+/// durable queue.
+pub const LOCAL_SINK_DISK_HEADROOM: f64 = 0.02;
+
+impl LocalSinkConfig {
+    /// A local sink under `dir` with the default file size (32 MiB), file count (16), total
+    /// size (1 GiB) and disk ratio (0.95, as the queue).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalSinkConfig {
+            dir: dir.into(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_files: DEFAULT_MAX_FILES,
+            max_total_bytes: DEFAULT_LOCAL_MAX_TOTAL_BYTES,
+            max_disk_ratio: 0.95,
+        }
+    }
+}
+
+/// `{category}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
 
 const SINK_NAME: &str = "local";
 /// Why rotated files were deleted (the `reason` label).

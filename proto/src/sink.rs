@@ -1,9 +1,50 @@
-//! The `Sink` trait: where batches of normalised points read from the durable queue go.
+//! The contract between delivery and the sinks: the `Sink` trait, where batches of normalised
+//! points read from the durable queue go, and its error. Sinks (`dk-sinks`) implement it and
+//! delivery (`dk-delivery`) drives them; neither depends on the other.
 
-use crate::SinkError;
-use dk_proto::{Category, Point};
+use std::path::PathBuf;
+
+use crate::{Category, Point};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
+
+/// Why a sink could not write a batch.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// A file-system operation failed (no space, permission, missing directory...).
+    #[error(
+        "sink {sink}: cannot {action} {}: {source}; check that the directory exists, is writable by the agent and has free space",
+        .path.display()
+    )]
+    Io {
+        /// The sink's name.
+        sink: String,
+        /// What was being done (`create directory`, `append to`...).
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sink cannot take data right now; the batch is kept and retried with backoff.
+    #[error("sink {sink} is unavailable: {message}; the batch is kept and retried")]
+    Unavailable {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong and what to check.
+        message: String,
+    },
+    /// The sink refuses this batch for good (as a Dataway 4xx); it is dropped and counted.
+    #[error("sink {sink} rejected the batch: {message}; its points are dropped")]
+    Rejected {
+        /// The sink's name.
+        sink: String,
+        /// The reason the sink gave.
+        message: String,
+    },
+}
 
 /// A destination for batches of normalised points (local files; later Dataway, InfluxDB).
 ///

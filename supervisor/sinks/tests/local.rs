@@ -1,8 +1,11 @@
 //! Tests of the local-files sink: layout, permissions, rotation, torn lines and errors.
 
-use crate::{decode_file, metric, metric_point};
-use dk_delivery::{LocalFileSink, LocalSinkConfig, Sink, SinkError};
+#![allow(clippy::unwrap_used)]
+
+use dk_proto::sink::{Sink, SinkError};
+use dk_proto::testing::{decode_file, metric, metric_point};
 use dk_proto::{Category, Point};
+use dk_sinks::local::{LocalFileSink, LocalSinkConfig};
 use prometheus_client::registry::Registry;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -156,4 +159,16 @@ async fn an_unwritable_category_directory_is_a_sink_error_naming_the_path() {
         decode_file(&blocker.join("current.lp")),
         vec![metric_point("cpu0", 2)]
     );
+}
+
+#[test]
+fn an_unusable_directory_fails_at_open_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    match LocalFileSink::new(LocalSinkConfig::new(file.join("data"))) {
+        Err(e @ SinkError::Io { .. }) => assert!(e.to_string().contains("not-a-dir"), "{e}"),
+        Err(e) => panic!("want an Io error, got {e:?}"),
+        Ok(_) => panic!("want an Io error, got a sink"),
+    }
 }
