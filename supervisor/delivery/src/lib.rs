@@ -35,8 +35,12 @@
 //! - `datakit_io_migrated_point_total{category}` and
 //!   `datakit_io_migrate_skipped_record_total{reason}`: points adopted from a Datakit
 //!   install's unsent `cache/dw-wal` ([`adopt_datakit_wal`]) and records that could not be.
+//! - `datakit_ntp_sync_total`, `datakit_ntp_time_diff`, `datakit_ntp_offset_seconds`: the
+//!   `[dataway.ntp]` clock ([`Delivery::spawn_clock_sync`], module `clock`): offset changes,
+//!   the last measured difference to Dataway and the offset in force.
 
 mod chunks;
+mod clock;
 mod config;
 mod delivery;
 mod error;
@@ -50,6 +54,7 @@ pub use config::{
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags,
     LOCAL_SINK_DISK_HEADROOM, LocalSinkConfig, QueueSettings, TIME_CORRECTION_WINDOW,
 };
+pub use clock::{ClockSync, host_now_secs};
 pub use delivery::{Delivery, DiskAlert, FeedOutcome};
 pub use error::{DeliveryError, SinkError};
 pub use local::LocalFileSink;
