@@ -1,7 +1,7 @@
 //! Delivery: normalisation, global tags, the durable per-category queues and the sinks.
 //!
-//! [`Delivery::feed`] attaches the global tags (spec §2.6), normalises each point for its
-//! category (spec §2.4), and appends the rest to the category's durable queue (`dk-queue`):
+//! [`Delivery::feed`] attaches the global tags, normalises each point for its
+//! category, and appends the rest to the category's durable queue (`dk-queue`):
 //! a feed is accepted only once it is fsynced. Every [`Sink`] has its own position in every
 //! queue; an uploader per sink and category writes up to `max_cache_count` points per call and
 //! retries a failing sink with capped exponential backoff from the queue. The queue is bounded

@@ -6,7 +6,7 @@
 //! ([`SinkInput::Protobuf`]): the queued records' point entries are copied into bodies as they
 //! are, which are the bytes encoding the decoded points would give, so nothing is decoded
 //! into owned points or encoded again. Each body is gzipped (if enabled) and POSTed to every configured URL at once
-//! (Datakit's deprecated fan-out) with Datakit's headers (spec §3.2).
+//! (Datakit's deprecated fan-out) with Datakit's headers.
 //!
 //! Outcome of [`Sink::write`] for one batch:
 //! - `Ok` when every body got a 2xx from every URL;
