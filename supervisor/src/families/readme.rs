@@ -312,3 +312,52 @@ fn the_folder_table_has_a_row_for_every_workspace_crate_and_family_and_no_other(
         }
     }
 }
+
+/// Every `.rs`, `.md`, `.sh`, `.py` and `.conf` file of the repository (no `target/`, no
+/// hidden folders).
+fn text_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" && name != "__pycache__" {
+                text_files(&path, out);
+            }
+        } else if ["rs", "md", "sh", "py", "conf"]
+            .iter()
+            .any(|ext| path.extension().is_some_and(|e| e == *ext))
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_file_points_at_a_spec_section_outside_the_repository() {
+    let mut files = Vec::new();
+    text_files(&repo(), &mut files);
+    assert!(files.len() > 50, "{} files", files.len());
+    // Built from parts so that this file does not match itself; `\u{a7}` is the section sign.
+    let needles = [
+        ["datakit-supervisor", ".md"].concat(),
+        ["datakit-inputs", ".md"].concat(),
+        ["shared", "/spec"].concat(),
+    ];
+    let mut found = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if needles.iter().any(|needle| line.contains(needle.as_str())) || line.contains('\u{a7}') {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "references to a spec that is not in the repository (copy the facts into docs/ or drop \
+         the reference):\n{}",
+        found.join("\n")
+    );
+}
