@@ -546,8 +546,8 @@ async fn wait_points_times_out_with_what_it_got() {
     assert_eq!(got.unwrap().len(), 4);
 }
 
-/// Runs tinyproxy in the foreground on a free loopback port; `None` if it is not installed.
-async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child, u16)> {
+/// Runs tinyproxy in the foreground on a free loopback port.
+async fn start_tinyproxy(dir: &std::path::Path) -> (tokio::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -571,7 +571,6 @@ async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child
         .spawn()
     {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => panic!("cannot run tinyproxy: {e}"),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -602,18 +601,16 @@ async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child
     })
     .await;
     assert_eq!(ready, Ok(true), "tinyproxy did not start");
-    Some((child, port))
+    (child, port)
 }
 
 #[tokio::test]
 async fn uploads_through_the_configured_http_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((mut proxy, port)) = start_tinyproxy(dir.path()).await else {
-        eprintln!(
-            "NOTE: tinyproxy is not installed; skipping the proxy test (apt-get install -y tinyproxy)"
-        );
+    if !dk_proto::testing::require_program("tinyproxy", "tinyproxy") {
         return;
-    };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, port) = start_tinyproxy(dir.path()).await;
     let fake = FakeDataway::start(TOKEN).await.unwrap();
     let (sink, _) = new_sink(DatawayConfig {
         http_proxy: Some(format!("http://127.0.0.1:{port}")),
