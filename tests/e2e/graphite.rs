@@ -314,7 +314,9 @@ fn graphite_receives_collectd_write_graphite_host_metrics() {
     std::fs::write(
         &conf_path,
         format!(
-            r#"Hostname "e2e-collectd"
+            r#"# A real collectd for the graphite e2e test: cpu, memory and load every second,
+# sent over write_graphite (TCP) to the agent under test.
+Hostname "e2e-collectd"
 FQDNLookup false
 Interval 1
 BaseDir "{dir}"

@@ -94,7 +94,9 @@ impl Influxd {
         std::fs::write(
             &self.config,
             format!(
-                r#"reporting-disabled = true
+                r#"# influxd for the InfluxDB sink tests: data under a temp dir, loopback ports only,
+# no reporting or monitoring, warnings on stderr.
+reporting-disabled = true
 bind-address = "{rpc}"
 
 [meta]

@@ -557,7 +557,9 @@ async fn start_tinyproxy(dir: &std::path::Path) -> (tokio::process::Child, u16) 
     std::fs::write(
         &conf,
         format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogLevel Info\nMaxClients 16\n"
+            "# tinyproxy for the Dataway proxy test: loopback only; the test waits for its\n\
+             # \"Accepting connections\" log line (LogLevel Info).\n\
+             Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogLevel Info\nMaxClients 16\n"
         ),
     )
     .unwrap();
