@@ -190,7 +190,9 @@ pub fn require(what: &str, available: bool, how: &str) -> bool {
     // Test output only: visible with --nocapture and in nextest's output of the test.
     #[allow(clippy::print_stderr)]
     {
-        eprintln!("SKIP: {what} is not available ({how}); set {REQUIRE_PEERS_VAR}=1 to fail instead");
+        eprintln!(
+            "SKIP: {what} is not available ({how}); set {REQUIRE_PEERS_VAR}=1 to fail instead"
+        );
     }
     false
 }
@@ -274,13 +276,15 @@ mod tests {
         assert!(program_exists("/bin/sh"));
         assert!(!program_exists("dk-no-such-program-anywhere"));
         assert!(!program_exists("/nonexistent/sh"));
-        let missing = std::panic::catch_unwind(|| {
-            require("a peer that is not there", false, "install it")
-        });
+        let missing =
+            std::panic::catch_unwind(|| require("a peer that is not there", false, "install it"));
         if peers_required() {
             let msg = missing.expect_err("fails under DK_REQUIRE_PEERS=1");
             let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
-            assert!(msg.contains("a peer that is not there is required"), "{msg}");
+            assert!(
+                msg.contains("a peer that is not there is required"),
+                "{msg}"
+            );
             assert!(msg.contains("install it"), "{msg}");
         } else {
             assert_eq!(missing.ok(), Some(false));

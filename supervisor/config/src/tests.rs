@@ -284,8 +284,18 @@ fn dataway_ntp_keys_are_read_and_clamped_to_datakits_minimums_with_a_warning() {
     assert!(ntp.enable, "on by default, as in Datakit");
     assert_eq!(ntp.interval, std::time::Duration::from_secs(60));
     assert_eq!(ntp.diff, std::time::Duration::from_secs(5));
-    assert!(has(&loaded.warnings, "datakit.conf", "dataway.ntp.interval", "1m minimum"));
-    assert!(has(&loaded.warnings, "datakit.conf", "dataway.ntp.diff", "5s minimum"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.ntp.interval",
+        "1m minimum"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.ntp.diff",
+        "5s minimum"
+    ));
 }
 
 #[test]

@@ -157,7 +157,10 @@ mod tests {
         let clock = Clock::default();
         let before = host_now_ns();
         let now = clock.now_ns();
-        assert!(now >= before && now - before < 1_000_000_000, "{now} vs {before}");
+        assert!(
+            now >= before && now - before < 1_000_000_000,
+            "{now} vs {before}"
+        );
         assert_eq!(clock.set_offset_secs(-3_600), 0);
         let shifted = clock.now_ns();
         let host = host_now_ns();
@@ -182,13 +185,7 @@ mod tests {
             },
             move || {
                 let n = counted.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    if n == 1 {
-                        Err("HTTP 503")
-                    } else {
-                        Ok(40 + n)
-                    }
-                }
+                async move { if n == 1 { Err("HTTP 503") } else { Ok(40 + n) } }
             },
             move |d| {
                 let _ = tx.send(d);

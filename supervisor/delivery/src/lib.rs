@@ -49,12 +49,12 @@ mod metrics;
 mod migrate;
 mod sink;
 
+pub use clock::{ClockSync, host_now_secs};
 pub use config::{
     DEFAULT_FLUSH_INTERVAL, DEFAULT_LOCAL_MAX_TOTAL_BYTES, DEFAULT_MAX_CACHE_COUNT,
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DeliveryConfig, DeliveryTuning, GlobalTags,
     LOCAL_SINK_DISK_HEADROOM, LocalSinkConfig, QueueSettings, TIME_CORRECTION_WINDOW,
 };
-pub use clock::{ClockSync, host_now_secs};
 pub use delivery::{Delivery, DiskAlert, FeedOutcome};
 pub use error::{DeliveryError, SinkError};
 pub use local::LocalFileSink;

@@ -888,7 +888,13 @@ async fn the_clock_names_the_endpoint_and_status_when_dataway_refuses() {
         "http://{}?token=tkn_other",
         fake.addr()
     )]));
-    let err = other.clock().unwrap().time_diff().await.unwrap_err().to_string();
+    let err = other
+        .clock()
+        .unwrap()
+        .time_diff()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("HTTP 403"), "{err}");
 }
 
@@ -997,7 +1003,10 @@ async fn a_difference_under_the_threshold_leaves_point_times_as_given() {
         .unwrap();
     let got = fake.wait_points(Category::Metric, 1, WAIT).await.unwrap();
     let lag = host_secs() - got[0].time / 1_000_000_000;
-    assert!((0..=2).contains(&lag), "time is {lag}s behind the host clock");
+    assert!(
+        (0..=2).contains(&lag),
+        "time is {lag}s behind the host clock"
+    );
     assert_eq!(got[0].get_field("__orig_time"), Some(&Value::I(old)));
     assert_eq!(
         sample(&metrics_text(&registry), "datakit_ntp_sync_total"),

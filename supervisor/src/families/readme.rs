@@ -49,7 +49,10 @@ fn table_rows(text: &str) -> Vec<Vec<String>> {
             in_table = true; // the header row
             continue;
         }
-        if cells.iter().all(|c| c.chars().all(|ch| ch == '-' || ch == ':')) {
+        if cells
+            .iter()
+            .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+        {
             continue;
         }
         rows.push(cells);
@@ -259,7 +262,10 @@ fn the_folder_table_has_a_row_for_every_workspace_crate_and_family_and_no_other(
         .iter()
         .filter_map(|r| Some((folder_of(&r[0])?, r.get(1).cloned().unwrap_or_default())))
         .collect();
-    assert!(folders.len() > 5, "the folder table was not found: {rows:?}");
+    assert!(
+        folders.len() > 5,
+        "the folder table was not found: {rows:?}"
+    );
 
     for folder in folders.keys() {
         assert!(
@@ -295,16 +301,20 @@ fn the_folder_table_has_a_row_for_every_workspace_crate_and_family_and_no_other(
 
     for family in super::all() {
         let name = family.name();
-        let row = folders
-            .iter()
-            .find(|(f, what)| f.starts_with("workers/") && what.contains(&format!("family `{name}`")));
+        let row = folders.iter().find(|(f, what)| {
+            f.starts_with("workers/") && what.contains(&format!("family `{name}`"))
+        });
         assert!(
             row.is_some(),
             "family {name} has no `workers/<crate>/` row saying \"family `{name}`\" in README \"Where things are\""
         );
     }
     for (folder, what) in &folders {
-        for named in what.split("family `").skip(1).filter_map(|r| r.split('`').next()) {
+        for named in what
+            .split("family `")
+            .skip(1)
+            .filter_map(|r| r.split('`').next())
+        {
             assert!(
                 super::by_name(named).is_some(),
                 "README row `{folder}/` names family `{named}`, which is not in supervisor/src/families.rs"
@@ -349,7 +359,9 @@ fn no_file_points_at_a_spec_section_outside_the_repository() {
             continue;
         };
         for (n, line) in text.lines().enumerate() {
-            if needles.iter().any(|needle| line.contains(needle.as_str())) || line.contains('\u{a7}') {
+            if needles.iter().any(|needle| line.contains(needle.as_str()))
+                || line.contains('\u{a7}')
+            {
                 found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
             }
         }
