@@ -419,11 +419,6 @@ impl Delivery {
         *lock(&self.inner.disk_alert) = Some(alert);
     }
 
-    /// Now on the agent's logical clock (host clock + the `[dataway.ntp]` offset), in Unix ns.
-    pub fn now_ns(&self) -> i64 {
-        self.inner.clock.now_ns()
-    }
-
     /// The `[dataway.ntp]` offset added to the host clock, in seconds (0 until a sync measured
     /// a difference over the threshold).
     pub fn clock_offset_secs(&self) -> i64 {
@@ -442,12 +437,19 @@ impl Delivery {
         if previous != offset {
             inner.metrics.ntp_sync.inc();
             inner.metrics.ntp_offset.set(offset);
-            tracing::info!(
-                offset_secs = offset,
-                previous_secs = previous,
-                measured_secs,
-                "[dataway.ntp] clock offset changed: point times are now corrected against the host clock {offset:+}s"
-            );
+            if offset == 0 {
+                tracing::info!(
+                    previous_secs = previous,
+                    measured_secs,
+                    "[dataway.ntp] the host clock agrees with Dataway's again: no more offset"
+                );
+            } else {
+                tracing::info!(
+                    offset_secs = offset,
+                    previous_secs = previous,
+                    "[dataway.ntp] Dataway's clock is {offset:+}s from the host's: \"now\" for point times is corrected by it"
+                );
+            }
         }
         offset
     }
