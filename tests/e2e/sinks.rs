@@ -149,7 +149,9 @@ fn with_dataway_three_hours_ahead_a_point_written_at_host_time_is_stored_at_data
     );
     assert!(offset <= 10_801.0, "offset {offset}");
     assert!(
-        fake.requests().iter().any(|r| r.category == "ntp" && r.status == 200),
+        fake.requests()
+            .iter()
+            .any(|r| r.category == "ntp" && r.status == 200),
         "the agent asked Dataway's /v1/ntp"
     );
 
@@ -163,6 +165,9 @@ fn with_dataway_three_hours_ahead_a_point_written_at_host_time_is_stored_at_data
             .find(|p| p.name == "e2e_ntp")
     });
     let moved = (p.time - host_ns) / 1_000_000_000;
-    assert!((10_798..=10_802).contains(&moved), "moved by {moved}s: {p:?}");
+    assert!(
+        (10_798..=10_802).contains(&moved),
+        "moved by {moved}s: {p:?}"
+    );
     assert_eq!(p.get_field("__orig_time"), Some(&Value::I(host_ns)));
 }
