@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// A data category (spec `datakit-supervisor.md` §2.1).
+/// A data category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Category {
     /// `metric` (M).
@@ -56,7 +56,7 @@ impl Category {
         Category::DynamicDw,
     ];
 
-    /// The categories `POST /v1/write/:category` accepts (spec §1.6).
+    /// The categories `POST /v1/write/:category` accepts.
     pub const WRITABLE: [Category; 9] = [
         Category::Metric,
         Category::Logging,

@@ -1,4 +1,4 @@
-//! Line protocol decoding and encoding with Datakit's rules (spec §2.3).
+//! Line protocol decoding and encoding with Datakit's rules.
 //!
 //! The decoder is a single forward scan over the body bytes: it never backtracks, never
 //! panics, and allocates only the output strings. Its syntax is the one of Datakit's fork of

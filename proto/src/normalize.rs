@@ -1,4 +1,4 @@
-//! Datakit's point checks and normalisation (spec §2.4): limits, key rules, per-category rules.
+//! Datakit's point checks and normalisation: limits, key rules, per-category rules.
 //!
 //! The rules are those of cliutils' `point/check.go` with the options Datakit's write API
 //! uses per category (`DefaultMetricOptions`, `DefaultLoggingOptions`,
@@ -77,7 +77,7 @@ pub struct Warn {
     pub message: String,
 }
 
-/// The limits of spec §2.4.
+/// Datakit's point limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Max measurement name length in bytes.
@@ -158,7 +158,7 @@ struct Checker<'a> {
 }
 
 /// Attaches global tags (`host`, `ip`...) to a point, only for keys the point does not have
-/// (spec §2.6). When the point's own tags and the global ones together exceed `max_tags`, the
+///. When the point's own tags and the global ones together exceed `max_tags`, the
 /// point's own tail tags are dropped (warn `exceed_max_tags`) so that the global tags always
 /// survive the cap; returns that warning.
 pub fn attach_global_tags(

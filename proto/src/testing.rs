@@ -1,5 +1,6 @@
-//! Test support for the stable corpus tests of every parser (feature `test-util`): loading a
-//! fuzz seed directory and mutating its seeds deterministically.
+//! Test support (feature `test-util`): loading a fuzz seed directory and mutating its seeds
+//! deterministically for the stable corpus tests of every parser, the Datakit WAL fixture, and
+//! the one gate of every test that needs a peer or a privilege ([`require`]).
 //!
 //! Not part of the contract: only dev-dependencies enable the feature, so release builds do
 //! not contain it. The functions panic with a message instead of returning errors.
@@ -217,9 +218,133 @@ pub fn metric_point(cpu: &str, n: i64) -> crate::Point {
         .field("n", crate::Value::I(n))
 }
 
+/// Set to `1` (as `scripts/test.sh`, and so `.ci/run`, do), a test that needs a missing peer
+/// program or privilege fails instead of skipping.
+pub const REQUIRE_PEERS_VAR: &str = "DK_REQUIRE_PEERS";
+
+/// Whether missing peers fail tests ([`REQUIRE_PEERS_VAR`] is `1`).
+pub fn peers_required() -> bool {
+    std::env::var(REQUIRE_PEERS_VAR).is_ok_and(|v| v.trim() == "1")
+}
+
+/// The gate of a test that needs `what` (a peer program, root, a cgroup controller...):
+/// returns `true` when `available`. Otherwise it panics naming `what` and `how` to get it
+/// when [`peers_required`], else prints a `SKIP` line and returns `false` (the test then
+/// returns early).
+///
+/// # Panics
+/// When `what` is not available and [`REQUIRE_PEERS_VAR`] is `1`.
+pub fn require(what: &str, available: bool, how: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(
+        !peers_required(),
+        "{what} is required ({REQUIRE_PEERS_VAR}=1) but not available: {how}"
+    );
+    // Test output only: visible with --nocapture and in nextest's output of the test.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "SKIP: {what} is not available ({how}); set {REQUIRE_PEERS_VAR}=1 to fail instead"
+        );
+    }
+    false
+}
+
+/// Whether `program` (a name looked up on `PATH`, or a path) is an executable file.
+pub fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return runnable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(program))))
+}
+
+/// [`require`] for a program: `apt` names the Debian package that installs it.
+///
+/// # Panics
+/// As [`require`].
+pub fn require_program(program: &str, apt: &str) -> bool {
+    require(
+        &format!("the program {program}"),
+        program_exists(program),
+        &format!("apt-get install -y {apt}, or run scripts/test.sh, which installs it"),
+    )
+}
+
+/// [`require`] for Python modules (real client libraries); `pip` names the PyPI packages.
+///
+/// # Panics
+/// As [`require`].
+pub fn require_python_modules(modules: &[&str], pip: &str) -> bool {
+    let code = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require(
+        &format!("the python3 modules {}", modules.join(", ")),
+        ok,
+        &format!("python3 -m pip install {pip}, or run scripts/test.sh, which installs them"),
+    )
+}
+
+/// Whether the process runs as root (effective uid 0, from `/proc/self/status`).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// [`require`] for root; `why` says what the test does with it.
+///
+/// # Panics
+/// As [`require`].
+pub fn require_root(why: &str) -> bool {
+    require(
+        &format!("root ({why})"),
+        is_root(),
+        "run the tests as root, as CI does",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_peer_is_reported_as_such_and_a_present_one_passes() {
+        assert!(require("a peer that is there", true, "nothing to do"));
+        assert!(program_exists("sh"), "sh is on PATH");
+        assert!(program_exists("/bin/sh"));
+        assert!(!program_exists("dk-no-such-program-anywhere"));
+        assert!(!program_exists("/nonexistent/sh"));
+        let missing =
+            std::panic::catch_unwind(|| require("a peer that is not there", false, "install it"));
+        if peers_required() {
+            let msg = missing.expect_err("fails under DK_REQUIRE_PEERS=1");
+            let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(
+                msg.contains("a peer that is not there is required"),
+                "{msg}"
+            );
+            assert!(msg.contains("install it"), "{msg}");
+        } else {
+            assert_eq!(missing.ok(), Some(false));
+        }
+    }
 
     fn dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/lineproto_decode")

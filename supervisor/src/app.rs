@@ -438,9 +438,11 @@ fn queue_settings(main: &dk_config::MainConfig) -> QueueSettings {
 
 /// Every configured sink: Dataway (`[dataway] urls`), InfluxDB (`[sinks.influxdb]`) and the
 /// local files (`[sinks.local]`, on by default when no upstream is set).
+/// `clock` gets Dataway's clock when `[dataway.ntp] enable` (the default) and a URL is set.
 fn build_sinks(
     main: &dk_config::MainConfig,
     registry: &mut Registry,
+    clock: &mut Option<dk_sinks::dataway::DatawayClock>,
 ) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let dw = &main.dataway;
@@ -466,10 +468,12 @@ fn build_sinks(
             version: dk_proto::version().to_string(),
             global_tags_header: None,
         };
-        sinks.push(Arc::new(
-            DatawaySink::new(cfg, registry)
-                .context("[dataway]: cannot set up the Dataway client")?,
-        ));
+        let sink = DatawaySink::new(cfg, registry)
+            .context("[dataway]: cannot set up the Dataway client")?;
+        if dw.ntp.enable {
+            *clock = sink.clock();
+        }
+        sinks.push(Arc::new(sink));
     }
     let influx = &main.sinks.influxdb;
     if !influx.url.is_empty() {
@@ -798,7 +802,8 @@ async fn supervise(
     let api_metrics = ApiMetrics::new(&mut registry);
     let upgrade_metrics = UpgradeMetrics::new(&mut registry);
     report_rollback(&workdir, &last_errors, &upgrade_metrics);
-    let sinks = build_sinks(&main, &mut registry)?;
+    let mut dataway_clock = None;
+    let sinks = build_sinks(&main, &mut registry, &mut dataway_clock)?;
     let delivery = Delivery::start(
         DeliveryConfig {
             global_tags: GlobalTags {
@@ -818,6 +823,17 @@ async fn supervise(
         &mut registry,
     )
     .context("cannot start delivery")?;
+    if let Some(clock) = dataway_clock {
+        let ntp = &main.dataway.ntp;
+        let sync = dk_delivery::ClockSync {
+            interval: ntp.interval,
+            threshold: ntp.diff,
+        };
+        delivery.spawn_clock_sync(sync, move || {
+            let clock = clock.clone();
+            async move { clock.time_diff().await }
+        });
+    }
     let disk_errors = Arc::clone(&last_errors);
     delivery.on_disk_full(Arc::new(move |message: &str| {
         disk_errors.record("delivery", "disk", "", message);

@@ -173,3 +173,24 @@ fn hot_reload_keeps_the_old_config_on_errors_and_restarts_only_changed_families(
     assert_eq!(agent.worker_pid("host"), Some(host));
     assert_eq!(agent.worker_pid("socket"), Some(new_socket));
 }
+
+#[test]
+fn files_the_harness_writes_name_the_test_that_wrote_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = main_conf(1, "");
+    let confd = write_confd(
+        dir.path(),
+        &main,
+        &[("host/cpu.conf", "[[inputs.cpu]]\n  interval = \"10s\"\n")],
+    );
+    let name = "files_the_harness_writes_name_the_test_that_wrote_them";
+    let main = std::fs::read_to_string(confd.join("datakit.conf")).unwrap();
+    assert!(main.contains(name), "{main}");
+    assert!(main.contains("[io]  # fixed historical times"), "{main}");
+    let cpu = std::fs::read_to_string(confd.join("host/cpu.conf")).unwrap();
+    assert!(
+        cpu.starts_with("[[inputs.cpu]]\n  interval = \"10s\"\n# Written by the e2e test `"),
+        "{cpu}"
+    );
+    assert!(cpu.contains(name), "{cpu}");
+}

@@ -99,6 +99,9 @@ fn assert_graphite_point(p: &Point, field: &str, value: f64, secs: i64) {
 
 #[test]
 fn graphite_lines_over_tcp_and_udp_arrive_with_their_timestamps_and_tags() {
+    if !dk_proto::testing::require_program("nc", "netcat-openbsd") {
+        return;
+    }
     let port = free_port();
     let agent = Agent::start(&[("graphite/graphite.conf", &conf(port, ""))]);
     let addr = port.to_string();
@@ -205,6 +208,9 @@ fn graphite_joins_a_line_split_across_tcp_writes() {
 
 #[test]
 fn graphite_mapping_rules_name_measurements_fields_and_tags() {
+    if !dk_proto::testing::require_program("nc", "netcat-openbsd") {
+        return;
+    }
     let port = free_port();
     let rules = r#"
   [inputs.graphite.metric_mapper]
@@ -289,6 +295,9 @@ impl Drop for Collectd {
 
 #[test]
 fn graphite_receives_collectd_write_graphite_host_metrics() {
+    if !dk_proto::testing::require_program("/usr/sbin/collectd", "collectd-core") {
+        return;
+    }
     let port = free_port();
     let rules = r#"
   [inputs.graphite.metric_mapper]
@@ -305,7 +314,9 @@ fn graphite_receives_collectd_write_graphite_host_metrics() {
     std::fs::write(
         &conf_path,
         format!(
-            r#"Hostname "e2e-collectd"
+            r#"# A real collectd for the graphite e2e test: cpu, memory and load every second,
+# sent over write_graphite (TCP) to the agent under test.
+Hostname "e2e-collectd"
 FQDNLookup false
 Interval 1
 BaseDir "{dir}"

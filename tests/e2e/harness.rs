@@ -91,22 +91,55 @@ pub fn main_conf(api_port: u16, extra: &str) -> String {
         },
         None => ("", extra),
     };
+    // Every harness line says why it is there (trailing comments: the line numbers that
+    // tests check stay as they are).
+    let io = io.replace(
+        "[io]\n",
+        "[io]  # fixed historical times: no correction to now, fast flushes\n",
+    );
+    let limits = limits.replace("[resource_limit]\n", "[resource_limit]  # no CPU cgroup\n");
+    let test = test_name();
     format!(
         r#"
-default_enabled_inputs = []
-[http_api]
+default_enabled_inputs = []  # e2e harness for `{test}`: only the inputs the test writes
+[http_api]  # loopback, on a free port
   listen = "127.0.0.1:{api_port}"
 {http}
 {io}
-[logging]
+[logging]  # stdout, captured in the agent's log
   log = "stdout"
   level = "info"
-[global_host_tags]
+[global_host_tags]  # marks every point as an e2e point
   e2e = "yes"
 {limits}
 {extra}
 "#
     )
+}
+
+/// The running test's name, for the comments in the files a test writes: libtest names the
+/// test's thread after it; nextest runs one test per process and passes its name after
+/// `--exact`.
+pub fn test_name() -> String {
+    if let Some(name) = std::thread::current().name().filter(|n| *n != "main") {
+        return name.to_string();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--exact")
+        .and_then(|i| args.get(i + 1))
+        .or_else(|| args.iter().skip(1).find(|a| !a.starts_with('-')))
+        .cloned()
+        .unwrap_or_else(|| "an e2e test".to_string())
+}
+
+/// `text` with a last line naming the test that wrote it, when a comment can safely go at the
+/// end (complete lines, no multi-line string that could swallow it); line numbers are kept.
+fn with_origin(text: &str) -> String {
+    if text.is_empty() || !text.ends_with('\n') || text.contains("\"\"\"") || text.contains("'''") {
+        return text.to_string();
+    }
+    format!("{text}# Written by the e2e test `{}`.\n", test_name())
 }
 
 impl Agent {
@@ -273,7 +306,7 @@ impl Agent {
         let path = self.workdir().join("conf.d").join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let tmp = path.with_extension("tmp~");
-        std::fs::write(&tmp, text).unwrap();
+        std::fs::write(&tmp, with_origin(text)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     }
 }
@@ -293,7 +326,7 @@ pub fn write_confd(workdir: &Path, main: &str, files: &[(&str, &str)]) -> PathBu
     for (rel, text) in files {
         let p = confd.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        std::fs::write(p, with_origin(text)).unwrap();
     }
     confd
 }

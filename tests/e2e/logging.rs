@@ -80,6 +80,9 @@ fn run(cmd: &mut Command, input: &[u8]) {
 
 #[test]
 fn logger_over_tcp_and_udp_feeds_logging_points_with_datakit_tags_and_fields() {
+    if !dk_proto::testing::require_program("logger", "bsdutils") {
+        return;
+    }
     let (agent, ports) =
         start("  source = \"syslogapp\"\n  [inputs.logging.tags]\n  team = \"ops\"");
     for (proto, port, text) in [
@@ -136,6 +139,9 @@ fn logger_over_tcp_and_udp_feeds_logging_points_with_datakit_tags_and_fields() {
 
 #[test]
 fn logger_reading_many_lines_from_stdin_sends_each_as_a_point() {
+    if !dk_proto::testing::require_program("logger", "bsdutils") {
+        return;
+    }
     let (agent, ports) = start("  source = \"batch\"");
     let input: String = (0..50).map(|i| format!("line number {i}\n")).collect();
     run(
@@ -161,6 +167,9 @@ fn logger_reading_many_lines_from_stdin_sends_each_as_a_point() {
 
 #[test]
 fn socat_tcp_keeps_a_final_line_without_newline_and_udp_splits_datagrams() {
+    if !dk_proto::testing::require_program("socat", "socat") {
+        return;
+    }
     let (agent, ports) = start("  source = \"socatapp\"");
     run(
         Command::new("socat").args(["-u", "-", &format!("TCP:127.0.0.1:{}", ports.tcp)]),
@@ -250,6 +259,9 @@ fn a_line_over_512_kib_is_cut_into_pieces_and_counted() {
 
 #[test]
 fn multiline_match_joins_a_stack_trace_into_one_record() {
+    if !dk_proto::testing::require_program("socat", "socat") {
+        return;
+    }
     let (agent, ports) =
         start("  source = \"javaapp\"\n  multiline_match = '''^\\d{4}-\\d{2}-\\d{2}'''");
     let text = "\

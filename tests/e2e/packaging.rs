@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::harness::{bin, read_local_points, try_request, wait_for};
+use dk_proto::testing::{require_program, require_root};
 
 /// `scripts/package.sh --bin <the binary under test> --compress fast --out OUT ...`.
 fn package(out: &Path, version: &str, formats: &str, key: Option<&Path>) -> PathBuf {
@@ -314,6 +315,9 @@ fn assert_datakit_files_kept(dk: &Path, main: &str, cpu: &str) {
 
 #[test]
 fn the_rpm_installs_into_a_scratch_root_and_erasing_it_keeps_the_operators_config() {
+    if !require_program("rpmbuild", "rpm") || !require_program("rpm", "rpm") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = package(&dir.path().join("out"), "9.1.0", "rpm", None);
     let rpm = out.join(format!("datakit-9.1.0-1.{}.rpm", std::env::consts::ARCH));
@@ -375,6 +379,9 @@ fn install_deb(dir: &Path, root: &Path) {
 
 #[test]
 fn systemd_analyze_accepts_the_packaged_unit_with_datakits_restart_policy_and_hardening() {
+    if !require_program("systemd-analyze", "systemd") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     install_deb(dir.path(), &root);
@@ -422,6 +429,11 @@ fn systemd_analyze_accepts_the_packaged_unit_with_datakits_restart_policy_and_ha
 #[test]
 #[allow(unsafe_code)]
 fn the_installed_binary_makes_a_clean_first_start_from_the_package_layout() {
+    if !require_root("a private network namespace for the installed agent")
+        || !require_program("ip", "iproute2")
+    {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     install_deb(dir.path(), &root);
@@ -654,6 +666,13 @@ fn run_maintainer_script(dir: &Path, script: &Path, args: &[&str]) -> String {
 
 #[test]
 fn the_maintainer_scripts_enable_and_start_on_install_restart_on_upgrade_and_stop_on_remove() {
+    if !require_root("private mount namespaces for the maintainer scripts")
+        || !require_program("unshare", "util-linux")
+        || !require_program("rpmbuild", "rpm")
+        || !require_program("rpm", "rpm")
+    {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let deb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/deb");
     let script = |name: &str| deb.join(name);

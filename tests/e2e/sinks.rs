@@ -30,7 +30,9 @@ fn dataway_influxdb_and_local_files_each_get_every_point_and_an_outage_of_one_de
         .build()
         .unwrap();
     let fake = rt.block_on(FakeDataway::start(TOKEN)).unwrap();
-    let mut influx = rt.block_on(Influxd::start());
+    let Some(mut influx) = rt.block_on(Influxd::start()) else {
+        return;
+    };
     rt.block_on(influx.create_db("dk"));
     let extra = format!(
         "[dataway]\n  urls = [\"{}\"]\n[sinks.local]\n  enable = true\n[sinks.influxdb]\n  url = \"{}\"\n  database = \"dk\"\n  timeout = \"2s\"\n",
@@ -122,4 +124,50 @@ fn dataway_influxdb_and_local_files_each_get_every_point_and_an_outage_of_one_de
         || (count(&rt, &influx) == 1000).then_some(()),
     );
     rt.block_on(fake.stop());
+}
+
+#[test]
+fn with_dataway_three_hours_ahead_a_point_written_at_host_time_is_stored_at_dataways_time() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(FakeDataway::start(TOKEN)).unwrap();
+    fake.set_clock_skew(3 * 3_600);
+    // [dataway.ntp] is on by default; the harness turns the time correction off, this test
+    // turns it back on (Datakit's default).
+    let extra = format!(
+        "[dataway]\n  urls = [\"{}\"]\n[io]\n  auto_timestamp_correction = true\n",
+        fake.url()
+    );
+    let agent = Agent::start_with(&[], &extra, &[]);
+    let offset = agent.wait_metric_at_least(
+        "datakit_ntp_offset_seconds",
+        10_799.0,
+        Duration::from_secs(20),
+    );
+    assert!(offset <= 10_801.0, "offset {offset}");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.category == "ntp" && r.status == 200),
+        "the agent asked Dataway's /v1/ntp"
+    );
+
+    let host_ns = dk_delivery::host_now_secs() * 1_000_000_000;
+    let line = format!("e2e_ntp value=1i {host_ns}\n");
+    let (status, _) = agent.request("POST", "/v1/write/metric", &[], line.as_bytes());
+    assert_eq!(status, 200);
+    let p = wait_for("the point at Dataway", Duration::from_secs(20), || {
+        fake.points(Category::Metric)
+            .into_iter()
+            .find(|p| p.name == "e2e_ntp")
+    });
+    let moved = (p.time - host_ns) / 1_000_000_000;
+    assert!(
+        (10_798..=10_802).contains(&moved),
+        "moved by {moved}s: {p:?}"
+    );
+    assert_eq!(p.get_field("__orig_time"), Some(&Value::I(host_ns)));
 }

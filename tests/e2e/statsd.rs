@@ -103,6 +103,11 @@ fn conf(port: u16, unix: &str, extra: &str) -> String {
 
 #[test]
 fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
+    if !dk_proto::testing::require_program("nc", "netcat-openbsd")
+        || !dk_proto::testing::require_python_modules(&["statsd", "datadog"], "statsd datadog")
+    {
+        return;
+    }
     let port = free_udp_port();
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("dsd.sock");
@@ -267,6 +272,9 @@ fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
 
 #[test]
 fn statsd_applies_mapping_drop_tags_and_config_tags_per_instance() {
+    if !dk_proto::testing::require_program("nc", "netcat-openbsd") {
+        return;
+    }
     let port_a = free_udp_port();
     let port_b = free_udp_port();
     let mapped = format!(
@@ -355,6 +363,9 @@ fn udp_sockets_on(port: u16) -> usize {
 
 #[test]
 fn statsd_reads_every_reuseport_socket_and_an_unusable_unix_path_is_only_a_warning() {
+    if !dk_proto::testing::require_python_modules(&["datadog"], "datadog") {
+        return;
+    }
     let port = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
     // Not a socket: the agent must neither delete it nor refuse to start.

@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// Every error the API answers with, as Datakit names them (spec §1.2).
+/// Every error the API answers with, as Datakit names them.
 ///
 /// The wire code is `datakit.` plus the camel-cased [`ApiError::sentence`]; the
 /// `message` is the variant's detail (omitted when empty).

@@ -1,4 +1,4 @@
-//! The Datakit-compatible HTTP API on 9529 (spec `datakit-supervisor.md` §1): writes, ping,
+//! The Datakit-compatible HTTP API on 9529: writes, ping,
 //! ntp, last errors, metrics, with Datakit's access control, CORS, rate limit and errors.
 //!
 //! Build an [`ApiState`], then either mount [`router`] yourself or run [`serve`]
@@ -61,7 +61,7 @@ pub(crate) struct Inner {
 /// The env variable of the API's debug knobs (`decode`: see [`Inner::debug_panic_decode`]).
 pub const DEBUG_PANIC_ENV: &str = "DK_DEBUG_API_PANIC";
 
-/// The paths served to non-loopback clients (spec §1.3): `/v1/ping`, `/v1/ntp`, plus
+/// The paths served to non-loopback clients: `/v1/ping`, `/v1/ntp`, plus
 /// `public_apis` (each with a leading `/`), or every category write URL when that is empty.
 pub fn whitelist(config: &ApiConfig) -> HashSet<String> {
     let mut w: HashSet<String> = ["/v1/ping", "/v1/ntp"].map(String::from).into();

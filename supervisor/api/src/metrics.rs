@@ -1,4 +1,4 @@
-//! The API's own Prometheus metrics (`datakit_http_api_*`, spec §8).
+//! The API's own Prometheus metrics (`datakit_http_api_*`, named as Datakit's).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use std::sync::OnceLock;

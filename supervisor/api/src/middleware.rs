@@ -26,7 +26,7 @@ pub struct ClientInfo {
     pub loopback: bool,
 }
 
-/// The fixed `Access-Control-Allow-Headers` list of spec §1.3.
+/// Datakit's fixed `Access-Control-Allow-Headers` list.
 const CORS_ALLOW_HEADERS: &str = "Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token, Authorization, Accept, Accept-Language, Content-Language, Origin, Cache-Control, X-Requested-With, X-Token, X-Datakit-UUID, X-RP, X-Precision, X-Lua, *";
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -1,4 +1,4 @@
-//! A per-(client IP, path) token bucket, as Datakit's tollbooth limiter behaves (spec §1.4).
+//! A per-(client IP, path) token bucket, as Datakit's tollbooth limiter behaves.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -55,7 +55,7 @@ pub struct AgentInfo {
     pub started: Instant,
 }
 
-/// `[http_api]` settings the router uses (spec §1.1).
+/// `[http_api]` settings the router uses.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Paths served to non-loopback clients besides `/v1/ping` and `/v1/ntp`; empty means

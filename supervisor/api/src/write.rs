@@ -1,4 +1,4 @@
-//! `POST /v1/write/:category`: body decoding by content type and encoding, normalisation, feed (spec §1.6).
+//! `POST /v1/write/:category`: body decoding by content type and encoding, normalisation, feed.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -79,7 +79,7 @@ impl WriteParams {
             dry: flag("dry"),
             opts: FeedOpts {
                 election,
-                // Election tags override the ignore flags (spec §1.6).
+                // Election tags override the ignore flags.
                 no_global_tags: ignore && !election,
             },
             encoding: get("encoding").map(str::to_string),
@@ -87,7 +87,7 @@ impl WriteParams {
     }
 }
 
-/// How the body is encoded, by `Content-Type` (spec §1.6).
+/// How the body is encoded, by `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BodyFormat {
     LineProto,

@@ -4,7 +4,7 @@
 //! input family validate its instances, and returns either the [`Plan`] (inputs and listeners per
 //! family) or [`ConfigErrors`] with every problem found, each naming its file and key.
 //!
-//! Behaviour follows Datakit 1.84 (spec `datakit-supervisor.md` §4), with these choices:
+//! Behaviour follows Datakit 1.84, with these choices:
 //! * `-name` in `default_enabled_inputs` disables `name` entirely, `conf.d` instances included
 //!   (as Datakit does); a default-enabled input uses its family's built-in sample only when no
 //!   `conf.d` file configures it (Datakit writes `conf.d/<name>.conf` instead).

@@ -265,6 +265,40 @@ fn enable_pprof_true_warns_naming_the_key_and_ulimit_set_is_recorded() {
 }
 
 #[test]
+fn dataway_ntp_keys_are_read_and_clamped_to_datakits_minimums_with_a_warning() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dataway.ntp]\nenable = false\ninterval = \"2m\"\ndiff = \"45s\"\n",
+    )]);
+    let ntp = load_ok(dir.path(), &no_env()).main.dataway.ntp;
+    assert!(!ntp.enable);
+    assert_eq!(ntp.interval, std::time::Duration::from_secs(120));
+    assert_eq!(ntp.diff, std::time::Duration::from_secs(45));
+
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dataway.ntp]\ninterval = \"10s\"\ndiff = \"1s\"\n",
+    )]);
+    let loaded = load_ok(dir.path(), &no_env());
+    let ntp = &loaded.main.dataway.ntp;
+    assert!(ntp.enable, "on by default, as in Datakit");
+    assert_eq!(ntp.interval, std::time::Duration::from_secs(60));
+    assert_eq!(ntp.diff, std::time::Duration::from_secs(5));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.ntp.interval",
+        "1m minimum"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "dataway.ntp.diff",
+        "5s minimum"
+    ));
+}
+
+#[test]
 fn errors_in_conf_d_files_carry_the_line_of_their_key() {
     let dir = workdir(&[
         (

@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_CACHE_COUNT: usize = 1000;
 /// the current time (and their original time in the int field `__orig_time`).
 pub const TIME_CORRECTION_WINDOW: Duration = Duration::from_secs(2 * 3600);
 
-/// The global tags attached to fed points (spec §2.6), as resolved by the supervisor.
+/// The global tags attached to fed points, as resolved by the supervisor.
 ///
 /// Placeholders (`__datakit_hostname`...) are already expanded, `host` is included, and with
 /// election off `election` is a copy of `host`: delivery attaches exactly what it is given.
@@ -69,7 +69,7 @@ pub struct DeliveryConfig {
     /// `[io] max_cache_count`: the most points handed to a sink in one write (records queued
     /// meanwhile are grouped up to it; a larger feed is split).
     pub max_cache_count: usize,
-    /// Normalisation limits (spec §2.4).
+    /// Normalisation limits.
     pub limits: Limits,
     /// The durable queue between feeds and sinks.
     pub queue: QueueSettings,

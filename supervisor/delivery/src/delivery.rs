@@ -15,6 +15,7 @@
 //! stopped; what is left stays on disk for the next start.
 
 use crate::chunks::{Chunks, Form};
+use crate::clock::{Clock, ClockSync};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::DeliveryError;
 use crate::metrics::{
@@ -60,6 +61,8 @@ struct Inner {
     tags: RwLock<Arc<GlobalTags>>,
     limits: Limits,
     time_correction: Option<Duration>,
+    /// The logical clock (`[dataway.ntp]` offset): the "now" of the time correction.
+    clock: Clock,
     metrics: Metrics,
     /// Cancelled when shutdown begins: feeds are refused and uploaders drain.
     closing: CancellationToken,
@@ -106,12 +109,6 @@ fn category_index(category: Category) -> usize {
 
 /// The field in which a corrected point keeps its original time (ns), as in Datakit.
 pub(crate) const ORIG_TIME_FIELD: &str = "__orig_time";
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// Datakit's `auto_timestamp_correction`: a point more than `window` away from `now` (either
 /// way) gets `now` and its original time in the int field `__orig_time`. Returns whether it
@@ -267,6 +264,7 @@ impl Delivery {
                 tags: RwLock::new(Arc::new(config.global_tags)),
                 limits: config.limits,
                 time_correction: config.time_correction,
+                clock: Clock::default(),
                 metrics,
                 closing,
                 stats_stop,
@@ -363,7 +361,7 @@ impl Delivery {
             inner.count_dropped(cat_name, reason, n);
         }
         if let Some(window) = inner.time_correction.filter(|_| correct_times) {
-            let now = now_ns();
+            let now = inner.clock.now_ns();
             let mut adjusted = 0u64;
             for p in &mut points {
                 adjusted += u64::from(correct_time(p, now, window));
@@ -416,6 +414,65 @@ impl Delivery {
     /// queue goes above `max_disk_ratio`; an already full disk is reported at the next check.
     pub fn on_disk_full(&self, alert: DiskAlert) {
         *lock(&self.inner.disk_alert) = Some(alert);
+    }
+
+    /// The `[dataway.ntp]` offset added to the host clock, in seconds (0 until a sync measured
+    /// a difference over the threshold).
+    pub fn clock_offset_secs(&self) -> i64 {
+        self.inner.clock.offset_secs()
+    }
+
+    /// Takes one measured difference between Dataway's clock and the host's (Dataway − host,
+    /// in seconds): at least `threshold` either way, it becomes the clock offset, else the
+    /// offset goes back to 0. Sets `datakit_ntp_time_diff`; a changed offset is logged and
+    /// counted in `datakit_ntp_sync_total`. Returns the offset now in force.
+    pub fn apply_time_diff(&self, measured_secs: i64, threshold: Duration) -> i64 {
+        let inner = &*self.inner;
+        inner.metrics.ntp_time_diff.set(measured_secs);
+        let offset = crate::clock::offset_for(measured_secs, threshold);
+        let previous = inner.clock.set_offset_secs(offset);
+        if previous != offset {
+            inner.metrics.ntp_sync.inc();
+            inner.metrics.ntp_offset.set(offset);
+            if offset == 0 {
+                tracing::info!(
+                    previous_secs = previous,
+                    measured_secs,
+                    "[dataway.ntp] the host clock agrees with Dataway's again: no more offset"
+                );
+            } else {
+                tracing::info!(
+                    offset_secs = offset,
+                    previous_secs = previous,
+                    "[dataway.ntp] Dataway's clock is {offset:+}s from the host's: \"now\" for point times is corrected by it"
+                );
+            }
+        }
+        offset
+    }
+
+    /// Syncs the logical clock with a time source until shutdown begins: `measure` (Dataway
+    /// time − host time, in seconds) runs at once and then every `sync.interval`, and each
+    /// answer goes through [`Delivery::apply_time_diff`]. A failing source keeps the current
+    /// offset and is logged once per failure streak.
+    pub fn spawn_clock_sync<F, Fut, E>(&self, sync: ClockSync, measure: F) -> JoinHandle<()>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<i64, E>> + Send,
+        E: std::fmt::Display + Send,
+    {
+        // Weak: the task must not keep a dropped delivery's queues open.
+        let weak = Arc::downgrade(&self.inner);
+        crate::clock::spawn_sync(
+            sync,
+            measure,
+            move |diff| {
+                if let Some(inner) = weak.upgrade() {
+                    Delivery { inner }.apply_time_diff(diff, sync.threshold);
+                }
+            },
+            self.inner.closing.clone(),
+        )
     }
 
     /// Replaces the global tags at runtime (global-tags API, election); later feeds use them.

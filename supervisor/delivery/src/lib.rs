@@ -1,7 +1,7 @@
 //! Delivery: normalisation, global tags, the durable per-category queues and the sinks.
 //!
-//! [`Delivery::feed`] attaches the global tags (spec §2.6), normalises each point for its
-//! category (spec §2.4), and appends the rest to the category's durable queue (`dk-queue`):
+//! [`Delivery::feed`] attaches the global tags, normalises each point for its
+//! category, and appends the rest to the category's durable queue (`dk-queue`):
 //! a feed is accepted only once it is fsynced. Every [`Sink`] has its own position in every
 //! queue; an uploader per sink and category writes up to `max_cache_count` points per call and
 //! retries a failing sink with capped exponential backoff from the queue. The queue is bounded
@@ -31,14 +31,19 @@
 //! - `datakit_io_migrated_point_total{category}` and
 //!   `datakit_io_migrate_skipped_record_total{reason}`: points adopted from a Datakit
 //!   install's unsent `cache/dw-wal` ([`adopt_datakit_wal`]) and records that could not be.
+//! - `datakit_ntp_sync_total`, `datakit_ntp_time_diff`, `datakit_ntp_offset_seconds`: the
+//!   `[dataway.ntp]` clock ([`Delivery::spawn_clock_sync`], module `clock`): offset changes,
+//!   the last measured difference to Dataway and the offset in force.
 
 mod chunks;
+mod clock;
 mod config;
 mod delivery;
 mod error;
 mod metrics;
 mod migrate;
 
+pub use clock::{ClockSync, host_now_secs};
 pub use config::{
     DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_CACHE_COUNT, DeliveryConfig, DeliveryTuning, GlobalTags,
     QueueSettings, TIME_CORRECTION_WINDOW,

@@ -68,6 +68,9 @@ pub(crate) struct Metrics {
     pub(crate) disk_full: Family<PathLabels, Gauge>,
     pub(crate) migrated_points: Family<CategoryLabels, Counter>,
     pub(crate) migrate_skipped: Family<ReasonLabels, Counter>,
+    pub(crate) ntp_sync: Counter,
+    pub(crate) ntp_time_diff: Gauge,
+    pub(crate) ntp_offset: Gauge,
 }
 
 /// `{reason}`.
@@ -92,6 +95,9 @@ impl Default for Metrics {
             disk_full: Family::default(),
             migrated_points: Family::default(),
             migrate_skipped: Family::default(),
+            ntp_sync: Counter::default(),
+            ntp_time_diff: Gauge::default(),
+            ntp_offset: Gauge::default(),
             feed_cost: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
             }),
@@ -226,6 +232,21 @@ impl Metrics {
             "datakit_io_migrate_skipped_record",
             "Records of a Datakit cache/dw-wal that could not be adopted, by reason (truncated, bad_length, bad_cachedata, bad_gzip, bad_payload, unknown_category, dynamic_url, rejected)",
             self.migrate_skipped.clone(),
+        );
+        registry.register(
+            "datakit_ntp_sync",
+            "Times the [dataway.ntp] clock offset changed",
+            self.ntp_sync.clone(),
+        );
+        registry.register(
+            "datakit_ntp_time_diff",
+            "Last measured difference between Dataway's clock and the host clock (Dataway - host), in seconds",
+            self.ntp_time_diff.clone(),
+        );
+        registry.register(
+            "datakit_ntp_offset_seconds",
+            "Offset added to the host clock for point time correction ([dataway.ntp]), in seconds",
+            self.ntp_offset.clone(),
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Adopting the data a Datakit install left unsent in `cache/dw-wal` (spec §3.6–3.7).
+//! Adopting the data a Datakit install left unsent in `cache/dw-wal`.
 //!
 //! Datakit's WAL and fail cache share our queue's default directory: one sub-directory per
 //! category name plus `fc/`, each a `diskcache` queue: the write file `data`, rotated files

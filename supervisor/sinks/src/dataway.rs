@@ -6,7 +6,7 @@
 //! ([`SinkInput::Protobuf`]): the queued records' point entries are copied into bodies as they
 //! are, which are the bytes encoding the decoded points would give, so nothing is decoded
 //! into owned points or encoded again. Each body is gzipped (if enabled) and POSTed to every configured URL at once
-//! (Datakit's deprecated fan-out) with Datakit's headers (spec §3.2).
+//! (Datakit's deprecated fan-out) with Datakit's headers.
 //!
 //! Outcome of [`Sink::write`] for one batch:
 //! - `Ok` when every body got a 2xx from every URL;
@@ -277,6 +277,8 @@ struct Endpoint {
     display: String,
     /// The upload URL of every category.
     urls: HashMap<Category, reqwest::Url>,
+    /// `GET /v1/ntp` (Dataway's clock, for `[dataway.ntp]`).
+    ntp: reqwest::Url,
     /// Rate limiting of failure logs.
     log: Mutex<FailLog>,
 }
@@ -290,6 +292,89 @@ struct FailLog {
     logged: Option<Instant>,
     /// Failures since then that were not logged.
     suppressed: u64,
+}
+
+/// Dataway's route for its clock.
+pub const NTP_PATH: &str = "/v1/ntp";
+
+/// Dataway's clock (`GET /v1/ntp` of the first URL); see [`DatawaySink::clock`].
+#[derive(Clone, Debug)]
+pub struct DatawayClock {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    display: String,
+}
+
+/// Why Dataway's time could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NtpError {
+    /// The request failed (connection, TLS, timeout).
+    #[error("GET {endpoint}/v1/ntp: {reason}")]
+    Request {
+        /// `scheme://host[:port]`.
+        endpoint: String,
+        /// The error chain.
+        reason: String,
+    },
+    /// Dataway answered another status than 2xx.
+    #[error("GET {endpoint}/v1/ntp answered HTTP {status}: {body}")]
+    Status {
+        /// `scheme://host[:port]`.
+        endpoint: String,
+        /// The status code.
+        status: u16,
+        /// The start of the answer.
+        body: String,
+    },
+    /// The answer is not `{"timestamp_sec": <unix seconds>}`.
+    #[error("GET {endpoint}/v1/ntp answered {body:?}, not {{\"timestamp_sec\": <unix seconds>}}")]
+    Body {
+        /// `scheme://host[:port]`.
+        endpoint: String,
+        /// The start of the answer.
+        body: String,
+    },
+}
+
+#[derive(serde::Deserialize)]
+struct NtpAnswer {
+    timestamp_sec: i64,
+}
+
+impl DatawayClock {
+    /// Dataway's time minus the host's, in whole seconds, as Datakit measures it.
+    ///
+    /// # Errors
+    /// [`NtpError`] when the request fails, the status is not 2xx or the body is not
+    /// `{"timestamp_sec": N}`.
+    pub async fn time_diff(&self) -> Result<i64, NtpError> {
+        let resp = self
+            .client
+            .get(self.url.clone())
+            .send()
+            .await
+            .map_err(|e| NtpError::Request {
+                endpoint: self.display.clone(),
+                reason: error_chain(&e),
+            })?;
+        let status = resp.status();
+        let text = read_bounded(resp, MAX_ERROR_BODY).await;
+        if !status.is_success() {
+            return Err(NtpError::Status {
+                endpoint: self.display.clone(),
+                status: status.as_u16(),
+                body: text.trim().to_string(),
+            });
+        }
+        let answer: NtpAnswer = serde_json::from_str(&text).map_err(|_| NtpError::Body {
+            endpoint: self.display.clone(),
+            body: text.trim().to_string(),
+        })?;
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Ok(answer.timestamp_sec - host)
+    }
 }
 
 /// What one POST of one body to one URL came to.
@@ -408,6 +493,17 @@ impl DatawaySink {
             timeout,
             metrics,
             pkg_ids: XidGen::new(&cfg.hostname),
+        })
+    }
+
+    /// Dataway's clock as `[dataway.ntp]` reads it: the first URL's `/v1/ntp`, through the
+    /// sink's own HTTP client (same proxy, TLS settings, headers and connection pool).
+    pub fn clock(&self) -> Option<DatawayClock> {
+        let ep = self.endpoints.first()?;
+        Some(DatawayClock {
+            client: self.client.clone(),
+            url: ep.ntp.clone(),
+            display: ep.display.clone(),
         })
     }
 
@@ -1002,9 +1098,16 @@ fn parse_endpoint(raw: &str) -> Result<Endpoint, DatawayError> {
         u.set_query((!query.is_empty()).then_some(query.as_str()));
         urls.insert(c, u);
     }
+    let mut ntp = url.clone();
+    let _ = ntp.set_username("");
+    let _ = ntp.set_password(None);
+    ntp.set_fragment(None);
+    ntp.set_path(NTP_PATH);
+    ntp.set_query((!query.is_empty()).then_some(query.as_str()));
     Ok(Endpoint {
         display: origin,
         urls,
+        ntp,
         log: Mutex::new(FailLog::default()),
     })
 }

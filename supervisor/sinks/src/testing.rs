@@ -12,6 +12,10 @@
 //!    missing or differs from the number of decoded points;
 //! 6. otherwise 200, and the points are recorded.
 //!
+//! `GET /v1/ntp?token=<token>` answers Dataway's clock, `{"timestamp_sec": <unix s>}`: the
+//! host clock moved by [`FakeDataway::set_clock_skew`] (programmed failures and the token
+//! checks apply to it too).
+//!
 //! Every request is recorded as a [`Request`] with its answer; only accepted points are
 //! returned by [`FakeDataway::points`]. Waiting is notification-based, never polling.
 
@@ -111,6 +115,7 @@ struct State {
     mode: Mode,
     fail_next: u64,
     fail_status: u16,
+    clock_skew_secs: i64,
     requests: Vec<Request>,
     points: HashMap<String, Vec<Point>>,
 }
@@ -222,6 +227,12 @@ impl FakeDataway {
         let mut st = self.inner.state();
         st.fail_next = n;
         st.fail_status = status;
+    }
+
+    /// Makes `GET /v1/ntp` answer the host time moved by `secs` (a Dataway whose clock is ahead
+    /// for a positive value).
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.inner.state().clock_skew_secs = secs;
     }
 
     /// The accepted points of a category, in arrival order.
@@ -439,6 +450,23 @@ async fn handle(inner: Arc<Inner>, req: hyper::Request<Incoming>) -> Answer {
         }
     }
 
+    if path == "/v1/ntp" {
+        let (status, text) = match check_token(&inner, &query) {
+            Ok(()) if parts.method == http::Method::GET => {
+                let now = now_ns() / 1_000_000_000 + inner.state().clock_skew_secs;
+                (200, serde_json::json!({ "timestamp_sec": now }).to_string())
+            }
+            Ok(()) => (
+                405,
+                error_body("fake.methodNotAllowed", &format!("{} {path}", parts.method)),
+            ),
+            Err((status, code, message)) => (status, error_body(code, &message)),
+        };
+        record.status = status;
+        inner.record(record);
+        return answer(status, text);
+    }
+
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -482,20 +510,7 @@ fn check(
     if !known {
         return Err((404, "fake.routeNotFound", format!("no route {path}")));
     }
-    let token = query_param(query, "token");
-    match token.as_deref() {
-        None | Some("") => {
-            return Err((
-                401,
-                "dataway.tokenMissing",
-                "token query parameter missing".into(),
-            ));
-        }
-        Some(t) if t != inner.token => {
-            return Err((403, "dataway.tokenNotFound", format!("token {t} not found")));
-        }
-        Some(_) => {}
-    }
+    check_token(inner, query)?;
     let header = |name: &str| {
         parts
             .headers
@@ -556,6 +571,21 @@ fn check(
     }
     record.points = points;
     Ok(())
+}
+
+/// Dataway's token check: 401 without `token`, 403 with another one.
+fn check_token(inner: &Inner, query: &str) -> Result<(), Refusal> {
+    match query_param(query, "token").as_deref() {
+        None | Some("") => Err((
+            401,
+            "dataway.tokenMissing",
+            "token query parameter missing".into(),
+        )),
+        Some(t) if t != inner.token => {
+            Err((403, "dataway.tokenNotFound", format!("token {t} not found")))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// The decoded value of a query parameter.

@@ -546,8 +546,8 @@ async fn wait_points_times_out_with_what_it_got() {
     assert_eq!(got.unwrap().len(), 4);
 }
 
-/// Runs tinyproxy in the foreground on a free loopback port; `None` if it is not installed.
-async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child, u16)> {
+/// Runs tinyproxy in the foreground on a free loopback port.
+async fn start_tinyproxy(dir: &std::path::Path) -> (tokio::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -557,7 +557,9 @@ async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child
     std::fs::write(
         &conf,
         format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogLevel Info\nMaxClients 16\n"
+            "# tinyproxy for the Dataway proxy test: loopback only; the test waits for its\n\
+             # \"Accepting connections\" log line (LogLevel Info).\n\
+             Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogLevel Info\nMaxClients 16\n"
         ),
     )
     .unwrap();
@@ -571,7 +573,6 @@ async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child
         .spawn()
     {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => panic!("cannot run tinyproxy: {e}"),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -602,18 +603,16 @@ async fn start_tinyproxy(dir: &std::path::Path) -> Option<(tokio::process::Child
     })
     .await;
     assert_eq!(ready, Ok(true), "tinyproxy did not start");
-    Some((child, port))
+    (child, port)
 }
 
 #[tokio::test]
 async fn uploads_through_the_configured_http_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((mut proxy, port)) = start_tinyproxy(dir.path()).await else {
-        eprintln!(
-            "NOTE: tinyproxy is not installed; skipping the proxy test (apt-get install -y tinyproxy)"
-        );
+    if !dk_proto::testing::require_program("tinyproxy", "tinyproxy") {
         return;
-    };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut proxy, port) = start_tinyproxy(dir.path()).await;
     let fake = FakeDataway::start(TOKEN).await.unwrap();
     let (sink, _) = new_sink(DatawayConfig {
         http_proxy: Some(format!("http://127.0.0.1:{port}")),
@@ -839,5 +838,179 @@ async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed() {
         assert!(r.raw_len <= 2048, "raw body of {}", r.raw_len);
         assert!(r.points.len() <= 40, "{} points in a body", r.points.len());
     }
+    delivery.shutdown().await.unwrap();
+}
+
+/// Host time now, in Unix seconds.
+fn host_secs() -> i64 {
+    dk_delivery::host_now_secs()
+}
+
+#[tokio::test]
+async fn the_clock_reads_the_first_urls_v1_ntp_with_the_token_and_the_agents_headers() {
+    let first = FakeDataway::start(TOKEN).await.unwrap();
+    let second = FakeDataway::start(TOKEN).await.unwrap();
+    first.set_clock_skew(3_600);
+    second.set_clock_skew(-50);
+    let (sink, _registry) = new_sink(config(vec![first.url(), second.url()]));
+    let clock = sink.clock().unwrap();
+    let diff = clock.time_diff().await.unwrap();
+    assert!((3_599..=3_601).contains(&diff), "measured {diff}");
+    let reqs = first.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].category, "ntp");
+    assert_eq!(reqs[0].status, 200);
+    assert_eq!(reqs[0].query, format!("token={TOKEN}"));
+    assert!(
+        reqs[0].header("user-agent").starts_with("datakit-linux-"),
+        "{:?}",
+        reqs[0].headers
+    );
+    assert!(second.requests().is_empty(), "only the first URL is asked");
+}
+
+#[tokio::test]
+async fn the_clock_names_the_endpoint_and_status_when_dataway_refuses() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _registry) = new_sink(config(vec![fake.url()]));
+    let clock = sink.clock().unwrap();
+    fake.fail_next(1, 503);
+    let err = clock.time_diff().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("http://{}/v1/ntp answered HTTP 503", fake.addr())),
+        "{err}"
+    );
+    fake.set_mode(Mode::StatusBody(200, "{\"time\":1}".into()));
+    let err = clock.time_diff().await.unwrap_err().to_string();
+    assert!(err.contains("not {\"timestamp_sec\""), "{err}");
+    fake.set_mode(Mode::Ok);
+    let (other, _r) = new_sink(config(vec![format!(
+        "http://{}?token=tkn_other",
+        fake.addr()
+    )]));
+    let err = other
+        .clock()
+        .unwrap()
+        .time_diff()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HTTP 403"), "{err}");
+}
+
+/// Delivery uploading to `fake`, with Datakit's 2 h time correction and a clock synced from
+/// `fake` every minute from a 30 s difference.
+async fn delivery_synced_with(
+    fake: &FakeDataway,
+    dir: &std::path::Path,
+) -> (dk_delivery::Delivery, Registry) {
+    let mut registry = Registry::default();
+    let sink = DatawaySink::new(config(vec![fake.url()]), &mut registry).unwrap();
+    let clock = sink.clock().unwrap();
+    let delivery = dk_delivery::Delivery::start(
+        dk_delivery::DeliveryConfig {
+            queue: dk_delivery::QueueSettings::new(dir),
+            time_correction: Some(dk_delivery::TIME_CORRECTION_WINDOW),
+            ..dk_delivery::DeliveryConfig::default()
+        },
+        vec![Arc::new(sink)],
+        &mut registry,
+    )
+    .unwrap();
+    delivery.spawn_clock_sync(
+        dk_delivery::ClockSync {
+            interval: Duration::from_secs(60),
+            threshold: Duration::from_secs(30),
+        },
+        move || {
+            let clock = clock.clone();
+            async move { clock.time_diff().await }
+        },
+    );
+    (delivery, registry)
+}
+
+/// Waits until the first `/v1/ntp` answer was applied (the offset leaves `from`) or `WAIT`.
+async fn wait_offset_change(delivery: &dk_delivery::Delivery, fake: &FakeDataway, from: i64) {
+    fake.wait_requests(1, WAIT).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while delivery.clock_offset_secs() == from {
+        assert!(Instant::now() < deadline, "the offset stayed {from}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn points_fed_while_dataway_is_three_hours_ahead_get_dataways_time_and_keep_theirs() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    fake.set_clock_skew(3 * 3_600);
+    let dir = tempfile::tempdir().unwrap();
+    let (delivery, registry) = delivery_synced_with(&fake, dir.path()).await;
+    wait_offset_change(&delivery, &fake, 0).await;
+    let offset = delivery.clock_offset_secs();
+    assert!((10_799..=10_801).contains(&offset), "offset {offset}");
+
+    // Stamped by the host clock, 3 h behind Dataway's: out of the 2 h window.
+    let host_time = host_secs() * 1_000_000_000;
+    let point = Point::new("cpu", host_time).field("usage", Value::F(1.5));
+    delivery
+        .feed(
+            Category::Metric,
+            "cpu",
+            dk_proto::FeedOpts::default(),
+            vec![point],
+        )
+        .await
+        .unwrap();
+    let got = fake.wait_points(Category::Metric, 1, WAIT).await.unwrap();
+    let shift = (got[0].time - host_time) / 1_000_000_000;
+    assert!((10_798..=10_802).contains(&shift), "moved by {shift}s");
+    assert_eq!(got[0].get_field("__orig_time"), Some(&Value::I(host_time)));
+
+    let text = metrics_text(&registry);
+    assert_eq!(sample(&text, "datakit_ntp_sync_total"), Some(1.0), "{text}");
+    let diff = sample(&text, "datakit_ntp_time_diff").unwrap();
+    assert!((10_799.0..=10_801.0).contains(&diff), "{text}");
+    delivery.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_difference_under_the_threshold_leaves_point_times_as_given() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    fake.set_clock_skew(10);
+    let dir = tempfile::tempdir().unwrap();
+    let (delivery, registry) = delivery_synced_with(&fake, dir.path()).await;
+    fake.wait_requests(1, WAIT).await.unwrap();
+    // The answer is applied right after it arrives: wait for the gauge it sets.
+    let deadline = Instant::now() + WAIT;
+    while sample(&metrics_text(&registry), "datakit_ntp_time_diff") == Some(0.0) {
+        assert!(Instant::now() < deadline, "no measurement applied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(delivery.clock_offset_secs(), 0);
+
+    // Three hours old by the host clock: corrected to the host's now, not Dataway's.
+    let old = (host_secs() - 3 * 3_600) * 1_000_000_000;
+    let point = Point::new("cpu", old).field("usage", Value::F(1.5));
+    delivery
+        .feed(
+            Category::Metric,
+            "cpu",
+            dk_proto::FeedOpts::default(),
+            vec![point],
+        )
+        .await
+        .unwrap();
+    let got = fake.wait_points(Category::Metric, 1, WAIT).await.unwrap();
+    let lag = host_secs() - got[0].time / 1_000_000_000;
+    assert!(
+        (0..=2).contains(&lag),
+        "time is {lag}s behind the host clock"
+    );
+    assert_eq!(got[0].get_field("__orig_time"), Some(&Value::I(old)));
+    assert_eq!(
+        sample(&metrics_text(&registry), "datakit_ntp_sync_total"),
+        Some(0.0)
+    );
     delivery.shutdown().await.unwrap();
 }

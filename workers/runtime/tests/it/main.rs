@@ -140,6 +140,17 @@ fn values(batches: &[Batch]) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// How long a test waits for a batch or a count before it fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The next batch, failing the test after [`PATIENCE`].
+async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Batch>) -> Batch {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("a batch within the patience")
+        .expect("the batch channel is open")
+}
+
 async fn drain(rx: &mut mpsc::UnboundedReceiver<Batch>, into: &mut Vec<Batch>) {
     while let Ok(b) = rx.try_recv() {
         into.push(b);
@@ -175,7 +186,7 @@ async fn a_worker_pushes_batches_answers_control_and_drains_on_shutdown() {
     // Batches arrive, the first one after a retry.
     let mut got = Vec::new();
     while values(&got).len() < 10 {
-        got.push(rx.recv().await.unwrap());
+        got.push(next_batch(&mut rx).await);
     }
     assert!(values(&got).iter().all(|(v, _)| *v == 1));
     assert_eq!(
@@ -185,7 +196,13 @@ async fn a_worker_pushes_batches_answers_control_and_drains_on_shutdown() {
     );
     // The worker counts a batch once its ack is back, just after we saw it.
     let mut health = client.health(ctx()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while health.points_acked < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} points acked after {PATIENCE:?}",
+            health.points_acked
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
         health = client.health(ctx()).await.unwrap();
     }
@@ -206,7 +223,7 @@ async fn a_worker_pushes_batches_answers_control_and_drains_on_shutdown() {
         .unwrap()
         .unwrap();
     loop {
-        let b = rx.recv().await.unwrap();
+        let b = next_batch(&mut rx).await;
         if values(std::slice::from_ref(&b))
             .iter()
             .any(|(v, _)| *v == 2)
