@@ -1,28 +1,68 @@
-//! Helpers for per-input config: decoding one instance, naming problems, and the
-//! validate/build loops every family shares.
+//! Input config: ONE collector that decodes a TOML table into a serde-derived struct and
+//! reports every problem at once, one duration reader, and the validate/build loops every
+//! family shares. `datakit.conf` is read by the same collector (in `dk-config`).
+//!
+//! [`decode`] finds, in one call: every key of the wrong type (each dropped and the decoding
+//! retried, so one bad key does not hide the next), every bare-number duration (a warning that
+//! says what Datakit reads it as, see [`go`] and [`seconds`]), and every unknown key (a warning
+//! naming the closest known key, found by asking the struct itself, see [`probe`]).
+
+mod collect;
+mod duration;
+mod probe;
 
 use dk_proto::rpc::{InputSpec, WorkerConfig};
 use serde::de::DeserializeOwned;
 
 use crate::family::{Family, Input};
 
+pub use collect::{Decoded, Problems, decode, decode_table, join};
+pub use duration::{go, seconds};
+pub use probe::{closest, edit_distance};
+
+/// Whether a problem stops the config or only warns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Severity {
+    /// The instance is refused.
+    #[default]
+    Error,
+    /// Reported (log, `datakit check`), the instance still runs.
+    Warning,
+}
+
 /// One problem in an input's config: the key and what to do about it.
-/// The supervisor adds the file name.
+/// The supervisor adds the file name and the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
     /// Dotted key inside the instance (`dest_url[1]`, `interval`), or empty for the whole table.
     pub key: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// Error or warning.
+    pub severity: Severity,
 }
 
 impl ConfigProblem {
-    /// A problem with a key.
+    /// An error with a key.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigProblem {
             key: key.into(),
             message: message.into(),
+            severity: Severity::Error,
         }
+    }
+
+    /// A warning with a key.
+    pub fn warning(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            severity: Severity::Warning,
+            ..ConfigProblem::new(key, message)
+        }
+    }
+
+    /// Whether this only warns.
+    pub fn is_warning(&self) -> bool {
+        self.severity == Severity::Warning
     }
 }
 
@@ -132,13 +172,14 @@ pub fn unknown_input<F: Family + ?Sized>(family: &F, input: &str) -> ConfigProbl
     )
 }
 
-/// [`Family::validate`] for a family whose instances are checked by one `parse` function:
-/// refuses inputs the family does not serve, then returns every problem `parse` finds.
+/// [`Family::validate`] for a family whose instances are read by one `decode` function:
+/// refuses inputs the family does not serve, then returns every problem (errors and
+/// warnings) `decode` finds.
 pub fn validate_instance<F, T>(
     family: &F,
     input: &str,
     toml_text: &str,
-    parse: impl FnOnce(&str) -> Result<T, Vec<ConfigProblem>>,
+    decode: impl FnOnce(&str) -> Decoded<T>,
 ) -> Vec<ConfigProblem>
 where
     F: Family + ?Sized,
@@ -146,7 +187,7 @@ where
     if !family.inputs().contains(&input) {
         return vec![unknown_input(family, input)];
     }
-    parse(toml_text).err().unwrap_or_default()
+    decode(toml_text).into_problems()
 }
 
 /// [`Family::build`] for a family that makes one input per instance: calls `build` on every
@@ -234,7 +275,16 @@ mod tests {
         }
 
         fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-            validate_instance(self, input, toml_text, parse)
+            validate_instance(self, input, toml_text, |text| {
+                let mut problems = Problems::default();
+                if let Err(found) = parse(text) {
+                    problems.0 = found;
+                }
+                Decoded {
+                    value: (),
+                    problems,
+                }
+            })
         }
 
         fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
