@@ -36,7 +36,7 @@ impl Family for SocketFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::parse)
+        dk_worker::validate_instance(self, input, toml_text, config::decode)
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
