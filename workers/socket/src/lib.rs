@@ -85,9 +85,15 @@ mod tests {
             "socket",
             "dest_url = [\"tcp://a:1\", \"tcp://a\", \"gopher://a:70\"]\ninterval = 3\nudp_timeout = \"x\"",
         );
-        assert_eq!(
-            keys(&problems),
-            vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]
+        let (warnings, errors): (Vec<_>, Vec<_>) =
+            problems.into_iter().partition(|p| p.is_warning());
+        let mut errors = keys(&errors);
+        errors.sort_unstable();
+        assert_eq!(errors, vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]);
+        assert_eq!(keys(&warnings), vec!["interval"]);
+        assert!(
+            warnings[0].message.ends_with("raises it to its minimum 10s"),
+            "{warnings:?}"
         );
     }
 

@@ -231,13 +231,15 @@ fn describe(key: &str, msg: &str) -> String {
         out.push_str("expected a table");
     }
     let example = if out.ends_with("true or false") {
-        Some("true".to_string())
+        Some("true")
     } else if out.ends_with("a string") {
-        Some("\"...\"".to_string())
+        Some("\"...\"")
     } else if out.ends_with("an array") {
-        Some("[\"...\"]".to_string())
+        Some("[\"...\"]")
     } else if out.ends_with("a whole number >= 0") || out.ends_with("an integer") {
-        Some("100".to_string())
+        Some("100")
+    } else if out.contains("expected a duration") {
+        Some("\"10s\"")
     } else {
         None
     };
