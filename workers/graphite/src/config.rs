@@ -482,7 +482,8 @@ mod tests {
 
     #[test]
     fn every_key_of_the_sample_with_its_examples_uncommented_is_known() {
-        let sample = include_str!("../../../conf.d/graphite/graphite.conf").replace("  # ", "  ");
+        let sample =
+            dk_worker::testing::uncommented(include_str!("../../../conf.d/graphite/graphite.conf"));
         for table in dk_worker::testing::instances(&sample, "graphite") {
             assert_eq!(decode(&table).into_problems(), Vec::new());
         }
