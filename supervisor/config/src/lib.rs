@@ -15,10 +15,8 @@ mod addr;
 mod confd;
 mod diag;
 mod env;
-mod godur;
 mod host;
 mod known_inputs;
-mod lenient;
 mod main_conf;
 
 use std::collections::{BTreeMap, BTreeSet};
