@@ -693,6 +693,7 @@ impl MainConfig {
             );
         }
         cfg.check(file, sink);
+        cfg.warn_not_applied(file, sink);
         cfg
     }
 
@@ -1177,6 +1178,67 @@ fn take_ignored(table: &mut toml::Table, file: &Path, sink: &mut Sink) -> toml::
         }
     }
     other
+}
+
+/// Keys of `datakit.conf` this build accepts and does not act on, with what happens instead.
+/// A value other than Datakit's default draws a warning at load (docs/compat.md lists them).
+const NOT_APPLIED: &[(&str, &str)] = &[
+    (
+        "election.enable",
+        "this agent does not take part in leader election: election-aware inputs (socket) collect on every host, their points still carry [election.tags]",
+    ),
+    (
+        "election.node_whitelist",
+        "this agent does not take part in leader election",
+    ),
+    (
+        "protect_mode",
+        "inputs keep Datakit's protected interval ranges whatever it says (only the max_raw_body_size floor follows it)",
+    ),
+    (
+        "resource_limit.disable_oom",
+        "the agent's OOM score is left as is (workers run with oom_score_adj 500)",
+    ),
+    ("http_api.close_idle_connection", "idle connections are handled by max_connections (closed oldest idle first when full)"),
+    ("http_api.request_rate_limit_ttl", "idle rate-limit buckets are forgotten after a fixed minute"),
+    ("http_api.request_rate_limit_burst", "the burst is max(1, request_rate_limit)"),
+    ("http_api.rum_origin_ip_header", "RUM is not served by this agent"),
+    ("http_api.rum_app_id_white_list", "RUM is not served by this agent"),
+    ("dataway.retry_delay", "uploads retry on their own back-off"),
+    ("dataway.max_idle_conns", "the upload client keeps its own pool"),
+    ("dataway.enable_httptrace", "uploads are not traced"),
+    ("dataway.enable_sinker", "sinker routing is not done: everything goes to the urls"),
+    ("dataway.global_customer_keys", "sinker routing is not done"),
+    ("dataway.drop_expired_package_at", "queued data is not dropped by age"),
+    ("dataway.wal.mem_cap", "the queue is on disk only"),
+    ("dataway.wal.fail_cache_clean_interval", "every sink retries from its own queue position"),
+    ("dataway.wal.no_pos", "queue positions are always kept"),
+    ("io.flush_workers", "one uploader per sink"),
+    ("io.feed_chan_size", "inputs feed through their workers' own bounded queues"),
+    ("logging.disable_color", "the log has no colours"),
+    ("logging.rotate_backups", "rotated logs are kept as the log writer keeps them"),
+];
+
+impl MainConfig {
+    /// Warns about every [`NOT_APPLIED`] key set to something other than Datakit's default.
+    fn warn_not_applied(&self, file: &Path, sink: &mut Sink) {
+        let (Ok(toml::Value::Table(now)), Ok(toml::Value::Table(default))) = (
+            toml::Value::try_from(self),
+            toml::Value::try_from(MainConfig::default()),
+        ) else {
+            return;
+        };
+        for (key, instead) in NOT_APPLIED {
+            let path: Vec<&str> = key.split('.').collect();
+            if get_path(&now, &path) != get_path(&default, &path) {
+                sink.warn(
+                    file,
+                    *key,
+                    format!("accepted but not applied by this agent: {instead} (see docs/compat.md)"),
+                );
+            }
+        }
+    }
 }
 
 /// `(legacy key path, current key path)`: Datakit's installer moves these on upgrade.
