@@ -107,7 +107,10 @@ fn check_warns_about_typos_with_file_line_and_the_closest_key_and_still_passes()
     let confd = write_confd(
         dir.path(),
         &main_conf(free_port(), ""),
-        &[("statsd/statsd.conf", &statsd), ("graphite/graphite.conf", &graphite)],
+        &[
+            ("statsd/statsd.conf", &statsd),
+            ("graphite/graphite.conf", &graphite),
+        ],
     );
     let out = Command::new(bin())
         .args(["check", "--config", "--workdir"])
@@ -127,14 +130,18 @@ fn check_warns_about_typos_with_file_line_and_the_closest_key_and_still_passes()
             "{}:5: inputs.statsd[0].interval: interval = 10 is 10ns as Datakit reads it",
             statsd_file.display()
         ),
-        "if you meant 10s, write interval = \"10s\"; the input then raises it to its minimum 1s".to_string(),
+        "if you meant 10s, write interval = \"10s\"; the input then raises it to its minimum 1s"
+            .to_string(),
         format!(
             "{}:3: inputs.graphite[0].stict_match: unknown key, ignored (the default applies): did you mean `strict_match`?",
             graphite_file.display()
         ),
         "3 warning(s)".to_string(),
     ] {
-        assert!(stderr.contains(&needle), "check prints {needle:?}:\n{stderr}");
+        assert!(
+            stderr.contains(&needle),
+            "check prints {needle:?}:\n{stderr}"
+        );
     }
 }
 

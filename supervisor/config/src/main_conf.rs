@@ -1199,24 +1199,57 @@ const NOT_APPLIED: &[(&str, &str)] = &[
         "resource_limit.disable_oom",
         "the agent's OOM score is left as is (workers run with oom_score_adj 500)",
     ),
-    ("http_api.close_idle_connection", "idle connections are handled by max_connections (closed oldest idle first when full)"),
-    ("http_api.request_rate_limit_ttl", "idle rate-limit buckets are forgotten after a fixed minute"),
-    ("http_api.request_rate_limit_burst", "the burst is max(1, request_rate_limit)"),
-    ("http_api.rum_origin_ip_header", "RUM is not served by this agent"),
-    ("http_api.rum_app_id_white_list", "RUM is not served by this agent"),
+    (
+        "http_api.close_idle_connection",
+        "idle connections are handled by max_connections (closed oldest idle first when full)",
+    ),
+    (
+        "http_api.request_rate_limit_ttl",
+        "idle rate-limit buckets are forgotten after a fixed minute",
+    ),
+    (
+        "http_api.request_rate_limit_burst",
+        "the burst is max(1, request_rate_limit)",
+    ),
+    (
+        "http_api.rum_origin_ip_header",
+        "RUM is not served by this agent",
+    ),
+    (
+        "http_api.rum_app_id_white_list",
+        "RUM is not served by this agent",
+    ),
     ("dataway.retry_delay", "uploads retry on their own back-off"),
-    ("dataway.max_idle_conns", "the upload client keeps its own pool"),
+    (
+        "dataway.max_idle_conns",
+        "the upload client keeps its own pool",
+    ),
     ("dataway.enable_httptrace", "uploads are not traced"),
-    ("dataway.enable_sinker", "sinker routing is not done: everything goes to the urls"),
+    (
+        "dataway.enable_sinker",
+        "sinker routing is not done: everything goes to the urls",
+    ),
     ("dataway.global_customer_keys", "sinker routing is not done"),
-    ("dataway.drop_expired_package_at", "queued data is not dropped by age"),
+    (
+        "dataway.drop_expired_package_at",
+        "queued data is not dropped by age",
+    ),
     ("dataway.wal.mem_cap", "the queue is on disk only"),
-    ("dataway.wal.fail_cache_clean_interval", "every sink retries from its own queue position"),
+    (
+        "dataway.wal.fail_cache_clean_interval",
+        "every sink retries from its own queue position",
+    ),
     ("dataway.wal.no_pos", "queue positions are always kept"),
     ("io.flush_workers", "one uploader per sink"),
-    ("io.feed_chan_size", "inputs feed through their workers' own bounded queues"),
+    (
+        "io.feed_chan_size",
+        "inputs feed through their workers' own bounded queues",
+    ),
     ("logging.disable_color", "the log has no colours"),
-    ("logging.rotate_backups", "rotated logs are kept as the log writer keeps them"),
+    (
+        "logging.rotate_backups",
+        "rotated logs are kept as the log writer keeps them",
+    ),
 ];
 
 impl MainConfig {
@@ -1234,7 +1267,9 @@ impl MainConfig {
                 sink.warn(
                     file,
                     *key,
-                    format!("accepted but not applied by this agent: {instead} (see docs/compat.md)"),
+                    format!(
+                        "accepted but not applied by this agent: {instead} (see docs/compat.md)"
+                    ),
                 );
             }
         }

@@ -989,7 +989,12 @@ fn input_problems_name_file_line_and_key_and_warnings_do_not_stop_the_load() {
             .iter()
             .map(|d| {
                 let name = d.file.file_name().map(|n| n.to_string_lossy().into_owned());
-                format!("{}:{}: {}", name.unwrap_or_default(), d.line.unwrap_or(0), d.key)
+                format!(
+                    "{}:{}: {}",
+                    name.unwrap_or_default(),
+                    d.line.unwrap_or(0),
+                    d.key
+                )
             })
             .collect();
         v.sort();
@@ -1020,7 +1025,11 @@ fn input_problems_name_file_line_and_key_and_warnings_do_not_stop_the_load() {
         "{typo}"
     );
     // Warnings alone load.
-    write(dir.path(), "statsd.conf", "[[inputs.statsd]]\n  servce_address = \":18126\"\n".as_bytes());
+    write(
+        dir.path(),
+        "statsd.conf",
+        "[[inputs.statsd]]\n  servce_address = \":18126\"\n".as_bytes(),
+    );
     let loaded = load_with(dir.path(), &[&CollectedStatsd], &no_env(), &FixedProbe)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
@@ -1034,15 +1043,29 @@ fn datakit_conf_typos_name_the_closest_key() {
         "default_enabled_inputs = []\n[http_api]\n  listne = \"0.0.0.0:9529\"\n[io]\n  flush_intervall = \"5s\"\n",
     )]);
     let loaded = load_ok(dir.path(), &no_env());
-    assert!(has(&loaded.warnings, "datakit.conf", "http_api.listne", "did you mean `listen`?"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "http_api.listne",
+        "did you mean `listen`?"
+    ));
     assert!(has(
         &loaded.warnings,
         "datakit.conf",
         "io.flush_intervall",
         "did you mean `flush_interval`?"
     ));
-    let line = |key: &str| loaded.warnings.iter().find(|d| d.key == key).and_then(|d| d.line);
-    assert_eq!((line("http_api.listne"), line("io.flush_intervall")), (Some(3), Some(5)));
+    let line = |key: &str| {
+        loaded
+            .warnings
+            .iter()
+            .find(|d| d.key == key)
+            .and_then(|d| d.line)
+    };
+    assert_eq!(
+        (line("http_api.listne"), line("io.flush_intervall")),
+        (Some(3), Some(5))
+    );
 }
 
 #[test]
@@ -1068,5 +1091,10 @@ fn keys_accepted_but_not_applied_warn_only_when_set_away_from_datakits_default()
             "resource_limit.disable_oom"
         ]
     );
-    assert!(has(&loaded.warnings, "datakit.conf", "election.enable", "does not take part in leader election"));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "election.enable",
+        "does not take part in leader election"
+    ));
 }

@@ -211,7 +211,10 @@ pub fn decode(toml_text: &str) -> Decoded<Option<(GraphiteConfig, Mapper)>> {
 pub fn parse(toml_text: &str) -> Result<(GraphiteConfig, Mapper), Vec<ConfigProblem>> {
     match decode(toml_text).into_result() {
         Ok(Some(parsed)) => Ok(parsed),
-        Ok(None) => Err(vec![ConfigProblem::new("", "the mapping rules did not compile")]),
+        Ok(None) => Err(vec![ConfigProblem::new(
+            "",
+            "the mapping rules did not compile",
+        )]),
         Err(problems) => Err(problems),
     }
 }
@@ -457,7 +460,10 @@ mod tests {
             warned,
             vec![
                 want("adress", "address"),
-                want("metric_mapper.mappings[0].measurment_name", "measurement_name"),
+                want(
+                    "metric_mapper.mappings[0].measurment_name",
+                    "measurement_name"
+                ),
                 want("metric_mapper.strict_mach", "strict_match"),
             ]
         );
@@ -468,13 +474,21 @@ mod tests {
     #[test]
     fn bare_number_intervals_are_seconds_and_a_fraction_is_dropped_as_in_datakit() {
         let d = decode("interval = 5");
-        assert_eq!(d.value.as_ref().map(|(c, _)| c.interval), Some(Duration::from_secs(5)));
+        assert_eq!(
+            d.value.as_ref().map(|(c, _)| c.interval),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(d.problems.0.len(), 1);
         assert!(d.problems.0[0].is_warning());
         let d = decode("interval = 2.5");
-        assert_eq!(d.value.as_ref().map(|(c, _)| c.interval), Some(Duration::from_secs(2)));
+        assert_eq!(
+            d.value.as_ref().map(|(c, _)| c.interval),
+            Some(Duration::from_secs(2))
+        );
         assert!(
-            d.problems.0[0].message.contains("write interval = \"2.5s\""),
+            d.problems.0[0]
+                .message
+                .contains("write interval = \"2.5s\""),
             "{:?}",
             d.problems
         );

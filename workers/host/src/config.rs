@@ -462,7 +462,12 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
         "disk" => read::<DiskToml>(table).map(|t, p| {
             Some(InputConfig::Disk(DiskConfig {
                 interval: interval(p, t.interval),
-                filter: mount_filter(p, t.exclude_device, &t.ignore_fstypes, &t.ignore_mountpoints),
+                filter: mount_filter(
+                    p,
+                    t.exclude_device,
+                    &t.ignore_fstypes,
+                    &t.ignore_mountpoints,
+                ),
                 tags: t.tags.into_iter().collect(),
             }))
         }),
@@ -487,10 +492,20 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
         }),
         "hostobject" => read::<HostObjectToml>(table).map(|t, p| {
             Some(InputConfig::HostObject(HostObjectConfig {
-                interval: p.clamp("interval", t.interval, TEN_SECONDS, Duration::from_secs(1800)),
+                interval: p.clamp(
+                    "interval",
+                    t.interval,
+                    TEN_SECONDS,
+                    Duration::from_secs(1800),
+                ),
                 enable_net_virtual_interfaces: t.enable_net_virtual_interfaces,
                 ignore_zero_bytes_disk: t.ignore_zero_bytes_disk,
-                filter: mount_filter(p, t.exclude_device, &t.ignore_fstypes, &t.ignore_mountpoints),
+                filter: mount_filter(
+                    p,
+                    t.exclude_device,
+                    &t.ignore_fstypes,
+                    &t.ignore_mountpoints,
+                ),
                 config_path: t.config_path,
                 tags: t.tags.into_iter().collect(),
             }))
@@ -515,12 +530,20 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
 pub fn decode(input: &str, toml_text: &str) -> Result<InputConfig, Vec<ConfigProblem>> {
     match check(input, toml_text).into_result() {
         Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(vec![ConfigProblem::new("", format!("input {input:?} has no config"))]),
+        Ok(None) => Err(vec![ConfigProblem::new(
+            "",
+            format!("input {input:?} has no config"),
+        )]),
         Err(problems) => Err(problems),
     }
 }
 
-fn mount_filter(p: &mut Problems, exclude_device: Vec<String>, fstypes: &str, mountpoints: &str) -> MountFilter {
+fn mount_filter(
+    p: &mut Problems,
+    exclude_device: Vec<String>,
+    fstypes: &str,
+    mountpoints: &str,
+) -> MountFilter {
     MountFilter {
         exclude_device,
         ignore_fstypes: compile(p, "ignore_fstypes", fstypes),
@@ -627,7 +650,10 @@ bad = 3
         };
         assert_eq!(m.interval, Duration::from_secs(1));
         let warnings = check("mem", "interval = '500ms'\nintreval = '5s'\n").into_problems();
-        assert!(warnings.iter().all(ConfigProblem::is_warning), "{warnings:?}");
+        assert!(
+            warnings.iter().all(ConfigProblem::is_warning),
+            "{warnings:?}"
+        );
         let keys: Vec<&str> = warnings.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["intreval", "interval"]);
         assert!(warnings[0].message.ends_with("did you mean `interval`?"));
@@ -661,7 +687,11 @@ bad = 3
             let uncommented = dk_worker::testing::uncommented(sample);
             for text in [sample.to_string(), uncommented] {
                 for instance in dk_worker::testing::instances(&text, input) {
-                    assert_eq!(check(input, &instance).into_problems(), Vec::new(), "{input}");
+                    assert_eq!(
+                        check(input, &instance).into_problems(),
+                        Vec::new(),
+                        "{input}"
+                    );
                 }
             }
         }

@@ -295,12 +295,13 @@ fn check(t: LoggingToml, p: &mut Problems) -> LoggingConfig {
         let key = format!("sockets[{i}]");
         match parse_socket(s) {
             Ok(spec) => {
-                if let Some(j) = cfg
-                    .sockets
-                    .iter()
-                    .position(|o| o.proto == spec.proto && o.port == spec.port && o.host == spec.host)
-                {
-                    p.error(key, format!("{s:?} repeats socket {j}; list every socket once"));
+                if let Some(j) = cfg.sockets.iter().position(|o| {
+                    o.proto == spec.proto && o.port == spec.port && o.host == spec.host
+                }) {
+                    p.error(
+                        key,
+                        format!("{s:?} repeats socket {j}; list every socket once"),
+                    );
                 } else {
                     cfg.sockets.push(spec);
                 }

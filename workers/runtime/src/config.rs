@@ -12,7 +12,6 @@ mod duration;
 mod probe;
 
 use dk_proto::rpc::{InputSpec, WorkerConfig};
-use serde::de::DeserializeOwned;
 
 use crate::family::{Family, Input};
 
@@ -74,82 +73,6 @@ impl std::fmt::Display for ConfigProblem {
             write!(f, "{}: {}", self.key, self.message)
         }
     }
-}
-
-/// Decodes one `[[inputs.NAME]]` table (given as TOML text) into the input's config struct.
-///
-/// Config structs use `#[serde(deny_unknown_fields)]` only where Datakit also rejects unknown
-/// keys; otherwise unknown keys are ignored as Datakit ignores them.
-///
-/// # Errors
-/// A [`ConfigProblem`] naming the key TOML reported and the expected type.
-pub fn parse_instance<T: DeserializeOwned>(toml_text: &str) -> Result<T, ConfigProblem> {
-    toml::from_str::<T>(toml_text).map_err(|e| {
-        let key = e
-            .span()
-            .and_then(|span| toml_text.get(..span.start))
-            .and_then(|before| before.lines().last())
-            .map(|line| line.split('=').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
-        ConfigProblem::new(key, e.message().to_string())
-    })
-}
-
-/// Parses a Go duration value of key `key`, naming the key in the problem.
-///
-/// # Errors
-/// A [`ConfigProblem`] for `key` when the text is not a duration.
-pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigProblem> {
-    dk_proto::duration::parse(text).map_err(|e| ConfigProblem::new(key, e.to_string()))
-}
-
-/// Reads the `tags` key of an `[[inputs.INPUT]]` table (`[inputs.INPUT.tags]`): its
-/// `(key, value)` pairs in key order, empty when the key is absent.
-///
-/// A `tags` that is not a table, and every value in it that is not a string, adds a problem
-/// to `problems` naming the key and the fix; the string values are still returned.
-pub fn tags(
-    input: &str,
-    table: &toml::Table,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<(String, String)> {
-    match table.get("tags") {
-        None => Vec::new(),
-        Some(toml::Value::Table(tags)) => string_table("tags", tags, problems),
-        Some(other) => {
-            problems.push(ConfigProblem::new(
-                "tags",
-                format!(
-                    "expected a table, found {}; write [inputs.{input}.tags] with key = \"value\" lines",
-                    other.type_str()
-                ),
-            ));
-            Vec::new()
-        }
-    }
-}
-
-/// The string values of the table at dotted key `key`, in key order; every other value adds
-/// a problem for `key.NAME` saying to quote it.
-pub fn string_table(
-    key: &str,
-    table: &toml::Table,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(table.len());
-    for (k, v) in table {
-        match v {
-            toml::Value::String(s) => out.push((k.clone(), s.clone())),
-            other => problems.push(ConfigProblem::new(
-                format!("{key}.{k}"),
-                format!(
-                    "expected a string, found {}; quote the value: {k} = \"...\"",
-                    other.type_str()
-                ),
-            )),
-        }
-    }
-    out
 }
 
 /// The problem for an instance of `input` sent to a family that does not serve it.
@@ -299,58 +222,6 @@ mod tests {
             .enumerate()
             .map(|(i, (name, toml))| spec(name, &format!("conf.d/{i}.conf"), toml));
         worker_config("numbers", specs)
-    }
-
-    fn table(text: &str) -> toml::Table {
-        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn tags_reads_string_values_in_key_order() {
-        let mut problems = Vec::new();
-        let t = table("[tags]\nteam = \"ops\"\nenv = \"prod\"\n");
-        assert_eq!(
-            tags("x", &t, &mut problems),
-            vec![
-                ("env".to_string(), "prod".to_string()),
-                ("team".to_string(), "ops".to_string())
-            ]
-        );
-        assert_eq!(tags("x", &table("a = 1"), &mut problems), Vec::new());
-        assert_eq!(problems, Vec::new());
-    }
-
-    #[test]
-    fn tags_names_every_mistyped_value_and_a_tags_that_is_not_a_table() {
-        let mut problems = Vec::new();
-        let t = table("[tags]\na = 1\nb = \"ok\"\nc = true\n");
-        let found = tags("socket", &t, &mut problems);
-        assert_eq!(found, vec![("b".to_string(), "ok".to_string())]);
-        assert_eq!(
-            problems,
-            vec![
-                ConfigProblem::new(
-                    "tags.a",
-                    "expected a string, found integer; quote the value: a = \"...\""
-                ),
-                ConfigProblem::new(
-                    "tags.c",
-                    "expected a string, found boolean; quote the value: c = \"...\""
-                ),
-            ]
-        );
-        problems.clear();
-        assert_eq!(
-            tags("socket", &table("tags = 3"), &mut problems),
-            Vec::new()
-        );
-        assert_eq!(
-            problems,
-            vec![ConfigProblem::new(
-                "tags",
-                "expected a table, found integer; write [inputs.socket.tags] with key = \"value\" lines"
-            )]
-        );
     }
 
     #[test]

@@ -289,7 +289,10 @@ fn check(t: SocketToml, p: &mut Problems) -> SocketConfig {
             Err(e) => p.error(format!("dest_url[{i}]"), format!("{url:?}: {e}; {URL_FIX}")),
         }
     }
-    for (key, d) in [("tcp_timeout", t.tcp_timeout), ("udp_timeout", t.udp_timeout)] {
+    for (key, d) in [
+        ("tcp_timeout", t.tcp_timeout),
+        ("udp_timeout", t.udp_timeout),
+    ] {
         if d.is_zero() && !p.has(key) {
             p.error(key, "must be greater than 0; write e.g. \"10s\"");
         }
@@ -448,11 +451,18 @@ mod tests {
     fn a_typo_and_a_bare_number_warn_and_the_instance_still_runs() {
         let d = decode("dest_urls = [\"tcp://h:1\"]\ninterval = 20\n");
         let problems = d.problems.clone().into_vec();
-        assert!(problems.iter().all(ConfigProblem::is_warning), "{problems:?}");
+        assert!(
+            problems.iter().all(ConfigProblem::is_warning),
+            "{problems:?}"
+        );
         let mut got = keys(&problems);
         got.sort_unstable();
         assert_eq!(got, vec!["dest_urls", "interval"]);
-        assert!(problems.iter().any(|p| p.message.ends_with("did you mean `dest_url`?")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.ends_with("did you mean `dest_url`?"))
+        );
         let cfg = d.into_result().expect("warnings only");
         assert_eq!(cfg.interval, Duration::from_secs(20));
         assert!(cfg.targets.is_empty());

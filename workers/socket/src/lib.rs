@@ -92,7 +92,9 @@ mod tests {
         assert_eq!(errors, vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]);
         assert_eq!(keys(&warnings), vec!["interval"]);
         assert!(
-            warnings[0].message.ends_with("raises it to its minimum 10s"),
+            warnings[0]
+                .message
+                .ends_with("raises it to its minimum 10s"),
             "{warnings:?}"
         );
     }

@@ -329,7 +329,10 @@ fn check(t: StatsdToml, p: &mut Problems) -> StatsdConfig {
         Ok(n) if n <= MAX_UDP_SOCKETS => cfg.udp_sockets = n,
         _ => p.error(
             "udp_sockets",
-            format!("{} is too large; the maximum is {MAX_UDP_SOCKETS}", t.udp_sockets),
+            format!(
+                "{} is too large; the maximum is {MAX_UDP_SOCKETS}",
+                t.udp_sockets
+            ),
         ),
     }
     cfg.read_buffer_size = t.read_buffer_size;

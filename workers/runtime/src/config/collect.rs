@@ -92,7 +92,12 @@ impl<T> Decoded<T> {
     /// Every error when there is one.
     pub fn into_result(self) -> Result<T, Vec<ConfigProblem>> {
         if self.problems.has_errors() {
-            Err(self.problems.0.into_iter().filter(|p| !p.is_warning()).collect())
+            Err(self
+                .problems
+                .0
+                .into_iter()
+                .filter(|p| !p.is_warning())
+                .collect())
         } else {
             Ok(self.value)
         }
@@ -127,7 +132,9 @@ pub fn decode<T: DeserializeOwned + Default>(toml_text: &str) -> Decoded<T> {
 ///
 /// Keys are dotted paths (`metric_mapper.mappings[0].match`). Also returns the table as
 /// decoded (bad keys removed).
-pub fn decode_table<T: DeserializeOwned + Default>(mut table: toml::Table) -> (Decoded<T>, toml::Table) {
+pub fn decode_table<T: DeserializeOwned + Default>(
+    mut table: toml::Table,
+) -> (Decoded<T>, toml::Table) {
     let mut problems = Problems::default();
     let unknown = unknown_keys::<T>(&table);
     // Each round removes a key or turns a bare number into a string: bounded by the leaves.
@@ -145,8 +152,15 @@ pub fn decode_table<T: DeserializeOwned + Default>(mut table: toml::Table) -> (D
                 let key = if key == "." { String::new() } else { key };
                 let message = e.inner().message().trim_end().to_string();
                 if let Some((written, replacement, reading)) = parse_bare(&message) {
-                    problems.warn(&key, bare_warning(leaf(&segments), written, replacement, reading));
-                    if set(&mut table, &segments, toml::Value::String(replacement.to_string())) {
+                    problems.warn(
+                        &key,
+                        bare_warning(leaf(&segments), written, replacement, reading),
+                    );
+                    if set(
+                        &mut table,
+                        &segments,
+                        toml::Value::String(replacement.to_string()),
+                    ) {
                         continue;
                     }
                 } else {
@@ -244,7 +258,9 @@ fn describe(key: &str, msg: &str) -> String {
         None
     };
     match example {
-        Some(e) if !key.is_empty() => format!("{out}; write e.g. {key} = {e}, or remove the key to use the default"),
+        Some(e) if !key.is_empty() => {
+            format!("{out}; write e.g. {key} = {e}, or remove the key to use the default")
+        }
         _ => format!("{out}; fix the value or remove the key to use the default"),
     }
 }
@@ -257,7 +273,11 @@ fn unknown_keys<T: DeserializeOwned>(table: &toml::Table) -> Vec<ConfigProblem> 
     out
 }
 
-fn walk<'a, T: DeserializeOwned>(table: &'a toml::Table, path: &mut Vec<Seg<'a>>, out: &mut Vec<ConfigProblem>) {
+fn walk<'a, T: DeserializeOwned>(
+    table: &'a toml::Table,
+    path: &mut Vec<Seg<'a>>,
+    out: &mut Vec<ConfigProblem>,
+) {
     for (k, v) in table {
         path.push(Seg::Key(k));
         match lookup::<T>(path) {

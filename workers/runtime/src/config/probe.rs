@@ -9,7 +9,9 @@
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 
 /// One step of a key path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +159,10 @@ struct OneEntry<'p, 'a> {
 impl<'de> MapAccess<'de> for OneEntry<'_, '_> {
     type Error = Stop;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Stop> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Stop> {
         match self.key.take() {
             Some(key) => seed
                 .deserialize(IntoDeserializer::<Stop>::into_deserializer(key))
@@ -180,7 +185,10 @@ struct OneItem<'p, 'a>(Option<Probe<'p, 'a>>);
 impl<'de> SeqAccess<'de> for OneItem<'_, '_> {
     type Error = Stop;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Stop> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Stop> {
         match self.0.take() {
             Some(probe) => seed.deserialize(probe).map(Some),
             None => Ok(None),
