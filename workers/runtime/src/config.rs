@@ -5,7 +5,7 @@
 //! [`decode`] finds, in one call: every key of the wrong type (each dropped and the decoding
 //! retried, so one bad key does not hide the next), every bare-number duration (a warning that
 //! says what Datakit reads it as, see [`go`] and [`seconds`]), and every unknown key (a warning
-//! naming the closest known key, found by asking the struct itself, see [`probe`]).
+//! naming the closest known key, found by asking the derived struct itself).
 
 mod collect;
 mod duration;
