@@ -546,7 +546,7 @@ mod tests {
             service_unix_address = "relative.sock"
             allowed_pending_messages = 0
             percentile_limit = -1
-            percentiles = [50, 101]
+            percentiles = [50, 101, "x"]
             delete_gauges = "yes"
             drop_tags = "a"
             metric_mapping = ["nocolon", "x:"]
@@ -566,6 +566,7 @@ mod tests {
             "service_unix_address",
             "allowed_pending_messages",
             "percentile_limit",
+            "percentiles[2]",
             "percentiles[1]",
             "delete_gauges",
             "drop_tags",

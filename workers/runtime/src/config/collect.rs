@@ -80,9 +80,17 @@ pub struct Decoded<T> {
 
 impl<T> Decoded<T> {
     /// Turns the value into another, with the chance to add problems (semantic checks).
+    /// A key that already has an error gets no second one from `f` (a stand-in value that
+    /// replaced a bad array item, say, is not reported again).
     pub fn map<U>(self, f: impl FnOnce(T, &mut Problems) -> U) -> Decoded<U> {
         let mut problems = self.problems;
+        let before = problems.0.len();
         let value = f(self.value, &mut problems);
+        let mut added = problems.0.split_off(before);
+        added.retain(|p| {
+            p.is_warning() || !problems.0.iter().any(|q| !q.is_warning() && q.key == p.key)
+        });
+        problems.0.extend(added);
         Decoded { value, problems }
     }
 
@@ -165,6 +173,14 @@ pub fn decode_table<T: DeserializeOwned + Default>(
                     }
                 } else {
                     problems.error(&key, describe(leaf(&segments), &message));
+                    // An array item is replaced by a stand-in of the expected type, so the
+                    // other items are still read (and keep their indices).
+                    if matches!(segments.last(), Some(Segment::Seq { .. }))
+                        && let Some(stand_in) = stand_in(&message)
+                        && set(&mut table, &segments, stand_in)
+                    {
+                        continue;
+                    }
                 }
                 if !remove(&mut table, &segments) {
                     break;
@@ -180,6 +196,21 @@ pub fn decode_table<T: DeserializeOwned + Default>(
         },
         table,
     )
+}
+
+/// A value of the type a serde message expects, to stand in for a bad array item.
+fn stand_in(message: &str) -> Option<toml::Value> {
+    let expected = message.rsplit("expected ").next()?;
+    Some(match expected {
+        "a string" => toml::Value::String(String::new()),
+        "a boolean" => toml::Value::Boolean(false),
+        "f32" | "f64" => toml::Value::Float(0.0),
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            toml::Value::Integer(0)
+        }
+        e if e.starts_with("struct ") => toml::Value::Table(toml::Table::new()),
+        _ => return None,
+    })
 }
 
 /// Joins a prefix and a dotted key (`inputs.cpu[0]` + `interval`).
@@ -479,6 +510,22 @@ mod tests {
         assert_eq!(d.value.metric_mapper.mappings[1].name, "n");
         assert_eq!(d.value.tags, BTreeMap::from([("ok".into(), "v".into())]));
         assert!(d.into_result().is_err());
+    }
+
+    #[test]
+    fn a_bad_array_item_is_named_and_the_other_items_keep_their_indices() {
+        let d = decode::<Conf>("list = [1, \"b\", true]");
+        assert_eq!(keys(&d.problems, false), ["list[0]", "list[2]"]);
+        assert_eq!(d.value.list.get(1).map(String::as_str), Some("b"));
+        // A check after decoding does not report the stand-ins again.
+        let checked = d.map(|c, p| {
+            for (i, item) in c.list.iter().enumerate() {
+                if item.is_empty() {
+                    p.error(format!("list[{i}]"), "empty");
+                }
+            }
+        });
+        assert_eq!(keys(&checked.problems, false), ["list[0]", "list[2]"]);
     }
 
     #[test]
