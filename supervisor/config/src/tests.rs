@@ -661,10 +661,11 @@ fn bad_durations_in_datakit_conf_name_their_keys() {
     let keys: Vec<&str> = errs.iter().map(|d| d.key.as_str()).collect();
     assert_eq!(
         keys,
+        // In the order of their lines.
         [
+            "http_api.timeout",
             "dataway.retry_delay",
-            "dataway.wal.fail_cache_clean_interval",
-            "http_api.timeout"
+            "dataway.wal.fail_cache_clean_interval"
         ]
     );
     assert!(errs.iter().all(|d| d.message.contains("invalid duration")));
