@@ -674,7 +674,7 @@ impl MainConfig {
         let other = take_ignored(&mut table, file, sink);
         let pprof_on = table.get("enable_pprof") == Some(&toml::Value::Boolean(true));
         let ulimit_set = table.contains_key("ulimit");
-        let (decoded, _) = dk_worker::config::decode_table::<MainConfig>(table);
+        let decoded = dk_worker::config::decode_table::<MainConfig>(table);
         for p in decoded.problems.into_vec() {
             if p.is_warning() {
                 sink.warn(file, p.key, p.message);

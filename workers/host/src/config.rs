@@ -429,7 +429,7 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
         }
     };
     fn read<T: DeserializeOwned + Default>(table: Table) -> Decoded<T> {
-        dk_worker::config::decode_table::<T>(table).0
+        dk_worker::config::decode_table::<T>(table)
     }
     let interval = |p: &mut Problems, d: Duration| p.clamp("interval", d, SECOND, MINUTE);
     match input {

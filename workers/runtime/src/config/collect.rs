@@ -120,7 +120,7 @@ impl<T> Decoded<T> {
 /// Decodes one instance (or any table) given as TOML text: see [`decode_table`].
 pub fn decode<T: DeserializeOwned + Default>(toml_text: &str) -> Decoded<T> {
     match toml_text.parse::<toml::Table>() {
-        Ok(table) => decode_table(table).0,
+        Ok(table) => decode_table(table),
         Err(e) => {
             let mut problems = Problems::default();
             problems.error("", format!("not valid TOML: {}", e.message().trim_end()));
@@ -138,11 +138,8 @@ pub fn decode<T: DeserializeOwned + Default>(toml_text: &str) -> Decoded<T> {
 /// * a bare-number duration is a warning saying what Datakit reads it as (the value is kept);
 /// * a key `T` does not know is a warning naming the closest known key.
 ///
-/// Keys are dotted paths (`metric_mapper.mappings[0].match`). Also returns the table as
-/// decoded (bad keys removed).
-pub fn decode_table<T: DeserializeOwned + Default>(
-    mut table: toml::Table,
-) -> (Decoded<T>, toml::Table) {
+/// Keys are dotted paths (`metric_mapper.mappings[0].match`).
+pub fn decode_table<T: DeserializeOwned + Default>(mut table: toml::Table) -> Decoded<T> {
     let mut problems = Problems::default();
     let unknown = unknown_keys::<T>(&table);
     // Each round removes a key or turns a bare number into a string: bounded by the leaves.
@@ -189,13 +186,10 @@ pub fn decode_table<T: DeserializeOwned + Default>(
         }
     }
     problems.0.extend(unknown);
-    (
-        Decoded {
-            value: value.unwrap_or_default(),
-            problems,
-        },
-        table,
-    )
+    Decoded {
+        value: value.unwrap_or_default(),
+        problems,
+    }
 }
 
 /// A value of the type a serde message expects, to stand in for a bad array item.
