@@ -20,3 +20,29 @@ pub fn by_name(name: &str) -> Option<&'static dyn Family> {
 
 #[cfg(test)]
 mod readme;
+
+#[cfg(test)]
+mod tests {
+    use dk_worker::testing::{instances, uncommented};
+
+    use super::*;
+
+    /// The samples are what `datakit run` starts with and what users copy: neither they nor
+    /// the settings they document (commented out) may draw a warning.
+    #[test]
+    fn every_sample_and_every_setting_it_documents_validates_without_a_problem() {
+        let mut checked = 0;
+        for family in all() {
+            for (input, sample) in family.samples() {
+                for text in [sample.to_string(), uncommented(sample)] {
+                    for instance in instances(&text, input) {
+                        let problems = family.validate(input, &instance);
+                        assert!(problems.is_empty(), "{input}: {problems:?}\n{instance}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 24, "only {checked} instances checked");
+    }
+}

@@ -95,6 +95,57 @@ fn check_accepts_a_valid_config() {
 }
 
 #[test]
+fn check_warns_about_typos_with_file_line_and_the_closest_key_and_still_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (statsd_port, graphite_port) = (free_port(), free_port());
+    let statsd = format!(
+        "[[inputs.statsd]]\n  service_address = \"127.0.0.1:{statsd_port}\"\n  service_unix_address = \"\"\n  delete_gauge = false\n  interval = 10\n"
+    );
+    let graphite = format!(
+        "[[inputs.graphite]]\n  address = \"127.0.0.1:{graphite_port}\"\n  stict_match = true\n"
+    );
+    let confd = write_confd(
+        dir.path(),
+        &main_conf(free_port(), ""),
+        &[
+            ("statsd/statsd.conf", &statsd),
+            ("graphite/graphite.conf", &graphite),
+        ],
+    );
+    let out = Command::new(bin())
+        .args(["check", "--config", "--workdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "warnings only must pass:\n{stderr}");
+    let statsd_file = confd.join("statsd/statsd.conf");
+    let graphite_file = confd.join("graphite/graphite.conf");
+    for needle in [
+        format!(
+            "{}:4: inputs.statsd[0].delete_gauge: unknown key, ignored (the default applies): did you mean `delete_gauges`?",
+            statsd_file.display()
+        ),
+        format!(
+            "{}:5: inputs.statsd[0].interval: interval = 10 is 10ns as Datakit reads it",
+            statsd_file.display()
+        ),
+        "if you meant 10s, write interval = \"10s\"; the input then raises it to its minimum 1s"
+            .to_string(),
+        format!(
+            "{}:3: inputs.graphite[0].stict_match: unknown key, ignored (the default applies): did you mean `strict_match`?",
+            graphite_file.display()
+        ),
+        "3 warning(s)".to_string(),
+    ] {
+        assert!(
+            stderr.contains(&needle),
+            "check prints {needle:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn hot_reload_keeps_the_old_config_on_errors_and_restarts_only_changed_families() {
     let socket_conf = |urls: &str| format!("[[inputs.socket]]\n  dest_url = [{urls}]\n");
     let agent = Agent::start(&[

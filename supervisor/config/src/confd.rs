@@ -333,7 +333,12 @@ impl<'a> Loader<'a> {
                 }
             };
             for p in &problems {
-                sink.error(file, crate::lenient::join(&key, &p.key), p.message.clone());
+                let at = dk_worker::config::join(&key, &p.key);
+                if p.is_warning() {
+                    sink.warn(file, at, p.message.clone());
+                } else {
+                    sink.error(file, at, p.message.clone());
+                }
             }
             self.instances.push(Instance {
                 family: family.name(),

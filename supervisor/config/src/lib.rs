@@ -15,10 +15,8 @@ mod addr;
 mod confd;
 mod diag;
 mod env;
-mod godur;
 mod host;
 mod known_inputs;
-mod lenient;
 mod main_conf;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -272,6 +270,19 @@ pub fn inspect_confd(
     let listeners = listener_origins(&loader.instances, &main, &main_file);
     let plan = build_plan(loader.instances);
     add_lines(&mut sink);
+    // Each file's problems in the order of its lines (the file order is the load order).
+    for list in [&mut sink.errors, &mut sink.warnings] {
+        let first_seen: Vec<PathBuf> = list.iter().fold(Vec::new(), |mut files, d| {
+            if !files.contains(&d.file) {
+                files.push(d.file.clone());
+            }
+            files
+        });
+        list.sort_by_key(|d| {
+            let file = first_seen.iter().position(|f| *f == d.file);
+            (file, d.line.unwrap_or(0))
+        });
+    }
 
     Report {
         main,

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::addr::{ListenAddr, parse_url};
 use crate::diag::{Sink, toml_syntax_message};
 use crate::env::Env;
-use crate::godur;
 use crate::host::HostProbe;
-use crate::lenient;
 
 /// The whole of `datakit.conf`. Every field defaults to Datakit 1.84's code default, so a
 /// missing key behaves as in Datakit.
@@ -151,7 +149,7 @@ pub struct InfluxSink {
     /// Gzip request bodies.
     pub gzip: bool,
     /// Request timeout.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub timeout: Duration,
     /// Categories sent (names or aliases). Defaults to `["metric"]`.
     pub categories: Vec<String>,
@@ -181,7 +179,7 @@ pub struct HttpApi {
     /// An extra Unix socket listener (absolute path), empty for none.
     pub listen_socket: String,
     /// Handler timeout (408 after it).
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub timeout: Duration,
     /// Close idle connections after `timeout`.
     pub close_idle_connection: bool,
@@ -194,7 +192,7 @@ pub struct HttpApi {
     /// Requests per second per route (0 or less = no limit).
     pub request_rate_limit: f64,
     /// Rate limiter TTL (accepted; Datakit ignores it).
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub request_rate_limit_ttl: Duration,
     /// Rate limiter burst (accepted; Datakit ignores it).
     pub request_rate_limit_burst: u64,
@@ -304,12 +302,12 @@ pub struct Dataway {
     /// Dataway URLs with `?token=`; several = deprecated fan-out; empty = local files.
     pub urls: Vec<String>,
     /// Request and dial timeout (legacy key `timeout` is read as an alias).
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub timeout_v2: Duration,
     /// Total attempts per request, 1..=10 (values outside are clamped, as Datakit does).
     pub max_retry_count: i64,
     /// Base delay between attempts.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub retry_delay: Duration,
     /// HTTP(S) proxy for all Dataway traffic, empty for none.
     pub http_proxy: String,
@@ -318,7 +316,7 @@ pub struct Dataway {
     /// Idle connections kept per host (0 is read as 64, as Datakit does).
     pub max_idle_conns_per_host: usize,
     /// Idle connection lifetime.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub idle_timeout: Duration,
     /// Largest body before gzip, in bytes (at least 100 KiB under protect mode).
     pub max_raw_body_size: usize,
@@ -335,7 +333,7 @@ pub struct Dataway {
     /// Extra keys for the sinker.
     pub global_customer_keys: Vec<String>,
     /// Bodies older than this are dropped instead of uploaded.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub drop_expired_package_at: Duration,
     /// `[dataway.ntp]`.
     pub ntp: Ntp,
@@ -393,10 +391,10 @@ pub struct Ntp {
     /// Sync with Dataway's clock.
     pub enable: bool,
     /// How often (at least 1m).
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub interval: Duration,
     /// Adjust point time when the clocks differ by this much (at least 5s).
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub diff: Duration,
 }
 
@@ -424,7 +422,7 @@ pub struct Wal {
     /// workdir (resolved while loading).
     pub path: String,
     /// How often failed uploads are retried.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub fail_cache_clean_interval: Duration,
     /// Categories (names or aliases) that block instead of dropping when the disk cap is hit.
     pub no_drop_categories: Vec<String>,
@@ -453,7 +451,7 @@ pub struct Io {
     /// Flush a category once this many points are queued.
     pub max_cache_count: usize,
     /// Flush at least this often.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub flush_interval: Duration,
     /// Flush workers (0 = 2 × CPU-limit cores).
     pub flush_workers: usize,
@@ -560,7 +558,7 @@ pub struct DkUpgrader {
     /// `http://` or `https://` proxy for downloads.
     pub proxy: String,
     /// A new binary not healthy within this time is replaced by the previous one.
-    #[serde(with = "godur")]
+    #[serde(with = "dk_worker::config::go")]
     pub rollback_after: Duration,
 }
 
@@ -676,8 +674,15 @@ impl MainConfig {
         let other = take_ignored(&mut table, file, sink);
         let pprof_on = table.get("enable_pprof") == Some(&toml::Value::Boolean(true));
         let ulimit_set = table.contains_key("ulimit");
-        let (mut cfg, clean) = lenient::decode::<MainConfig>(table, file, "", sink);
-        lenient::warn_unknown(&cfg, &clean, file, "", sink);
+        let decoded = dk_worker::config::decode_table::<MainConfig>(table);
+        for p in decoded.problems.into_vec() {
+            if p.is_warning() {
+                sink.warn(file, p.key, p.message);
+            } else {
+                sink.error(file, p.key, p.message);
+            }
+        }
+        let mut cfg = decoded.value;
         cfg.other = other;
         cfg.ulimit_set = ulimit_set;
         if pprof_on {
@@ -688,6 +693,7 @@ impl MainConfig {
             );
         }
         cfg.check(file, sink);
+        cfg.warn_not_applied(file, sink);
         cfg
     }
 
@@ -1172,6 +1178,102 @@ fn take_ignored(table: &mut toml::Table, file: &Path, sink: &mut Sink) -> toml::
         }
     }
     other
+}
+
+/// Keys of `datakit.conf` this build accepts and does not act on, with what happens instead.
+/// A value other than Datakit's default draws a warning at load (docs/compat.md lists them).
+const NOT_APPLIED: &[(&str, &str)] = &[
+    (
+        "election.enable",
+        "this agent does not take part in leader election: election-aware inputs (socket) collect on every host, their points still carry [election.tags]",
+    ),
+    (
+        "election.node_whitelist",
+        "this agent does not take part in leader election",
+    ),
+    (
+        "protect_mode",
+        "inputs keep Datakit's protected interval ranges whatever it says (only the max_raw_body_size floor follows it)",
+    ),
+    (
+        "resource_limit.disable_oom",
+        "the agent's OOM score is left as is (workers run with oom_score_adj 500)",
+    ),
+    (
+        "http_api.close_idle_connection",
+        "idle connections are handled by max_connections (closed oldest idle first when full)",
+    ),
+    (
+        "http_api.request_rate_limit_ttl",
+        "idle rate-limit buckets are forgotten after a fixed minute",
+    ),
+    (
+        "http_api.request_rate_limit_burst",
+        "the burst is max(1, request_rate_limit)",
+    ),
+    (
+        "http_api.rum_origin_ip_header",
+        "RUM is not served by this agent",
+    ),
+    (
+        "http_api.rum_app_id_white_list",
+        "RUM is not served by this agent",
+    ),
+    ("dataway.retry_delay", "uploads retry on their own back-off"),
+    (
+        "dataway.max_idle_conns",
+        "the upload client keeps its own pool",
+    ),
+    ("dataway.enable_httptrace", "uploads are not traced"),
+    (
+        "dataway.enable_sinker",
+        "sinker routing is not done: everything goes to the urls",
+    ),
+    ("dataway.global_customer_keys", "sinker routing is not done"),
+    (
+        "dataway.drop_expired_package_at",
+        "queued data is not dropped by age",
+    ),
+    ("dataway.wal.mem_cap", "the queue is on disk only"),
+    (
+        "dataway.wal.fail_cache_clean_interval",
+        "every sink retries from its own queue position",
+    ),
+    ("dataway.wal.no_pos", "queue positions are always kept"),
+    ("io.flush_workers", "one uploader per sink"),
+    (
+        "io.feed_chan_size",
+        "inputs feed through their workers' own bounded queues",
+    ),
+    ("logging.disable_color", "the log has no colours"),
+    (
+        "logging.rotate_backups",
+        "rotated logs are kept as the log writer keeps them",
+    ),
+];
+
+impl MainConfig {
+    /// Warns about every [`NOT_APPLIED`] key set to something other than Datakit's default.
+    fn warn_not_applied(&self, file: &Path, sink: &mut Sink) {
+        let (Ok(toml::Value::Table(now)), Ok(toml::Value::Table(default))) = (
+            toml::Value::try_from(self),
+            toml::Value::try_from(MainConfig::default()),
+        ) else {
+            return;
+        };
+        for (key, instead) in NOT_APPLIED {
+            let path: Vec<&str> = key.split('.').collect();
+            if get_path(&now, &path) != get_path(&default, &path) {
+                sink.warn(
+                    file,
+                    *key,
+                    format!(
+                        "accepted but not applied by this agent: {instead} (see docs/compat.md)"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// `(legacy key path, current key path)`: Datakit's installer moves these on upgrade.

@@ -695,10 +695,11 @@ fn bad_durations_in_datakit_conf_name_their_keys() {
     let keys: Vec<&str> = errs.iter().map(|d| d.key.as_str()).collect();
     assert_eq!(
         keys,
+        // In the order of their lines.
         [
+            "http_api.timeout",
             "dataway.retry_delay",
-            "dataway.wal.fail_cache_clean_interval",
-            "http_api.timeout"
+            "dataway.wal.fail_cache_clean_interval"
         ]
     );
     assert!(errs.iter().all(|d| d.message.contains("invalid duration")));
@@ -959,4 +960,176 @@ fn an_enabled_upgrader_without_token_or_keys_is_an_error_naming_each_key() {
     assert_eq!(up.listen_addr(), "0.0.0.0:19542");
     assert_eq!(up.rollback_after, std::time::Duration::from_secs(5));
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+}
+
+/// A family whose instances are read by the runtime's collector, as the real ones are.
+struct CollectedStatsd;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(default)]
+struct StatsdToml {
+    service_address: String,
+    #[serde(with = "dk_worker::config::go")]
+    interval: std::time::Duration,
+    percentiles: Vec<f64>,
+}
+
+impl Default for StatsdToml {
+    fn default() -> Self {
+        StatsdToml {
+            service_address: ":8125".into(),
+            interval: std::time::Duration::from_secs(10),
+            percentiles: Vec::new(),
+        }
+    }
+}
+
+impl Family for CollectedStatsd {
+    fn name(&self) -> &'static str {
+        "statsd"
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["statsd"]
+    }
+    fn samples(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn validate(&self, _: &str, toml_text: &str) -> Vec<ConfigProblem> {
+        dk_worker::config::decode::<StatsdToml>(toml_text)
+            .map(|t, p| {
+                p.clamp(
+                    "interval",
+                    t.interval,
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(60),
+                )
+            })
+            .into_problems()
+    }
+    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn input_problems_name_file_line_and_key_and_warnings_do_not_stop_the_load() {
+    let conf = "[[inputs.statsd]]\n  servce_address = \":18126\"\n  interval = 10\n\n[[inputs.statsd]]\n  service_address = \":18127\"\n  percentiles = \"p99\"\n  interval = \"soon\"\n";
+    let dir = workdir(&[
+        ("datakit.conf", "default_enabled_inputs = []\n"),
+        ("statsd.conf", conf),
+    ]);
+    let report = inspect(dir.path(), &[&CollectedStatsd], &no_env(), &FixedProbe);
+    let show = |d: &[Diagnostic]| -> Vec<String> {
+        let mut v: Vec<String> = d
+            .iter()
+            .map(|d| {
+                let name = d.file.file_name().map(|n| n.to_string_lossy().into_owned());
+                format!(
+                    "{}:{}: {}",
+                    name.unwrap_or_default(),
+                    d.line.unwrap_or(0),
+                    d.key
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        show(&report.errors),
+        [
+            "statsd.conf:7: inputs.statsd[1].percentiles",
+            "statsd.conf:8: inputs.statsd[1].interval"
+        ]
+    );
+    assert_eq!(
+        show(&report.warnings),
+        [
+            "statsd.conf:2: inputs.statsd[0].servce_address",
+            "statsd.conf:3: inputs.statsd[0].interval"
+        ]
+    );
+    let typo = report
+        .warnings
+        .iter()
+        .find(|d| d.key.ends_with("servce_address"))
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        typo.ends_with(":2: inputs.statsd[0].servce_address: unknown key, ignored (the default applies): did you mean `service_address`?"),
+        "{typo}"
+    );
+    // Warnings alone load.
+    write(
+        dir.path(),
+        "statsd.conf",
+        "[[inputs.statsd]]\n  servce_address = \":18126\"\n".as_bytes(),
+    );
+    let loaded = load_with(dir.path(), &[&CollectedStatsd], &no_env(), &FixedProbe)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
+    assert_eq!(loaded.warnings[0].line, Some(2));
+}
+
+#[test]
+fn datakit_conf_typos_name_the_closest_key() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[http_api]\n  listne = \"0.0.0.0:9529\"\n[io]\n  flush_intervall = \"5s\"\n",
+    )]);
+    let loaded = load_ok(dir.path(), &no_env());
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "http_api.listne",
+        "did you mean `listen`?"
+    ));
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "io.flush_intervall",
+        "did you mean `flush_interval`?"
+    ));
+    let line = |key: &str| {
+        loaded
+            .warnings
+            .iter()
+            .find(|d| d.key == key)
+            .and_then(|d| d.line)
+    };
+    assert_eq!(
+        (line("http_api.listne"), line("io.flush_intervall")),
+        (Some(3), Some(5))
+    );
+}
+
+#[test]
+fn keys_accepted_but_not_applied_warn_only_when_set_away_from_datakits_default() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\nprotect_mode = false\n[election]\n  enable = true\n[resource_limit]\n  disable_oom = true\n[dataway]\n  enable_sinker = true\n[logging]\n  disable_color = false\n",
+    )]);
+    let loaded = load_ok(dir.path(), &no_env());
+    let mut keys: Vec<&str> = loaded
+        .warnings
+        .iter()
+        .filter(|d| d.message.starts_with("accepted but not applied"))
+        .map(|d| d.key.as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "dataway.enable_sinker",
+            "election.enable",
+            "protect_mode",
+            "resource_limit.disable_oom"
+        ]
+    );
+    assert!(has(
+        &loaded.warnings,
+        "datakit.conf",
+        "election.enable",
+        "does not take part in leader election"
+    ));
 }

@@ -1,11 +1,14 @@
 //! Decoding and checking one `[[inputs.graphite]]` instance: pure functions from TOML text to
 //! settings and compiled mapping rules, reporting every problem at once.
 
+use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use dk_proto::rpc::ListenerKind;
+use dk_worker::config::{Decoded, Problems};
 use dk_worker::{ConfigProblem, ListenSpec};
+use serde::Deserialize;
 
 use crate::mapper::{Mapper, RuleConfig};
 
@@ -124,228 +127,161 @@ pub fn check_address(address: &str) -> Result<(), String> {
     }
 }
 
-/// Decodes and checks one instance (its TOML table as text) and compiles its mapping rules.
-/// Unknown keys are ignored, as Datakit ignores them (statsd_exporter keys Datakit does not
-/// use, such as `observer_type` or `ttl`, included).
+/// `[[inputs.graphite]]` as written: Datakit's keys and defaults (plus `read_buffer_size`),
+/// read by the runtime's collector; [`decode`] checks it.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct GraphiteToml {
+    address: String,
+    strict_match: bool,
+    /// Datakit's `datakit.Duration`: a bare number is seconds.
+    #[serde(with = "dk_worker::config::seconds")]
+    interval: Duration,
+    buffer_size: i64,
+    read_buffer_size: usize,
+    metric_mapper: MapperToml,
+    tags: BTreeMap<String, String>,
+}
+
+impl Default for GraphiteToml {
+    fn default() -> Self {
+        GraphiteToml {
+            address: DEFAULT_ADDRESS.to_string(),
+            strict_match: false,
+            interval: Duration::ZERO,
+            buffer_size: DEFAULT_BUFFER_SIZE as i64,
+            read_buffer_size: 0,
+            metric_mapper: MapperToml::default(),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[inputs.graphite.metric_mapper]`: Datakit's keys; statsd_exporter's other keys are
+/// accepted and unused, as in Datakit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MapperToml {
+    name: String,
+    /// Datakit's doc shows `strict_match` here; its code reads only the top-level key. Both
+    /// are honoured.
+    strict_match: bool,
+    mappings: Vec<RuleToml>,
+    cache_size: Option<toml::Value>,
+    cache_type: Option<toml::Value>,
+    defaults: Option<toml::Value>,
+}
+
+/// `[[inputs.graphite.metric_mapper.mappings]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuleToml {
+    #[serde(rename = "match")]
+    match_text: String,
+    match_type: Option<String>,
+    name: String,
+    measurement_name: Option<String>,
+    labels: BTreeMap<String, String>,
+    action_type: Option<String>,
+    match_metric_type: Option<String>,
+    // statsd_exporter keys Datakit accepts and does not use.
+    action: Option<toml::Value>,
+    help: Option<toml::Value>,
+    honor_labels: Option<toml::Value>,
+    observer_type: Option<toml::Value>,
+    timer_type: Option<toml::Value>,
+    buckets: Option<toml::Value>,
+    quantiles: Option<toml::Value>,
+    ttl: Option<toml::Value>,
+    scale: Option<toml::Value>,
+    summary_options: Option<toml::Value>,
+    histogram_options: Option<toml::Value>,
+}
+
+/// Decodes and checks one instance (its TOML table as text) and compiles its mapping rules:
+/// every error and warning at once.
+pub fn decode(toml_text: &str) -> Decoded<Option<(GraphiteConfig, Mapper)>> {
+    dk_worker::config::decode::<GraphiteToml>(toml_text).map(check)
+}
+
+/// [`decode`] without the warnings.
 ///
 /// # Errors
-/// Every [`ConfigProblem`] found, each naming its key and a fix.
+/// Every error found, each naming its key and a fix.
 pub fn parse(toml_text: &str) -> Result<(GraphiteConfig, Mapper), Vec<ConfigProblem>> {
-    let table: toml::Table = dk_worker::parse_instance(toml_text).map_err(|p| vec![p])?;
+    match decode(toml_text).into_result() {
+        Ok(Some(parsed)) => Ok(parsed),
+        Ok(None) => Err(vec![ConfigProblem::new(
+            "",
+            "the mapping rules did not compile",
+        )]),
+        Err(problems) => Err(problems),
+    }
+}
+
+/// The sockets an instance listens on, from its `address` alone (a bad mapping rule does not
+/// keep the port from being claimed; `validate` reports it). Empty when the address is bad.
+pub fn listeners(toml_text: &str) -> Vec<ListenSpec> {
+    let d = dk_worker::config::decode::<GraphiteToml>(toml_text);
+    let address = d.value.address.trim();
+    // A syntax error (key "") or a bad address claims nothing.
+    if d.problems.has("") || d.problems.has("address") || check_address(address).is_err() {
+        return Vec::new();
+    }
+    GraphiteConfig {
+        address: address.to_string(),
+        ..GraphiteConfig::default()
+    }
+    .listeners()
+}
+
+fn check(t: GraphiteToml, p: &mut Problems) -> Option<(GraphiteConfig, Mapper)> {
     let mut cfg = GraphiteConfig::default();
-    let mut problems = Vec::new();
-
-    if let Some(v) = table.get("address") {
-        match v {
-            toml::Value::String(s) => {
-                let s = s.trim();
-                match check_address(s) {
-                    Ok(()) => cfg.address = s.to_string(),
-                    Err(e) => problems.push(ConfigProblem::new("address", e)),
-                }
-            }
-            other => problems.push(ConfigProblem::new(
-                "address",
-                format!(
-                    "expected a string, found {}; {ADDRESS_FIX}",
-                    other.type_str()
-                ),
-            )),
+    let address = t.address.trim();
+    match check_address(address) {
+        Ok(()) => cfg.address = address.to_string(),
+        Err(e) => p.error("address", e),
+    }
+    cfg.strict_match = t.strict_match || t.metric_mapper.strict_match;
+    // Zero is Datakit's "unset": it becomes 1 s without a warning.
+    if t.interval.is_zero() {
+        cfg.interval = MIN_INTERVAL;
+    } else {
+        cfg.interval = p.clamp("interval", t.interval, MIN_INTERVAL, MAX_INTERVAL);
+        if cfg.interval != t.interval {
+            cfg.interval_clamped_from = Some(t.interval);
         }
     }
-
-    if let Some(b) = bool_key(&table, "strict_match", &mut problems) {
-        cfg.strict_match = b;
-    }
-
-    if let Some(v) = table.get("interval") {
-        match duration_value("interval", v) {
-            Ok(d) => {
-                let used = d.clamp(MIN_INTERVAL, MAX_INTERVAL);
-                // Zero is Datakit's "unset": it becomes 1 s without a warning.
-                if used != d && !d.is_zero() {
-                    cfg.interval_clamped_from = Some(d);
-                }
-                cfg.interval = used;
-            }
-            Err(p) => problems.push(p),
-        }
-    }
-
-    match table.get("buffer_size") {
-        None => {}
-        // Datakit flushes at `len >= buffer_size`, so zero or less flushes every point.
-        Some(toml::Value::Integer(n)) => {
-            cfg.buffer_size = usize::try_from(*n).unwrap_or(1).max(1);
-        }
-        Some(other) => problems.push(ConfigProblem::new(
-            "buffer_size",
-            format!(
-                "expected an integer, found {}; write e.g. buffer_size = 100",
-                other.type_str()
-            ),
-        )),
-    }
-
-    match table.get("read_buffer_size") {
-        None => {}
-        Some(toml::Value::Integer(n)) if *n >= 0 => {
-            cfg.read_buffer_size = usize::try_from(*n).unwrap_or(usize::MAX);
-        }
-        Some(other) => problems.push(ConfigProblem::new(
-            "read_buffer_size",
-            format!(
-                "expected a whole number of bytes >= 0, found {other}; write e.g. read_buffer_size = 4194304 (0 keeps the kernel default)"
-            ),
-        )),
-    }
-
-    match table.get("metric_mapper") {
-        None => {}
-        Some(toml::Value::Table(mm)) => {
-            // Datakit's doc shows strict_match here; its code reads only the top-level key.
-            // Both are honoured.
-            if let Some(true) = bool_key(mm, "strict_match", &mut problems) {
-                cfg.strict_match = true;
-            }
-            cfg.rules = rules(mm, &mut problems);
-        }
-        Some(other) => problems.push(ConfigProblem::new(
-            "metric_mapper",
-            format!(
-                "expected a table, found {}; write [inputs.graphite.metric_mapper] with [[inputs.graphite.metric_mapper.mappings]] tables",
-                other.type_str()
-            ),
-        )),
-    }
-
-    cfg.tags = dk_worker::config::tags("graphite", &table, &mut problems);
-
-    let mapper = match Mapper::new(&cfg.rules) {
-        Ok(m) => Some(m),
+    // Datakit flushes at `len >= buffer_size`, so zero or less flushes every point.
+    cfg.buffer_size = usize::try_from(t.buffer_size).unwrap_or(1).max(1);
+    cfg.read_buffer_size = t.read_buffer_size;
+    cfg.rules = t
+        .metric_mapper
+        .mappings
+        .into_iter()
+        .map(|r| RuleConfig {
+            match_text: r.match_text,
+            match_type: r.match_type,
+            name: r.name,
+            measurement_name: r.measurement_name,
+            labels: r.labels.into_iter().collect(),
+            action_type: r.action_type,
+            match_metric_type: r.match_metric_type,
+        })
+        .collect();
+    cfg.tags = t.tags.into_iter().collect();
+    match Mapper::new(&cfg.rules) {
+        Ok(m) => Some((cfg, m)),
         Err(found) => {
-            problems.extend(found.into_iter().map(|p| {
-                ConfigProblem::new(
-                    format!("metric_mapper.mappings[{}].{}", p.index, p.key),
-                    p.message,
-                )
-            }));
-            None
-        }
-    };
-    match mapper {
-        Some(m) if problems.is_empty() => Ok((cfg, m)),
-        _ => {
-            // A key that failed to decode is also reported by the mapper (as missing): keep
-            // the first problem of each key.
-            let mut seen = std::collections::HashSet::new();
-            problems.retain(|p| seen.insert(p.key.clone()));
-            Err(problems)
-        }
-    }
-}
-
-fn bool_key(table: &toml::Table, key: &str, problems: &mut Vec<ConfigProblem>) -> Option<bool> {
-    match table.get(key)? {
-        toml::Value::Boolean(b) => Some(*b),
-        other => {
-            problems.push(ConfigProblem::new(
-                key,
-                format!(
-                    "expected true or false, found {}; write {key} = true",
-                    other.type_str()
-                ),
-            ));
-            None
-        }
-    }
-}
-
-/// `[[metric_mapper.mappings]]` into rule configs (the mapper checks their contents).
-fn rules(mm: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Vec<RuleConfig> {
-    let mut out = Vec::new();
-    let items = match mm.get("mappings") {
-        None => return out,
-        Some(toml::Value::Array(items)) => items,
-        Some(other) => {
-            problems.push(ConfigProblem::new(
-                "metric_mapper.mappings",
-                format!(
-                    "expected an array of tables, found {}; write each rule as [[inputs.graphite.metric_mapper.mappings]]",
-                    other.type_str()
-                ),
-            ));
-            return out;
-        }
-    };
-    for (i, item) in items.iter().enumerate() {
-        let prefix = format!("metric_mapper.mappings[{i}]");
-        let toml::Value::Table(t) = item else {
-            problems.push(ConfigProblem::new(
-                prefix,
-                format!(
-                    "expected a table, found {}; write each rule as [[inputs.graphite.metric_mapper.mappings]]",
-                    item.type_str()
-                ),
-            ));
-            continue;
-        };
-        let mut text = |key: &str| -> Option<String> {
-            match t.get(key)? {
-                toml::Value::String(s) => Some(s.clone()),
-                other => {
-                    problems.push(ConfigProblem::new(
-                        format!("{prefix}.{key}"),
-                        format!(
-                            "expected a string, found {}; quote the value: {key} = \"...\"",
-                            other.type_str()
-                        ),
-                    ));
-                    None
+            for rp in found {
+                let key = format!("metric_mapper.mappings[{}].{}", rp.index, rp.key);
+                // A key that failed to decode is also reported by the mapper (as missing).
+                if !p.has(&key) {
+                    p.error(key, rp.message);
                 }
             }
-        };
-        let mut rule = RuleConfig {
-            match_text: text("match").unwrap_or_default(),
-            match_type: text("match_type"),
-            name: text("name").unwrap_or_default(),
-            measurement_name: text("measurement_name"),
-            labels: Vec::new(),
-            action_type: text("action_type"),
-            match_metric_type: text("match_metric_type"),
-        };
-        match t.get("labels") {
-            None => {}
-            Some(toml::Value::Table(labels)) => {
-                rule.labels = dk_worker::config::string_table(&format!("{prefix}.labels"), labels, problems);
-            }
-            Some(other) => problems.push(ConfigProblem::new(
-                format!("{prefix}.labels"),
-                format!(
-                    "expected a table, found {}; write [inputs.graphite.metric_mapper.mappings.labels] with name = \"$1\" lines",
-                    other.type_str()
-                ),
-            )),
+            None
         }
-        out.push(rule);
-    }
-    out
-}
-
-/// A duration as Datakit's `datakit.Duration` accepts it: a Go duration string, or a number
-/// of seconds.
-fn duration_value(key: &str, v: &toml::Value) -> Result<Duration, ConfigProblem> {
-    match v {
-        toml::Value::String(s) => dk_worker::config::duration(key, s),
-        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(n.unsigned_abs())),
-        toml::Value::Float(f) if f.is_finite() && *f >= 0.0 => Ok(Duration::from_secs_f64(*f)),
-        other => Err(ConfigProblem::new(
-            key,
-            format!(
-                "expected a duration, found {} {other}; write e.g. {key} = \"10s\"",
-                other.type_str()
-            ),
-        )),
     }
 }
 
@@ -480,25 +416,91 @@ mod tests {
             "#,
         )
         .unwrap_err();
+        let mut got = keys(&problems);
+        got.sort_unstable();
         assert_eq!(
-            keys(&problems),
+            got,
             vec![
                 "address",
-                "strict_match",
-                "interval",
                 "buffer_size",
-                "metric_mapper.mappings[1].name",
-                "metric_mapper.mappings[1].labels.count",
-                "tags.n",
+                "interval",
                 "metric_mapper.mappings[0].match",
+                "metric_mapper.mappings[1].labels.count",
                 "metric_mapper.mappings[1].labels.x",
+                "metric_mapper.mappings[1].name",
+                "strict_match",
+                "tags.n",
             ]
         );
+        let address = problems.iter().find(|p| p.key == "address");
         assert!(
-            problems[0].message.contains("no tcp:// or udp://"),
-            "{}",
-            problems[0]
+            address.is_some_and(|p| p.message.contains("no tcp:// or udp://")),
+            "{address:?}"
         );
+    }
+
+    #[test]
+    fn a_typo_warns_with_the_closest_key_at_every_depth() {
+        let d = decode(
+            "adress = \":2003\"\n[metric_mapper]\nstrict_mach = true\n[[metric_mapper.mappings]]\nmatch = \"a.*\"\nname = \"x\"\nmeasurment_name = \"m\"\nobserver_type = \"histogram\"\n",
+        );
+        let warned: Vec<(String, String)> = d
+            .problems
+            .0
+            .iter()
+            .map(|p| (p.key.clone(), p.message.clone()))
+            .collect();
+        let want = |k: &str, m: &str| {
+            (
+                k.to_string(),
+                format!("unknown key, ignored (the default applies): did you mean `{m}`?"),
+            )
+        };
+        assert_eq!(
+            warned,
+            vec![
+                want("adress", "address"),
+                want(
+                    "metric_mapper.mappings[0].measurment_name",
+                    "measurement_name"
+                ),
+                want("metric_mapper.strict_mach", "strict_match"),
+            ]
+        );
+        let (cfg, _) = d.value.expect("warnings only");
+        assert_eq!(cfg.address, DEFAULT_ADDRESS);
+    }
+
+    #[test]
+    fn bare_number_intervals_are_seconds_and_a_fraction_is_dropped_as_in_datakit() {
+        let d = decode("interval = 5");
+        assert_eq!(
+            d.value.as_ref().map(|(c, _)| c.interval),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(d.problems.0.len(), 1);
+        assert!(d.problems.0[0].is_warning());
+        let d = decode("interval = 2.5");
+        assert_eq!(
+            d.value.as_ref().map(|(c, _)| c.interval),
+            Some(Duration::from_secs(2))
+        );
+        assert!(
+            d.problems.0[0]
+                .message
+                .contains("write interval = \"2.5s\""),
+            "{:?}",
+            d.problems
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_sample_with_its_examples_uncommented_is_known() {
+        let sample =
+            dk_worker::testing::uncommented(include_str!("../../../conf.d/graphite/graphite.conf"));
+        for table in dk_worker::testing::instances(&sample, "graphite") {
+            assert_eq!(decode(&table).into_problems(), Vec::new());
+        }
     }
 
     #[test]

@@ -42,30 +42,14 @@ impl Family for GraphiteFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::parse)
+        dk_worker::validate_instance(self, input, toml_text, config::decode)
     }
 
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
         if input != INPUT_NAME {
             return Vec::new();
         }
-        // Only the address matters here: other problems are reported by `validate`.
-        let Ok(table) = toml::from_str::<toml::Table>(toml_text) else {
-            return Vec::new();
-        };
-        let address = match table.get("address") {
-            None => config::DEFAULT_ADDRESS.to_string(),
-            Some(toml::Value::String(s)) => s.trim().to_string(),
-            Some(_) => return Vec::new(),
-        };
-        if config::check_address(&address).is_err() {
-            return Vec::new();
-        }
-        config::GraphiteConfig {
-            address,
-            ..config::GraphiteConfig::default()
-        }
-        .listeners()
+        config::listeners(toml_text)
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {

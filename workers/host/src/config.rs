@@ -6,10 +6,14 @@
 //! the key. Intervals outside Datakit's protected range are clamped, as Datakit does in
 //! its default protect mode.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dk_worker::ConfigProblem;
+use dk_worker::config::{Decoded, Problems};
 use regex::Regex;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 /// The default `ignore_fstypes` of `disk` and `hostobject`.
@@ -17,198 +21,6 @@ pub const DEFAULT_IGNORE_FSTYPES: &str =
     "^(tmpfs|autofs|binfmt_misc|devpts|fuse.lxcfs|overlay|proc|squashfs|sysfs)$";
 /// The default `ignore_mountpoints` of `disk` and `hostobject`.
 pub const DEFAULT_IGNORE_MOUNTPOINTS: &str = "^(/usr/local/datakit/.*|/run/containerd/.*)$";
-
-/// Reads keys from one instance table, collecting problems instead of stopping.
-struct Decoder<'a> {
-    table: &'a Table,
-    problems: Vec<ConfigProblem>,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::String(_) => "a string",
-        Value::Integer(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Boolean(_) => "a boolean",
-        Value::Datetime(_) => "a datetime",
-        Value::Array(_) => "an array",
-        Value::Table(_) => "a table",
-    }
-}
-
-impl<'a> Decoder<'a> {
-    fn new(table: &'a Table) -> Self {
-        Decoder {
-            table,
-            problems: Vec::new(),
-        }
-    }
-
-    fn wrong(&mut self, key: &str, want: &str, got: &Value) {
-        self.problems.push(ConfigProblem::new(
-            key,
-            format!(
-                "expected {want}, found {}; e.g. {}",
-                type_name(got),
-                example_for(key, want)
-            ),
-        ));
-    }
-
-    fn bool(&mut self, key: &str, default: bool) -> bool {
-        match self.table.get(key) {
-            None => default,
-            Some(Value::Boolean(b)) => *b,
-            Some(v) => {
-                self.wrong(key, "true or false", v);
-                default
-            }
-        }
-    }
-
-    fn string(&mut self, key: &str, default: &str) -> String {
-        match self.table.get(key) {
-            None => default.to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => {
-                self.wrong(key, "a string", v);
-                default.to_string()
-            }
-        }
-    }
-
-    fn strings(&mut self, key: &str) -> Vec<String> {
-        match self.table.get(key) {
-            None => Vec::new(),
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => out.push(s.clone()),
-                        other => {
-                            let k = format!("{key}[{i}]");
-                            self.wrong(&k, "a string", other);
-                        }
-                    }
-                }
-                out
-            }
-            Some(v) => {
-                self.wrong(key, "an array of strings", v);
-                Vec::new()
-            }
-        }
-    }
-
-    /// A table of string values (`[inputs.X.tags]`), in key order.
-    fn string_map(&mut self, key: &str) -> Vec<(String, String)> {
-        match self.table.get(key) {
-            None => Vec::new(),
-            Some(Value::Table(t)) => {
-                let mut out = Vec::with_capacity(t.len());
-                for (k, v) in t {
-                    match v {
-                        Value::String(s) => out.push((k.clone(), s.clone())),
-                        other => {
-                            let kk = format!("{key}.{k}");
-                            self.wrong(&kk, "a string", other);
-                        }
-                    }
-                }
-                out
-            }
-            Some(v) => {
-                self.wrong(key, "a table of strings", v);
-                Vec::new()
-            }
-        }
-    }
-
-    /// A Go duration string (`"10s"`) or an integer number of nanoseconds.
-    fn duration(&mut self, key: &str, default: Duration) -> Duration {
-        match self.table.get(key) {
-            None => default,
-            Some(Value::String(s)) => match dk_worker::config::duration(key, s) {
-                Ok(d) => d,
-                Err(p) => {
-                    self.problems.push(p);
-                    default
-                }
-            },
-            Some(Value::Integer(n)) if *n >= 0 => Duration::from_nanos(n.unsigned_abs()),
-            Some(v) => {
-                self.wrong(key, "a duration string", v);
-                default
-            }
-        }
-    }
-
-    fn interval(&mut self, default: Duration, min: Duration, max: Duration) -> Duration {
-        self.duration("interval", default).clamp(min, max)
-    }
-
-    fn regex(&mut self, key: &str, default: &str) -> Option<Regex> {
-        let text = self.string(key, default);
-        self.compile(key, &text)
-    }
-
-    fn regexes(&mut self, key: &str) -> Vec<Regex> {
-        let texts: Vec<(usize, String)> = match self.table.get(key) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| v.as_str().map(|s| (i, s.to_string())))
-                .collect(),
-            _ => Vec::new(),
-        };
-        // Type problems (non-string items, a non-array value) are reported by `strings`.
-        self.strings(key);
-        let mut out = Vec::with_capacity(texts.len());
-        for (i, t) in &texts {
-            if let Some(r) = self.compile(&format!("{key}[{i}]"), t) {
-                out.push(r);
-            }
-        }
-        out
-    }
-
-    fn compile(&mut self, key: &str, text: &str) -> Option<Regex> {
-        if text.is_empty() {
-            return None;
-        }
-        match Regex::new(text) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                let first = e.to_string().lines().last().unwrap_or("").to_string();
-                self.problems.push(ConfigProblem::new(
-                    key,
-                    format!(
-                        "{text:?} is not a valid regular expression ({first}); fix or remove it"
-                    ),
-                ));
-                None
-            }
-        }
-    }
-
-    fn finish<T>(self, value: T) -> Result<T, Vec<ConfigProblem>> {
-        if self.problems.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.problems)
-        }
-    }
-}
-
-fn example_for(key: &str, want: &str) -> String {
-    match want {
-        "true or false" => format!("{key} = true"),
-        "a duration string" => format!("{key} = \"10s\""),
-        "an array of strings" => format!("{key} = [\"...\"]"),
-        "a table of strings" => format!("[inputs.NAME.{key}] with key = \"value\" lines"),
-        _ => format!("{key} = \"...\""),
-    }
-}
 
 /// `[[inputs.cpu]]`.
 #[derive(Debug, Clone)]
@@ -354,15 +166,240 @@ const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const TEN_SECONDS: Duration = Duration::from_secs(10);
 
+// The inputs as written: Datakit's keys and defaults, read by the runtime's collector. Datakit
+// declares the intervals as `time.Duration`: a bare number is nanoseconds. Keys Datakit
+// accepts and this build does not act on are typed as Datakit decodes them (see compat.md).
+
+/// `[[inputs.cpu]]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct CpuToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    percpu: bool,
+    enable_temperature: bool,
+    enable_load5s: bool,
+    tags: BTreeMap<String, String>,
+    // Deprecated, without effect (as in Datakit).
+    totalcpu: bool,
+    collect_cpu_time: bool,
+    report_active: bool,
+    disable_temperature_collect: bool,
+}
+
+impl Default for CpuToml {
+    fn default() -> Self {
+        CpuToml {
+            interval: TEN_SECONDS,
+            percpu: false,
+            enable_temperature: true,
+            enable_load5s: false,
+            tags: BTreeMap::new(),
+            totalcpu: false,
+            collect_cpu_time: false,
+            report_active: false,
+            disable_temperature_collect: false,
+        }
+    }
+}
+
+/// `[[inputs.mem]]`, `[[inputs.swap]]` and `[[inputs.system]]` (`fielddrop` is system's).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct BasicToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    tags: BTreeMap<String, String>,
+}
+
+impl Default for BasicToml {
+    fn default() -> Self {
+        BasicToml {
+            interval: TEN_SECONDS,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[[inputs.system]]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct SystemToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    tags: BTreeMap<String, String>,
+    fielddrop: Vec<String>,
+}
+
+impl Default for SystemToml {
+    fn default() -> Self {
+        SystemToml {
+            interval: TEN_SECONDS,
+            tags: BTreeMap::new(),
+            fielddrop: Vec::new(),
+        }
+    }
+}
+
+/// `[[inputs.disk]]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct DiskToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    exclude_device: Vec<String>,
+    ignore_fstypes: String,
+    ignore_mountpoints: String,
+    tags: BTreeMap<String, String>,
+    extra_device: Vec<String>,
+    ignore_zero_bytes_disk: bool,
+    use_nsenter: bool,
+    merge_on_device: bool,
+    enable_lvm_mapper_path: bool,
+}
+
+impl Default for DiskToml {
+    fn default() -> Self {
+        DiskToml {
+            interval: TEN_SECONDS,
+            exclude_device: Vec::new(),
+            ignore_fstypes: DEFAULT_IGNORE_FSTYPES.to_string(),
+            ignore_mountpoints: DEFAULT_IGNORE_MOUNTPOINTS.to_string(),
+            tags: BTreeMap::new(),
+            extra_device: Vec::new(),
+            ignore_zero_bytes_disk: false,
+            use_nsenter: false,
+            merge_on_device: false,
+            enable_lvm_mapper_path: false,
+        }
+    }
+}
+
+/// `[[inputs.diskio]]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct DiskioToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    devices: Vec<String>,
+    device_tags: Vec<String>,
+    name_templates: Vec<String>,
+    skip_serial_number: bool,
+    tags: BTreeMap<String, String>,
+}
+
+impl Default for DiskioToml {
+    fn default() -> Self {
+        DiskioToml {
+            interval: TEN_SECONDS,
+            devices: Vec::new(),
+            device_tags: Vec::new(),
+            name_templates: Vec::new(),
+            skip_serial_number: false,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[[inputs.net]]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct NetToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    interfaces: Vec<String>,
+    enable_virtual_interfaces: bool,
+    ignore_protocol_stats: bool,
+    tags: BTreeMap<String, String>,
+}
+
+impl Default for NetToml {
+    fn default() -> Self {
+        NetToml {
+            interval: TEN_SECONDS,
+            interfaces: Vec::new(),
+            enable_virtual_interfaces: false,
+            ignore_protocol_stats: false,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[inputs.hostobject]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct HostObjectToml {
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    enable_net_virtual_interfaces: bool,
+    ignore_zero_bytes_disk: bool,
+    exclude_device: Vec<String>,
+    ignore_fstypes: String,
+    ignore_mountpoints: String,
+    config_path: Vec<String>,
+    tags: BTreeMap<String, String>,
+    // Accepted and type-checked; see docs/compat.md for what is not implemented.
+    name: String,
+    class: String,
+    description: String,
+    pipeline: String,
+    enable_cloud_host_tags_as_global_election_tags: bool,
+    enable_cloud_host_tags_global_election: bool,
+    enable_cloud_host_tags_as_global_host_tags: bool,
+    enable_cloud_host_tags_global_host: bool,
+    use_nsenter: bool,
+    disable_cloud_provider_sync: bool,
+    enable_cloud_aws_imds_v2: bool,
+    enable_cloud_aws_ipv6: bool,
+    #[serde(with = "dk_worker::config::go")]
+    ignore_inputs_errors_before: Duration,
+    #[serde(with = "dk_worker::config::go")]
+    io_timeout: Duration,
+    extra_device: Vec<String>,
+    cloud_info: BTreeMap<String, String>,
+    cloud_meta_url: BTreeMap<String, String>,
+    cloud_meta_token_url: BTreeMap<String, String>,
+}
+
+impl Default for HostObjectToml {
+    fn default() -> Self {
+        HostObjectToml {
+            interval: Duration::from_secs(300),
+            enable_net_virtual_interfaces: false,
+            ignore_zero_bytes_disk: true,
+            exclude_device: Vec::new(),
+            ignore_fstypes: DEFAULT_IGNORE_FSTYPES.to_string(),
+            ignore_mountpoints: DEFAULT_IGNORE_MOUNTPOINTS.to_string(),
+            config_path: Vec::new(),
+            tags: BTreeMap::new(),
+            name: String::new(),
+            class: String::new(),
+            description: String::new(),
+            pipeline: String::new(),
+            enable_cloud_host_tags_as_global_election_tags: false,
+            enable_cloud_host_tags_global_election: false,
+            enable_cloud_host_tags_as_global_host_tags: false,
+            enable_cloud_host_tags_global_host: false,
+            use_nsenter: false,
+            disable_cloud_provider_sync: false,
+            enable_cloud_aws_imds_v2: false,
+            enable_cloud_aws_ipv6: false,
+            ignore_inputs_errors_before: Duration::ZERO,
+            io_timeout: Duration::ZERO,
+            extra_device: Vec::new(),
+            cloud_info: BTreeMap::new(),
+            cloud_meta_url: BTreeMap::new(),
+            cloud_meta_token_url: BTreeMap::new(),
+        }
+    }
+}
+
 /// Parses an instance's TOML text into a table. Accepts the bare instance table (how the
 /// supervisor passes it) and, for convenience, a whole file holding `[[inputs.NAME]]`
 /// or `[inputs.NAME]` (its first instance).
-fn instance_table(input: &str, toml_text: &str) -> Result<Table, Vec<ConfigProblem>> {
+fn instance_table(input: &str, toml_text: &str) -> Result<Table, ConfigProblem> {
     let mut table: Table = toml_text.parse().map_err(|e: toml::de::Error| {
-        vec![ConfigProblem::new(
-            "",
-            format!("not valid TOML: {}", e.message()),
-        )]
+        ConfigProblem::new("", format!("not valid TOML: {}", e.message().trim_end()))
     })?;
     if table.len() == 1
         && let Some(Value::Table(inputs)) = table.get("inputs")
@@ -379,139 +416,163 @@ fn instance_table(input: &str, toml_text: &str) -> Result<Table, Vec<ConfigProbl
     Ok(table)
 }
 
-/// Decodes one instance of `input`.
-///
-/// # Errors
-/// Every problem found: unknown input names, syntax errors, keys of the wrong type,
-/// bad durations and regular expressions.
-pub fn decode(input: &str, toml_text: &str) -> Result<InputConfig, Vec<ConfigProblem>> {
-    let table = instance_table(input, toml_text)?;
-    let mut d = Decoder::new(&table);
-    let ten = TEN_SECONDS;
-    match input {
-        "cpu" => {
-            let c = CpuConfig {
-                interval: d.interval(ten, SECOND, MINUTE),
-                percpu: d.bool("percpu", false),
-                enable_temperature: d.bool("enable_temperature", true),
-                enable_load5s: d.bool("enable_load5s", false),
-                tags: d.string_map("tags"),
+/// Decodes one instance of `input`: the config, or `None` for an input this family does
+/// not serve or text that is not TOML, with every error and warning.
+pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
+    let table = match instance_table(input, toml_text) {
+        Ok(t) => t,
+        Err(p) => {
+            return Decoded {
+                value: None,
+                problems: Problems(vec![p]),
             };
-            // Deprecated keys: accepted and type-checked, without effect (as in Datakit).
-            for k in [
-                "totalcpu",
-                "collect_cpu_time",
-                "report_active",
-                "disable_temperature_collect",
-            ] {
-                d.bool(k, false);
-            }
-            d.finish(InputConfig::Cpu(c))
         }
-        "mem" | "swap" => {
-            let c = basic(&mut d);
-            d.finish(if input == "mem" {
+    };
+    fn read<T: DeserializeOwned + Default>(table: Table) -> Decoded<T> {
+        dk_worker::config::decode_table::<T>(table)
+    }
+    let interval = |p: &mut Problems, d: Duration| p.clamp("interval", d, SECOND, MINUTE);
+    match input {
+        "cpu" => read::<CpuToml>(table).map(|t, p| {
+            Some(InputConfig::Cpu(CpuConfig {
+                interval: interval(p, t.interval),
+                percpu: t.percpu,
+                enable_temperature: t.enable_temperature,
+                enable_load5s: t.enable_load5s,
+                tags: t.tags.into_iter().collect(),
+            }))
+        }),
+        "mem" | "swap" => read::<BasicToml>(table).map(|t, p| {
+            let c = BasicConfig {
+                interval: interval(p, t.interval),
+                tags: t.tags.into_iter().collect(),
+            };
+            Some(if input == "mem" {
                 InputConfig::Mem(c)
             } else {
                 InputConfig::Swap(c)
             })
-        }
-        "system" => {
-            let c = basic(&mut d);
-            d.strings("fielddrop");
-            d.finish(InputConfig::System(c))
-        }
-        "disk" => {
-            let c = DiskConfig {
-                interval: d.interval(ten, SECOND, MINUTE),
-                filter: mount_filter(&mut d),
-                tags: d.string_map("tags"),
-            };
-            d.strings("extra_device");
-            d.bool("ignore_zero_bytes_disk", false);
-            d.bool("use_nsenter", false);
-            d.finish(InputConfig::Disk(c))
-        }
-        "diskio" => {
-            let c = DiskioConfig {
-                interval: d.interval(ten, SECOND, MINUTE),
-                devices: d.regexes("devices"),
-                device_tags: d.strings("device_tags"),
-                name_templates: d.strings("name_templates"),
-                skip_serial_number: d.bool("skip_serial_number", false),
-                tags: d.string_map("tags"),
-            };
-            d.finish(InputConfig::Diskio(c))
-        }
-        "net" => {
-            let c = NetConfig {
-                interval: d.interval(ten, SECOND, MINUTE),
-                interfaces: d.regexes("interfaces"),
-                enable_virtual_interfaces: d.bool("enable_virtual_interfaces", false),
-                ignore_protocol_stats: d.bool("ignore_protocol_stats", false),
-                tags: d.string_map("tags"),
-            };
-            d.finish(InputConfig::Net(c))
-        }
-        "hostobject" => {
-            let c = HostObjectConfig {
-                interval: d.interval(
-                    Duration::from_secs(300),
+        }),
+        "system" => read::<SystemToml>(table).map(|t, p| {
+            Some(InputConfig::System(BasicConfig {
+                interval: interval(p, t.interval),
+                tags: t.tags.into_iter().collect(),
+            }))
+        }),
+        "disk" => read::<DiskToml>(table).map(|t, p| {
+            Some(InputConfig::Disk(DiskConfig {
+                interval: interval(p, t.interval),
+                filter: mount_filter(
+                    p,
+                    t.exclude_device,
+                    &t.ignore_fstypes,
+                    &t.ignore_mountpoints,
+                ),
+                tags: t.tags.into_iter().collect(),
+            }))
+        }),
+        "diskio" => read::<DiskioToml>(table).map(|t, p| {
+            Some(InputConfig::Diskio(DiskioConfig {
+                interval: interval(p, t.interval),
+                devices: compile_all(p, "devices", &t.devices),
+                device_tags: t.device_tags,
+                name_templates: t.name_templates,
+                skip_serial_number: t.skip_serial_number,
+                tags: t.tags.into_iter().collect(),
+            }))
+        }),
+        "net" => read::<NetToml>(table).map(|t, p| {
+            Some(InputConfig::Net(NetConfig {
+                interval: interval(p, t.interval),
+                interfaces: compile_all(p, "interfaces", &t.interfaces),
+                enable_virtual_interfaces: t.enable_virtual_interfaces,
+                ignore_protocol_stats: t.ignore_protocol_stats,
+                tags: t.tags.into_iter().collect(),
+            }))
+        }),
+        "hostobject" => read::<HostObjectToml>(table).map(|t, p| {
+            Some(InputConfig::HostObject(HostObjectConfig {
+                interval: p.clamp(
+                    "interval",
+                    t.interval,
                     TEN_SECONDS,
                     Duration::from_secs(1800),
                 ),
-                enable_net_virtual_interfaces: d.bool("enable_net_virtual_interfaces", false),
-                ignore_zero_bytes_disk: d.bool("ignore_zero_bytes_disk", true),
-                filter: mount_filter(&mut d),
-                config_path: d.strings("config_path"),
-                tags: d.string_map("tags"),
-            };
-            // Accepted and type-checked; see docs/compat.md for what is not implemented.
-            for k in ["name", "class", "description", "pipeline"] {
-                d.string(k, "");
-            }
-            for k in [
-                "enable_cloud_host_tags_as_global_election_tags",
-                "enable_cloud_host_tags_global_election",
-                "enable_cloud_host_tags_as_global_host_tags",
-                "enable_cloud_host_tags_global_host",
-                "use_nsenter",
-                "disable_cloud_provider_sync",
-                "enable_cloud_aws_imds_v2",
-                "enable_cloud_aws_ipv6",
-            ] {
-                d.bool(k, false);
-            }
-            for k in ["ignore_inputs_errors_before", "io_timeout"] {
-                d.duration(k, Duration::ZERO);
-            }
-            d.strings("extra_device");
-            for k in ["cloud_info", "cloud_meta_url", "cloud_meta_token_url"] {
-                d.string_map(k);
-            }
-            d.finish(InputConfig::HostObject(c))
-        }
-        other => Err(vec![ConfigProblem::new(
+                enable_net_virtual_interfaces: t.enable_net_virtual_interfaces,
+                ignore_zero_bytes_disk: t.ignore_zero_bytes_disk,
+                filter: mount_filter(
+                    p,
+                    t.exclude_device,
+                    &t.ignore_fstypes,
+                    &t.ignore_mountpoints,
+                ),
+                config_path: t.config_path,
+                tags: t.tags.into_iter().collect(),
+            }))
+        }),
+        other => Decoded {
+            value: None,
+            problems: Problems(vec![ConfigProblem::new(
+                "",
+                format!(
+                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject)"
+                ),
+            )]),
+        },
+    }
+}
+
+/// Decodes one instance of `input`.
+///
+/// # Errors
+/// Every error found: unknown input names, syntax errors, keys of the wrong type,
+/// bad durations and regular expressions.
+pub fn decode(input: &str, toml_text: &str) -> Result<InputConfig, Vec<ConfigProblem>> {
+    match check(input, toml_text).into_result() {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(vec![ConfigProblem::new(
             "",
-            format!(
-                "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject)"
-            ),
+            format!("input {input:?} has no config"),
         )]),
+        Err(problems) => Err(problems),
     }
 }
 
-fn basic(d: &mut Decoder<'_>) -> BasicConfig {
-    BasicConfig {
-        interval: d.interval(TEN_SECONDS, SECOND, MINUTE),
-        tags: d.string_map("tags"),
-    }
-}
-
-fn mount_filter(d: &mut Decoder<'_>) -> MountFilter {
+fn mount_filter(
+    p: &mut Problems,
+    exclude_device: Vec<String>,
+    fstypes: &str,
+    mountpoints: &str,
+) -> MountFilter {
     MountFilter {
-        exclude_device: d.strings("exclude_device"),
-        ignore_fstypes: d.regex("ignore_fstypes", DEFAULT_IGNORE_FSTYPES),
-        ignore_mountpoints: d.regex("ignore_mountpoints", DEFAULT_IGNORE_MOUNTPOINTS),
+        exclude_device,
+        ignore_fstypes: compile(p, "ignore_fstypes", fstypes),
+        ignore_mountpoints: compile(p, "ignore_mountpoints", mountpoints),
+    }
+}
+
+fn compile_all(p: &mut Problems, key: &str, texts: &[String]) -> Vec<Regex> {
+    texts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| compile(p, &format!("{key}[{i}]"), t))
+        .collect()
+}
+
+fn compile(p: &mut Problems, key: &str, text: &str) -> Option<Regex> {
+    if text.is_empty() {
+        return None;
+    }
+    match Regex::new(text) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let first = e.to_string().lines().last().unwrap_or("").to_string();
+            p.error(
+                key,
+                format!("{text:?} is not a valid regular expression ({first}); fix or remove it"),
+            );
+            None
+        }
     }
 }
 
@@ -556,9 +617,9 @@ bad = 3
 "#;
         let p = problems("cpu", text);
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["interval", "percpu", "enable_load5s", "tags.bad"]);
-        assert!(p[1].message.contains("expected true or false"), "{}", p[1]);
-        assert!(p[0].message.contains("10s"), "{}", p[0]);
+        assert_eq!(keys, ["enable_load5s", "interval", "percpu", "tags.bad"]);
+        assert!(p[2].message.contains("expected true or false"), "{}", p[2]);
+        assert!(p[1].message.contains("10s"), "{}", p[1]);
     }
 
     #[test]
@@ -578,12 +639,21 @@ bad = 3
     }
 
     #[test]
-    fn unknown_keys_are_ignored_and_intervals_are_clamped() {
+    fn unknown_keys_warn_and_intervals_are_clamped_with_a_warning() {
         let InputConfig::Mem(m) = decode("mem", "interval = '500ms'\nno_such_key = 1\n").unwrap()
         else {
             panic!()
         };
         assert_eq!(m.interval, Duration::from_secs(1));
+        let warnings = check("mem", "interval = '500ms'\nintreval = '5s'\n").into_problems();
+        assert!(
+            warnings.iter().all(ConfigProblem::is_warning),
+            "{warnings:?}"
+        );
+        let keys: Vec<&str> = warnings.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["intreval", "interval"]);
+        assert!(warnings[0].message.ends_with("did you mean `interval`?"));
+        assert!(warnings[1].message.contains("raises it to its minimum 1s"));
         let InputConfig::Swap(s) = decode("swap", "interval = '1h'").unwrap() else {
             panic!()
         };
@@ -592,6 +662,35 @@ bad = 3
             panic!()
         };
         assert_eq!(h.interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_bare_number_interval_warns_what_it_means_and_the_clamp() {
+        let warnings = check("cpu", "interval = 10").into_problems();
+        assert_eq!(
+            warnings,
+            vec![ConfigProblem::warning(
+                "interval",
+                "interval = 10 is 10ns as Datakit reads it (a bare number is nanoseconds here); \
+                 if you meant 10s, write interval = \"10s\"; the input then raises it to its minimum 1s"
+            )]
+        );
+    }
+
+    #[test]
+    fn every_sample_with_its_examples_uncommented_is_known() {
+        for (input, sample) in crate::SAMPLES.iter().copied() {
+            let uncommented = dk_worker::testing::uncommented(sample);
+            for text in [sample.to_string(), uncommented] {
+                for instance in dk_worker::testing::instances(&text, input) {
+                    assert_eq!(
+                        check(input, &instance).into_problems(),
+                        Vec::new(),
+                        "{input}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Family for HostFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        config::decode(input, toml_text).err().unwrap_or_default()
+        config::check(input, toml_text).into_problems()
     }
 
     /// One input per instance. Like Datakit, which treats every host input as a

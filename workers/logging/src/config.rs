@@ -1,9 +1,12 @@
 //! Decoding and checking one `[[inputs.logging]]` instance: pure functions from TOML text to
 //! settings, listing every problem at once.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use dk_worker::ConfigProblem;
+use dk_worker::config::{Decoded, Problems};
+use serde::Deserialize;
 
 use crate::charset::Charset;
 use crate::multiline::{AUTO_PATTERNS, StartPatterns};
@@ -199,227 +202,141 @@ impl LoggingConfig {
     }
 }
 
-/// Decodes and checks one instance.
+/// `[[inputs.logging]]` as written: Datakit's keys and defaults, read by the runtime's
+/// collector; [`decode`] checks it. File-tailing keys are type-checked as Datakit decodes them
+/// and otherwise unused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoggingToml {
+    sockets: Vec<String>,
+    source: String,
+    service: String,
+    pipeline: String,
+    storage_index: String,
+    character_encoding: String,
+    remove_ansi_escape_codes: bool,
+    multiline_match: String,
+    auto_multiline_detection: bool,
+    auto_multiline_extra_patterns: Vec<String>,
+    ignore_status: Vec<String>,
+    tags: BTreeMap<String, String>,
+    logfiles: Vec<String>,
+    // Deprecated spellings Datakit still reads.
+    pipeline_path: String,
+    #[serde(rename = "match")]
+    old_match: String,
+    // File tailing: accepted, unused.
+    ignore: Vec<String>,
+    field_white_list: Vec<String>,
+    ignore_dead_log: String,
+    mode: String,
+    from_beginning: bool,
+    blocking_mode: bool,
+    enable_diskcache: bool,
+    max_open_files: i64,
+    maximum_length: i64,
+    file_from_beginning_threshold_size: Option<toml::Value>,
+    docker_mode: Option<toml::Value>,
+    max_force_flush_limit: Option<toml::Value>,
+}
+
+/// Decodes and checks one instance: every error and warning at once.
+pub fn decode(toml_text: &str) -> Decoded<LoggingConfig> {
+    dk_worker::config::decode::<LoggingToml>(toml_text).map(check)
+}
+
+/// [`decode`] without the warnings.
 ///
 /// # Errors
-/// Every [`ConfigProblem`] found, each naming its key and a fix.
+/// Every error found, each naming its key and a fix.
 pub fn parse(toml_text: &str) -> Result<LoggingConfig, Vec<ConfigProblem>> {
-    let table: toml::Table = dk_worker::parse_instance(toml_text).map_err(|p| vec![p])?;
-    let mut problems = Vec::new();
-    let mut r = Reader {
-        table: &table,
-        problems: &mut problems,
-    };
+    decode(toml_text).into_result()
+}
 
+fn check(t: LoggingToml, p: &mut Problems) -> LoggingConfig {
     let mut cfg = LoggingConfig {
-        source: r.string("source").unwrap_or_default(),
-        service: r.string("service").unwrap_or_default(),
-        pipeline: r.string("pipeline").unwrap_or_default(),
-        storage_index: r.string("storage_index").unwrap_or_default(),
-        strip_ansi: r.boolean("remove_ansi_escape_codes").unwrap_or(false),
-        multiline_match: r.string("multiline_match").unwrap_or_default(),
-        auto_multiline: r.boolean("auto_multiline_detection").unwrap_or(false),
-        auto_extra_patterns: r.strings("auto_multiline_extra_patterns"),
-        ignore_status: r.strings("ignore_status"),
-        logfiles: r.strings("logfiles"),
+        source: t.source,
+        service: t.service,
+        pipeline: t.pipeline,
+        storage_index: t.storage_index,
+        strip_ansi: t.remove_ansi_escape_codes,
+        multiline_match: t.multiline_match,
+        auto_multiline: t.auto_multiline_detection,
+        auto_extra_patterns: t.auto_multiline_extra_patterns,
+        ignore_status: t.ignore_status,
+        tags: t.tags.into_iter().collect(),
+        logfiles: t.logfiles,
         ..LoggingConfig::default()
     };
-
-    // Deprecated spellings Datakit still reads.
-    let pipeline_path = r.string("pipeline_path").unwrap_or_default();
-    if cfg.pipeline.is_empty() && !pipeline_path.is_empty() {
-        cfg.pipeline = pipeline_path
+    if cfg.pipeline.is_empty() && !t.pipeline_path.is_empty() {
+        cfg.pipeline = t
+            .pipeline_path
             .rsplit(['/', '\\'])
             .next()
             .unwrap_or_default()
             .to_string();
     }
-    let old_match = r.string("match").unwrap_or_default();
     if cfg.multiline_match.is_empty() {
-        cfg.multiline_match = old_match;
+        cfg.multiline_match = t.old_match;
     }
-    // File-tailing keys: type-checked as Datakit decodes them, otherwise unused.
-    r.strings("ignore");
-    r.strings("field_white_list");
-    r.string("ignore_dead_log");
-    r.string("mode");
-    r.boolean("from_beginning");
-    r.boolean("blocking_mode");
-    r.boolean("enable_diskcache");
-    r.integer("max_open_files");
-    r.integer("maximum_length");
-
     if cfg.source.is_empty() {
         cfg.source = DEFAULT_SOURCE.to_string();
     }
     if cfg.service.is_empty() {
         cfg.service = cfg.source.clone();
     }
-
-    if let Some(name) = r.string("character_encoding") {
-        match Charset::parse(&name) {
+    if !t.character_encoding.is_empty() {
+        match Charset::parse(&t.character_encoding) {
             Ok(c) => cfg.charset = c,
-            Err(e) => r.problem("character_encoding", e.to_string()),
+            Err(e) => p.error("character_encoding", e.to_string()),
         }
     }
-
-    match table.get("sockets") {
-        None => {}
-        Some(toml::Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let key = format!("sockets[{i}]");
-                let toml::Value::String(s) = item else {
-                    problems.push(ConfigProblem::new(
+    for (i, s) in t.sockets.iter().enumerate() {
+        let key = format!("sockets[{i}]");
+        match parse_socket(s) {
+            Ok(spec) => {
+                if let Some(j) = cfg.sockets.iter().position(|o| {
+                    o.proto == spec.proto && o.port == spec.port && o.host == spec.host
+                }) {
+                    p.error(
                         key,
-                        format!("expected a string, found {}; {SOCKET_FIX}", item.type_str()),
-                    ));
-                    continue;
-                };
-                match parse_socket(s) {
-                    Ok(spec) => {
-                        if let Some(j) = cfg.sockets.iter().position(|o| {
-                            o.proto == spec.proto && o.port == spec.port && o.host == spec.host
-                        }) {
-                            problems.push(ConfigProblem::new(
-                                key,
-                                format!("{s:?} repeats socket {j}; list every socket once"),
-                            ));
-                        } else {
-                            cfg.sockets.push(spec);
-                        }
-                    }
-                    Err(e) => {
-                        problems.push(ConfigProblem::new(key, format!("{s:?}: {e}; {SOCKET_FIX}")))
-                    }
+                        format!("{s:?} repeats socket {j}; list every socket once"),
+                    );
+                } else {
+                    cfg.sockets.push(spec);
                 }
             }
+            Err(e) => p.error(key, format!("{s:?}: {e}; {SOCKET_FIX}")),
         }
-        Some(other) => problems.push(ConfigProblem::new(
-            "sockets",
-            format!(
-                "expected an array of strings, found {}; write sockets = [\"tcp://0.0.0.0:9530\", \"udp://0.0.0.0:9531\"]",
-                other.type_str()
-            ),
-        )),
     }
-
     // Which start patterns apply, as Datakit picks them.
     let (patterns, key): (Vec<String>, &str) = if !cfg.multiline_match.is_empty() {
         (vec![cfg.multiline_match.clone()], "multiline_match")
     } else if cfg.auto_multiline {
-        let mut p = cfg.auto_extra_patterns.clone();
-        p.extend(AUTO_PATTERNS.iter().map(|s| s.to_string()));
-        (p, "auto_multiline_extra_patterns")
+        let mut patterns = cfg.auto_extra_patterns.clone();
+        patterns.extend(AUTO_PATTERNS.iter().map(|s| s.to_string()));
+        (patterns, "auto_multiline_extra_patterns")
     } else {
         (Vec::new(), "")
     };
     match StartPatterns::new(&patterns) {
-        Ok(p) => cfg.patterns = p,
+        Ok(compiled) => cfg.patterns = compiled,
         Err(e) => {
             let key = if key == "multiline_match" {
                 key.to_string()
             } else {
                 format!("{key}[{}]", e.index)
             };
-            problems.push(ConfigProblem::new(
+            p.error(
                 key,
                 format!(
                     "{:?} is not a valid regular expression ({}); fix the pattern (Go RE2 syntax, e.g. '''^\\d{{4}}-\\d{{2}}-\\d{{2}}''')",
                     e.pattern, e.reason
                 ),
-            ));
-        }
-    }
-
-    cfg.tags = dk_worker::config::tags("logging", &table, &mut problems);
-
-    if problems.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(problems)
-    }
-}
-
-/// Typed access to the instance's keys, recording a problem per mistyped key.
-struct Reader<'a> {
-    table: &'a toml::Table,
-    problems: &'a mut Vec<ConfigProblem>,
-}
-
-impl Reader<'_> {
-    fn problem(&mut self, key: &str, message: String) {
-        self.problems.push(ConfigProblem::new(key, message));
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        match self.table.get(key)? {
-            toml::Value::String(s) => Some(s.clone()),
-            other => {
-                let msg = format!(
-                    "expected a string, found {}; quote the value: {key} = \"...\"",
-                    other.type_str()
-                );
-                self.problem(key, msg);
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, key: &str) -> Option<bool> {
-        match self.table.get(key)? {
-            toml::Value::Boolean(b) => Some(*b),
-            other => {
-                let msg = format!(
-                    "expected true or false, found {}; write {key} = true",
-                    other.type_str()
-                );
-                self.problem(key, msg);
-                None
-            }
-        }
-    }
-
-    fn integer(&mut self, key: &str) -> Option<i64> {
-        match self.table.get(key)? {
-            toml::Value::Integer(n) => Some(*n),
-            other => {
-                let msg = format!(
-                    "expected an integer, found {}; write {key} = 500",
-                    other.type_str()
-                );
-                self.problem(key, msg);
-                None
-            }
-        }
-    }
-
-    fn strings(&mut self, key: &str) -> Vec<String> {
-        let Some(v) = self.table.get(key) else {
-            return Vec::new();
-        };
-        let toml::Value::Array(items) = v else {
-            let msg = format!(
-                "expected an array of strings, found {}; write {key} = [\"...\"]",
-                v.type_str()
             );
-            self.problem(key, msg);
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                toml::Value::String(s) => out.push(s.clone()),
-                other => {
-                    let msg = format!(
-                        "expected a string, found {}; quote the value",
-                        other.type_str()
-                    );
-                    self.problem(&format!("{key}[{i}]"), msg);
-                }
-            }
         }
-        out
     }
+    cfg
 }
 
 #[cfg(test)]
@@ -552,7 +469,7 @@ mod tests {
     fn lists_every_problem_with_its_key() {
         let problems = parse(
             r#"
-            sockets = ["tcp://:9530", "ftp://h:21", 5, "udp://h:0", "tcp://0.0.0.0", "tcp://:9530"]
+            sockets = ["tcp://:9530", "ftp://h:21", "udp://h:0", "tcp://0.0.0.0", "tcp://:9530"]
             source = 1
             character_encoding = "latin1"
             remove_ansi_escape_codes = "yes"
@@ -565,27 +482,46 @@ mod tests {
             "#,
         )
         .unwrap_err();
+        let mut got = keys(&problems);
+        got.sort_unstable();
         assert_eq!(
-            keys(&problems),
+            got,
             vec![
-                "source",
-                "remove_ansi_escape_codes",
+                "character_encoding",
                 "ignore_status[1]",
                 "logfiles",
-                "character_encoding",
+                "multiline_match",
+                "remove_ansi_escape_codes",
                 "sockets[1]",
                 "sockets[2]",
                 "sockets[3]",
                 "sockets[4]",
-                "sockets[5]",
-                "multiline_match",
+                "source",
                 "tags.n",
             ]
         );
-        assert!(problems[4].message.contains("latin1"));
-        assert!(problems[5].message.contains("unknown scheme \"ftp\""));
-        assert!(problems[9].message.contains("repeats socket 0"));
-        assert!(problems[10].message.contains("(unclosed"));
+        let message = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.key == key)
+                .map_or(String::new(), |p| p.message.clone())
+        };
+        assert!(message("character_encoding").contains("latin1"));
+        assert!(message("sockets[1]").contains("unknown scheme \"ftp\""));
+        assert!(message("sockets[4]").contains("repeats socket 0"));
+        assert!(message("multiline_match").contains("(unclosed"));
+    }
+
+    #[test]
+    fn a_typo_warns_with_the_closest_key() {
+        let problems = decode("socket = [\"tcp://:9530\"]\nsource = \"app\"\n").into_problems();
+        assert_eq!(
+            problems,
+            vec![ConfigProblem::warning(
+                "socket",
+                "unknown key, ignored (the default applies): did you mean `sockets`?"
+            )]
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Family for LoggingFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::parse)
+        dk_worker::validate_instance(self, input, toml_text, config::decode)
     }
 
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {

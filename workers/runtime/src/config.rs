@@ -1,28 +1,67 @@
-//! Helpers for per-input config: decoding one instance, naming problems, and the
-//! validate/build loops every family shares.
+//! Input config: ONE collector that decodes a TOML table into a serde-derived struct and
+//! reports every problem at once, one duration reader, and the validate/build loops every
+//! family shares. `datakit.conf` is read by the same collector (in `dk-config`).
+//!
+//! [`decode`] finds, in one call: every key of the wrong type (each dropped and the decoding
+//! retried, so one bad key does not hide the next), every bare-number duration (a warning that
+//! says what Datakit reads it as, see [`go`] and [`seconds`]), and every unknown key (a warning
+//! naming the closest known key, found by asking the derived struct itself).
+
+mod collect;
+mod duration;
+mod probe;
 
 use dk_proto::rpc::{InputSpec, WorkerConfig};
-use serde::de::DeserializeOwned;
 
 use crate::family::{Family, Input};
 
+pub use collect::{Decoded, Problems, decode, decode_table, join};
+pub use duration::{go, seconds};
+pub use probe::{closest, edit_distance};
+
+/// Whether a problem stops the config or only warns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Severity {
+    /// The instance is refused.
+    #[default]
+    Error,
+    /// Reported (log, `datakit check`), the instance still runs.
+    Warning,
+}
+
 /// One problem in an input's config: the key and what to do about it.
-/// The supervisor adds the file name.
+/// The supervisor adds the file name and the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
     /// Dotted key inside the instance (`dest_url[1]`, `interval`), or empty for the whole table.
     pub key: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// Error or warning.
+    pub severity: Severity,
 }
 
 impl ConfigProblem {
-    /// A problem with a key.
+    /// An error with a key.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigProblem {
             key: key.into(),
             message: message.into(),
+            severity: Severity::Error,
         }
+    }
+
+    /// A warning with a key.
+    pub fn warning(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            severity: Severity::Warning,
+            ..ConfigProblem::new(key, message)
+        }
+    }
+
+    /// Whether this only warns.
+    pub fn is_warning(&self) -> bool {
+        self.severity == Severity::Warning
     }
 }
 
@@ -34,82 +73,6 @@ impl std::fmt::Display for ConfigProblem {
             write!(f, "{}: {}", self.key, self.message)
         }
     }
-}
-
-/// Decodes one `[[inputs.NAME]]` table (given as TOML text) into the input's config struct.
-///
-/// Config structs use `#[serde(deny_unknown_fields)]` only where Datakit also rejects unknown
-/// keys; otherwise unknown keys are ignored as Datakit ignores them.
-///
-/// # Errors
-/// A [`ConfigProblem`] naming the key TOML reported and the expected type.
-pub fn parse_instance<T: DeserializeOwned>(toml_text: &str) -> Result<T, ConfigProblem> {
-    toml::from_str::<T>(toml_text).map_err(|e| {
-        let key = e
-            .span()
-            .and_then(|span| toml_text.get(..span.start))
-            .and_then(|before| before.lines().last())
-            .map(|line| line.split('=').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
-        ConfigProblem::new(key, e.message().to_string())
-    })
-}
-
-/// Parses a Go duration value of key `key`, naming the key in the problem.
-///
-/// # Errors
-/// A [`ConfigProblem`] for `key` when the text is not a duration.
-pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigProblem> {
-    dk_proto::duration::parse(text).map_err(|e| ConfigProblem::new(key, e.to_string()))
-}
-
-/// Reads the `tags` key of an `[[inputs.INPUT]]` table (`[inputs.INPUT.tags]`): its
-/// `(key, value)` pairs in key order, empty when the key is absent.
-///
-/// A `tags` that is not a table, and every value in it that is not a string, adds a problem
-/// to `problems` naming the key and the fix; the string values are still returned.
-pub fn tags(
-    input: &str,
-    table: &toml::Table,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<(String, String)> {
-    match table.get("tags") {
-        None => Vec::new(),
-        Some(toml::Value::Table(tags)) => string_table("tags", tags, problems),
-        Some(other) => {
-            problems.push(ConfigProblem::new(
-                "tags",
-                format!(
-                    "expected a table, found {}; write [inputs.{input}.tags] with key = \"value\" lines",
-                    other.type_str()
-                ),
-            ));
-            Vec::new()
-        }
-    }
-}
-
-/// The string values of the table at dotted key `key`, in key order; every other value adds
-/// a problem for `key.NAME` saying to quote it.
-pub fn string_table(
-    key: &str,
-    table: &toml::Table,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(table.len());
-    for (k, v) in table {
-        match v {
-            toml::Value::String(s) => out.push((k.clone(), s.clone())),
-            other => problems.push(ConfigProblem::new(
-                format!("{key}.{k}"),
-                format!(
-                    "expected a string, found {}; quote the value: {k} = \"...\"",
-                    other.type_str()
-                ),
-            )),
-        }
-    }
-    out
 }
 
 /// The problem for an instance of `input` sent to a family that does not serve it.
@@ -132,13 +95,14 @@ pub fn unknown_input<F: Family + ?Sized>(family: &F, input: &str) -> ConfigProbl
     )
 }
 
-/// [`Family::validate`] for a family whose instances are checked by one `parse` function:
-/// refuses inputs the family does not serve, then returns every problem `parse` finds.
+/// [`Family::validate`] for a family whose instances are read by one `decode` function:
+/// refuses inputs the family does not serve, then returns every problem (errors and
+/// warnings) `decode` finds.
 pub fn validate_instance<F, T>(
     family: &F,
     input: &str,
     toml_text: &str,
-    parse: impl FnOnce(&str) -> Result<T, Vec<ConfigProblem>>,
+    decode: impl FnOnce(&str) -> Decoded<T>,
 ) -> Vec<ConfigProblem>
 where
     F: Family + ?Sized,
@@ -146,7 +110,7 @@ where
     if !family.inputs().contains(&input) {
         return vec![unknown_input(family, input)];
     }
-    parse(toml_text).err().unwrap_or_default()
+    decode(toml_text).into_problems()
 }
 
 /// [`Family::build`] for a family that makes one input per instance: calls `build` on every
@@ -234,7 +198,16 @@ mod tests {
         }
 
         fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-            validate_instance(self, input, toml_text, parse)
+            validate_instance(self, input, toml_text, |text| {
+                let mut problems = Problems::default();
+                if let Err(found) = parse(text) {
+                    problems.0 = found;
+                }
+                Decoded {
+                    value: (),
+                    problems,
+                }
+            })
         }
 
         fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
@@ -249,58 +222,6 @@ mod tests {
             .enumerate()
             .map(|(i, (name, toml))| spec(name, &format!("conf.d/{i}.conf"), toml));
         worker_config("numbers", specs)
-    }
-
-    fn table(text: &str) -> toml::Table {
-        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn tags_reads_string_values_in_key_order() {
-        let mut problems = Vec::new();
-        let t = table("[tags]\nteam = \"ops\"\nenv = \"prod\"\n");
-        assert_eq!(
-            tags("x", &t, &mut problems),
-            vec![
-                ("env".to_string(), "prod".to_string()),
-                ("team".to_string(), "ops".to_string())
-            ]
-        );
-        assert_eq!(tags("x", &table("a = 1"), &mut problems), Vec::new());
-        assert_eq!(problems, Vec::new());
-    }
-
-    #[test]
-    fn tags_names_every_mistyped_value_and_a_tags_that_is_not_a_table() {
-        let mut problems = Vec::new();
-        let t = table("[tags]\na = 1\nb = \"ok\"\nc = true\n");
-        let found = tags("socket", &t, &mut problems);
-        assert_eq!(found, vec![("b".to_string(), "ok".to_string())]);
-        assert_eq!(
-            problems,
-            vec![
-                ConfigProblem::new(
-                    "tags.a",
-                    "expected a string, found integer; quote the value: a = \"...\""
-                ),
-                ConfigProblem::new(
-                    "tags.c",
-                    "expected a string, found boolean; quote the value: c = \"...\""
-                ),
-            ]
-        );
-        problems.clear();
-        assert_eq!(
-            tags("socket", &table("tags = 3"), &mut problems),
-            Vec::new()
-        );
-        assert_eq!(
-            problems,
-            vec![ConfigProblem::new(
-                "tags",
-                "expected a table, found integer; write [inputs.socket.tags] with key = \"value\" lines"
-            )]
-        );
     }
 
     #[test]

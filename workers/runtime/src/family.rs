@@ -67,7 +67,8 @@ pub trait Family: Send + Sync + 'static {
     /// (pulled in with `include_str!`), the single source for docs and tests.
     fn samples(&self) -> &'static [(&'static str, &'static str)];
 
-    /// Checks one instance of `input` (its TOML table as text) and returns every problem.
+    /// Checks one instance of `input` (its TOML table as text) and returns every problem:
+    /// errors and warnings (unknown keys, bare-number durations), see [`ConfigProblem::severity`].
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem>;
 
     /// The listening sockets one instance claims (empty for inputs that do not listen).

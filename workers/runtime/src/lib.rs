@@ -19,8 +19,6 @@ pub mod sender;
 pub mod testing;
 pub mod worker;
 
-pub use config::{
-    ConfigProblem, build_instances, parse_instance, unknown_input, validate_instance,
-};
+pub use config::{ConfigProblem, build_instances, unknown_input, validate_instance};
 pub use emitter::{Emitter, Feed, FeedOpts};
 pub use family::{Family, Input, InputContext, ListenSpec};

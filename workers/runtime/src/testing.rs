@@ -57,6 +57,33 @@ pub fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
     problems.iter().map(|p| p.key.as_str()).collect()
 }
 
+/// A sample with its commented-out settings turned on: every line whose text after the `#`s
+/// is a `key = value` that parses as TOML or a `[table]` header loses its `#`s; prose stays. For checking
+/// that every key a sample documents is a known key.
+pub fn uncommented(sample: &str) -> String {
+    let mut out = String::with_capacity(sample.len());
+    for line in sample.lines() {
+        let body = line.trim_start().trim_start_matches('#').trim_start();
+        let is_key = |k: &str| {
+            let k = k.trim();
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '"'))
+        };
+        let header = body.split(" #").next().unwrap_or(body).trim_end();
+        let is_header = header.starts_with('[') && header.ends_with(']');
+        let is_setting = body.split_once('=').is_some_and(|(k, _)| is_key(k))
+            && body.parse::<toml::Table>().is_ok();
+        if line.trim_start().starts_with('#') && (is_header || is_setting) {
+            out.push_str(if is_header { header } else { body });
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

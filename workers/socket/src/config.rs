@@ -1,10 +1,13 @@
 //! Decoding and checking one `[[inputs.socket]]` instance: pure functions from TOML text to settings.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use dk_worker::ConfigProblem;
+use dk_worker::config::{Decoded, Problems};
+use serde::Deserialize;
 
 /// Datakit's defaults and limits for the socket input.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -235,98 +238,74 @@ pub fn clamp_interval(interval: Duration) -> Result<Duration, Clamped> {
 
 const URL_FIX: &str = "write it as \"tcp://host:port\" or \"udp://host:port\" with a port 1-65535";
 
-/// Decodes and checks one instance (its TOML table as text), reporting every problem at once.
-/// Unknown keys are ignored, as Datakit ignores them.
-///
-/// # Errors
-/// Every [`ConfigProblem`] found, each naming its key and a fix.
-pub fn parse(toml_text: &str) -> Result<SocketConfig, Vec<ConfigProblem>> {
-    let table: toml::Table = dk_worker::parse_instance(toml_text).map_err(|p| vec![p])?;
-    let mut cfg = SocketConfig::default();
-    let mut problems = Vec::new();
+/// `[[inputs.socket]]` as written: Datakit's keys and defaults, read by the runtime's
+/// collector; [`decode`] checks it. Datakit declares the durations as `datakit.Duration`: a
+/// bare number is seconds.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct SocketToml {
+    dest_url: Vec<String>,
+    #[serde(with = "dk_worker::config::seconds")]
+    interval: Duration,
+    #[serde(with = "dk_worker::config::seconds")]
+    tcp_timeout: Duration,
+    #[serde(with = "dk_worker::config::seconds")]
+    udp_timeout: Duration,
+    election: bool,
+    tags: BTreeMap<String, String>,
+}
 
-    match table.get("dest_url") {
-        None => {}
-        Some(toml::Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let key = format!("dest_url[{i}]");
-                match item {
-                    toml::Value::String(s) => match parse_dest_url(s) {
-                        Ok(t) => cfg.targets.push(t),
-                        Err(e) => {
-                            problems.push(ConfigProblem::new(key, format!("{s:?}: {e}; {URL_FIX}")))
-                        }
-                    },
-                    other => problems.push(ConfigProblem::new(
-                        key,
-                        format!("expected a string, found {}; {URL_FIX}", other.type_str()),
-                    )),
-                }
-            }
+impl Default for SocketToml {
+    fn default() -> Self {
+        SocketToml {
+            dest_url: Vec::new(),
+            interval: DEFAULT_INTERVAL,
+            tcp_timeout: DEFAULT_TIMEOUT,
+            udp_timeout: DEFAULT_TIMEOUT,
+            election: true,
+            tags: BTreeMap::new(),
         }
-        Some(other) => problems.push(ConfigProblem::new(
-            "dest_url",
-            format!(
-                "expected an array of strings, found {}; write dest_url = [\"tcp://host:port\", \"udp://host:port\"]",
-                other.type_str()
-            ),
-        )),
-    }
-
-    for (key, slot, must_be_positive) in [
-        ("interval", &mut cfg.interval, false),
-        ("tcp_timeout", &mut cfg.tcp_timeout, true),
-        ("udp_timeout", &mut cfg.udp_timeout, true),
-    ] {
-        if let Some(v) = table.get(key) {
-            match duration_value(key, v) {
-                Ok(d) if must_be_positive && d.is_zero() => problems.push(ConfigProblem::new(
-                    key,
-                    "must be greater than 0; write e.g. \"10s\"",
-                )),
-                Ok(d) => *slot = d,
-                Err(p) => problems.push(p),
-            }
-        }
-    }
-
-    match table.get("election") {
-        None => {}
-        Some(toml::Value::Boolean(b)) => cfg.election = *b,
-        Some(other) => problems.push(ConfigProblem::new(
-            "election",
-            format!(
-                "expected true or false, found {}; write election = true (or false to collect on every node)",
-                other.type_str()
-            ),
-        )),
-    }
-
-    cfg.tags = dk_worker::config::tags("socket", &table, &mut problems);
-
-    if problems.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(problems)
     }
 }
 
-/// A duration as Datakit's `datakit.Duration` accepts it: a Go duration string, or a number
-/// of seconds.
-fn duration_value(key: &str, v: &toml::Value) -> Result<Duration, ConfigProblem> {
-    match v {
-        toml::Value::String(s) => dk_worker::config::duration(key, s),
-        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(n.unsigned_abs())),
-        toml::Value::Float(f) if f.is_finite() && *f >= 0.0 => {
-            Ok(Duration::from_secs(f.trunc() as u64))
+/// Decodes and checks one instance (its TOML table as text): every error and warning at once.
+pub fn decode(toml_text: &str) -> Decoded<SocketConfig> {
+    dk_worker::config::decode::<SocketToml>(toml_text).map(check)
+}
+
+/// [`decode`] without the warnings.
+///
+/// # Errors
+/// Every error found, each naming its key and a fix.
+pub fn parse(toml_text: &str) -> Result<SocketConfig, Vec<ConfigProblem>> {
+    decode(toml_text).into_result()
+}
+
+fn check(t: SocketToml, p: &mut Problems) -> SocketConfig {
+    let mut targets = Vec::with_capacity(t.dest_url.len());
+    for (i, url) in t.dest_url.iter().enumerate() {
+        match parse_dest_url(url) {
+            Ok(target) => targets.push(target),
+            Err(e) => p.error(format!("dest_url[{i}]"), format!("{url:?}: {e}; {URL_FIX}")),
         }
-        other => Err(ConfigProblem::new(
-            key,
-            format!(
-                "expected a duration, found {} {other}; write e.g. {key} = \"10s\"",
-                other.type_str()
-            ),
-        )),
+    }
+    for (key, d) in [
+        ("tcp_timeout", t.tcp_timeout),
+        ("udp_timeout", t.udp_timeout),
+    ] {
+        if d.is_zero() && !p.has(key) {
+            p.error(key, "must be greater than 0; write e.g. \"10s\"");
+        }
+    }
+    // The input clamps the interval; say so at load.
+    p.clamp("interval", t.interval, MIN_INTERVAL, MAX_INTERVAL);
+    SocketConfig {
+        targets,
+        interval: t.interval,
+        tcp_timeout: t.tcp_timeout,
+        udp_timeout: t.udp_timeout,
+        election: t.election,
+        tags: t.tags.into_iter().collect(),
     }
 }
 
@@ -431,37 +410,68 @@ mod tests {
             "#,
         )
         .expect_err("invalid");
+        let mut got = keys(&problems);
+        got.sort_unstable();
         assert_eq!(
-            keys(&problems),
+            got,
             vec![
                 "dest_url[1]",
                 "dest_url[2]",
                 "dest_url[3]",
                 "dest_url[4]",
                 "dest_url[5]",
+                "election",
                 "interval",
+                "tags.n",
                 "tcp_timeout",
                 "udp_timeout",
-                "election",
-                "tags.n",
             ]
         );
-        assert!(problems[0].message.contains("unknown scheme \"ftp\""));
-        assert!(problems[1].message.contains("port is missing"));
-        assert!(problems[3].message.contains("out of range"));
-        assert!(problems[4].message.contains("host is empty"));
+        let message = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.key == key)
+                .map_or(String::new(), |p| p.message.clone())
+        };
+        assert!(message("dest_url[1]").contains("unknown scheme \"ftp\""));
+        assert!(message("dest_url[2]").contains("port is missing"));
+        assert!(message("dest_url[3]").contains("expected a string"));
+        assert!(message("dest_url[4]").contains("out of range"));
+        assert!(message("dest_url[5]").contains("host is empty"));
         assert!(
             problems
                 .iter()
-                .all(|p| p.message.contains("write") || p.message.contains("quote"))
+                .all(|p| p.message.contains("write") || p.message.contains("quote")),
+            "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_typo_and_a_bare_number_warn_and_the_instance_still_runs() {
+        let d = decode("dest_urls = [\"tcp://h:1\"]\ninterval = 20\n");
+        let problems = d.problems.clone().into_vec();
+        assert!(
+            problems.iter().all(ConfigProblem::is_warning),
+            "{problems:?}"
+        );
+        let mut got = keys(&problems);
+        got.sort_unstable();
+        assert_eq!(got, vec!["dest_urls", "interval"]);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.ends_with("did you mean `dest_url`?"))
+        );
+        let cfg = d.into_result().expect("warnings only");
+        assert_eq!(cfg.interval, Duration::from_secs(20));
+        assert!(cfg.targets.is_empty());
     }
 
     #[test]
     fn rejects_a_single_string_for_dest_url() {
         let problems = parse(r#"dest_url = "tcp://h:1""#).expect_err("invalid");
         assert_eq!(keys(&problems), vec!["dest_url"]);
-        assert!(problems[0].message.contains("array of strings"));
+        assert!(problems[0].message.contains("expected an array"));
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl Family for SocketFamily {
     }
 
     fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::parse)
+        dk_worker::validate_instance(self, input, toml_text, config::decode)
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
@@ -85,9 +85,17 @@ mod tests {
             "socket",
             "dest_url = [\"tcp://a:1\", \"tcp://a\", \"gopher://a:70\"]\ninterval = 3\nudp_timeout = \"x\"",
         );
-        assert_eq!(
-            keys(&problems),
-            vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]
+        let (warnings, errors): (Vec<_>, Vec<_>) =
+            problems.into_iter().partition(|p| p.is_warning());
+        let mut errors = keys(&errors);
+        errors.sort_unstable();
+        assert_eq!(errors, vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]);
+        assert_eq!(keys(&warnings), vec!["interval"]);
+        assert!(
+            warnings[0]
+                .message
+                .ends_with("raises it to its minimum 10s"),
+            "{warnings:?}"
         );
     }
 

@@ -1,9 +1,12 @@
 //! Decoding and checking one `[[inputs.statsd]]` instance: pure functions from TOML text to settings.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dk_proto::rpc::ListenerKind;
+use dk_worker::config::{Decoded, Problems};
 use dk_worker::{ConfigProblem, ListenSpec};
+use serde::Deserialize;
 
 use crate::aggregate::{AggregatorConfig, DEFAULT_MAX_PENDING_EVENTS};
 
@@ -172,300 +175,228 @@ pub fn check_udp_address(text: &str) -> Result<(), String> {
     }
 }
 
-/// Decodes and checks one instance (its TOML table as text), reporting every problem at once.
-/// Unknown keys are ignored, as Datakit ignores them.
+/// `[[inputs.statsd]]` as written: Datakit's keys and defaults (plus `udp_sockets` and
+/// `read_buffer_size`), read by the runtime's collector; [`decode`] checks it.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct StatsdToml {
+    source: String,
+    /// Datakit's `time.Duration`: a bare number is nanoseconds.
+    #[serde(with = "dk_worker::config::go")]
+    interval: Duration,
+    protocol: String,
+    service_address: String,
+    service_unix_address: String,
+    udp_sockets: usize,
+    read_buffer_size: usize,
+    allowed_pending_messages: usize,
+    percentile_limit: usize,
+    percentiles: Vec<f64>,
+    delete_gauges: bool,
+    delete_counters: bool,
+    delete_sets: bool,
+    delete_timings: bool,
+    set_counter_int: bool,
+    datadog_extensions: bool,
+    /// The deprecated name of `datadog_extensions`.
+    parse_data_dog_tags: bool,
+    datadog_distributions: bool,
+    metric_separator: String,
+    drop_tags: Vec<String>,
+    metric_mapping: Vec<String>,
+    tags: BTreeMap<String, String>,
+    statsd_source_key: String,
+    statsd_host_key: String,
+    save_above_key: bool,
+    #[serde(with = "dk_worker::config::go")]
+    max_ttl: Duration,
+    // Accepted and unused, as in Datakit.
+    udp_packet_size: usize,
+    max_tcp_connections: usize,
+    tcp_keep_alive: bool,
+}
+
+impl Default for StatsdToml {
+    fn default() -> Self {
+        let aggregate = AggregatorConfig::default();
+        StatsdToml {
+            source: DEFAULT_SOURCE.to_string(),
+            interval: DEFAULT_INTERVAL,
+            protocol: "udp".to_string(),
+            service_address: DEFAULT_SERVICE_ADDRESS.to_string(),
+            service_unix_address: DEFAULT_UNIX_ADDRESS.to_string(),
+            udp_sockets: 1,
+            read_buffer_size: DEFAULT_READ_BUFFER,
+            allowed_pending_messages: DEFAULT_PENDING,
+            percentile_limit: DEFAULT_PERCENTILE_LIMIT,
+            percentiles: Vec::new(),
+            delete_gauges: aggregate.delete_gauges,
+            delete_counters: aggregate.delete_counters,
+            delete_sets: aggregate.delete_sets,
+            delete_timings: aggregate.delete_timings,
+            set_counter_int: false,
+            datadog_extensions: false,
+            parse_data_dog_tags: false,
+            datadog_distributions: false,
+            metric_separator: aggregate.metric_separator,
+            drop_tags: Vec::new(),
+            metric_mapping: Vec::new(),
+            tags: BTreeMap::new(),
+            statsd_source_key: String::new(),
+            statsd_host_key: String::new(),
+            save_above_key: false,
+            max_ttl: Duration::ZERO,
+            udp_packet_size: 0,
+            max_tcp_connections: 0,
+            tcp_keep_alive: false,
+        }
+    }
+}
+
+/// Decodes and checks one instance (its TOML table as text): every error and warning at once.
+pub fn decode(toml_text: &str) -> Decoded<StatsdConfig> {
+    dk_worker::config::decode::<StatsdToml>(toml_text).map(check)
+}
+
+/// [`decode`] without the warnings.
 ///
 /// # Errors
-/// Every [`ConfigProblem`] found, each naming its key and a fix.
+/// Every error found, each naming its key and a fix.
 pub fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
-    let table: toml::Table = dk_worker::parse_instance(toml_text).map_err(|p| vec![p])?;
-    let mut cfg = StatsdConfig::default();
-    let mut problems = Vec::new();
-    let mut r = Reader {
-        table: &table,
-        problems: &mut problems,
-    };
+    decode(toml_text).into_result()
+}
 
-    if let Some(s) = r.string("source") {
-        cfg.source = s;
-    }
-    if let Some(d) = r.duration("interval") {
-        cfg.interval = d;
-    }
-    if let Some(p) = r.string("protocol") {
-        match p.as_str() {
-            "udp" | "udp4" | "udp6" => cfg.protocol = p.clone(),
-            other if other.starts_with("tcp") => r.problem(
-                "protocol",
-                format!(
-                    "{other:?}: TCP is not supported by the statsd input (as in Datakit); \
-                     write protocol = \"udp\" and send over UDP or the Unix socket"
-                ),
+fn check(t: StatsdToml, p: &mut Problems) -> StatsdConfig {
+    let mut cfg = StatsdConfig {
+        source: t.source,
+        interval: t.interval,
+        ..StatsdConfig::default()
+    };
+    // The worker clamps the interval; say so at load.
+    p.clamp("interval", t.interval, MIN_INTERVAL, MAX_INTERVAL);
+    match t.protocol.as_str() {
+        "udp" | "udp4" | "udp6" => cfg.protocol = t.protocol.clone(),
+        other if other.starts_with("tcp") => p.error(
+            "protocol",
+            format!(
+                "{other:?}: TCP is not supported by the statsd input (as in Datakit); \
+                 write protocol = \"udp\" and send over UDP or the Unix socket"
             ),
-            other => r.problem(
-                "protocol",
-                format!("{other:?} is not a UDP network; write protocol = \"udp\""),
+        ),
+        other => p.error(
+            "protocol",
+            format!("{other:?} is not a UDP network; write protocol = \"udp\""),
+        ),
+    }
+    let address = t.service_address.trim();
+    cfg.service_address = if address.is_empty() {
+        None
+    } else if let Err(e) = check_udp_address(address) {
+        p.error(
+            "service_address",
+            format!("{address:?}: {e}; write e.g. service_address = \":8125\""),
+        );
+        Some(DEFAULT_SERVICE_ADDRESS.to_string())
+    } else {
+        Some(address.to_string())
+    };
+    let path = t.service_unix_address;
+    cfg.service_unix_address = if path.is_empty() {
+        None
+    } else if !path.starts_with('/') {
+        p.error(
+            "service_unix_address",
+            format!(
+                "{path:?} is not an absolute path; write e.g. \"{DEFAULT_UNIX_ADDRESS}\" or \"\" to listen on UDP only"
             ),
-        }
-    }
-    if let Some(a) = r.string("service_address") {
-        let a = a.trim().to_string();
-        if a.is_empty() {
-            cfg.service_address = None;
-        } else {
-            match check_udp_address(&a) {
-                Ok(()) => cfg.service_address = Some(a),
-                Err(e) => r.problem(
-                    "service_address",
-                    format!("{a:?}: {e}; write e.g. service_address = \":8125\""),
-                ),
-            }
-        }
-    }
-    if let Some(p) = r.string("service_unix_address") {
-        if p.is_empty() {
-            cfg.service_unix_address = None;
-        } else if !p.starts_with('/') {
-            r.problem(
-                "service_unix_address",
-                format!(
-                    "{p:?} is not an absolute path; write e.g. \"{DEFAULT_UNIX_ADDRESS}\" or \"\" to listen on UDP only"
-                ),
-            );
-        } else {
-            cfg.service_unix_address = Some(p);
-        }
-    }
+        );
+        Some(DEFAULT_UNIX_ADDRESS.to_string())
+    } else {
+        Some(path)
+    };
     if cfg.service_address.is_none() && cfg.service_unix_address.is_none() {
-        r.problem(
+        p.error(
             "service_address",
             "both service_address and service_unix_address are empty, so nothing would be received; \
              set service_address = \":8125\"",
         );
     }
-    if let Some(n) = r.count("udp_sockets", usize::from(MAX_UDP_SOCKETS)) {
-        if n == 0 {
-            r.problem(
-                "udp_sockets",
-                "must be at least 1; write udp_sockets = 1 (one socket) or more for many senders",
-            );
-        } else {
-            cfg.udp_sockets = u16::try_from(n).unwrap_or(MAX_UDP_SOCKETS);
-        }
+    match u16::try_from(t.udp_sockets) {
+        Ok(0) => p.error(
+            "udp_sockets",
+            "must be at least 1; write udp_sockets = 1 (one socket) or more for many senders",
+        ),
+        Ok(n) if n <= MAX_UDP_SOCKETS => cfg.udp_sockets = n,
+        _ => p.error(
+            "udp_sockets",
+            format!(
+                "{} is too large; the maximum is {MAX_UDP_SOCKETS}",
+                t.udp_sockets
+            ),
+        ),
     }
-    if let Some(n) = r.count("read_buffer_size", usize::MAX) {
-        cfg.read_buffer_size = n;
+    cfg.read_buffer_size = t.read_buffer_size;
+    match t.allowed_pending_messages {
+        0 => p.error(
+            "allowed_pending_messages",
+            "must be at least 1 (0 would drop every datagram); write e.g. 128",
+        ),
+        n if n > MAX_PENDING => p.error(
+            "allowed_pending_messages",
+            format!("{n} is too large; the maximum is {MAX_PENDING}"),
+        ),
+        n => cfg.allowed_pending_messages = n,
     }
-    if let Some(n) = r.count("allowed_pending_messages", MAX_PENDING) {
-        if n == 0 {
-            r.problem(
-                "allowed_pending_messages",
-                "must be at least 1 (0 would drop every datagram); write e.g. 128",
-            );
-        } else {
-            cfg.allowed_pending_messages = n;
-        }
-    }
-    if let Some(n) = r.count("percentile_limit", MAX_PERCENTILE_LIMIT) {
+    let a = &mut cfg.aggregate;
+    match t.percentile_limit {
         // Datakit treats 0 as its default of 1000.
-        cfg.aggregate.percentile_limit = if n == 0 { DEFAULT_PERCENTILE_LIMIT } else { n };
+        0 => a.percentile_limit = DEFAULT_PERCENTILE_LIMIT,
+        n if n > MAX_PERCENTILE_LIMIT => p.error(
+            "percentile_limit",
+            format!("{n} is too large; the maximum is {MAX_PERCENTILE_LIMIT}"),
+        ),
+        n => a.percentile_limit = n,
     }
-    if let Some(list) = r.floats("percentiles") {
-        for (i, p) in list.iter().enumerate() {
-            if !(0.0..=100.0).contains(p) {
-                r.problem(
-                    format!("percentiles[{i}]"),
-                    format!("{p} is outside 0-100; write e.g. percentiles = [50.0, 90.0, 99.0]"),
-                );
+    for (i, pc) in t.percentiles.iter().enumerate() {
+        if !(0.0..=100.0).contains(pc) {
+            p.error(
+                format!("percentiles[{i}]"),
+                format!("{pc} is outside 0-100; write e.g. percentiles = [50.0, 90.0, 99.0]"),
+            );
+        }
+    }
+    a.percentiles = t.percentiles;
+    a.delete_gauges = t.delete_gauges;
+    a.delete_counters = t.delete_counters;
+    a.delete_sets = t.delete_sets;
+    a.delete_timings = t.delete_timings;
+    a.set_counter_int = t.set_counter_int;
+    cfg.datadog_extensions = t.datadog_extensions || t.parse_data_dog_tags;
+    a.distributions = cfg.datadog_extensions && t.datadog_distributions;
+    if !t.metric_separator.is_empty() {
+        a.metric_separator = t.metric_separator;
+    }
+    a.drop_tags = t.drop_tags;
+    for (i, m) in t.metric_mapping.iter().enumerate() {
+        match m.split_once(':') {
+            Some((from, to)) if !to.is_empty() => {
+                a.metric_mapping.push((from.to_string(), to.to_string()));
             }
-        }
-        cfg.aggregate.percentiles = list;
-    }
-    for (key, slot) in [
-        ("delete_gauges", &mut cfg.aggregate.delete_gauges),
-        ("delete_counters", &mut cfg.aggregate.delete_counters),
-        ("delete_sets", &mut cfg.aggregate.delete_sets),
-        ("delete_timings", &mut cfg.aggregate.delete_timings),
-        ("set_counter_int", &mut cfg.aggregate.set_counter_int),
-    ] {
-        if let Some(b) = r.boolean(key) {
-            *slot = b;
+            _ => p.error(
+                format!("metric_mapping[{i}]"),
+                format!("{m:?} is not \"<name prefix>:<measurement>\"; write e.g. \"jvm_:jvm\""),
+            ),
         }
     }
-    let mut extensions = r.boolean("datadog_extensions").unwrap_or(false);
-    if r.boolean("parse_data_dog_tags") == Some(true) {
-        extensions = true;
-    }
-    cfg.datadog_extensions = extensions;
-    let distributions = r.boolean("datadog_distributions").unwrap_or(false);
-    cfg.aggregate.distributions = extensions && distributions;
-    if let Some(sep) = r.string("metric_separator")
-        && !sep.is_empty()
-    {
-        cfg.aggregate.metric_separator = sep;
-    }
-    if let Some(list) = r.strings("drop_tags") {
-        cfg.aggregate.drop_tags = list;
-    }
-    if let Some(list) = r.strings("metric_mapping") {
-        for (i, m) in list.iter().enumerate() {
-            match m.split_once(':') {
-                Some((from, to)) if !to.is_empty() => {
-                    cfg.aggregate
-                        .metric_mapping
-                        .push((from.to_string(), to.to_string()));
-                }
-                _ => r.problem(
-                    format!("metric_mapping[{i}]"),
-                    format!(
-                        "{m:?} is not \"<name prefix>:<measurement>\"; write e.g. \"jvm_:jvm\""
-                    ),
-                ),
-            }
-        }
-    }
-    cfg.aggregate.tags = dk_worker::config::tags("statsd", r.table, r.problems);
-    let source_key = r.string("statsd_source_key").unwrap_or_default();
-    let host_key = r.string("statsd_host_key").unwrap_or_default();
-    let save = r.boolean("save_above_key").unwrap_or(false);
-    if !save {
-        cfg.aggregate.remove_keys = [source_key, host_key]
+    a.tags = t.tags.into_iter().collect();
+    if !t.save_above_key {
+        a.remove_keys = [t.statsd_source_key, t.statsd_host_key]
             .into_iter()
             .filter(|k| !k.is_empty())
             .collect();
     }
-    if let Some(d) = r.duration("max_ttl") {
-        cfg.aggregate.max_ttl = d;
-    }
-    // Accepted and unused, as in Datakit.
-    let _ = r.count("udp_packet_size", usize::MAX);
-    let _ = r.count("max_tcp_connections", usize::MAX);
-    let _ = r.boolean("tcp_keep_alive");
-
-    if problems.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(problems)
-    }
-}
-
-/// Typed access to the instance table, collecting problems.
-struct Reader<'a> {
-    table: &'a toml::Table,
-    problems: &'a mut Vec<ConfigProblem>,
-}
-
-impl Reader<'_> {
-    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::new(key, message));
-    }
-
-    fn wrong(&mut self, key: &str, want: &str, got: &toml::Value, example: &str) {
-        self.problem(
-            key,
-            format!(
-                "expected {want}, found {} {got}; write e.g. {key} = {example}",
-                got.type_str()
-            ),
-        );
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        match self.table.get(key)? {
-            toml::Value::String(s) => Some(s.clone()),
-            other => {
-                self.wrong(key, "a string", other, "\"...\"");
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, key: &str) -> Option<bool> {
-        match self.table.get(key)? {
-            toml::Value::Boolean(b) => Some(*b),
-            other => {
-                self.wrong(key, "true or false", other, "true");
-                None
-            }
-        }
-    }
-
-    fn count(&mut self, key: &str, max: usize) -> Option<usize> {
-        match self.table.get(key)? {
-            toml::Value::Integer(n) if *n >= 0 => match usize::try_from(*n) {
-                Ok(n) if n <= max => Some(n),
-                _ => {
-                    self.problem(key, format!("{n} is too large; the maximum is {max}"));
-                    None
-                }
-            },
-            other => {
-                self.wrong(key, "a whole number >= 0", other, "128");
-                None
-            }
-        }
-    }
-
-    /// A Go `time.Duration` as Datakit's TOML decoder takes it: a duration string, or an
-    /// integer number of nanoseconds.
-    fn duration(&mut self, key: &str) -> Option<Duration> {
-        match self.table.get(key)? {
-            toml::Value::String(s) => match dk_worker::config::duration(key, s) {
-                Ok(d) => Some(d),
-                Err(p) => {
-                    self.problems.push(ConfigProblem::new(
-                        key,
-                        format!("{}; write e.g. {key} = \"10s\"", p.message),
-                    ));
-                    None
-                }
-            },
-            toml::Value::Integer(n) if *n >= 0 => Some(Duration::from_nanos(n.unsigned_abs())),
-            other => {
-                self.wrong(key, "a duration", other, "\"10s\"");
-                None
-            }
-        }
-    }
-
-    fn floats(&mut self, key: &str) -> Option<Vec<f64>> {
-        let v = self.table.get(key)?;
-        let toml::Value::Array(items) = v else {
-            self.wrong(key, "an array of numbers", v, "[50.0, 90.0, 99.0]");
-            return None;
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                toml::Value::Float(f) => out.push(*f),
-                toml::Value::Integer(n) => out.push(*n as f64),
-                other => self.problem(
-                    format!("{key}[{i}]"),
-                    format!("expected a number, found {}", other.type_str()),
-                ),
-            }
-        }
-        Some(out)
-    }
-
-    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
-        let v = self.table.get(key)?;
-        let toml::Value::Array(items) = v else {
-            self.wrong(key, "an array of strings", v, "[\"a\", \"b\"]");
-            return None;
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                toml::Value::String(s) => out.push(s.clone()),
-                other => self.problem(
-                    format!("{key}[{i}]"),
-                    format!("expected a string, found {}; quote it", other.type_str()),
-                ),
-            }
-        }
-        Some(out)
-    }
+    a.max_ttl = t.max_ttl;
+    cfg
 }
 
 #[cfg(test)]
@@ -653,6 +584,42 @@ mod tests {
                 || p.message.contains("expected")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_typo_warns_with_the_closest_key_and_the_default_still_applies() {
+        let problems = decode("servce_address = \":18126\"").into_problems();
+        assert_eq!(
+            problems,
+            vec![ConfigProblem::warning(
+                "servce_address",
+                "unknown key, ignored (the default applies): did you mean `service_address`?"
+            )]
+        );
+        let cfg = parse("servce_address = \":18126\"").expect("a warning only");
+        assert_eq!(cfg.service_address.as_deref(), Some(":8125"));
+    }
+
+    #[test]
+    fn a_bare_number_interval_warns_what_was_meant_and_names_the_clamp() {
+        let d = decode("interval = 10");
+        assert_eq!(d.value.interval, Duration::from_nanos(10));
+        assert_eq!(
+            d.into_problems(),
+            vec![ConfigProblem::warning(
+                "interval",
+                "interval = 10 is 10ns as Datakit reads it (a bare number is nanoseconds here); \
+                 if you meant 10s, write interval = \"10s\"; the input then raises it to its minimum 1s"
+            )]
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_sample_is_known() {
+        let sample = include_str!("../../../conf.d/statsd/statsd.conf");
+        for table in dk_worker::testing::instances(sample, "statsd") {
+            assert_eq!(decode(&table).into_problems(), Vec::new());
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 /// A family with one input, `tick`, that emits `value` every 10 ms.
 struct TickFamily;
 
-#[derive(serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
 struct TickConfig {
     value: i64,
 }
@@ -65,19 +65,16 @@ impl Family for TickFamily {
         &[("tick", "[[inputs.tick]]\nvalue = 1\n")]
     }
     fn validate(&self, _: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::parse_instance::<TickConfig>(toml_text)
-            .err()
-            .into_iter()
-            .collect()
+        dk_worker::config::decode::<TickConfig>(toml_text).into_problems()
     }
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
         config
             .inputs
             .iter()
             .map(|s| {
-                dk_worker::parse_instance::<TickConfig>(&s.toml)
+                dk_worker::config::decode::<TickConfig>(&s.toml)
+                    .into_result()
                     .map(|c| Box::new(Tick(c.value)) as Box<dyn Input>)
-                    .map_err(|p| vec![p])
             })
             .collect()
     }
