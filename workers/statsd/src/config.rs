@@ -337,6 +337,18 @@ pub fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
     if let Some(d) = r.duration("max_ttl") {
         cfg.aggregate.max_ttl = d;
     }
+    // Not in Datakit: a bound on the series held, so a sender of endless distinct names
+    // cannot grow the worker until it is killed.
+    if let Some(n) = r.count("max_series", 100_000_000) {
+        if n == 0 {
+            r.problem(
+                "max_series",
+                "must be at least 1 (0 would drop every sample); write e.g. max_series = 200000",
+            );
+        } else {
+            cfg.aggregate.max_series = n;
+        }
+    }
     // Accepted and unused, as in Datakit.
     let _ = r.count("udp_packet_size", usize::MAX);
     let _ = r.count("max_tcp_connections", usize::MAX);

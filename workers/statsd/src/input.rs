@@ -49,6 +49,8 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 const MAX_QUEUED_BATCHES: usize = 4096;
 /// Points per emitter call (as Datakit's feed batches).
 const FEED_BATCH: usize = 1024;
+/// Series turned into points at a time by a flush (off the async thread), then emitted.
+const FLUSH_CHUNK: usize = 10_000;
 /// Minimum time between two warnings of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -65,6 +67,7 @@ pub struct StatsdMetrics {
     parse_errors: Family<Labels, Counter>,
     points: Family<Labels, Counter>,
     series: Family<Labels, Gauge>,
+    series_dropped: Family<Labels, Counter>,
 }
 
 impl StatsdMetrics {
@@ -103,6 +106,11 @@ impl StatsdMetrics {
             "datakit_statsd_series",
             "Series held by the aggregator after the last flush",
             self.series.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_series_dropped",
+            "Samples dropped because they would start a new series while max_series are held",
+            self.series_dropped.clone(),
         );
     }
 }
@@ -484,6 +492,7 @@ struct ParseCounters {
     errors: Vec<Counter>,
     empty_name: Counter,
     events_dropped: Counter,
+    series_cap: Counter,
 }
 
 impl ParseCounters {
@@ -498,6 +507,7 @@ impl ParseCounters {
             errors: ParseError::REASONS.iter().map(|r| c(r)).collect(),
             empty_name: c("empty_measurement_or_field"),
             events_dropped: c("too_many_events"),
+            series_cap: counter(&m.series_dropped, &[("instance", instance)]),
         }
     }
 }
@@ -522,13 +532,18 @@ fn parse_loop(
     let mut window_errors = 0u64;
     let mut sample: Option<String> = None;
     let mut last_warn: Option<Instant> = None;
+    let mut cap_window = 0u64;
+    let mut cap_warned: Option<Instant> = None;
     for batch in rx.iter() {
         let mut empty_name = 0u64;
         let mut events_dropped = 0u64;
+        let mut series_cap = 0u64;
+        let max_series;
         {
             let Ok(mut agg) = agg.lock() else {
                 return;
             };
+            max_series = agg.config().max_series;
             for d in batch.datagrams() {
                 parse_datagram(d, opts, &mut |item| match item {
                     Item::Error(e, line) => {
@@ -540,6 +555,7 @@ fn parse_loop(
                     item => match agg.ingest(&item, batch.time_ns) {
                         Outcome::EmptyName => empty_name += 1,
                         Outcome::EventOverflow => events_dropped += 1,
+                        Outcome::SeriesCap => series_cap += 1,
                         Outcome::Added | Outcome::Ignored => {}
                     },
                 });
@@ -563,6 +579,23 @@ fn parse_loop(
         }
         if events_dropped > 0 {
             counters.events_dropped.inc_by(events_dropped);
+        }
+        if series_cap > 0 {
+            counters.series_cap.inc_by(series_cap);
+            cap_window += series_cap;
+            if cap_warned.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                tracing::warn!(
+                    input = INPUT_NAME,
+                    instance = %instance,
+                    dropped = cap_window,
+                    max_series,
+                    "statsd holds max_series series: samples of new series are dropped \
+                     (datakit_statsd_series_dropped_total); raise max_series if they are wanted, \
+                     or find the sender of many distinct names or tag values"
+                );
+                cap_warned = Some(Instant::now());
+                cap_window = 0;
+            }
         }
         if window_errors > 0 && last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             tracing::warn!(
@@ -786,19 +819,47 @@ struct Flusher {
 
 impl Flusher {
     /// Flushes and emits; `false` when the runtime is gone.
+    ///
+    /// The series are taken from the aggregator at once (the parse thread goes on with fresh
+    /// ones) and turned into points [`FLUSH_CHUNK`] at a time on a blocking thread, so a
+    /// flush of a million series neither stalls the async thread (health checks) nor holds
+    /// all its points in memory at once.
     async fn flush(&self, ctx: &InputContext) -> bool {
-        let (out, series) = {
-            let Ok(mut agg) = self.agg.lock() else {
-                return false;
-            };
-            let out = agg.flush(now_ns());
-            (out, agg.series_len())
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Point>>(1);
+        let agg = self.agg.clone();
+        let work = tokio::task::spawn_blocking(move || -> Option<(Vec<Point>, usize)> {
+            let mut drain = agg.lock().ok()?.take(now_ns());
+            let events = drain.take_events();
+            loop {
+                let mut chunk = Vec::with_capacity(FLUSH_CHUNK.min(drain.remaining()));
+                let more = drain.next_chunk(FLUSH_CHUNK, &mut chunk);
+                if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+                    break;
+                }
+                if !more {
+                    break;
+                }
+            }
+            let kept = drain.finish();
+            let mut agg = agg.lock().ok()?;
+            agg.restore(kept);
+            Some((events, agg.series_len()))
+        });
+        let mut ok = true;
+        while let Some(chunk) = rx.recv().await {
+            self.points.inc_by(chunk.len() as u64);
+            if !emit_chunks(ctx, Category::Metric, chunk).await {
+                ok = false;
+                break;
+            }
+        }
+        drop(rx);
+        let Ok(Some((events, series))) = work.await else {
+            return false;
         };
         self.series.set(i64::try_from(series).unwrap_or(i64::MAX));
-        self.points
-            .inc_by((out.metrics.len() + out.events.len()) as u64);
-        emit_chunks(ctx, Category::Metric, out.metrics).await
-            && emit_chunks(ctx, Category::KeyEvent, out.events).await
+        self.points.inc_by(events.len() as u64);
+        ok && emit_chunks(ctx, Category::KeyEvent, events).await
     }
 }
 
