@@ -1563,6 +1563,197 @@ mod tests {
     }
 
     #[test]
+    fn new_series_past_max_series_are_refused_while_held_ones_still_update() {
+        let cfg = AggregatorConfig {
+            max_series: 2,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        assert_eq!(
+            feed(&mut agg, "a.x:1|c\nb.x:1|g\nc.x:1|c\na.x:2|c\nb.x:7|g\n_sc|chk|0"),
+            vec![
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::SeriesCap,
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::SeriesCap,
+            ]
+        );
+        assert_eq!(agg.series_len(), 2);
+        let pts = agg.flush(T0).metrics;
+        assert_eq!(pts.len(), 2);
+        assert_eq!(field(&pts[0], "x"), Value::F(3.0));
+        assert_eq!(field(&pts[1], "x"), Value::F(7.0));
+        // The flush emptied the aggregator: new series are welcome again.
+        assert_eq!(feed(&mut agg, "c.x:1|c"), vec![Outcome::Added]);
+    }
+
+    #[test]
+    fn series_a_flush_may_give_back_count_against_the_cap_until_it_does() {
+        let cfg = AggregatorConfig {
+            max_series: 3,
+            delete_gauges: false,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        feed(&mut agg, "g.a:1|g\ng.b:1|g");
+        let mut drain = agg.take(T0);
+        assert_eq!(agg.series_len(), 0);
+        // Two series are out with the flush and may come back: room for one more.
+        assert_eq!(
+            feed(&mut agg, "n.a:1|c\nn.b:1|c"),
+            vec![Outcome::Added, Outcome::SeriesCap]
+        );
+        let mut pts = Vec::new();
+        while drain.next_chunk(1, &mut pts) {}
+        assert_eq!(pts.len(), 2);
+        agg.restore(drain.finish());
+        assert_eq!(agg.series_len(), 3);
+
+        // Without kept types nothing comes back, so the taken series leave room at once.
+        let mut agg = Aggregator::new(AggregatorConfig {
+            max_series: 2,
+            ..AggregatorConfig::default()
+        });
+        feed(&mut agg, "c.a:1|c\nc.b:1|c");
+        let drain = agg.take(T0);
+        assert_eq!(
+            feed(&mut agg, "n.a:1|c\nn.b:1|c"),
+            vec![Outcome::Added, Outcome::Added]
+        );
+        assert!(drain.finish().is_empty());
+    }
+
+    #[test]
+    fn kept_series_absorb_what_arrived_while_their_flush_ran() {
+        let keep_all = AggregatorConfig {
+            delete_counters: false,
+            delete_gauges: false,
+            delete_sets: false,
+            delete_timings: false,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(keep_all);
+        feed(
+            &mut agg,
+            "c.x:5|c\ng.abs:10|g\ng.rel:10|g\ns.x:a|s\ns.x:b|s\nt.x:1|ms\nt.x:3|ms\n_sc|chk|0",
+        );
+        let mut drain = agg.take(T0);
+        let mut first = Vec::new();
+        while drain.next_chunk(2, &mut first) {}
+        // Checks are never kept; the other five are.
+        assert_eq!(first.len(), 6);
+        // Meanwhile, for the same series:
+        feed(
+            &mut agg,
+            "c.x:2|c\ng.abs:4|g\ng.rel:+1|g\ns.x:b|s\ns.x:c|s\nt.x:5|ms\nt.x:7|ms",
+        );
+        agg.restore(drain.finish());
+        assert_eq!(agg.series_len(), 5);
+        let pts = agg.flush(T0 + 1).metrics;
+        let by = |m: &str, f: &str| {
+            pts.iter()
+                .find(|p| p.name == m && p.get_field(f).is_some())
+                .unwrap_or_else(|| panic!("{m}.{f} in {pts:?}"))
+                .clone()
+        };
+        assert_eq!(field(&by("c", "x"), "x"), Value::F(7.0));
+        assert_eq!(field(&by("g", "abs"), "abs"), Value::F(4.0));
+        assert_eq!(field(&by("g", "rel"), "rel"), Value::F(11.0));
+        assert_eq!(field(&by("s", "x"), "x"), Value::I(3));
+        let t = by("t", "x_count");
+        assert_eq!(field(&t, "x_count"), Value::I(4));
+        assert_eq!(field(&t, "x_sum"), Value::F(16.0));
+        assert_eq!(field(&t, "x_mean"), Value::F(4.0));
+        assert_eq!(field(&t, "x_lower"), Value::F(1.0));
+        assert_eq!(field(&t, "x_upper"), Value::F(7.0));
+        assert_eq!(field(&t, "x_stddev"), Value::F(5.0f64.sqrt()));
+    }
+
+    #[test]
+    fn merged_statistics_equal_those_of_every_value_and_keep_a_bounded_sample() {
+        let mut all = RunningStats::new(8);
+        let mut a = RunningStats::new(8);
+        let mut b = RunningStats::new(8);
+        for i in 0..20 {
+            let v = f64::from(i * i % 17) + 0.5;
+            all.add(v, 2);
+            if i < 7 { a.add(v, 2) } else { b.add(v, 2) }
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        assert_eq!(a.sum(), all.sum());
+        assert_eq!((a.lower(), a.upper()), (all.lower(), all.upper()));
+        assert!((a.mean() - all.mean()).abs() < 1e-9);
+        assert!((a.stddev() - all.stddev()).abs() < 1e-9);
+        assert_eq!(a.reservoir.len(), 8);
+        let mut empty = RunningStats::new(8);
+        empty.merge(&all);
+        assert_eq!((empty.count(), empty.sum()), (all.count(), all.sum()));
+    }
+
+    #[test]
+    fn names_and_tags_holding_separator_bytes_stay_distinct_series() {
+        // With separator characters as key delimiters these two would share one key.
+        let mut agg = Aggregator::new(AggregatorConfig::default());
+        feed(&mut agg, "a.b:1|c|#k:v\u{0}l\u{1}w\na.b:2|c|#k:v,l:w");
+        let pts = agg.flush(T0).metrics;
+        assert_eq!(pts.len(), 2, "{pts:?}");
+        let one = pts.iter().find(|p| p.get_tag("l") == Some("w")).expect("two tags");
+        assert_eq!(field(one, "b"), Value::F(2.0));
+        let other = pts.iter().find(|p| p.get_tag("l").is_none()).expect("one tag");
+        assert_eq!(other.get_tag("k"), Some("v\u{0}l\u{1}w"));
+    }
+
+    #[test]
+    fn a_drain_hands_out_chunks_no_larger_than_asked_and_loses_nothing() {
+        let mut agg = Aggregator::new(AggregatorConfig::default());
+        let mut data = String::new();
+        for i in 0..25 {
+            data.push_str(&format!("m.f{i}:{i}|c\n"));
+        }
+        feed(&mut agg, &data);
+        let mut drain = agg.take(T0);
+        let mut sizes = Vec::new();
+        let mut all = Vec::new();
+        loop {
+            let mut chunk = Vec::new();
+            let more = drain.next_chunk(10, &mut chunk);
+            sizes.push(chunk.len());
+            all.extend(chunk);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(sizes, vec![10, 10, 5]);
+        let mut got: Vec<f64> = all
+            .iter()
+            .map(|p| match p.fields[0].1 {
+                Value::F(v) => v,
+                _ => f64::NAN,
+            })
+            .collect();
+        got.sort_by(f64::total_cmp);
+        assert_eq!(got, (0..25).map(f64::from).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn config_tags_merge_into_the_sorted_line_tags_of_series_and_events() {
+        let cfg = AggregatorConfig {
+            tags: vec![("zz".into(), "1".into()), ("aa".into(), "2".into())],
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        feed(&mut agg, "m.f:1|c|#mm:x");
+        let pts = agg.flush(T0).metrics;
+        assert_eq!(
+            tags(&pts[0]),
+            vec![("aa", "2"), ("metric_type", "counter"), ("mm", "x"), ("zz", "1")]
+        );
+    }
+
+    #[test]
     fn many_tags_spill_past_the_stack_buffer() {
         let mut line = String::from("a.b:1|c|#");
         for i in 0..100 {

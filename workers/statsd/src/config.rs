@@ -713,4 +713,17 @@ mod tests {
             Err((Duration::from_secs(600), Duration::from_secs(60)))
         );
     }
+
+    #[test]
+    fn max_series_bounds_the_aggregator_and_refuses_zero() {
+        assert_eq!(
+            parse("").expect("valid").aggregate.max_series,
+            crate::aggregate::DEFAULT_MAX_SERIES
+        );
+        let cfg = parse("max_series = 5000").expect("valid");
+        assert_eq!(cfg.aggregate.max_series, 5000);
+        let problems = parse("max_series = 0").expect_err("zero refused");
+        assert_eq!(keys(&problems), vec!["max_series"]);
+        assert!(problems[0].message.contains("max_series = 200000"), "{problems:?}");
+    }
 }

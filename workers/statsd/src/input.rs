@@ -49,8 +49,8 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 const MAX_QUEUED_BATCHES: usize = 4096;
 /// Points per emitter call (as Datakit's feed batches).
 const FEED_BATCH: usize = 1024;
-/// Series turned into points at a time by a flush (off the async thread), then emitted.
-const FLUSH_CHUNK: usize = 10_000;
+/// Batches of points a flush prepares ahead of the emitter (about 8k points).
+const FLUSH_AHEAD: usize = 8;
 /// Minimum time between two warnings of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -821,18 +821,18 @@ impl Flusher {
     /// Flushes and emits; `false` when the runtime is gone.
     ///
     /// The series are taken from the aggregator at once (the parse thread goes on with fresh
-    /// ones) and turned into points [`FLUSH_CHUNK`] at a time on a blocking thread, so a
-    /// flush of a million series neither stalls the async thread (health checks) nor holds
-    /// all its points in memory at once.
+    /// ones) and turned into points one feed batch at a time on a blocking thread, at most
+    /// [`FLUSH_AHEAD`] batches ahead of the emitter, so a flush of a million series neither
+    /// stalls the async thread (health checks) nor holds all its points in memory at once.
     async fn flush(&self, ctx: &InputContext) -> bool {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Point>>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Point>>(FLUSH_AHEAD);
         let agg = self.agg.clone();
         let work = tokio::task::spawn_blocking(move || -> Option<(Vec<Point>, usize)> {
             let mut drain = agg.lock().ok()?.take(now_ns());
             let events = drain.take_events();
             loop {
-                let mut chunk = Vec::with_capacity(FLUSH_CHUNK.min(drain.remaining()));
-                let more = drain.next_chunk(FLUSH_CHUNK, &mut chunk);
+                let mut chunk = Vec::with_capacity(FEED_BATCH.min(drain.remaining()));
+                let more = drain.next_chunk(FEED_BATCH, &mut chunk);
                 if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
                     break;
                 }
@@ -848,7 +848,11 @@ impl Flusher {
         let mut ok = true;
         while let Some(chunk) = rx.recv().await {
             self.points.inc_by(chunk.len() as u64);
-            if !emit_chunks(ctx, Category::Metric, chunk).await {
+            if !ctx
+                .emitter
+                .emit(Category::Metric, INPUT_NAME, FeedOpts::default(), chunk)
+                .await
+            {
                 ok = false;
                 break;
             }
@@ -863,23 +867,23 @@ impl Flusher {
     }
 }
 
-async fn emit_chunks(ctx: &InputContext, category: Category, mut points: Vec<Point>) -> bool {
-    while !points.is_empty() {
-        let rest = if points.len() > FEED_BATCH {
-            points.split_off(FEED_BATCH)
-        } else {
-            Vec::new()
-        };
+/// Emits `points` in feed batches, each in its own exactly sized vector (a batch split off a
+/// larger vector would keep the whole allocation alive while it waits in the emitter).
+async fn emit_chunks(ctx: &InputContext, category: Category, points: Vec<Point>) -> bool {
+    let mut rest = points.into_iter();
+    loop {
+        let batch: Vec<Point> = rest.by_ref().take(FEED_BATCH).collect();
+        if batch.is_empty() {
+            return true;
+        }
         if !ctx
             .emitter
-            .emit(category, INPUT_NAME, FeedOpts::default(), points)
+            .emit(category, INPUT_NAME, FeedOpts::default(), batch)
             .await
         {
             return false;
         }
-        points = rest;
     }
-    true
 }
 
 #[cfg(test)]
