@@ -49,7 +49,10 @@ fn main() {
                 i % 50
             ));
         } else {
-            line.push_str(&format!("svc.requests_{i}:1|c|#env:prod,host:web-{}", i % 50));
+            line.push_str(&format!(
+                "svc.requests_{i}:1|c|#env:prod,host:web-{}",
+                i % 50
+            ));
         }
         parse_datagram(line.as_bytes(), opts, &mut |item| {
             agg.ingest(&item, 1_700_000_000_000_000_000);

@@ -569,7 +569,10 @@ impl Rules {
     }
 
     /// The final tags of a point: settled line tags (sorted) plus config tags, sorted by key.
-    fn point_tags<'a>(&self, line: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    fn point_tags<'a>(
+        &self,
+        line: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::with_capacity(8 + self.config_tags.len());
         let mut conf = self.config_tags.iter().peekable();
         for (k, v) in line {
@@ -944,7 +947,8 @@ impl Aggregator {
         now_ns: i64,
     ) -> Result<&mut Series, Outcome> {
         if kind != Kind::Check {
-            let name = std::str::from_utf8(&self.key[start..end]).map_err(|_| Outcome::EmptyName)?;
+            let name =
+                std::str::from_utf8(&self.key[start..end]).map_err(|_| Outcome::EmptyName)?;
             if self.rules.split_name(name).is_none() {
                 return Err(Outcome::EmptyName);
             }
@@ -956,9 +960,9 @@ impl Aggregator {
             Kind::Counter if self.rules.cfg.set_counter_int => Acc::Int(0),
             Kind::Counter | Kind::Gauge => Acc::Float(0.0),
             Kind::Set => Acc::Set(Box::default()),
-            Kind::Stats(_) => Acc::Stats(Box::new(RunningStats::new(
-                self.rules.cfg.percentile_limit,
-            ))),
+            Kind::Stats(_) => {
+                Acc::Stats(Box::new(RunningStats::new(self.rules.cfg.percentile_limit)))
+            }
             Kind::Check => Acc::Check(CheckStatus::Unknown),
         };
         let series = Series {
@@ -1570,7 +1574,10 @@ mod tests {
         };
         let mut agg = Aggregator::new(cfg);
         assert_eq!(
-            feed(&mut agg, "a.x:1|c\nb.x:1|g\nc.x:1|c\na.x:2|c\nb.x:7|g\n_sc|chk|0"),
+            feed(
+                &mut agg,
+                "a.x:1|c\nb.x:1|g\nc.x:1|c\na.x:2|c\nb.x:7|g\n_sc|chk|0"
+            ),
             vec![
                 Outcome::Added,
                 Outcome::Added,
@@ -1700,9 +1707,15 @@ mod tests {
         feed(&mut agg, "a.b:1|c|#k:v\u{0}l\u{1}w\na.b:2|c|#k:v,l:w");
         let pts = agg.flush(T0).metrics;
         assert_eq!(pts.len(), 2, "{pts:?}");
-        let one = pts.iter().find(|p| p.get_tag("l") == Some("w")).expect("two tags");
+        let one = pts
+            .iter()
+            .find(|p| p.get_tag("l") == Some("w"))
+            .expect("two tags");
         assert_eq!(field(one, "b"), Value::F(2.0));
-        let other = pts.iter().find(|p| p.get_tag("l").is_none()).expect("one tag");
+        let other = pts
+            .iter()
+            .find(|p| p.get_tag("l").is_none())
+            .expect("one tag");
         assert_eq!(other.get_tag("k"), Some("v\u{0}l\u{1}w"));
     }
 
@@ -1749,7 +1762,12 @@ mod tests {
         let pts = agg.flush(T0).metrics;
         assert_eq!(
             tags(&pts[0]),
-            vec![("aa", "2"), ("metric_type", "counter"), ("mm", "x"), ("zz", "1")]
+            vec![
+                ("aa", "2"),
+                ("metric_type", "counter"),
+                ("mm", "x"),
+                ("zz", "1")
+            ]
         );
     }
 

@@ -724,6 +724,9 @@ mod tests {
         assert_eq!(cfg.aggregate.max_series, 5000);
         let problems = parse("max_series = 0").expect_err("zero refused");
         assert_eq!(keys(&problems), vec!["max_series"]);
-        assert!(problems[0].message.contains("max_series = 200000"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("max_series = 200000"),
+            "{problems:?}"
+        );
     }
 }

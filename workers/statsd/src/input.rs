@@ -49,7 +49,11 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 const MAX_QUEUED_BATCHES: usize = 4096;
 /// Points per emitter call (as Datakit's feed batches).
 const FEED_BATCH: usize = 1024;
-/// Batches of points a flush prepares ahead of the emitter (about 8k points).
+/// Points per feed of a flush. The emitter's channel holds a fixed number of feeds whatever
+/// their size, so small feeds bound what a large flush leaves waiting there (the sender
+/// regroups feeds into batches of 1000 points for the supervisor, so the wire is unchanged).
+const FLUSH_FEED: usize = 128;
+/// Feeds a flush prepares ahead of the emitter.
 const FLUSH_AHEAD: usize = 8;
 /// Minimum time between two warnings of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -821,7 +825,7 @@ impl Flusher {
     /// Flushes and emits; `false` when the runtime is gone.
     ///
     /// The series are taken from the aggregator at once (the parse thread goes on with fresh
-    /// ones) and turned into points one feed batch at a time on a blocking thread, at most
+    /// ones) and turned into points [`FLUSH_FEED`] at a time on a blocking thread, at most
     /// [`FLUSH_AHEAD`] batches ahead of the emitter, so a flush of a million series neither
     /// stalls the async thread (health checks) nor holds all its points in memory at once.
     async fn flush(&self, ctx: &InputContext) -> bool {
@@ -831,8 +835,8 @@ impl Flusher {
             let mut drain = agg.lock().ok()?.take(now_ns());
             let events = drain.take_events();
             loop {
-                let mut chunk = Vec::with_capacity(FEED_BATCH.min(drain.remaining()));
-                let more = drain.next_chunk(FEED_BATCH, &mut chunk);
+                let mut chunk = Vec::with_capacity(FLUSH_FEED.min(drain.remaining()));
+                let more = drain.next_chunk(FLUSH_FEED, &mut chunk);
                 if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
                     break;
                 }
@@ -1052,6 +1056,82 @@ mod tests {
             .expect("input stops")
             .expect("no panic");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_large_flush_streams_its_points_and_leaves_the_async_thread_free() {
+        const SERIES: usize = 300_000;
+        let mut agg = Aggregator::new(crate::aggregate::AggregatorConfig {
+            max_series: SERIES,
+            ..crate::aggregate::AggregatorConfig::default()
+        });
+        let mut line = String::new();
+        for i in 0..SERIES {
+            line.clear();
+            line.push_str(&format!("big.s{i}:{i}|c|#env:prod"));
+            parse_datagram(line.as_bytes(), ParseOptions::default(), &mut |item| {
+                agg.ingest(&item, 1);
+            });
+        }
+        assert_eq!(agg.series_len(), SERIES);
+        let (emitter, mut rx) = Emitter::channel(4);
+        let (ctx, _shutdown, _pause) = InputContext::for_test(emitter);
+        let flusher = Flusher {
+            agg: Arc::new(Mutex::new(agg)),
+            points: Counter::default(),
+            series: Gauge::default(),
+        };
+        // The health check runs on this same (single) thread: a ticker stands in for it.
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut last = Instant::now();
+                let mut worst = Duration::ZERO;
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    worst = worst.max(last.elapsed());
+                    last = Instant::now();
+                }
+                worst
+            })
+        };
+        let consumer = tokio::spawn(async move {
+            let (mut points, mut feeds, mut largest, mut sum) = (0usize, 0usize, 0usize, 0.0);
+            while let Some(msg) = rx.recv().await {
+                if let Message::Feed(f) = msg {
+                    feeds += 1;
+                    largest = largest.max(f.points.len());
+                    points += f.points.len();
+                    for p in &f.points {
+                        if let Some(Value::F(v)) = p.fields.first().map(|f| &f.1) {
+                            sum += v;
+                        }
+                    }
+                }
+            }
+            (points, feeds, largest, sum)
+        });
+        let started = Instant::now();
+        assert!(flusher.flush(&ctx).await);
+        let took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        drop(ctx);
+        let worst = ticker.await.expect("ticker");
+        let (points, feeds, largest, sum) = consumer.await.expect("consumer");
+        assert_eq!(points, SERIES);
+        assert_eq!(flusher.points.get(), SERIES as u64);
+        assert_eq!(sum, (0..SERIES).map(|i| i as f64).sum::<f64>());
+        assert!(
+            largest <= FLUSH_FEED && feeds >= SERIES / FLUSH_FEED,
+            "{feeds} feeds, largest {largest}"
+        );
+        // Building 300k points takes far longer than this; the thread was never held that long.
+        assert!(
+            worst < Duration::from_millis(500),
+            "the async thread was blocked {worst:?} during a {took:?} flush"
+        );
+        assert_eq!(flusher.series.get(), 0);
     }
 
     #[tokio::test]
