@@ -1083,12 +1083,17 @@ mod tests {
         };
         // The health check runs on this same (single) thread: a ticker stands in for it.
         let done = Arc::new(AtomicBool::new(false));
+        let (running_tx, running) = tokio::sync::oneshot::channel();
         let ticker = {
             let done = done.clone();
             tokio::spawn(async move {
                 let mut last = Instant::now();
                 let mut worst = Duration::ZERO;
+                let mut running_tx = Some(running_tx);
                 while !done.load(Ordering::Relaxed) {
+                    if let Some(tx) = running_tx.take() {
+                        let _ = tx.send(());
+                    }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     worst = worst.max(last.elapsed());
                     last = Instant::now();
@@ -1096,6 +1101,7 @@ mod tests {
                 worst
             })
         };
+        running.await.expect("the ticker runs");
         let consumer = tokio::spawn(async move {
             let (mut points, mut feeds, mut largest, mut sum) = (0usize, 0usize, 0usize, 0.0);
             while let Some(msg) = rx.recv().await {
@@ -1122,14 +1128,15 @@ mod tests {
         assert_eq!(points, SERIES);
         assert_eq!(flusher.points.get(), SERIES as u64);
         assert_eq!(sum, (0..SERIES).map(|i| i as f64).sum::<f64>());
+        // Building (and, before, sorting) 300k points takes far longer than this in a debug
+        // build (the whole flush about 0.6 s; the thread's longest stall here about 10 ms).
+        assert!(
+            worst < Duration::from_millis(200),
+            "the async thread was blocked {worst:?} during a {took:?} flush"
+        );
         assert!(
             largest <= FLUSH_FEED && feeds >= SERIES / FLUSH_FEED,
             "{feeds} feeds, largest {largest}"
-        );
-        // Building 300k points takes far longer than this; the thread was never held that long.
-        assert!(
-            worst < Duration::from_millis(500),
-            "the async thread was blocked {worst:?} during a {took:?} flush"
         );
         assert_eq!(flusher.series.get(), 0);
     }
