@@ -10,8 +10,9 @@
 //!
 //! Memory: a series is one map entry (48 bytes) plus one allocation holding its whole key
 //! (type, DogStatsD time, joined name and settled tags, length-prefixed); measurement, field and
-//! tags are rebuilt from the key when the series is flushed. At most `max_series` series are
-//! held; samples that would start another are refused ([`Outcome::SeriesCap`]).
+//! tags are rebuilt from the key when the series is flushed. At most `max_series` series and
+//! distinct set members together are held; samples that would add another are refused
+//! ([`Outcome::SeriesCap`]).
 //!
 //! Flushing does not stop ingestion for long: [`Aggregator::take`] swaps the series out in O(1),
 //! a [`Drain`] turns them into points in chunks away from the aggregator, and
@@ -73,8 +74,8 @@ pub struct AggregatorConfig {
     pub distributions: bool,
     /// Events kept between two flushes at most.
     pub max_pending_events: usize,
-    /// `max_series` (not in Datakit): series held at most; samples of new series past it are
-    /// dropped.
+    /// `max_series` (not in Datakit): series and distinct set members held at most; samples
+    /// that would add one past it are dropped.
     pub max_series: usize,
 }
 
@@ -112,7 +113,8 @@ pub enum Outcome {
     EmptyName,
     /// Dropped: too many events pending since the last flush.
     EventOverflow,
-    /// Dropped: the sample would start a new series and `max_series` are held.
+    /// Dropped: the sample would start a new series (or add a set member) and `max_series`
+    /// are held.
     SeriesCap,
 }
 
@@ -174,8 +176,9 @@ struct Series {
 
 impl Series {
     /// Folds `old` (the same series before a flush took it) into this one, which took the
-    /// samples that arrived while the flush ran.
-    fn absorb(&mut self, old: Series) {
+    /// samples that arrived while the flush ran. Returns the set members it gained.
+    fn absorb(&mut self, old: Series) -> usize {
+        let mut gained = 0;
         self.last_update = self.last_update.max(old.last_update);
         match (&mut self.acc, old.acc) {
             // Counters add up; a gauge adds the older value unless it was set since.
@@ -183,16 +186,21 @@ impl Series {
                 *v += o;
             }
             (Acc::Int(v), Acc::Int(o)) => *v = v.saturating_add(o),
-            (Acc::Set(s), Acc::Set(o)) => s.extend(*o),
+            (Acc::Set(s), Acc::Set(o)) => {
+                let before = s.len();
+                s.extend(*o);
+                gained = s.len() - before;
+            }
             (Acc::Stats(s), Acc::Stats(o)) => s.merge(&o),
             // A check keeps its latest status.
             _ => {}
         }
         self.gauge_set |= old.gauge_set;
+        gained
     }
 }
 
-/// A series key: one allocation (see [`KeyBuf`] for the layout).
+/// A series key: one allocation (see [`KeyView`] for the layout).
 type Key = Box<[u8]>;
 
 /// Appends a length as LEB128.
@@ -682,7 +690,10 @@ pub struct Aggregator {
     events: Vec<Point>,
     /// Scratch space for the key of the sample at hand.
     key: Vec<u8>,
-    /// Series a flush in progress took and may give back (counted against `max_series`).
+    /// Distinct set members held (each counts against `max_series` like a series).
+    members: usize,
+    /// Series and set members a flush in progress took and may give back (counted against
+    /// `max_series`).
     held: usize,
 }
 
@@ -758,6 +769,7 @@ impl Aggregator {
             series: HashMap::new(),
             events: Vec::new(),
             key: Vec::with_capacity(256),
+            members: 0,
             held: 0,
         }
     }
@@ -808,17 +820,27 @@ impl Aggregator {
             tags.push(k, v);
         }
         let name = self.build_key(kind, time, NameForm::Joined(s.name), &mut tags);
-        if let Some(series) = self.series.get_mut(self.key.as_slice()) {
-            update(series, s, now_ns);
-            return Outcome::Added;
-        }
-        match self.create(kind, name, now_ns) {
-            Ok(series) => {
-                update(series, s, now_ns);
+        let room = self.used() < self.rules.cfg.max_series;
+        let series = match self.series.get_mut(self.key.as_slice()) {
+            Some(series) => series,
+            None => match self.create(kind, name, now_ns) {
+                Ok(series) => series,
+                Err(outcome) => return outcome,
+            },
+        };
+        match update(series, s, now_ns, room) {
+            Some(true) => {
+                self.members += 1;
                 Outcome::Added
             }
-            Err(outcome) => outcome,
+            Some(false) => Outcome::Added,
+            None => Outcome::SeriesCap,
         }
+    }
+
+    /// Series and set members held or held back by a flush, as counted against `max_series`.
+    fn used(&self) -> usize {
+        self.series.len() + self.members + self.held
     }
 
     fn add_check(&mut self, sc: &ServiceCheck<'_>, now_ns: i64) -> Outcome {
@@ -954,7 +976,9 @@ impl Aggregator {
                 return Err(Outcome::EmptyName);
             }
         }
-        if self.series.len() + self.held >= self.rules.cfg.max_series {
+        // A new set needs room for itself and its first member.
+        let need = if kind == Kind::Set { 2 } else { 1 };
+        if self.used() + need > self.rules.cfg.max_series {
             return Err(Outcome::SeriesCap);
         }
         let acc = match kind {
@@ -985,10 +1009,11 @@ impl Aggregator {
     pub fn take(&mut self, now_ns: i64) -> Drain {
         let series = std::mem::take(&mut self.series);
         self.held = if self.rules.keeps_any {
-            series.len()
+            series.len() + self.members
         } else {
             0
         };
+        self.members = 0;
         Drain {
             rules: self.rules.clone(),
             series: series.into_iter(),
@@ -1005,8 +1030,11 @@ impl Aggregator {
         self.series.reserve(kept.0.len());
         for (key, old) in kept.0 {
             match self.series.get_mut(&key) {
-                Some(live) => live.absorb(old),
+                Some(live) => self.members += live.absorb(old),
                 None => {
+                    if let Acc::Set(set) = &old.acc {
+                        self.members += set.len();
+                    }
                     self.series.insert(key, old);
                 }
             }
@@ -1033,8 +1061,9 @@ impl Aggregator {
     }
 }
 
-/// Adds one sample to its series.
-fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64) {
+/// Adds one sample to its series: `Some(true)` when it added a set member, `None` when it
+/// would have and there is no `room` for one.
+fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64, room: bool) -> Option<bool> {
     series.last_update = now_ns;
     let rated = |value: f64| s.rate.map_or(value, |r| value / r);
     match (&mut series.acc, s.value) {
@@ -1054,7 +1083,11 @@ fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64) {
             }
         }
         (Acc::Set(set), SampleValue::Text(member)) if !set.contains(member) => {
+            if !room {
+                return None;
+            }
             set.insert(member.into());
+            return Some(true);
         }
         (Acc::Stats(stats), SampleValue::Number { value, .. }) => {
             let weight = s.rate.map_or(1, |r| (1.0 / r).floor().max(1.0) as u64);
@@ -1062,6 +1095,7 @@ fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64) {
         }
         _ => {}
     }
+    Some(false)
 }
 
 #[derive(Clone, Copy)]
@@ -1595,6 +1629,40 @@ mod tests {
         assert_eq!(field(&pts[1], "x"), Value::F(7.0));
         // The flush emptied the aggregator: new series are welcome again.
         assert_eq!(feed(&mut agg, "c.x:1|c"), vec![Outcome::Added]);
+    }
+
+    #[test]
+    fn set_members_count_against_max_series_like_series() {
+        let cfg = AggregatorConfig {
+            max_series: 4,
+            delete_sets: false,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        // The set and its first two members take three of four; a counter takes the last.
+        assert_eq!(
+            feed(
+                &mut agg,
+                "u.ids:a|s\nu.ids:b|s\nc.x:1|c\nu.ids:c|s\nu.ids:a|s\nd.x:1|c"
+            ),
+            vec![
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::SeriesCap,
+                Outcome::Added,
+                Outcome::SeriesCap,
+            ]
+        );
+        let pts = agg.flush(T0).metrics;
+        let set = pts.iter().find(|p| p.name == "u").expect("set");
+        assert_eq!(field(set, "ids"), Value::I(2));
+        // The counter is gone, the kept set still holds its two members: one unit is free.
+        assert_eq!(
+            feed(&mut agg, "u.ids:c|s\nu.ids:d|s"),
+            vec![Outcome::Added, Outcome::SeriesCap]
+        );
+        assert_eq!(field(&agg.flush(T0 + 1).metrics[0], "ids"), Value::I(3));
     }
 
     #[test]

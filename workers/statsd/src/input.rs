@@ -113,7 +113,7 @@ impl StatsdMetrics {
         );
         ctx.register_metric(
             "datakit_statsd_series_dropped",
-            "Samples dropped because they would start a new series while max_series are held",
+            "Samples dropped because they would start a new series (or set member) while max_series are held",
             self.series_dropped.clone(),
         );
     }
