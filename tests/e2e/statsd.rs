@@ -603,6 +603,16 @@ fn a_million_distinct_statsd_series_stay_under_the_cap_and_the_worker_keeps_its_
     );
     assert_eq!(per_flush.values().max(), Some(&CAP), "{per_flush:?}");
     assert!(dropped > 0);
+    // Said once (the warning is rate-limited to one a minute), however many were dropped.
+    assert_eq!(
+        agent
+            .log()
+            .matches("statsd holds max_series series")
+            .count(),
+        1,
+        "{}",
+        agent.log()
+    );
 
     // The worker kept its memory bounded and answered every health check.
     assert!(

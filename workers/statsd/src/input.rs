@@ -593,7 +593,7 @@ fn parse_loop(
                     instance = %instance,
                     dropped = cap_window,
                     max_series,
-                    "statsd holds max_series series: samples of new series are dropped \
+                    "statsd holds max_series series: samples of new series or set members are dropped \
                      (datakit_statsd_series_dropped_total); raise max_series if they are wanted, \
                      or find the sender of many distinct names or tag values"
                 );
