@@ -471,3 +471,175 @@ fn a_reload_grows_a_reuseport_group_and_says_when_the_count_needs_a_restart() {
         || (sum(&agent.local_points("metric"), "kept", "hits", &[]) == 48.0).then_some(()),
     );
 }
+
+/// The value of one exact `/metrics` sample line (name with labels) in `text`, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sum of every `/metrics` sample whose line starts with `prefix`.
+fn samples_total(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_million_distinct_statsd_series_stay_under_the_cap_and_the_worker_keeps_its_health() {
+    use std::collections::{BTreeMap, HashSet};
+    use std::fmt::Write as _;
+    use std::time::Instant;
+
+    // Small enough that a debug build's parser fills it in every interval of the flood.
+    const CAP: usize = 50_000;
+    const SERIES: usize = 1_000_000;
+    const PER_DATAGRAM: usize = 40;
+    const DATAGRAMS: usize = SERIES / PER_DATAGRAM;
+    // The worker's memory cap: the supervisor kills a worker whose RSS is over it at a health
+    // check, and the test wants its peak below it too. Before the series cap and the compact
+    // series, 1 M series took the worker to 730 MB (and it was killed for missing health
+    // checks while flushing).
+    const MEM_MAX_MB: u64 = 128;
+
+    let port = free_udp_port();
+    let listener = format!("127.0.0.1:{port}");
+    // Every series is new and sent once: each admitted one gives exactly one point. A short
+    // parse queue (2 MiB) drops, and counts, what a debug build cannot parse in time, so the
+    // test does not wait for a long backlog.
+    let confd = format!(
+        "[[inputs.statsd]]\n  interval = \"1s\"\n  service_address = \"{listener}\"\n  \
+         service_unix_address = \"\"\n  max_series = {CAP}\n  allowed_pending_messages = 32\n"
+    );
+    let limits = format!(
+        "[resource_limit]\n  enable = true\n  cpu_cores = 0.0\n  mem_max_mb = {MEM_MAX_MB}"
+    );
+    let agent = Agent::start_with(&[("statsd/statsd.conf", &confd)], &limits, &[]);
+    let worker = wait_for("the statsd worker", Duration::from_secs(10), || {
+        agent.worker_pid("statsd")
+    });
+    wait_for("the statsd worker up", Duration::from_secs(10), || {
+        (agent.metric("datakit_worker_up{family=\"statsd\"}") == Some(1.0)).then_some(())
+    });
+
+    // 1 M distinct counters, 40 per datagram, paced over about a second.
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.connect(&listener).unwrap();
+    let started = Instant::now();
+    let mut datagram = String::with_capacity(PER_DATAGRAM * 24);
+    for d in 0..DATAGRAMS {
+        datagram.clear();
+        for j in 0..PER_DATAGRAM {
+            writeln!(datagram, "hostile.s{}:1|c", d * PER_DATAGRAM + j).unwrap();
+        }
+        tx.send(datagram.as_bytes()).unwrap();
+        if d % 500 == 499 {
+            let due = started + Duration::from_secs_f64((d + 1) as f64 / DATAGRAMS as f64);
+            if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(ahead);
+            }
+        }
+    }
+    let send_time = started.elapsed();
+
+    let instance = format!("{{instance=\"{listener}\"}}");
+    let on_listener = |name: &str, extra: &str| format!("{name}{{listener=\"{listener}\"{extra}}}");
+    let (parsed_lines, dropped, handed) = wait_for(
+        "every received line flushed or counted as dropped",
+        Duration::from_secs(60),
+        || {
+            let m = agent.metrics();
+            let packets = sample(&m, &on_listener("datakit_statsd_packets_total", ""));
+            let kernel = sample(&m, &on_listener("datakit_statsd_kernel_drops_total", ""));
+            if packets + kernel < DATAGRAMS as f64 {
+                return None;
+            }
+            let refused = samples_total(
+                &m,
+                &format!("datakit_statsd_dropped_total{{listener=\"{listener}\","),
+            );
+            let parsed = (packets - refused) as usize * PER_DATAGRAM;
+            let dropped = sample(
+                &m,
+                &format!("datakit_statsd_series_dropped_total{instance}"),
+            );
+            let handed = sample(&m, &format!("datakit_statsd_points_total{instance}"));
+            (handed + dropped == parsed as f64).then_some((
+                parsed,
+                dropped as usize,
+                handed as usize,
+            ))
+        },
+    );
+    let points = wait_for(
+        "the flushed points in the local sink",
+        Duration::from_secs(60),
+        || {
+            let pts: Vec<Point> = agent
+                .local_points("metric")
+                .into_iter()
+                .filter(|p| p.name == "hostile")
+                .collect();
+            (pts.len() >= handed).then_some(pts)
+        },
+    );
+    let (rss_kib, hwm_kib) = dk_worker::testing::load::rss_kib(worker).unwrap();
+    eprintln!(
+        "sent {SERIES} series in {send_time:?}; parsed {parsed_lines}, flushed {}, dropped past the cap {dropped}; \
+         worker VmRSS {rss_kib} KiB, VmHWM {hwm_kib} KiB",
+        points.len()
+    );
+
+    // What was flushed is exactly what was admitted, once each, with the values sent.
+    assert_eq!(points.len(), handed);
+    assert_eq!(points.len() + dropped, parsed_lines);
+    let fields: HashSet<&str> = points.iter().map(|p| p.fields[0].0.as_str()).collect();
+    assert_eq!(fields.len(), points.len(), "a series was flushed twice");
+    for p in &points {
+        assert_eq!(p.fields.len(), 1, "{p:?}");
+        assert_eq!(p.fields[0].1, Value::F(1.0), "{p:?}");
+        assert_eq!(p.get_tag("metric_type"), Some("counter"), "{p:?}");
+    }
+    assert!(fields.contains("s0"), "the first series sent is flushed");
+    // No flush holds more than the cap, and the cap was reached: series past it were refused.
+    let mut per_flush: BTreeMap<i64, usize> = BTreeMap::new();
+    for p in &points {
+        *per_flush.entry(p.time).or_default() += 1;
+    }
+    assert!(
+        per_flush.values().all(|n| *n <= CAP),
+        "a flush held more than {CAP} series: {per_flush:?}"
+    );
+    assert_eq!(per_flush.values().max(), Some(&CAP), "{per_flush:?}");
+    assert!(dropped > 0);
+    // Said once (the warning is rate-limited to one a minute), however many were dropped.
+    assert_eq!(
+        agent
+            .log()
+            .matches("statsd holds max_series series")
+            .count(),
+        1,
+        "{}",
+        agent.log()
+    );
+
+    // The worker kept its memory bounded and answered every health check.
+    assert!(
+        hwm_kib < MEM_MAX_MB * 1024,
+        "statsd worker peak RSS {hwm_kib} KiB"
+    );
+    assert_eq!(
+        agent.worker_pid("statsd"),
+        Some(worker),
+        "the worker was replaced"
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        samples_total(&m, "datakit_worker_restarts_total{family=\"statsd\""),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "datakit_worker_up{family=\"statsd\"}"), 1.0);
+}

@@ -5,6 +5,7 @@
 #   workers/statsd/scripts/statsd_load.sh [RATE] [COUNT]
 #   STATSD_EXTRA='allowed_pending_messages = 10000' workers/statsd/scripts/statsd_load.sh 250000 1000000
 #   RATE=0 sends as fast as the sender can; SENDERS=4 sends from four sockets (threads).
+#   DATAKIT_BIN=/path/to/datakit NO_BUILD=1 runs another build (e.g. to compare with an older one).
 set -euo pipefail
 RATE="${1:-100000}"
 COUNT="${2:-1000000}"
@@ -17,7 +18,7 @@ if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release -q -p datakit
   cargo build --release -q -p dk-input-statsd --example statsd_load
 fi
-BIN="$ROOT/target/release/datakit"
+BIN="${DATAKIT_BIN:-$ROOT/target/release/datakit}"
 LOAD="$ROOT/target/release/examples/statsd_load"
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.'"$1"'); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -7,9 +7,20 @@
 //! then `[inputs.statsd.tags]` (which win over all), minus `drop_tags` and the source/host keys.
 //! Unlike Datakit, tags are settled before the series is keyed, so series that differ only in a
 //! dropped or overridden tag are merged instead of overwriting each other downstream.
+//!
+//! Memory: a series is one map entry (48 bytes) plus one allocation holding its whole key
+//! (type, DogStatsD time, joined name and settled tags, length-prefixed); measurement, field and
+//! tags are rebuilt from the key when the series is flushed. At most `max_series` series and
+//! distinct set members together are held; samples that would add another are refused
+//! ([`Outcome::SeriesCap`]).
+//!
+//! Flushing does not stop ingestion for long: [`Aggregator::take`] swaps the series out in O(1),
+//! a [`Drain`] turns them into points in chunks away from the aggregator, and
+//! [`Aggregator::restore`] merges back the series that `delete_*`/`max_ttl` keep, adding what
+//! arrived for them meanwhile.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dk_proto::{Point, Value};
@@ -22,8 +33,12 @@ pub const SERVICE_CHECK_MEASUREMENT: &str = "service_check";
 pub const EVENT_MEASUREMENT: &str = "event";
 /// Events kept between two flushes at most; more are dropped and counted.
 pub const DEFAULT_MAX_PENDING_EVENTS: usize = 10_000;
+/// Series held at most when `max_series` is not set.
+pub const DEFAULT_MAX_SERIES: usize = 200_000;
 /// Tags handled on the stack per sample; more spill to the heap.
 const INLINE_TAGS: usize = 48;
+/// Bit of a key's first byte telling that a DogStatsD time (8 bytes) follows.
+const TIMED: u8 = 0x80;
 
 /// Aggregation settings (from `[[inputs.statsd]]`).
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +74,9 @@ pub struct AggregatorConfig {
     pub distributions: bool,
     /// Events kept between two flushes at most.
     pub max_pending_events: usize,
+    /// `max_series` (not in Datakit): series and distinct set members held at most; samples
+    /// that would add one past it are dropped.
+    pub max_series: usize,
 }
 
 impl Default for AggregatorConfig {
@@ -79,6 +97,7 @@ impl Default for AggregatorConfig {
             max_ttl: Duration::ZERO,
             distributions: true,
             max_pending_events: DEFAULT_MAX_PENDING_EVENTS,
+            max_series: DEFAULT_MAX_SERIES,
         }
     }
 }
@@ -94,6 +113,9 @@ pub enum Outcome {
     EmptyName,
     /// Dropped: too many events pending since the last flush.
     EventOverflow,
+    /// Dropped: the sample would start a new series (or add a set member) and `max_series`
+    /// are held.
+    SeriesCap,
 }
 
 /// The points of one flush.
@@ -116,38 +138,152 @@ enum Kind {
 }
 
 impl Kind {
-    fn code(self) -> char {
+    fn code(self) -> u8 {
         match self {
-            Kind::Counter => 'c',
-            Kind::Gauge => 'g',
-            Kind::Set => 's',
-            Kind::Stats(MetricType::Histogram) => 'h',
-            Kind::Stats(MetricType::Distribution) => 'd',
-            Kind::Stats(_) => 'm',
-            Kind::Check => 'k',
+            Kind::Counter => b'c',
+            Kind::Gauge => b'g',
+            Kind::Set => b's',
+            Kind::Stats(MetricType::Histogram) => b'h',
+            Kind::Stats(MetricType::Distribution) => b'd',
+            Kind::Stats(_) => b'm',
+            Kind::Check => b'k',
         }
     }
 }
 
+/// What a series accumulates (16 bytes: sets and statistics live behind a pointer).
 #[derive(Clone, Debug)]
+// A set is rare and an inline `HashSet` (48 bytes) would triple every series' size.
+#[allow(clippy::box_collection)]
 enum Acc {
     Float(f64),
     Int(i64),
-    Set(HashSet<Box<str>>),
+    Set(Box<HashSet<Box<str>>>),
     Stats(Box<RunningStats>),
     Check(CheckStatus),
 }
 
+/// One series' state; its names and tags are in its key.
 #[derive(Clone, Debug)]
 struct Series {
-    kind: Kind,
-    measurement: String,
-    field: String,
-    tags: Vec<(String, String)>,
-    /// DogStatsD `|T` time in ns: emitted with it, then forgotten.
-    time: Option<i64>,
-    last_update: i64,
     acc: Acc,
+    last_update: i64,
+    kind: Kind,
+    /// A gauge that was set to an absolute value (not only moved by `+n`/`-n`) since it was
+    /// created: when merged with an older state, its value wins.
+    gauge_set: bool,
+}
+
+impl Series {
+    /// Folds `old` (the same series before a flush took it) into this one, which took the
+    /// samples that arrived while the flush ran. Returns the set members it gained.
+    fn absorb(&mut self, old: Series) -> usize {
+        let mut gained = 0;
+        self.last_update = self.last_update.max(old.last_update);
+        match (&mut self.acc, old.acc) {
+            // Counters add up; a gauge adds the older value unless it was set since.
+            (Acc::Float(v), Acc::Float(o)) if self.kind == Kind::Counter || !self.gauge_set => {
+                *v += o;
+            }
+            (Acc::Int(v), Acc::Int(o)) => *v = v.saturating_add(o),
+            (Acc::Set(s), Acc::Set(o)) => {
+                let before = s.len();
+                s.extend(*o);
+                gained = s.len() - before;
+            }
+            (Acc::Stats(s), Acc::Stats(o)) => s.merge(&o),
+            // A check keeps its latest status.
+            _ => {}
+        }
+        self.gauge_set |= old.gauge_set;
+        gained
+    }
+}
+
+/// A series key: one allocation (see [`KeyView`] for the layout).
+type Key = Box<[u8]>;
+
+/// Appends a length as LEB128.
+fn put_len(buf: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        buf.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_len(buf, s.len());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn take_len(buf: &mut &[u8]) -> Option<usize> {
+    let mut n = 0usize;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn take_str<'a>(buf: &mut &'a [u8]) -> Option<&'a str> {
+    let len = take_len(buf)?;
+    if buf.len() < len {
+        return None;
+    }
+    let (s, rest) = buf.split_at(len);
+    *buf = rest;
+    std::str::from_utf8(s).ok()
+}
+
+/// A decoded series key.
+///
+/// Layout: one byte of type code (with [`TIMED`] set when 8 bytes of little-endian DogStatsD
+/// time follow), then the length-prefixed joined name, then length-prefixed key and value of
+/// each settled line tag, sorted by key. Lengths are LEB128, so any bytes in names and tags
+/// are unambiguous.
+struct KeyView<'a> {
+    time: Option<i64>,
+    name: &'a str,
+    tags: &'a [u8],
+}
+
+impl KeyView<'_> {
+    fn parse(key: &[u8]) -> Option<KeyView<'_>> {
+        let (&code, mut rest) = key.split_first()?;
+        let time = if code & TIMED != 0 {
+            let (t, after) = rest.split_first_chunk::<8>()?;
+            rest = after;
+            Some(i64::from_le_bytes(*t))
+        } else {
+            None
+        };
+        let name = take_str(&mut rest)?;
+        Some(KeyView {
+            time,
+            name,
+            tags: rest,
+        })
+    }
+
+    fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest = self.tags;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            Some((take_str(&mut rest)?, take_str(&mut rest)?))
+        })
+    }
+}
+
+/// Whether a key carries a DogStatsD time (such series are emitted once, then forgotten).
+fn is_timed(key: &[u8]) -> bool {
+    key.first().is_some_and(|c| c & TIMED != 0)
 }
 
 /// Running statistics of timings, histograms and distributions, with a bounded uniform
@@ -222,6 +358,37 @@ impl RunningStats {
                     *slot = v;
                 }
             }
+        }
+    }
+
+    /// Adds everything `other` saw, as if its values had been added here. The kept sample
+    /// stays bounded: past the limit, random values are let go.
+    pub fn merge(&mut self, other: &RunningStats) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            let (limit, rng) = (self.limit, self.rng);
+            *self = other.clone();
+            self.limit = limit;
+            self.rng = rng;
+        } else {
+            // `other`'s sums are relative to its own shift `k`; move them to ours.
+            let d = other.k - self.k;
+            let n = other.n as f64;
+            self.ex += other.ex + n * d;
+            self.ex2 += other.ex2 + 2.0 * d * other.ex + n * d * d;
+            self.n = self.n.saturating_add(other.n);
+            self.sum += other.sum;
+            self.lower = self.lower.min(other.lower);
+            self.upper = self.upper.max(other.upper);
+            self.seen = self.seen.saturating_add(other.seen);
+            self.reservoir.extend_from_slice(&other.reservoir);
+        }
+        while self.reservoir.len() > self.limit {
+            let len = self.reservoir.len() as u64;
+            let j = self.next_random() % len;
+            self.reservoir.swap_remove(usize::try_from(j).unwrap_or(0));
         }
     }
 
@@ -336,20 +503,20 @@ impl<'a> TagBuf<'a> {
     }
 }
 
-/// The per-instance aggregator. Not thread-safe by itself; one thread feeds it.
+/// The settings as the aggregator and its drains use them.
 #[derive(Debug)]
-pub struct Aggregator {
+struct Rules {
     cfg: AggregatorConfig,
     separator: String,
-    series: HashMap<Box<str>, Series>,
-    events: Vec<Point>,
-    key: String,
     percentile_names: Vec<String>,
+    /// `[inputs.statsd.tags]` that are not dropped, sorted by key.
+    config_tags: Vec<(String, String)>,
+    /// Whether any series type outlives a flush (some `delete_*` is false).
+    keeps_any: bool,
 }
 
-impl Aggregator {
-    /// An empty aggregator.
-    pub fn new(cfg: AggregatorConfig) -> Aggregator {
+impl Rules {
+    fn new(cfg: AggregatorConfig) -> Rules {
         let separator = if cfg.metric_separator.is_empty() {
             "_".to_string()
         } else {
@@ -360,22 +527,259 @@ impl Aggregator {
             .iter()
             .map(|p| format!("{p}_percentile"))
             .collect();
-        Aggregator {
-            cfg,
+        let keeps_any =
+            !(cfg.delete_counters && cfg.delete_gauges && cfg.delete_sets && cfg.delete_timings);
+        let mut rules = Rules {
             separator,
+            percentile_names,
+            config_tags: Vec::new(),
+            keeps_any,
+            cfg,
+        };
+        let mut config_tags: Vec<(String, String)> = rules
+            .cfg
+            .tags
+            .iter()
+            .filter(|(k, _)| !rules.is_dropped(k))
+            .cloned()
+            .collect();
+        config_tags.sort_by(|a, b| a.0.cmp(&b.0));
+        // The last of same-named config tags wins.
+        config_tags.reverse();
+        config_tags.dedup_by(|a, b| a.0 == b.0);
+        config_tags.reverse();
+        rules.config_tags = config_tags;
+        rules
+    }
+
+    fn is_dropped(&self, key: &str) -> bool {
+        self.cfg.drop_tags.iter().any(|d| d == key) || self.cfg.remove_keys.iter().any(|d| d == key)
+    }
+
+    /// Settles line tags: drops those overridden by `[inputs.statsd.tags]`, in `drop_tags`
+    /// or removed keys, keeps the last of duplicates, sorts by key. Config tags are not
+    /// included (they are the same for every series).
+    fn settle_line_tags<'t, 'a>(&self, tags: &'t mut TagBuf<'a>) -> &'t [(&'a str, &'a str)] {
+        let slice = tags.as_mut_slice();
+        let mut out = 0;
+        for i in 0..slice.len() {
+            let key = slice[i].0;
+            let superseded = slice[i + 1..].iter().any(|t| t.0 == key)
+                || self.cfg.tags.iter().any(|(k, _)| k == key);
+            if !superseded && !self.is_dropped(key) {
+                slice[out] = slice[i];
+                out += 1;
+            }
+        }
+        tags.truncate(out);
+        let settled = tags.as_mut_slice();
+        settled.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        settled
+    }
+
+    /// The final tags of a point: settled line tags (sorted) plus config tags, sorted by key.
+    fn point_tags<'a>(
+        &self,
+        line: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::with_capacity(8 + self.config_tags.len());
+        let mut conf = self.config_tags.iter().peekable();
+        for (k, v) in line {
+            while let Some((ck, cv)) = conf.next_if(|(ck, _)| ck.as_str() < k) {
+                out.push((ck.clone(), cv.clone()));
+            }
+            out.push((k.to_string(), v.to_string()));
+        }
+        out.extend(conf.cloned());
+        out
+    }
+
+    /// Measurement and field of a joined name, or `None` when either would be empty.
+    fn split_name<'a>(&'a self, name: &'a str) -> Option<(&'a str, &'a str)> {
+        let (m, f) = if self.cfg.metric_mapping.is_empty() {
+            name.split_once(self.separator.as_str())
+                .unwrap_or((name, name))
+        } else {
+            let best = self
+                .cfg
+                .metric_mapping
+                .iter()
+                .filter(|(from, _)| name.starts_with(from.as_str()))
+                .fold(None::<&(String, String)>, |best, m| match best {
+                    Some(b) if b.0.len() >= m.0.len() => Some(b),
+                    _ => Some(m),
+                });
+            match best {
+                Some((from, to)) => (to.as_str(), &name[from.len()..]),
+                None => (name, name),
+            }
+        };
+        if m.is_empty() || f.is_empty() {
+            None
+        } else {
+            Some((m, f))
+        }
+    }
+
+    /// The point of one series at a flush at `now_ns` (`None` for statistics without values).
+    fn point(&self, key: &[u8], s: &mut Series, now_ns: i64) -> Option<Point> {
+        let view = KeyView::parse(key)?;
+        let (measurement, field) = match s.kind {
+            Kind::Check => (SERVICE_CHECK_MEASUREMENT, "status"),
+            _ => self.split_name(view.name)?,
+        };
+        let mut p = Point::new(measurement, view.time.unwrap_or(now_ns));
+        match &mut s.acc {
+            Acc::Float(v) => p.fields.push((field.to_string(), Value::F(*v))),
+            Acc::Int(v) => p.fields.push((field.to_string(), Value::I(*v))),
+            Acc::Set(set) => p.fields.push((
+                field.to_string(),
+                Value::I(i64::try_from(set.len()).unwrap_or(i64::MAX)),
+            )),
+            Acc::Check(status) => p.fields.push((field.to_string(), Value::I(status.code()))),
+            Acc::Stats(stats) => {
+                if stats.count() == 0 {
+                    return None;
+                }
+                let f = field;
+                p.fields.reserve(6 + self.percentile_names.len());
+                p.fields.push((
+                    format!("{f}_count"),
+                    Value::I(i64::try_from(stats.count()).unwrap_or(i64::MAX)),
+                ));
+                p.fields.push((format!("{f}_sum"), Value::F(stats.sum())));
+                p.fields.push((format!("{f}_mean"), Value::F(stats.mean())));
+                p.fields
+                    .push((format!("{f}_lower"), Value::F(stats.lower())));
+                p.fields
+                    .push((format!("{f}_upper"), Value::F(stats.upper())));
+                p.fields
+                    .push((format!("{f}_stddev"), Value::F(stats.stddev())));
+                for (pct, name) in self.cfg.percentiles.iter().zip(&self.percentile_names) {
+                    p.fields
+                        .push((format!("{f}_{name}"), Value::F(stats.percentile(*pct))));
+                }
+            }
+        }
+        p.tags = self.point_tags(view.tags());
+        Some(p)
+    }
+
+    /// Whether a series outlives the flush at `now_ns` (`delete_*`, `max_ttl`).
+    fn keeps(&self, key: &[u8], s: &Series, now_ns: i64) -> bool {
+        let cfg = &self.cfg;
+        let delete = is_timed(key)
+            || match s.kind {
+                Kind::Counter => cfg.delete_counters,
+                Kind::Gauge => cfg.delete_gauges,
+                Kind::Set => cfg.delete_sets,
+                Kind::Stats(_) => cfg.delete_timings,
+                Kind::Check => true,
+            };
+        let ttl = i64::try_from(cfg.max_ttl.as_nanos()).unwrap_or(i64::MAX);
+        let expired = ttl > 0 && now_ns.saturating_sub(s.last_update) > ttl;
+        !delete && !expired
+    }
+}
+
+/// The per-instance aggregator. Not thread-safe by itself; one thread feeds it.
+#[derive(Debug)]
+pub struct Aggregator {
+    rules: Arc<Rules>,
+    series: HashMap<Key, Series>,
+    events: Vec<Point>,
+    /// Scratch space for the key of the sample at hand.
+    key: Vec<u8>,
+    /// Distinct set members held (each counts against `max_series` like a series).
+    members: usize,
+    /// Series and set members a flush in progress took and may give back (counted against
+    /// `max_series`).
+    held: usize,
+}
+
+/// A flush in progress: the series taken from an [`Aggregator`], turned into points chunk by
+/// chunk ([`Drain::next_chunk`]) without holding the aggregator, then the survivors handed
+/// back ([`Drain::finish`], [`Aggregator::restore`]).
+#[derive(Debug)]
+pub struct Drain {
+    rules: Arc<Rules>,
+    series: std::collections::hash_map::IntoIter<Key, Series>,
+    now_ns: i64,
+    kept: Vec<(Key, Series)>,
+    events: Vec<Point>,
+}
+
+/// The series a flush keeps, to give back with [`Aggregator::restore`].
+#[derive(Debug, Default)]
+pub struct Kept(Vec<(Key, Series)>);
+
+impl Kept {
+    /// Number of series kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no series is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drain {
+    /// Series not yet turned into points.
+    pub fn remaining(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Appends the points of up to `max` more series to `out`; `false` once every series
+    /// has been seen.
+    pub fn next_chunk(&mut self, max: usize, out: &mut Vec<Point>) -> bool {
+        let mut added = 0;
+        while added < max {
+            let Some((key, mut s)) = self.series.next() else {
+                return false;
+            };
+            if let Some(p) = self.rules.point(&key, &mut s, self.now_ns) {
+                out.push(p);
+                added += 1;
+            }
+            if self.rules.keeps(&key, &s, self.now_ns) {
+                self.kept.push((key, s));
+            }
+        }
+        self.series.len() > 0
+    }
+
+    /// The events pending at the flush, in arrival order.
+    pub fn take_events(&mut self) -> Vec<Point> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The series to give back (the rest, if the drain was not run to its end, are dropped).
+    pub fn finish(self) -> Kept {
+        Kept(self.kept)
+    }
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(cfg: AggregatorConfig) -> Aggregator {
+        Aggregator {
+            rules: Arc::new(Rules::new(cfg)),
             series: HashMap::new(),
             events: Vec::new(),
-            key: String::with_capacity(256),
-            percentile_names,
+            key: Vec::with_capacity(256),
+            members: 0,
+            held: 0,
         }
     }
 
     /// The settings.
     pub fn config(&self) -> &AggregatorConfig {
-        &self.cfg
+        &self.rules.cfg
     }
 
-    /// Number of series held (all types).
+    /// Number of series held (all types), not counting those a flush in progress took.
     pub fn series_len(&self) -> usize {
         self.series.len()
     }
@@ -400,7 +804,7 @@ impl Aggregator {
             MetricType::Counter => Kind::Counter,
             MetricType::Gauge => Kind::Gauge,
             MetricType::Set => Kind::Set,
-            MetricType::Distribution if !self.cfg.distributions => return Outcome::Ignored,
+            MetricType::Distribution if !self.rules.cfg.distributions => return Outcome::Ignored,
             other => Kind::Stats(other),
         };
         let time = match kind {
@@ -416,17 +820,27 @@ impl Aggregator {
             tags.push(k, v);
         }
         let name = self.build_key(kind, time, NameForm::Joined(s.name), &mut tags);
-        if let Some(series) = self.series.get_mut(self.key.as_str()) {
-            update(series, s, now_ns);
-            return Outcome::Added;
-        }
-        match self.create(kind, time, name, &mut tags, now_ns) {
-            Some(series) => {
-                update(series, s, now_ns);
+        let room = self.used() < self.rules.cfg.max_series;
+        let series = match self.series.get_mut(self.key.as_slice()) {
+            Some(series) => series,
+            None => match self.create(kind, name, now_ns) {
+                Ok(series) => series,
+                Err(outcome) => return outcome,
+            },
+        };
+        match update(series, s, now_ns, room) {
+            Some(true) => {
+                self.members += 1;
                 Outcome::Added
             }
-            None => Outcome::EmptyName,
+            Some(false) => Outcome::Added,
+            None => Outcome::SeriesCap,
         }
+    }
+
+    /// Series and set members held or held back by a flush, as counted against `max_series`.
+    fn used(&self) -> usize {
+        self.series.len() + self.members + self.held
     }
 
     fn add_check(&mut self, sc: &ServiceCheck<'_>, now_ns: i64) -> Outcome {
@@ -446,11 +860,11 @@ impl Aggregator {
             NameForm::Fixed(SERVICE_CHECK_MEASUREMENT),
             &mut tags,
         );
-        let series = match self.series.get_mut(self.key.as_str()) {
+        let series = match self.series.get_mut(self.key.as_slice()) {
             Some(series) => series,
-            None => match self.create(Kind::Check, time, name, &mut tags, now_ns) {
-                Some(series) => series,
-                None => return Outcome::EmptyName,
+            None => match self.create(Kind::Check, name, now_ns) {
+                Ok(series) => series,
+                Err(outcome) => return outcome,
             },
         };
         series.last_update = now_ns;
@@ -459,7 +873,7 @@ impl Aggregator {
     }
 
     fn add_event(&mut self, e: &Event<'_>, now_ns: i64) -> Outcome {
-        if self.events.len() >= self.cfg.max_pending_events {
+        if self.events.len() >= self.rules.cfg.max_pending_events {
             return Outcome::EventOverflow;
         }
         let status = match e.alert_type {
@@ -491,54 +905,14 @@ impl Aggregator {
             .and_then(|t| t.checked_mul(1_000_000_000))
             .unwrap_or(now_ns);
         let mut p = Point::new(EVENT_MEASUREMENT, time);
-        p.tags = self.owned_tags(&mut tags);
+        let rules = &self.rules;
+        p.tags = rules.point_tags(rules.settle_line_tags(&mut tags).iter().copied());
         p.fields
             .push(("df_title".into(), Value::S(e.title.to_string())));
         p.fields
             .push(("df_message".into(), Value::S(e.text.replace("\\n", "\n"))));
         self.events.push(p);
         Outcome::Added
-    }
-
-    /// Settles line tags: drops those overridden by `[inputs.statsd.tags]`, in `drop_tags`
-    /// or removed keys, keeps the last of duplicates, sorts by key. Config tags are not
-    /// included (they are the same for every series).
-    fn settle_line_tags<'t, 'a>(&self, tags: &'t mut TagBuf<'a>) -> &'t [(&'a str, &'a str)] {
-        let slice = tags.as_mut_slice();
-        let mut out = 0;
-        for i in 0..slice.len() {
-            let key = slice[i].0;
-            let superseded = slice[i + 1..].iter().any(|t| t.0 == key)
-                || self.cfg.tags.iter().any(|(k, _)| k == key);
-            if !superseded && !self.is_dropped(key) {
-                slice[out] = slice[i];
-                out += 1;
-            }
-        }
-        tags.truncate(out);
-        let settled = tags.as_mut_slice();
-        settled.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        settled
-    }
-
-    fn is_dropped(&self, key: &str) -> bool {
-        self.cfg.drop_tags.iter().any(|d| d == key) || self.cfg.remove_keys.iter().any(|d| d == key)
-    }
-
-    /// The final tags of a point: settled line tags plus config tags, sorted by key.
-    fn owned_tags(&self, tags: &mut TagBuf<'_>) -> Vec<(String, String)> {
-        let mut all: Vec<(String, String)> = self
-            .settle_line_tags(tags)
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        for (k, v) in &self.cfg.tags {
-            if !self.is_dropped(k) {
-                all.push((k.clone(), v.clone()));
-            }
-        }
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        all
     }
 
     /// Writes the series key into `self.key`; returns the byte range of the name in it.
@@ -549,140 +923,133 @@ impl Aggregator {
         name: NameForm<'_>,
         tags: &mut TagBuf<'_>,
     ) -> (usize, usize) {
-        let mut key = std::mem::take(&mut self.key);
+        let key = &mut self.key;
         key.clear();
-        key.push(kind.code());
-        if let Some(t) = time {
-            let _ = write!(key, "{t}");
+        match time {
+            Some(t) => {
+                key.push(kind.code() | TIMED);
+                key.extend_from_slice(&t.to_le_bytes());
+            }
+            None => key.push(kind.code()),
         }
-        key.push('\0');
-        let start = key.len();
-        match name {
+        let (start, end) = match name {
             NameForm::Joined(n) => {
+                let sep = self.rules.separator.as_str();
+                let dots = n.bytes().filter(|b| *b == b'.').count();
+                let len = n.len() - dots + dots * sep.len();
+                put_len(key, len);
+                let start = key.len();
                 for (i, part) in n.split('.').enumerate() {
                     if i > 0 {
-                        key.push_str(&self.separator);
+                        key.extend_from_slice(sep.as_bytes());
                     }
-                    key.push_str(part);
+                    key.extend_from_slice(part.as_bytes());
                 }
+                (start, key.len())
             }
-            NameForm::Fixed(n) => key.push_str(n),
+            NameForm::Fixed(n) => {
+                put_len(key, n.len());
+                let start = key.len();
+                key.extend_from_slice(n.as_bytes());
+                (start, key.len())
+            }
+        };
+        for (k, v) in self.rules.settle_line_tags(tags) {
+            put_str(key, k);
+            put_str(key, v);
         }
-        let end = key.len();
-        for (k, v) in self.settle_line_tags(tags) {
-            key.push('\0');
-            key.push_str(k);
-            key.push('\u{1}');
-            key.push_str(v);
-        }
-        self.key = key;
         (start, end)
     }
 
-    /// Creates the series for the key in `self.key` (`None` when its name is unusable).
+    /// Creates the series for the key in `self.key`; `Err` with the reason when its name is
+    /// unusable or `max_series` are held.
     fn create(
         &mut self,
         kind: Kind,
-        time: Option<i64>,
         (start, end): (usize, usize),
-        tags: &mut TagBuf<'_>,
         now_ns: i64,
-    ) -> Option<&mut Series> {
-        let (measurement, field) = match kind {
-            Kind::Check => (SERVICE_CHECK_MEASUREMENT.to_string(), "status".to_string()),
-            _ => self.split_name(&self.key[start..end])?,
-        };
+    ) -> Result<&mut Series, Outcome> {
+        if kind != Kind::Check {
+            let name =
+                std::str::from_utf8(&self.key[start..end]).map_err(|_| Outcome::EmptyName)?;
+            if self.rules.split_name(name).is_none() {
+                return Err(Outcome::EmptyName);
+            }
+        }
+        // A new set needs room for itself and its first member.
+        let need = if kind == Kind::Set { 2 } else { 1 };
+        if self.used() + need > self.rules.cfg.max_series {
+            return Err(Outcome::SeriesCap);
+        }
         let acc = match kind {
-            Kind::Counter if self.cfg.set_counter_int => Acc::Int(0),
+            Kind::Counter if self.rules.cfg.set_counter_int => Acc::Int(0),
             Kind::Counter | Kind::Gauge => Acc::Float(0.0),
-            Kind::Set => Acc::Set(HashSet::new()),
-            Kind::Stats(_) => Acc::Stats(Box::new(RunningStats::new(self.cfg.percentile_limit))),
+            Kind::Set => Acc::Set(Box::default()),
+            Kind::Stats(_) => {
+                Acc::Stats(Box::new(RunningStats::new(self.rules.cfg.percentile_limit)))
+            }
             Kind::Check => Acc::Check(CheckStatus::Unknown),
         };
         let series = Series {
-            kind,
-            measurement,
-            field,
-            tags: self.owned_tags(tags),
-            time,
-            last_update: now_ns,
             acc,
+            last_update: now_ns,
+            kind,
+            gauge_set: false,
         };
-        Some(
-            self.series
-                .entry(self.key.as_str().into())
-                .or_insert(series),
-        )
+        Ok(self
+            .series
+            .entry(Key::from(self.key.as_slice()))
+            .or_insert(series))
     }
 
-    /// Measurement and field of a joined name, or `None` when either would be empty.
-    fn split_name(&self, name: &str) -> Option<(String, String)> {
-        let (m, f) = if self.cfg.metric_mapping.is_empty() {
-            name.split_once(self.separator.as_str())
-                .unwrap_or((name, name))
+    /// Starts a flush at `now_ns`: takes every series and pending event (O(1)); new samples
+    /// go to fresh series meanwhile. Run the [`Drain`], then [`Aggregator::restore`] what it
+    /// kept. Until then the taken series still count against `max_series` when some may
+    /// come back.
+    pub fn take(&mut self, now_ns: i64) -> Drain {
+        let series = std::mem::take(&mut self.series);
+        self.held = if self.rules.keeps_any {
+            series.len() + self.members
         } else {
-            let best = self
-                .cfg
-                .metric_mapping
-                .iter()
-                .filter(|(from, _)| name.starts_with(from.as_str()))
-                .fold(None::<&(String, String)>, |best, m| match best {
-                    Some(b) if b.0.len() >= m.0.len() => Some(b),
-                    _ => Some(m),
-                });
-            match best {
-                Some((from, to)) => (to.as_str(), &name[from.len()..]),
-                None => (name, name),
-            }
+            0
         };
-        if m.is_empty() || f.is_empty() {
-            None
-        } else {
-            Some((m.to_string(), f.to_string()))
+        self.members = 0;
+        Drain {
+            rules: self.rules.clone(),
+            series: series.into_iter(),
+            now_ns,
+            kept: Vec::new(),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    /// Gives back the series a flush kept, merged with what arrived for them since
+    /// [`Aggregator::take`].
+    pub fn restore(&mut self, kept: Kept) {
+        self.held = 0;
+        self.series.reserve(kept.0.len());
+        for (key, old) in kept.0 {
+            match self.series.get_mut(&key) {
+                Some(live) => self.members += live.absorb(old),
+                None => {
+                    if let Acc::Set(set) = &old.acc {
+                        self.members += set.len();
+                    }
+                    self.series.insert(key, old);
+                }
+            }
         }
     }
 
     /// Emits every series as points stamped `now_ns` (or their DogStatsD time), then applies
-    /// the `delete_*` settings and `max_ttl`.
+    /// the `delete_*` settings and `max_ttl`. All at once and sorted; the input streams
+    /// flushes with [`Aggregator::take`] instead.
     pub fn flush(&mut self, now_ns: i64) -> Flushed {
-        let mut metrics = Vec::with_capacity(self.series.len());
-        for s in self.series.values_mut() {
-            let mut p = Point::new(s.measurement.clone(), s.time.unwrap_or(now_ns));
-            p.tags = s.tags.clone();
-            match &mut s.acc {
-                Acc::Float(v) => p.fields.push((s.field.clone(), Value::F(*v))),
-                Acc::Int(v) => p.fields.push((s.field.clone(), Value::I(*v))),
-                Acc::Set(set) => p.fields.push((
-                    s.field.clone(),
-                    Value::I(i64::try_from(set.len()).unwrap_or(i64::MAX)),
-                )),
-                Acc::Check(status) => p.fields.push((s.field.clone(), Value::I(status.code()))),
-                Acc::Stats(stats) => {
-                    if stats.count() == 0 {
-                        continue;
-                    }
-                    let f = &s.field;
-                    p.fields.reserve(6 + self.percentile_names.len());
-                    p.fields.push((
-                        format!("{f}_count"),
-                        Value::I(i64::try_from(stats.count()).unwrap_or(i64::MAX)),
-                    ));
-                    p.fields.push((format!("{f}_sum"), Value::F(stats.sum())));
-                    p.fields.push((format!("{f}_mean"), Value::F(stats.mean())));
-                    p.fields
-                        .push((format!("{f}_lower"), Value::F(stats.lower())));
-                    p.fields
-                        .push((format!("{f}_upper"), Value::F(stats.upper())));
-                    p.fields
-                        .push((format!("{f}_stddev"), Value::F(stats.stddev())));
-                    for (pct, name) in self.cfg.percentiles.iter().zip(&self.percentile_names) {
-                        p.fields
-                            .push((format!("{f}_{name}"), Value::F(stats.percentile(*pct))));
-                    }
-                }
-            }
-            metrics.push(p);
-        }
+        let mut drain = self.take(now_ns);
+        let mut metrics = Vec::with_capacity(drain.remaining());
+        while drain.next_chunk(usize::MAX, &mut metrics) {}
+        let events = drain.take_events();
+        self.restore(drain.finish());
         metrics.sort_by(|a, b| {
             (&a.name, &a.tags, a.fields.first().map(|f| &f.0)).cmp(&(
                 &b.name,
@@ -690,30 +1057,13 @@ impl Aggregator {
                 b.fields.first().map(|f| &f.0),
             ))
         });
-
-        let cfg = &self.cfg;
-        let ttl = i64::try_from(cfg.max_ttl.as_nanos()).unwrap_or(i64::MAX);
-        self.series.retain(|_, s| {
-            let delete = s.time.is_some()
-                || match s.kind {
-                    Kind::Counter => cfg.delete_counters,
-                    Kind::Gauge => cfg.delete_gauges,
-                    Kind::Set => cfg.delete_sets,
-                    Kind::Stats(_) => cfg.delete_timings,
-                    Kind::Check => true,
-                };
-            let expired = ttl > 0 && now_ns.saturating_sub(s.last_update) > ttl;
-            !delete && !expired
-        });
-        Flushed {
-            metrics,
-            events: std::mem::take(&mut self.events),
-        }
+        Flushed { metrics, events }
     }
 }
 
-/// Adds one sample to its series.
-fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64) {
+/// Adds one sample to its series: `Some(true)` when it added a set member, `None` when it
+/// would have and there is no `room` for one.
+fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64, room: bool) -> Option<bool> {
     series.last_update = now_ns;
     let rated = |value: f64| s.rate.map_or(value, |r| value / r);
     match (&mut series.acc, s.value) {
@@ -729,10 +1079,15 @@ fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64) {
                 *g += value;
             } else {
                 *g = value;
+                series.gauge_set = true;
             }
         }
         (Acc::Set(set), SampleValue::Text(member)) if !set.contains(member) => {
+            if !room {
+                return None;
+            }
             set.insert(member.into());
+            return Some(true);
         }
         (Acc::Stats(stats), SampleValue::Number { value, .. }) => {
             let weight = s.rate.map_or(1, |r| (1.0 / r).floor().max(1.0) as u64);
@@ -740,6 +1095,7 @@ fn update(series: &mut Series, s: &Sample<'_>, now_ns: i64) {
         }
         _ => {}
     }
+    Some(false)
 }
 
 #[derive(Clone, Copy)]
@@ -1243,6 +1599,245 @@ mod tests {
             panic!("float");
         };
         assert!((2000.0..8000.0).contains(&median), "{median}");
+    }
+
+    #[test]
+    fn new_series_past_max_series_are_refused_while_held_ones_still_update() {
+        let cfg = AggregatorConfig {
+            max_series: 2,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        assert_eq!(
+            feed(
+                &mut agg,
+                "a.x:1|c\nb.x:1|g\nc.x:1|c\na.x:2|c\nb.x:7|g\n_sc|chk|0"
+            ),
+            vec![
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::SeriesCap,
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::SeriesCap,
+            ]
+        );
+        assert_eq!(agg.series_len(), 2);
+        let pts = agg.flush(T0).metrics;
+        assert_eq!(pts.len(), 2);
+        assert_eq!(field(&pts[0], "x"), Value::F(3.0));
+        assert_eq!(field(&pts[1], "x"), Value::F(7.0));
+        // The flush emptied the aggregator: new series are welcome again.
+        assert_eq!(feed(&mut agg, "c.x:1|c"), vec![Outcome::Added]);
+    }
+
+    #[test]
+    fn set_members_count_against_max_series_like_series() {
+        let cfg = AggregatorConfig {
+            max_series: 4,
+            delete_sets: false,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        // The set and its first two members take three of four; a counter takes the last.
+        assert_eq!(
+            feed(
+                &mut agg,
+                "u.ids:a|s\nu.ids:b|s\nc.x:1|c\nu.ids:c|s\nu.ids:a|s\nd.x:1|c"
+            ),
+            vec![
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::Added,
+                Outcome::SeriesCap,
+                Outcome::Added,
+                Outcome::SeriesCap,
+            ]
+        );
+        let pts = agg.flush(T0).metrics;
+        let set = pts.iter().find(|p| p.name == "u").expect("set");
+        assert_eq!(field(set, "ids"), Value::I(2));
+        // The counter is gone, the kept set still holds its two members: one unit is free.
+        assert_eq!(
+            feed(&mut agg, "u.ids:c|s\nu.ids:d|s"),
+            vec![Outcome::Added, Outcome::SeriesCap]
+        );
+        assert_eq!(field(&agg.flush(T0 + 1).metrics[0], "ids"), Value::I(3));
+    }
+
+    #[test]
+    fn series_a_flush_may_give_back_count_against_the_cap_until_it_does() {
+        let cfg = AggregatorConfig {
+            max_series: 3,
+            delete_gauges: false,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        feed(&mut agg, "g.a:1|g\ng.b:1|g");
+        let mut drain = agg.take(T0);
+        assert_eq!(agg.series_len(), 0);
+        // Two series are out with the flush and may come back: room for one more.
+        assert_eq!(
+            feed(&mut agg, "n.a:1|c\nn.b:1|c"),
+            vec![Outcome::Added, Outcome::SeriesCap]
+        );
+        let mut pts = Vec::new();
+        while drain.next_chunk(1, &mut pts) {}
+        assert_eq!(pts.len(), 2);
+        agg.restore(drain.finish());
+        assert_eq!(agg.series_len(), 3);
+
+        // Without kept types nothing comes back, so the taken series leave room at once.
+        let mut agg = Aggregator::new(AggregatorConfig {
+            max_series: 2,
+            ..AggregatorConfig::default()
+        });
+        feed(&mut agg, "c.a:1|c\nc.b:1|c");
+        let drain = agg.take(T0);
+        assert_eq!(
+            feed(&mut agg, "n.a:1|c\nn.b:1|c"),
+            vec![Outcome::Added, Outcome::Added]
+        );
+        assert!(drain.finish().is_empty());
+    }
+
+    #[test]
+    fn kept_series_absorb_what_arrived_while_their_flush_ran() {
+        let keep_all = AggregatorConfig {
+            delete_counters: false,
+            delete_gauges: false,
+            delete_sets: false,
+            delete_timings: false,
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(keep_all);
+        feed(
+            &mut agg,
+            "c.x:5|c\ng.abs:10|g\ng.rel:10|g\ns.x:a|s\ns.x:b|s\nt.x:1|ms\nt.x:3|ms\n_sc|chk|0",
+        );
+        let mut drain = agg.take(T0);
+        let mut first = Vec::new();
+        while drain.next_chunk(2, &mut first) {}
+        // Checks are never kept; the other five are.
+        assert_eq!(first.len(), 6);
+        // Meanwhile, for the same series:
+        feed(
+            &mut agg,
+            "c.x:2|c\ng.abs:4|g\ng.rel:+1|g\ns.x:b|s\ns.x:c|s\nt.x:5|ms\nt.x:7|ms",
+        );
+        agg.restore(drain.finish());
+        assert_eq!(agg.series_len(), 5);
+        let pts = agg.flush(T0 + 1).metrics;
+        let by = |m: &str, f: &str| {
+            pts.iter()
+                .find(|p| p.name == m && p.get_field(f).is_some())
+                .unwrap_or_else(|| panic!("{m}.{f} in {pts:?}"))
+                .clone()
+        };
+        assert_eq!(field(&by("c", "x"), "x"), Value::F(7.0));
+        assert_eq!(field(&by("g", "abs"), "abs"), Value::F(4.0));
+        assert_eq!(field(&by("g", "rel"), "rel"), Value::F(11.0));
+        assert_eq!(field(&by("s", "x"), "x"), Value::I(3));
+        let t = by("t", "x_count");
+        assert_eq!(field(&t, "x_count"), Value::I(4));
+        assert_eq!(field(&t, "x_sum"), Value::F(16.0));
+        assert_eq!(field(&t, "x_mean"), Value::F(4.0));
+        assert_eq!(field(&t, "x_lower"), Value::F(1.0));
+        assert_eq!(field(&t, "x_upper"), Value::F(7.0));
+        assert_eq!(field(&t, "x_stddev"), Value::F(5.0f64.sqrt()));
+    }
+
+    #[test]
+    fn merged_statistics_equal_those_of_every_value_and_keep_a_bounded_sample() {
+        let mut all = RunningStats::new(8);
+        let mut a = RunningStats::new(8);
+        let mut b = RunningStats::new(8);
+        for i in 0..20 {
+            let v = f64::from(i * i % 17) + 0.5;
+            all.add(v, 2);
+            if i < 7 { a.add(v, 2) } else { b.add(v, 2) }
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        assert_eq!(a.sum(), all.sum());
+        assert_eq!((a.lower(), a.upper()), (all.lower(), all.upper()));
+        assert!((a.mean() - all.mean()).abs() < 1e-9);
+        assert!((a.stddev() - all.stddev()).abs() < 1e-9);
+        assert_eq!(a.reservoir.len(), 8);
+        let mut empty = RunningStats::new(8);
+        empty.merge(&all);
+        assert_eq!((empty.count(), empty.sum()), (all.count(), all.sum()));
+    }
+
+    #[test]
+    fn names_and_tags_holding_separator_bytes_stay_distinct_series() {
+        // With separator characters as key delimiters these two would share one key.
+        let mut agg = Aggregator::new(AggregatorConfig::default());
+        feed(&mut agg, "a.b:1|c|#k:v\u{0}l\u{1}w\na.b:2|c|#k:v,l:w");
+        let pts = agg.flush(T0).metrics;
+        assert_eq!(pts.len(), 2, "{pts:?}");
+        let one = pts
+            .iter()
+            .find(|p| p.get_tag("l") == Some("w"))
+            .expect("two tags");
+        assert_eq!(field(one, "b"), Value::F(2.0));
+        let other = pts
+            .iter()
+            .find(|p| p.get_tag("l").is_none())
+            .expect("one tag");
+        assert_eq!(other.get_tag("k"), Some("v\u{0}l\u{1}w"));
+    }
+
+    #[test]
+    fn a_drain_hands_out_chunks_no_larger_than_asked_and_loses_nothing() {
+        let mut agg = Aggregator::new(AggregatorConfig::default());
+        let mut data = String::new();
+        for i in 0..25 {
+            data.push_str(&format!("m.f{i}:{i}|c\n"));
+        }
+        feed(&mut agg, &data);
+        let mut drain = agg.take(T0);
+        let mut sizes = Vec::new();
+        let mut all = Vec::new();
+        loop {
+            let mut chunk = Vec::new();
+            let more = drain.next_chunk(10, &mut chunk);
+            sizes.push(chunk.len());
+            all.extend(chunk);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(sizes, vec![10, 10, 5]);
+        let mut got: Vec<f64> = all
+            .iter()
+            .map(|p| match p.fields[0].1 {
+                Value::F(v) => v,
+                _ => f64::NAN,
+            })
+            .collect();
+        got.sort_by(f64::total_cmp);
+        assert_eq!(got, (0..25).map(f64::from).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn config_tags_merge_into_the_sorted_line_tags_of_series_and_events() {
+        let cfg = AggregatorConfig {
+            tags: vec![("zz".into(), "1".into()), ("aa".into(), "2".into())],
+            ..AggregatorConfig::default()
+        };
+        let mut agg = Aggregator::new(cfg);
+        feed(&mut agg, "m.f:1|c|#mm:x");
+        let pts = agg.flush(T0).metrics;
+        assert_eq!(
+            tags(&pts[0]),
+            vec![
+                ("aa", "2"),
+                ("metric_type", "counter"),
+                ("mm", "x"),
+                ("zz", "1")
+            ]
+        );
     }
 
     #[test]

@@ -210,6 +210,8 @@ struct StatsdToml {
     save_above_key: bool,
     #[serde(with = "dk_worker::config::go")]
     max_ttl: Duration,
+    /// Not in Datakit: the most series (and distinct set members) held.
+    max_series: usize,
     // Accepted and unused, as in Datakit.
     udp_packet_size: usize,
     max_tcp_connections: usize,
@@ -246,6 +248,7 @@ impl Default for StatsdToml {
             statsd_host_key: String::new(),
             save_above_key: false,
             max_ttl: Duration::ZERO,
+            max_series: aggregate.max_series,
             udp_packet_size: 0,
             max_tcp_connections: 0,
             tcp_keep_alive: false,
@@ -396,6 +399,16 @@ fn check(t: StatsdToml, p: &mut Problems) -> StatsdConfig {
             .collect();
     }
     a.max_ttl = t.max_ttl;
+    // Not in Datakit: a bound on the series held, so a sender of endless distinct names
+    // cannot grow the worker until it is killed.
+    if t.max_series == 0 {
+        p.error(
+            "max_series",
+            "must be at least 1 (0 would drop every sample); write e.g. max_series = 200000",
+        );
+    } else {
+        a.max_series = t.max_series;
+    }
     cfg
 }
 
@@ -666,6 +679,22 @@ mod tests {
         assert_eq!(
             clamp_interval(Duration::from_secs(600)),
             Err((Duration::from_secs(600), Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn max_series_bounds_the_aggregator_and_refuses_zero() {
+        assert_eq!(
+            parse("").expect("valid").aggregate.max_series,
+            crate::aggregate::DEFAULT_MAX_SERIES
+        );
+        let cfg = parse("max_series = 5000").expect("valid");
+        assert_eq!(cfg.aggregate.max_series, 5000);
+        let problems = parse("max_series = 0").expect_err("zero refused");
+        assert_eq!(keys(&problems), vec!["max_series"]);
+        assert!(
+            problems[0].message.contains("max_series = 200000"),
+            "{problems:?}"
         );
     }
 }

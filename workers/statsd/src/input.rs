@@ -49,6 +49,12 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 const MAX_QUEUED_BATCHES: usize = 4096;
 /// Points per emitter call (as Datakit's feed batches).
 const FEED_BATCH: usize = 1024;
+/// Points per feed of a flush. The emitter's channel holds a fixed number of feeds whatever
+/// their size, so small feeds bound what a large flush leaves waiting there (the sender
+/// regroups feeds into batches of 1000 points for the supervisor, so the wire is unchanged).
+const FLUSH_FEED: usize = 128;
+/// Feeds a flush prepares ahead of the emitter.
+const FLUSH_AHEAD: usize = 8;
 /// Minimum time between two warnings of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -65,6 +71,7 @@ pub struct StatsdMetrics {
     parse_errors: Family<Labels, Counter>,
     points: Family<Labels, Counter>,
     series: Family<Labels, Gauge>,
+    series_dropped: Family<Labels, Counter>,
 }
 
 impl StatsdMetrics {
@@ -103,6 +110,11 @@ impl StatsdMetrics {
             "datakit_statsd_series",
             "Series held by the aggregator after the last flush",
             self.series.clone(),
+        );
+        ctx.register_metric(
+            "datakit_statsd_series_dropped",
+            "Samples dropped because they would start a new series (or set member) while max_series are held",
+            self.series_dropped.clone(),
         );
     }
 }
@@ -484,6 +496,7 @@ struct ParseCounters {
     errors: Vec<Counter>,
     empty_name: Counter,
     events_dropped: Counter,
+    series_cap: Counter,
 }
 
 impl ParseCounters {
@@ -498,6 +511,7 @@ impl ParseCounters {
             errors: ParseError::REASONS.iter().map(|r| c(r)).collect(),
             empty_name: c("empty_measurement_or_field"),
             events_dropped: c("too_many_events"),
+            series_cap: counter(&m.series_dropped, &[("instance", instance)]),
         }
     }
 }
@@ -522,13 +536,18 @@ fn parse_loop(
     let mut window_errors = 0u64;
     let mut sample: Option<String> = None;
     let mut last_warn: Option<Instant> = None;
+    let mut cap_window = 0u64;
+    let mut cap_warned: Option<Instant> = None;
     for batch in rx.iter() {
         let mut empty_name = 0u64;
         let mut events_dropped = 0u64;
+        let mut series_cap = 0u64;
+        let max_series;
         {
             let Ok(mut agg) = agg.lock() else {
                 return;
             };
+            max_series = agg.config().max_series;
             for d in batch.datagrams() {
                 parse_datagram(d, opts, &mut |item| match item {
                     Item::Error(e, line) => {
@@ -540,6 +559,7 @@ fn parse_loop(
                     item => match agg.ingest(&item, batch.time_ns) {
                         Outcome::EmptyName => empty_name += 1,
                         Outcome::EventOverflow => events_dropped += 1,
+                        Outcome::SeriesCap => series_cap += 1,
                         Outcome::Added | Outcome::Ignored => {}
                     },
                 });
@@ -563,6 +583,23 @@ fn parse_loop(
         }
         if events_dropped > 0 {
             counters.events_dropped.inc_by(events_dropped);
+        }
+        if series_cap > 0 {
+            counters.series_cap.inc_by(series_cap);
+            cap_window += series_cap;
+            if cap_warned.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                tracing::warn!(
+                    input = INPUT_NAME,
+                    instance = %instance,
+                    dropped = cap_window,
+                    max_series,
+                    "statsd holds max_series series: samples of new series or set members are dropped \
+                     (datakit_statsd_series_dropped_total); raise max_series if they are wanted, \
+                     or find the sender of many distinct names or tag values"
+                );
+                cap_warned = Some(Instant::now());
+                cap_window = 0;
+            }
         }
         if window_errors > 0 && last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             tracing::warn!(
@@ -786,39 +823,71 @@ struct Flusher {
 
 impl Flusher {
     /// Flushes and emits; `false` when the runtime is gone.
+    ///
+    /// The series are taken from the aggregator at once (the parse thread goes on with fresh
+    /// ones) and turned into points [`FLUSH_FEED`] at a time on a blocking thread, at most
+    /// [`FLUSH_AHEAD`] batches ahead of the emitter, so a flush of a million series neither
+    /// stalls the async thread (health checks) nor holds all its points in memory at once.
     async fn flush(&self, ctx: &InputContext) -> bool {
-        let (out, series) = {
-            let Ok(mut agg) = self.agg.lock() else {
-                return false;
-            };
-            let out = agg.flush(now_ns());
-            (out, agg.series_len())
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Point>>(FLUSH_AHEAD);
+        let agg = self.agg.clone();
+        let work = tokio::task::spawn_blocking(move || -> Option<(Vec<Point>, usize)> {
+            let mut drain = agg.lock().ok()?.take(now_ns());
+            let events = drain.take_events();
+            loop {
+                let mut chunk = Vec::with_capacity(FLUSH_FEED.min(drain.remaining()));
+                let more = drain.next_chunk(FLUSH_FEED, &mut chunk);
+                if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+                    break;
+                }
+                if !more {
+                    break;
+                }
+            }
+            let kept = drain.finish();
+            let mut agg = agg.lock().ok()?;
+            agg.restore(kept);
+            Some((events, agg.series_len()))
+        });
+        let mut ok = true;
+        while let Some(chunk) = rx.recv().await {
+            self.points.inc_by(chunk.len() as u64);
+            if !ctx
+                .emitter
+                .emit(Category::Metric, INPUT_NAME, FeedOpts::default(), chunk)
+                .await
+            {
+                ok = false;
+                break;
+            }
+        }
+        drop(rx);
+        let Ok(Some((events, series))) = work.await else {
+            return false;
         };
         self.series.set(i64::try_from(series).unwrap_or(i64::MAX));
-        self.points
-            .inc_by((out.metrics.len() + out.events.len()) as u64);
-        emit_chunks(ctx, Category::Metric, out.metrics).await
-            && emit_chunks(ctx, Category::KeyEvent, out.events).await
+        self.points.inc_by(events.len() as u64);
+        ok && emit_chunks(ctx, Category::KeyEvent, events).await
     }
 }
 
-async fn emit_chunks(ctx: &InputContext, category: Category, mut points: Vec<Point>) -> bool {
-    while !points.is_empty() {
-        let rest = if points.len() > FEED_BATCH {
-            points.split_off(FEED_BATCH)
-        } else {
-            Vec::new()
-        };
+/// Emits `points` in feed batches, each in its own exactly sized vector (a batch split off a
+/// larger vector would keep the whole allocation alive while it waits in the emitter).
+async fn emit_chunks(ctx: &InputContext, category: Category, points: Vec<Point>) -> bool {
+    let mut rest = points.into_iter();
+    loop {
+        let batch: Vec<Point> = rest.by_ref().take(FEED_BATCH).collect();
+        if batch.is_empty() {
+            return true;
+        }
         if !ctx
             .emitter
-            .emit(category, INPUT_NAME, FeedOpts::default(), points)
+            .emit(category, INPUT_NAME, FeedOpts::default(), batch)
             .await
         {
             return false;
         }
-        points = rest;
     }
-    true
 }
 
 #[cfg(test)]
@@ -987,6 +1056,89 @@ mod tests {
             .expect("input stops")
             .expect("no panic");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_large_flush_streams_its_points_and_leaves_the_async_thread_free() {
+        const SERIES: usize = 300_000;
+        let mut agg = Aggregator::new(crate::aggregate::AggregatorConfig {
+            max_series: SERIES,
+            ..crate::aggregate::AggregatorConfig::default()
+        });
+        let mut line = String::new();
+        for i in 0..SERIES {
+            line.clear();
+            line.push_str(&format!("big.s{i}:{i}|c|#env:prod"));
+            parse_datagram(line.as_bytes(), ParseOptions::default(), &mut |item| {
+                agg.ingest(&item, 1);
+            });
+        }
+        assert_eq!(agg.series_len(), SERIES);
+        let (emitter, mut rx) = Emitter::channel(4);
+        let (ctx, _shutdown, _pause) = InputContext::for_test(emitter);
+        let flusher = Flusher {
+            agg: Arc::new(Mutex::new(agg)),
+            points: Counter::default(),
+            series: Gauge::default(),
+        };
+        // The health check runs on this same (single) thread: a ticker stands in for it.
+        let done = Arc::new(AtomicBool::new(false));
+        let (running_tx, running) = tokio::sync::oneshot::channel();
+        let ticker = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut last = Instant::now();
+                let mut worst = Duration::ZERO;
+                let mut running_tx = Some(running_tx);
+                while !done.load(Ordering::Relaxed) {
+                    if let Some(tx) = running_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    worst = worst.max(last.elapsed());
+                    last = Instant::now();
+                }
+                worst
+            })
+        };
+        running.await.expect("the ticker runs");
+        let consumer = tokio::spawn(async move {
+            let (mut points, mut feeds, mut largest, mut sum) = (0usize, 0usize, 0usize, 0.0);
+            while let Some(msg) = rx.recv().await {
+                if let Message::Feed(f) = msg {
+                    feeds += 1;
+                    largest = largest.max(f.points.len());
+                    points += f.points.len();
+                    for p in &f.points {
+                        if let Some(Value::F(v)) = p.fields.first().map(|f| &f.1) {
+                            sum += v;
+                        }
+                    }
+                }
+            }
+            (points, feeds, largest, sum)
+        });
+        let started = Instant::now();
+        assert!(flusher.flush(&ctx).await);
+        let took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        drop(ctx);
+        let worst = ticker.await.expect("ticker");
+        let (points, feeds, largest, sum) = consumer.await.expect("consumer");
+        assert_eq!(points, SERIES);
+        assert_eq!(flusher.points.get(), SERIES as u64);
+        assert_eq!(sum, (0..SERIES).map(|i| i as f64).sum::<f64>());
+        // Building (and, before, sorting) 300k points takes far longer than this in a debug
+        // build (the whole flush about 0.6 s; the thread's longest stall here about 10 ms).
+        assert!(
+            worst < Duration::from_millis(200),
+            "the async thread was blocked {worst:?} during a {took:?} flush"
+        );
+        assert!(
+            largest <= FLUSH_FEED && feeds >= SERIES / FLUSH_FEED,
+            "{feeds} feeds, largest {largest}"
+        );
+        assert_eq!(flusher.series.get(), 0);
     }
 
     #[tokio::test]
