@@ -6,7 +6,9 @@
 //! [`rpc`]. Nothing in this crate does I/O beyond encoding and decoding bytes.
 
 pub mod category;
+pub mod config;
 pub mod duration;
+pub mod family;
 pub mod json;
 pub mod lineproto;
 pub mod normalize;

@@ -236,3 +236,31 @@ pub trait Control {
     /// flight, or with why not within `deadline_ms` (the worker then goes on as before).
     async fn prepare_handover(deadline_ms: u64) -> Result<(), String>;
 }
+
+/// A bincode-over-length-delimited tarpc transport on a Unix stream.
+pub type UnixTransport<In, Out> = tarpc::serde_transport::Transport<
+    tokio::net::UnixStream,
+    In,
+    Out,
+    tarpc::tokio_serde::formats::Bincode<In, Out>,
+>;
+
+/// Wraps a connected Unix stream into a tarpc transport with the frame cap
+/// ([`MAX_FRAME_BYTES`]): the framing both ends of the worker sockets use.
+pub fn transport<In, Out>(stream: tokio::net::UnixStream) -> UnixTransport<In, Out>
+where
+    In: for<'de> Deserialize<'de>,
+    Out: Serialize,
+{
+    let framed = tarpc::tokio_util::codec::length_delimited::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_framed(stream);
+    tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default())
+}
+
+/// A tarpc context whose deadline is `timeout` from now.
+pub fn context_with_timeout(timeout: std::time::Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = std::time::Instant::now() + timeout;
+    ctx
+}

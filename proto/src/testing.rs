@@ -362,7 +362,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "expected a dozen seeds")]
     fn corpus_refuses_a_directory_with_few_seeds() {
-        Corpus::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+        Corpus::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches"));
     }
 
     #[test]

@@ -40,9 +40,10 @@ fn print_err(text: &str) {
 /// The config, or (errors, warnings).
 type Problems = (Vec<dk_config::Diagnostic>, Vec<dk_config::Diagnostic>);
 
-/// Runs `f` with every family, those named in the debug knob `DK_DEBUG_CONFIG_PANIC`
-/// (comma-separated) wrapped so that their config validation panics, to prove it is caught.
-fn with_config_families<T>(f: impl FnOnce(&[&dyn dk_worker::Family]) -> T) -> T {
+/// Runs `f` with every family as the config loader sees it (`dk_proto::family::Descriptor`),
+/// those named in the debug knob `DK_DEBUG_CONFIG_PANIC` (comma-separated) wrapped so that
+/// their config validation panics, to prove it is caught.
+fn with_config_families<T>(f: impl FnOnce(&[&dyn dk_proto::family::Descriptor]) -> T) -> T {
     let families = families::all();
     let panicking: Vec<dk_worker::misbehave::PanicInValidate> =
         std::env::var("DK_DEBUG_CONFIG_PANIC")
@@ -63,7 +64,15 @@ fn with_config_families<T>(f: impl FnOnce(&[&dyn dk_worker::Family]) -> T) -> T 
                 .map_or(f, |p| p as &dyn dk_worker::Family)
         })
         .collect();
-    f(&families)
+    let described: Vec<dk_worker::family::Described<'_>> = families
+        .into_iter()
+        .map(dk_worker::family::Described)
+        .collect();
+    let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
+        .iter()
+        .map(|d| d as &dyn dk_proto::family::Descriptor)
+        .collect();
+    f(&descriptors)
 }
 
 fn load(workdir: &Path) -> Result<Loaded, Problems> {

@@ -12,11 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dk_proto::rpc::transport;
 use dk_proto::rpc::{
     Ack, Batch, CONTROL_SOCKET, ControlClient, Hello, HelloReply, INGEST_SOCKET, Ingest, LastError,
     MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_CONNECTION, PROTO_VERSION,
 };
-use dk_worker::rpc::transport;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tarpc::server::{BaseChannel, Channel};

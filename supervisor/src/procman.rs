@@ -21,8 +21,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dk_proto::rpc::context_with_timeout;
 use dk_proto::rpc::{ControlClient, MAX_WORKER_METRICS_BYTES, WorkerConfig};
-use dk_worker::rpc::context_with_timeout;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use dk_proto::family::{Descriptor, ListenSpec};
 use dk_proto::rpc::InputSpec;
-use dk_worker::{Family, ListenSpec};
 
 use crate::diag::{Sink, toml_syntax_message};
 use crate::env::{Env, substitute};
@@ -114,7 +114,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Reads the instances of every file and of the default-enabled samples.
 pub(crate) struct Loader<'a> {
-    families: &'a [&'a dyn Family],
+    families: &'a [&'a dyn Descriptor],
     env: &'a dyn Env,
     defaults: &'a Defaults,
     /// Instances of disabled inputs skipped, per input name.
@@ -128,7 +128,7 @@ pub(crate) struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     pub(crate) fn new(
-        families: &'a [&'a dyn Family],
+        families: &'a [&'a dyn Descriptor],
         env: &'a dyn Env,
         defaults: &'a Defaults,
     ) -> Self {
@@ -143,7 +143,7 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn family_of(&self, input: &str) -> Option<&'a dyn Family> {
+    fn family_of(&self, input: &str) -> Option<&'a dyn Descriptor> {
         self.families
             .iter()
             .copied()
@@ -333,7 +333,7 @@ impl<'a> Loader<'a> {
                 }
             };
             for p in &problems {
-                let at = dk_worker::config::join(&key, &p.key);
+                let at = dk_proto::config::join(&key, &p.key);
                 if p.is_warning() {
                     sink.warn(file, at, p.message.clone());
                 } else {

@@ -22,8 +22,8 @@ mod main_conf;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use dk_proto::family::{Descriptor, ListenSpec};
 use dk_proto::rpc::InputSpec;
-use dk_worker::{Family, ListenSpec};
 
 pub use addr::ListenAddr;
 pub use diag::{ConfigErrors, Diagnostic};
@@ -189,7 +189,7 @@ pub fn confd_problems(workdir: &Path, confd: &Path) -> (Vec<Diagnostic>, Vec<Dia
 /// [`ConfigErrors`] with every error (warnings are not included).
 pub fn load(
     workdir: &Path,
-    families: &[&dyn Family],
+    families: &[&dyn Descriptor],
     env: &dyn Env,
 ) -> Result<Loaded, ConfigErrors> {
     load_with(workdir, families, env, &SystemProbe)
@@ -201,7 +201,7 @@ pub fn load(
 /// [`ConfigErrors`] with every error.
 pub fn load_with(
     workdir: &Path,
-    families: &[&dyn Family],
+    families: &[&dyn Descriptor],
     env: &dyn Env,
     probe: &dyn HostProbe,
 ) -> Result<Loaded, ConfigErrors> {
@@ -213,7 +213,7 @@ pub fn load_with(
 /// Loads and validates everything and reports all errors and warnings without deciding.
 pub fn inspect(
     workdir: &Path,
-    families: &[&dyn Family],
+    families: &[&dyn Descriptor],
     env: &dyn Env,
     probe: &dyn HostProbe,
 ) -> Report {
@@ -225,7 +225,7 @@ pub fn inspect(
 pub fn inspect_confd(
     workdir: &Path,
     confd: &Path,
-    families: &[&dyn Family],
+    families: &[&dyn Descriptor],
     env: &dyn Env,
     probe: &dyn HostProbe,
 ) -> Report {

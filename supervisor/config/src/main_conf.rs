@@ -149,7 +149,7 @@ pub struct InfluxSink {
     /// Gzip request bodies.
     pub gzip: bool,
     /// Request timeout.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub timeout: Duration,
     /// Categories sent (names or aliases). Defaults to `["metric"]`.
     pub categories: Vec<String>,
@@ -179,7 +179,7 @@ pub struct HttpApi {
     /// An extra Unix socket listener (absolute path), empty for none.
     pub listen_socket: String,
     /// Handler timeout (408 after it).
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub timeout: Duration,
     /// Close idle connections after `timeout`.
     pub close_idle_connection: bool,
@@ -192,7 +192,7 @@ pub struct HttpApi {
     /// Requests per second per route (0 or less = no limit).
     pub request_rate_limit: f64,
     /// Rate limiter TTL (accepted; Datakit ignores it).
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub request_rate_limit_ttl: Duration,
     /// Rate limiter burst (accepted; Datakit ignores it).
     pub request_rate_limit_burst: u64,
@@ -302,12 +302,12 @@ pub struct Dataway {
     /// Dataway URLs with `?token=`; several = deprecated fan-out; empty = local files.
     pub urls: Vec<String>,
     /// Request and dial timeout (legacy key `timeout` is read as an alias).
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub timeout_v2: Duration,
     /// Total attempts per request, 1..=10 (values outside are clamped, as Datakit does).
     pub max_retry_count: i64,
     /// Base delay between attempts.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub retry_delay: Duration,
     /// HTTP(S) proxy for all Dataway traffic, empty for none.
     pub http_proxy: String,
@@ -316,7 +316,7 @@ pub struct Dataway {
     /// Idle connections kept per host (0 is read as 64, as Datakit does).
     pub max_idle_conns_per_host: usize,
     /// Idle connection lifetime.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub idle_timeout: Duration,
     /// Largest body before gzip, in bytes (at least 100 KiB under protect mode).
     pub max_raw_body_size: usize,
@@ -333,7 +333,7 @@ pub struct Dataway {
     /// Extra keys for the sinker.
     pub global_customer_keys: Vec<String>,
     /// Bodies older than this are dropped instead of uploaded.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub drop_expired_package_at: Duration,
     /// `[dataway.ntp]`.
     pub ntp: Ntp,
@@ -391,10 +391,10 @@ pub struct Ntp {
     /// Sync with Dataway's clock.
     pub enable: bool,
     /// How often (at least 1m).
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub interval: Duration,
     /// Adjust point time when the clocks differ by this much (at least 5s).
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub diff: Duration,
 }
 
@@ -422,7 +422,7 @@ pub struct Wal {
     /// workdir (resolved while loading).
     pub path: String,
     /// How often failed uploads are retried.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub fail_cache_clean_interval: Duration,
     /// Categories (names or aliases) that block instead of dropping when the disk cap is hit.
     pub no_drop_categories: Vec<String>,
@@ -451,7 +451,7 @@ pub struct Io {
     /// Flush a category once this many points are queued.
     pub max_cache_count: usize,
     /// Flush at least this often.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub flush_interval: Duration,
     /// Flush workers (0 = 2 × CPU-limit cores).
     pub flush_workers: usize,
@@ -558,7 +558,7 @@ pub struct DkUpgrader {
     /// `http://` or `https://` proxy for downloads.
     pub proxy: String,
     /// A new binary not healthy within this time is replaced by the previous one.
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     pub rollback_after: Duration,
 }
 
@@ -674,7 +674,7 @@ impl MainConfig {
         let other = take_ignored(&mut table, file, sink);
         let pprof_on = table.get("enable_pprof") == Some(&toml::Value::Boolean(true));
         let ulimit_set = table.contains_key("ulimit");
-        let decoded = dk_worker::config::decode_table::<MainConfig>(table);
+        let decoded = dk_proto::config::decode_table::<MainConfig>(table);
         for p in decoded.problems.into_vec() {
             if p.is_warning() {
                 sink.warn(file, p.key, p.message);

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use dk_proto::rpc::{ListenerKind, WorkerConfig};
-use dk_worker::{ConfigProblem, Family, Input, ListenSpec};
+use dk_proto::config::ConfigProblem;
+use dk_proto::family::{Descriptor, ListenSpec};
+use dk_proto::rpc::ListenerKind;
 
 use super::*;
 
@@ -12,7 +13,7 @@ use super::*;
 /// `percpu` a bool.
 struct FakeHost;
 
-impl Family for FakeHost {
+impl Descriptor for FakeHost {
     fn name(&self) -> &'static str {
         "host"
     }
@@ -46,15 +47,12 @@ impl Family for FakeHost {
         }
         out
     }
-    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
-    }
 }
 
 /// Serves statsd; claims a UDP listener on `service_address`, which must be host:port.
 struct FakeStatsd;
 
-impl Family for FakeStatsd {
+impl Descriptor for FakeStatsd {
     fn name(&self) -> &'static str {
         "statsd"
     }
@@ -85,9 +83,6 @@ impl Family for FakeStatsd {
             .into_iter()
             .collect()
     }
-    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
-    }
 }
 
 struct FixedProbe;
@@ -101,7 +96,7 @@ impl HostProbe for FixedProbe {
     }
 }
 
-const FAMILIES: &[&dyn Family] = &[&FakeHost, &FakeStatsd];
+const FAMILIES: &[&dyn Descriptor] = &[&FakeHost, &FakeStatsd];
 
 fn no_env() -> MapEnv {
     MapEnv(HashMap::new())
@@ -581,7 +576,7 @@ fn two_instances_on_one_address_is_an_error_naming_both_files() {
 /// Claims one fixed listener for every instance of input `claims`.
 struct Claims(&'static str, ListenerKind);
 
-impl Family for Claims {
+impl Descriptor for Claims {
     fn name(&self) -> &'static str {
         "claims"
     }
@@ -596,9 +591,6 @@ impl Family for Claims {
     }
     fn listeners(&self, _: &str, _: &str) -> Vec<ListenSpec> {
         vec![ListenSpec::new(self.0.to_string(), self.1)]
-    }
-    fn build(&self, _: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
     }
 }
 
@@ -885,7 +877,7 @@ fn clamps_what_datakit_clamps_with_a_warning() {
 /// A family whose validator panics (a bug in a family must not take the supervisor down).
 struct Panics;
 
-impl Family for Panics {
+impl Descriptor for Panics {
     fn name(&self) -> &'static str {
         "panics"
     }
@@ -898,9 +890,6 @@ impl Family for Panics {
     fn validate(&self, _: &str, _: &str) -> Vec<ConfigProblem> {
         panic!("index out of bounds: the len is 0 but the index is 3")
     }
-    fn build(&self, _: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
-    }
 }
 
 #[test]
@@ -910,7 +899,7 @@ fn a_panic_in_a_family_validator_is_a_config_error_naming_file_and_family() {
         ("p/panics.conf", "[[inputs.panics]]\n  x = 1\n"),
         ("host/cpu.conf", "[[inputs.cpu]]\n"),
     ]);
-    let families: &[&dyn Family] = &[&Panics, &FakeHost];
+    let families: &[&dyn Descriptor] = &[&Panics, &FakeHost];
     let errors = load_with(dir.path(), families, &no_env(), &FixedProbe)
         .expect_err("a panicking validator is an error")
         .0;
@@ -969,7 +958,7 @@ struct CollectedStatsd;
 #[serde(default)]
 struct StatsdToml {
     service_address: String,
-    #[serde(with = "dk_worker::config::go")]
+    #[serde(with = "dk_proto::config::go")]
     interval: std::time::Duration,
     percentiles: Vec<f64>,
 }
@@ -984,7 +973,7 @@ impl Default for StatsdToml {
     }
 }
 
-impl Family for CollectedStatsd {
+impl Descriptor for CollectedStatsd {
     fn name(&self) -> &'static str {
         "statsd"
     }
@@ -995,7 +984,7 @@ impl Family for CollectedStatsd {
         &[]
     }
     fn validate(&self, _: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::config::decode::<StatsdToml>(toml_text)
+        dk_proto::config::decode::<StatsdToml>(toml_text)
             .map(|t, p| {
                 p.clamp(
                     "interval",
@@ -1005,9 +994,6 @@ impl Family for CollectedStatsd {
                 )
             })
             .into_problems()
-    }
-    fn build(&self, _config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        Ok(Vec::new())
     }
 }
 

@@ -5,55 +5,13 @@ use std::time::Instant;
 
 use prometheus_client::registry::Registry;
 
-use dk_proto::rpc::{InheritedListener, ListenerKind, WorkerConfig};
+pub use dk_proto::family::ListenSpec;
+use dk_proto::rpc::{InheritedListener, WorkerConfig};
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{ConfigProblem, Emitter};
-
-/// A listening socket an input instance needs; the supervisor binds it before any worker
-/// starts (so a busy port is a config error) and passes it to the worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenSpec {
-    /// The address as written in the config; the key the worker looks the socket up by.
-    pub address: String,
-    /// Transport.
-    pub kind: ListenerKind,
-    /// How many sockets to bind on the address (UDP only). Above 1 every socket is bound with
-    /// `SO_REUSEPORT` and the kernel spreads senders across them by source address and port;
-    /// the worker gets them all under the one address ([`crate::listen::udp_all`]).
-    pub sockets: u16,
-    /// A failed bind is a warning (logged, in `/v1/lasterror`) instead of a config error; the
-    /// worker then finds no socket for the address. Datakit treats the StatsD Unix socket so.
-    pub optional: bool,
-}
-
-impl ListenSpec {
-    /// One required socket on `address`.
-    pub fn new(address: impl Into<String>, kind: ListenerKind) -> ListenSpec {
-        ListenSpec {
-            address: address.into(),
-            kind,
-            sockets: 1,
-            optional: false,
-        }
-    }
-
-    /// Binds `n` sockets with `SO_REUSEPORT` (UDP; 0 is taken as 1).
-    #[must_use]
-    pub fn with_sockets(mut self, n: u16) -> ListenSpec {
-        self.sockets = n.max(1);
-        self
-    }
-
-    /// Makes a failed bind a warning rather than a config error.
-    #[must_use]
-    pub fn optional(mut self) -> ListenSpec {
-        self.optional = true;
-        self
-    }
-}
 
 /// One input family: the unit of process isolation.
 pub trait Family: Send + Sync + 'static {
@@ -153,5 +111,31 @@ impl InputContext {
     /// The inherited listener for a configured address.
     pub fn listener(&self, address: &str) -> Option<&InheritedListener> {
         self.listeners.iter().find(|l| l.address == address)
+    }
+}
+
+/// A [`Family`] seen as the contract's [`dk_proto::family::Descriptor`]: what the supervisor's
+/// config loading needs (names, samples, validation, listeners) without the worker runtime.
+pub struct Described<'a>(pub &'a dyn Family);
+
+impl dk_proto::family::Descriptor for Described<'_> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn inputs(&self) -> &'static [&'static str] {
+        self.0.inputs()
+    }
+
+    fn samples(&self) -> &'static [(&'static str, &'static str)] {
+        self.0.samples()
+    }
+
+    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
+        self.0.validate(input, toml_text)
+    }
+
+    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
+        self.0.listeners(input, toml_text)
     }
 }

@@ -88,7 +88,7 @@ impl<U: Unit> Visitor<'_> for DurationVisitor<U> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-        dk_proto::duration::parse(v).map_err(|e| E::custom(e.to_string()))
+        crate::duration::parse(v).map_err(|e| E::custom(e.to_string()))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
@@ -137,7 +137,7 @@ fn read<'de, U: Unit, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> 
 }
 
 fn write<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&dk_proto::duration::format(*d))
+    s.serialize_str(&crate::duration::format(*d))
 }
 
 /// `#[serde(with = "dk_worker::config::go")]` on a [`Duration`] that Datakit declares as

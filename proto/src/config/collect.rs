@@ -41,7 +41,7 @@ impl Problems {
         if used == d {
             return d;
         }
-        let f = dk_proto::duration::format;
+        let f = crate::duration::format;
         let bound = if used == min {
             format!("raises it to its minimum {}", f(min))
         } else {
