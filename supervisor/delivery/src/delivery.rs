@@ -14,6 +14,7 @@
 //! it dropped and counted. At shutdown uploaders drain for `shutdown_grace` and are then
 //! stopped; what is left stays on disk for the next start.
 
+use dk_proto::clock::now_ns;
 use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
@@ -106,12 +107,6 @@ fn category_index(category: Category) -> usize {
 
 /// The field in which a corrected point keeps its original time (ns), as in Datakit.
 pub(crate) const ORIG_TIME_FIELD: &str = "__orig_time";
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// Datakit's `auto_timestamp_correction`: a point more than `window` away from `now` (either
 /// way) gets `now` and its original time in the int field `__orig_time`. Returns whether it

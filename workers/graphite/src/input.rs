@@ -12,6 +12,7 @@
 //! TCP lines split across reads are joined by a [`LineFramer`]; a last line without newline is
 //! kept when the client closes.
 
+use dk_proto::clock::now_ns;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -158,13 +159,6 @@ impl Reporter {
                 .await;
         }
     }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// What every reader task shares.

@@ -1,6 +1,7 @@
 //! The running `[[inputs.logging]]` instance: TCP connections and UDP datagrams from the
 //! sockets the supervisor bound, turned into batches of `logging` points.
 
+use dk_proto::clock::now_ns;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -472,13 +473,6 @@ async fn serve_udp(
             return;
         }
     }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

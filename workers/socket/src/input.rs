@@ -1,5 +1,6 @@
 //! The running `socket` input: an interval-aligned loop that probes every target concurrently.
 
+use dk_proto::clock::now_ns;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dk_proto::{Category, Point};
@@ -194,13 +195,6 @@ impl Input for SocketInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
         Box::pin(self.run_loop(ctx))
     }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

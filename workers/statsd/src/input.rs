@@ -11,6 +11,7 @@
 //! warm) and never block on the parser: when `allowed_pending_messages` datagrams are already
 //! queued, new ones are dropped and counted, as Datakit drops them.
 
+use dk_proto::clock::now_ns;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -293,12 +294,6 @@ pub fn queue_limit_bytes(allowed_pending_messages: usize) -> usize {
     allowed_pending_messages
         .saturating_mul(recv::SLOT_SIZE)
         .min(1 << 30)
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// What the receiver thread does next.
