@@ -172,10 +172,18 @@ fn main() -> Result<(), Error> {
     let done = start.elapsed();
     let metrics = agent.get("/metrics")?;
     let counted = metric_sum(&metrics, "datakit_input_graphite_points_total", &[]);
-    let errors = metric_sum(&metrics, "datakit_input_graphite_parse_errors_total", &[]);
+    let errors = metric_sum(&metrics, "datakit_input_parse_errors_total", &["input=\"graphite\""]);
     let rss = metric_sum(&metrics, "datakit_worker_rss_bytes", &["graphite"]);
-    let kernel_drops = metric_sum(&metrics, "datakit_input_graphite_kernel_drops_total", &[]);
-    let datagrams = metric_sum(&metrics, "datakit_input_graphite_datagrams_total", &[]);
+    let kernel_drops = metric_sum(
+        &metrics,
+        "datakit_input_dropped_total",
+        &["input=\"graphite\"", "reason=\"kernel\""],
+    );
+    let datagrams = metric_sum(
+        &metrics,
+        "datakit_input_received_events_total",
+        &["input=\"graphite\"", "udp://"],
+    );
     let cpu = (
         cpu_seconds(agent_pid) - cpu_before.0,
         cpu_seconds(worker) - cpu_before.1,
