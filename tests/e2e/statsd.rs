@@ -239,7 +239,7 @@ fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
     let instance = format!("127.0.0.1:{port}");
     let errors = |reason: &str| {
         agent.metric(&format!(
-            "datakit_statsd_parse_errors_total{{instance=\"{instance}\",reason=\"{reason}\"}}"
+            "datakit_input_parse_errors_total{{input=\"statsd\",reason=\"{reason}\"}}"
         ))
     };
     wait_for("parse errors on /metrics", Duration::from_secs(10), || {
@@ -247,19 +247,19 @@ fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
     });
     let packets = agent
         .metric(&format!(
-            "datakit_statsd_packets_total{{listener=\"{instance}\"}}"
+            "datakit_input_received_events_total{{input=\"statsd\",listener=\"{instance}\"}}"
         ))
         .unwrap_or(0.0);
     assert!(packets >= 10.0, "packets {packets}");
     assert_eq!(
         agent.metric(&format!(
-            "datakit_statsd_packets_total{{listener=\"{sock_text}\"}}"
+            "datakit_input_received_events_total{{input=\"statsd\",listener=\"{sock_text}\"}}"
         )),
         Some(1.0)
     );
     assert_eq!(
         agent.metric(&format!(
-            "datakit_statsd_kernel_drops_total{{listener=\"{instance}\"}}"
+            "datakit_input_dropped_total{{input=\"statsd\",reason=\"kernel\"}}"
         )),
         Some(0.0)
     );
@@ -399,7 +399,7 @@ fn statsd_reads_every_reuseport_socket_and_an_unusable_unix_path_is_only_a_warni
     assert_eq!(sum(&points, "nested", "hits", &[]), 2.0);
     assert_eq!(
         agent.metric(&format!(
-            "datakit_statsd_packets_total{{listener=\"127.0.0.1:{port}\"}}"
+            "datakit_input_received_events_total{{input=\"statsd\",listener=\"127.0.0.1:{port}\"}}"
         )),
         Some(64.0)
     );
