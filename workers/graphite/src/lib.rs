@@ -56,7 +56,7 @@ impl SingleInput for GraphiteFamily {
         .listeners()
     }
 
-    fn input((cfg, mapper): Self::Config, kit: &Kit<Metrics>) -> Box<dyn Input> {
+    fn input((cfg, mapper): Self::Config, _source: &str, kit: &Kit<Metrics>) -> Box<dyn Input> {
         let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
         Box::new(GraphiteInput::new(
             cfg,

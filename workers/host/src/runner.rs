@@ -2,7 +2,7 @@
 //! Datakit's timestamp alignment, until shutdown.
 
 pub(crate) use dk_proto::clock::now_ns;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dk_proto::{Category, Point};
 use dk_worker::{FeedOpts, Input, InputContext};

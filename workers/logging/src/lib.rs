@@ -56,7 +56,7 @@ impl SingleInput for LoggingFamily {
             .collect()
     }
 
-    fn input(cfg: LoggingConfig, kit: &Kit<Arc<Metrics>>) -> Box<dyn Input> {
+    fn input(cfg: LoggingConfig, _source: &str, kit: &Kit<Arc<Metrics>>) -> Box<dyn Input> {
         Box::new(LoggingInput::new(
             cfg,
             kit.shared.clone(),

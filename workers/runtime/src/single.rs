@@ -10,7 +10,7 @@
 //!     type Shared = Metrics;
 //!     fn parse(toml: &str) -> Result<GraphiteConfig, Vec<ConfigProblem>> { config::parse(toml) }
 //!     fn listeners_of(cfg: &GraphiteConfig) -> Vec<ListenSpec> { cfg.listeners() }
-//!     fn input(cfg: GraphiteConfig, kit: &Kit<Metrics>) -> Box<dyn Input> { ... }
+//!     fn input(cfg: GraphiteConfig, source: &str, kit: &Kit<Metrics>) -> Box<dyn Input> { ... }
 //! }
 //! ```
 //!
@@ -67,8 +67,8 @@ pub trait SingleInput: Send + Sync + 'static {
             .unwrap_or_default()
     }
 
-    /// The running input of one instance.
-    fn input(cfg: Self::Config, kit: &Kit<Self::Shared>) -> Box<dyn Input>;
+    /// The running input of one instance read from the file `source`.
+    fn input(cfg: Self::Config, source: &str, kit: &Kit<Self::Shared>) -> Box<dyn Input>;
 
     /// Routes the input serves on the API port.
     fn routes() -> Vec<HttpRoute> {
@@ -116,7 +116,7 @@ impl<T: SingleInput> Family for T {
             match T::parse(&spec.toml) {
                 Ok(cfg) => {
                     kit.telemetry.instance(T::INPUT);
-                    inputs.push(T::input(cfg, &kit));
+                    inputs.push(T::input(cfg, &spec.source, &kit));
                 }
                 Err(found) => problems.extend(found.into_iter().map(|p| {
                     ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
@@ -179,7 +179,7 @@ mod tests {
             vec![ListenSpec::new(format!("tcp://:{port}"), ListenerKind::Tcp)]
         }
 
-        fn input(_port: u16, kit: &Kit<Self::Shared>) -> Box<dyn Input> {
+        fn input(_port: u16, _source: &str, kit: &Kit<Self::Shared>) -> Box<dyn Input> {
             kit.shared.fetch_add(1, Ordering::SeqCst);
             Box::new(PortInput(kit.telemetry.clone()))
         }

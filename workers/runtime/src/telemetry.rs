@@ -172,6 +172,34 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// `input` as is, registering this telemetry when it starts (for inputs that count
+    /// nothing themselves, so the family still shows `datakit_inputs_instance`).
+    pub fn registering(&self, input: Box<dyn crate::Input>) -> Box<dyn crate::Input> {
+        Box::new(Registering {
+            inner: input,
+            telemetry: self.clone(),
+        })
+    }
+}
+
+/// An input that registers the family's telemetry when it starts.
+struct Registering {
+    inner: Box<dyn crate::Input>,
+    telemetry: Telemetry,
+}
+
+impl crate::Input for Registering {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn run(self: Box<Self>, ctx: InputContext) -> futures::future::BoxFuture<'static, ()> {
+        self.telemetry.register(&ctx);
+        self.inner.run(ctx)
+    }
+}
+
 /// Handles onto one listener's counters.
 #[derive(Clone, Debug)]
 pub struct ListenerTelemetry {

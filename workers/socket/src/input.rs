@@ -1,7 +1,7 @@
 //! The running `socket` input: an interval-aligned loop that probes every target concurrently.
 
 use dk_proto::clock::now_ns;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dk_proto::{Category, Point};
 use dk_worker::{FeedOpts, Input, InputContext};

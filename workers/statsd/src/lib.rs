@@ -38,7 +38,7 @@ impl SingleInput for StatsdFamily {
         cfg.listeners()
     }
 
-    fn input(cfg: StatsdConfig, kit: &Kit<StatsdMetrics>) -> Box<dyn Input> {
+    fn input(cfg: StatsdConfig, _source: &str, kit: &Kit<StatsdMetrics>) -> Box<dyn Input> {
         // The instances share the counters; the first one registers them.
         let first = kit.telemetry.instances(INPUT_NAME) == 1;
         let metrics = kit.shared.clone().with_telemetry(kit.telemetry.clone());
