@@ -17,3 +17,6 @@ pub fn all() -> Vec<&'static dyn Family> {
 pub fn by_name(name: &str) -> Option<&'static dyn Family> {
     all().into_iter().find(|f| f.name() == name)
 }
+
+#[cfg(test)]
+mod compliance;
