@@ -293,8 +293,16 @@ async fn connection<C: Connection>(
     }
 }
 
+/// Bytes of the first read of a round, on the thread's stack: a connection that sends little
+/// (or is woken without data) never holds a heap buffer.
+const FIRST_READ: usize = 4096;
+
 /// Reads what the socket holds without waiting: up to [`MAX_READS`] reads (until `deadline`
 /// when draining), stopping early when the connection is full. `true` when the stream ended.
+///
+/// A round starts on a small stack buffer; only a client that fills it gets the connection's
+/// `read_buffer` (allocated then), which is released again once a round does not fill it, so
+/// idle and slow connections cost no buffer and the cap bounds the memory of busy ones.
 fn read_ready<C: Connection>(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
@@ -303,40 +311,48 @@ fn read_ready<C: Connection>(
     telemetry: &ListenerTelemetry,
     deadline: Option<Instant>,
 ) -> bool {
-    if buf.is_empty() {
-        buf.resize(opts.read_buffer.max(1), 0);
-    }
+    let mut small = [0u8; FIRST_READ];
     let mut reads = 0usize;
-    loop {
+    let mut filled = false;
+    let ended = loop {
         if conn.full() {
-            return false;
+            break false;
         }
         match deadline {
-            None if reads >= MAX_READS => return false,
-            Some(d) if Instant::now() >= d => return false,
+            None if reads >= MAX_READS => break false,
+            Some(d) if Instant::now() >= d => break false,
             _ => {}
         }
+        if filled && buf.is_empty() {
+            *buf = vec![0u8; opts.read_buffer.max(FIRST_READ)];
+        }
+        let target: &mut [u8] = if buf.is_empty() { &mut small } else { buf };
         // Draining, the socket is read directly: tokio's readiness may not have seen data
         // that arrived while the task was not polled.
         let read = if deadline.is_some() {
-            recv_now(stream, buf)
+            recv_now(stream, target)
         } else {
-            stream.try_read(buf)
+            stream.try_read(target)
         };
         match read {
-            Ok(0) => return true,
+            Ok(0) => break true,
             Ok(n) => {
                 reads += 1;
+                filled = n == target.len();
                 telemetry.bytes.inc_by(n as u64);
                 telemetry.events.inc();
-                conn.data(&buf[..n]);
+                conn.data(&target[..n]);
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             // Reset or another error: the stream is over; what was read is kept.
-            Err(_) => return true,
+            Err(_) => break true,
         }
+    };
+    if !filled {
+        *buf = Vec::new();
     }
+    ended
 }
 
 /// One non-blocking `recv` on the socket, whatever tokio knows of its readiness.
