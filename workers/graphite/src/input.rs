@@ -15,10 +15,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dk_proto::clock::now_ns;
 use dk_proto::{Category, Point};
+use dk_worker::batch;
 use dk_worker::serve::{Tally, tcp, udp};
 use dk_worker::telemetry::{ListenerTelemetry, Telemetry};
 use dk_worker::{FeedOpts, Input, InputContext};
@@ -292,7 +292,13 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
         "Graphite input listening on TCP and UDP."
     );
     // The batcher ends once every reader has stopped (on shutdown) and dropped its sender.
-    batcher(rx, ctx.emitter.clone(), cfg.interval, cfg.buffer_size).await;
+    let feed = batch::Feed {
+        emitter: ctx.emitter.clone(),
+        category: Category::Metric,
+        name: INPUT_NAME.to_string(),
+        opts: FeedOpts::default(),
+    };
+    batch::batcher(rx, feed, cfg.interval, cfg.buffer_size).await;
     while readers.join_next().await.is_some() {}
 }
 
@@ -304,72 +310,13 @@ async fn startup_error(ctx: &InputContext, address: &str, what: &str, err: &str)
         .await;
 }
 
-/// Buffers points and hands them over `buffer_size` at a time, the remainder every
-/// `interval`, and everything once the readers are gone.
-async fn batcher(
-    mut rx: mpsc::Receiver<Vec<Point>>,
-    emitter: dk_worker::Emitter,
-    interval: Duration,
-    buffer_size: usize,
-) {
-    let mut buf: Vec<Point> = Vec::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(points) => {
-                    if buf.is_empty() {
-                        buf = points;
-                    } else {
-                        buf.extend(points);
-                    }
-                    // As Datakit, hand over exactly `buffer_size` points at a time; the rest
-                    // waits for more or for the tick. Small hand-overs also bound what
-                    // waits in the emitter's queue when the agent is slower than the clients.
-                    if buf.len() >= buffer_size {
-                        let rest = buf.split_off(buf.len() / buffer_size * buffer_size);
-                        let mut full = std::mem::replace(&mut buf, rest).into_iter();
-                        loop {
-                            let chunk: Vec<Point> = full.by_ref().take(buffer_size).collect();
-                            if chunk.is_empty() {
-                                break;
-                            }
-                            if !emitter.emit(Category::Metric, INPUT_NAME, FeedOpts::default(), chunk).await {
-                                return;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    flush(&emitter, &mut buf).await;
-                    return;
-                }
-            },
-            _ = tick.tick() => {
-                if !buf.is_empty() && !flush(&emitter, &mut buf).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn flush(emitter: &dk_worker::Emitter, buf: &mut Vec<Point>) -> bool {
-    let points = std::mem::take(buf);
-    emitter
-        .emit(Category::Metric, INPUT_NAME, FeedOpts::default(), points)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
 
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use dk_proto::Value;
     use dk_proto::rpc::{InheritedListener, ListenerKind};

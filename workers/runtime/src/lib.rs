@@ -11,6 +11,7 @@
 //! [`telemetry`] (the self-metrics every family exposes), [`http`] (routes on the API port)
 //! and one clock ([`now_ns`]).
 
+pub mod batch;
 pub mod config;
 pub mod emitter;
 pub mod family;
