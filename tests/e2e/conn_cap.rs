@@ -121,9 +121,11 @@ fn flood(agent: &Agent, family: &str, input: &str, listener: &str, port: u16) {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.write_all(b"after.flood 1\n").unwrap();
     drop(c);
-    wait_for("a connection after the flood", Duration::from_secs(20), || {
-        (sum(agent, "datakit_input_connections_total{", &labels) == CAP + 1.0).then_some(())
-    });
+    wait_for(
+        "a connection after the flood",
+        Duration::from_secs(20),
+        || (sum(agent, "datakit_input_connections_total{", &labels) == CAP + 1.0).then_some(()),
+    );
 }
 
 #[test]
@@ -137,7 +139,9 @@ fn five_thousand_connections_against_graphite_and_socket_logs_stay_at_the_cap() 
         ),
         (
             "log/logging.conf",
-            &format!("[[inputs.logging]]\n  sockets = [\"tcp://127.0.0.1:{logs}\"]\n  source = \"flood\"\n"),
+            &format!(
+                "[[inputs.logging]]\n  sockets = [\"tcp://127.0.0.1:{logs}\"]\n  source = \"flood\"\n"
+            ),
         ),
     ]);
     flood(

@@ -152,7 +152,11 @@ fn graphite_lines_over_tcp_and_udp_arrive_with_their_timestamps_and_tags() {
         "graphite counters on /metrics",
         Duration::from_secs(10),
         || {
-            (counter(&agent, "datakit_input_parse_errors_total", "input=\"graphite\"") >= 1.0
+            (counter(
+                &agent,
+                "datakit_input_parse_errors_total",
+                "input=\"graphite\"",
+            ) >= 1.0
                 && counter(&agent, "datakit_input_graphite_points_total", &needle) >= 5.0)
                 .then_some(())
         },
@@ -162,7 +166,11 @@ fn graphite_lines_over_tcp_and_udp_arrive_with_their_timestamps_and_tags() {
         6.0
     );
     assert_eq!(
-        counter(&agent, "datakit_input_connections_total", &format!("tcp://{needle}")),
+        counter(
+            &agent,
+            "datakit_input_connections_total",
+            &format!("tcp://{needle}")
+        ),
         1.0
     );
     assert!(

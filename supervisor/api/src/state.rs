@@ -202,7 +202,8 @@ mod worker_metrics_tests {
         let mut out = String::new();
         w.render(&mut out);
         assert_eq!(
-            out.matches("# TYPE datakit_input_connections counter").count(),
+            out.matches("# TYPE datakit_input_connections counter")
+                .count(),
             1,
             "{out}"
         );

@@ -14,7 +14,6 @@
 //! it dropped and counted. At shutdown uploaders drain for `shutdown_grace` and are then
 //! stopped; what is left stays on disk for the next start.
 
-use dk_proto::clock::now_ns;
 use crate::chunks::{Chunks, Form};
 use crate::config::{DeliveryConfig, DeliveryTuning, GlobalTags, QueueSettings};
 use crate::error::{DeliveryError, SinkError};
@@ -25,6 +24,7 @@ use crate::metrics::{
 };
 use crate::sink::{Sink, SinkInput};
 use bytes::Bytes;
+use dk_proto::clock::now_ns;
 use dk_proto::normalize::{Limits, attach_global_tags, normalize};
 use dk_proto::{Category, FeedOpts, Point};
 use dk_queue::{Queue, QueueConfig, QueueError, Record};

@@ -566,4 +566,3 @@ fn query_param(query: &str, key: &str) -> Option<String> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
 }
-

@@ -126,7 +126,11 @@ async fn run_family(family: &'static dyn Family) -> (String, Vec<(String, usize)
     for input in inputs {
         tasks.spawn(input.run(ctx.clone()));
     }
-    let want: Vec<&str> = if listens { UNIFORM.to_vec() } else { UNIFORM_ALL.to_vec() };
+    let want: Vec<&str> = if listens {
+        UNIFORM.to_vec()
+    } else {
+        UNIFORM_ALL.to_vec()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = false;
     let text = loop {
@@ -176,7 +180,11 @@ async fn every_family_exposes_the_uniform_self_metrics() {
             failures.push(format!("{} does not expose {gone:?}", family.name()));
         }
         for (input, n) in counts {
-            let got = sample(&text, "datakit_inputs_instance", &format!("input=\"{input}\""));
+            let got = sample(
+                &text,
+                "datakit_inputs_instance",
+                &format!("input=\"{input}\""),
+            );
             if got != n as f64 {
                 failures.push(format!(
                     "{}: datakit_inputs_instance{{input=\"{input}\"}} is {got}, its samples have {n}",

@@ -172,7 +172,11 @@ fn main() -> Result<(), Error> {
     let done = start.elapsed();
     let metrics = agent.get("/metrics")?;
     let counted = metric_sum(&metrics, "datakit_input_graphite_points_total", &[]);
-    let errors = metric_sum(&metrics, "datakit_input_parse_errors_total", &["input=\"graphite\""]);
+    let errors = metric_sum(
+        &metrics,
+        "datakit_input_parse_errors_total",
+        &["input=\"graphite\""],
+    );
     let rss = metric_sum(&metrics, "datakit_worker_rss_bytes", &["graphite"]);
     let kernel_drops = metric_sum(
         &metrics,

@@ -416,7 +416,12 @@ mod tests {
             },
         ];
         let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
-        let input = Box::new(GraphiteInput::new(cfg, processor, Metrics::default(), Telemetry::new()));
+        let input = Box::new(GraphiteInput::new(
+            cfg,
+            processor,
+            Metrics::default(),
+            Telemetry::new(),
+        ));
         let task = tokio::spawn(input.run(ctx.clone()));
         Running {
             tcp: tcp_addr,

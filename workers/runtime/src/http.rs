@@ -262,7 +262,10 @@ mod tests {
         let err = table
             .add(HttpRoute::new(Method::Post, "/v1/lines", "other", lines))
             .unwrap_err();
-        assert_eq!((err.first.as_str(), err.second.as_str()), ("lines", "other"));
+        assert_eq!(
+            (err.first.as_str(), err.second.as_str()),
+            ("lines", "other")
+        );
         assert!(err.to_string().contains("disable one"), "{err}");
         assert_eq!(Method::parse("POST"), Some(Method::Post));
         assert_eq!(Method::parse("TRACE"), None);

@@ -30,8 +30,8 @@ pub mod worker;
 pub use config::{
     ConfigProblem, build_instances, parse_instance, unknown_input, validate_instance,
 };
-pub use emitter::{Emitter, Feed, FeedOpts};
 pub use dk_proto::clock::now_ns;
+pub use emitter::{Emitter, Feed, FeedOpts};
 pub use family::{Family, Input, InputContext, ListenSpec};
 pub use single::{Kit, SingleInput};
 pub use telemetry::Telemetry;

@@ -118,9 +118,11 @@ impl<T: SingleInput> Family for T {
                     kit.telemetry.instance(T::INPUT);
                     inputs.push(T::input(cfg, &spec.source, &kit));
                 }
-                Err(found) => problems.extend(found.into_iter().map(|p| {
-                    ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
-                })),
+                Err(found) => {
+                    problems.extend(found.into_iter().map(|p| {
+                        ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
+                    }))
+                }
             }
         }
         if problems.is_empty() {
@@ -203,14 +205,20 @@ mod tests {
         let inputs = f
             .build(&worker_config(
                 "portfam",
-                [spec("ports", "a.conf", "port = 1"), spec("ports", "b.conf", "port = 2")],
+                [
+                    spec("ports", "a.conf", "port = 1"),
+                    spec("ports", "b.conf", "port = 2"),
+                ],
             ))
             .unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(inputs.len(), 2);
         let problems = f
             .build(&worker_config(
                 "portfam",
-                [spec("ports", "a.conf", "port = -1"), spec("x", "b.conf", "")],
+                [
+                    spec("ports", "a.conf", "port = -1"),
+                    spec("x", "b.conf", ""),
+                ],
             ))
             .err()
             .unwrap();
@@ -224,7 +232,10 @@ mod tests {
         let inputs = f
             .build(&worker_config(
                 "portfam",
-                [spec("ports", "a.conf", "port = 1"), spec("ports", "b.conf", "port = 2")],
+                [
+                    spec("ports", "a.conf", "port = 1"),
+                    spec("ports", "b.conf", "port = 2"),
+                ],
             ))
             .unwrap_or_else(|p| panic!("{p:?}"));
         let (emitter, _rx) = Emitter::channel(1);
@@ -240,6 +251,9 @@ mod tests {
         let all = crate::telemetry::UNIFORM_ALL;
         assert!(crate::telemetry::missing(&text, all).is_empty(), "{text}");
         // Nothing listens: the socket counters have no series.
-        assert!(!crate::telemetry::missing_uniform(&text).is_empty(), "{text}");
+        assert!(
+            !crate::telemetry::missing_uniform(&text).is_empty(),
+            "{text}"
+        );
     }
 }

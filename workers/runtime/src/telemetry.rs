@@ -308,7 +308,10 @@ mod tests {
         );
         assert_eq!(missing_uniform(&text), Vec::<&str>::new(), "{text}");
         let ll = r#"input="graphite",listener="tcp://:9109""#;
-        assert_eq!(sample(&text, "datakit_input_received_bytes_total", ll), 10.0);
+        assert_eq!(
+            sample(&text, "datakit_input_received_bytes_total", ll),
+            10.0
+        );
         assert_eq!(sample(&text, "datakit_input_open_connections", ll), 1.0);
         assert_eq!(
             sample(&text, "datakit_inputs_instance", r#"input="graphite""#),

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dk_worker::serve::udp::MultiSend;
 use dk_proto::Value;
 use dk_proto::lineproto::{DecodeOptions, Precision};
+use dk_worker::serve::udp::MultiSend;
 use dk_worker::testing::load::{cpu_seconds, http_get, metric_sum, rss_kib, worker_pid};
 
 #[derive(Parser, Debug)]

@@ -550,10 +550,8 @@ async fn run(input: StatsdInput, ctx: InputContext) {
         let sockets = match spec.kind {
             dk_proto::rpc::ListenerKind::Udp => dk_worker::listen::udp_all(&ctx, &spec.address)
                 .map(|v| v.into_iter().map(DatagramSocket::Udp).collect::<Vec<_>>()),
-            _ => {
-                dk_worker::listen::unix_datagram(&ctx, &spec.address)
-                    .map(|s| vec![DatagramSocket::Unix(s)])
-            }
+            _ => dk_worker::listen::unix_datagram(&ctx, &spec.address)
+                .map(|s| vec![DatagramSocket::Unix(s)]),
         };
         let sockets = match sockets {
             Ok(s) => s,

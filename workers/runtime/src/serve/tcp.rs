@@ -275,8 +275,14 @@ async fn connection<C: Connection>(
                 // Take what the client already sent, then hand everything over.
                 let deadline = Instant::now() + opts.drain_grace;
                 loop {
-                    let ended =
-                        read_ready(&stream, &mut buf, &mut conn, &opts, &telemetry, Some(deadline));
+                    let ended = read_ready(
+                        &stream,
+                        &mut buf,
+                        &mut conn,
+                        &opts,
+                        &telemetry,
+                        Some(deadline),
+                    );
                     let more = !ended && conn.full() && Instant::now() < deadline;
                     if !more {
                         break;
@@ -509,10 +515,7 @@ mod tests {
             1.0,
         )
         .await;
-        assert_eq!(
-            srv.metric("datakit_input_connections_total", LISTENER),
-            2.0
-        );
+        assert_eq!(srv.metric("datakit_input_connections_total", LISTENER), 2.0);
         // A slot freed is used again.
         drop(a);
         srv.wait_metric("datakit_input_open_connections", LISTENER, 1.0)
@@ -597,7 +600,10 @@ mod tests {
         };
         let cap = opts.effective_max_connections();
         let limit = open_files_limit().unwrap_or(u64::MAX);
-        assert!(cap as u64 <= limit.saturating_sub(RESERVED_FDS).max(1), "{cap}");
+        assert!(
+            cap as u64 <= limit.saturating_sub(RESERVED_FDS).max(1),
+            "{cap}"
+        );
         let small = TcpOptions {
             max_connections: 0,
             ..TcpOptions::default()

@@ -132,7 +132,10 @@ pub async fn serve<D: Datagrams>(
             shutdown.clone(),
         );
     }
-    let socket = match socket.set_nonblocking().and_then(|()| Registered::new(socket)) {
+    let socket = match socket
+        .set_nonblocking()
+        .and_then(|()| Registered::new(socket))
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(input = telemetry.input(), "cannot receive datagrams: {e}");
@@ -335,7 +338,11 @@ mod tests {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while out.lock().unwrap().len() < 500 {
-            assert!(std::time::Instant::now() < deadline, "{}", out.lock().unwrap().len());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                out.lock().unwrap().len()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         stop.cancel();
@@ -346,7 +353,10 @@ mod tests {
         assert_eq!(got[499], b"d499");
         let text = encode(&ctx);
         let l = r#"input="test",listener="udp://x""#;
-        assert_eq!(sample(&text, "datakit_input_received_events_total", l), 500.0);
+        assert_eq!(
+            sample(&text, "datakit_input_received_events_total", l),
+            500.0
+        );
         let bytes: usize = (0..500).map(|i| format!("d{i}").len()).sum();
         assert_eq!(
             sample(&text, "datakit_input_received_bytes_total", l),
