@@ -869,9 +869,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(&format!(
-                "datakit_input_parse_errors_total{{input=\"statsd\",reason=\"no_value\"}} 1"
-            )),
+            text.contains(
+                "datakit_input_parse_errors_total{input=\"statsd\",reason=\"no_value\"} 1"
+            ),
             "{text}"
         );
         assert!(
