@@ -40,7 +40,7 @@ pub const INPUT_NAME: &str = "graphite";
 const CHANNEL_DEPTH: usize = 16;
 
 /// Points gathered by one reader before they are handed on.
-const READER_POINTS: usize = 4096;
+const READER_POINTS: usize = 1024;
 
 /// One `[[inputs.graphite]]` instance, ready to run.
 pub struct GraphiteInput {
