@@ -307,8 +307,9 @@ const FIRST_READ: usize = 4096;
 /// when draining), stopping early when the connection is full. `true` when the stream ended.
 ///
 /// A round starts on a small stack buffer; only a client that fills it gets the connection's
-/// `read_buffer` (allocated then), which is released again once a round does not fill it, so
-/// idle and slow connections cost no buffer and the cap bounds the memory of busy ones.
+/// `read_buffer` (allocated then), which is released again after a round of less than
+/// [`FIRST_READ`] bytes, so idle and slow connections cost no buffer and the cap bounds the
+/// memory of busy ones.
 fn read_ready<C: Connection>(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
@@ -319,6 +320,7 @@ fn read_ready<C: Connection>(
 ) -> bool {
     let mut small = [0u8; FIRST_READ];
     let mut reads = 0usize;
+    let mut total = 0usize;
     let mut filled = false;
     let ended = loop {
         if conn.full() {
@@ -344,6 +346,7 @@ fn read_ready<C: Connection>(
             Ok(0) => break true,
             Ok(n) => {
                 reads += 1;
+                total += n;
                 filled = n == target.len();
                 telemetry.bytes.inc_by(n as u64);
                 telemetry.events.inc();
@@ -355,7 +358,7 @@ fn read_ready<C: Connection>(
             Err(_) => break true,
         }
     };
-    if !filled {
+    if total < FIRST_READ {
         *buf = Vec::new();
     }
     ended
