@@ -39,8 +39,12 @@ pub const INPUT_NAME: &str = "graphite";
 /// Reads in flight between the readers and the batcher.
 const CHANNEL_DEPTH: usize = 16;
 
-/// Points gathered by one reader before they are handed on.
-const READER_POINTS: usize = 1024;
+/// Points gathered by one reader before they are handed on (what waits in the channel is
+/// at most `CHANNEL_DEPTH` times this plus one read's worth).
+const READER_POINTS: usize = 512;
+
+/// Bytes of one TCP read (about 800 lines of 40 bytes).
+const READ_BUFFER: usize = 32 * 1024;
 
 /// One `[[inputs.graphite]]` instance, ready to run.
 pub struct GraphiteInput {
@@ -273,7 +277,10 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
             let tel: ListenerTelemetry = telemetry.listener(INPUT_NAME, &tcp_at);
             readers.spawn(tcp::serve(
                 listener,
-                tcp::TcpOptions::default(),
+                tcp::TcpOptions {
+                    read_buffer: READ_BUFFER,
+                    ..tcp::TcpOptions::default()
+                },
                 tel,
                 ctx.shutdown.clone(),
                 move |peer: SocketAddr| Connection {
