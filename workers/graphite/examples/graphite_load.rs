@@ -140,7 +140,16 @@ fn main() -> Result<(), Error> {
     }
     let before = agent.sink_points("metric");
     let agent_pid = agent.pid();
-    let worker = worker_pid(agent_pid, "graphite").ok_or("no graphite worker process")?;
+    // The supervisor binds the port before it starts the worker: wait for the worker too.
+    let worker = loop {
+        if let Some(pid) = worker_pid(agent_pid, "graphite") {
+            break pid;
+        }
+        if ready.elapsed() > Duration::from_secs(20) {
+            return Err("no graphite worker process after 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let cpu_before = (cpu_seconds(agent_pid), cpu_seconds(worker));
 
     let total = o.connections * o.lines;
