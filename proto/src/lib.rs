@@ -6,6 +6,7 @@
 //! [`rpc`]. Nothing in this crate does I/O beyond encoding and decoding bytes.
 
 pub mod category;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod family;

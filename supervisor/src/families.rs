@@ -46,3 +46,6 @@ mod tests {
         assert!(checked >= 24, "only {checked} instances checked");
     }
 }
+
+#[cfg(test)]
+mod compliance;

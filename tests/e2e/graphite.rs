@@ -155,7 +155,11 @@ fn graphite_lines_over_tcp_and_udp_arrive_with_their_timestamps_and_tags() {
         "graphite counters on /metrics",
         Duration::from_secs(10),
         || {
-            (counter(&agent, "datakit_input_graphite_parse_errors_total", &needle) >= 1.0
+            (counter(
+                &agent,
+                "datakit_input_parse_errors_total",
+                "input=\"graphite\"",
+            ) >= 1.0
                 && counter(&agent, "datakit_input_graphite_points_total", &needle) >= 5.0)
                 .then_some(())
         },
@@ -165,10 +169,20 @@ fn graphite_lines_over_tcp_and_udp_arrive_with_their_timestamps_and_tags() {
         6.0
     );
     assert_eq!(
-        counter(&agent, "datakit_input_graphite_connections_total", &needle),
+        counter(
+            &agent,
+            "datakit_input_connections_total",
+            &format!("tcp://{needle}")
+        ),
         1.0
     );
-    assert!(counter(&agent, "datakit_input_graphite_datagrams_total", &needle) >= 1.0);
+    assert!(
+        counter(
+            &agent,
+            "datakit_input_received_events_total",
+            &format!("udp://{needle}")
+        ) >= 1.0
+    );
 }
 
 #[test]

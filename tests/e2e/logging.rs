@@ -132,7 +132,10 @@ fn logger_over_tcp_and_udp_feeds_logging_points_with_datakit_tags_and_fields() {
     });
     wait_for("the connections counter", WAIT, || {
         agent
-            .metric("datakit_logging_socket_connections_total{source=\"syslogapp\",proto=\"tcp\"}")
+            .metric(&format!(
+                "datakit_input_connections_total{{input=\"logging\",listener=\"tcp://127.0.0.1:{}\"}}",
+                ports.tcp
+            ))
             .filter(|v| *v == 1.0)
     });
 }

@@ -244,7 +244,7 @@ fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
     let instance = format!("127.0.0.1:{port}");
     let errors = |reason: &str| {
         agent.metric(&format!(
-            "datakit_statsd_parse_errors_total{{instance=\"{instance}\",reason=\"{reason}\"}}"
+            "datakit_input_parse_errors_total{{input=\"statsd\",reason=\"{reason}\"}}"
         ))
     };
     wait_for("parse errors on /metrics", Duration::from_secs(10), || {
@@ -252,20 +252,18 @@ fn statsd_aggregates_every_type_from_nc_and_python_clients_over_udp_and_unix() {
     });
     let packets = agent
         .metric(&format!(
-            "datakit_statsd_packets_total{{listener=\"{instance}\"}}"
+            "datakit_input_received_events_total{{input=\"statsd\",listener=\"{instance}\"}}"
         ))
         .unwrap_or(0.0);
     assert!(packets >= 10.0, "packets {packets}");
     assert_eq!(
         agent.metric(&format!(
-            "datakit_statsd_packets_total{{listener=\"{sock_text}\"}}"
+            "datakit_input_received_events_total{{input=\"statsd\",listener=\"{sock_text}\"}}"
         )),
         Some(1.0)
     );
     assert_eq!(
-        agent.metric(&format!(
-            "datakit_statsd_kernel_drops_total{{listener=\"{instance}\"}}"
-        )),
+        agent.metric("datakit_input_dropped_total{input=\"statsd\",reason=\"kernel\"}"),
         Some(0.0)
     );
 }
@@ -410,7 +408,7 @@ fn statsd_reads_every_reuseport_socket_and_an_unusable_unix_path_is_only_a_warni
     assert_eq!(sum(&points, "nested", "hits", &[]), 2.0);
     assert_eq!(
         agent.metric(&format!(
-            "datakit_statsd_packets_total{{listener=\"127.0.0.1:{port}\"}}"
+            "datakit_input_received_events_total{{input=\"statsd\",listener=\"127.0.0.1:{port}\"}}"
         )),
         Some(64.0)
     );
@@ -545,21 +543,28 @@ fn a_million_distinct_statsd_series_stay_under_the_cap_and_the_worker_keeps_its_
     let send_time = started.elapsed();
 
     let instance = format!("{{instance=\"{listener}\"}}");
-    let on_listener = |name: &str, extra: &str| format!("{name}{{listener=\"{listener}\"{extra}}}");
     let (parsed_lines, dropped, handed) = wait_for(
         "every received line flushed or counted as dropped",
         Duration::from_secs(60),
         || {
             let m = agent.metrics();
-            let packets = sample(&m, &on_listener("datakit_statsd_packets_total", ""));
-            let kernel = sample(&m, &on_listener("datakit_statsd_kernel_drops_total", ""));
+            let packets = sample(
+                &m,
+                &format!(
+                    "datakit_input_received_events_total{{input=\"statsd\",listener=\"{listener}\"}}"
+                ),
+            );
+            let drops = |reason: &str| {
+                sample(
+                    &m,
+                    &format!("datakit_input_dropped_total{{input=\"statsd\",reason=\"{reason}\"}}"),
+                )
+            };
+            let kernel = drops("kernel");
             if packets + kernel < DATAGRAMS as f64 {
                 return None;
             }
-            let refused = samples_total(
-                &m,
-                &format!("datakit_statsd_dropped_total{{listener=\"{listener}\","),
-            );
+            let refused = drops("queue_full") + drops("truncated");
             let parsed = (packets - refused) as usize * PER_DATAGRAM;
             let dropped = sample(
                 &m,

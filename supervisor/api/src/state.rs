@@ -138,12 +138,83 @@ impl WorkerMetrics {
         }
     }
 
-    /// Appends every family's text to `out`.
+    /// Appends every family's text to `out`. A metric several workers report (the input
+    /// kit's uniform metrics) comes out once: its `# HELP`/`# TYPE`/`# UNIT` lines from the
+    /// first worker, then the samples of every worker (their `input` label tells them apart),
+    /// so the exposition stays valid.
     pub fn render(&self, out: &mut String) {
-        if let Ok(m) = self.by_family.lock() {
-            for text in m.values() {
-                out.push_str(text);
+        let Ok(m) = self.by_family.lock() else {
+            return;
+        };
+        let mut order: Vec<&str> = Vec::new();
+        let mut merged: std::collections::HashMap<&str, (String, String)> =
+            std::collections::HashMap::new();
+        for text in m.values() {
+            let mut current = "";
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                if let Some(rest) = line.strip_prefix("# ") {
+                    let mut words = rest.splitn(3, ' ');
+                    let (kind, name) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    current = name;
+                    let (meta, _) = merged.entry(name).or_insert_with(|| {
+                        order.push(name);
+                        Default::default()
+                    });
+                    let head = format!("# {kind} {name} ");
+                    if !meta.lines().any(|l| l.starts_with(&head)) {
+                        meta.push_str(line);
+                        meta.push('\n');
+                    }
+                    continue;
+                }
+                let (_, samples) = merged.entry(current).or_insert_with(|| {
+                    order.push(current);
+                    Default::default()
+                });
+                samples.push_str(line);
+                samples.push('\n');
             }
         }
+        for name in order {
+            if let Some((meta, samples)) = merged.get(name) {
+                out.push_str(meta);
+                out.push_str(samples);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod worker_metrics_tests {
+    use super::WorkerMetrics;
+
+    #[test]
+    fn a_metric_two_workers_report_is_declared_once_with_both_samples() {
+        let w = WorkerMetrics::default();
+        w.set(
+            "graphite",
+            "# HELP datakit_input_connections Accepted.\n# TYPE datakit_input_connections counter\ndatakit_input_connections_total{input=\"graphite\"} 2\n# HELP datakit_input_graphite_lines Lines.\n# TYPE datakit_input_graphite_lines counter\ndatakit_input_graphite_lines_total 7\n".into(),
+        );
+        w.set(
+            "logging",
+            "# HELP datakit_input_connections Accepted.\n# TYPE datakit_input_connections counter\ndatakit_input_connections_total{input=\"logging\"} 3\n".into(),
+        );
+        let mut out = String::new();
+        w.render(&mut out);
+        assert_eq!(
+            out.matches("# TYPE datakit_input_connections counter")
+                .count(),
+            1,
+            "{out}"
+        );
+        assert_eq!(out.matches("# HELP datakit_input_connections ").count(), 1);
+        let lines: Vec<&str> = out.lines().collect();
+        let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+        // Both samples follow their one declaration, before the next metric.
+        let decl = at("# TYPE datakit_input_connections");
+        assert!(at("input=\"graphite\"} 2") > decl);
+        assert!(at("input=\"logging\"} 3") > decl);
+        assert!(at("input=\"logging\"} 3") < at("# HELP datakit_input_graphite_lines"));
+        assert!(out.contains("datakit_input_graphite_lines_total 7\n"));
     }
 }

@@ -1,8 +1,8 @@
 //! `POST /v1/write/:category`: body decoding by content type and encoding, normalisation, feed.
 
+use dk_proto::clock::now_ns;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -502,13 +502,6 @@ fn no_points(dropped: usize, reason: Option<&str>, category: Category) -> ApiErr
         msg.push_str(" (metrics keep only numeric and boolean fields: send strings as tags, or write them as logging)");
     }
     ApiError::NoPoints(msg)
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Reads the whole body, refusing more than `max` bytes: at once (413, nothing read) when the

@@ -65,9 +65,7 @@ impl Clock {
 
 /// Now on the host clock, in Unix nanoseconds.
 pub(crate) fn host_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    dk_proto::clock::now_ns()
 }
 
 /// Now on the host clock, in Unix seconds (what a Dataway time is compared with).

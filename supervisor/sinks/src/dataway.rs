@@ -370,10 +370,7 @@ impl DatawayClock {
             endpoint: self.display.clone(),
             body: text.trim().to_string(),
         })?;
-        let host = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        Ok(answer.timestamp_sec - host)
+        Ok(answer.timestamp_sec - dk_proto::clock::now_ns() / 1_000_000_000)
     }
 }
 

@@ -19,6 +19,7 @@
 //! Every request is recorded as a [`Request`] with its answer; only accepted points are
 //! returned by [`FakeDataway::points`]. Waiting is notification-based, never polling.
 
+use dk_proto::clock::now_ns;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -594,10 +595,4 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

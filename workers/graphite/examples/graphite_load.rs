@@ -140,7 +140,16 @@ fn main() -> Result<(), Error> {
     }
     let before = agent.sink_points("metric");
     let agent_pid = agent.pid();
-    let worker = worker_pid(agent_pid, "graphite").ok_or("no graphite worker process")?;
+    // The supervisor binds the port before it starts the worker: wait for the worker too.
+    let worker = loop {
+        if let Some(pid) = worker_pid(agent_pid, "graphite") {
+            break pid;
+        }
+        if ready.elapsed() > Duration::from_secs(20) {
+            return Err("no graphite worker process after 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let cpu_before = (cpu_seconds(agent_pid), cpu_seconds(worker));
 
     let total = o.connections * o.lines;
@@ -172,10 +181,22 @@ fn main() -> Result<(), Error> {
     let done = start.elapsed();
     let metrics = agent.get("/metrics")?;
     let counted = metric_sum(&metrics, "datakit_input_graphite_points_total", &[]);
-    let errors = metric_sum(&metrics, "datakit_input_graphite_parse_errors_total", &[]);
+    let errors = metric_sum(
+        &metrics,
+        "datakit_input_parse_errors_total",
+        &["input=\"graphite\""],
+    );
     let rss = metric_sum(&metrics, "datakit_worker_rss_bytes", &["graphite"]);
-    let kernel_drops = metric_sum(&metrics, "datakit_input_graphite_kernel_drops_total", &[]);
-    let datagrams = metric_sum(&metrics, "datakit_input_graphite_datagrams_total", &[]);
+    let kernel_drops = metric_sum(
+        &metrics,
+        "datakit_input_dropped_total",
+        &["input=\"graphite\"", "reason=\"kernel\""],
+    );
+    let datagrams = metric_sum(
+        &metrics,
+        "datakit_input_received_events_total",
+        &["input=\"graphite\"", "udp://"],
+    );
     let cpu = (
         cpu_seconds(agent_pid) - cpu_before.0,
         cpu_seconds(worker) - cpu_before.1,

@@ -1,26 +1,30 @@
-//! The running `graphite` input: the I/O shell around [`Processor`] — a UDP receiver, a TCP
-//! acceptor with one task per connection, and a batcher that hands points to the emitter.
+//! The running `graphite` input: the I/O shell around [`Processor`] on the input kit's TCP
+//! and UDP serving, and a batcher that hands points to the emitter.
 //!
 //! # Design
 //!
-//! Readers turn each read (a datagram, a burst of datagrams, or a TCP read) into a `Vec` of
-//! points with the pure [`Processor`] and send it over a bounded channel to the batcher, which
-//! flushes once `buffer_size` points are buffered or every `interval` (Datakit's flush rules).
-//! The bounded channel and the emitter's back-pressure reach the readers: a slow agent slows
-//! TCP clients down (flow control) and lets the kernel queue datagrams. Counters are updated
-//! once per read; malformed lines are logged at most once per [`REPORT_EVERY`] per input.
-//! TCP lines split across reads are joined by a [`LineFramer`]; a last line without newline is
-//! kept when the client closes.
+//! The kit reads the sockets (connection cap, idle timeout, drain on stop, kernel drops); each
+//! TCP connection joins lines split across reads with a [`LineFramer`] (a last line without
+//! newline is kept at close) and each datagram is split into lines. Every round of reads
+//! becomes a `Vec` of points from the pure [`Processor`], sent over a bounded channel to the
+//! batcher, which flushes once `buffer_size` points are buffered or every `interval`
+//! (Datakit's flush rules). The bounded channel and the emitter's back-pressure reach the
+//! readers: a slow agent slows TCP clients down (flow control) and lets the kernel queue
+//! datagrams. Counters are updated once per round; malformed lines are reported at most once
+//! per [`dk_worker::serve::REPORT_EVERY`] per input.
 
-use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
+use dk_proto::clock::now_ns;
 use dk_proto::{Category, Point};
+use dk_worker::batch;
+use dk_worker::serve::{Tally, tcp, udp};
+use dk_worker::telemetry::{ListenerTelemetry, Telemetry};
 use dk_worker::{FeedOpts, Input, InputContext};
 use futures::future::BoxFuture;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -32,40 +36,38 @@ use crate::process::{Counts, Processor};
 /// The input and feed name.
 pub const INPUT_NAME: &str = "graphite";
 
-/// Most often malformed lines (or socket errors) are logged and reported, per input.
-pub const REPORT_EVERY: Duration = Duration::from_secs(10);
-
-/// Size of a TCP read (per connection).
-const READ_BUF: usize = 32 * 1024;
-/// Largest UDP datagram.
-const DATAGRAM_BUF: usize = 64 * 1024;
-/// Datagrams drained without waiting before their points are handed on.
-const DATAGRAM_BURST: usize = 64;
 /// Reads in flight between the readers and the batcher.
 const CHANNEL_DEPTH: usize = 16;
+
+/// Points gathered by one reader before they are handed on (what waits in the channel is
+/// at most `CHANNEL_DEPTH` times this plus one read's worth).
+const READER_POINTS: usize = 512;
+
+/// Bytes of one TCP read (about 800 lines of 40 bytes).
+const READ_BUFFER: usize = 32 * 1024;
 
 /// One `[[inputs.graphite]]` instance, ready to run.
 pub struct GraphiteInput {
     cfg: GraphiteConfig,
     processor: Arc<Processor>,
     metrics: Metrics,
-    register_metrics: bool,
+    telemetry: Telemetry,
 }
 
 impl GraphiteInput {
     /// An instance from its checked config and compiled processor. The instances of one worker
-    /// share `metrics`; exactly one of them (`register_metrics`) registers it.
+    /// share `metrics` and `telemetry`; the first to run registers them.
     pub fn new(
         cfg: GraphiteConfig,
         processor: Processor,
         metrics: Metrics,
-        register_metrics: bool,
+        telemetry: Telemetry,
     ) -> GraphiteInput {
         GraphiteInput {
             cfg,
             processor: Arc::new(processor),
             metrics,
-            register_metrics,
+            telemetry,
         }
     }
 }
@@ -80,121 +82,142 @@ impl Input for GraphiteInput {
     }
 }
 
-/// Rate limit for reports of malformed lines and socket errors.
-#[derive(Debug)]
-struct Reporter {
-    address: String,
-    /// Malformed lines and socket errors.
-    problems: Tally,
-    /// Kernel drops, reported on their own schedule.
-    drops: Tally,
-}
-
-/// A count of events reported at most every [`REPORT_EVERY`]: (last report, count since).
-#[derive(Debug, Default)]
-struct Tally(Mutex<(Option<Instant>, u64)>);
-
-impl Tally {
-    /// Adds `n` events; returns how many happened since the last report when one is due.
-    fn due(&self, n: u64) -> Option<u64> {
-        let mut s = self.0.lock().ok()?;
-        s.1 += n;
-        let now = Instant::now();
-        if s.0.is_some_and(|t| now.duration_since(t) < REPORT_EVERY) {
-            return None;
-        }
-        s.0 = Some(now);
-        Some(std::mem::take(&mut s.1))
-    }
-}
-
-impl Reporter {
-    fn new(address: &str) -> Reporter {
-        Reporter {
-            address: address.to_string(),
-            problems: Tally::default(),
-            drops: Tally::default(),
-        }
-    }
-
-    async fn malformed(&self, ctx: &InputContext, n: u64, peer: &str, err: &LineError) {
-        if n == 0 {
-            return;
-        }
-        if let Some(count) = self.problems.due(n) {
-            let message = format!(
-                "graphite {}: skipped {count} malformed line(s) since the last report; last from {peer}: {err}",
-                self.address
-            );
-            tracing::warn!(input = INPUT_NAME, "{message}");
-            ctx.emitter
-                .last_error(INPUT_NAME, "graphite", Category::Metric, message)
-                .await;
-        }
-    }
-
-    async fn kernel_drops(&self, ctx: &InputContext, n: u64) {
-        if let Some(count) = self.drops.due(n) {
-            let message = format!(
-                "graphite {}: the kernel dropped {count} UDP datagram(s) since the last report (receive buffer full); raise read_buffer_size (and net.core.rmem_max) or send over TCP",
-                self.address
-            );
-            tracing::warn!(input = INPUT_NAME, "{message}");
-            ctx.emitter
-                .last_error(INPUT_NAME, "graphite", Category::Metric, message)
-                .await;
-        }
-    }
-
-    async fn socket_error(&self, ctx: &InputContext, what: &str, err: &std::io::Error) {
-        if let Some(count) = self.problems.due(0) {
-            let message = format!(
-                "graphite {}: {what}: {err} ({count} malformed lines pending report)",
-                self.address
-            );
-            tracing::warn!(input = INPUT_NAME, "{message}");
-            ctx.emitter
-                .last_error(INPUT_NAME, "graphite", Category::Metric, message)
-                .await;
-        }
-    }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// What every reader task shares.
+/// What every reader of an instance shares.
 #[derive(Clone)]
 struct Shared {
     ctx: InputContext,
     processor: Arc<Processor>,
     handles: Handles,
-    reporter: Arc<Reporter>,
+    malformed: Counter,
+    too_long: Counter,
+    address: Arc<str>,
+    report: Arc<Tally>,
     tx: mpsc::Sender<Vec<Point>>,
 }
 
-impl Shared {
-    /// Counts one read's tally, reports its errors and hands its points on. `false` when the
+/// What one reader (a connection or a datagram socket) gathered since its last hand-over.
+struct Gathered {
+    shared: Shared,
+    out: Vec<Point>,
+    counts: Counts,
+    last: Option<LineError>,
+    /// Lines over 64 KiB since the last hand-over (also in `counts.parse_errors`).
+    too_long: u64,
+    peer: String,
+}
+
+impl Gathered {
+    fn new(shared: Shared, peer: String) -> Gathered {
+        Gathered {
+            shared,
+            out: Vec::new(),
+            counts: Counts::default(),
+            last: None,
+            too_long: 0,
+            peer,
+        }
+    }
+
+    /// Counts the round, reports its errors and hands its points on. `false` when the
     /// batcher is gone.
-    async fn deliver(
-        &self,
-        counts: &Counts,
-        now: i64,
-        points: Vec<Point>,
-        peer: &str,
-        last: Option<LineError>,
-    ) -> bool {
-        self.handles.add(counts, now as f64 / 1e9);
-        if let Some(e) = last {
-            self.reporter
-                .malformed(&self.ctx, counts.parse_errors, peer, &e)
+    async fn deliver(&mut self) -> bool {
+        let s = &self.shared;
+        let counts = std::mem::take(&mut self.counts);
+        s.handles.add(&counts, now_ns() as f64 / 1e9);
+        let too_long = std::mem::take(&mut self.too_long);
+        s.too_long.inc_by(too_long);
+        s.malformed.inc_by(counts.parse_errors - too_long);
+        if let Some(err) = self.last.take()
+            && let Some(n) = s.report.due(counts.parse_errors)
+        {
+            let message = format!(
+                "graphite {}: skipped {n} malformed line(s) since the last report; last from {}: {err}",
+                s.address, self.peer
+            );
+            tracing::warn!(input = INPUT_NAME, "{message}");
+            s.ctx
+                .emitter
+                .last_error(INPUT_NAME, "graphite", Category::Metric, message)
                 .await;
         }
-        points.is_empty() || self.tx.send(points).await.is_ok()
+        let points = std::mem::take(&mut self.out);
+        points.is_empty() || s.tx.send(points).await.is_ok()
+    }
+
+    fn line(&mut self, line: &[u8], now: i64) {
+        if let Err(e) = self
+            .shared
+            .processor
+            .line(line, now, &mut self.out, &mut self.counts)
+        {
+            self.last = Some(e);
+        }
+    }
+}
+
+/// One TCP connection: lines joined across reads.
+struct Connection {
+    g: Gathered,
+    framer: LineFramer,
+}
+
+impl Connection {
+    fn lines(&mut self, bytes: Option<&[u8]>) {
+        let now = now_ns();
+        let g = &mut self.g;
+        let mut each = |line: &[u8]| g.line(line, now);
+        let too_long = match bytes {
+            Some(b) => self.framer.feed(b, &mut each),
+            None => self.framer.finish(&mut each),
+        } as u64;
+        if too_long > 0 {
+            g.counts.lines += too_long;
+            g.counts.parse_errors += too_long;
+            g.too_long += too_long;
+            g.last = Some(LineError::TooLong);
+        }
+    }
+}
+
+impl tcp::Connection for Connection {
+    fn data(&mut self, bytes: &[u8]) {
+        self.lines(Some(bytes));
+    }
+
+    fn full(&self) -> bool {
+        self.g.out.len() >= READER_POINTS
+    }
+
+    fn finish(&mut self) {
+        self.lines(None);
+    }
+
+    async fn flush(&mut self) -> bool {
+        self.g.deliver().await
+    }
+}
+
+/// One UDP socket: each datagram split into lines.
+struct Datagrams(Gathered);
+
+impl udp::Datagrams for Datagrams {
+    fn datagram(&mut self, bytes: &[u8]) {
+        let g = &mut self.0;
+        if let Some(e) = g
+            .shared
+            .processor
+            .datagram(bytes, now_ns(), &mut g.out, &mut g.counts)
+        {
+            g.last = Some(e);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.0.out.len() >= READER_POINTS
+    }
+
+    async fn flush(&mut self) -> bool {
+        self.0.deliver().await
     }
 }
 
@@ -203,11 +226,10 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
         cfg,
         processor,
         metrics,
-        register_metrics,
+        telemetry,
     } = input;
-    if register_metrics {
-        metrics.register(&ctx);
-    }
+    metrics.register(&ctx);
+    telemetry.register(&ctx);
     if let Some(from) = cfg.interval_clamped_from {
         tracing::warn!(
             input = INPUT_NAME,
@@ -221,36 +243,54 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
         ctx: ctx.clone(),
         processor,
         handles: metrics.handles(&cfg.address),
-        reporter: Arc::new(Reporter::new(&cfg.address)),
+        malformed: telemetry.parse_error(INPUT_NAME, "malformed"),
+        too_long: telemetry.parse_error(INPUT_NAME, "too_long"),
+        address: cfg.address.as_str().into(),
+        report: Arc::new(Tally::default()),
         tx,
     };
     let mut readers = JoinSet::new();
-    let udp = dk_worker::listen::udp(&ctx, &udp_address(&cfg.address))
-        .map_err(|e| e.to_string())
-        .inspect(|s| {
+    let (udp_at, tcp_at) = (udp_address(&cfg.address), tcp_address(&cfg.address));
+    match dk_worker::listen::udp(&ctx, &udp_at) {
+        Ok(sock) => {
+            let fd = std::os::fd::AsFd::as_fd(&sock);
             dk_worker::listen::apply_read_buffer(
-                std::os::fd::AsFd::as_fd(s),
+                fd,
                 cfg.read_buffer_size,
                 false,
                 INPUT_NAME,
                 &cfg.address,
             );
-        })
-        .and_then(|s| UdpSocket::from_std(s).map_err(|e| e.to_string()));
-    match udp {
-        Ok(sock) => {
-            readers.spawn(udp_loop(sock, shared.clone()));
+            readers.spawn(udp::serve(
+                udp::DatagramSocket::Udp(sock),
+                udp::UdpOptions::default(),
+                telemetry.listener(INPUT_NAME, &udp_at),
+                ctx.shutdown.clone(),
+                Datagrams(Gathered::new(shared.clone(), udp_at.clone())),
+            ));
         }
-        Err(e) => startup_error(&ctx, &cfg.address, "UDP", &e).await,
+        Err(e) => startup_error(&ctx, &cfg.address, "UDP", &e.to_string()).await,
     }
-    let tcp = dk_worker::listen::tcp(&ctx, &tcp_address(&cfg.address))
-        .map_err(|e| e.to_string())
-        .and_then(|l| TcpListener::from_std(l).map_err(|e| e.to_string()));
-    match tcp {
-        Ok(listener) => {
-            readers.spawn(accept_loop(listener, shared.clone()));
+    match dk_worker::listen::tcp(&ctx, &tcp_at).map(TcpListener::from_std) {
+        Ok(Ok(listener)) => {
+            let conn_shared = shared.clone();
+            let tel: ListenerTelemetry = telemetry.listener(INPUT_NAME, &tcp_at);
+            readers.spawn(tcp::serve(
+                listener,
+                tcp::TcpOptions {
+                    read_buffer: READ_BUFFER,
+                    ..tcp::TcpOptions::default()
+                },
+                tel,
+                ctx.shutdown.clone(),
+                move |peer: SocketAddr| Connection {
+                    g: Gathered::new(conn_shared.clone(), peer.to_string()),
+                    framer: LineFramer::new(MAX_LINE),
+                },
+            ));
         }
-        Err(e) => startup_error(&ctx, &cfg.address, "TCP", &e).await,
+        Ok(Err(e)) => startup_error(&ctx, &cfg.address, "TCP", &e.to_string()).await,
+        Err(e) => startup_error(&ctx, &cfg.address, "TCP", &e.to_string()).await,
     }
     drop(shared);
     tracing::info!(
@@ -259,7 +299,13 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
         "Graphite input listening on TCP and UDP."
     );
     // The batcher ends once every reader has stopped (on shutdown) and dropped its sender.
-    batcher(rx, ctx.emitter.clone(), cfg.interval, cfg.buffer_size).await;
+    let feed = batch::Feed {
+        emitter: ctx.emitter.clone(),
+        category: Category::Metric,
+        name: INPUT_NAME.to_string(),
+        opts: FeedOpts::default(),
+    };
+    batch::batcher(rx, feed, cfg.interval, cfg.buffer_size).await;
     while readers.join_next().await.is_some() {}
 }
 
@@ -271,202 +317,13 @@ async fn startup_error(ctx: &InputContext, address: &str, what: &str, err: &str)
         .await;
 }
 
-/// Buffers points and hands them over `buffer_size` at a time, the remainder every
-/// `interval`, and everything once the readers are gone.
-async fn batcher(
-    mut rx: mpsc::Receiver<Vec<Point>>,
-    emitter: dk_worker::Emitter,
-    interval: Duration,
-    buffer_size: usize,
-) {
-    let mut buf: Vec<Point> = Vec::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(points) => {
-                    if buf.is_empty() {
-                        buf = points;
-                    } else {
-                        buf.extend(points);
-                    }
-                    // As Datakit, hand over exactly `buffer_size` points at a time; the rest
-                    // waits for more or for the tick. Small hand-overs also bound what
-                    // waits in the emitter's queue when the agent is slower than the clients.
-                    if buf.len() >= buffer_size {
-                        let rest = buf.split_off(buf.len() / buffer_size * buffer_size);
-                        let mut full = std::mem::replace(&mut buf, rest).into_iter();
-                        loop {
-                            let chunk: Vec<Point> = full.by_ref().take(buffer_size).collect();
-                            if chunk.is_empty() {
-                                break;
-                            }
-                            if !emitter.emit(Category::Metric, INPUT_NAME, FeedOpts::default(), chunk).await {
-                                return;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    flush(&emitter, &mut buf).await;
-                    return;
-                }
-            },
-            _ = tick.tick() => {
-                if !buf.is_empty() && !flush(&emitter, &mut buf).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn flush(emitter: &dk_worker::Emitter, buf: &mut Vec<Point>) -> bool {
-    let points = std::mem::take(buf);
-    emitter
-        .emit(Category::Metric, INPUT_NAME, FeedOpts::default(), points)
-        .await
-}
-
-/// Receives datagrams until shutdown; each datagram is split into lines.
-async fn udp_loop(sock: UdpSocket, shared: Shared) {
-    let mut buf = vec![0u8; DATAGRAM_BUF];
-    let cancel = shared.ctx.shutdown.clone();
-    let mut drops = dk_worker::listen::procnet::UdpDrops::new(sock.as_raw_fd());
-    let mut drop_tick = tokio::time::interval(Duration::from_secs(1));
-    drop_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = drop_tick.tick() => {
-                let new = drops.as_mut().map_or(0, dk_worker::listen::procnet::UdpDrops::poll);
-                if new > 0 {
-                    shared.handles.kernel_drops.inc_by(new);
-                    shared.reporter.kernel_drops(&shared.ctx, new).await;
-                }
-                continue;
-            }
-            r = sock.recv_from(&mut buf) => r,
-        };
-        let now = now_ns();
-        let mut out = Vec::new();
-        let mut counts = Counts::default();
-        let mut last = None;
-        let mut peer = String::new();
-        let mut datagrams = 0u64;
-        let mut next = Some(first);
-        // Drain what is already queued (without waiting) before handing the points on.
-        while let Some(r) = next.take() {
-            match r {
-                Ok((n, from)) => {
-                    datagrams += 1;
-                    if let Some(e) =
-                        shared
-                            .processor
-                            .datagram(&buf[..n], now, &mut out, &mut counts)
-                    {
-                        last = Some(e);
-                        peer = from.to_string();
-                    }
-                }
-                Err(e) => {
-                    shared
-                        .reporter
-                        .socket_error(&shared.ctx, "UDP receive failed", &e)
-                        .await;
-                    // A persistent error must not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    break;
-                }
-            }
-            if datagrams < DATAGRAM_BURST as u64 {
-                match sock.try_recv_from(&mut buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    r => next = Some(r),
-                }
-            }
-        }
-        shared.handles.datagrams.inc_by(datagrams);
-        if !shared.deliver(&counts, now, out, &peer, last).await {
-            return;
-        }
-    }
-}
-
-/// Accepts connections until shutdown; then waits for the connection tasks, which stop too.
-async fn accept_loop(listener: TcpListener, shared: Shared) {
-    let cancel = shared.ctx.shutdown.clone();
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    shared.handles.connections.inc();
-                    conns.spawn(connection(stream, peer.to_string(), shared.clone()));
-                }
-                Err(e) => {
-                    shared.reporter.socket_error(&shared.ctx, "TCP accept failed", &e).await;
-                    // Out of descriptors and the like: do not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    while conns.join_next().await.is_some() {}
-}
-
-/// Reads one TCP connection until the client closes it (or shutdown), joining lines split
-/// across reads; a final line without newline is kept at close.
-async fn connection(mut stream: TcpStream, peer: String, shared: Shared) {
-    let cancel = shared.ctx.shutdown.clone();
-    let mut framer = LineFramer::new(MAX_LINE);
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        let read = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = stream.read(&mut buf) => r,
-        };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(input = INPUT_NAME, peer, "graphite connection error: {e}");
-                0
-            }
-        };
-        let now = now_ns();
-        let mut out = Vec::new();
-        let mut counts = Counts::default();
-        let mut last = None;
-        let mut each = |line: &[u8]| {
-            if let Err(e) = shared.processor.line(line, now, &mut out, &mut counts) {
-                last = Some(e);
-            }
-        };
-        let too_long = if n == 0 {
-            framer.finish(&mut each)
-        } else {
-            framer.feed(&buf[..n], &mut each)
-        } as u64;
-        if too_long > 0 {
-            counts.lines += too_long;
-            counts.parse_errors += too_long;
-            last = Some(LineError::TooLong);
-        }
-        if !shared.deliver(&counts, now, out, &peer, last).await || n == 0 {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
+
+    use std::time::{Duration, Instant};
 
     use dk_proto::Value;
     use dk_proto::rpc::{InheritedListener, ListenerKind};
@@ -525,6 +382,15 @@ mod tests {
                 .unwrap_or(0)
         }
 
+        /// A uniform kit counter of this input (`labels` after `input="graphite",`).
+        fn kit(&self, name: &str, labels: &str) -> f64 {
+            dk_worker::telemetry::sample(
+                &self.metrics_text(),
+                name,
+                &format!("input=\"graphite\",{labels}"),
+            )
+        }
+
         async fn wait_counter(&self, name: &str, want: u64) {
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.counter(name) < want {
@@ -557,7 +423,12 @@ mod tests {
             },
         ];
         let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
-        let input = Box::new(GraphiteInput::new(cfg, processor, Metrics::default(), true));
+        let input = Box::new(GraphiteInput::new(
+            cfg,
+            processor,
+            Metrics::default(),
+            Telemetry::new(),
+        ));
         let task = tokio::spawn(input.run(ctx.clone()));
         Running {
             tcp: tcp_addr,
@@ -569,19 +440,6 @@ mod tests {
             ctx,
             _sockets: (tcp, udp),
         }
-    }
-
-    #[test]
-    fn a_tally_reports_at_once_then_at_most_every_period_with_the_count() {
-        let r = Tally::default();
-        assert_eq!(r.due(2), Some(2));
-        assert_eq!(r.due(3), None);
-        assert_eq!(r.due(4), None);
-        // Pretend the period is over: the count since the last report comes out.
-        if let Ok(mut s) = r.0.lock() {
-            s.0 = Some(Instant::now() - REPORT_EVERY);
-        }
-        assert_eq!(r.due(1), Some(8));
     }
 
     fn field(p: &Point) -> (&str, f64) {
@@ -616,7 +474,8 @@ mod tests {
         );
         assert_eq!(pts[1].get_tag("dc"), Some("eu"));
         assert!(pts.iter().all(|p| p.get_tag("team") == Some("ops")));
-        assert_eq!(r.counter("datakit_input_graphite_connections"), 1);
+        let tcp = format!("listener=\"{}\"", tcp_address(&r.address));
+        assert_eq!(r.kit("datakit_input_connections_total", &tcp), 1.0);
         assert_eq!(r.counter("datakit_input_graphite_points"), 3);
     }
 
@@ -636,10 +495,14 @@ mod tests {
         assert_eq!(field(&pts[1]), ("x_two", 2.0));
         // No timestamp: the receive time.
         assert!(pts[1].time >= before - 1_000_000_000 && pts[1].time <= now_ns());
-        r.wait_counter("datakit_input_graphite_parse_errors", 1)
-            .await;
+        r.wait_counter("datakit_input_graphite_lines", 3).await;
+        assert_eq!(
+            r.kit("datakit_input_parse_errors_total", "reason=\"malformed\""),
+            1.0
+        );
         assert_eq!(r.counter("datakit_input_graphite_lines"), 3);
-        assert_eq!(r.counter("datakit_input_graphite_datagrams"), 1);
+        let udp = format!("listener=\"{}\"", udp_address(&r.address));
+        assert_eq!(r.kit("datakit_input_received_events_total", &udp), 1.0);
         assert_eq!(r.counter("datakit_input_graphite_mapping_misses"), 2);
     }
 

@@ -14,60 +14,52 @@ pub mod mapper;
 mod metrics;
 pub mod process;
 
-use dk_proto::rpc::WorkerConfig;
-use dk_worker::{ConfigProblem, Family, Input, ListenSpec};
+use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput};
 
 pub use crate::input::{GraphiteInput, INPUT_NAME};
 use crate::metrics::Metrics;
 use crate::process::Processor;
 
-/// The sample config (`conf.d/graphite/graphite.conf`).
-const SAMPLE: &str = include_str!("../../../conf.d/graphite/graphite.conf");
-
 /// The `graphite` input family.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GraphiteFamily;
 
-impl Family for GraphiteFamily {
-    fn name(&self) -> &'static str {
-        "graphite"
+impl SingleInput for GraphiteFamily {
+    const FAMILY: &'static str = "graphite";
+    const INPUT: &'static str = INPUT_NAME;
+    /// The sample config (`conf.d/graphite/graphite.conf`).
+    const SAMPLE: &'static str = include_str!("../../../conf.d/graphite/graphite.conf");
+    type Config = (config::GraphiteConfig, mapper::Mapper);
+    type Shared = Metrics;
+
+    fn parse(toml_text: &str) -> Result<Self::Config, Vec<ConfigProblem>> {
+        config::parse(toml_text)
     }
 
-    fn inputs(&self) -> &'static [&'static str] {
-        &[INPUT_NAME]
+    fn problems(toml_text: &str) -> Vec<ConfigProblem> {
+        config::decode(toml_text).into_problems()
     }
 
-    fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[(INPUT_NAME, SAMPLE)]
-    }
-
-    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::decode)
-    }
-
-    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
-        if input != INPUT_NAME {
-            return Vec::new();
-        }
+    /// Only the address matters here: other problems are reported by `validate`.
+    fn listeners_of_text(toml_text: &str) -> Vec<ListenSpec> {
         config::listeners(toml_text)
     }
 
-    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        let metrics = Metrics::default();
-        let mut first = true;
-        dk_worker::build_instances(self, config, |spec| {
-            let (cfg, mapper) = config::parse(&spec.toml)?;
-            let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
-            let input = GraphiteInput::new(cfg, processor, metrics.clone(), first);
-            first = false;
-            Ok(input)
-        })
+    fn input((cfg, mapper): Self::Config, _source: &str, kit: &Kit<Metrics>) -> Box<dyn Input> {
+        let processor = Processor::new(mapper, cfg.strict_match, cfg.tags.clone());
+        Box::new(GraphiteInput::new(
+            cfg,
+            processor,
+            kit.shared.clone(),
+            kit.telemetry.clone(),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::ListenerKind;
+    use dk_worker::Family;
     use dk_worker::testing::{instances, keys, spec, worker_config};
 
     use super::*;
@@ -83,7 +75,7 @@ mod tests {
 
     #[test]
     fn sample_config_validates_and_listens_on_9109_tcp_and_udp() {
-        let tables = instances(SAMPLE, INPUT_NAME);
+        let tables = instances(GraphiteFamily::SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(GraphiteFamily.validate("graphite", &tables[0]), Vec::new());
         let (cfg, mapper) = config::parse(&tables[0]).expect("sample is valid");
@@ -100,7 +92,7 @@ mod tests {
 
     #[test]
     fn the_commented_sample_rules_are_valid_once_uncommented() {
-        let uncommented: String = SAMPLE
+        let uncommented: String = GraphiteFamily::SAMPLE
             .lines()
             .map(|l| {
                 let t = l.trim_start();

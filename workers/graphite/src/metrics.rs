@@ -1,7 +1,9 @@
 //! The graphite input's own counters, labelled by listen address, registered once per worker
-//! generation and updated once per read (never per line).
+//! generation and updated once per read (never per line). Bytes, datagrams, connections,
+//! parse errors and kernel drops are in the kit's uniform telemetry.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dk_worker::InputContext;
 use prometheus_client::metrics::counter::Counter;
@@ -16,20 +18,20 @@ type Labels = Vec<(String, String)>;
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     lines: Family<Labels, Counter>,
-    parse_errors: Family<Labels, Counter>,
     tag_errors: Family<Labels, Counter>,
     unmapped: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
     points: Family<Labels, Counter>,
-    connections: Family<Labels, Counter>,
-    datagrams: Family<Labels, Counter>,
-    kernel_drops: Family<Labels, Counter>,
     last_processed: Family<Labels, Gauge<f64, AtomicU64>>,
+    registered: Arc<AtomicBool>,
 }
 
 impl Metrics {
-    /// Registers every family in the worker's registry (call once per generation).
+    /// Registers every family in the worker's registry; only the first call does anything.
     pub fn register(&self, ctx: &InputContext) {
+        if self.registered.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let r = |name: &str, help: &str, f: &Family<Labels, Counter>| {
             ctx.register_metric(name, help, f.clone());
         };
@@ -37,11 +39,6 @@ impl Metrics {
             "datakit_input_graphite_lines",
             "Graphite lines received (non-blank, malformed included)",
             &self.lines,
-        );
-        r(
-            "datakit_input_graphite_parse_errors",
-            "Graphite lines skipped as malformed or longer than 64 KiB",
-            &self.parse_errors,
         );
         r(
             "datakit_input_graphite_tag_parse_failures",
@@ -63,21 +60,6 @@ impl Metrics {
             "Points built from Graphite lines and handed to the agent",
             &self.points,
         );
-        r(
-            "datakit_input_graphite_connections",
-            "Graphite TCP connections accepted",
-            &self.connections,
-        );
-        r(
-            "datakit_input_graphite_datagrams",
-            "Graphite UDP datagrams received",
-            &self.datagrams,
-        );
-        r(
-            "datakit_input_graphite_kernel_drops",
-            "Graphite UDP datagrams the kernel dropped (receive buffer full), from /proc/net/udp",
-            &self.kernel_drops,
-        );
         ctx.register_metric(
             "datakit_input_graphite_last_processed_timestamp_seconds",
             "Unix timestamp of the last processed graphite metric.",
@@ -90,14 +72,10 @@ impl Metrics {
         let labels = vec![("address".to_string(), address.to_string())];
         Handles {
             lines: self.lines.get_or_create(&labels).clone(),
-            parse_errors: self.parse_errors.get_or_create(&labels).clone(),
             tag_errors: self.tag_errors.get_or_create(&labels).clone(),
             unmapped: self.unmapped.get_or_create(&labels).clone(),
             dropped: self.dropped.get_or_create(&labels).clone(),
             points: self.points.get_or_create(&labels).clone(),
-            connections: self.connections.get_or_create(&labels).clone(),
-            datagrams: self.datagrams.get_or_create(&labels).clone(),
-            kernel_drops: self.kernel_drops.get_or_create(&labels).clone(),
             last_processed: self.last_processed.get_or_create(&labels).clone(),
         }
     }
@@ -107,17 +85,10 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct Handles {
     lines: Counter,
-    parse_errors: Counter,
     tag_errors: Counter,
     unmapped: Counter,
     dropped: Counter,
     points: Counter,
-    /// TCP connections accepted.
-    pub connections: Counter,
-    /// UDP datagrams received.
-    pub datagrams: Counter,
-    /// UDP datagrams the kernel dropped.
-    pub kernel_drops: Counter,
     last_processed: Gauge<f64, AtomicU64>,
 }
 
@@ -130,7 +101,6 @@ impl Handles {
             }
         };
         inc(&self.lines, c.lines);
-        inc(&self.parse_errors, c.parse_errors);
         inc(&self.tag_errors, c.tag_errors);
         inc(&self.unmapped, c.unmapped);
         inc(&self.dropped, c.dropped);

@@ -114,6 +114,7 @@ impl Family for HostFamily {
     /// singleton, only the first instance of each input is kept (the others are logged).
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
         let paths = HostPaths::from_env();
+        let telemetry = dk_worker::Telemetry::new();
         let mut problems = Vec::new();
         let mut built: Vec<Box<dyn Input>> = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
@@ -130,7 +131,9 @@ impl Family for HostFamily {
                         continue;
                     }
                     seen.push(&spec.name);
-                    built.push(Self::build_input(c, paths.clone(), &config.hostname));
+                    telemetry.instance(&spec.name);
+                    let input = Self::build_input(c, paths.clone(), &config.hostname);
+                    built.push(telemetry.registering(input));
                 }
                 Err(ps) => problems.extend(ps.into_iter().map(|p| {
                     ConfigProblem::new(

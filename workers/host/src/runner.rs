@@ -1,7 +1,8 @@
 //! The tick loop every host input runs: collect at start, then once per interval, with
 //! Datakit's timestamp alignment, until shutdown.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub(crate) use dk_proto::clock::now_ns;
+use std::time::Duration;
 
 use dk_proto::{Category, Point};
 use dk_worker::{FeedOpts, Input, InputContext};
@@ -66,14 +67,6 @@ impl<C: Collector> Input for HostInput<C> {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
         Box::pin(run_loop(self.collector, self.tags, ctx))
     }
-}
-
-/// Nanoseconds since the epoch, now.
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Datakit's `AlignTime`: the next point time is the previous one plus the interval,

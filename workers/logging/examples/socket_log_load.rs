@@ -68,7 +68,16 @@ fn main() -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let before = agent.sink_points("logging");
-    let worker = worker_pid(agent.pid(), "logging").ok_or("no logging worker process")?;
+    // The supervisor binds the socket before it starts the worker: wait for the worker too.
+    let worker = loop {
+        if let Some(pid) = worker_pid(agent.pid(), "logging") {
+            break pid;
+        }
+        if ready.elapsed() > Duration::from_secs(20) {
+            return Err("no logging worker process after 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let cpu_before = (cpu_seconds(agent.pid()), cpu_seconds(worker));
 
     let total = o.connections * o.lines;

@@ -1,19 +1,21 @@
 //! The running `[[inputs.logging]]` instance: TCP connections and UDP datagrams from the
-//! sockets the supervisor bound, turned into batches of `logging` points.
+//! sockets the supervisor bound, served by the input kit (connection cap, idle timeout, drain
+//! on stop, kernel drops), turned into batches of `logging` points.
 
-use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use dk_proto::clock::now_ns;
 use dk_proto::{Category, Point};
+use dk_worker::serve::{tcp, udp};
+use dk_worker::telemetry::Telemetry;
 use dk_worker::{Emitter, FeedOpts, Input, InputContext};
 use futures::future::BoxFuture;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{LoggingConfig, Proto, SocketSpec};
 use crate::metrics::{Metrics, SocketCounters};
@@ -33,14 +35,8 @@ pub const BATCH: usize = 1024;
 /// Most points in one feed handed to the emitter.
 pub const FEED_POINTS: usize = 64;
 
-/// Most extra reads that join one batch (so a connection yields to the others).
-const MAX_DRAIN_READS: usize = 16;
-
 /// How long a joined record waits for continuation lines on an idle connection.
 pub const IDLE_FLUSH: Duration = Duration::from_secs(1);
-
-/// How often the same socket error is logged at most.
-const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What every socket of an instance shares.
 #[derive(Debug)]
@@ -122,19 +118,21 @@ pub struct LoggingInput {
     sockets: Vec<SocketSpec>,
     warnings: Vec<String>,
     metrics: Arc<Metrics>,
+    telemetry: Telemetry,
 }
 
 impl LoggingInput {
-    /// Builds an instance from its checked config; `metrics` is shared by the instances of
-    /// one worker generation.
-    pub fn new(cfg: LoggingConfig, metrics: Arc<Metrics>) -> LoggingInput {
-        LoggingInput::with_idle_flush(cfg, metrics, IDLE_FLUSH)
+    /// Builds an instance from its checked config; `metrics` and `telemetry` are shared by
+    /// the instances of one worker generation.
+    pub fn new(cfg: LoggingConfig, metrics: Arc<Metrics>, telemetry: Telemetry) -> LoggingInput {
+        LoggingInput::with_idle_flush(cfg, metrics, telemetry, IDLE_FLUSH)
     }
 
     /// As [`LoggingInput::new`] with another idle flush delay (tests).
     pub fn with_idle_flush(
         cfg: LoggingConfig,
         metrics: Arc<Metrics>,
+        telemetry: Telemetry,
         idle_flush: Duration,
     ) -> LoggingInput {
         let mut warnings = cfg.warnings();
@@ -167,33 +165,51 @@ impl LoggingInput {
             sockets: cfg.sockets,
             warnings,
             metrics,
+            telemetry,
         }
     }
 
     async fn run_loop(self, ctx: InputContext) {
         self.metrics.register(&ctx);
+        self.telemetry.register(&ctx);
         let source = self.shared.template.measurement.clone();
         for w in &self.warnings {
             tracing::warn!(input = INPUT_NAME, source = %source, "{w}");
         }
+        let decode_errors = self.telemetry.parse_error(INPUT_NAME, "decode");
         let mut tasks = JoinSet::new();
         for spec in &self.sockets {
-            let counters = self.metrics.socket(&source, spec.proto);
-            let shared = self.shared.clone();
-            let emitter = ctx.emitter.clone();
+            let reader = Reader {
+                shared: self.shared.clone(),
+                counters: self.metrics.socket(&source, spec.proto),
+                decode_errors: decode_errors.clone(),
+                emitter: ctx.emitter.clone(),
+                messages: Vec::new(),
+                counts: Counts::default(),
+            };
+            let tel = self.telemetry.listener(INPUT_NAME, &spec.address);
             let shutdown = ctx.shutdown.clone();
             let opened = match spec.proto {
                 Proto::Tcp => dk_worker::listen::tcp(&ctx, &spec.address)
                     .map_err(|e| e.to_string())
                     .and_then(|l| TcpListener::from_std(l).map_err(|e| e.to_string()))
                     .map(|l| {
-                        tasks.spawn(serve_tcp(l, shared, counters, emitter, shutdown));
+                        let opts = tcp::TcpOptions {
+                            read_buffer: READ_BUFFER,
+                            ..tcp::TcpOptions::default()
+                        };
+                        let make = move |_: SocketAddr| Connection {
+                            assembler: StreamAssembler::new(&reader.shared.shaping),
+                            reader: reader.clone(),
+                        };
+                        tasks.spawn(tcp::serve(l, opts, tel, shutdown, make));
                     }),
                 Proto::Udp => dk_worker::listen::udp(&ctx, &spec.address)
                     .map_err(|e| e.to_string())
-                    .and_then(|s| UdpSocket::from_std(s).map_err(|e| e.to_string()))
                     .map(|s| {
-                        tasks.spawn(serve_udp(s, shared, counters, emitter, shutdown));
+                        let sock = udp::DatagramSocket::Udp(s);
+                        let opts = udp::UdpOptions::default();
+                        tasks.spawn(udp::serve(sock, opts, tel, shutdown, reader));
                     }),
             };
             match opened {
@@ -225,260 +241,86 @@ impl Input for LoggingInput {
     }
 }
 
-/// Logs an error at most every [`ERROR_LOG_EVERY`], with how many were not logged.
-#[derive(Debug, Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
+/// What one socket (a TCP connection or a UDP socket) has gathered.
+#[derive(Clone)]
+struct Reader {
+    shared: Arc<Shared>,
+    counters: SocketCounters,
+    decode_errors: Counter,
+    emitter: Emitter,
+    messages: Vec<String>,
+    counts: Counts,
 }
 
-impl Throttle {
-    fn report(&mut self, what: &str, error: &std::io::Error) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY)
-        {
-            self.suppressed += 1;
-            return;
+impl Reader {
+    async fn flush(&mut self) -> bool {
+        let counts = std::mem::take(&mut self.counts);
+        if counts.truncated > 0 {
+            self.counters.truncated.inc_by(counts.truncated);
         }
-        tracing::warn!(
-            input = INPUT_NAME,
-            suppressed = self.suppressed,
-            "{what}: {error}"
+        if counts.decode_errors > 0 {
+            self.decode_errors.inc_by(counts.decode_errors);
+        }
+        self.shared
+            .feed(&self.emitter, &self.counters, &mut self.messages)
+            .await
+    }
+}
+
+impl udp::Datagrams for Reader {
+    fn datagram(&mut self, bytes: &[u8]) {
+        record::datagram(
+            &self.shared.shaping,
+            bytes,
+            &mut self.messages,
+            &mut self.counts,
         );
-        self.last = Some(now);
-        self.suppressed = 0;
+    }
+
+    fn full(&self) -> bool {
+        self.messages.len() >= BATCH
+    }
+
+    async fn flush(&mut self) -> bool {
+        Reader::flush(self).await
     }
 }
 
-async fn serve_tcp(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    counters: SocketCounters,
-    emitter: Emitter,
-    shutdown: CancellationToken,
-) {
-    let mut connections = JoinSet::new();
-    let mut errors = Throttle::default();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    counters.connections.inc();
-                    connections.spawn(serve_connection(
-                        stream,
-                        shared.clone(),
-                        counters.clone(),
-                        emitter.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little instead of spinning.
-                    errors.report("accepting a logging connection failed", &e);
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    }
-                }
-            },
-        }
-    }
-    while connections.join_next().await.is_some() {}
+/// One TCP connection: records joined across reads.
+struct Connection {
+    reader: Reader,
+    assembler: StreamAssembler,
 }
 
-/// What one wait on a connection produced.
-enum Event {
-    Read(std::io::Result<usize>),
-    Idle,
-    Stop,
-}
-
-/// Decrements the open-connection gauge when the connection task ends.
-struct OpenGuard(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.dec();
+impl tcp::Connection for Connection {
+    fn data(&mut self, bytes: &[u8]) {
+        self.assembler.push(bytes, &mut self.reader.messages);
     }
-}
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    shared: Arc<Shared>,
-    counters: SocketCounters,
-    emitter: Emitter,
-    shutdown: CancellationToken,
-) {
-    counters.open_connections.inc();
-    let _open = OpenGuard(counters.open_connections.clone());
-    let mut assembler = StreamAssembler::new(&shared.shaping);
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut messages: Vec<String> = Vec::new();
-    let mut open = true;
-    while open {
-        let event = if assembler.has_pending() {
-            tokio::select! {
-                () = shutdown.cancelled() => Event::Stop,
-                r = tokio::time::timeout(shared.idle_flush, stream.read(&mut buf)) => match r {
-                    Ok(r) => Event::Read(r),
-                    Err(_) => Event::Idle,
-                },
-            }
-        } else {
-            tokio::select! {
-                () = shutdown.cancelled() => Event::Stop,
-                r = stream.read(&mut buf) => Event::Read(r),
-            }
-        };
-        match event {
-            Event::Idle => assembler.flush_pending(&mut messages),
-            Event::Stop => {
-                // Take what the client already sent, then hand everything over.
-                drain_ready(
-                    &mut stream,
-                    &mut buf,
-                    &mut assembler,
-                    &mut messages,
-                    &counters,
-                );
-                assembler.finish(&mut messages);
-                open = false;
-            }
-            Event::Read(Ok(0)) | Event::Read(Err(_)) => {
-                // Closed (or reset) by the client: the unterminated last line is kept.
-                assembler.finish(&mut messages);
-                open = false;
-            }
-            Event::Read(Ok(n)) => {
-                counters.bytes.inc_by(n as u64);
-                assembler.push(&buf[..n], &mut messages);
-                // What is already waiting joins this batch.
-                if !drain_ready(
-                    &mut stream,
-                    &mut buf,
-                    &mut assembler,
-                    &mut messages,
-                    &counters,
-                ) {
-                    assembler.finish(&mut messages);
-                    open = false;
-                }
-            }
-        }
-        count(&counters, assembler.take_counts());
-        if !shared.feed(&emitter, &counters, &mut messages).await {
-            return;
-        }
+    fn full(&self) -> bool {
+        self.reader.messages.len() >= BATCH
     }
-}
 
-/// Reads what the socket already holds without waiting, up to a batch (or
-/// [`MAX_DRAIN_READS`] reads); `false` when the stream ended.
-fn drain_ready(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    assembler: &mut StreamAssembler,
-    messages: &mut Vec<String>,
-    counters: &SocketCounters,
-) -> bool {
-    for _ in 0..MAX_DRAIN_READS {
-        if messages.len() >= BATCH {
-            break;
-        }
-        match stream.try_read(buf) {
-            Ok(0) => return false,
-            Ok(n) => {
-                counters.bytes.inc_by(n as u64);
-                assembler.push(&buf[..n], messages);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
+    fn linger(&self) -> Option<Duration> {
+        self.assembler
+            .has_pending()
+            .then_some(self.reader.shared.idle_flush)
     }
-    true
-}
 
-fn count(counters: &SocketCounters, counts: Counts) {
-    if counts.truncated > 0 {
-        counters.truncated.inc_by(counts.truncated);
+    fn idle(&mut self) {
+        self.assembler.flush_pending(&mut self.reader.messages);
     }
-    if counts.decode_errors > 0 {
-        counters.decode_errors.inc_by(counts.decode_errors);
-    }
-}
 
-async fn serve_udp(
-    socket: UdpSocket,
-    shared: Arc<Shared>,
-    counters: SocketCounters,
-    emitter: Emitter,
-    shutdown: CancellationToken,
-) {
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut messages: Vec<String> = Vec::new();
-    let mut errors = Throttle::default();
-    let mut drops = dk_worker::listen::procnet::UdpDrops::new(socket.as_raw_fd());
-    let mut drop_tick = tokio::time::interval(Duration::from_secs(1));
-    drop_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drop_log = Throttle::default();
-    loop {
-        let mut counts = Counts::default();
-        let received = tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = drop_tick.tick() => {
-                let new = drops.as_mut().map_or(0, dk_worker::listen::procnet::UdpDrops::poll);
-                if new > 0 {
-                    counters.kernel_drops.inc_by(new);
-                    drop_log.report(
-                        "the kernel dropped logging datagrams (receive buffer full); send over TCP or raise net.core.rmem_default",
-                        &std::io::Error::other(format!("{new} dropped")),
-                    );
-                }
-                continue;
-            }
-            r = socket.recv_from(&mut buf) => r,
-        };
-        match received {
-            Ok((n, _)) => {
-                counters.bytes.inc_by(n as u64);
-                record::datagram(&shared.shaping, &buf[..n], &mut messages, &mut counts);
-            }
-            Err(e) => {
-                errors.report("receiving a logging datagram failed", &e);
-                continue;
-            }
-        }
-        // Datagrams already queued join this batch.
-        while messages.len() < BATCH {
-            match socket.try_recv_from(&mut buf) {
-                Ok((n, _)) => {
-                    counters.bytes.inc_by(n as u64);
-                    record::datagram(&shared.shaping, &buf[..n], &mut messages, &mut counts);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    errors.report("receiving a logging datagram failed", &e);
-                    break;
-                }
-            }
-        }
-        count(&counters, counts);
-        if !shared.feed(&emitter, &counters, &mut messages).await {
-            return;
-        }
+    fn finish(&mut self) {
+        self.assembler.finish(&mut self.reader.messages);
     }
-}
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    async fn flush(&mut self) -> bool {
+        let counts = self.assembler.take_counts();
+        self.reader.counts.truncated += counts.truncated;
+        self.reader.counts.decode_errors += counts.decode_errors;
+        self.reader.flush().await
+    }
 }
 
 #[cfg(test)]
@@ -491,6 +333,10 @@ mod tests {
     use dk_worker::emitter::Message;
     use tokio::sync::mpsc;
 
+    use std::time::Instant;
+
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
     use crate::config;
 
@@ -501,6 +347,7 @@ mod tests {
         tcp: std::net::SocketAddr,
         udp: std::net::SocketAddr,
         metrics: Arc<Metrics>,
+        ctx: InputContext,
         _keep: (std::net::TcpListener, std::net::UdpSocket),
     }
 
@@ -512,7 +359,7 @@ mod tests {
         let toml = format!("sockets = [\"tcp://{ta}\", \"udp://{ua}\"]\nsource = \"app\"\n{extra}");
         let cfg = config::parse(&toml).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let input = LoggingInput::with_idle_flush(cfg, metrics.clone(), idle);
+        let input = LoggingInput::with_idle_flush(cfg, metrics.clone(), Telemetry::new(), idle);
         let (emitter, rx) = Emitter::channel(64);
         let (mut ctx, shutdown, _pause) = InputContext::for_test(emitter);
         ctx.listeners = vec![
@@ -527,8 +374,9 @@ mod tests {
                 fd: udp.as_raw_fd(),
             },
         ];
-        let task = tokio::spawn(Box::new(input).run(ctx));
+        let task = tokio::spawn(Box::new(input).run(ctx.clone()));
         Running {
+            ctx,
             rx,
             shutdown,
             task,
@@ -536,6 +384,13 @@ mod tests {
             udp: ua,
             metrics,
             _keep: (tcp, udp),
+        }
+    }
+
+    impl Running {
+        /// A sample of the uniform telemetry.
+        fn kit(&self, name: &str, labels: &str) -> f64 {
+            dk_worker::telemetry::sample(&dk_worker::telemetry::encode(&self.ctx), name, labels)
         }
     }
 
@@ -614,8 +469,8 @@ mod tests {
         let mut c = std::net::TcpStream::connect(r.tcp).unwrap();
         c.write_all(b"done\npartial").unwrap();
         // "done" waits in the joiner for the next record, "partial" for its newline.
-        let counters = r.metrics.socket("app", Proto::Tcp);
-        wait_until(|| counters.bytes.get() == 12).await;
+        let bytes = format!("input=\"logging\",listener=\"tcp://{}\"", r.tcp);
+        wait_until(|| r.kit("datakit_input_received_bytes_total", &bytes) == 12.0).await;
         r.shutdown.cancel();
         assert_eq!(messages(&mut r.rx, 2).await, vec!["done", "partial"]);
         r.task.await.unwrap();
@@ -632,7 +487,8 @@ mod tests {
         assert_eq!(got, vec!["one", "two", "three"]);
         let c = r.metrics.socket("app", Proto::Udp);
         assert_eq!(c.lines.get(), 3);
-        assert_eq!(c.bytes.get(), 13);
+        let udp = format!("input=\"logging\",listener=\"udp://{}\"", r.udp);
+        assert_eq!(r.kit("datakit_input_received_bytes_total", &udp), 13.0);
         r.shutdown.cancel();
         r.task.await.unwrap();
     }
@@ -647,7 +503,8 @@ mod tests {
         wait_until(|| counters.ignored.get() == 3).await;
         assert_eq!(counters.ignored.get(), 3);
         assert_eq!(counters.lines.get(), 0);
-        assert_eq!(counters.connections.get(), 1);
+        let tcp = format!("input=\"logging\",listener=\"tcp://{}\"", r.tcp);
+        assert_eq!(r.kit("datakit_input_connections_total", &tcp), 1.0);
         assert!(r.rx.try_recv().is_err());
         r.shutdown.cancel();
         r.task.await.unwrap();
@@ -656,7 +513,7 @@ mod tests {
     #[test]
     fn stamps_are_distinct_and_increasing() {
         let cfg = config::parse("").unwrap();
-        let input = LoggingInput::new(cfg, Arc::new(Metrics::default()));
+        let input = LoggingInput::new(cfg, Arc::new(Metrics::default()), Telemetry::new());
         let a = input.shared.stamp(1000);
         let b = input.shared.stamp(1);
         assert!(b >= a + 1000, "{a} {b}");

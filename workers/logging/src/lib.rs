@@ -20,75 +20,62 @@ pub mod status;
 
 use std::sync::Arc;
 
-use dk_proto::rpc::{ListenerKind, WorkerConfig};
-use dk_worker::{ConfigProblem, Family, Input, ListenSpec};
+use dk_proto::rpc::ListenerKind;
+use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput};
 
-use crate::config::Proto;
+use crate::config::{LoggingConfig, Proto};
 use crate::input::{INPUT_NAME, LoggingInput};
 use crate::metrics::Metrics;
-
-/// The sample config (`conf.d/log/logging.conf`).
-const SAMPLE: &str = include_str!("../../../conf.d/log/logging.conf");
 
 /// The `logging` input family.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoggingFamily;
 
-impl Family for LoggingFamily {
-    fn name(&self) -> &'static str {
-        "logging"
+impl SingleInput for LoggingFamily {
+    const FAMILY: &'static str = "logging";
+    const INPUT: &'static str = INPUT_NAME;
+    /// The sample config (`conf.d/log/logging.conf`).
+    const SAMPLE: &'static str = include_str!("../../../conf.d/log/logging.conf");
+    type Config = LoggingConfig;
+    type Shared = Arc<Metrics>;
+    /// Instances share nothing but the worker's counters: a reload keeps the unchanged ones
+    /// running with their connections.
+    const PER_INSTANCE: bool = true;
+
+    fn parse(toml_text: &str) -> Result<LoggingConfig, Vec<ConfigProblem>> {
+        config::parse(toml_text)
     }
 
-    fn inputs(&self) -> &'static [&'static str] {
-        &[INPUT_NAME]
+    fn problems(toml_text: &str) -> Vec<ConfigProblem> {
+        config::decode(toml_text).into_problems()
     }
 
-    fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[(INPUT_NAME, SAMPLE)]
-    }
-
-    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::decode)
-    }
-
-    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
-        if input != INPUT_NAME {
-            return Vec::new();
-        }
-        let Ok(cfg) = config::parse(toml_text) else {
-            return Vec::new();
-        };
+    fn listeners_of(cfg: &LoggingConfig) -> Vec<ListenSpec> {
         cfg.sockets
-            .into_iter()
+            .iter()
             .map(|s| {
                 let kind = match s.proto {
                     Proto::Tcp => ListenerKind::Tcp,
                     Proto::Udp => ListenerKind::Udp,
                 };
-                ListenSpec::new(s.address, kind)
+                ListenSpec::new(s.address.clone(), kind)
             })
             .collect()
     }
 
-    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        // One set of counters for the worker's life: a reconfigure keeps unchanged instances
-        // running, and they keep counting into the same registered metrics.
-        static METRICS: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
-        let metrics = METRICS.get_or_init(Arc::default).clone();
-        dk_worker::build_instances(self, config, |spec| {
-            let cfg = config::parse(&spec.toml)?;
-            Ok(LoggingInput::new(cfg, metrics.clone()))
-        })
-    }
-
-    fn per_instance(&self) -> bool {
-        true
+    fn input(cfg: LoggingConfig, _source: &str, kit: &Kit<Arc<Metrics>>) -> Box<dyn Input> {
+        Box::new(LoggingInput::new(
+            cfg,
+            kit.shared.clone(),
+            kit.telemetry.clone(),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::InputSpec;
+    use dk_worker::Family;
     use dk_worker::testing::{instances, keys, worker_config};
 
     use super::*;
@@ -108,7 +95,7 @@ mod tests {
 
     #[test]
     fn sample_listens_on_tcp_9530_and_udp_9531() {
-        let tables = instances(SAMPLE, INPUT_NAME);
+        let tables = instances(LoggingFamily::SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(LoggingFamily.validate("logging", &tables[0]), Vec::new());
         assert_eq!(

@@ -35,6 +35,11 @@ pub trait Family: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Routes this family serves on the agent's API port (see [`crate::http`]).
+    fn http_routes(&self) -> Vec<crate::http::HttpRoute> {
+        Vec::new()
+    }
+
     /// Builds the inputs of this worker from its configuration.
     ///
     /// # Errors

@@ -1,6 +1,7 @@
 //! The running `socket` input: an interval-aligned loop that probes every target concurrently.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use dk_proto::clock::now_ns;
+use std::time::Duration;
 
 use dk_proto::{Category, Point};
 use dk_worker::{FeedOpts, Input, InputContext};
@@ -194,13 +195,6 @@ impl Input for SocketInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
         Box::pin(self.run_loop(ctx))
     }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

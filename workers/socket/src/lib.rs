@@ -10,46 +10,40 @@ mod input;
 mod points;
 mod probe;
 
-use dk_proto::rpc::WorkerConfig;
-use dk_worker::{ConfigProblem, Family, Input};
+use dk_worker::{ConfigProblem, Input, Kit, SingleInput};
 
 use crate::input::{INPUT_NAME, SocketInput};
-
-/// The sample config (`conf.d/network/socket.conf`).
-const SAMPLE: &str = include_str!("../../../conf.d/network/socket.conf");
 
 /// The `socket` input family.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SocketFamily;
 
-impl Family for SocketFamily {
-    fn name(&self) -> &'static str {
-        "socket"
+impl SingleInput for SocketFamily {
+    const FAMILY: &'static str = "socket";
+    const INPUT: &'static str = INPUT_NAME;
+    /// The sample config (`conf.d/network/socket.conf`).
+    const SAMPLE: &'static str = include_str!("../../../conf.d/network/socket.conf");
+    type Config = config::SocketConfig;
+    type Shared = ();
+
+    fn parse(toml_text: &str) -> Result<config::SocketConfig, Vec<ConfigProblem>> {
+        config::parse(toml_text)
     }
 
-    fn inputs(&self) -> &'static [&'static str] {
-        &[INPUT_NAME]
+    fn problems(toml_text: &str) -> Vec<ConfigProblem> {
+        config::decode(toml_text).into_problems()
     }
 
-    fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[(INPUT_NAME, SAMPLE)]
-    }
-
-    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::decode)
-    }
-
-    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        dk_worker::build_instances(self, config, |spec| {
-            let cfg = config::parse(&spec.toml)?;
-            Ok(SocketInput::from_config(cfg, &spec.source))
-        })
+    fn input(cfg: config::SocketConfig, source: &str, kit: &Kit<()>) -> Box<dyn Input> {
+        kit.telemetry
+            .registering(Box::new(SocketInput::from_config(cfg, source)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::InputSpec;
+    use dk_worker::Family;
     use dk_worker::testing::{instances, keys, worker_config};
 
     use super::*;
@@ -70,7 +64,7 @@ mod tests {
 
     #[test]
     fn sample_config_validates_without_problems() {
-        let tables = instances(SAMPLE, INPUT_NAME);
+        let tables = instances(SocketFamily::SAMPLE, INPUT_NAME);
         assert_eq!(tables.len(), 1);
         assert_eq!(SocketFamily.validate("socket", &tables[0]), Vec::new());
         let cfg = config::parse(&tables[0]).expect("sample is valid");
@@ -85,17 +79,9 @@ mod tests {
             "socket",
             "dest_url = [\"tcp://a:1\", \"tcp://a\", \"gopher://a:70\"]\ninterval = 3\nudp_timeout = \"x\"",
         );
-        let (warnings, errors): (Vec<_>, Vec<_>) =
-            problems.into_iter().partition(|p| p.is_warning());
-        let mut errors = keys(&errors);
-        errors.sort_unstable();
-        assert_eq!(errors, vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]);
-        assert_eq!(keys(&warnings), vec!["interval"]);
-        assert!(
-            warnings[0]
-                .message
-                .ends_with("raises it to its minimum 10s"),
-            "{warnings:?}"
+        assert_eq!(
+            keys(&problems),
+            vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]
         );
     }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dk_input_statsd::recv::MultiSend;
 use dk_proto::Value;
 use dk_proto::lineproto::{DecodeOptions, Precision};
+use dk_worker::serve::udp::MultiSend;
 use dk_worker::testing::load::{cpu_seconds, http_get, metric_sum, rss_kib, worker_pid};
 
 #[derive(Parser, Debug)]
@@ -73,12 +73,16 @@ fn snapshot(api: SocketAddr, listener: &str) -> Result<Snapshot> {
     let text = http_get(api, "/metrics")?;
     let l = format!("listener=\"{listener}\"");
     Ok(Snapshot {
-        packets: metric_sum(&text, "datakit_statsd_packets_total{", &[&l]),
-        kernel_drops: metric_sum(&text, "datakit_statsd_kernel_drops_total{", &[&l]),
+        packets: metric_sum(&text, "datakit_input_received_events_total{", &[&l]),
+        kernel_drops: metric_sum(
+            &text,
+            "datakit_input_dropped_total{",
+            &["input=\"statsd\"", "reason=\"kernel\""],
+        ),
         queue_full: metric_sum(
             &text,
-            "datakit_statsd_dropped_total{",
-            &[&l, "reason=\"queue_full\""],
+            "datakit_input_dropped_total{",
+            &["input=\"statsd\"", "reason=\"queue_full\""],
         ),
     })
 }

@@ -11,12 +11,13 @@
 //! warm) and never block on the parser: when `allowed_pending_messages` datagrams are already
 //! queued, new ones are dropped and counted, as Datakit drops them.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use dk_proto::clock::now_ns;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dk_proto::{Category, Point};
 use dk_worker::{FeedOpts, Input, InputContext};
@@ -28,8 +29,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::aggregate::{Aggregator, Outcome};
 use crate::config::{DEFAULT_READ_BUFFER, StatsdConfig, clamp_interval};
 use crate::parser::{Item, ParseError, ParseOptions, parse_datagram};
-use crate::recv::{self, MultiRecv};
-use dk_worker::listen::procnet;
+use dk_worker::serve::udp::{self, DatagramSocket, MultiRecv};
+use dk_worker::telemetry::{Telemetry, reason};
 
 /// The input and feed name.
 pub const INPUT_NAME: &str = "statsd";
@@ -62,45 +63,27 @@ type Labels = Vec<(String, String)>;
 
 /// The family's self-monitoring metrics, shared by every instance of one build and
 /// registered once.
+/// Datagrams, bytes, drops (`queue_full`: `allowed_pending_messages` reached; `truncated`:
+/// longer than 64 KiB; `kernel`: receive buffer full) and parse errors are in the kit's uniform
+/// telemetry.
 #[derive(Clone, Debug, Default)]
 pub struct StatsdMetrics {
-    packets: Family<Labels, Counter>,
-    bytes: Family<Labels, Counter>,
-    dropped: Family<Labels, Counter>,
-    kernel_drops: Family<Labels, Counter>,
-    parse_errors: Family<Labels, Counter>,
     points: Family<Labels, Counter>,
     series: Family<Labels, Gauge>,
     series_dropped: Family<Labels, Counter>,
+    telemetry: Telemetry,
 }
 
 impl StatsdMetrics {
+    /// The same counters reporting into the generation's uniform `telemetry`.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> StatsdMetrics {
+        self.telemetry = telemetry;
+        self
+    }
+
     fn register(&self, ctx: &InputContext) {
-        ctx.register_metric(
-            "datakit_statsd_packets",
-            "Datagrams received, per listener",
-            self.packets.clone(),
-        );
-        ctx.register_metric(
-            "datakit_statsd_bytes",
-            "Bytes received, per listener",
-            self.bytes.clone(),
-        );
-        ctx.register_metric(
-            "datakit_statsd_dropped",
-            "Datagrams dropped by the agent (queue_full: allowed_pending_messages reached; truncated: longer than 64 KiB)",
-            self.dropped.clone(),
-        );
-        ctx.register_metric(
-            "datakit_statsd_kernel_drops",
-            "Datagrams the kernel dropped on the UDP socket (receive buffer full), from /proc/net/udp",
-            self.kernel_drops.clone(),
-        );
-        ctx.register_metric(
-            "datakit_statsd_parse_errors",
-            "Malformed lines or values skipped (or options ignored), per reason",
-            self.parse_errors.clone(),
-        );
+        self.telemetry.register(ctx);
         ctx.register_metric(
             "datakit_statsd_points",
             "Points handed to the agent (metrics and events)",
@@ -232,34 +215,6 @@ impl Packed {
     }
 }
 
-/// Either kind of datagram socket, owned by its receiver thread.
-enum Socket {
-    Udp(std::net::UdpSocket),
-    Unix(std::os::unix::net::UnixDatagram),
-}
-
-impl Socket {
-    fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Socket::Udp(s) => s.as_fd(),
-            Socket::Unix(s) => s.as_fd(),
-        }
-    }
-
-    fn prepare(&self) -> std::io::Result<()> {
-        match self {
-            Socket::Udp(s) => {
-                s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(RECV_TIMEOUT))
-            }
-            Socket::Unix(s) => {
-                s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(RECV_TIMEOUT))
-            }
-        }
-    }
-}
-
 /// Per-listener counters, resolved once.
 #[derive(Clone)]
 struct ListenerCounters {
@@ -271,17 +226,12 @@ struct ListenerCounters {
 
 impl ListenerCounters {
     fn new(m: &StatsdMetrics, listener: &str) -> ListenerCounters {
+        let l = m.telemetry.listener(INPUT_NAME, listener);
         ListenerCounters {
-            packets: counter(&m.packets, &[("listener", listener)]),
-            bytes: counter(&m.bytes, &[("listener", listener)]),
-            queue_full: counter(
-                &m.dropped,
-                &[("listener", listener), ("reason", "queue_full")],
-            ),
-            truncated: counter(
-                &m.dropped,
-                &[("listener", listener), ("reason", "truncated")],
-            ),
+            queue_full: l.dropped("queue_full"),
+            truncated: l.dropped(reason::TRUNCATED),
+            packets: l.events,
+            bytes: l.bytes,
         }
     }
 }
@@ -303,14 +253,8 @@ struct ReceiverCtx {
 /// 1 GiB.
 pub fn queue_limit_bytes(allowed_pending_messages: usize) -> usize {
     allowed_pending_messages
-        .saturating_mul(recv::SLOT_SIZE)
+        .saturating_mul(udp::SLOT_SIZE)
         .min(1 << 30)
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// What the receiver thread does next.
@@ -332,8 +276,8 @@ enum Next {
 /// handed to the parser when it holds [`BATCH_TARGET`] datagrams or its first datagram is
 /// [`LINGER`] old (or the socket went quiet that long): the parser wakes about once per
 /// millisecond under load. Aggregation does not care about a millisecond.
-fn receive_loop(socket: Socket, rc: ReceiverCtx) {
-    if let Err(e) = socket.prepare() {
+fn receive_loop(socket: DatagramSocket, rc: ReceiverCtx) {
+    if let Err(e) = socket.set_blocking_timeout(RECV_TIMEOUT) {
         tracing::error!(input = INPUT_NAME, listener = %rc.listener, "cannot set up the socket: {e}");
         return;
     }
@@ -354,16 +298,16 @@ fn receive_loop(socket: Socket, rc: ReceiverCtx) {
             return;
         }
         let received = match (next, &batch) {
-            (Next::Again, _) => mr.recv(socket.fd(), true),
+            (Next::Again, _) => mr.recv(socket.as_fd(), true),
             (Next::Coalesce, _) => {
                 std::thread::sleep(COALESCE_SLEEP);
-                mr.recv(socket.fd(), true)
+                mr.recv(socket.as_fd(), true)
             }
-            (Next::Wait, None) => mr.recv(socket.fd(), false),
+            (Next::Wait, None) => mr.recv(socket.as_fd(), false),
             (Next::Wait, Some((_, started))) => {
                 let left = LINGER.saturating_sub(started.elapsed());
-                match recv::wait_readable(socket.fd(), left) {
-                    Ok(true) => mr.recv(socket.fd(), true),
+                match udp::wait_readable(socket.as_fd(), left) {
+                    Ok(true) => mr.recv(socket.as_fd(), true),
                     Ok(false) => {
                         if let Some((b, _)) = batch.take() {
                             sender.hand_over(b);
@@ -501,12 +445,7 @@ struct ParseCounters {
 
 impl ParseCounters {
     fn new(m: &StatsdMetrics, instance: &str) -> ParseCounters {
-        let c = |reason: &str| {
-            counter(
-                &m.parse_errors,
-                &[("instance", instance), ("reason", reason)],
-            )
-        };
+        let c = |reason: &str| m.telemetry.parse_error(INPUT_NAME, reason);
         ParseCounters {
             errors: ParseError::REASONS.iter().map(|r| c(r)).collect(),
             empty_name: c("empty_measurement_or_field"),
@@ -616,41 +555,14 @@ fn parse_loop(
 }
 
 /// Applies `read_buffer_size` (the supervisor gave the Unix socket its mode when binding it).
-fn prepare_socket(socket: &Socket, cfg: &StatsdConfig, address: &str) {
+fn prepare_socket(socket: &DatagramSocket, cfg: &StatsdConfig, address: &str) {
     dk_worker::listen::apply_read_buffer(
-        socket.fd(),
+        socket.as_fd(),
         cfg.read_buffer_size,
         cfg.read_buffer_size == DEFAULT_READ_BUFFER,
         INPUT_NAME,
         address,
     );
-}
-
-/// A UDP listener's kernel drop counter.
-struct KernelDrops {
-    watch: procnet::UdpDrops,
-    counter: Counter,
-    listener: String,
-    last_warn: Option<Instant>,
-}
-
-impl KernelDrops {
-    fn poll(&mut self) {
-        let delta = self.watch.poll();
-        if delta == 0 {
-            return;
-        }
-        self.counter.inc_by(delta);
-        if self.last_warn.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            tracing::warn!(
-                input = INPUT_NAME,
-                listener = %self.listener,
-                drops = delta,
-                "the kernel dropped statsd datagrams (receive buffer full); raise read_buffer_size (and net.core.rmem_max)"
-            );
-            self.last_warn = Some(Instant::now());
-        }
-    }
 }
 
 async fn run(input: StatsdInput, ctx: InputContext) {
@@ -671,14 +583,12 @@ async fn run(input: StatsdInput, ctx: InputContext) {
     let (to_parser, from_receivers) = sync_channel::<Packed>(queue_batches);
 
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut kernel: Vec<KernelDrops> = Vec::new();
     for spec in cfg.listeners() {
         let sockets = match spec.kind {
             dk_proto::rpc::ListenerKind::Udp => dk_worker::listen::udp_all(&ctx, &spec.address)
-                .map(|v| v.into_iter().map(Socket::Udp).collect::<Vec<_>>()),
-            _ => {
-                dk_worker::listen::unix_datagram(&ctx, &spec.address).map(|s| vec![Socket::Unix(s)])
-            }
+                .map(|v| v.into_iter().map(DatagramSocket::Udp).collect::<Vec<_>>()),
+            _ => dk_worker::listen::unix_datagram(&ctx, &spec.address)
+                .map(|s| vec![DatagramSocket::Unix(s)]),
         };
         let sockets = match sockets {
             Ok(s) => s,
@@ -698,16 +608,13 @@ async fn run(input: StatsdInput, ctx: InputContext) {
         let path = spec.address.clone();
         for socket in sockets {
             prepare_socket(&socket, &cfg, &path);
-            if let Socket::Udp(s) = &socket
-                && let Some(watch) = procnet::UdpDrops::new(s.as_raw_fd())
-            {
-                // Sockets of one address share the counter.
-                kernel.push(KernelDrops {
-                    watch,
-                    counter: counter(&metrics.kernel_drops, &[("listener", &spec.address)]),
-                    listener: spec.address.clone(),
-                    last_warn: None,
-                });
+            if let DatagramSocket::Udp(s) = &socket {
+                udp::watch_kernel_drops(
+                    s.as_raw_fd(),
+                    metrics.telemetry.dropped(INPUT_NAME, reason::KERNEL),
+                    INPUT_NAME.to_string(),
+                    ctx.shutdown.clone(),
+                );
             }
             let rc = ReceiverCtx {
                 listener: spec.address.clone(),
@@ -781,19 +688,12 @@ async fn run(input: StatsdInput, ctx: InputContext) {
     };
     let mut flush_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut proc_tick = tokio::time::interval(Duration::from_secs(1));
-    proc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => break,
             _ = flush_tick.tick() => {
                 if !flusher.flush(&ctx).await {
                     break;
-                }
-            }
-            _ = proc_tick.tick() => {
-                for k in &mut kernel {
-                    k.poll();
                 }
             }
         }
@@ -1027,23 +927,26 @@ mod tests {
         }
         assert!(
             text.contains(&format!(
-                "datakit_statsd_packets_total{{listener=\"{udp_addr}\"}} 2"
+                "datakit_input_received_events_total{{input=\"statsd\",listener=\"{udp_addr}\"}} 2"
             )),
             "{text}"
         );
         assert!(
             text.contains(&format!(
-                "datakit_statsd_packets_total{{listener=\"{path_text}\"}} 1"
+                "datakit_input_received_events_total{{input=\"statsd\",listener=\"{path_text}\"}} 1"
             )),
             "{text}"
         );
         assert!(
-            text.contains(&format!(
-                "datakit_statsd_parse_errors_total{{instance=\"{udp_addr}\",reason=\"no_value\"}} 1"
-            )),
+            text.contains(
+                "datakit_input_parse_errors_total{input=\"statsd\",reason=\"no_value\"} 1"
+            ),
             "{text}"
         );
-        assert!(text.contains("datakit_statsd_kernel_drops_total"), "{text}");
+        assert!(
+            text.contains("datakit_input_dropped_total{input=\"statsd\",reason=\"kernel\"} 0"),
+            "{text}"
+        );
 
         // Data received just before shutdown is flushed on the way out.
         tx.send_to(b"late.x:7|c", &udp_addr).expect("send");
@@ -1160,7 +1063,7 @@ mod tests {
             counters: ListenerCounters::new(&metrics, &addr),
         };
         metrics.register(&ctx);
-        let sock = Socket::Udp(udp);
+        let sock = DatagramSocket::Udp(udp);
         let recv_thread = std::thread::spawn(move || receive_loop(sock, rc));
         // Nobody parses: once 15 bytes are queued (3 datagrams of 7 bytes) the rest is dropped.
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");

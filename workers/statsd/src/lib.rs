@@ -10,11 +10,10 @@ pub mod aggregate;
 pub mod config;
 pub mod input;
 pub mod parser;
-pub mod recv;
 
-use dk_proto::rpc::WorkerConfig;
-use dk_worker::{ConfigProblem, Family, Input, ListenSpec};
+use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput};
 
+use crate::config::StatsdConfig;
 use crate::input::{INPUT_NAME, StatsdInput, StatsdMetrics};
 
 /// The sample config (`conf.d/statsd/statsd.conf`).
@@ -24,47 +23,37 @@ pub const SAMPLE: &str = include_str!("../../../conf.d/statsd/statsd.conf");
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StatsdFamily;
 
-impl Family for StatsdFamily {
-    fn name(&self) -> &'static str {
-        "statsd"
-    }
+impl SingleInput for StatsdFamily {
+    const FAMILY: &'static str = "statsd";
+    const INPUT: &'static str = INPUT_NAME;
+    const SAMPLE: &'static str = SAMPLE;
+    type Config = StatsdConfig;
+    type Shared = StatsdMetrics;
 
-    fn inputs(&self) -> &'static [&'static str] {
-        &[INPUT_NAME]
-    }
-
-    fn samples(&self) -> &'static [(&'static str, &'static str)] {
-        &[(INPUT_NAME, SAMPLE)]
-    }
-
-    fn validate(&self, input: &str, toml_text: &str) -> Vec<ConfigProblem> {
-        dk_worker::validate_instance(self, input, toml_text, config::decode)
-    }
-
-    fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
-        if input != INPUT_NAME {
-            return Vec::new();
-        }
+    fn parse(toml_text: &str) -> Result<StatsdConfig, Vec<ConfigProblem>> {
         config::parse(toml_text)
-            .map(|cfg| cfg.listeners())
-            .unwrap_or_default()
     }
 
-    fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
-        let metrics = StatsdMetrics::default();
-        let mut first = true;
-        dk_worker::build_instances(self, config, |spec| {
-            let cfg = config::parse(&spec.toml)?;
-            let input = StatsdInput::new(cfg, metrics.clone(), first);
-            first = false;
-            Ok(input)
-        })
+    fn problems(toml_text: &str) -> Vec<ConfigProblem> {
+        config::decode(toml_text).into_problems()
+    }
+
+    fn listeners_of(cfg: &StatsdConfig) -> Vec<ListenSpec> {
+        cfg.listeners()
+    }
+
+    fn input(cfg: StatsdConfig, _source: &str, kit: &Kit<StatsdMetrics>) -> Box<dyn Input> {
+        // The instances share the counters; the first one registers them.
+        let first = kit.telemetry.instances(INPUT_NAME) == 1;
+        let metrics = kit.shared.clone().with_telemetry(kit.telemetry.clone());
+        Box::new(StatsdInput::new(cfg, metrics, first))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use dk_proto::rpc::{InputSpec, ListenerKind};
+    use dk_worker::Family;
     use dk_worker::testing::{instances, worker_config};
 
     use super::*;

@@ -1,4 +1,4 @@
-//! Batched datagram receive and send (`recvmmsg`, `sendmmsg`) and readiness polling: the only unsafe code of the crate.
+//! Batched datagram receive and send (`recvmmsg`, `sendmmsg`) and readiness polling.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -34,6 +34,11 @@ pub struct MultiRecv {
     hdrs: Vec<libc::mmsghdr>,
     received: usize,
 }
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into `buf` and `iovs`, which the
+// struct owns and never moves or resizes; moving the struct to another thread moves the heap
+// allocations they point to along with it, and nothing else aliases them.
+unsafe impl Send for MultiRecv {}
 
 impl MultiRecv {
     /// A receiver for `slots` datagrams of up to [`SLOT_SIZE`] bytes each. The buffer is
