@@ -235,6 +235,8 @@ pub trait Control {
     /// supervisor that comes up under the same work dir and resume. Answers when nothing is in
     /// flight, or with why not within `deadline_ms` (the worker then goes on as before).
     async fn prepare_handover(deadline_ms: u64) -> Result<(), String>;
+    /// The `[dataway.ntp]` offset (ns) to add to the host clock for point times.
+    async fn set_clock_offset(offset_ns: i64);
 }
 
 /// A bincode-over-length-delimited tarpc transport on a Unix stream.

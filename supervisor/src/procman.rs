@@ -696,6 +696,8 @@ async fn supervise_child(
     let mut ticker = tokio::time::interval(policy.health_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
+    // The `[dataway.ntp]` offset the worker stamps points with (it starts at 0).
+    let mut clock_offset = 0i64;
     loop {
         tokio::select! {
             biased;
@@ -708,6 +710,15 @@ async fn supervise_child(
                 return Outcome::Restart { cause, detail };
             }
             _ = ticker.tick() => {
+                let offset = dk_proto::clock::offset_ns();
+                if offset != clock_offset
+                    && control
+                        .set_clock_offset(context_with_timeout(policy.health_timeout), offset)
+                        .await
+                        .is_ok()
+                {
+                    clock_offset = offset;
+                }
                 if let (Some(limit), Some(pid)) = (policy.memory_limit, child.id())
                     && let Some(rss) = dk_worker::worker::status_bytes(pid, "VmRSS")
                     && rss > limit

@@ -171,3 +171,43 @@ fn with_dataway_three_hours_ahead_a_point_written_at_host_time_is_stored_at_data
     );
     assert_eq!(p.get_field("__orig_time"), Some(&Value::I(host_ns)));
 }
+
+#[test]
+fn with_dataway_ten_minutes_ahead_a_statsd_point_stamped_by_its_worker_carries_dataways_time() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(FakeDataway::start(TOKEN)).unwrap();
+    // Under the 2 h of the time correction: only the [dataway.ntp] offset moves the point.
+    fake.set_clock_skew(600);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    drop(udp);
+    let statsd = format!(
+        "[[inputs.statsd]]\n  interval = \"1s\"\n  protocol = \"udp\"\n  service_address = \"127.0.0.1:{port}\"\n  service_unix_address = \"\"\n"
+    );
+    let extra = format!("[dataway]\n  urls = [\"{}\"]\n", fake.url());
+    let agent = Agent::start_with(&[("statsd/statsd.conf", &statsd)], &extra, &[]);
+    agent.wait_metric_at_least("datakit_ntp_offset_seconds", 599.0, Duration::from_secs(20));
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let p = wait_for(
+        "the worker's point at Dataway",
+        Duration::from_secs(20),
+        || {
+            // Sent until the worker has the offset (pushed at its next health check) and flushed.
+            sender
+                .send_to(b"ntpw.hits:1|c", ("127.0.0.1", port))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            fake.points(Category::Metric)
+                .into_iter()
+                .filter(|p| p.name == "ntpw")
+                .find(|p| p.time - dk_proto::clock::host_now_ns() > 500_000_000_000)
+        },
+    );
+    let ahead = (p.time - dk_proto::clock::host_now_ns()) / 1_000_000_000;
+    assert!((595..=601).contains(&ahead), "{ahead}s ahead: {p:?}");
+    assert_eq!(p.get_field("__orig_time"), None, "not the 2 h correction");
+}

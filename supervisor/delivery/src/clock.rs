@@ -65,7 +65,7 @@ impl Clock {
 
 /// Now on the host clock, in Unix nanoseconds.
 pub(crate) fn host_now_ns() -> i64 {
-    dk_proto::clock::now_ns()
+    dk_proto::clock::host_now_ns()
 }
 
 /// Now on the host clock, in Unix seconds (what a Dataway time is compared with).

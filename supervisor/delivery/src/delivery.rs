@@ -431,6 +431,9 @@ impl Delivery {
         inner.metrics.ntp_time_diff.set(measured_secs);
         let offset = crate::clock::offset_for(measured_secs, threshold);
         let previous = inner.clock.set_offset_secs(offset);
+        // Points this process stamps "now" (API writes without a time) and, through procman,
+        // the workers' points carry it too.
+        dk_proto::clock::set_offset_ns(offset.saturating_mul(1_000_000_000));
         if previous != offset {
             inner.metrics.ntp_sync.inc();
             inner.metrics.ntp_offset.set(offset);

@@ -233,6 +233,10 @@ impl Control for ControlServer {
         self.shutdown.cancel();
     }
 
+    async fn set_clock_offset(self, _: tarpc::context::Context, offset_ns: i64) {
+        dk_proto::clock::set_offset_ns(offset_ns);
+    }
+
     async fn prepare_handover(
         self,
         _: tarpc::context::Context,
