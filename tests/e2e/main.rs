@@ -8,6 +8,7 @@ mod api;
 mod api_abuse;
 mod chaos;
 mod config;
+mod dca;
 mod disk;
 mod graphite;
 mod inputs;
