@@ -960,3 +960,30 @@ fn an_enabled_upgrader_without_token_or_keys_is_an_error_naming_each_key() {
     assert_eq!(up.rollback_after, std::time::Duration::from_secs(5));
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
 }
+
+#[test]
+fn an_enabled_dca_needs_a_token_and_a_websocket_url() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = true\n  websocket_server = \"http://console:8000/ws\"\n",
+    )]);
+    let errors = load_err(dir.path());
+    let keys: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["dca.token", "dca.websocket_server"]);
+
+    // Datakit's keys (and the pre-1.64 listen/white_list) load; a disabled [dca] needs nothing.
+    let ok = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = true\n  websocket_server = \"wss://dca.example.com/ws\"\n  token = \"s3cret\"\n  listen = \"0.0.0.0:9531\"\n  white_list = []\n",
+    )]);
+    let loaded = load_ok(ok.path(), &no_env());
+    assert!(loaded.main.dca.enable);
+    assert_eq!(loaded.main.dca.websocket_server, "wss://dca.example.com/ws");
+    assert_eq!(loaded.main.dca.token, "s3cret");
+    let off = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = false\n",
+    )]);
+    let loaded = load_ok(off.path(), &no_env());
+    assert_eq!(loaded.main.dca.websocket_server, "ws://localhost:8000/ws");
+}

@@ -27,7 +27,8 @@ impl Drop for Fixture {
     }
 }
 
-async fn start(console_tokens: &str, agent_token: &str) -> Fixture {
+/// A work dir with a minimal conf.d and a log file.
+fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let confd = dir.path().join("conf.d");
     std::fs::create_dir_all(&confd).unwrap();
@@ -37,6 +38,43 @@ async fn start(console_tokens: &str, agent_token: &str) -> Fixture {
     )
     .unwrap();
     std::fs::write(dir.path().join("log"), "first line\n").unwrap();
+    dir
+}
+
+/// The client's dependencies for an agent in `dir` dialing `url`.
+fn deps(
+    dir: &Path,
+    url: String,
+    token: &str,
+    ca_file: &str,
+) -> (Deps, Arc<dk_api::LastErrors>, mpsc::Receiver<()>) {
+    let mut registry = Registry::default();
+    let last_errors = dk_api::LastErrors::new(&mut registry);
+    let metrics = DcaMetrics::new(&mut registry);
+    let (reload, reloads) = mpsc::channel(4);
+    let deps = Deps {
+        cfg: dk_config::Dca {
+            enable: true,
+            websocket_server: url,
+            token: token.into(),
+            ca_file: ca_file.into(),
+        },
+        workdir: dir.to_path_buf(),
+        log_file: Some(dir.join("log")),
+        hostname: "test-host".into(),
+        host_tags: BTreeMap::new(),
+        started: Instant::now(),
+        reload,
+        registry: Arc::new(registry),
+        last_errors: last_errors.clone(),
+        validate: checker(dir),
+        metrics,
+    };
+    (deps, last_errors, reloads)
+}
+
+async fn start(console_tokens: &str, agent_token: &str) -> Fixture {
+    let dir = workdir();
     let console = Arc::new(Console::new(Tokens::parse(console_tokens, "t").unwrap()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -48,28 +86,7 @@ async fn start(console_tokens: &str, agent_token: &str) -> Fixture {
             .with_graceful_shutdown(async move { s.cancelled().await })
             .await
     });
-    let mut registry = Registry::default();
-    let last_errors = dk_api::LastErrors::new(&mut registry);
-    let metrics = DcaMetrics::new(&mut registry);
-    let (reload, reloads) = mpsc::channel(4);
-    let deps = Deps {
-        cfg: dk_config::Dca {
-            enable: true,
-            websocket_server: format!("ws://{addr}/ws"),
-            token: agent_token.into(),
-            ca_file: String::new(),
-        },
-        workdir: dir.path().to_path_buf(),
-        log_file: Some(dir.path().join("log")),
-        hostname: "test-host".into(),
-        host_tags: BTreeMap::new(),
-        started: Instant::now(),
-        reload,
-        registry: Arc::new(registry),
-        last_errors: last_errors.clone(),
-        validate: checker(dir.path()),
-        metrics,
-    };
+    let (deps, last_errors, reloads) = deps(dir.path(), format!("ws://{addr}/ws"), agent_token, "");
     super::start(deps, stop.clone());
     Fixture {
         dir,
@@ -312,4 +329,95 @@ fn the_log_file_is_none_for_stdout() {
         log_file("/var/log/datakit/log"),
         Some(Path::new("/var/log/datakit/log").to_path_buf())
     );
+}
+
+#[tokio::test]
+async fn a_wss_console_is_verified_and_trusted_only_through_ca_file() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A bare WebSocket server over TLS that reports each handshake's token.
+    let (seen_tx, mut seen) = mpsc::channel::<String>(4);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut token = String::new();
+                let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          resp| {
+                    token = req
+                        .headers()
+                        .get(wire::HEADER_TOKEN)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    Ok(resp)
+                };
+                if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tls, cb).await {
+                    let _ = seen_tx.send(token).await;
+                    drop(ws);
+                }
+            });
+        }
+    });
+    let url = format!("wss://localhost:{port}/ws");
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+
+    // Without ca_file the self-signed console is refused: no handshake reaches it.
+    let untrusted = workdir();
+    let (d, errors, _r) = deps(untrusted.path(), url.clone(), "secret", "");
+    super::start(d, stop.clone());
+    let message = wait_until("the TLS refusal", || {
+        errors
+            .recent()
+            .into_iter()
+            .find(|e| e.input == "dca")
+            .map(|e| e.message)
+    })
+    .await;
+    assert!(message.contains("TLS"), "{message}");
+    assert!(
+        seen.try_recv().is_err(),
+        "no WebSocket handshake without trust"
+    );
+
+    // With the console's certificate in ca_file it connects and sends its token.
+    let trusted = workdir();
+    let ca = trusted.path().join("ca.pem");
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(cert.cert.der())
+    };
+    let lines: Vec<String> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    std::fs::write(&ca, pem).unwrap();
+    let (d, _errors, _r) = deps(trusted.path(), url, "secret", &ca.display().to_string());
+    super::start(d, stop.clone());
+    let token = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token, "secret");
 }
