@@ -11,7 +11,7 @@ pub const HEADER_TOKEN: &str = "dca-token";
 /// Handshake header of a second connection (log tail/download), with the id the console chose.
 pub const HEADER_NEW_CONNECTION: &str = "Header_New_WebSocket_Connection_ID";
 
-/// Actions the console sends (spec §6).
+/// Actions the console sends (Datakit 1.84 names).
 pub mod action {
     pub const STATS: &str = "get_datakit_stats_action";
     pub const RELOAD: &str = "reload_datakit_action";
