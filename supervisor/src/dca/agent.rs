@@ -40,6 +40,8 @@ const DOWNLOAD_CHUNK: usize = 1024;
 const MAX_CONFIG_BYTES: usize = 1 << 20;
 /// Frames from the console larger than this are refused.
 const MAX_FRAME: usize = 4 << 20;
+/// Console requests served at once per connection; more are answered "busy".
+const MAX_IN_FLIGHT: usize = 8;
 
 /// Checks a candidate `conf.d` directory with the same validation as `datakit check`,
 /// returning its errors.
@@ -390,6 +392,7 @@ async fn session(deps: &Arc<Deps>, stop: &CancellationToken) -> Result<(), DcaEr
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.tick().await;
     let mut last_heard = Instant::now();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
         tokio::select! {
             Some(m) = out_rx.recv() => {
@@ -426,8 +429,12 @@ async fn session(deps: &Arc<Deps>, stop: &CancellationToken) -> Result<(), DcaEr
                         let deps = deps.clone();
                         let out = out_tx.clone();
                         let stop = stop.clone();
+                        let permit = in_flight.clone().try_acquire_owned();
                         tokio::spawn(async move {
-                            let reply = handle(&deps, &frame, &stop).await;
+                            let reply = match permit {
+                                Ok(_permit) => handle(&deps, &frame, &stop).await,
+                                Err(_) => Reply::err(429, "server.busy", format!("{MAX_IN_FLIGHT} requests are being served; retry")),
+                            };
                             deps.metrics.count(&frame.action, reply.success);
                             let f = Frame {
                                 id: frame.id,

@@ -25,6 +25,8 @@ use super::wire::{self, DataKitInfo, Frame, Reply, action};
 
 /// How long the console waits for an agent's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest frame an agent may send (a config file, a stats answer, a log chunk).
+const MAX_MESSAGE: usize = 4 << 20;
 /// The page.
 const INDEX_HTML: &str = include_str!("static/index.html");
 
@@ -286,6 +288,7 @@ async fn agent_ws(
     if info.conn_id.is_empty() {
         return (StatusCode::BAD_REQUEST, "conn_id is required").into_response();
     }
+    let ws = ws.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE);
     if let Some(id) = text(&wire::HEADER_NEW_CONNECTION.to_ascii_lowercase()) {
         let Some(waiter) = lock(&c.log_waiters).remove(&id) else {
             return (StatusCode::NOT_FOUND, "no such connection request").into_response();

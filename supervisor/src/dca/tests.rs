@@ -421,3 +421,37 @@ async fn a_wss_console_is_verified_and_trusted_only_through_ca_file() {
         .unwrap();
     assert_eq!(token, "secret");
 }
+
+#[tokio::test]
+async fn the_agent_reconnects_after_the_console_drops_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen) = mpsc::channel::<Instant>(4);
+    // Each connection is accepted, then closed by the console at once.
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                let _ = seen_tx.send(Instant::now()).await;
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    let dir = workdir();
+    let (d, _errors, _r) = deps(dir.path(), format!("ws://{addr}/ws"), "t", "");
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    super::start(d, stop.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let gap = second - first;
+    assert!(
+        gap >= Duration::from_millis(700) && gap < Duration::from_secs(3),
+        "reconnected after the first backoff step (1 s ± 20 %), took {gap:?}"
+    );
+}
