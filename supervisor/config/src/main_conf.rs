@@ -943,6 +943,22 @@ impl MainConfig {
                         "{url:?} is not a WebSocket URL: write e.g. \"wss://dca.example.com/ws\""
                     ),
                 );
+            } else if let Some(rest) = url.strip_prefix("ws://") {
+                let authority = rest.split('/').next().unwrap_or_default();
+                let host = crate::addr::split_host_port(authority)
+                    .map_or_else(|| authority.to_string(), |(h, _)| h);
+                let host = host.trim_matches(|c| c == '[' || c == ']');
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !loopback {
+                    sink.warn(
+                        file,
+                        "dca.websocket_server",
+                        "ws:// sends the token and the configs in clear text over the network; use wss://",
+                    );
+                }
             }
         }
 
