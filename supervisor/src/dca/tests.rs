@@ -332,6 +332,8 @@ fn the_log_file_is_none_for_stdout() {
 }
 
 #[tokio::test]
+// tungstenite's handshake callback type returns its large `ErrorResponse`.
+#[allow(clippy::result_large_err)]
 async fn a_wss_console_is_verified_and_trusted_only_through_ca_file() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
