@@ -241,6 +241,7 @@ pub fn router(console: Arc<Console>) -> axum::Router {
             get(get_config).post(save_config).delete(delete_config),
         )
         .route("/api/agents/{id}/log", get(log_tail))
+        .route("/api/agents/{id}/log/download", get(log_download))
         .with_state(console)
 }
 
@@ -498,8 +499,8 @@ async fn delete_config(
     )
 }
 
-/// Server-sent events with the agent's new log text, over a second agent connection.
-async fn log_tail(State(c): State<Arc<Console>>, UrlPath(id): UrlPath<String>) -> Response {
+/// Asks agent `id` for a second connection and sends it the log request `act`.
+async fn log_connection(c: &Console, id: &str, act: &str) -> Result<WebSocket, Response> {
     let wait_id = format!(
         "{:016x}{:016x}",
         rand::random::<u64>(),
@@ -512,40 +513,89 @@ async fn log_tail(State(c): State<Arc<Console>>, UrlPath(id): UrlPath<String>) -
         vec![wait_id.clone()],
     )]);
     let asked = c
-        .request(&id, action::NEW_CONNECTION, query, String::new())
+        .request(id, action::NEW_CONNECTION, query, String::new())
         .await;
     let socket = match asked {
         Ok(r) if r.success => tokio::time::timeout(REPLY_TIMEOUT, wrx).await,
         Ok(r) => {
             lock(&c.log_waiters).remove(&wait_id);
-            return Json(r).into_response();
+            return Err(Json(r).into_response());
         }
         Err(resp) => {
             lock(&c.log_waiters).remove(&wait_id);
-            return resp;
+            return Err(resp);
         }
     };
     let Ok(Ok(mut socket)) = socket else {
         lock(&c.log_waiters).remove(&wait_id);
-        return api_error(
+        return Err(api_error(
             StatusCode::GATEWAY_TIMEOUT,
             "the agent did not open its log connection",
-        );
+        ));
     };
     let frame = Frame {
         id: 1,
-        action: action::LOG_TAIL.into(),
+        action: act.into(),
         data: serde_json::json!({"body": "", "query": {"type": ["log"]}}),
     };
-    if socket
+    socket
         .send(Message::Text(
             serde_json::to_string(&frame).unwrap_or_default().into(),
         ))
         .await
-        .is_err()
-    {
-        return api_error(StatusCode::BAD_GATEWAY, "the log connection closed");
+        .map_err(|_| api_error(StatusCode::BAD_GATEWAY, "the log connection closed"))?;
+    Ok(socket)
+}
+
+/// The agent's whole log file, as an attachment.
+async fn log_download(State(c): State<Arc<Console>>, UrlPath(id): UrlPath<String>) -> Response {
+    let mut socket = match log_connection(&c, &id, action::LOG_DOWNLOAD).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let mut bytes = Vec::new();
+    loop {
+        let next = tokio::time::timeout(REPLY_TIMEOUT, socket.next()).await;
+        match next {
+            Ok(Some(Ok(Message::Binary(b)))) => bytes.extend_from_slice(&b),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let r = serde_json::from_str::<Frame>(t.as_str())
+                    .ok()
+                    .and_then(|f| serde_json::from_value::<Reply>(f.data).ok());
+                match r {
+                    Some(r) if r.success => break,
+                    Some(r) => return Json(r).into_response(),
+                    None => {}
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => {
+                return api_error(
+                    StatusCode::BAD_GATEWAY,
+                    "the log connection closed before the end of the file",
+                );
+            }
+        }
     }
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"datakit.log\"",
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Server-sent events with the agent's new log text, over a second agent connection.
+async fn log_tail(State(c): State<Arc<Console>>, UrlPath(id): UrlPath<String>) -> Response {
+    let socket = match log_connection(&c, &id, action::LOG_TAIL).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
     let events = futures::stream::unfold(socket, |mut socket| async move {
         loop {
             match socket.next().await {

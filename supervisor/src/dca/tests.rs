@@ -457,3 +457,26 @@ async fn the_agent_reconnects_after_the_console_drops_it() {
         "reconnected after the first backoff step (1 s ± 20 %), took {gap:?}"
     );
 }
+
+#[tokio::test]
+async fn the_console_downloads_the_whole_log_over_a_second_connection() {
+    let f = start("a t\n", "t").await;
+    let id = connected(&f).await;
+    // More than one 1 KiB frame, and not a multiple of it.
+    let text: String = (0..300).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(f.dir.path().join("log"), &text).unwrap();
+    let app = console::router(f.console.clone());
+    let resp = tower::ServiceExt::oneshot(
+        app,
+        axum::http::Request::get(format!("/api/agents/{id}/log/download"))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(body, text.as_bytes());
+}
