@@ -4,7 +4,7 @@
 //! arrive) and tails the log.
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -284,14 +284,8 @@ fn the_console_page_lists_agents_checks_and_saves_configs_and_tails_logs() {
         || (listed(console).len() == 2).then_some(()),
     );
 
-    // A target for the socket input the page will add.
-    let target = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target_port = target.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in target.incoming() {
-            drop(s);
-        }
-    });
+    // The page adds a Graphite input on this port (it serves data as soon as it is up).
+    let graphite_port = free_port();
 
     let browser = start_browser(&format!("http://{console}/"));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -334,11 +328,10 @@ fn the_console_page_lists_agents_checks_and_saves_configs_and_tails_logs() {
             Duration::from_secs(10),
         )
         .await;
-        let typo = format!(
-            "[[inputs.socket]]\n  dest_url = [\"tcp://127.0.0.1:{target_port}\"]\n  interval = \"1 second\"\n"
-        );
+        // The closing quote is missing.
+        let typo = format!("[[inputs.graphite]]\n  address = \"127.0.0.1:{graphite_port}\n");
         page.eval(&format!(
-            "newFile('network/dial.conf'); document.querySelector('#editor').value = {}; document.querySelector('#save').click(); true",
+            "newFile('network/graphite.conf'); document.querySelector('#editor').value = {}; document.querySelector('#save').click(); true",
             json!(typo)
         ))
         .await;
@@ -350,13 +343,13 @@ fn the_console_page_lists_agents_checks_and_saves_configs_and_tails_logs() {
             )
             .await;
         let shown = shown.as_str().unwrap().to_string();
-        assert!(shown.contains("network/dial.conf"), "{shown}");
-        assert!(shown.contains("interval"), "{shown}");
-        assert!(!confd.join("network/dial.conf").exists(), "nothing written");
+        assert!(shown.contains("network/graphite.conf"), "{shown}");
+        assert!(shown.contains("line 2"), "{shown}");
+        assert!(!confd.join("network/graphite.conf").exists(), "nothing written");
         page.screenshot(&shots, "dca-config-error.png").await;
 
         // The fix is saved; the agent reloads and the new input's points arrive.
-        let fixed = typo.replace("\"1 second\"", "\"1s\"");
+        let fixed = format!("[[inputs.graphite]]\n  address = \"127.0.0.1:{graphite_port}\"\n");
         page.eval(&format!(
             "document.querySelector('#editor').value = {}; document.querySelector('#save').click(); true",
             json!(fixed)
@@ -369,7 +362,7 @@ fn the_console_page_lists_agents_checks_and_saves_configs_and_tails_logs() {
         )
         .await;
         assert_eq!(
-            std::fs::read_to_string(confd.join("network/dial.conf")).unwrap(),
+            std::fs::read_to_string(confd.join("network/graphite.conf")).unwrap(),
             fixed
         );
         page.screenshot(&shots, "dca-config-saved.png").await;
@@ -396,16 +389,22 @@ fn the_console_page_lists_agents_checks_and_saves_configs_and_tails_logs() {
         page.screenshot(&shots, "dca-logs.png").await;
     });
 
-    let point = wait_for(
-        "the new socket input's points",
-        Duration::from_secs(20),
-        || {
-            a.local_points("metric").into_iter().find(|p| {
-                p.name == "tcp" && p.get_tag("dest_port") == Some(target_port.to_string().as_str())
-            })
-        },
+    // The reload bound the new input's port; a line sent to it arrives in the local sink.
+    let graphite = SocketAddr::from(([127, 0, 0, 1], graphite_port));
+    let mut conn = wait_for("the new Graphite port", Duration::from_secs(10), || {
+        TcpStream::connect(graphite).ok()
+    });
+    conn.write_all(b"dca_saved 42 1700000000\n").unwrap();
+    drop(conn);
+    let point = wait_for("the new input's point", Duration::from_secs(10), || {
+        a.local_points("metric")
+            .into_iter()
+            .find(|p| p.get_field("dca_saved").is_some())
+    });
+    assert_eq!(
+        point.get_field("dca_saved"),
+        Some(&dk_proto::Value::F(42.0))
     );
-    assert_eq!(point.get_field("success"), Some(&dk_proto::Value::I(1)));
     assert_eq!(a.metric("datakit_dca_connected"), Some(1.0));
 }
 
@@ -431,7 +430,7 @@ fn an_agent_with_an_unknown_token_is_refused_by_the_console() {
     );
     assert!(refused.contains("--tokens"), "{refused}");
     let agents = listed(console);
-    assert_eq!(agents.len(), 1);
+    assert_eq!(agents.len(), 1, "{agents:?}");
     assert_eq!(agents[0]["name"], "agent-a");
     assert_eq!(
         agents[0]["info"]["install_dir"],

@@ -422,8 +422,17 @@ impl Console {
 
 async fn list_agents(State(c): State<Arc<Console>>) -> Json<serde_json::Value> {
     let agents = lock(&c.agents);
-    let list: Vec<_> = agents
-        .iter()
+    let mut sorted: Vec<_> = agents.iter().collect();
+    // By name, then host, then install dir: a stable order for people.
+    sorted.sort_by(|(_, a), (_, b)| {
+        (&a.name, &a.info.host_name, &a.info.install_dir).cmp(&(
+            &b.name,
+            &b.info.host_name,
+            &b.info.install_dir,
+        ))
+    });
+    let list: Vec<_> = sorted
+        .into_iter()
         .map(|(id, e)| {
             serde_json::json!({
                 "id": id,
