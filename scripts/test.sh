@@ -17,6 +17,7 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   rpm - rpmbuild and rpm for the packaging tests (scripts/package.sh builds the .rpm)
 #   systemd - systemd-analyze, which verifies the unit in the packaging tests
 #   iproute2 - ip, which brings up loopback in the packaging test's network namespace
+#   chromium - the headless browser that drives the DCA console page in its e2e test
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -27,6 +28,7 @@ command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

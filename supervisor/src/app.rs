@@ -43,7 +43,9 @@ type Problems = (Vec<dk_config::Diagnostic>, Vec<dk_config::Diagnostic>);
 /// Runs `f` with every family as the config loader sees it (`dk_proto::family::Descriptor`),
 /// those named in the debug knob `DK_DEBUG_CONFIG_PANIC` (comma-separated) wrapped so that
 /// their config validation panics, to prove it is caught.
-fn with_config_families<T>(f: impl FnOnce(&[&dyn dk_proto::family::Descriptor]) -> T) -> T {
+pub(crate) fn with_config_families<T>(
+    f: impl FnOnce(&[&dyn dk_proto::family::Descriptor]) -> T,
+) -> T {
     let families = families::all();
     let panicking: Vec<dk_worker::misbehave::PanicInValidate> =
         std::env::var("DK_DEBUG_CONFIG_PANIC")
@@ -810,6 +812,7 @@ async fn supervise(
     record_bind_warnings(&bound.warnings, &last_errors);
     let api_metrics = ApiMetrics::new(&mut registry);
     let upgrade_metrics = UpgradeMetrics::new(&mut registry);
+    let dca_metrics = crate::dca::DcaMetrics::new(&mut registry);
     report_rollback(&workdir, &last_errors, &upgrade_metrics);
     let mut dataway_clock = None;
     let sinks = build_sinks(&main, &mut registry, &mut dataway_clock)?;
@@ -999,6 +1002,23 @@ async fn supervise(
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
     let _watcher = watch_confd(&workdir.join("conf.d"), reload_tx.clone());
+    let stop_dca = CancellationToken::new();
+    crate::dca::start(
+        crate::dca::Deps {
+            cfg: main.dca.clone(),
+            workdir: workdir.clone(),
+            log_file: crate::dca::log_file(&default_log_path(&workdir, &main.logging.log)),
+            hostname: hostname.clone(),
+            host_tags: main.host_tags().into_iter().collect(),
+            started,
+            reload: reload_tx.clone(),
+            registry: registry.clone(),
+            last_errors: last_errors.clone(),
+            validate: crate::dca::checker(&workdir),
+            metrics: dca_metrics,
+        },
+        stop_dca.clone(),
+    );
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sighup = signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -1040,6 +1060,7 @@ async fn supervise(
     }
     stop_api.cancel();
     stop_upgrader.cancel();
+    stop_dca.cancel();
     let servers = async {
         let _ = api_task.await;
         if let Some(t) = upgrader_task {

@@ -4,6 +4,7 @@
 mod app;
 mod backoff;
 mod cgroup;
+mod dca;
 mod families;
 mod ingest;
 mod jail;
@@ -132,6 +133,15 @@ enum Cmd {
         #[arg(last = true, hide = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Run a DCA console: agents with `[dca] enable = true` dial its /ws; people use its page.
+    Dca {
+        /// Address to serve the page and the agents' WebSocket on (e.g. 127.0.0.1:8000).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: String,
+        /// The agents' tokens: one line per agent, `NAME TOKEN` (or just `TOKEN`).
+        #[arg(long, value_name = "FILE")]
+        tokens: PathBuf,
+    },
     /// Tools: key pairs and signatures for releases.
     Tool {
         /// Write an ed25519 key pair for signing releases into DIR (datakit.key, datakit.pub).
@@ -162,6 +172,7 @@ fn main() -> ExitCode {
             log_level,
         }) => app::worker(&family, &run_dir, &log_level),
         Some(Cmd::Tool { keygen, sign, key }) => tool(keygen, sign, key),
+        Some(Cmd::Dca { listen, tokens }) => dca::console::run(&listen, &tokens),
         Some(Cmd::Service {
             install,
             uninstall,

@@ -9,6 +9,7 @@ mod api_abuse;
 mod chaos;
 mod config;
 mod conn_cap;
+mod dca;
 mod disk;
 mod graphite;
 mod inputs;

@@ -53,6 +53,8 @@ pub struct MainConfig {
     pub sinks: Sinks,
     /// `[dk_upgrader]`: the remote upgrade service on 9542, run by the supervisor.
     pub dk_upgrader: DkUpgrader,
+    /// `[dca]`: the agent dials a DCA console over WebSocket.
+    pub dca: Dca,
     /// Datakit tables this build accepts but does not use (`pipeline`, `dca`,
     /// `recorder`, `git_repos`...), kept as written for components that may want them.
     #[serde(skip)]
@@ -85,6 +87,7 @@ impl Default for MainConfig {
             environments: BTreeMap::from([("ENV_HOSTNAME".to_string(), String::new())]),
             resource_limit: ResourceLimit::default(),
             dk_upgrader: DkUpgrader::default(),
+            dca: Dca::default(),
             sinks: Sinks::default(),
             other: toml::Table::new(),
             hostname: String::new(),
@@ -594,6 +597,32 @@ impl DkUpgrader {
     }
 }
 
+/// `[dca]`: remote management from a DCA console (Datakit's `enable`, `websocket_server`, plus
+/// our `token` and `ca_file`). The agent dials the console; the console never dials the agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dca {
+    /// Connect to the console.
+    pub enable: bool,
+    /// `ws://` or `wss://` URL of the console's agent endpoint.
+    pub websocket_server: String,
+    /// Required when enabled: this agent's token, listed in the console's `--tokens` file.
+    pub token: String,
+    /// PEM file of extra CA certificates trusted for a `wss://` console (besides the system's).
+    pub ca_file: String,
+}
+
+impl Default for Dca {
+    fn default() -> Self {
+        Dca {
+            enable: false,
+            websocket_server: "ws://localhost:8000/ws".into(),
+            token: String::new(),
+            ca_file: String::new(),
+        }
+    }
+}
+
 /// `[resource_limit]`: limits of the agent's own usage (host mode).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -898,6 +927,47 @@ impl MainConfig {
             }
         }
 
+        // [dca]
+        let dca = &self.dca;
+        if dca.enable {
+            if dca.token.trim().is_empty() {
+                sink.error(
+                    file,
+                    "dca.token",
+                    "is required when enable = true: set this agent's token and list it in the console's --tokens file",
+                );
+            }
+            let url = dca.websocket_server.trim();
+            let rest = url
+                .strip_prefix("ws://")
+                .or_else(|| url.strip_prefix("wss://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                sink.error(
+                    file,
+                    "dca.websocket_server",
+                    format!(
+                        "{url:?} is not a WebSocket URL: write e.g. \"wss://dca.example.com/ws\""
+                    ),
+                );
+            } else if let Some(rest) = url.strip_prefix("ws://") {
+                let authority = rest.split('/').next().unwrap_or_default();
+                let host = crate::addr::split_host_port(authority)
+                    .map_or_else(|| authority.to_string(), |(h, _)| h);
+                let host = host.trim_matches(|c| c == '[' || c == ']');
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !loopback {
+                    sink.warn(
+                        file,
+                        "dca.websocket_server",
+                        "ws:// sends the token and the configs in clear text over the network; use wss://",
+                    );
+                }
+            }
+        }
+
         // [resource_limit]
         if self.resource_limit.cpu_cores < 0.0 || !self.resource_limit.cpu_cores.is_finite() {
             sink.error(
@@ -1118,7 +1188,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "confds",
     "crypto",
     "datakit_user",
-    "dca",
     "enable_debug_fields",
     "git_repos",
     "install_version",
@@ -1140,6 +1209,9 @@ const IGNORED_NESTED: &[(&str, &str)] = &[
     ("dataway", "scheme"),
     ("dataway", "token"),
     ("resource_limit", "cpu_max"),
+    // Datakit before 1.64 served DCA itself on 9531; this build only dials out.
+    ("dca", "listen"),
+    ("dca", "white_list"),
 ];
 
 /// Moves ignored tables out of `table` (into the returned table).

@@ -1118,4 +1118,42 @@ fn keys_accepted_but_not_applied_warn_only_when_set_away_from_datakits_default()
         "election.enable",
         "does not take part in leader election"
     ));
+
+#[test]
+fn an_enabled_dca_needs_a_token_and_a_websocket_url() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = true\n  websocket_server = \"http://console:8000/ws\"\n",
+    )]);
+    let errors = load_err(dir.path());
+    let keys: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["dca.token", "dca.websocket_server"]);
+
+    // Datakit's keys (and the pre-1.64 listen/white_list) load; a disabled [dca] needs nothing.
+    let ok = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = true\n  websocket_server = \"wss://dca.example.com/ws\"\n  token = \"s3cret\"\n  listen = \"0.0.0.0:9531\"\n  white_list = []\n",
+    )]);
+    let loaded = load_ok(ok.path(), &no_env());
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    assert!(loaded.main.dca.enable);
+    assert_eq!(loaded.main.dca.websocket_server, "wss://dca.example.com/ws");
+    assert_eq!(loaded.main.dca.token, "s3cret");
+    let clear = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = true\n  websocket_server = \"ws://10.0.0.9:8000/ws\"\n  token = \"t\"\n",
+    )]);
+    let loaded = load_ok(clear.path(), &no_env());
+    let keys: Vec<&str> = loaded.warnings.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["dca.websocket_server"],
+        "clear text off loopback warns"
+    );
+    let off = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[dca]\n  enable = false\n",
+    )]);
+    let loaded = load_ok(off.path(), &no_env());
+    assert_eq!(loaded.main.dca.websocket_server, "ws://localhost:8000/ws");
 }
