@@ -1118,6 +1118,7 @@ fn keys_accepted_but_not_applied_warn_only_when_set_away_from_datakits_default()
         "election.enable",
         "does not take part in leader election"
     ));
+}
 
 #[test]
 fn an_enabled_dca_needs_a_token_and_a_websocket_url() {
