@@ -135,7 +135,13 @@ impl<T: SingleInput> Family for T {
                 continue;
             }
             match T::parse(&spec.toml) {
-                Ok(cfg) => inputs.push(T::input(cfg, &spec.source, &kit)),
+                Ok(cfg) => {
+                    // Counted before the input is made: an input may ask whether it is the
+                    // generation's first (to register shared counters once).
+                    let n = i64::try_from(inputs.len() + 1).unwrap_or(i64::MAX);
+                    kit.telemetry.set_instances(T::INPUT, n);
+                    inputs.push(T::input(cfg, &spec.source, &kit));
+                }
                 Err(found) => {
                     problems.extend(found.into_iter().map(|p| {
                         ConfigProblem::new(p.key, format!("{}: {}", spec.source, p.message))
@@ -144,8 +150,6 @@ impl<T: SingleInput> Family for T {
             }
         }
         if problems.is_empty() {
-            kit.telemetry
-                .set_instances(T::INPUT, i64::try_from(inputs.len()).unwrap_or(i64::MAX));
             Ok(inputs)
         } else {
             Err(problems)

@@ -79,10 +79,12 @@ mod tests {
             "socket",
             "dest_url = [\"tcp://a:1\", \"tcp://a\", \"gopher://a:70\"]\ninterval = 3\nudp_timeout = \"x\"",
         );
+        // `interval = 3` is a warning (a bare number is seconds for this key), the rest errors.
         assert_eq!(
             keys(&problems),
-            vec!["dest_url[1]", "dest_url[2]", "udp_timeout"]
+            vec!["interval", "udp_timeout", "dest_url[1]", "dest_url[2]"]
         );
+        assert!(problems[0].is_warning(), "{problems:?}");
     }
 
     #[test]
