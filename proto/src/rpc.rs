@@ -237,6 +237,36 @@ pub trait Control {
     async fn prepare_handover(deadline_ms: u64) -> Result<(), String>;
     /// The `[dataway.ntp]` offset (ns) to add to the host clock for point times.
     async fn set_clock_offset(offset_ns: i64);
+    /// A request for a route the worker's family serves on the API port (9529); the worker
+    /// feeds the points its handler made and answers.
+    async fn http(call: HttpCall) -> HttpReply;
+}
+
+/// A request the supervisor's API forwards to a worker (the body already read, bounded and
+/// decompressed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCall {
+    /// `GET`, `POST`...
+    pub method: String,
+    /// The path (`/v1/pyroscope/ingest`).
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A worker's answer to an [`HttpCall`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpReply {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// A bincode-over-length-delimited tarpc transport on a Unix stream.

@@ -720,6 +720,83 @@ async fn api_answers(api: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// The routes families serve on the API port, forwarded to each family's worker
+/// (`dk_api::RouteForward`).
+struct Forwarder {
+    /// `(method, path, family)` of every route any family serves.
+    routes: Vec<(String, String, String)>,
+    /// The running families' callers.
+    callers: std::sync::RwLock<BTreeMap<String, procman::HttpCaller>>,
+}
+
+impl Forwarder {
+    fn new() -> Forwarder {
+        let routes = families::all()
+            .into_iter()
+            .flat_map(|f| {
+                let mut routes = f.http_routes();
+                if std::env::var(dk_worker::worker::DEBUG_ECHO_ROUTE)
+                    .is_ok_and(|v| v.split(',').any(|n| n == f.name()))
+                {
+                    routes.push(dk_worker::http::debug_echo_route());
+                }
+                routes.into_iter().map(move |r| {
+                    let method = format!("{:?}", r.method).to_uppercase();
+                    (method, r.path.to_string(), f.name().to_string())
+                })
+            })
+            .collect();
+        Forwarder {
+            routes,
+            callers: std::sync::RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Points every family's routes at its current handle.
+    fn sync(&self, running: &Running) {
+        if let Ok(mut callers) = self.callers.write() {
+            *callers = running
+                .handles
+                .iter()
+                .map(|(family, h)| (family.clone(), h.http()))
+                .collect();
+        }
+    }
+}
+
+impl dk_api::RouteForward for Forwarder {
+    fn routes(&self) -> Vec<(String, String)> {
+        self.routes
+            .iter()
+            .map(|(m, p, _)| (m.clone(), p.clone()))
+            .collect()
+    }
+
+    fn call(
+        &self,
+        call: dk_proto::rpc::HttpCall,
+    ) -> BoxFuture<'static, Result<dk_proto::rpc::HttpReply, String>> {
+        let family = self
+            .routes
+            .iter()
+            .find(|(m, p, _)| *m == call.method && *p == call.path)
+            .map(|(_, _, f)| f.clone());
+        let caller = family
+            .as_ref()
+            .and_then(|f| self.callers.read().ok()?.get(f).cloned());
+        Box::pin(async move {
+            match (family, caller) {
+                (_, Some(caller)) => caller.call(call).await,
+                (Some(family), None) => Err(format!(
+                    "no {family} input is configured to serve {}; add its [[inputs]] table to conf.d",
+                    call.path
+                )),
+                (None, None) => Err(format!("nothing serves {} {}", call.method, call.path)),
+            }
+        })
+    }
+}
+
 struct Running {
     handles: BTreeMap<String, FamilyHandle>,
     bound: BTreeMap<String, BoundListener>,
@@ -854,6 +931,7 @@ async fn supervise(
     let registry = Arc::new(registry);
 
     let worker_metrics = Arc::new(dk_api::WorkerMetrics::default());
+    let forwarder = Arc::new(Forwarder::new());
     let stop_api = CancellationToken::new();
     let api_state = ApiState {
         feeder: Arc::new(DeliveryFeeder(delivery.clone())),
@@ -884,6 +962,7 @@ async fn supervise(
         metrics: Arc::new(api_metrics),
         registry: registry.clone(),
         worker_metrics: worker_metrics.clone(),
+        routes: Some(forwarder.clone()),
     };
     let api_stop = stop_api.clone();
     let api_task = tokio::spawn(async move {
@@ -983,6 +1062,7 @@ async fn supervise(
             None => start_family(&ctx, &plan, family, &hostname, &mut running),
         }
     }
+    forwarder.sync(&running);
     for old in adopted.into_values() {
         drop(procman::retire_unconfigured(ctx.clone(), old));
     }
@@ -1047,6 +1127,7 @@ async fn supervise(
                     metrics: &sup_metrics,
                 };
                 plan = reload(&reloader, plan, &mut running).await;
+                forwarder.sync(&running);
             }
         }
     }

@@ -118,7 +118,54 @@ pub struct FamilyHandle {
     handover: CancellationToken,
     stop: CancellationToken,
     reconfig: mpsc::Sender<Reconfig>,
+    http: HttpCaller,
     join: JoinHandle<Option<Adopted>>,
+}
+
+/// One forwarded API request and where its answer goes.
+type HttpMsg = (
+    dk_proto::rpc::HttpCall,
+    oneshot::Sender<Result<dk_proto::rpc::HttpReply, String>>,
+);
+
+/// Forwards API requests to a family's worker while it is up (see [`FamilyHandle::http`]).
+#[derive(Clone)]
+pub struct HttpCaller {
+    family: String,
+    tx: mpsc::Sender<HttpMsg>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How long a forwarded API request may take in the worker.
+const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl HttpCaller {
+    /// Forwards `call`; an error says why no worker answered (not running, busy, timed out).
+    ///
+    /// # Errors
+    /// Why the worker did not answer; the API answers 503 with it.
+    pub async fn call(
+        &self,
+        call: dk_proto::rpc::HttpCall,
+    ) -> Result<dk_proto::rpc::HttpReply, String> {
+        let family = &self.family;
+        if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(format!(
+                "the {family} worker is not running (starting or restarting); retry shortly"
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send((call, reply))
+            .map_err(|_| format!("the {family} worker has too many requests waiting; retry"))?;
+        match tokio::time::timeout(HTTP_CALL_TIMEOUT + Duration::from_secs(1), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(format!(
+                "the {family} worker stopped before answering; retry"
+            )),
+            Err(_) => Err(format!("the {family} worker did not answer in time")),
+        }
+    }
 }
 
 /// A reconfigure of a running worker in place ([`FamilyHandle::reconfigure`]).
@@ -138,6 +185,9 @@ struct Requests {
     stop: CancellationToken,
     handover: CancellationToken,
     reconfig: mpsc::Receiver<Reconfig>,
+    http: mpsc::Receiver<HttpMsg>,
+    /// True while the worker is up (its requests are served).
+    up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the worker is started with; a reconfigure changes it for later restarts too.
@@ -146,24 +196,39 @@ struct Spec {
     fds: Vec<RawFd>,
 }
 
-fn requests() -> (
+/// Requests per worker waiting to be forwarded at most.
+const HTTP_QUEUE: usize = 64;
+
+fn requests(
+    family: &str,
+) -> (
     Requests,
     CancellationToken,
     CancellationToken,
     mpsc::Sender<Reconfig>,
+    HttpCaller,
 ) {
     let handover = CancellationToken::new();
     let stop = handover.child_token();
     let (tx, rx) = mpsc::channel(1);
+    let (http_tx, http_rx) = mpsc::channel(HTTP_QUEUE);
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     (
         Requests {
             stop: stop.clone(),
             handover: handover.clone(),
             reconfig: rx,
+            http: http_rx,
+            up: up.clone(),
         },
         handover,
         stop,
         tx,
+        HttpCaller {
+            family: family.to_string(),
+            tx: http_tx,
+            up,
+        },
     )
 }
 
@@ -180,6 +245,11 @@ impl FamilyHandle {
     pub async fn hand_over(self) -> Option<Adopted> {
         self.handover.cancel();
         self.join.await.ok().flatten()
+    }
+
+    /// What forwards API requests to this family's worker.
+    pub fn http(&self) -> HttpCaller {
+        self.http.clone()
     }
 
     /// Reconfigures the running worker in place (its process and unchanged inputs keep
@@ -211,12 +281,13 @@ impl FamilyHandle {
 
 /// Starts supervising one family's worker.
 pub fn start(ctx: ProcContext, config: WorkerConfig, fds: Vec<RawFd>) -> FamilyHandle {
-    let (req, handover, stop, reconfig) = requests();
+    let (req, handover, stop, reconfig, http) = requests(&config.family);
     let join = tokio::spawn(supervise(ctx, Spec { config, fds }, req, None));
     FamilyHandle {
         handover,
         stop,
         reconfig,
+        http,
         join,
     }
 }
@@ -250,13 +321,14 @@ pub fn take_over(
         after,
         done,
     };
-    let (req, handover, stop, reconfig) = requests();
+    let (req, handover, stop, reconfig, http) = requests(&config.family);
     let join = tokio::spawn(supervise(ctx, Spec { config, fds }, req, Some(pending)));
     (
         FamilyHandle {
             handover,
             stop,
             reconfig,
+            http,
             join,
         },
         moved,
@@ -688,6 +760,15 @@ async fn supervise_child(
     ctx.metrics.up.get_or_create(&label).set(1);
     let pid = child.id().unwrap_or(0);
     tracing::info!(family, pid, "Worker is up.");
+    // Down again whenever this returns (the worker exits, is stopped or handed over).
+    struct Down(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    req.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _down = Down(req.up.clone());
     if let Some(old) = pending.take() {
         // The replacement is up: the previous binary's worker flushes and goes.
         tokio::spawn(retire(ctx.clone(), family.to_string(), old, Some(pid)));
@@ -772,6 +853,17 @@ async fn supervise_child(
                     Err(e) => tracing::warn!(family, error = %e, "Worker did not answer the handover; stopping it instead."),
                 }
                 return stop_gracefully(policy, family, &control, child).await;
+            }
+            Some((call, reply)) = req.http.recv() => {
+                let control = control.clone();
+                let family = family.to_string();
+                tokio::spawn(async move {
+                    let answer = control
+                        .http(context_with_timeout(HTTP_CALL_TIMEOUT), call)
+                        .await
+                        .map_err(|e| format!("the {family} worker did not answer ({e}); it may be restarting, retry"));
+                    let _ = reply.send(answer);
+                });
             }
             Some(r) = req.reconfig.recv() => {
                 let answer = reconfigure_worker(&control, channel, &r).await;

@@ -106,3 +106,70 @@ fn written_points_reach_the_local_sink_with_global_tags() {
         "logging gets status=info: {p:?}"
     );
 }
+
+#[test]
+fn a_route_a_family_serves_on_9529_is_forwarded_to_its_worker_and_answers_503_while_it_restarts() {
+    use std::time::Duration;
+
+    use crate::harness::{free_port, wait_for};
+
+    // The debug echo route stands for the routes of input families (OpenTelemetry, Pyroscope).
+    let conf = format!(
+        "[[inputs.logging]]\n  sockets = [\"tcp://127.0.0.1:{}\"]\n",
+        free_port()
+    );
+    let agent = Agent::start_with(
+        &[("log/logging.conf", &conf)],
+        "",
+        &[("DK_DEBUG_ECHO_ROUTE", "logging")],
+    );
+    let post = |body: &str| agent.request("POST", "/v1/debug/echo", &[], body.as_bytes());
+    let (status, body) = wait_for("the echo route served", Duration::from_secs(10), || {
+        Some(post("one\ntwo\nthree\n")).filter(|(s, _)| *s == 200)
+    });
+    assert_eq!((status, body.as_slice()), (200, b"3 lines".as_slice()));
+    let messages = |agent: &Agent| -> Vec<String> {
+        agent
+            .local_points("logging")
+            .iter()
+            .filter(|p| p.name == "echo")
+            .filter_map(|p| match p.get_field("message") {
+                Some(Value::S(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    wait_for("the echoed points", Duration::from_secs(10), || {
+        (messages(&agent) == ["one", "two", "three"]).then_some(())
+    });
+
+    // The worker dies: the route says so with 503 while 9529 keeps answering, then serves again.
+    let worker = agent.worker_pid("logging").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, body) = wait_for(
+        "a 503 while the worker restarts",
+        Duration::from_secs(10),
+        || Some(post("lost?\n")).filter(|(s, _)| *s == 503),
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("the logging worker") && body.contains("retry"),
+        "{status} {body}"
+    );
+    assert_eq!(agent.request("GET", "/v1/ping", &[], b"").0, 200);
+    wait_for(
+        "the route served by the new worker",
+        Duration::from_secs(20),
+        || Some(post("four\n")).filter(|(s, _)| *s == 200),
+    );
+    wait_for(
+        "the point of the new worker",
+        Duration::from_secs(10),
+        || messages(&agent).iter().any(|m| m == "four").then_some(()),
+    );
+    assert_ne!(agent.worker_pid("logging"), Some(worker));
+}

@@ -115,6 +115,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// Metrics reported by worker processes, appended to `/metrics`.
     pub worker_metrics: Arc<WorkerMetrics>,
+    /// Routes of input families forwarded to their workers (none when `None`).
+    pub routes: Option<Arc<dyn crate::RouteForward>>,
 }
 
 /// The latest metrics text each worker reported (OpenMetrics, without `# EOF`), by family.

@@ -193,6 +193,29 @@ impl RouteTable {
     }
 }
 
+/// The debug echo route (`POST /v1/debug/echo`, input `echo`): each body line becomes a
+/// logging point of source `echo` with the line as `message`; answers 200 with the count.
+pub fn debug_echo_route() -> HttpRoute {
+    HttpRoute::new(
+        Method::Post,
+        "/v1/debug/echo",
+        "echo",
+        |req: HttpRequest| {
+            let now = dk_proto::clock::now_ns();
+            let points: Vec<Point> = String::from_utf8_lossy(&req.body)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    Point::new("echo", now).field("message", dk_proto::Value::S(l.to_string()))
+                })
+                .collect();
+            let mut answer = HttpAnswer::text(200, format!("{} lines", points.len()));
+            answer.points = vec![(Category::Logging, points)];
+            answer
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

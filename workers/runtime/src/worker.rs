@@ -67,6 +67,30 @@ struct ControlServer {
     metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     misbehave: Option<crate::misbehave::Misbehave>,
     handover: Arc<Handover>,
+    /// The routes this family serves on the API port.
+    routes: Arc<crate::http::RouteTable>,
+    /// Where the points of those routes go.
+    emitter: crate::Emitter,
+}
+
+/// Debug knob: `DK_DEBUG_ECHO_ROUTE=<family>` makes that family serve `POST /v1/debug/echo`,
+/// each body line a logging point (source `echo`), to exercise the API's route forwarding
+/// (routes of real families come with them).
+pub const DEBUG_ECHO_ROUTE: &str = "DK_DEBUG_ECHO_ROUTE";
+
+/// The routes of `family` (and the debug echo route when asked for).
+fn route_table(family: &dyn Family) -> crate::http::RouteTable {
+    let mut table = crate::http::RouteTable::default();
+    let mut routes = family.http_routes();
+    if std::env::var(DEBUG_ECHO_ROUTE).is_ok_and(|v| v.split(',').any(|f| f == family.name())) {
+        routes.push(crate::http::debug_echo_route());
+    }
+    for route in routes {
+        if let Err(e) = table.add(route) {
+            tracing::error!(error = %e, "Route not served.");
+        }
+    }
+    table
 }
 
 /// How long a worker that outlives its supervisor's binary swap waits for the new one.
@@ -233,6 +257,49 @@ impl Control for ControlServer {
         self.shutdown.cancel();
     }
 
+    async fn http(
+        self,
+        _: tarpc::context::Context,
+        call: dk_proto::rpc::HttpCall,
+    ) -> dk_proto::rpc::HttpReply {
+        use crate::http::{HttpAnswer, HttpRequest, Method};
+        let reply = |a: HttpAnswer| dk_proto::rpc::HttpReply {
+            status: a.status,
+            content_type: a.content_type.to_string(),
+            body: a.body,
+        };
+        let Some(method) = Method::parse(&call.method) else {
+            return reply(HttpAnswer::text(
+                405,
+                format!("{} does not answer {}", call.path, call.method),
+            ));
+        };
+        let input = self.routes.find(method, &call.path).map(|r| r.input);
+        let routes = self.routes.clone();
+        let path = call.path;
+        let request = HttpRequest {
+            query: call.query,
+            headers: call.headers,
+            body: call.body,
+        };
+        // Handlers decode whole bodies: off the runtime, so health checks keep answering.
+        let answer = tokio::task::spawn_blocking(move || routes.handle(method, &path, request))
+            .await
+            .unwrap_or_else(|_| HttpAnswer::text(500, "the route's handler failed"));
+        if let Some(input) = input {
+            for (category, points) in answer.points.clone() {
+                if !self
+                    .emitter
+                    .emit(category, input, crate::FeedOpts::default(), points)
+                    .await
+                {
+                    return reply(HttpAnswer::text(503, "the worker is stopping; retry"));
+                }
+            }
+        }
+        reply(answer)
+    }
+
     async fn set_clock_offset(self, _: tarpc::context::Context, offset_ns: i64) {
         dk_proto::clock::set_offset_ns(offset_ns);
     }
@@ -360,7 +427,10 @@ pub async fn run_with(
     let metrics = Arc::new(std::sync::Mutex::new(
         prometheus_client::registry::Registry::default(),
     ));
+    let (emitter, rx) = Emitter::channel(256);
     let control = ControlServer {
+        routes: Arc::new(route_table(family)),
+        emitter: emitter.clone(),
         started,
         stats: stats.clone(),
         pause: Arc::new(pause_tx),
@@ -385,7 +455,6 @@ pub async fn run_with(
         let (run_dir, client) = (run_dir.to_path_buf(), client.clone());
         tokio::spawn(async move { m.act(&run_dir, client).await });
     }
-    let (emitter, rx) = Emitter::channel(256);
     let mut sender_task = tokio::spawn(sender::run(rx, link, stats.clone()));
     let shared = Shared {
         emitter: emitter.clone(),

@@ -88,6 +88,7 @@ fn harness_with(config: ApiConfig, mode: Mode) -> Harness {
         calls: Mutex::new(Vec::new()),
     });
     let state = ApiState {
+        routes: None,
         feeder: feeder.clone(),
         info: Arc::new(AgentInfo {
             version: "1.84.1".into(),

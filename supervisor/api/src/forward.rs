@@ -1,0 +1,66 @@
+//! Routes that input families serve on the API port (OpenTelemetry, Pyroscope...): the API
+//! reads the body under the same limits as writes and forwards the request to the family's
+//! worker over its RPC; while the worker is not running the route answers 503 with why, and
+//! a crash in the worker never takes the API down.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dk_proto::rpc::{HttpCall, HttpReply};
+use futures::future::BoxFuture;
+
+use crate::Inner;
+use crate::error::ApiError;
+use crate::write::read_body;
+
+/// Forwards the routes of input families to their workers (implemented by the supervisor).
+pub trait RouteForward: Send + Sync + 'static {
+    /// Every `(method, path)` a family serves (`("POST", "/v1/pyroscope/ingest")`).
+    fn routes(&self) -> Vec<(String, String)>;
+
+    /// Forwards one request; `Err` says why no worker answered (not running, busy...).
+    fn call(&self, call: HttpCall) -> BoxFuture<'static, Result<HttpReply, String>>;
+}
+
+/// The handler of every forwarded route.
+pub(crate) async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let Some(fwd) = inner.state.routes.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (parts, body) = req.into_parts();
+    let budget = inner.budget.clone();
+    let total = budget.total_bytes();
+    let mut lease = budget.lease();
+    let max = inner.state.config.max_body_bytes;
+    let body = match read_body(body, &parts.headers, max, Some(&mut lease), total).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let call = HttpCall {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    drop(body);
+    match fwd.call(call).await {
+        Ok(reply) => {
+            let mut resp = Response::new(Body::from(reply.body));
+            *resp.status_mut() =
+                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Ok(ct) = HeaderValue::from_str(&reply.content_type) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            resp
+        }
+        Err(why) => ApiError::IoBusy(why).into_response(),
+    }
+}
