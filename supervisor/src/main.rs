@@ -4,6 +4,7 @@
 mod app;
 mod backoff;
 mod cgroup;
+mod election;
 mod families;
 mod ingest;
 mod jail;

@@ -115,7 +115,12 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// Metrics reported by worker processes, appended to `/metrics`.
     pub worker_metrics: Arc<WorkerMetrics>,
+    /// This node's election state for `GET /v1/election/info` (`None`: shown as disabled).
+    pub election: Option<ElectionInfo>,
 }
+
+/// Produces the election state shown on `GET /v1/election/info`.
+pub type ElectionInfo = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The latest metrics text each worker reported (OpenMetrics, without `# EOF`), by family.
 #[derive(Debug, Default)]

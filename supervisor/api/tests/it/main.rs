@@ -109,6 +109,7 @@ fn harness_with(config: ApiConfig, mode: Mode) -> Harness {
             );
             w
         },
+        election: None,
     };
     Harness {
         app: router(state.clone()),
