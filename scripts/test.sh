@@ -17,6 +17,8 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   rpm - rpmbuild and rpm for the packaging tests (scripts/package.sh builds the .rpm)
 #   systemd - systemd-analyze, which verifies the unit in the packaging tests
 #   iproute2 - ip, which brings up loopback in the packaging test's network namespace
+#   etcd-server - etcd, the election backend the election tests start on loopback
+#   protobuf-compiler - protoc, which the etcd client crate's build script needs
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -27,12 +29,14 @@ command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The packages' own services are not needed: tests start their own instances.
-  $SUDO systemctl disable --now influxdb tinyproxy collectd >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now influxdb tinyproxy collectd etcd >/dev/null 2>&1 || true
 fi
 # Real client libraries from PyPI: the statsd and DogStatsD (datadog) clients.
 python3 -c 'import statsd, datadog' >/dev/null 2>&1 || {

@@ -9,6 +9,7 @@ mod api_abuse;
 mod chaos;
 mod config;
 mod disk;
+mod election;
 mod graphite;
 mod inputs;
 mod lifecycle;
