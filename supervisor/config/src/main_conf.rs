@@ -890,10 +890,10 @@ impl MainConfig {
         match el.backend.as_str() {
             "dataway" => {
                 if el.enable && self.dataway.urls.is_empty() {
-                    sink.error(
+                    sink.warn(
                         file,
                         "election.backend",
-                        "\"dataway\" needs a [dataway] urls entry (elections go to the first URL); add one or use backend = \"etcd\"",
+                        "\"dataway\" needs a [dataway] urls entry (elections go to the first URL): nothing is elected and election inputs stay paused; add a URL or use backend = \"etcd\"",
                     );
                 }
             }
