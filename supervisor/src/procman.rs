@@ -412,6 +412,9 @@ async fn supervise(
             .up
             .get_or_create(&SupervisorMetrics::family(&family))
             .set(0);
+        ctx.metrics
+            .worker_paused
+            .remove(&SupervisorMetrics::family(&family));
         let (cause, detail) = match outcome {
             Outcome::Restart { cause, detail } => (cause, detail),
             Outcome::HandedOver(adopted) => return Some(adopted),
@@ -742,6 +745,7 @@ async fn supervise_child(
                             ctx.metrics.metrics_refused.get_or_create(&label).inc();
                         }
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
+                        ctx.metrics.worker_paused.get_or_create(&label).set(i64::from(h.paused));
                         ctx.metrics.worker_dropped.get_or_create(&label).set(i64::try_from(h.points_dropped).unwrap_or(i64::MAX));
                     }
                     Err(e) => {

@@ -16,6 +16,7 @@ use crate::harness::{Agent, free_port, try_request, wait_for};
 
 const NAMESPACE: &str = "e2e-fleet";
 const TOKEN: &str = "tkn_0123456789abcdef0123456789abcdef";
+const PAUSED_SERIES: &str = "datakit_worker_paused{family=\"socket\"}";
 
 /// A real etcd on loopback ports, its data in a temp dir; restartable on the same data.
 struct Etcd {
@@ -221,6 +222,11 @@ fn scenario(fleet: &mut Fleet, lease: Duration, isolate: &mut dyn FnMut(), heal:
             assert!(tcp_points(agent).is_empty(), "{name} collected while {first} leads");
             assert_eq!(status(agent), "defeat");
         }
+        // The workers themselves report whether they are paused.
+        let paused = if name == first { 0.0 } else { 1.0 };
+        wait_for(&format!("{name}'s socket worker paused = {paused}"), Duration::from_secs(5), || {
+            (agent.metric(PAUSED_SERIES) == Some(paused)).then_some(())
+        });
     }
     assert!(
         fleet.agent(&first).metrics().contains(&format!(
@@ -386,5 +392,17 @@ fn a_node_outside_the_whitelist_is_banned_and_does_not_collect_election_inputs()
         fake.requests().iter().all(|r| r.category != "election"),
         "a banned node does not campaign"
     );
+    // A restarted worker comes up paused too.
+    agent.wait_metric_at_least(PAUSED_SERIES, 1.0, Duration::from_secs(5));
+    let old = agent.worker_pid("socket").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("a new socket worker", Duration::from_secs(10), || {
+        agent.worker_pid("socket").filter(|p| *p != old)
+    });
+    agent.wait_metric_at_least(PAUSED_SERIES, 1.0, Duration::from_secs(10));
     drop(listener);
 }
