@@ -73,12 +73,14 @@ impl Etcd {
             .unwrap();
         self.child = Some(child);
         let addr = ([127, 0, 0, 1], self.client).into();
-        wait_for("etcd to be healthy", Duration::from_secs(20), || {
-            match try_request(addr, "GET", "/health", &[], b"") {
+        wait_for(
+            "etcd to be healthy",
+            Duration::from_secs(20),
+            || match try_request(addr, "GET", "/health", &[], b"") {
                 Ok((200, body)) if String::from_utf8_lossy(&body).contains("true") => Some(()),
                 _ => None,
-            }
-        });
+            },
+        );
     }
 
     /// kill -9.
@@ -197,7 +199,6 @@ impl Fleet {
         let _ = agent.child.kill();
         let _ = agent.child.wait();
     }
-
 }
 
 /// Checks a leader's socket points: election tags (and the namespace tag), no host tags.
@@ -205,28 +206,44 @@ fn assert_election_tags(points: &[Point]) {
     let p = points.first().expect("a point");
     assert_eq!(p.get_tag("cluster"), Some("c1"), "{p:?}");
     assert_eq!(p.get_tag("election_namespace"), Some(NAMESPACE), "{p:?}");
-    assert_eq!(p.get_tag("e2e"), None, "host tags are not on election points: {p:?}");
+    assert_eq!(
+        p.get_tag("e2e"),
+        None,
+        "host tags are not on election points: {p:?}"
+    );
 }
 
 /// The scenario both backends pass. `isolate` cuts the backend off, `heal` brings it back.
-/// Returns the failover time (leader killed → new leader's first point).
-fn scenario(fleet: &mut Fleet, lease: Duration, isolate: &mut dyn FnMut(), heal: &mut dyn FnMut()) -> Duration {
+/// Returns the failover time (leader killed → new leader's first point) and the last leader.
+fn scenario(
+    fleet: &mut Fleet,
+    lease: Duration,
+    isolate: &mut dyn FnMut(),
+    heal: &mut dyn FnMut(),
+) -> (Duration, String) {
     let first = fleet.wait_one_leader(Duration::from_secs(20));
     // The leader collects at once; the others do not.
-    let points = wait_for("the leader's socket points", Duration::from_secs(10), || {
-        Some(tcp_points(fleet.agent(&first))).filter(|p| !p.is_empty())
-    });
+    let points = wait_for(
+        "the leader's socket points",
+        Duration::from_secs(10),
+        || Some(tcp_points(fleet.agent(&first))).filter(|p| !p.is_empty()),
+    );
     assert_election_tags(&points);
     for (name, agent) in fleet.alive() {
         if name != first {
-            assert!(tcp_points(agent).is_empty(), "{name} collected while {first} leads");
+            assert!(
+                tcp_points(agent).is_empty(),
+                "{name} collected while {first} leads"
+            );
             assert_eq!(status(agent), "defeat");
         }
         // The workers themselves report whether they are paused.
         let paused = if name == first { 0.0 } else { 1.0 };
-        wait_for(&format!("{name}'s socket worker paused = {paused}"), Duration::from_secs(5), || {
-            (agent.metric(PAUSED_SERIES) == Some(paused)).then_some(())
-        });
+        wait_for(
+            &format!("{name}'s socket worker paused = {paused}"),
+            Duration::from_secs(5),
+            || (agent.metric(PAUSED_SERIES) == Some(paused)).then_some(()),
+        );
     }
     assert!(
         fleet.agent(&first).metrics().contains(&format!(
@@ -240,9 +257,11 @@ fn scenario(fleet: &mut Fleet, lease: Duration, isolate: &mut dyn FnMut(), heal:
     let killed = Instant::now();
     let second = fleet.wait_one_leader(lease + Duration::from_secs(8));
     assert_ne!(second, first);
-    let points = wait_for("the new leader's socket points", Duration::from_secs(10), || {
-        Some(tcp_points(fleet.agent(&second))).filter(|p| !p.is_empty())
-    });
+    let points = wait_for(
+        "the new leader's socket points",
+        Duration::from_secs(10),
+        || Some(tcp_points(fleet.agent(&second))).filter(|p| !p.is_empty()),
+    );
     let failover = killed.elapsed();
     assert_election_tags(&points);
     assert!(
@@ -251,17 +270,24 @@ fn scenario(fleet: &mut Fleet, lease: Duration, isolate: &mut dyn FnMut(), heal:
     );
     for (name, agent) in fleet.alive() {
         if name != second {
-            assert!(tcp_points(agent).is_empty(), "{name} collected while {second} leads");
+            assert!(
+                tcp_points(agent).is_empty(),
+                "{name} collected while {second} leads"
+            );
         }
     }
 
     // The backend is cut off: the leader stops collecting once its lease is over.
     isolate();
     let cut = Instant::now();
-    wait_for("the isolated leader to step down", lease * 3 + Duration::from_secs(3), || {
-        let i = info(fleet.agent(&second));
-        (i["status"] == "defeat" && i["paused"] == true).then_some(())
-    });
+    wait_for(
+        "the isolated leader to step down",
+        lease * 3 + Duration::from_secs(3),
+        || {
+            let i = info(fleet.agent(&second));
+            (i["status"] == "defeat" && i["paused"] == true).then_some(())
+        },
+    );
     let stepped_down = cut.elapsed();
     assert!(
         fleet.agent(&second).metrics().contains(&format!(
@@ -283,7 +309,7 @@ fn scenario(fleet: &mut Fleet, lease: Duration, isolate: &mut dyn FnMut(), heal:
     wait_for("the leader collects again", Duration::from_secs(10), || {
         (tcp_points(fleet.agent(&third)).len() > before).then_some(())
     });
-    failover
+    (failover, third)
 }
 
 #[test]
@@ -306,13 +332,34 @@ fn etcd_elects_one_collector_replaces_a_killed_leader_and_an_isolated_leader_sto
     let socket = socket_conf(port);
     let mut fleet = Fleet::start(&extra, &[("network/socket.conf", &socket)]);
     let etcd_cell = std::cell::RefCell::new(&mut etcd);
-    let failover = scenario(
+    let (failover, leader) = scenario(
         &mut fleet,
         lease,
         &mut || etcd_cell.borrow_mut().kill(),
         &mut || etcd_cell.borrow_mut().restart(),
     );
     eprintln!("etcd failover (leader killed -> new leader's first point): {failover:?}");
+    // A leader that stops resigns: the other node leads at once, not after the lease (which
+    // would take at least two thirds of it after the last renewal).
+    fleet
+        .agent(&leader)
+        .signal(nix::sys::signal::Signal::SIGTERM);
+    let stopping = Instant::now();
+    let next = wait_for(
+        "a leader after the old one resigned",
+        Duration::from_secs(10),
+        || {
+            fleet
+                .alive()
+                .find(|(n, a)| *n != leader && status(a) == "success")
+                .map(|(n, _)| n.to_string())
+        },
+    );
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{next} took over after {took:?}"
+    );
 }
 
 #[test]
@@ -339,7 +386,7 @@ fn dataway_election_elects_one_collector_replaces_a_killed_leader_and_an_isolate
     );
     let socket = socket_conf(port);
     let mut fleet = Fleet::start(&extra, &[("network/socket.conf", &socket)]);
-    let failover = scenario(
+    let (failover, _) = scenario(
         &mut fleet,
         Duration::from_secs(3),
         &mut || fake.set_mode(Mode::Status(503)),
@@ -347,11 +394,15 @@ fn dataway_election_elects_one_collector_replaces_a_killed_leader_and_an_isolate
     );
     eprintln!("Dataway failover (leader killed -> new leader's first point): {failover:?}");
     let reqs = fake.requests();
-    assert!(reqs.iter().any(|r| r.category == "heartbeat" && r.status == 200));
+    assert!(
+        reqs.iter()
+            .any(|r| r.category == "heartbeat" && r.status == 200)
+    );
     assert!(
         reqs.iter()
             .filter(|r| r.category == "election" || r.category == "heartbeat")
-            .all(|r| r.query.contains(&format!("namespace={NAMESPACE}")) && r.query.contains("token=")),
+            .all(|r| r.query.contains(&format!("namespace={NAMESPACE}"))
+                && r.query.contains("token=")),
         "every election request names the namespace and the token"
     );
 }
@@ -377,17 +428,32 @@ fn a_node_outside_the_whitelist_is_banned_and_does_not_collect_election_inputs()
         fake.url(),
         election_conf("backend = \"dataway\"\n  node_whitelist = [\"node-x\"]")
     );
-    let agent = Agent::start_with(&[("network/socket.conf", &conf)], &extra, &[("ENV_HOSTNAME", "node-b")]);
+    let agent = Agent::start_with(
+        &[("network/socket.conf", &conf)],
+        &extra,
+        &[("ENV_HOSTNAME", "node-b")],
+    );
     let i = info(&agent);
     assert_eq!(i["status"], "banned", "{i}");
     assert_eq!(i["paused"], true, "{i}");
     // The excluded instance collects (host tags); the election-aware one does not.
-    let points = wait_for("the election = false instance's points", Duration::from_secs(25), || {
-        Some(tcp_points(&agent)).filter(|p| !p.is_empty())
-    });
+    let points = wait_for(
+        "the election = false instance's points",
+        Duration::from_secs(25),
+        || Some(tcp_points(&agent)).filter(|p| !p.is_empty()),
+    );
     let port2 = port2.to_string();
-    assert!(points.iter().all(|p| p.get_tag("dest_port") == Some(port2.as_str())), "{points:?}");
-    assert_eq!(points[0].get_tag("e2e"), Some("yes"), "host tags on a non-election instance");
+    assert!(
+        points
+            .iter()
+            .all(|p| p.get_tag("dest_port") == Some(port2.as_str())),
+        "{points:?}"
+    );
+    assert_eq!(
+        points[0].get_tag("e2e"),
+        Some("yes"),
+        "host tags on a non-election instance"
+    );
     assert!(
         fake.requests().iter().all(|r| r.category != "election"),
         "a banned node does not campaign"

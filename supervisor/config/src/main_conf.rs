@@ -909,7 +909,10 @@ impl MainConfig {
                     sink.error(
                         file,
                         "election.etcd.lease",
-                        format!("{:?} is too short: use at least \"2s\" (the default is \"10s\")", el.etcd.lease),
+                        format!(
+                            "{:?} is too short: use at least \"2s\" (the default is \"10s\")",
+                            el.etcd.lease
+                        ),
                     );
                 }
                 if el.etcd.tls_cert.is_empty() != el.etcd.tls_key.is_empty() {

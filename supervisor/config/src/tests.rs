@@ -982,12 +982,18 @@ default_enabled_inputs = []
     let el = &loaded.main.election;
     assert_eq!(el.backend, "etcd");
     assert_eq!(el.node_whitelist, ["a", "b"]);
-    assert_eq!(el.etcd.endpoints, ["127.0.0.1:2379", "https://10.0.0.2:2379"]);
+    assert_eq!(
+        el.etcd.endpoints,
+        ["127.0.0.1:2379", "https://10.0.0.2:2379"]
+    );
     assert_eq!(el.etcd.lease, std::time::Duration::from_secs(5));
     assert_eq!(el.etcd.username, "dk");
     assert_eq!(el.etcd.prefix, "/datakit/election");
     assert!(
-        loaded.warnings.iter().all(|w| !w.key.starts_with("election")),
+        loaded
+            .warnings
+            .iter()
+            .all(|w| !w.key.starts_with("election")),
         "{:?}",
         loaded.warnings
     );
@@ -1000,15 +1006,47 @@ fn election_refuses_an_unknown_backend_an_etcd_without_endpoints_and_a_short_lea
         "default_enabled_inputs = []\n[election]\n  enable = true\n  backend = \"zookeeper\"\n",
     )]);
     let errs = load_err(dir.path());
-    assert!(has(&errs, "datakit.conf", "election.backend", "use \"dataway\" or \"etcd\""), "{errs:?}");
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.backend",
+            "use \"dataway\" or \"etcd\""
+        ),
+        "{errs:?}"
+    );
     let dir = workdir(&[(
         "datakit.conf",
         "default_enabled_inputs = []\n[election]\n  enable = true\n  backend = \"etcd\"\n  [election.etcd]\n    lease = \"1s\"\n    tls_cert = \"/c.pem\"\n",
     )]);
     let errs = load_err(dir.path());
-    assert!(has(&errs, "datakit.conf", "election.etcd.endpoints", "list the etcd members"), "{errs:?}");
-    assert!(has(&errs, "datakit.conf", "election.etcd.lease", "at least \"2s\""), "{errs:?}");
-    assert!(has(&errs, "datakit.conf", "election.etcd.tls_cert", "set both or neither"), "{errs:?}");
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.etcd.endpoints",
+            "list the etcd members"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.etcd.lease",
+            "at least \"2s\""
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.etcd.tls_cert",
+            "set both or neither"
+        ),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -1019,7 +1057,12 @@ fn election_through_dataway_without_a_dataway_url_is_a_warning() {
     )]);
     let loaded = load_ok(dir.path(), &env(&[]));
     assert!(
-        has(&loaded.warnings, "datakit.conf", "election.backend", "needs a [dataway] urls entry"),
+        has(
+            &loaded.warnings,
+            "datakit.conf",
+            "election.backend",
+            "needs a [dataway] urls entry"
+        ),
         "{:?}",
         loaded.warnings
     );

@@ -1058,7 +1058,10 @@ async fn the_fake_elects_one_leader_per_namespace_and_hands_over_when_its_heartb
     assert_eq!(hb["status"], "defeat");
     assert_eq!(hb["incumbency_id"], "b");
     // The token is checked as for uploads.
-    let url = format!("http://{}/v1/election?token=tkn_other&namespace=ns1&id=c", fake.addr());
+    let url = format!(
+        "http://{}/v1/election?token=tkn_other&namespace=ns1&id=c",
+        fake.addr()
+    );
     let resp = reqwest::Client::new().post(url).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     let reqs = fake.requests();

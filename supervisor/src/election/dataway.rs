@@ -88,7 +88,11 @@ pub async fn run(
             () = tokio::time::sleep_until(next) => {}
         }
         let url = if leading { &heartbeat } else { &elect };
-        let route = if leading { HEARTBEAT_PATH } else { ELECTION_PATH };
+        let route = if leading {
+            HEARTBEAT_PATH
+        } else {
+            ELECTION_PATH
+        };
         let sent = Instant::now();
         let answer = tokio::select! {
             () = stop.cancelled() => return,

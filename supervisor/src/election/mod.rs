@@ -452,7 +452,10 @@ mod tests {
             t.contains(r#"datakit_election_status{elected_id="me",id="me",namespace="ns",status="success"}"#),
             "{t}"
         );
-        assert!(t.contains(r#"datakit_election_resume_total{id="me",namespace="ns"} 1"#), "{t}");
+        assert!(
+            t.contains(r#"datakit_election_resume_total{id="me",namespace="ns"} 1"#),
+            "{t}"
+        );
         r.lost("other", "heartbeat answered defeat");
         assert!(*paused.borrow_and_update());
         let t = text(&registry);
@@ -460,8 +463,14 @@ mod tests {
             t.contains(r#"datakit_election_status{elected_id="other",id="me",namespace="ns",status="defeat"} 0"#),
             "{t}"
         );
-        assert!(!t.contains(r#"status="success""#), "the old series is gone: {t}");
-        assert!(t.contains(r#"datakit_election_pause_total{id="me",namespace="ns"} 1"#), "{t}");
+        assert!(
+            !t.contains(r#"status="success""#),
+            "the old series is gone: {t}"
+        );
+        assert!(
+            t.contains(r#"datakit_election_pause_total{id="me",namespace="ns"} 1"#),
+            "{t}"
+        );
         assert_eq!(r.state().leader, "other");
     }
 

@@ -687,9 +687,9 @@ async fn election_info_shows_the_state_to_loopback_clients_only() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["content"]["status"], "disabled");
     let mut state = h.state.clone();
-    state.election = Some(Arc::new(|| {
-        serde_json::json!({ "status": "success", "leader": "node-a" })
-    }));
+    state.election = Some(Arc::new(
+        || serde_json::json!({ "status": "success", "leader": "node-a" }),
+    ));
     let app = router(state);
     let r = send(&app, get("/v1/election/info")).await;
     assert_eq!(r.json()["content"]["leader"], "node-a");
