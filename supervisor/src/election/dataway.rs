@@ -96,6 +96,8 @@ pub async fn run(
         let sent = Instant::now();
         let answer = tokio::select! {
             () = stop.cancelled() => return,
+            // A hanging request does not keep a leader past its lease.
+            () = tokio::time::sleep_until(step_down), if leading => continue,
             a = ask(&client, url, interval.max(Duration::from_secs(1))) => a,
         };
         match answer {
@@ -176,4 +178,79 @@ async fn ask(
         format!("answer {head:?} is not {{\"content\":{{\"status\":...}}}}: {e}")
     })?;
     Ok(answer.content)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dk_sinks::dataway::{DatawayConfig, DatawaySink};
+    use dk_sinks::testing::{FakeDataway, Mode};
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::election::{ElectionState, Metrics, Status};
+
+    const TOKEN: &str = "tkn_0123456789abcdef0123456789abcdef";
+
+    fn reporter(registry: &mut Registry) -> Reporter {
+        let st = ElectionState {
+            backend: "dataway".into(),
+            namespace: "ns".into(),
+            id: "me".into(),
+            status: Status::Defeat,
+            leader: String::new(),
+            elected_at: 0,
+            paused: true,
+            last_contact_ms: 0,
+            last_error: String::new(),
+        };
+        Reporter::new(st, Metrics::new(registry), Arc::new(|_| {}))
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_heartbeats_hang_steps_down_after_three_intervals() {
+        let fake = FakeDataway::start(TOKEN).await.unwrap();
+        fake.set_election_timing(Duration::from_secs(1), Duration::from_secs(3));
+        let mut registry = Registry::default();
+        let sink = DatawaySink::new(
+            DatawayConfig {
+                urls: vec![fake.url()],
+                hostname: "me".into(),
+                ..DatawayConfig::default()
+            },
+            &mut registry,
+        )
+        .unwrap();
+        let rep = reporter(&mut registry);
+        let mut paused = rep.paused();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            sink.clock().unwrap(),
+            "ns".into(),
+            "me".into(),
+            rep.clone(),
+            stop.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), paused.wait_for(|p| !*p))
+            .await
+            .expect("elected")
+            .unwrap();
+        assert_eq!(fake.election_leader("ns").as_deref(), Some("me"));
+        assert_eq!(rep.state().status, Status::Success);
+        fake.set_mode(Mode::Hang);
+        let hung = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(6), paused.wait_for(|p| *p))
+            .await
+            .expect("stepped down")
+            .unwrap();
+        let took = hung.elapsed();
+        assert!(
+            took <= Duration::from_millis(3_200),
+            "stepped down {took:?} after the last answer, lease 3 s"
+        );
+        assert_eq!(rep.state().status, Status::Defeat);
+        stop.cancel();
+        task.await.unwrap();
+    }
 }
