@@ -472,3 +472,46 @@ fn a_node_outside_the_whitelist_is_banned_and_does_not_collect_election_inputs()
     agent.wait_metric_at_least(PAUSED_SERIES, 1.0, Duration::from_secs(10));
     drop(listener);
 }
+
+#[test]
+fn etcd_with_authentication_elects_the_agent_with_the_password_and_refuses_a_wrong_one() {
+    let Some(etcd) = Etcd::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .unwrap();
+        let _ = c.role_add("root").await;
+        c.user_add("root", "s3cret", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+    let conf = |password: &str| {
+        election_conf(&format!(
+            "backend = \"etcd\"\n  [election.etcd]\n    endpoints = [\"{}\"]\n    lease = \"2s\"\n    username = \"root\"\n    password = \"{password}\"",
+            etcd.endpoint()
+        ))
+    };
+    let wrong = Agent::start_with(&[], &conf("wrong"), &[("ENV_HOSTNAME", "node-w")]);
+    let right = Agent::start_with(&[], &conf("s3cret"), &[("ENV_HOSTNAME", "node-r")]);
+    wait_for("the agent with the password to lead", Duration::from_secs(15), || {
+        (status(&right) == "success").then_some(())
+    });
+    let i = wait_for("the wrong password's error", Duration::from_secs(15), || {
+        let i = info(&wrong);
+        (!i["last_error"].as_str().unwrap_or("").is_empty()).then_some(i)
+    });
+    assert_eq!(i["status"], "defeat", "{i}");
+    assert_eq!(i["paused"], true, "{i}");
+    assert!(
+        i["last_error"].as_str().unwrap().contains(&etcd.endpoint()),
+        "the error names the endpoint: {i}"
+    );
+    let (_, body) = wrong.request("GET", "/v1/lasterror", &[], b"");
+    assert!(String::from_utf8_lossy(&body).contains("election"));
+}
