@@ -24,6 +24,10 @@ struct Etcd {
     dir: tempfile::TempDir,
     client: u16,
     peer: u16,
+    /// Plain-HTTP `/health`, also when clients need TLS.
+    metrics: u16,
+    /// (certificate, key) PEM files: clients connect over TLS.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -31,14 +35,30 @@ impl Etcd {
     /// Starts etcd, waiting until `/health` says so; `None` when etcd is not installed (and
     /// peers are not required).
     fn start() -> Option<Etcd> {
+        Self::start_with(false)
+    }
+
+    /// As [`Etcd::start`]; with `tls`, clients must connect over TLS (a self-signed
+    /// certificate for 127.0.0.1 in the data dir, `cert.pem`).
+    fn start_with(tls: bool) -> Option<Etcd> {
         if !dk_proto::testing::require_program("etcd", "etcd-server") {
             return None;
         }
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| {
+            let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, pem("CERTIFICATE", c.cert.der())).unwrap();
+            std::fs::write(&key, pem("PRIVATE KEY", &c.signing_key.serialize_der())).unwrap();
+            (cert, key)
+        });
         let mut etcd = Etcd {
             bin: PathBuf::from("etcd"),
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             client: free_port(),
             peer: free_port(),
+            metrics: free_port(),
+            tls,
             child: None,
         };
         etcd.spawn();
@@ -46,19 +66,29 @@ impl Etcd {
     }
 
     fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
+        match self.tls {
+            Some(_) => format!("https://127.0.0.1:{}", self.client),
+            None => format!("127.0.0.1:{}", self.client),
+        }
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client);
         let peer = format!("http://127.0.0.1:{}", self.peer);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .unwrap();
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let metrics = format!("http://127.0.0.1:{}", self.metrics);
+        let child = cmd
             .args(["--name", "e2e"])
+            .args(["--listen-metrics-urls", &metrics])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
@@ -72,7 +102,7 @@ impl Etcd {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let addr = ([127, 0, 0, 1], self.client).into();
+        let addr = ([127, 0, 0, 1], self.metrics).into();
         wait_for(
             "etcd to be healthy",
             Duration::from_secs(20),
@@ -101,6 +131,21 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// DER as PEM.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 /// The socket input probing a listener that accepts.
@@ -499,13 +544,19 @@ fn etcd_with_authentication_elects_the_agent_with_the_password_and_refuses_a_wro
     };
     let wrong = Agent::start_with(&[], &conf("wrong"), &[("ENV_HOSTNAME", "node-w")]);
     let right = Agent::start_with(&[], &conf("s3cret"), &[("ENV_HOSTNAME", "node-r")]);
-    wait_for("the agent with the password to lead", Duration::from_secs(15), || {
-        (status(&right) == "success").then_some(())
-    });
-    let i = wait_for("the wrong password's error", Duration::from_secs(15), || {
-        let i = info(&wrong);
-        (!i["last_error"].as_str().unwrap_or("").is_empty()).then_some(i)
-    });
+    wait_for(
+        "the agent with the password to lead",
+        Duration::from_secs(15),
+        || (status(&right) == "success").then_some(()),
+    );
+    let i = wait_for(
+        "the wrong password's error",
+        Duration::from_secs(15),
+        || {
+            let i = info(&wrong);
+            (!i["last_error"].as_str().unwrap_or("").is_empty()).then_some(i)
+        },
+    );
     assert_eq!(i["status"], "defeat", "{i}");
     assert_eq!(i["paused"], true, "{i}");
     assert!(
@@ -514,4 +565,35 @@ fn etcd_with_authentication_elects_the_agent_with_the_password_and_refuses_a_wro
     );
     let (_, body) = wrong.request("GET", "/v1/lasterror", &[], b"");
     assert!(String::from_utf8_lossy(&body).contains("election"));
+}
+
+#[test]
+fn etcd_over_tls_elects_an_agent_that_trusts_the_ca_and_refuses_one_that_does_not() {
+    let Some(etcd) = Etcd::start_with(true) else {
+        return;
+    };
+    let (cert, _) = etcd.tls.clone().unwrap();
+    let other_ca = etcd.dir.path().join("other-ca.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&other_ca, pem("CERTIFICATE", other.cert.der())).unwrap();
+    let conf = |ca: &std::path::Path| {
+        election_conf(&format!(
+            "backend = \"etcd\"\n  [election.etcd]\n    endpoints = [\"{}\"]\n    lease = \"2s\"\n    tls_ca = \"{}\"",
+            etcd.endpoint(),
+            ca.display()
+        ))
+    };
+    let untrusting = Agent::start_with(&[], &conf(&other_ca), &[("ENV_HOSTNAME", "node-u")]);
+    let trusting = Agent::start_with(&[], &conf(&cert), &[("ENV_HOSTNAME", "node-t")]);
+    wait_for(
+        "the agent that trusts the CA to lead",
+        Duration::from_secs(15),
+        || (status(&trusting) == "success").then_some(()),
+    );
+    let i = wait_for("the certificate error", Duration::from_secs(15), || {
+        let i = info(&untrusting);
+        (!i["last_error"].as_str().unwrap_or("").is_empty()).then_some(i)
+    });
+    assert_eq!(i["status"], "defeat", "{i}");
+    assert_eq!(i["paused"], true, "{i}");
 }
