@@ -97,7 +97,7 @@ pub async fn run(
         stop: &stop,
         deadline: (cfg.lease / 3).max(Duration::from_millis(500)),
     };
-    let mut stale: Option<(Client, i64)> = None;
+    let mut stale: Option<i64> = None;
     loop {
         match session.run(&mut stale).await {
             Ok(()) => return,
@@ -169,7 +169,7 @@ impl Session<'_> {
     }
 
     /// One lease: campaign, lead while it is renewed. `Ok` only when stopped.
-    async fn run(&self, stale: &mut Option<(Client, i64)>) -> Result<(), EtcdError> {
+    async fn run(&self, stale: &mut Option<i64>) -> Result<(), EtcdError> {
         let opts = self.options().await?;
         let client = self
             .timed(
@@ -177,20 +177,19 @@ impl Session<'_> {
                 Client::connect(self.cfg.endpoints.clone(), Some(opts)),
             )
             .await?;
+        let mut leases: LeaseClient = client.lease_client();
         // The lease of a session that ended without reaching etcd: its key would block the
         // others until it expires.
-        if let Some((old, lease)) = stale.take() {
-            let mut leases: LeaseClient = old.lease_client();
-            let _ = tokio::time::timeout(self.deadline, leases.revoke(lease)).await;
+        if let Some(old) = stale.take() {
+            let _ = tokio::time::timeout(self.deadline, leases.revoke(old)).await;
         }
-        let mut leases = client.lease_client();
         let ttl_secs = i64::try_from(self.cfg.lease.as_secs().max(2)).unwrap_or(i64::MAX);
         let grant = self
             .timed("lease grant", leases.grant(ttl_secs, None))
             .await?;
         let lease = grant.id();
         let mut ttl = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(2).max(1));
-        *stale = Some((client.clone(), lease));
+        *stale = Some(lease);
         let (mut keeper, mut answers) = self
             .timed("lease keep-alive", leases.keep_alive(lease))
             .await?;
