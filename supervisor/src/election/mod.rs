@@ -213,15 +213,17 @@ impl Reporter {
         st.last_contact_ms = unix_ms();
         st.last_error.clear();
         let changed = !leader.is_empty() && st.leader != leader;
+        let follower = st.status != Status::Success;
         if changed {
             st.leader = leader.to_string();
-            if st.status != Status::Success {
-                tracing::info!(namespace = %st.namespace, leader, "Election: {leader} leads namespace {}.", st.namespace);
-            }
         }
+        let namespace = st.namespace.clone();
         drop(st);
         *lock(&self.inner.logged) = None;
         if changed {
+            if follower {
+                tracing::info!(namespace = %namespace, leader, "Election: {leader} leads namespace {namespace}.");
+            }
             self.publish();
         }
     }
@@ -238,18 +240,18 @@ impl Reporter {
         st.paused = false;
         st.last_contact_ms = unix_ms();
         st.last_error.clear();
-        tracing::info!(
-            namespace = %st.namespace,
-            backend = %st.backend,
-            "Election: elected leader of namespace {}; election inputs resume.",
-            st.namespace
+        let (labels, namespace, backend) = (
+            Self::counter_labels(&st),
+            st.namespace.clone(),
+            st.backend.clone(),
         );
-        self.inner
-            .metrics
-            .resume
-            .get_or_create(&Self::counter_labels(&st))
-            .inc();
         drop(st);
+        self.inner.metrics.resume.get_or_create(&labels).inc();
+        tracing::info!(
+            namespace = %namespace,
+            backend = %backend,
+            "Election: elected leader of namespace {namespace}; election inputs resume."
+        );
         self.publish();
     }
 
@@ -268,22 +270,22 @@ impl Reporter {
         st.elected_at = 0;
         let newly_paused = !st.paused;
         st.paused = true;
+        let (labels, namespace, backend) = (
+            Self::counter_labels(&st),
+            st.namespace.clone(),
+            st.backend.clone(),
+        );
+        drop(st);
+        if newly_paused {
+            self.inner.metrics.pause.get_or_create(&labels).inc();
+        }
         if was == Status::Success {
             tracing::warn!(
-                namespace = %st.namespace,
-                backend = %st.backend,
-                "Election: no longer the leader of namespace {} ({why}); election inputs pause.",
-                st.namespace
+                namespace = %namespace,
+                backend = %backend,
+                "Election: no longer the leader of namespace {namespace} ({why}); election inputs pause."
             );
         }
-        if newly_paused {
-            self.inner
-                .metrics
-                .pause
-                .get_or_create(&Self::counter_labels(&st))
-                .inc();
-        }
-        drop(st);
         self.publish();
     }
 
