@@ -385,7 +385,7 @@ fn etcd_elects_one_collector_replaces_a_killed_leader_and_an_isolated_leader_sto
     );
     eprintln!("etcd failover (leader killed -> new leader's first point): {failover:?}");
     // A leader that stops resigns: the other node leads at once, not after the lease (which
-    // would take at least two thirds of it after the last renewal).
+    // would take at least two thirds of it, 1.33 s, after the last renewal).
     fleet
         .agent(&leader)
         .signal(nix::sys::signal::Signal::SIGTERM);
@@ -402,7 +402,7 @@ fn etcd_elects_one_collector_replaces_a_killed_leader_and_an_isolated_leader_sto
     );
     let took = stopping.elapsed();
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_millis(1300),
         "{next} took over after {took:?}"
     );
 }
