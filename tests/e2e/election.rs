@@ -349,7 +349,12 @@ fn scenario(
 
     // The backend is back: exactly one leader again, and it collects.
     heal();
+    let healed = Instant::now();
     let third = fleet.wait_one_leader(lease * 2 + Duration::from_secs(15));
+    eprintln!(
+        "one leader again {:?} after the backend came back",
+        healed.elapsed()
+    );
     let before = tcp_points(fleet.agent(&third)).len();
     wait_for("the leader collects again", Duration::from_secs(10), || {
         (tcp_points(fleet.agent(&third)).len() > before).then_some(())
