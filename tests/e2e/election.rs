@@ -406,6 +406,7 @@ fn etcd_elects_one_collector_replaces_a_killed_leader_and_an_isolated_leader_sto
         },
     );
     let took = stopping.elapsed();
+    eprintln!("{next} leads {took:?} after the leader was asked to stop");
     assert!(
         took < Duration::from_millis(1300),
         "{next} took over after {took:?}"
