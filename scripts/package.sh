@@ -40,9 +40,17 @@ done
 want() { case ",$formats," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 if [ -z "$bin" ]; then
+    # The etcd election backend needs protoc at build time; without it the package has the
+    # Dataway election backend only (said here, and by the agent if backend = "etcd").
+    features=()
+    if command -v protoc >/dev/null 2>&1; then
+        features=(--features etcd)
+    else
+        echo "package.sh: protoc not found (apt-get install protobuf-compiler): building without the etcd election backend" >&2
+    fi
     case "$profile" in
-    release) cargo build --release --locked -p datakit --bin datakit ;;
-    debug) cargo build --locked -p datakit --bin datakit ;;
+    release) cargo build --release --locked -p datakit --bin datakit "${features[@]}" ;;
+    debug) cargo build --locked -p datakit --bin datakit "${features[@]}" ;;
     *) die "--profile must be release or debug, not $profile" ;;
     esac
     bin="$root/target/$profile/datakit"

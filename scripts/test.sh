@@ -18,6 +18,8 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   systemd - systemd-analyze, which verifies the unit in the packaging tests
 #   iproute2 - ip, which brings up loopback in the packaging test's network namespace
 #   chromium - the headless browser that drives the DCA console page in its e2e test
+#   etcd-server - etcd, the election backend the election tests start on loopback
+#   protobuf-compiler - protoc, which the etcd client crate's build script needs
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -29,12 +31,14 @@ command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # The packages' own services are not needed: tests start their own instances.
-  $SUDO systemctl disable --now influxdb tinyproxy collectd >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now influxdb tinyproxy collectd etcd >/dev/null 2>&1 || true
 fi
 # Real client libraries from PyPI: the statsd and DogStatsD (datadog) clients.
 python3 -c 'import statsd, datadog' >/dev/null 2>&1 || {
@@ -45,10 +49,10 @@ python3 -c 'import statsd, datadog' >/dev/null 2>&1 || {
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features datakit/etcd -- -D warnings
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast --features datakit/etcd
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast --features datakit/etcd
 fi

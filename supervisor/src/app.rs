@@ -481,9 +481,8 @@ fn build_sinks(
         };
         let sink = DatawaySink::new(cfg, registry)
             .context("[dataway]: cannot set up the Dataway client")?;
-        if dw.ntp.enable {
-            *clock = sink.clock();
-        }
+        // The first URL's API access: its clock (`[dataway.ntp]`) and elections.
+        *clock = sink.clock();
         sinks.push(Arc::new(sink));
     }
     let influx = &main.sinks.influxdb;
@@ -912,7 +911,11 @@ async fn supervise(
         &mut registry,
     )
     .context("cannot start delivery")?;
-    if let Some(clock) = dataway_clock {
+    let election = crate::election::Election::start(&main, dataway_clock.clone(), &mut registry, {
+        let errors = Arc::clone(&last_errors);
+        Arc::new(move |message: &str| errors.record("election", "election", "", message))
+    });
+    if let Some(clock) = dataway_clock.filter(|_| main.dataway.ntp.enable) {
         let ntp = &main.dataway.ntp;
         let sync = dk_delivery::ClockSync {
             interval: ntp.interval,
@@ -963,6 +966,10 @@ async fn supervise(
         registry: registry.clone(),
         worker_metrics: worker_metrics.clone(),
         routes: Some(forwarder.clone()),
+        election: Some({
+            let r = election.reporter().clone();
+            Arc::new(move || serde_json::to_value(r.state()).unwrap_or_default())
+        }),
     };
     let api_stop = stop_api.clone();
     let api_task = tokio::spawn(async move {
@@ -1035,6 +1042,7 @@ async fn supervise(
         },
         worker_args: vec!["--log-level".into(), main.logging.level.clone()],
         worker_metrics,
+        paused: election.reporter().paused(),
     };
     let mut running = Running {
         handles: BTreeMap::new(),
@@ -1142,6 +1150,8 @@ async fn supervise(
     stop_api.cancel();
     stop_upgrader.cancel();
     stop_dca.cancel();
+    // A leader resigns first, so another node takes over while this one stops.
+    election.stop().await;
     let servers = async {
         let _ = api_task.await;
         if let Some(t) = upgrader_task {

@@ -5,6 +5,7 @@ mod app;
 mod backoff;
 mod cgroup;
 mod dca;
+mod election;
 mod families;
 mod ingest;
 mod jail;

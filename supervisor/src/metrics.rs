@@ -35,6 +35,9 @@ pub struct SupervisorMetrics {
     pub worker_dropped: Family<FamilyLabel, Gauge>,
     /// `datakit_worker_metrics_refused_total{family}`: worker metrics reports over the size cap.
     pub metrics_refused: Family<FamilyLabel, Counter>,
+    /// `datakit_worker_paused{family}`: 1 while the worker's election-aware inputs are paused
+    /// (election), as the worker reported at its last health check.
+    pub worker_paused: Family<FamilyLabel, Gauge>,
     /// `datakit_upgrade_worker_moved_total{family,result}`: workers of the previous binary
     /// after a binary swap: `moved` (flushed and exited once their replacement was up) or
     /// `killed` (did not reconnect, stopped by signal).
@@ -204,6 +207,7 @@ impl SupervisorMetrics {
             over_limit: Family::default(),
             metrics_refused: Family::default(),
             worker_dropped: Family::default(),
+            worker_paused: Family::default(),
             reloads: Family::default(),
             handovers: Family::default(),
             uptime: Family::default(),
@@ -222,6 +226,11 @@ impl SupervisorMetrics {
             "datakit_worker_up",
             "1 while the family's worker is healthy",
             m.up.clone(),
+        );
+        registry.register(
+            "datakit_worker_paused",
+            "1 while the family's election-aware inputs are paused (this node does not lead)",
+            m.worker_paused.clone(),
         );
         registry.register(
             "datakit_worker_rss_bytes",

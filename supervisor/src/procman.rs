@@ -90,6 +90,9 @@ pub struct ProcContext {
     pub worker_args: Vec<String>,
     /// Where each worker's own metrics go (served on `/metrics`).
     pub worker_metrics: Arc<dk_api::WorkerMetrics>,
+    /// Whether election-aware inputs are paused (election): every worker starts in this state
+    /// and follows every change, across restarts.
+    pub paused: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How long a worker has to stop pushing before the binary swap (its in-flight pushes are
@@ -481,6 +484,9 @@ async fn supervise(
             .up
             .get_or_create(&SupervisorMetrics::family(&family))
             .set(0);
+        ctx.metrics
+            .worker_paused
+            .remove(&SupervisorMetrics::family(&family));
         let (cause, detail) = match outcome {
             Outcome::Restart { cause, detail } => (cause, detail),
             Outcome::HandedOver(adopted) => return Some(adopted),
@@ -529,6 +535,10 @@ fn spawn_worker(
         .env(
             dk_worker::fdpass::ENV_FD_CHANNEL,
             theirs.as_raw_fd().to_string(),
+        )
+        .env(
+            dk_worker::worker::ENV_START_PAUSED,
+            if *ctx.paused.borrow() { "1" } else { "0" },
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -769,6 +779,9 @@ async fn supervise_child(
     }
     req.up.store(true, std::sync::atomic::Ordering::SeqCst);
     let _down = Down(req.up.clone());
+    let mut paused = ctx.paused.clone();
+    let now = *paused.borrow_and_update();
+    set_paused(family, &control, now).await;
     if let Some(old) = pending.take() {
         // The replacement is up: the previous binary's worker flushes and goes.
         tokio::spawn(retire(ctx.clone(), family.to_string(), old, Some(pid)));
@@ -824,6 +837,7 @@ async fn supervise_child(
                             ctx.metrics.metrics_refused.get_or_create(&label).inc();
                         }
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
+                        ctx.metrics.worker_paused.get_or_create(&label).set(i64::from(h.paused));
                         ctx.metrics.worker_dropped.get_or_create(&label).set(i64::try_from(h.points_dropped).unwrap_or(i64::MAX));
                     }
                     Err(e) => {
@@ -877,7 +891,22 @@ async fn supervise_child(
                 }
                 let _ = r.reply.send(answer);
             }
+            Ok(()) = paused.changed() => {
+                let now = *paused.borrow_and_update();
+                set_paused(family, &control, now).await;
+            }
             _ = stop.cancelled() => return stop_gracefully(policy, family, &control, child).await,
         }
+    }
+}
+
+/// Tells a worker whether election-aware inputs are paused; a worker that does not answer is
+/// left to the health checks.
+async fn set_paused(family: &str, control: &ControlClient, paused: bool) {
+    if let Err(e) = control
+        .set_paused(context_with_timeout(Duration::from_secs(2)), paused)
+        .await
+    {
+        tracing::warn!(family, paused, error = %e, "Worker did not take the election pause state; retried when it restarts.");
     }
 }

@@ -11,6 +11,7 @@ mod config;
 mod conn_cap;
 mod dca;
 mod disk;
+mod election;
 mod graphite;
 mod inputs;
 mod lifecycle;

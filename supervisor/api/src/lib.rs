@@ -37,7 +37,7 @@ pub use lasterr::{LAST_ERRORS_CAPACITY, LastErrorEntry, LastErrors};
 pub use metrics::ApiMetrics;
 pub use middleware::{ClientInfo, X_DATAKIT};
 pub use server::connection_cap;
-pub use state::{AgentInfo, ApiConfig, ApiState, FeedError, Feeder, WorkerMetrics};
+pub use state::{AgentInfo, ApiConfig, ApiState, ElectionInfo, FeedError, Feeder, WorkerMetrics};
 pub use write::{CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF};
 
 /// How long [`serve`] lets in-flight requests finish after `shutdown` resolves.
@@ -150,6 +150,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/lasterror",
             post(routes::lasterror_post).get(routes::lasterror_get),
         )
+        .route("/v1/election/info", get(routes::election_info))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::page404)
         .method_not_allowed_fallback(routes::page404)

@@ -149,6 +149,23 @@ pub(crate) async fn lasterror_get(
     wrapped(&inner.state.last_errors.recent())
 }
 
+/// `GET /v1/election/info` (loopback only): this node's election state, in Datakit's envelope.
+pub(crate) async fn election_info(
+    State(inner): State<Arc<Inner>>,
+    client: Option<Extension<ClientInfo>>,
+) -> Response {
+    if !client.is_some_and(|Extension(c)| c.loopback) {
+        return ApiError::PublicAccessDisabled(
+            "api /v1/election/info is only served to loopback(localhost) clients".into(),
+        )
+        .into_response();
+    }
+    match &inner.state.election {
+        Some(info) => wrapped(&info()),
+        None => wrapped(&serde_json::json!({ "status": "disabled" })),
+    }
+}
+
 /// `GET /metrics`: the whole registry in the OpenMetrics text format.
 pub(crate) async fn metrics(State(inner): State<Arc<Inner>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);

@@ -117,7 +117,12 @@ pub struct ApiState {
     pub worker_metrics: Arc<WorkerMetrics>,
     /// Routes of input families forwarded to their workers (none when `None`).
     pub routes: Option<Arc<dyn crate::RouteForward>>,
+    /// This node's election state for `GET /v1/election/info` (`None`: shown as disabled).
+    pub election: Option<ElectionInfo>,
 }
+
+/// Produces the election state shown on `GET /v1/election/info`.
+pub type ElectionInfo = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The latest metrics text each worker reported (OpenMetrics, without `# EOF`), by family.
 #[derive(Debug, Default)]

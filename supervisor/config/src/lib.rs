@@ -31,8 +31,8 @@ pub use env::{Env, MapEnv, ProcessEnv, substitute};
 pub use host::{HostProbe, SystemProbe};
 pub use known_inputs::{DATAKIT_DEFAULT_ENABLED_INPUTS, DATAKIT_INPUTS, is_datakit_input};
 pub use main_conf::{
-    ContentEncoding, Dataway, Dca, DkUpgrader, Election, HttpApi, HttpTls, InfluxSink, Io,
-    LocalSink, Logging, MainConfig, Ntp, ResourceLimit, Sinks, Wal,
+    ContentEncoding, Dataway, Dca, DkUpgrader, Election, EtcdElection, HttpApi, HttpTls,
+    InfluxSink, Io, LocalSink, Logging, MainConfig, Ntp, ResourceLimit, Sinks, Wal,
 };
 
 use confd::{Defaults, Instance, Loader};

@@ -524,6 +524,10 @@ pub struct Election {
     pub enable_namespace_tag: bool,
     /// `[election.tags]`: tags for election-aware inputs.
     pub tags: BTreeMap<String, String>,
+    /// `dataway` (Datakit's protocol against the first Dataway URL) or `etcd`.
+    pub backend: String,
+    /// `[election.etcd]`: the etcd backend.
+    pub etcd: EtcdElection,
 }
 
 impl Default for Election {
@@ -534,6 +538,46 @@ impl Default for Election {
             namespace: "default".into(),
             enable_namespace_tag: false,
             tags: BTreeMap::new(),
+            backend: "dataway".into(),
+            etcd: EtcdElection::default(),
+        }
+    }
+}
+
+/// `[election.etcd]`: leader election through etcd leases and campaigns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EtcdElection {
+    /// `host:port` or `http(s)://host:port` of the etcd members.
+    pub endpoints: Vec<String>,
+    /// Lease time to live: a leader silent this long is replaced, and stops collecting.
+    #[serde(with = "dk_proto::config::go")]
+    pub lease: Duration,
+    /// Key prefix of the campaign; the namespace is appended.
+    pub prefix: String,
+    /// etcd user (with `password`).
+    pub username: String,
+    /// etcd password.
+    pub password: String,
+    /// CA certificate (PEM) to verify the members with; enables TLS.
+    pub tls_ca: String,
+    /// Client certificate (PEM) for mutual TLS (with `tls_key`).
+    pub tls_cert: String,
+    /// Client key (PEM).
+    pub tls_key: String,
+}
+
+impl Default for EtcdElection {
+    fn default() -> Self {
+        EtcdElection {
+            endpoints: Vec::new(),
+            lease: Duration::from_secs(10),
+            prefix: "/datakit/election".into(),
+            username: String::new(),
+            password: String::new(),
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -876,6 +920,49 @@ impl MainConfig {
                 "election.namespace",
                 "must not be empty when election is enabled; the default is \"default\"",
             );
+        }
+        let el = &self.election;
+        match el.backend.as_str() {
+            "dataway" => {
+                if el.enable && self.dataway.urls.is_empty() {
+                    sink.warn(
+                        file,
+                        "election.backend",
+                        "\"dataway\" needs a [dataway] urls entry (elections go to the first URL): nothing is elected and election inputs stay paused; add a URL or use backend = \"etcd\"",
+                    );
+                }
+            }
+            "etcd" => {
+                if el.enable && el.etcd.endpoints.is_empty() {
+                    sink.error(
+                        file,
+                        "election.etcd.endpoints",
+                        "is empty: list the etcd members, e.g. endpoints = [\"127.0.0.1:2379\"]",
+                    );
+                }
+                if el.etcd.lease < Duration::from_secs(2) {
+                    sink.error(
+                        file,
+                        "election.etcd.lease",
+                        format!(
+                            "{:?} is too short: use at least \"2s\" (the default is \"10s\")",
+                            el.etcd.lease
+                        ),
+                    );
+                }
+                if el.etcd.tls_cert.is_empty() != el.etcd.tls_key.is_empty() {
+                    sink.error(
+                        file,
+                        "election.etcd.tls_cert",
+                        "tls_cert and tls_key go together: set both or neither",
+                    );
+                }
+            }
+            other => sink.error(
+                file,
+                "election.backend",
+                format!("{other:?} is not an election backend: use \"dataway\" or \"etcd\""),
+            ),
         }
 
         // [dk_upgrader]
@@ -1255,14 +1342,6 @@ fn take_ignored(table: &mut toml::Table, file: &Path, sink: &mut Sink) -> toml::
 /// Keys of `datakit.conf` this build accepts and does not act on, with what happens instead.
 /// A value other than Datakit's default draws a warning at load (docs/compat.md lists them).
 const NOT_APPLIED: &[(&str, &str)] = &[
-    (
-        "election.enable",
-        "this agent does not take part in leader election: election-aware inputs (socket) collect on every host, their points still carry [election.tags]",
-    ),
-    (
-        "election.node_whitelist",
-        "this agent does not take part in leader election",
-    ),
     (
         "protect_mode",
         "inputs keep Datakit's protected interval ranges whatever it says (only the max_raw_body_size floor follows it)",

@@ -1093,7 +1093,7 @@ fn datakit_conf_typos_name_the_closest_key() {
 fn keys_accepted_but_not_applied_warn_only_when_set_away_from_datakits_default() {
     let dir = workdir(&[(
         "datakit.conf",
-        "default_enabled_inputs = []\nprotect_mode = false\n[election]\n  enable = true\n[resource_limit]\n  disable_oom = true\n[dataway]\n  enable_sinker = true\n[logging]\n  disable_color = false\n",
+        "default_enabled_inputs = []\nprotect_mode = false\n[resource_limit]\n  disable_oom = true\n[dataway]\n  enable_sinker = true\n[logging]\n  disable_color = false\n",
     )]);
     let loaded = load_ok(dir.path(), &no_env());
     let mut keys: Vec<&str> = loaded
@@ -1107,17 +1107,10 @@ fn keys_accepted_but_not_applied_warn_only_when_set_away_from_datakits_default()
         keys,
         [
             "dataway.enable_sinker",
-            "election.enable",
             "protect_mode",
             "resource_limit.disable_oom"
         ]
     );
-    assert!(has(
-        &loaded.warnings,
-        "datakit.conf",
-        "election.enable",
-        "does not take part in leader election"
-    ));
 }
 
 #[test]
@@ -1157,4 +1150,111 @@ fn an_enabled_dca_needs_a_token_and_a_websocket_url() {
     )]);
     let loaded = load_ok(off.path(), &no_env());
     assert_eq!(loaded.main.dca.websocket_server, "ws://localhost:8000/ws");
+}
+
+#[test]
+fn election_reads_the_etcd_backend_and_its_lease() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        r#"
+default_enabled_inputs = []
+[election]
+  enable = true
+  backend = "etcd"
+  node_whitelist = ["a", "b"]
+  [election.etcd]
+    endpoints = ["127.0.0.1:2379", "https://10.0.0.2:2379"]
+    lease = "5s"
+    username = "dk"
+    password = "secret"
+"#,
+    )]);
+    let loaded = load_ok(dir.path(), &env(&[]));
+    let el = &loaded.main.election;
+    assert_eq!(el.backend, "etcd");
+    assert_eq!(el.node_whitelist, ["a", "b"]);
+    assert_eq!(
+        el.etcd.endpoints,
+        ["127.0.0.1:2379", "https://10.0.0.2:2379"]
+    );
+    assert_eq!(el.etcd.lease, std::time::Duration::from_secs(5));
+    assert_eq!(el.etcd.username, "dk");
+    assert_eq!(el.etcd.prefix, "/datakit/election");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|w| !w.key.starts_with("election")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn election_refuses_an_unknown_backend_an_etcd_without_endpoints_and_a_short_lease() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[election]\n  enable = true\n  backend = \"zookeeper\"\n",
+    )]);
+    let errs = load_err(dir.path());
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.backend",
+            "use \"dataway\" or \"etcd\""
+        ),
+        "{errs:?}"
+    );
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[election]\n  enable = true\n  backend = \"etcd\"\n  [election.etcd]\n    lease = \"1s\"\n    tls_cert = \"/c.pem\"\n",
+    )]);
+    let errs = load_err(dir.path());
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.etcd.endpoints",
+            "list the etcd members"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.etcd.lease",
+            "at least \"2s\""
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "datakit.conf",
+            "election.etcd.tls_cert",
+            "set both or neither"
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn election_through_dataway_without_a_dataway_url_is_a_warning() {
+    let dir = workdir(&[(
+        "datakit.conf",
+        "default_enabled_inputs = []\n[election]\n  enable = true\n",
+    )]);
+    let loaded = load_ok(dir.path(), &env(&[]));
+    assert!(
+        has(
+            &loaded.warnings,
+            "datakit.conf",
+            "election.backend",
+            "needs a [dataway] urls entry"
+        ),
+        "{:?}",
+        loaded.warnings
+    );
 }

@@ -1,7 +1,8 @@
 //! Runs the fake Dataway as a standalone server for manual end-to-end checks.
 //!
-//! `cargo run -p dk-sinks --features test-util --example fake_dataway -- [TOKEN] [ADDR]`
-//! (defaults: `tkn_fake`, `127.0.0.1:0`); prints its URL, then one line per request.
+//! `cargo run -p dk-sinks --features test-util --example fake_dataway -- [TOKEN] [ADDR] [ELECTION_INTERVAL_S]`
+//! (defaults: `tkn_fake`, `127.0.0.1:0`, 4); prints its URL, then one line per request. The
+//! election lease is three intervals.
 
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let token = args.next().unwrap_or_else(|| "tkn_fake".into());
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
+    let interval = Duration::from_secs(args.next().map_or(Ok(4), |s| s.parse())?);
     let fake = FakeDataway::start_on(&token, addr.parse()?).await?;
+    fake.set_election_timing(interval, interval * 3);
     eprintln!(
         "fake Dataway listening; [dataway] urls = [\"{}\"]",
         fake.url()
@@ -24,6 +27,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             got = fake.wait_requests(seen + 1, Duration::from_secs(3600)) => {
                 let Ok(reqs) = got else { continue };
                 for r in &reqs[seen..] {
+                    if r.category == "election" || r.category == "heartbeat" {
+                        continue;
+                    }
                     eprintln!(
                         "{} /v1/write/{} points={} bytes={} raw={} pkg={}",
                         r.status,

@@ -342,6 +342,14 @@ struct NtpAnswer {
 }
 
 impl DatawayClock {
+    /// The client and URL (with the token) of another API of the same Dataway (e.g.
+    /// `/v1/election`), and `scheme://host[:port]` for messages.
+    pub fn api(&self, path: &str) -> (reqwest::Client, reqwest::Url, String) {
+        let mut url = self.url.clone();
+        url.set_path(path);
+        (self.client.clone(), url, self.display.clone())
+    }
+
     /// Dataway's time minus the host's, in whole seconds, as Datakit measures it.
     ///
     /// # Errors

@@ -16,6 +16,13 @@
 //! host clock moved by [`FakeDataway::set_clock_skew`] (programmed failures and the token
 //! checks apply to it too).
 //!
+//! `POST /v1/election?token=&namespace=&id=` and `POST /v1/election/heartbeat?...` follow
+//! Dataway's election protocol, one leader per namespace: the first candidate while no leader
+//! holds the namespace is elected; the leader keeps it by heartbeats, and loses it when none
+//! arrived within the lease ([`FakeDataway::set_election_timing`]: interval 4 s, lease three
+//! intervals by default). Answers are
+//! `{"content":{"status":"success"|"defeat","namespace","id","incumbency_id","error_msg","interval"}}`.
+//!
 //! Every request is recorded as a [`Request`] with its answer; only accepted points are
 //! returned by [`FakeDataway::points`]. Waiting is notification-based, never polling.
 
@@ -111,12 +118,57 @@ pub struct WaitTimeout {
     pub waited: Duration,
 }
 
+/// Leaders by namespace, and the timing the fake answers with.
+struct Elections {
+    interval: Duration,
+    lease: Duration,
+    /// namespace -> (leader id, last election or heartbeat).
+    leaders: HashMap<String, (String, std::time::Instant)>,
+}
+
+impl Default for Elections {
+    fn default() -> Self {
+        Elections {
+            interval: Duration::from_secs(4),
+            lease: Duration::from_secs(12),
+            leaders: HashMap::new(),
+        }
+    }
+}
+
+impl Elections {
+    /// One election (`heartbeat` false) or heartbeat request; (status, leader).
+    fn answer(&mut self, namespace: &str, id: &str, heartbeat: bool) -> (&'static str, String) {
+        let now = std::time::Instant::now();
+        let lease = self.lease;
+        let current = self
+            .leaders
+            .get(namespace)
+            .filter(|(_, at)| now.duration_since(*at) < lease)
+            .map(|(leader, _)| leader.clone());
+        match current {
+            Some(leader) if leader == id => {
+                self.leaders.insert(namespace.into(), (leader.clone(), now));
+                ("success", leader)
+            }
+            Some(leader) => ("defeat", leader),
+            // A heartbeat of a node that lost its lead is a defeat: it must campaign again.
+            None if heartbeat => ("defeat", String::new()),
+            None => {
+                self.leaders.insert(namespace.into(), (id.to_string(), now));
+                ("success", id.to_string())
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     mode: Mode,
     fail_next: u64,
     fail_status: u16,
     clock_skew_secs: i64,
+    election: Elections,
     requests: Vec<Request>,
     points: HashMap<String, Vec<Point>>,
 }
@@ -234,6 +286,24 @@ impl FakeDataway {
     /// for a positive value).
     pub fn set_clock_skew(&self, secs: i64) {
         self.inner.state().clock_skew_secs = secs;
+    }
+
+    /// The election timing: the `interval` answered to candidates, and the `lease` after which
+    /// a leader without a heartbeat loses its namespace.
+    pub fn set_election_timing(&self, interval: Duration, lease: Duration) {
+        let mut st = self.inner.state();
+        st.election.interval = interval;
+        st.election.lease = lease;
+    }
+
+    /// The current leader of `namespace` (one whose lease has not run out).
+    pub fn election_leader(&self, namespace: &str) -> Option<String> {
+        let st = self.inner.state();
+        st.election
+            .leaders
+            .get(namespace)
+            .filter(|(_, at)| at.elapsed() < st.election.lease)
+            .map(|(leader, _)| leader.clone())
     }
 
     /// The accepted points of a category, in arrival order.
@@ -451,6 +521,20 @@ async fn handle(inner: Arc<Inner>, req: hyper::Request<Incoming>) -> Answer {
         }
     }
 
+    if path == "/v1/election" || path == "/v1/election/heartbeat" {
+        let (status, text) = match check_token(&inner, &query) {
+            Ok(()) if parts.method == http::Method::POST => election(&inner, &path, &query),
+            Ok(()) => (
+                405,
+                error_body("fake.methodNotAllowed", &format!("{} {path}", parts.method)),
+            ),
+            Err((status, code, message)) => (status, error_body(code, &message)),
+        };
+        record.status = status;
+        inner.record(record);
+        return answer(status, text);
+    }
+
     if path == "/v1/ntp" {
         let (status, text) = match check_token(&inner, &query) {
             Ok(()) if parts.method == http::Method::GET => {
@@ -484,6 +568,35 @@ async fn handle(inner: Arc<Inner>, req: hyper::Request<Incoming>) -> Answer {
     record.status = status;
     inner.record(record);
     answer(status, text)
+}
+
+/// Dataway's answer to an election or heartbeat request.
+fn election(inner: &Inner, path: &str, query: &str) -> (u16, String) {
+    let arg = |name: &str| query_param(query, name).unwrap_or_default();
+    let (namespace, id) = (arg("namespace"), arg("id"));
+    if id.is_empty() {
+        return (
+            400,
+            error_body("fake.election.missingID", "query argument id is required"),
+        );
+    }
+    let mut st = inner.state();
+    let (status, leader) = st
+        .election
+        .answer(&namespace, &id, path.ends_with("/heartbeat"));
+    let interval = st.election.interval.as_secs().max(1);
+    drop(st);
+    let body = serde_json::json!({
+        "content": {
+            "status": status,
+            "namespace": namespace,
+            "id": id,
+            "incumbency_id": leader,
+            "error_msg": "",
+            "interval": interval,
+        }
+    });
+    (200, body.to_string())
 }
 
 type Refusal = (u16, &'static str, String);

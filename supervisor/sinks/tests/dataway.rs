@@ -1014,3 +1014,56 @@ async fn a_difference_under_the_threshold_leaves_point_times_as_given() {
     );
     delivery.shutdown().await.unwrap();
 }
+
+/// One election request to the fake: (HTTP status, `content` of the answer).
+async fn elect(fake: &FakeDataway, route: &str, ns: &str, id: &str) -> (u16, serde_json::Value) {
+    let url = format!(
+        "http://{}/v1/{route}?token={}&namespace={ns}&id={id}",
+        fake.addr(),
+        fake.token()
+    );
+    dk_sinks::http::ensure_crypto_provider();
+    let resp = reqwest::Client::new().post(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or_default();
+    (status, body["content"].clone())
+}
+
+#[tokio::test]
+async fn the_fake_elects_one_leader_per_namespace_and_hands_over_when_its_heartbeats_stop() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    fake.set_election_timing(Duration::from_secs(1), Duration::from_millis(300));
+    let (s, a) = elect(&fake, "election", "ns1", "a").await;
+    assert_eq!((s, a["status"].as_str()), (200, Some("success")), "{a}");
+    assert_eq!(a["interval"], 1);
+    let (_, b) = elect(&fake, "election", "ns1", "b").await;
+    assert_eq!(b["status"], "defeat");
+    assert_eq!(b["incumbency_id"], "a");
+    // Another namespace has its own leader.
+    let (_, c) = elect(&fake, "election", "ns2", "b").await;
+    assert_eq!(c["status"], "success");
+    let (_, hb) = elect(&fake, "election/heartbeat", "ns1", "a").await;
+    assert_eq!(hb["status"], "success");
+    let (_, hb_b) = elect(&fake, "election/heartbeat", "ns1", "b").await;
+    assert_eq!(hb_b["status"], "defeat");
+    assert_eq!(fake.election_leader("ns1").as_deref(), Some("a"));
+    // No heartbeat for longer than the lease: the next candidate wins, the old leader's
+    // heartbeat is a defeat.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.election_leader("ns1"), None);
+    let (_, b) = elect(&fake, "election", "ns1", "b").await;
+    assert_eq!(b["status"], "success");
+    let (_, hb) = elect(&fake, "election/heartbeat", "ns1", "a").await;
+    assert_eq!(hb["status"], "defeat");
+    assert_eq!(hb["incumbency_id"], "b");
+    // The token is checked as for uploads.
+    let url = format!(
+        "http://{}/v1/election?token=tkn_other&namespace=ns1&id=c",
+        fake.addr()
+    );
+    let resp = reqwest::Client::new().post(url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let reqs = fake.requests();
+    assert_eq!(reqs.iter().filter(|r| r.category == "heartbeat").count(), 3);
+}

@@ -93,6 +93,9 @@ fn route_table(family: &dyn Family) -> crate::http::RouteTable {
     table
 }
 
+/// Set to `1` by the supervisor when the worker must start with election-aware inputs paused.
+pub const ENV_START_PAUSED: &str = "DK_WORKER_START_PAUSED";
+
 /// How long a worker that outlives its supervisor's binary swap waits for the new one.
 pub const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -236,7 +239,12 @@ impl Control for ControlServer {
     }
 
     async fn set_paused(self, _: tarpc::context::Context, paused: bool) {
-        self.pause.send_replace(paused);
+        // Only a change wakes the inputs (an election-aware input collects at once on resume).
+        self.pause.send_if_modified(|p| {
+            let changed = *p != paused;
+            *p = paused;
+            changed
+        });
     }
 
     async fn reconfigure(
@@ -420,7 +428,10 @@ pub async fn run_with(
 
     let stats = Arc::new(SenderStats::default());
     let link = Arc::new(Link::new(client.clone()));
-    let (pause_tx, paused) = watch::channel(false);
+    // A worker of a family paused by election starts paused: no tick before the supervisor's
+    // `set_paused` arrives.
+    let start_paused = std::env::var_os(ENV_START_PAUSED).is_some_and(|v| v == "1");
+    let (pause_tx, paused) = watch::channel(start_paused);
     let shutdown = CancellationToken::new();
     let grace = Arc::new(std::sync::atomic::AtomicU64::new(5_000));
     let (reconfigure_tx, mut reconfigure_rx) = mpsc::channel::<Reconfigure>(1);

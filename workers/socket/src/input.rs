@@ -131,6 +131,7 @@ impl SocketInput {
             .max(1);
         let mut streaks: Vec<Option<String>> = vec![None; self.probes.len()];
         let mut last_tick = i64::MIN;
+        let mut paused = ctx.paused.clone();
         loop {
             let now = now_ns();
             let mut tick = next_tick(now, interval_ns);
@@ -140,11 +141,24 @@ impl SocketInput {
                 tick = last_tick.saturating_add(interval_ns);
             }
             let wait = Duration::from_nanos(u64::try_from(tick - now).unwrap_or(0));
+            let mut resumed = false;
             tokio::select! {
                 () = ctx.shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
+                Ok(()) = paused.changed(), if self.election => {
+                    if *paused.borrow_and_update() {
+                        continue;
+                    }
+                    // Elected: collect now rather than at the next tick of the grid.
+                    resumed = true;
+                }
             }
-            last_tick = tick;
+            let tick = if resumed {
+                now_ns()
+            } else {
+                last_tick = tick;
+                tick
+            };
 
             if self.election && *ctx.paused.borrow() {
                 tracing::debug!(input = INPUT_NAME, "paused by election, tick skipped");
@@ -392,6 +406,30 @@ mod tests {
         let (_, feed, _) = run.next_feed().await;
         assert_eq!(field(&feed.points[0], "success"), 1);
         run.stop().await;
+    }
+
+    #[tokio::test]
+    async fn collects_at_once_when_resumed_instead_of_waiting_for_the_next_tick() {
+        let open = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = open.local_addr().expect("addr").port();
+        let cfg = parse(&format!("dest_url = [\"tcp://127.0.0.1:{port}\"]")).expect("valid");
+        let input = SocketInput::with_interval(cfg, Duration::from_secs(3600));
+        let (emitter, mut rx) = Emitter::channel(64);
+        let (ctx, shutdown, pause) = InputContext::for_test(emitter);
+        pause.send_replace(true);
+        let handle = tokio::spawn(Box::new(input).run(ctx));
+        pause.send_replace(false);
+        let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a feed right after the resume, not an hour later")
+            .expect("a message");
+        let Message::Feed(feed) = msg else {
+            panic!("a feed, got {msg:?}");
+        };
+        assert_eq!(field(&feed.points[0], "success"), 1);
+        assert!(feed.opts.election);
+        shutdown.cancel();
+        handle.await.expect("run ends");
     }
 
     #[tokio::test]

@@ -110,6 +110,7 @@ fn harness_with(config: ApiConfig, mode: Mode) -> Harness {
             );
             w
         },
+        election: None,
     };
     Harness {
         app: router(state.clone()),
@@ -678,6 +679,24 @@ async fn lasterror_with_a_bad_body_is_400_naming_what_is_missing() {
     assert_eq!(r.error_code(), "datakit.badRequest");
     assert!(r.text().contains("JSON object"), "{}", r.text());
     assert!(h.last_errors.recent().is_empty());
+}
+
+#[tokio::test]
+async fn election_info_shows_the_state_to_loopback_clients_only() {
+    let h = harness();
+    let r = send(&h.app, get("/v1/election/info")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["content"]["status"], "disabled");
+    let mut state = h.state.clone();
+    state.election = Some(Arc::new(
+        || serde_json::json!({ "status": "success", "leader": "node-a" }),
+    ));
+    let app = router(state);
+    let r = send(&app, get("/v1/election/info")).await;
+    assert_eq!(r.json()["content"]["leader"], "node-a");
+    let r = send_from(&app, get("/v1/election/info"), EXTERNAL).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.error_code(), "datakit.publicAccessDisabled");
 }
 
 #[tokio::test]
