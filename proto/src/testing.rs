@@ -134,10 +134,10 @@ impl<'a> Mutator<'a> {
     }
 }
 
-/// The `cache/dw-wal` that real Datakit 1.84.1 left behind (`shared/fixtures`, beside the
-/// workspace; read-only there: copy it with [`copy_tree`] before adopting it).
+/// The `cache/dw-wal` that real Datakit 1.84.1 left behind (`tests/fixtures/`, with a `.md`
+/// saying how it was made; copy it with [`copy_tree`] before adopting it).
 pub fn datakit_wal_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/datakit-1.84-dw-wal")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/datakit-1.84-dw-wal")
 }
 
 /// The file name of the fail-cache file in [`datakit_wal_fixture`]`/fc`.
