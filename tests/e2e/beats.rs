@@ -87,7 +87,11 @@ fn pylogbeat_batches_survive_a_kill_9_mid_stream_and_nothing_acknowledged_is_los
     let mut acked: Vec<usize> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.len() < 10 {
-        assert!(Instant::now() < deadline, "no batches acknowledged; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no batches acknowledged; log:\n{}",
+            agent.log()
+        );
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
             && let Some(b) = line.strip_prefix("acked ")
         {
@@ -97,7 +101,11 @@ fn pylogbeat_batches_survive_a_kill_9_mid_stream_and_nothing_acknowledged_is_los
     agent.crash_and_restart();
     let mut done = false;
     while !done {
-        assert!(Instant::now() < deadline + Duration::from_secs(60), "client did not finish; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "client did not finish; log:\n{}",
+            agent.log()
+        );
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) if line == "done" => done = true,
             Ok(line) => acked.push(line.strip_prefix("acked ").unwrap().parse().unwrap()),
@@ -108,19 +116,31 @@ fn pylogbeat_batches_survive_a_kill_9_mid_stream_and_nothing_acknowledged_is_los
     let mut err = String::new();
     std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "pylogbeat client failed: {err}");
-    assert_eq!(acked, (0..batches).collect::<Vec<_>>(), "every batch acknowledged in order");
+    assert_eq!(
+        acked,
+        (0..batches).collect::<Vec<_>>(),
+        "every batch acknowledged in order"
+    );
 
     // Every acknowledged event is in the local sink (at least once).
     let want: HashSet<String> = (0..batches * size).map(|i| format!("ev-{i}")).collect();
-    let seen = wait_for("every acknowledged event in the local sink", Duration::from_secs(30), || {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for p in agent.local_points("logging").iter().filter(|p| p.name == "pybeat") {
-            if let Some(Value::S(m)) = p.get_field("message") {
-                *seen.entry(m.clone()).or_default() += 1;
+    let seen = wait_for(
+        "every acknowledged event in the local sink",
+        Duration::from_secs(30),
+        || {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for p in agent
+                .local_points("logging")
+                .iter()
+                .filter(|p| p.name == "pybeat")
+            {
+                if let Some(Value::S(m)) = p.get_field("message") {
+                    *seen.entry(m.clone()).or_default() += 1;
+                }
             }
-        }
-        want.iter().all(|m| seen.contains_key(m)).then_some(seen)
-    });
+            want.iter().all(|m| seen.contains_key(m)).then_some(seen)
+        },
+    );
     let dupes: usize = seen.values().map(|n| n - 1).sum();
     assert!(seen.keys().all(|m| want.contains(m)), "no stray events");
     // Resent windows may arrive twice; at most the batches in flight at the kill.
@@ -138,5 +158,8 @@ fn pylogbeat_batches_survive_a_kill_9_mid_stream_and_nothing_acknowledged_is_los
     assert_eq!(tag("kind").as_deref(), Some("e2e"));
     assert_eq!(p.get_field("status"), Some(&Value::S("info".into())));
     assert!(matches!(p.get_field("batch"), Some(Value::F(_))));
-    eprintln!("beats e2e: {} events, {dupes} duplicates after the kill", want.len());
+    eprintln!(
+        "beats e2e: {} events, {dupes} duplicates after the kill",
+        want.len()
+    );
 }

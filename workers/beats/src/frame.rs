@@ -75,7 +75,9 @@ pub enum FrameError {
     #[error("unknown lumberjack frame type {0:#04x}; expected 'W', 'J' or 'C'")]
     Type(u8),
     /// A frame longer than [`Limits::max_frame`].
-    #[error("a frame of {len} bytes is over the {max}-byte cap; send smaller batches (bulk_max_size)")]
+    #[error(
+        "a frame of {len} bytes is over the {max}-byte cap; send smaller batches (bulk_max_size)"
+    )]
     FrameTooLarge {
         /// Announced length.
         len: usize,
@@ -319,14 +321,19 @@ impl Decoder {
         let Some(open) = self.open.as_ref() else {
             return Err(FrameError::OutsideWindow);
         };
-        let room = self.limits.max_decompressed.saturating_sub(open.decompressed);
+        let room = self
+            .limits
+            .max_decompressed
+            .saturating_sub(open.decompressed);
         let mut out = Vec::new();
         flate2::read::ZlibDecoder::new(z)
             .take(room as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|e| FrameError::Zlib(e.to_string()))?;
         if out.len() > room {
-            return Err(FrameError::DecompressedTooLarge(self.limits.max_decompressed));
+            return Err(FrameError::DecompressedTooLarge(
+                self.limits.max_decompressed,
+            ));
         }
         if let Some(open) = self.open.as_mut() {
             open.decompressed += out.len();

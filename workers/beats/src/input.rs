@@ -214,3 +214,161 @@ async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
         .last_error(INPUT_NAME, INPUT_NAME, Category::Logging, message)
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use dk_proto::rpc::{InheritedListener, ListenerKind};
+    use dk_worker::Emitter;
+    use dk_worker::emitter::Message;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config;
+    use crate::frame::encode;
+
+    /// The next hand-over that waits for an ack (error reports skipped).
+    async fn acked_feed(
+        rx: &mut mpsc::Receiver<Message>,
+    ) -> (dk_worker::Feed, tokio::sync::oneshot::Sender<bool>) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Message::AckedFeed(f, done))) => return (f, done),
+                Ok(Some(Message::LastError(_))) => {}
+                other => panic!("expected an acked feed, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_window_is_acknowledged_only_after_its_points_are_durable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let listen = format!("tcp://{at}");
+        let cfg = config::parse(&format!("listen = \"{listen}\"\nsource = \"fb\"")).unwrap();
+        let (emitter, mut rx) = Emitter::channel(16);
+        let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![InheritedListener {
+            address: listen.clone(),
+            kind: ListenerKind::Tcp,
+            fd: listener.as_raw_fd(),
+        }];
+        let task =
+            tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
+        let mut client = tokio::task::spawn_blocking(move || {
+            let c = std::net::TcpStream::connect(at).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c
+        })
+        .await
+        .unwrap();
+        client
+            .write_all(&encode::batch(
+                5,
+                &[br#"{"message":"a"}"#, br#"{"message":"b"}"#, b"{}"],
+            ))
+            .unwrap();
+        let (feed, done) = acked_feed(&mut rx).await;
+        assert_eq!(feed.input, "beats_output/fb");
+        assert_eq!(feed.category, Category::Logging);
+        assert_eq!(
+            feed.points.len(),
+            2,
+            "the event without a message is skipped"
+        );
+        // Not durable yet: nothing came back.
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let early = client.read(&mut buf);
+        assert_eq!(
+            early.map_err(|e| e.kind()).err(),
+            Some(ErrorKind::WouldBlock)
+        );
+        client.set_nonblocking(false).unwrap();
+        done.send(true).unwrap();
+        let mut client = tokio::task::spawn_blocking(move || {
+            let mut ack = [0u8; 6];
+            client.read_exact(&mut ack).unwrap();
+            assert_eq!(
+                &ack,
+                &frame::ack(7),
+                "the ack names the window's last event"
+            );
+            client
+        })
+        .await
+        .unwrap();
+
+        // A window the supervisor did not take: no ack, the connection closes.
+        client
+            .write_all(&encode::batch(8, &[br#"{"message":"c"}"#]))
+            .unwrap();
+        let (_, done) = acked_feed(&mut rx).await;
+        done.send(false).unwrap();
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).map(|_| rest)
+        })
+        .await
+        .unwrap();
+        assert_eq!(rest.ok(), Some(Vec::new()), "closed without an ack");
+        let text = dk_worker::telemetry::encode(&ctx);
+        let sample = |labels: &str| {
+            dk_worker::telemetry::sample(&text, "datakit_input_dropped_total", labels)
+        };
+        assert_eq!(sample(r#"input="beats_output",reason="no_message""#), 1.0);
+        assert_eq!(sample(r#"input="beats_output",reason="not_durable""#), 1.0);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_protocol_error_is_counted_reported_and_closes_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let listen = format!("tcp://{at}");
+        let cfg = config::parse(&format!("listen = \"{listen}\"")).unwrap();
+        let (emitter, mut rx) = Emitter::channel(16);
+        let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![InheritedListener {
+            address: listen,
+            kind: ListenerKind::Tcp,
+            fd: listener.as_raw_fd(),
+        }];
+        let task =
+            tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(at).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"1D\0\0\0\x01").unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).map(|_| rest)
+        });
+        let report = match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Message::LastError(e))) => e.message,
+            other => panic!("expected an error report, got {other:?}"),
+        };
+        assert!(report.contains("not lumberjack v2"), "{report}");
+        assert_eq!(closed.await.unwrap().ok(), Some(Vec::new()));
+        let text = dk_worker::telemetry::encode(&ctx);
+        assert_eq!(
+            dk_worker::telemetry::sample(
+                &text,
+                "datakit_input_parse_errors_total",
+                r#"input="beats_output",reason="protocol""#
+            ),
+            1.0
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -141,7 +141,14 @@ mod tests {
         assert_eq!(m.point(br#"{"message":""}"#, 0), Err(Skip::NoMessage));
         assert_eq!(m.point(b"", 0), Err(Skip::NoMessage));
         let p = m.point(b"plain string event", 0).unwrap();
-        assert_eq!(field(&p, "message"), Some(&Value::S("plain string event".into())));
-        assert_eq!(tag(&p, "host"), Some("cfg"), "the input's tag stays without host.name");
+        assert_eq!(
+            field(&p, "message"),
+            Some(&Value::S("plain string event".into()))
+        );
+        assert_eq!(
+            tag(&p, "host"),
+            Some("cfg"),
+            "the input's tag stays without host.name"
+        );
     }
 }

@@ -351,7 +351,9 @@ mod tests {
         async fn last_error(self, _: tarpc::context::Context, _: LastError) {}
     }
 
-    fn start(supervisor: Supervisor) -> (Emitter, tokio::task::JoinHandle<Result<(), SenderError>>) {
+    fn start(
+        supervisor: Supervisor,
+    ) -> (Emitter, tokio::task::JoinHandle<Result<(), SenderError>>) {
         let (client_side, server_side) = tarpc::transport::channel::unbounded();
         tokio::spawn(
             BaseChannel::with_defaults(server_side)
