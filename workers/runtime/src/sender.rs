@@ -14,6 +14,11 @@
 //! transport error means the supervisor is gone: the task ends with an error and the worker
 //! exits, unless the [`Link`] is held for a handover: then the batch waits for the new
 //! supervisor, and up to [`MAX_HELD_BATCHES`] batches are cut meanwhile (inputs keep reading).
+//!
+//! Points handed over with [`crate::Emitter::emit_acked`] are pushed at once (no linger), and
+//! every batch holding some of them carries a share of the caller's waiter: the caller hears
+//! `true` once each of those batches was accepted, `false` as soon as one is rejected or
+//! dropped unanswered (supervisor gone, worker stopping).
 
 use std::collections::HashMap;
 use std::sync::Arc;

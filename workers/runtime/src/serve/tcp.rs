@@ -15,6 +15,8 @@
 //! - **Accept errors** (out of descriptors...) are counted, reported at most every
 //!   [`super::REPORT_EVERY`], and backed off (10 ms doubling to 1 s) while shutdown still
 //!   interrupts the wait.
+//! - **Replies**: after each hand-over the kit writes what [`Connection::reply`] returns (a
+//!   protocol's acks, e.g. lumberjack's once the points are durable) before reading more.
 //! - **Graceful drain**: on shutdown the listener stops accepting; every connection reads what
 //!   the client already sent (for at most [`TcpOptions::drain_grace`]), finishes its last line,
 //!   hands it over, and closes.
