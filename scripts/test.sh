@@ -40,10 +40,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # The packages' own services are not needed: tests start their own instances.
   $SUDO systemctl disable --now influxdb tinyproxy collectd etcd >/dev/null 2>&1 || true
 fi
-# Real client libraries from PyPI: the statsd and DogStatsD (datadog) clients.
-python3 -c 'import statsd, datadog' >/dev/null 2>&1 || {
-  echo "== pip install statsd datadog"
-  python3 -m pip install -q statsd datadog
+# Real client libraries from PyPI: the statsd and DogStatsD (datadog) clients, and the
+# pylogbeat lumberjack v2 (Beats) client.
+python3 -c 'import statsd, datadog, pylogbeat' >/dev/null 2>&1 || {
+  echo "== pip install statsd datadog pylogbeat"
+  python3 -m pip install -q statsd datadog pylogbeat
 }
 
 echo "== cargo fmt --check"

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod api_abuse;
+mod beats;
 mod chaos;
 mod config;
 mod conn_cap;

@@ -359,7 +359,7 @@ mod tests {
                         );
                         got.extend(f.points);
                     }
-                    Ok(Some(Message::LastError(_))) => {}
+                    Ok(Some(Message::LastError(_) | Message::AckedFeed(..))) => {}
                     Ok(None) => break,
                     Err(_) => panic!("timed out with {} of {n} points: {got:?}", got.len()),
                 }

@@ -29,6 +29,9 @@ pub enum Message {
     Feed(Feed),
     /// An error to report.
     LastError(LastError),
+    /// Points whose delivery the input waits for ([`Emitter::emit_acked`]): `done` resolves
+    /// `true` once the supervisor accepted every batch holding them (they are durable).
+    AckedFeed(Feed, tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Cloneable handle inputs use to hand over points.
@@ -63,6 +66,33 @@ impl Emitter {
             points,
         };
         self.tx.send(Message::Feed(feed)).await.is_ok()
+    }
+
+    /// Hands points over like [`Emitter::emit`] and returns a future that resolves `true`
+    /// once the supervisor has accepted every one of them into its durable queue (`false`
+    /// when it rejected a batch holding some, or the worker is stopping before that). The
+    /// points are pushed at once, without the sender's linger. A protocol that acknowledges
+    /// its clients (lumberjack) sends its ack only after this resolves `true`.
+    pub async fn emit_acked(
+        &self,
+        category: Category,
+        input: &str,
+        opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let (done, acked) = tokio::sync::oneshot::channel();
+        let sent = if points.is_empty() {
+            done.send(true).is_ok()
+        } else {
+            let feed = Feed {
+                category,
+                input: input.to_string(),
+                opts,
+                points,
+            };
+            self.tx.send(Message::AckedFeed(feed, done)).await.is_ok()
+        };
+        async move { sent && acked.await.unwrap_or(false) }
     }
 
     /// Reports an error for `/v1/lasterror` and the supervisor's log.

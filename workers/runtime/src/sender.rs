@@ -14,17 +14,22 @@
 //! transport error means the supervisor is gone: the task ends with an error and the worker
 //! exits, unless the [`Link`] is held for a handover: then the batch waits for the new
 //! supervisor, and up to [`MAX_HELD_BATCHES`] batches are cut meanwhile (inputs keep reading).
+//!
+//! Points handed over with [`crate::Emitter::emit_acked`] are pushed at once (no linger), and
+//! every batch holding some of them carries a share of the caller's waiter: the caller hears
+//! `true` once each of those batches was accepted, `false` as soon as one is rejected or
+//! dropped unanswered (supervisor gone, worker stopping).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dk_proto::rpc::{Ack, Batch, MAX_BATCH_BYTES, MAX_POINT_BYTES, wire_size};
 use dk_proto::{Category, FeedOpts, Point};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::emitter::Message;
 use crate::link::Link;
@@ -95,17 +100,56 @@ pub enum SenderError {
 
 type Key = (Category, String, FeedOpts);
 
-/// The points waiting for one key and their estimated wire size.
+/// The points waiting for one key, their estimated wire size, and the
+/// [`crate::Emitter::emit_acked`] callers waiting for some of them.
 #[derive(Default)]
 struct Group {
     points: Vec<Point>,
     bytes: usize,
+    holds: Vec<Hold>,
 }
 
 impl Group {
-    fn take(&mut self) -> Vec<Point> {
+    fn take(&mut self) -> (Vec<Point>, Vec<Hold>) {
         self.bytes = 0;
-        std::mem::take(&mut self.points)
+        (
+            std::mem::take(&mut self.points),
+            std::mem::take(&mut self.holds),
+        )
+    }
+}
+
+/// One `emit_acked` caller: answered when the last batch holding its points is settled,
+/// `true` only if every one of them was accepted.
+struct Waiter {
+    failed: AtomicBool,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(!self.failed.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// A batch's share of a [`Waiter`]: dropped unsettled (batch rejected, supervisor gone,
+/// worker stopping), it fails the waiter.
+struct Hold(Option<Arc<Waiter>>);
+
+impl Hold {
+    /// The batch holding these points was accepted.
+    fn settle(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.failed.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -134,9 +178,17 @@ pub async fn run(
         let can_read = open && in_flight.len() < cap;
         tokio::select! {
             msg = rx.recv(), if can_read => match msg {
-                Some(Message::Feed(feed)) => {
+                Some(msg @ (Message::Feed(_) | Message::AckedFeed(..))) => {
+                    let (feed, waiter) = match msg {
+                        Message::AckedFeed(feed, done) => (feed, Some(Arc::new(Waiter { failed: AtomicBool::new(false), done: Some(done) }))),
+                        Message::Feed(feed) => (feed, None),
+                        Message::LastError(_) => continue,
+                    };
                     let key = (feed.category, feed.input, feed.opts);
                     let group = groups.entry(key.clone()).or_default();
+                    if let Some(w) = &waiter {
+                        group.holds.push(Hold(Some(w.clone())));
+                    }
                     for point in feed.points {
                         let size = wire_size(&point);
                         if size > MAX_POINT_BYTES {
@@ -148,14 +200,30 @@ pub async fn run(
                             continue;
                         }
                         if group.bytes + size > MAX_BATCH_BYTES && !group.points.is_empty() {
-                            let points = group.take();
-                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                            let (points, holds) = group.take();
+                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), holds, stats.clone()));
+                            if let Some(w) = &waiter {
+                                group.holds.push(Hold(Some(w.clone())));
+                            }
                         }
                         group.bytes += size;
                         group.points.push(point);
                         if group.points.len() >= MAX_BATCH_POINTS {
-                            let points = group.take();
-                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                            let (points, holds) = group.take();
+                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), holds, stats.clone()));
+                            if let Some(w) = &waiter {
+                                group.holds.push(Hold(Some(w.clone())));
+                            }
+                        }
+                    }
+                    if waiter.is_some() {
+                        // Someone waits for these points: push them now, not after the linger.
+                        let (points, holds) = group.take();
+                        if points.is_empty() {
+                            // Already in batches of their own (or dropped as oversize).
+                            holds.into_iter().for_each(Hold::settle);
+                        } else {
+                            in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), holds, stats.clone()));
                         }
                     }
                 }
@@ -179,8 +247,8 @@ pub async fn run(
             _ = ticker.tick() => {
                 for (key, group) in groups.iter_mut() {
                     if !group.points.is_empty() {
-                        let points = group.take();
-                        in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), stats.clone()));
+                        let (points, holds) = group.take();
+                        in_flight.push(push(link.clone(), make_batch(&stats, key.clone(), points), holds, stats.clone()));
                     }
                 }
                 groups.retain(|_, g| g.points.capacity() > 0 || !g.points.is_empty());
@@ -207,6 +275,7 @@ fn make_batch(stats: &SenderStats, key: Key, points: Vec<Point>) -> Arc<Batch> {
 async fn push(
     link: Arc<Link>,
     batch: Arc<Batch>,
+    holds: Vec<Hold>,
     stats: Arc<SenderStats>,
 ) -> Result<(), SenderError> {
     stats.pending.fetch_add(1, Ordering::Relaxed);
@@ -223,6 +292,7 @@ async fn push(
                 stats
                     .dropped
                     .fetch_add(u64::from(dropped), Ordering::Relaxed);
+                holds.into_iter().for_each(Hold::settle);
                 break Ok(());
             }
             Ok(Ack::Retry(reason)) => {
@@ -250,4 +320,116 @@ async fn push(
     };
     stats.pending.fetch_sub(1, Ordering::Relaxed);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use dk_proto::rpc::{Hello, HelloReply, Ingest, IngestClient, LastError};
+    use dk_proto::{Category, FeedOpts, Point};
+    use futures::StreamExt;
+    use tarpc::server::{BaseChannel, Channel};
+
+    use super::*;
+    use crate::Emitter;
+
+    /// A supervisor that rejects batches holding a point named `bad`, accepts the rest and
+    /// remembers the sizes of the batches it accepted.
+    #[derive(Clone, Default)]
+    struct Supervisor(Arc<std::sync::Mutex<Vec<usize>>>);
+
+    impl Ingest for Supervisor {
+        async fn hello(self, _: tarpc::context::Context, _: Hello) -> HelloReply {
+            HelloReply::Refused("test".into())
+        }
+        async fn push(self, _: tarpc::context::Context, batch: Arc<Batch>) -> Ack {
+            if batch.points.iter().any(|p| p.name == "bad") {
+                return Ack::Rejected("bad point".into());
+            }
+            if let Ok(mut sizes) = self.0.lock() {
+                sizes.push(batch.points.len());
+            }
+            Ack::Accepted {
+                points: u32::try_from(batch.points.len()).unwrap_or(u32::MAX),
+                dropped: 0,
+            }
+        }
+        async fn last_error(self, _: tarpc::context::Context, _: LastError) {}
+    }
+
+    fn start(
+        supervisor: Supervisor,
+    ) -> (Emitter, tokio::task::JoinHandle<Result<(), SenderError>>) {
+        let (client_side, server_side) = tarpc::transport::channel::unbounded();
+        tokio::spawn(
+            BaseChannel::with_defaults(server_side)
+                .execute(supervisor.serve())
+                .for_each(|f| async move {
+                    tokio::spawn(f);
+                }),
+        );
+        let client = IngestClient::new(tarpc::client::Config::default(), client_side).spawn();
+        let (emitter, rx) = Emitter::channel(16);
+        let task = tokio::spawn(run(
+            rx,
+            Arc::new(Link::new(client)),
+            Arc::new(SenderStats::default()),
+        ));
+        (emitter, task)
+    }
+
+    fn points(name: &str, n: usize) -> Vec<Point> {
+        (0..n).map(|i| Point::new(name, i as i64)).collect()
+    }
+
+    #[tokio::test]
+    async fn emit_acked_resolves_true_once_every_batch_of_its_points_is_accepted() {
+        let supervisor = Supervisor::default();
+        let (emitter, _task) = start(supervisor.clone());
+        // 2,500 points are cut into three batches; the answer waits for all of them.
+        let done = emitter
+            .emit_acked(
+                Category::Logging,
+                "beats_output",
+                FeedOpts::default(),
+                points("ok", 2500),
+            )
+            .await;
+        let acked = tokio::time::timeout(Duration::from_secs(5), done).await;
+        assert_eq!(acked, Ok(true));
+        let sizes = supervisor.0.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(sizes.iter().sum::<usize>(), 2500, "{sizes:?}");
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn emit_acked_resolves_false_when_a_batch_of_its_points_is_rejected() {
+        let (emitter, _task) = start(Supervisor::default());
+        let mut pts = points("ok", 3);
+        pts.push(Point::new("bad", 0));
+        let done = emitter
+            .emit_acked(Category::Logging, "beats_output", FeedOpts::default(), pts)
+            .await;
+        let acked = tokio::time::timeout(Duration::from_secs(5), done).await;
+        assert_eq!(acked, Ok(false));
+        // An empty hand-over is acknowledged at once.
+        let empty = emitter
+            .emit_acked(Category::Logging, "x", FeedOpts::default(), Vec::new())
+            .await;
+        assert!(empty.await);
+    }
+
+    #[tokio::test]
+    async fn emit_acked_resolves_false_when_the_sender_is_gone() {
+        let (emitter, rx) = Emitter::channel(4);
+        let done = emitter
+            .emit_acked(
+                Category::Logging,
+                "beats_output",
+                FeedOpts::default(),
+                points("ok", 1),
+            )
+            .await;
+        drop(rx);
+        assert!(!done.await, "points never pushed were reported durable");
+    }
 }

@@ -256,6 +256,7 @@ mod tests {
                 match self.rx.try_recv().expect("messages of the collected tick") {
                     Message::LastError(e) => errors.push(e),
                     Message::Feed(feed) => return (tick, feed, errors),
+                    Message::AckedFeed(..) => panic!("the socket input never waits for acks"),
                 }
             }
         }

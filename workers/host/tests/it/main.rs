@@ -22,7 +22,7 @@ async fn next_feed(rx: &mut tokio::sync::mpsc::Receiver<Message>, input: &str) -
             .expect("channel open");
         match msg {
             Message::Feed(f) if f.input == input => return f,
-            Message::Feed(_) => continue,
+            Message::Feed(_) | Message::AckedFeed(..) => continue,
             Message::LastError(e) => panic!("unexpected error from {}: {}", e.input, e.message),
         }
     }

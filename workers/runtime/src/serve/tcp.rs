@@ -15,6 +15,8 @@
 //! - **Accept errors** (out of descriptors...) are counted, reported at most every
 //!   [`super::REPORT_EVERY`], and backed off (10 ms doubling to 1 s) while shutdown still
 //!   interrupts the wait.
+//! - **Replies**: after each hand-over the kit writes what [`Connection::reply`] returns (a
+//!   protocol's acks, e.g. lumberjack's once the points are durable) before reading more.
 //! - **Graceful drain**: on shutdown the listener stops accepting; every connection reads what
 //!   the client already sent (for at most [`TcpOptions::drain_grace`]), finishes its last line,
 //!   hands it over, and closes.
@@ -127,6 +129,36 @@ pub trait Connection: Send + 'static {
 
     /// Hands over what was gathered; `false` when the runtime is gone (the connection stops).
     fn flush(&mut self) -> impl Future<Output = bool> + Send;
+
+    /// Bytes to send back to the client, asked after every `flush` (a protocol's acks, sent
+    /// once the flush has handed the data over). The kit writes them before reading more,
+    /// within [`REPLY_TIMEOUT`]; a client that does not take them is dropped.
+    fn reply(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Longest time writing a [`Connection::reply`] may take.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes what the connection has to say back; `false` when the client is gone or too slow.
+async fn answer<C: Connection>(stream: &TcpStream, conn: &mut C) -> bool {
+    let Some(bytes) = conn.reply() else {
+        return true;
+    };
+    let write = async {
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    matches!(tokio::time::timeout(REPLY_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 /// Serves `listener` until `shutdown`, then drains the open connections and returns once they
@@ -255,13 +287,13 @@ async fn connection<C: Connection>(
                 if ended {
                     conn.finish();
                 }
-                if !conn.flush().await || ended {
+                if !conn.flush().await || !answer(&stream, &mut conn).await || ended {
                     return;
                 }
             }
             Wake::Linger => {
                 conn.idle();
-                if !conn.flush().await {
+                if !conn.flush().await || !answer(&stream, &mut conn).await {
                     return;
                 }
             }
@@ -287,12 +319,14 @@ async fn connection<C: Connection>(
                     if !more {
                         break;
                     }
-                    if !conn.flush().await {
+                    if !conn.flush().await || !answer(&stream, &mut conn).await {
                         return;
                     }
                 }
                 conn.finish();
-                let _ = conn.flush().await;
+                if conn.flush().await {
+                    let _ = answer(&stream, &mut conn).await;
+                }
                 return;
             }
         }

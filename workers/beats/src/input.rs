@@ -1,0 +1,374 @@
+//! The running `beats_output` input: lumberjack v2 connections on the kit's TCP serving.
+//!
+//! # Design
+//!
+//! Each connection feeds what it reads to its pure [`Decoder`]; once a window is complete the
+//! kit stops reading and calls `flush`, which maps the window's events to logging points,
+//! hands them over with [`dk_worker::Emitter::emit_acked`] and waits until the supervisor has
+//! them in its durable queue. Only then is the ack (`'2' 'A'` with the window's last
+//! sequence number) written back, by the kit, before the connection reads on. Points that
+//! were not acknowledged (supervisor gone, batch rejected) close the connection without an
+//! ack: the client sends the window again (at least once, never acknowledged-and-lost). A
+//! protocol error is counted, reported at most once per [`dk_worker::serve::REPORT_EVERY`]
+//! and closes the connection; an incomplete window at close is dropped (the client resends).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dk_proto::clock::now_ns;
+use dk_proto::{Category, Point};
+use dk_worker::serve::{Tally, tcp};
+use dk_worker::telemetry::Telemetry;
+use dk_worker::{FeedOpts, Input, InputContext};
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
+
+use crate::config::BeatsConfig;
+use crate::frame::{self, Decoder, FrameError, Limits};
+use crate::mapping::{Mapping, Skip};
+
+/// The input name.
+pub const INPUT_NAME: &str = "beats_output";
+
+/// One `[[inputs.beats_output]]` instance, ready to run.
+pub struct BeatsInput {
+    cfg: BeatsConfig,
+    telemetry: Telemetry,
+}
+
+impl BeatsInput {
+    /// An instance from its checked config; the instances of one worker share `telemetry`.
+    pub fn new(cfg: BeatsConfig, telemetry: Telemetry) -> BeatsInput {
+        BeatsInput { cfg, telemetry }
+    }
+}
+
+impl Input for BeatsInput {
+    fn name(&self) -> &str {
+        INPUT_NAME
+    }
+
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
+        Box::pin(serve(*self, ctx))
+    }
+}
+
+/// What the connections of one instance share.
+struct Shared {
+    ctx: InputContext,
+    mapping: Mapping,
+    feed: String,
+    limits: Limits,
+    listen: String,
+    protocol_errors: Counter,
+    no_message: Counter,
+    too_long: Counter,
+    unacked: Counter,
+    report: Tally,
+}
+
+/// One client connection.
+struct Connection {
+    shared: Arc<Shared>,
+    decoder: Decoder,
+    error: Option<FrameError>,
+    ack: Option<u32>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn report(&self, message: String) {
+        tracing::warn!(input = INPUT_NAME, "{message}");
+        self.shared
+            .ctx
+            .emitter
+            .last_error(INPUT_NAME, INPUT_NAME, Category::Logging, message)
+            .await;
+    }
+}
+
+impl tcp::Connection for Connection {
+    fn data(&mut self, bytes: &[u8]) {
+        if self.error.is_none()
+            && let Err(e) = self.decoder.feed(bytes)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.decoder.has_ready() || self.error.is_some()
+    }
+
+    fn finish(&mut self) {}
+
+    async fn flush(&mut self) -> bool {
+        if let Some(e) = self.error.take() {
+            // Windows complete before the error are not acknowledged either: the client
+            // resends from its last ack.
+            let _ = self.decoder.take();
+            self.shared.protocol_errors.inc();
+            if let Some(n) = self.shared.report.due(1) {
+                let s = &self.shared;
+                self.report(format!(
+                    "beats_output {}: closed {n} connection(s) on a protocol error; last from {}: {e}",
+                    s.listen, self.peer
+                ))
+                .await;
+            }
+            return false;
+        }
+        let windows = self.decoder.take();
+        let Some(last) = windows.last().map(|w| w.ack) else {
+            return true;
+        };
+        let now = now_ns();
+        let mut points: Vec<Point> = Vec::new();
+        for w in &windows {
+            self.shared.too_long.inc_by(u64::from(w.skipped));
+            for e in &w.events {
+                match self.shared.mapping.point(&e.json, now) {
+                    Ok(p) => points.push(p),
+                    Err(Skip::NoMessage) => {
+                        self.shared.no_message.inc();
+                    }
+                }
+            }
+        }
+        let s = &self.shared;
+        let durable = s
+            .ctx
+            .emitter
+            .emit_acked(Category::Logging, &s.feed, FeedOpts::default(), points)
+            .await
+            .await;
+        if !durable {
+            s.unacked.inc();
+            return false;
+        }
+        self.ack = Some(last);
+        true
+    }
+
+    fn reply(&mut self) -> Option<Vec<u8>> {
+        self.ack.take().map(|seq| frame::ack(seq).to_vec())
+    }
+}
+
+async fn serve(input: BeatsInput, ctx: InputContext) {
+    let BeatsInput { cfg, telemetry } = input;
+    telemetry.register(&ctx);
+    if !cfg.pipeline.is_empty() {
+        tracing::warn!(
+            input = INPUT_NAME,
+            pipeline = cfg.pipeline,
+            "Pipeline scripts are not run yet; beats events are stored as received"
+        );
+    }
+    let listener = match dk_worker::listen::tcp(&ctx, &cfg.listen).map(TcpListener::from_std) {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return startup_error(&ctx, &cfg.listen, &e.to_string()).await,
+        Err(e) => return startup_error(&ctx, &cfg.listen, &e.to_string()).await,
+    };
+    let shared = Arc::new(Shared {
+        ctx: ctx.clone(),
+        feed: cfg.feed(),
+        mapping: cfg.mapping.clone(),
+        limits: Limits {
+            max_event: cfg.maximum_length,
+            ..Limits::default()
+        },
+        listen: cfg.listen.clone(),
+        protocol_errors: telemetry.parse_error(INPUT_NAME, "protocol"),
+        no_message: telemetry.dropped(INPUT_NAME, "no_message"),
+        too_long: telemetry.dropped(INPUT_NAME, "too_long"),
+        unacked: telemetry.dropped(INPUT_NAME, "not_durable"),
+        report: Tally::default(),
+    });
+    tracing::info!(
+        input = INPUT_NAME,
+        listen = cfg.listen,
+        "Beats (lumberjack v2) input listening."
+    );
+    tcp::serve(
+        listener,
+        tcp::TcpOptions::default(),
+        telemetry.listener(INPUT_NAME, &cfg.listen),
+        ctx.shutdown.clone(),
+        move |peer| Connection {
+            decoder: Decoder::new(shared.limits),
+            shared: shared.clone(),
+            error: None,
+            ack: None,
+            peer,
+        },
+    )
+    .await;
+}
+
+async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
+    let message = format!("beats_output {listen}: cannot serve: {err}");
+    tracing::error!(input = INPUT_NAME, "{message}");
+    ctx.emitter
+        .last_error(INPUT_NAME, INPUT_NAME, Category::Logging, message)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use dk_proto::rpc::{InheritedListener, ListenerKind};
+    use dk_worker::Emitter;
+    use dk_worker::emitter::Message;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config;
+    use crate::frame::encode;
+
+    /// The next hand-over that waits for an ack (error reports skipped).
+    async fn acked_feed(
+        rx: &mut mpsc::Receiver<Message>,
+    ) -> (dk_worker::Feed, tokio::sync::oneshot::Sender<bool>) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Message::AckedFeed(f, done))) => return (f, done),
+                Ok(Some(Message::LastError(_))) => {}
+                other => panic!("expected an acked feed, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_window_is_acknowledged_only_after_its_points_are_durable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let listen = format!("tcp://{at}");
+        let cfg = config::parse(&format!("listen = \"{listen}\"\nsource = \"fb\"")).unwrap();
+        let (emitter, mut rx) = Emitter::channel(16);
+        let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![InheritedListener {
+            address: listen.clone(),
+            kind: ListenerKind::Tcp,
+            fd: listener.as_raw_fd(),
+        }];
+        let task =
+            tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
+        let mut client = tokio::task::spawn_blocking(move || {
+            let c = std::net::TcpStream::connect(at).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c
+        })
+        .await
+        .unwrap();
+        client
+            .write_all(&encode::batch(
+                5,
+                &[br#"{"message":"a"}"#, br#"{"message":"b"}"#, b"{}"],
+            ))
+            .unwrap();
+        let (feed, done) = acked_feed(&mut rx).await;
+        assert_eq!(feed.input, "beats_output/fb");
+        assert_eq!(feed.category, Category::Logging);
+        assert_eq!(
+            feed.points.len(),
+            2,
+            "the event without a message is skipped"
+        );
+        // Not durable yet: nothing came back.
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let early = client.read(&mut buf);
+        assert_eq!(
+            early.map_err(|e| e.kind()).err(),
+            Some(ErrorKind::WouldBlock)
+        );
+        client.set_nonblocking(false).unwrap();
+        done.send(true).unwrap();
+        let mut client = tokio::task::spawn_blocking(move || {
+            let mut ack = [0u8; 6];
+            client.read_exact(&mut ack).unwrap();
+            assert_eq!(
+                &ack,
+                &frame::ack(7),
+                "the ack names the window's last event"
+            );
+            client
+        })
+        .await
+        .unwrap();
+
+        // A window the supervisor did not take: no ack, the connection closes.
+        client
+            .write_all(&encode::batch(8, &[br#"{"message":"c"}"#]))
+            .unwrap();
+        let (_, done) = acked_feed(&mut rx).await;
+        done.send(false).unwrap();
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).map(|_| rest)
+        })
+        .await
+        .unwrap();
+        assert_eq!(rest.ok(), Some(Vec::new()), "closed without an ack");
+        let text = dk_worker::telemetry::encode(&ctx);
+        let sample = |labels: &str| {
+            dk_worker::telemetry::sample(&text, "datakit_input_dropped_total", labels)
+        };
+        assert_eq!(sample(r#"input="beats_output",reason="no_message""#), 1.0);
+        assert_eq!(sample(r#"input="beats_output",reason="not_durable""#), 1.0);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_protocol_error_is_counted_reported_and_closes_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let listen = format!("tcp://{at}");
+        let cfg = config::parse(&format!("listen = \"{listen}\"")).unwrap();
+        let (emitter, mut rx) = Emitter::channel(16);
+        let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![InheritedListener {
+            address: listen,
+            kind: ListenerKind::Tcp,
+            fd: listener.as_raw_fd(),
+        }];
+        let task =
+            tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(at).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"1D\0\0\0\x01").unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).map(|_| rest)
+        });
+        let report = match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Message::LastError(e))) => e.message,
+            other => panic!("expected an error report, got {other:?}"),
+        };
+        assert!(report.contains("not lumberjack v2"), "{report}");
+        assert_eq!(closed.await.unwrap().ok(), Some(Vec::new()));
+        let text = dk_worker::telemetry::encode(&ctx);
+        assert_eq!(
+            dk_worker::telemetry::sample(
+                &text,
+                "datakit_input_parse_errors_total",
+                r#"input="beats_output",reason="protocol""#
+            ),
+            1.0
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
