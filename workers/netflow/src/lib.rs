@@ -5,7 +5,9 @@
 //! 10 s flush, 300 s re-emit, port rollup to `*`) and fed as `netflow` logging points
 //! ([`payload`]). sFlow v5 is not decoded yet.
 
+pub mod aggregate;
 pub mod decode;
+pub mod payload;
 
 #[cfg(test)]
 mod tests;
