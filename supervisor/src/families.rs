@@ -10,6 +10,7 @@ pub fn all() -> Vec<&'static dyn Family> {
         &dk_input_statsd::StatsdFamily,
         &dk_input_graphite::GraphiteFamily,
         &dk_input_logging::LoggingFamily,
+        &dk_input_netflow::NetflowFamily,
     ]
 }
 
