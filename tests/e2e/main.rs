@@ -16,6 +16,7 @@ mod inputs;
 mod lifecycle;
 mod logging;
 mod migrate;
+mod netflow;
 mod operator;
 mod packaging;
 mod sinks;
