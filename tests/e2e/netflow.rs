@@ -25,7 +25,15 @@ fn write_pcap(path: &Path) {
         }
         !(sum as u16)
     }
-    fn packet(src: [u8; 4], dst: [u8; 4], proto: u8, sp: u16, dp: u16, payload: usize, flags: u8) -> Vec<u8> {
+    fn packet(
+        src: [u8; 4],
+        dst: [u8; 4],
+        proto: u8,
+        sp: u16,
+        dp: u16,
+        payload: usize,
+        flags: u8,
+    ) -> Vec<u8> {
         let mut l4 = Vec::new();
         l4.extend_from_slice(&sp.to_be_bytes());
         l4.extend_from_slice(&dp.to_be_bytes());
@@ -66,10 +74,19 @@ fn write_pcap(path: &Path) {
     record(packet(a, b, 6, 40000, 80, 0, 0x02), t);
     record(packet(a, b, 6, 40000, 80, 100, 0x18), t + 1);
     record(packet(a, b, 6, 40000, 80, 0, 0x11), t + 2);
-    record(packet([10, 0, 0, 3], [10, 0, 0, 4], 17, 5353, 53, 30, 0), t + 1);
-    record(packet([10, 0, 0, 3], [10, 0, 0, 4], 17, 5353, 53, 30, 0), t + 2);
+    record(
+        packet([10, 0, 0, 3], [10, 0, 0, 4], 17, 5353, 53, 30, 0),
+        t + 1,
+    );
+    record(
+        packet([10, 0, 0, 3], [10, 0, 0, 4], 17, 5353, 53, 30, 0),
+        t + 2,
+    );
     for i in 0..12 {
-        record(packet([10, 0, 0, 5], [10, 0, 0, 6], 6, 50000 + i, 443, 10, 0x02), t + 3);
+        record(
+            packet([10, 0, 0, 5], [10, 0, 0, 6], 6, 50000 + i, 443, 10, 0x02),
+            t + 3,
+        );
     }
     std::fs::write(path, out).unwrap();
 }
@@ -134,7 +151,11 @@ fn softflowd_v5_v9_and_ipfix_exports_arrive_as_aggregated_netflow_logs() {
 
     // The rollup memory is the input's: the first export keeps 9 of the 12 source ports to
     // 10.0.0.6:443 and rolls 3 up; after it, every flow to 10.0.0.6:443 rolls up.
-    let runs = [("5", p5, "netflow5", 12), ("9", p9, "netflow9", 3), ("10", p10, "ipfix", 3)];
+    let runs = [
+        ("5", p5, "netflow5", 12),
+        ("9", p9, "netflow9", 3),
+        ("10", p10, "ipfix", 3),
+    ];
     for (version, port, kind, want) in runs {
         softflowd(&pcap, port, version);
         let points = wait_for(
@@ -157,7 +178,11 @@ fn softflowd_v5_v9_and_ipfix_exports_arrive_as_aggregated_netflow_logs() {
             .find(|p| field(p, "source_ip") == "10.0.0.1")
             .unwrap_or_else(|| panic!("{kind}: no TCP flow in {points:?}"));
         assert_eq!(
-            (field(tcp, "dest_ip"), field(tcp, "source_port"), field(tcp, "dest_port")),
+            (
+                field(tcp, "dest_ip"),
+                field(tcp, "source_port"),
+                field(tcp, "dest_port")
+            ),
             ("10.0.0.2".into(), "40000".into(), "80".into())
         );
         assert_eq!(field(tcp, "ip_protocol"), "TCP");
@@ -166,14 +191,24 @@ fn softflowd_v5_v9_and_ipfix_exports_arrive_as_aggregated_netflow_logs() {
         assert_eq!(msg["packets"], 3, "{msg}");
         assert_eq!(msg["type"], kind);
         assert_eq!(msg["device"]["namespace"], "e2e-ns");
-        assert_eq!(msg["end"].as_u64().unwrap() - msg["start"].as_u64().unwrap(), 2);
-        assert_eq!(msg["tcp_flags"], serde_json::json!(["FIN", "SYN", "PSH", "ACK"]));
+        assert_eq!(
+            msg["end"].as_u64().unwrap() - msg["start"].as_u64().unwrap(),
+            2
+        );
+        assert_eq!(
+            msg["tcp_flags"],
+            serde_json::json!(["FIN", "SYN", "PSH", "ACK"])
+        );
         let udp = points
             .iter()
             .find(|p| field(p, "source_ip") == "10.0.0.3")
             .unwrap_or_else(|| panic!("{kind}: no UDP flow"));
         assert_eq!(
-            (field(udp, "ip_protocol"), field(udp, "dest_port"), udp.get_field("bytes")),
+            (
+                field(udp, "ip_protocol"),
+                field(udp, "dest_port"),
+                udp.get_field("bytes")
+            ),
             ("UDP".into(), "53".into(), Some(&Value::I(116)))
         );
         let stars: Vec<&Point> = points

@@ -18,7 +18,9 @@ const TEMPLATE_ID: u16 = 1024;
 /// A v9 packet of `n` records of softflowd's IPv4 template 1024 (42 bytes each), with
 /// distinct addresses and ports so that aggregation sees many keys.
 fn data_packet(n: usize, salt: usize) -> Vec<u8> {
-    let mut p = vec![0, 9, 0, 0, 0, 0, 0x10, 0, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    let mut p = vec![
+        0, 9, 0, 0, 0, 0, 0x10, 0, 0x65, 0x53, 0xf1, 0, 0, 0, 0, 1, 0, 0, 0, 0,
+    ];
     let set_len = u16::try_from(4 + n * RECORD).expect("fits");
     p.extend_from_slice(&TEMPLATE_ID.to_be_bytes());
     p.extend_from_slice(&set_len.to_be_bytes());

@@ -286,9 +286,17 @@ mod tests {
         a.add(flow([10, 0, 0, 1], 4001, [10, 0, 0, 2], 80, 1), 1001);
         let out = a.flush(1010);
         assert_eq!(out.len(), 2);
-        let f = out.iter().find(|f| f.src_port == Some(4000)).expect("merged");
+        let f = out
+            .iter()
+            .find(|f| f.src_port == Some(4000))
+            .expect("merged");
         assert_eq!(
-            (f.record.bytes, f.record.packets, f.record.start, f.record.end),
+            (
+                f.record.bytes,
+                f.record.packets,
+                f.record.start,
+                f.record.end
+            ),
             (150, 2, 90, 120)
         );
         assert_eq!((f.record.tcp_flags, f.record.sequence), (0x12, 9));
@@ -306,7 +314,10 @@ mod tests {
         }
         let again = a.flush(310);
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].record.bytes, 10, "what came since the last emission");
+        assert_eq!(
+            again[0].record.bytes, 10,
+            "what came since the last emission"
+        );
         assert_eq!(a.len(), 1);
         assert!(a.flush(610).is_empty());
         assert_eq!(a.len(), 1, "kept until the TTL is over");
@@ -327,7 +338,10 @@ mod tests {
             .iter()
             .find(|f| f.src_port.is_none())
             .expect("rolled up");
-        assert_eq!((star.dst_port, star.record.bytes, star.record.packets), (Some(443), 30, 3));
+        assert_eq!(
+            (star.dst_port, star.record.bytes, star.record.packets),
+            (Some(443), 30, 3)
+        );
         // The memory is renewed: after two refreshes without the pair, ports are kept again.
         a.flush(300);
         a.flush(600);

@@ -219,7 +219,9 @@ fn check(t: NetflowToml, p: &mut Problems) -> NetflowConfig {
         if listeners.iter().any(|o| o.port == port) {
             p.error(
                 key("port"),
-                format!("port {port} is used by another listener of this input; give each its own port"),
+                format!(
+                    "port {port} is used by another listener of this input; give each its own port"
+                ),
             );
             continue;
         }
@@ -257,8 +259,14 @@ mod tests {
         assert_eq!(
             cfg.listeners,
             vec![
-                Listener { flow_type: ListenerType::Netflow9, port: 2055 },
-                Listener { flow_type: ListenerType::Ipfix, port: 4739 },
+                Listener {
+                    flow_type: ListenerType::Netflow9,
+                    port: 2055
+                },
+                Listener {
+                    flow_type: ListenerType::Ipfix,
+                    port: 4739
+                },
             ]
         );
         assert_eq!(cfg.tags, vec![("dc".to_string(), "eu".to_string())]);
@@ -277,7 +285,7 @@ mod tests {
             "namespace = \"{}\"\n[[listeners]]\nflow_type = \"netflow7\"\nport = 1\n[[listeners]]\nflow_type = \"netflow5\"\nport = 0\n[[listeners]]\nflow_type = \"netflow5\"\nport = 9\n[[listeners]]\nflow_type = \"ipfix\"\nport = 9\n",
             "x".repeat(101)
         );
-        let problems = parse(&text).err().expect("errors");
+        let problems = parse(&text).expect_err("errors");
         assert_eq!(
             keys(&problems),
             vec![

@@ -251,7 +251,6 @@ impl Templates {
         self.total += 1;
         true
     }
-
 }
 
 /// A bounds-checked big-endian reader.
@@ -292,11 +291,15 @@ fn uint(b: &[u8]) -> u64 {
 }
 
 fn ipv4(b: &[u8]) -> Option<IpAddr> {
-    <[u8; 4]>::try_from(b).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+    <[u8; 4]>::try_from(b)
+        .ok()
+        .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
 }
 
 fn ipv6(b: &[u8]) -> Option<IpAddr> {
-    <[u8; 16]>::try_from(b).ok().map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+    <[u8; 16]>::try_from(b)
+        .ok()
+        .map(|a| IpAddr::V6(Ipv6Addr::from(a)))
 }
 
 fn low_u8(v: u64) -> u8 {
@@ -632,7 +635,13 @@ struct Record {
 fn min_record_len(fields: &[Field]) -> Result<usize, DecodeError> {
     let min_len: usize = fields
         .iter()
-        .map(|f| if f.len == VARIABLE { 1 } else { usize::from(f.len) })
+        .map(|f| {
+            if f.len == VARIABLE {
+                1
+            } else {
+                usize::from(f.len)
+            }
+        })
         .sum();
     if min_len == 0 {
         return Err(DecodeError::Malformed("template of zero-length fields"));

@@ -37,9 +37,18 @@ fn build_makes_one_input_per_instance_and_names_the_file_of_a_problem() {
         [s("[[listeners]]\nflow_type = \"netflow9\"\nport = 2055\n")],
     );
     assert_eq!(NetflowFamily.build(&ok).map(|i| i.len()).ok(), Some(1));
-    let bad = worker_config("netflow", [s("[[listeners]]\nflow_type = \"x\"\nport = 1\n")]);
-    let problems = NetflowFamily.build(&bad).err().expect("refused");
-    assert!(problems[0].message.starts_with("conf.d/netflow/netflow.conf: "));
+    let bad = worker_config(
+        "netflow",
+        [s("[[listeners]]\nflow_type = \"x\"\nport = 1\n")],
+    );
+    let Err(problems) = NetflowFamily.build(&bad) else {
+        panic!("refused");
+    };
+    assert!(
+        problems[0]
+            .message
+            .starts_with("conf.d/netflow/netflow.conf: ")
+    );
 }
 
 const V9: &[u8] = include_bytes!("../tests/fixtures/softflowd_v9.bin");
@@ -59,7 +68,10 @@ async fn collect(rx: &mut tokio::sync::mpsc::Receiver<Message>, n: usize) -> Vec
     while points.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(Message::Feed(f))) => {
-                assert_eq!((f.category, f.input.as_str()), (Category::Logging, "netflow"));
+                assert_eq!(
+                    (f.category, f.input.as_str()),
+                    (Category::Logging, "netflow")
+                );
                 points.extend(f.points);
             }
             Ok(Some(_)) => {}
@@ -76,7 +88,10 @@ async fn softflowd_packets_become_aggregated_netflow_logs_with_rolled_up_ports()
     let ipfix_sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let toml = "flush_interval = \"200ms\"\n[tags]\ndc = \"eu\"\n[[listeners]]\nflow_type = \"netflow9\"\nport = 2055\n[[listeners]]\nflow_type = \"ipfix\"\nport = 4739\n";
     let inputs = NetflowFamily
-        .build(&worker_config("netflow", [spec(INPUT_NAME, "t.conf", toml)]))
+        .build(&worker_config(
+            "netflow",
+            [spec(INPUT_NAME, "t.conf", toml)],
+        ))
         .unwrap_or_else(|p| panic!("{p:?}"));
     let (emitter, mut rx) = Emitter::channel(64);
     let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
@@ -97,7 +112,8 @@ async fn softflowd_packets_become_aggregated_netflow_logs_with_rolled_up_ports()
         tasks.spawn(i.run(ctx.clone()));
     }
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    tx.send_to(V9, v9_sock.local_addr().expect("addr")).expect("send");
+    tx.send_to(V9, v9_sock.local_addr().expect("addr"))
+        .expect("send");
     tx.send_to(b"\x00\x09garbage", v9_sock.local_addr().expect("addr"))
         .expect("send");
     // TCP, UDP, and 9 of the 12 one-packet flows to 10.0.0.6:443 keep their source port;
@@ -109,21 +125,31 @@ async fn softflowd_packets_become_aggregated_netflow_logs_with_rolled_up_ports()
     let ipfix = collect(&mut rx, 3).await;
     for (kind, of, star_bytes) in [("netflow9", &v9, 150), ("ipfix", &ipfix, 600)] {
         assert!(of.iter().all(|p| s(p, "type") == kind), "{of:?}");
-        assert!(of.iter().all(|p| p.name == "netflow" && p.get_tag("dc") == Some("eu")));
+        assert!(
+            of.iter()
+                .all(|p| p.name == "netflow" && p.get_tag("dc") == Some("eu"))
+        );
         assert!(of.iter().all(|p| s(p, "device_ip") == "127.0.0.1"));
         let tcp = of
             .iter()
             .find(|p| s(p, "source_ip") == "10.0.0.1")
             .expect("the TCP flow");
         assert_eq!(
-            (s(tcp, "source_port"), s(tcp, "dest_port"), s(tcp, "ip_protocol")),
+            (
+                s(tcp, "source_port"),
+                s(tcp, "dest_port"),
+                s(tcp, "ip_protocol")
+            ),
             ("40000".into(), "80".into(), "TCP".into())
         );
         assert_eq!(tcp.get_field("bytes"), Some(&Value::I(220)));
         let msg: serde_json::Value = serde_json::from_str(&s(tcp, "message")).expect("json");
         assert_eq!(msg["packets"], 3);
         assert_eq!(msg["host"], "test-host");
-        assert_eq!(msg["tcp_flags"], serde_json::json!(["FIN", "SYN", "PSH", "ACK"]));
+        assert_eq!(
+            msg["tcp_flags"],
+            serde_json::json!(["FIN", "SYN", "PSH", "ACK"])
+        );
         let star = of
             .iter()
             .find(|p| s(p, "source_port") == "*")

@@ -74,9 +74,7 @@ fn now_secs() -> u64 {
 /// The exporter's address as a flow names it (IPv4-mapped IPv6 senders as IPv4).
 fn exporter(from: Option<SocketAddr>) -> IpAddr {
     match from.map(|a| a.ip()) {
-        Some(IpAddr::V6(v6)) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         Some(ip) => ip,
         None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     }

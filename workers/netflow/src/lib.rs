@@ -47,6 +47,6 @@ impl SingleInput for NetflowFamily {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod family_tests;
+#[cfg(test)]
+mod tests;

@@ -110,7 +110,11 @@ fn json_str(s: &str) -> String {
 pub fn write_message(flow: &AggFlow, flush_ms: u64, settings: &PointSettings, out: &mut String) {
     use std::fmt::Write as _;
     let r = &flow.record;
-    let direction = if r.direction == 1 { "egress" } else { "ingress" };
+    let direction = if r.direction == 1 {
+        "egress"
+    } else {
+        "ingress"
+    };
     let _ = write!(
         out,
         r#"{{"flush_timestamp":{flush_ms},"type":"{}","sampling_rate":{},"direction":"{direction}","start":{},"end":{},"bytes":{},"packets":{},"#,
@@ -180,19 +184,19 @@ pub fn point(flow: &AggFlow, flush_ns: i64, settings: &PointSettings) -> Point {
         p.set_tag(k.clone(), v.clone());
     }
     let s = |v: String| Value::S(v);
-    p.field(
-        "message",
-        s(message(flow, flush_ms, settings)),
-    )
-    .field("status", s("OK".into()))
-    .field("bytes", Value::I(i64::try_from(r.bytes).unwrap_or(i64::MAX)))
-    .field("source_ip", s(r.src_addr.to_string()))
-    .field("dest_ip", s(r.dst_addr.to_string()))
-    .field("source_port", s(port(flow.src_port)))
-    .field("dest_port", s(port(flow.dst_port)))
-    .field("device_ip", s(r.exporter.to_string()))
-    .field("ip_protocol", s(protocol_name(r.ip_protocol)))
-    .field("type", s(r.flow_type.as_str().into()))
+    p.field("message", s(message(flow, flush_ms, settings)))
+        .field("status", s("OK".into()))
+        .field(
+            "bytes",
+            Value::I(i64::try_from(r.bytes).unwrap_or(i64::MAX)),
+        )
+        .field("source_ip", s(r.src_addr.to_string()))
+        .field("dest_ip", s(r.dst_addr.to_string()))
+        .field("source_port", s(port(flow.src_port)))
+        .field("dest_port", s(port(flow.dst_port)))
+        .field("device_ip", s(r.exporter.to_string()))
+        .field("ip_protocol", s(protocol_name(r.ip_protocol)))
+        .field("type", s(r.flow_type.as_str().into()))
 }
 
 #[cfg(test)]
@@ -276,7 +280,10 @@ mod tests {
             "next_hop": {"ip": "10.0.0.254"},
         });
         assert_eq!(m, expected);
-        assert!(text.starts_with(r#"{"flush_timestamp":1700000010000,"type":"netflow9","#), "{text}");
+        assert!(
+            text.starts_with(r#"{"flush_timestamp":1700000010000,"type":"netflow9","#),
+            "{text}"
+        );
         let mut odd = settings();
         odd.namespace = "a\"b".into();
         odd.host = String::new();
@@ -300,7 +307,10 @@ mod tests {
         assert_eq!(p.get_field("source_port"), Some(&Value::S("*".into())));
         assert_eq!(p.get_field("dest_port"), Some(&Value::S("80".into())));
         assert_eq!(p.get_field("ip_protocol"), Some(&Value::S("TCP".into())));
-        assert_eq!(p.get_field("device_ip"), Some(&Value::S("127.0.0.1".into())));
+        assert_eq!(
+            p.get_field("device_ip"),
+            Some(&Value::S("127.0.0.1".into()))
+        );
         assert_eq!(p.get_field("status"), Some(&Value::S("OK".into())));
         assert_eq!(p.get_field("type"), Some(&Value::S("netflow9".into())));
         let Some(Value::S(msg)) = p.get_field("message") else {

@@ -33,7 +33,11 @@ fn find<'a>(flows: &'a [FlowRecord], src: &str, sport: u16) -> &'a FlowRecord {
 
 fn check_softflowd_flows(flows: &[FlowRecord], flow_type: FlowType) {
     assert_eq!(flows.len(), 14);
-    assert!(flows.iter().all(|f| f.flow_type == flow_type && f.exporter == EXPORTER));
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.flow_type == flow_type && f.exporter == EXPORTER)
+    );
     let tcp = find(flows, "10.0.0.1", 40000);
     assert_eq!(tcp.dst_addr, ip("10.0.0.2"));
     assert_eq!(tcp.dst_port, 80);
@@ -45,10 +49,16 @@ fn check_softflowd_flows(flows: &[FlowRecord], flow_type: FlowType) {
     assert_eq!(tcp.ether_type, 0x0800);
     assert_eq!(tcp.end - tcp.start, 2, "the pcap's flow lasts 2 s");
     let udp = find(flows, "10.0.0.3", 5353);
-    assert_eq!((udp.dst_port, udp.ip_protocol, udp.packets, udp.bytes), (53, 17, 2, 2 * 58));
+    assert_eq!(
+        (udp.dst_port, udp.ip_protocol, udp.packets, udp.bytes),
+        (53, 17, 2, 2 * 58)
+    );
     for i in 0..12 {
         let f = find(flows, "10.0.0.5", 50000 + i);
-        assert_eq!((f.dst_addr, f.dst_port, f.packets, f.bytes), (ip("10.0.0.6"), 443, 1, 50));
+        assert_eq!(
+            (f.dst_addr, f.dst_port, f.packets, f.bytes),
+            (ip("10.0.0.6"), 443, 1, 50)
+        );
     }
 }
 
@@ -64,10 +74,16 @@ fn decodes_softflowd_netflow_v9_with_its_templates() {
     let mut t = Templates::new();
     let (flows, counts) = run(&mut t, V9);
     check_softflowd_flows(&flows, FlowType::Netflow9);
-    assert_eq!(counts.templates, 5, "4 data templates and 1 options template");
+    assert_eq!(
+        counts.templates, 5,
+        "4 data templates and 1 options template"
+    );
     assert_eq!(counts.options_skipped, 1);
     assert_eq!(t.len(), 5);
-    assert!(flows.iter().all(|f| f.sampling_rate == 1), "from options data");
+    assert!(
+        flows.iter().all(|f| f.sampling_rate == 1),
+        "from options data"
+    );
 }
 
 #[test]
@@ -81,7 +97,10 @@ fn decodes_softflowd_ipfix_with_times_from_the_system_init_option() {
     let export_secs = u64::from(u32::from_be_bytes([IPFIX[4], IPFIX[5], IPFIX[6], IPFIX[7]]));
     let tcp = find(&flows, "10.0.0.1", 40000);
     assert_ne!(tcp.start, export_secs, "{tcp:?}");
-    assert!(tcp.start > 1_600_000_000 && tcp.start < 2_000_000_000, "{tcp:?}");
+    assert!(
+        tcp.start > 1_600_000_000 && tcp.start < 2_000_000_000,
+        "{tcp:?}"
+    );
 }
 
 fn data_sets_only(packet: &[u8], header: usize, template_set: u16, options_set: u16) -> Vec<u8> {
@@ -108,7 +127,10 @@ fn data_before_its_template_is_counted_and_skipped_then_decoded_once_learnt() {
     let mut t = Templates::new();
     let (flows, counts) = run(&mut t, &data);
     assert!(flows.is_empty());
-    assert_eq!(counts.unknown_template, 2, "the options data and the flow data");
+    assert_eq!(
+        counts.unknown_template, 2,
+        "the options data and the flow data"
+    );
     run(&mut t, V9);
     let (flows, _) = run(&mut t, &data);
     assert_eq!(flows.len(), 14);
@@ -137,13 +159,34 @@ fn truncated_and_foreign_packets_are_errors_not_panics() {
     for packet in [V5, V9, IPFIX] {
         for cut in 0..packet.len() {
             let mut out = Vec::new();
-            let _ = decode(&mut t, EXPORTER, &packet[..cut], NOW, &mut out, &mut Counts::default());
+            let _ = decode(
+                &mut t,
+                EXPORTER,
+                &packet[..cut],
+                NOW,
+                &mut out,
+                &mut Counts::default(),
+            );
         }
     }
     let mut out = Vec::new();
-    let e = decode(&mut t, EXPORTER, b"\x00\x07abc", NOW, &mut out, &mut Counts::default());
+    let e = decode(
+        &mut t,
+        EXPORTER,
+        b"\x00\x07abc",
+        NOW,
+        &mut out,
+        &mut Counts::default(),
+    );
     assert_eq!(e, Err(DecodeError::Version(7)));
-    let e = decode(&mut t, EXPORTER, &V5[..30], NOW, &mut out, &mut Counts::default());
+    let e = decode(
+        &mut t,
+        EXPORTER,
+        &V5[..30],
+        NOW,
+        &mut out,
+        &mut Counts::default(),
+    );
     assert_eq!(e, Err(DecodeError::Truncated("v5 records")));
 }
 
