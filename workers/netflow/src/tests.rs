@@ -219,3 +219,57 @@ fn a_hostile_exporter_cannot_grow_the_template_cache_without_bound() {
     // A known template may still be refreshed when the domain is full.
     assert_eq!(run(&mut t, &v9_template(300, 3)).1.templates, 1);
 }
+
+#[test]
+fn ipfix_variable_length_fields_with_short_and_long_lengths_are_skipped_over() {
+    let packet = include_bytes!("../fuzz/seeds/decode/ipfix_varlen.bin");
+    let (flows, counts) = run(&mut Templates::new(), packet);
+    assert_eq!(counts.templates, 1);
+    let pairs: Vec<(IpAddr, IpAddr)> = flows.iter().map(|f| (f.src_addr, f.dst_addr)).collect();
+    assert_eq!(
+        pairs,
+        vec![
+            (ip("10.0.0.1"), ip("10.0.0.2")),
+            (ip("10.0.0.3"), ip("10.0.0.4"))
+        ]
+    );
+    // The export time stands in for missing flow times.
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.start == 1_700_000_000 && f.end == 1_700_000_000)
+    );
+}
+
+#[test]
+fn ipfix_enterprise_fields_are_skipped_and_options_data_sets_the_boot_time() {
+    let packet = include_bytes!("../fuzz/seeds/decode/ipfix_enterprise_and_options.bin");
+    let (flows, counts) = run(&mut Templates::new(), packet);
+    assert_eq!((counts.templates, counts.options_skipped), (2, 1));
+    assert_eq!(flows.len(), 1);
+    assert_eq!((flows[0].src_addr, flows[0].packets), (ip("10.1.1.1"), 5));
+}
+
+#[test]
+fn v5_header_fields_reach_every_record() {
+    let packet = include_bytes!("../fuzz/seeds/decode/v5_one_record.bin");
+    let (flows, _) = run(&mut Templates::new(), packet);
+    assert_eq!(flows.len(), 1);
+    let f = &flows[0];
+    assert_eq!(
+        (f.sampling_rate, f.sequence),
+        (0x64, 42),
+        "low 14 bits of the interval"
+    );
+    // Uptime 5 s at export, first/last at 1 s and 2 s of uptime.
+    assert_eq!((f.start, f.end), (1_700_000_000 - 4, 1_700_000_000 - 3));
+    assert_eq!(
+        (f.src_port, f.dst_port, f.tcp_flags, f.ip_protocol),
+        (1234, 443, 0x12, 6)
+    );
+    assert_eq!(
+        (f.src_mask, f.dst_mask, f.input_if, f.output_if),
+        (24, 16, 1, 2)
+    );
+    assert_eq!((f.packets, f.bytes), (10, 1500));
+}
