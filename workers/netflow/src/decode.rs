@@ -19,6 +19,9 @@ pub const MAX_TEMPLATES_PER_DOMAIN: usize = 256;
 pub const MAX_TEMPLATES: usize = 16 * 1024;
 /// Fields one template may have.
 pub const MAX_FIELDS: usize = 128;
+/// Records one datagram may yield (a 64 KiB datagram of a 1-byte template would otherwise
+/// yield 65,000; exporters send at most a few hundred).
+pub const MAX_RECORDS_PER_PACKET: usize = 2048;
 
 /// The kind of flow export a record came from (Datakit's `type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,6 +142,9 @@ pub enum DecodeError {
     /// A set or template is malformed.
     #[error("malformed {0}")]
     Malformed(&'static str),
+    /// More than [`MAX_RECORDS_PER_PACKET`] records (the first ones are kept).
+    #[error("more than {MAX_RECORDS_PER_PACKET} records in one packet")]
+    TooManyRecords,
 }
 
 /// What one datagram held besides its records.
@@ -501,6 +507,7 @@ fn sets(
     out: &mut Vec<FlowRecord>,
     counts: &mut Counts,
 ) -> Result<(), DecodeError> {
+    let limit = out.len() + MAX_RECORDS_PER_PACKET;
     let ipfix = flow_type == FlowType::Ipfix;
     let (template_set, options_set) = if ipfix { (2, 3) } else { (0, 1) };
     // Padding shorter than a set header may end a v9 packet.
@@ -534,6 +541,7 @@ fn sets(
                         ..clock
                     };
                     let at = Record {
+                        limit,
                         clock,
                         sequence,
                         sampling: *sampling,
@@ -624,6 +632,8 @@ fn template_records(
 
 /// What the records of one data set share.
 struct Record {
+    /// `out` may not grow past this.
+    limit: usize,
     clock: Clock,
     sequence: u32,
     sampling: u64,
@@ -697,6 +707,9 @@ fn data_records(
     let min_len = min_record_len(fields)?;
     let clock = at.clock;
     while c.b.len() >= min_len {
+        if out.len() >= at.limit {
+            return Err(DecodeError::TooManyRecords);
+        }
         let mut f = FlowRecord::empty(at.flow_type, at.exporter);
         f.sequence = at.sequence;
         f.sampling_rate = at.sampling;

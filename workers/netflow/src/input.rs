@@ -32,8 +32,9 @@ use crate::payload::{PointSettings, point};
 /// The input name.
 pub const INPUT_NAME: &str = "netflow";
 
-/// Receive rounds in flight between the listeners and the aggregator.
-const CHANNEL_DEPTH: usize = 64;
+/// Receive rounds in flight between the listeners and the aggregator (a round holds at most
+/// `READER_RECORDS` plus one `recvmmsg` batch of datagrams' records).
+const CHANNEL_DEPTH: usize = 8;
 
 /// Records a listener gathers before it hands them on.
 const READER_RECORDS: usize = 4096;

@@ -273,3 +273,28 @@ fn v5_header_fields_reach_every_record() {
     );
     assert_eq!((f.packets, f.bytes), (10, 1500));
 }
+
+#[test]
+fn a_datagram_of_tiny_records_yields_at_most_the_per_packet_cap() {
+    use crate::decode::MAX_RECORDS_PER_PACKET;
+    // Template 256: one 1-byte field (protocol); then 60,000 one-byte records.
+    let mut p = vec![0, 9, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    p.extend_from_slice(&[0, 0, 0, 12, 1, 0, 0, 1, 0, 4, 0, 1]);
+    let n: u16 = 60_000;
+    p.extend_from_slice(&[1, 0]);
+    p.extend_from_slice(&(n + 4).to_be_bytes());
+    p.resize(p.len() + usize::from(n), 6);
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    let e = decode(
+        &mut Templates::new(),
+        EXPORTER,
+        &p,
+        NOW,
+        &mut out,
+        &mut counts,
+    );
+    assert_eq!(e, Err(DecodeError::TooManyRecords));
+    assert_eq!(out.len(), MAX_RECORDS_PER_PACKET);
+    assert!(out.iter().all(|f| f.ip_protocol == 6));
+}
