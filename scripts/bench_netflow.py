@@ -9,7 +9,8 @@ worker received and the kernel dropped, netflow points fed, the worker's CPU sec
 per CPU second is the steady figure on a shared machine) and its RSS before, at peak and after.
 
 Usage: scripts/bench_netflow.py [--bin target/release/datakit] [--records 3000000]
-       [--keys 10000] [--send-seconds 3]
+       [--keys 10000] [--send-seconds 3] [--read-buffer 4194304]
+Raise net.core.rmem_max first (sysctl -w net.core.rmem_max=16777216) or the buffer is capped.
 """
 import argparse
 import os
@@ -78,6 +79,7 @@ def main():
     ap.add_argument("--records", type=int, default=3_000_000)
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--send-seconds", type=float, default=3.0)
+    ap.add_argument("--read-buffer", type=int, default=4 << 20, help="read_buffer_size (0: kernel default)")
     args = ap.parse_args()
 
     api = free_port()
@@ -92,7 +94,7 @@ def main():
         )
     with open(f"{work}/conf.d/netflow/netflow.conf", "w") as f:
         f.write(
-            '[[inputs.netflow]]\n  flush_interval = "2s"\n'
+            f'[[inputs.netflow]]\n  flush_interval = "2s"\n  read_buffer_size = {args.read_buffer}\n'
             f'  [[inputs.netflow.listeners]]\n    flow_type = "netflow9"\n    port = {udp}\n'
         )
     log = open(f"{work}/agent.log", "w")
@@ -139,6 +141,8 @@ def main():
         received = metric(m, 'datakit_input_received_events_total{input="netflow"')
         dropped = metric(m, 'datakit_input_dropped_total{input="netflow"')
         points = metric(m, 'datakit_io_feed_point_total{name="netflow"')
+        if os.environ.get("DK_BENCH_METRICS"):
+            print("\n".join(l for l in m.splitlines() if "netflow" in l and not l.startswith("#")))
         print(
             f"sent {packets * PER_PACKET} records in {packets} datagrams over {sent_in:.2f}s "
             f"({packets * PER_PACKET / sent_in / 1e6:.2f} M records/s offered), {args.keys} keys\n"

@@ -113,6 +113,24 @@ fn bench(c: &mut Criterion) {
             black_box(points);
         });
     });
+    // Steady state: the same 3,000 keys again and again (records merge into held flows).
+    g.bench_function("decode_merge", |b| {
+        let mut t = warm();
+        let mut out = Vec::with_capacity(64);
+        let mut counts = Counts::default();
+        let mut agg = Aggregator::new(1);
+        b.iter(|| {
+            for p in &packets {
+                out.clear();
+                let _ = decode(&mut t, exporter, black_box(p), 1, &mut out, &mut counts);
+                for r in out.drain(..) {
+                    agg.add(r, 1);
+                }
+            }
+            black_box(agg.len());
+        });
+    });
+    // Every record a new key (a fresh aggregator each round).
     g.bench_function("decode_aggregate", |b| {
         let mut t = warm();
         let mut out = Vec::with_capacity(64);

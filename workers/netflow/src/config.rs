@@ -72,6 +72,9 @@ pub struct NetflowConfig {
     pub listeners: Vec<Listener>,
     /// `flush_interval` (not in Datakit, whose tick is a fixed 10 s).
     pub flush_interval: Duration,
+    /// `read_buffer_size` (not in Datakit): SO_RCVBUF of each listener in bytes; 0 keeps the
+    /// kernel default.
+    pub read_buffer_size: usize,
     /// `[inputs.netflow.tags]`, in key order.
     pub tags: Vec<(String, String)>,
 }
@@ -95,6 +98,7 @@ struct NetflowToml {
     listeners: Vec<ListenerToml>,
     #[serde(with = "dk_worker::config::seconds")]
     flush_interval: Duration,
+    read_buffer_size: usize,
     tags: BTreeMap<String, String>,
 }
 
@@ -105,6 +109,7 @@ impl Default for NetflowToml {
             namespace: DEFAULT_NAMESPACE.into(),
             listeners: Vec::new(),
             flush_interval: DEFAULT_FLUSH_INTERVAL,
+            read_buffer_size: 0,
             tags: BTreeMap::new(),
         }
     }
@@ -238,6 +243,7 @@ fn check(t: NetflowToml, p: &mut Problems) -> NetflowConfig {
         namespace,
         listeners,
         flush_interval,
+        read_buffer_size: t.read_buffer_size,
         tags: t.tags.into_iter().collect(),
     }
 }

@@ -155,6 +155,14 @@ impl udp::Datagrams for Receiver {
 async fn serve(input: NetflowInput, ctx: InputContext) {
     let NetflowInput { cfg, telemetry } = input;
     telemetry.register(&ctx);
+    if cfg.listeners.is_empty() {
+        tracing::warn!(
+            input = INPUT_NAME,
+            "no NetFlow listener configured: add [[inputs.netflow.listeners]] with flow_type and port"
+        );
+        ctx.shutdown.cancelled().await;
+        return;
+    }
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let report = Arc::new(Tally::default());
     let mut readers = JoinSet::new();
@@ -162,6 +170,13 @@ async fn serve(input: NetflowInput, ctx: InputContext) {
         let address = l.address();
         match dk_worker::listen::udp(&ctx, &address) {
             Ok(sock) => {
+                dk_worker::listen::apply_read_buffer(
+                    std::os::fd::AsFd::as_fd(&sock),
+                    cfg.read_buffer_size,
+                    false,
+                    INPUT_NAME,
+                    &address,
+                );
                 readers.spawn(udp::serve(
                     udp::DatagramSocket::Udp(sock),
                     udp::UdpOptions::default(),
