@@ -11,6 +11,7 @@ pub fn all() -> Vec<&'static dyn Family> {
         &dk_input_graphite::GraphiteFamily,
         &dk_input_logging::LoggingFamily,
         &dk_input_beats::BeatsFamily,
+        &dk_input_netflow::NetflowFamily,
     ]
 }
 

@@ -18,6 +18,7 @@ mod inputs;
 mod lifecycle;
 mod logging;
 mod migrate;
+mod netflow;
 mod operator;
 mod packaging;
 mod sinks;

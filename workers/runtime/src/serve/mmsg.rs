@@ -32,6 +32,8 @@ pub struct MultiRecv {
     buf: Box<[u8]>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// The sender address of each slot (filled by the kernel).
+    names: Box<[libc::sockaddr_storage]>,
     received: usize,
 }
 
@@ -62,10 +64,13 @@ impl MultiRecv {
             h.msg_hdr.msg_iov = std::ptr::from_ref(iov).cast_mut();
             h.msg_hdr.msg_iovlen = 1;
         }
+        // SAFETY: sockaddr_storage is a plain C struct of integers; all-zero is valid.
+        let names = (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect();
         MultiRecv {
             buf,
             iovs,
             hdrs,
+            names,
             received: 0,
         }
     }
@@ -78,15 +83,16 @@ impl MultiRecv {
     /// The OS error; `WouldBlock`/`TimedOut` when nothing was received in time.
     pub fn recv(&mut self, fd: BorrowedFd<'_>, dont_wait: bool) -> io::Result<usize> {
         self.received = 0;
-        for h in &mut self.hdrs {
+        for (h, name) in self.hdrs.iter_mut().zip(self.names.iter_mut()) {
             h.msg_len = 0;
             h.msg_hdr.msg_flags = 0;
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+            h.msg_hdr.msg_namelen = SOCKADDR_STORAGE_LEN;
         }
         let vlen = libc::c_uint::try_from(self.hdrs.len()).unwrap_or(libc::c_uint::MAX);
         // SAFETY: `hdrs` holds `vlen` initialised headers whose single iovec each points into
-        // `buf` (SLOT_SIZE bytes, disjoint, alive as long as `self`); `iovs` is not moved or
+        // `buf` (SLOT_SIZE bytes, disjoint, alive as long as `self`) and whose name points to
+        // its own `names` entry (boxed, never moved, of the length given); `iovs` is not moved or
         // resized after construction, so the iovec pointers stay valid. A null timeout makes
         // the call wait per MSG_WAITFORONE and the socket's SO_RCVTIMEO.
         let n = unsafe {
@@ -121,7 +127,38 @@ impl MultiRecv {
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         Some((&self.buf[start..start + len], truncated))
     }
+
+    /// The sender of datagram `i` of the last receive (an IP socket's peer; `None` for Unix
+    /// datagram sockets).
+    pub fn source(&self, i: usize) -> Option<std::net::SocketAddr> {
+        if i >= self.received {
+            return None;
+        }
+        let name = &self.names[i];
+        let len = usize::try_from(self.hdrs[i].msg_hdr.msg_namelen).unwrap_or(0);
+        match libc::c_int::from(name.ss_family) {
+            libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the kernel wrote a sockaddr_in (family AF_INET, length checked) into
+                // storage that is large and aligned enough for any socket address.
+                let a = unsafe { &*std::ptr::from_ref(name).cast::<libc::sockaddr_in>() };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(std::net::SocketAddr::from((ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for a sockaddr_in6 (family AF_INET6, length checked).
+                let a = unsafe { &*std::ptr::from_ref(name).cast::<libc::sockaddr_in6>() };
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(std::net::SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+            }
+            _ => None,
+        }
+    }
 }
+
+/// The size of the sender address buffer of one slot.
+#[allow(clippy::cast_possible_truncation)]
+const SOCKADDR_STORAGE_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
 /// Sends many datagrams per call (`sendmmsg`) on a connected socket (load tools, tests).
 pub struct MultiSend {
@@ -207,6 +244,29 @@ mod tests {
         }
         assert_eq!(got, vec!["m0:1|c", "m1:1|c", "m2:1|c", "m3:1|c", "m4:1|c"]);
         assert!(r.datagram(5).is_none());
+    }
+
+    #[test]
+    fn names_the_sender_of_each_datagram() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        a.send_to(b"a", to).expect("send");
+        b.send_to(b"b", to).expect("send");
+        let mut r = MultiRecv::new(4);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let n = r.recv(rx.as_fd(), false).expect("recv");
+            for i in 0..n {
+                got.push((r.datagram(i).expect("datagram").0.to_vec(), r.source(i)));
+            }
+        }
+        assert_eq!(got[0], (b"a".to_vec(), a.local_addr().ok()));
+        assert_eq!(got[1], (b"b".to_vec(), b.local_addr().ok()));
+        assert_eq!(r.source(2), None);
     }
 
     #[test]

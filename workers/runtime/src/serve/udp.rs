@@ -105,6 +105,13 @@ pub trait Datagrams: Send + 'static {
     /// Takes one datagram.
     fn datagram(&mut self, bytes: &[u8]);
 
+    /// Takes one datagram with its sender (`None` on Unix sockets); by default the sender is
+    /// ignored.
+    fn datagram_from(&mut self, bytes: &[u8], from: Option<std::net::SocketAddr>) {
+        let _ = from;
+        self.datagram(bytes);
+    }
+
     /// `true` when enough is gathered to hand over before receiving more.
     fn full(&self) -> bool {
         false
@@ -230,7 +237,7 @@ fn take<D: Datagrams>(
         if was_cut {
             cut += 1;
         } else {
-            sink.datagram(d);
+            sink.datagram_from(d, mr.source(i));
         }
     }
     telemetry.events.inc_by(n as u64);
