@@ -378,7 +378,8 @@ impl DatawayClock {
             endpoint: self.display.clone(),
             body: text.trim().to_string(),
         })?;
-        Ok(answer.timestamp_sec - dk_proto::clock::now_ns() / 1_000_000_000)
+        // Against the host clock: the offset in force must not be measured against itself.
+        Ok(answer.timestamp_sec - dk_proto::clock::host_now_ns() / 1_000_000_000)
     }
 }
 

@@ -538,7 +538,8 @@ async fn handle(inner: Arc<Inner>, req: hyper::Request<Incoming>) -> Answer {
     if path == "/v1/ntp" {
         let (status, text) = match check_token(&inner, &query) {
             Ok(()) if parts.method == http::Method::GET => {
-                let now = now_ns() / 1_000_000_000 + inner.state().clock_skew_secs;
+                let now =
+                    dk_proto::clock::host_now_ns() / 1_000_000_000 + inner.state().clock_skew_secs;
                 (200, serde_json::json!({ "timestamp_sec": now }).to_string())
             }
             Ok(()) => (

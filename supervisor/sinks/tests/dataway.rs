@@ -870,6 +870,20 @@ async fn the_clock_reads_the_first_urls_v1_ntp_with_the_token_and_the_agents_hea
 }
 
 #[tokio::test]
+async fn the_clock_measures_against_the_host_clock_whatever_offset_is_in_force() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    fake.set_clock_skew(600);
+    let (sink, _registry) = new_sink(config(vec![fake.url()]));
+    let clock = sink.clock().unwrap();
+    // As after a first sync: "now" for points is already 600 s ahead.
+    dk_proto::clock::set_offset_ns(600_000_000_000);
+    let diff = clock.time_diff().await;
+    dk_proto::clock::set_offset_ns(0);
+    let diff = diff.unwrap();
+    assert!((599..=601).contains(&diff), "measured {diff}");
+}
+
+#[tokio::test]
 async fn the_clock_names_the_endpoint_and_status_when_dataway_refuses() {
     let fake = FakeDataway::start(TOKEN).await.unwrap();
     let (sink, _registry) = new_sink(config(vec![fake.url()]));
