@@ -733,13 +733,7 @@ impl Forwarder {
         let routes = families::all()
             .into_iter()
             .flat_map(|f| {
-                let mut routes = f.http_routes();
-                if std::env::var(dk_worker::worker::DEBUG_ECHO_ROUTE)
-                    .is_ok_and(|v| v.split(',').any(|n| n == f.name()))
-                {
-                    routes.push(dk_worker::http::debug_echo_route());
-                }
-                routes.into_iter().map(move |r| {
+                dk_worker::http::routes_of(f).into_iter().map(move |r| {
                     let method = format!("{:?}", r.method).to_uppercase();
                     (method, r.path.to_string(), f.name().to_string())
                 })

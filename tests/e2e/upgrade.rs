@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::harness::{Agent, bin, free_port, try_request, wait_for};
 
@@ -378,13 +378,6 @@ fn upgrade_refuses_every_bad_release_with_datakits_answers_and_swaps_a_good_one_
     });
 }
 
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 /// The kernel's drop counter of the UDP socket on `port` (`/proc/net/udp`, last column).
 fn udp_drops(port: u16) -> u64 {
     let text = std::fs::read_to_string("/proc/net/udp").unwrap();
@@ -478,7 +471,7 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
             let mut seq = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 seq += 1;
-                let line = format!("upgw,src=e2e seq={seq}i {}", now_ns());
+                let line = format!("upgw,src=e2e seq={seq}i {}", dk_proto::clock::now_ns());
                 match try_request(api, "POST", "/v1/write/metric", &[], line.as_bytes()) {
                     Ok((200, _)) => acked.push(seq),
                     Ok((status, body)) => {

@@ -193,6 +193,21 @@ impl RouteTable {
     }
 }
 
+/// Debug knob: `DK_DEBUG_ECHO_ROUTE=<family>` makes that family serve `POST /v1/debug/echo`,
+/// each body line a logging point (source `echo`), to exercise the API's route forwarding.
+pub const DEBUG_ECHO_ROUTE: &str = "DK_DEBUG_ECHO_ROUTE";
+
+/// The routes `family` serves on the API port: its own, plus the debug echo route when
+/// [`DEBUG_ECHO_ROUTE`] names it. The supervisor (which paths to serve) and the worker (which
+/// handlers to run) both ask this.
+pub fn routes_of(family: &dyn crate::Family) -> Vec<HttpRoute> {
+    let mut routes = family.http_routes();
+    if std::env::var(DEBUG_ECHO_ROUTE).is_ok_and(|v| v.split(',').any(|f| f == family.name())) {
+        routes.push(debug_echo_route());
+    }
+    routes
+}
+
 /// The debug echo route (`POST /v1/debug/echo`, input `echo`): each body line becomes a
 /// logging point of source `echo` with the line as `message`; answers 200 with the count.
 pub fn debug_echo_route() -> HttpRoute {

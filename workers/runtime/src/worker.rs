@@ -73,19 +73,10 @@ struct ControlServer {
     emitter: crate::Emitter,
 }
 
-/// Debug knob: `DK_DEBUG_ECHO_ROUTE=<family>` makes that family serve `POST /v1/debug/echo`,
-/// each body line a logging point (source `echo`), to exercise the API's route forwarding
-/// (routes of real families come with them).
-pub const DEBUG_ECHO_ROUTE: &str = "DK_DEBUG_ECHO_ROUTE";
-
 /// The routes of `family` (and the debug echo route when asked for).
 fn route_table(family: &dyn Family) -> crate::http::RouteTable {
     let mut table = crate::http::RouteTable::default();
-    let mut routes = family.http_routes();
-    if std::env::var(DEBUG_ECHO_ROUTE).is_ok_and(|v| v.split(',').any(|f| f == family.name())) {
-        routes.push(crate::http::debug_echo_route());
-    }
-    for route in routes {
+    for route in crate::http::routes_of(family) {
         if let Err(e) = table.add(route) {
             tracing::error!(error = %e, "Route not served.");
         }
