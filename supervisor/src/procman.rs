@@ -136,7 +136,7 @@ type HttpMsg = (
 pub struct HttpCaller {
     family: String,
     tx: mpsc::Sender<HttpMsg>,
-    up: Arc<std::sync::atomic::AtomicBool>,
+    up: Arc<std::sync::Mutex<bool>>,
 }
 
 /// How long a forwarded API request may take in the worker.
@@ -152,15 +152,24 @@ impl HttpCaller {
         call: dk_proto::rpc::HttpCall,
     ) -> Result<dk_proto::rpc::HttpReply, String> {
         let family = &self.family;
-        if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(format!(
-                "the {family} worker is not running (starting or restarting); retry shortly"
-            ));
-        }
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .try_send((call, reply))
-            .map_err(|_| format!("the {family} worker has too many requests waiting; retry"))?;
+        {
+            // Sent under the lock procman takes to mark the worker down, so a request is either
+            // refused here or queued before procman drains the queue (never left for the next
+            // worker).
+            let up = self
+                .up
+                .lock()
+                .map_err(|_| "procman state poisoned".to_string())?;
+            if !*up {
+                return Err(format!(
+                    "the {family} worker is not running (starting or restarting); retry shortly"
+                ));
+            }
+            self.tx
+                .try_send((call, reply))
+                .map_err(|_| format!("the {family} worker has too many requests waiting; retry"))?;
+        }
         match tokio::time::timeout(HTTP_CALL_TIMEOUT + Duration::from_secs(1), answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(format!(
@@ -190,7 +199,7 @@ struct Requests {
     reconfig: mpsc::Receiver<Reconfig>,
     http: mpsc::Receiver<HttpMsg>,
     /// True while the worker is up (its requests are served).
-    up: Arc<std::sync::atomic::AtomicBool>,
+    up: Arc<std::sync::Mutex<bool>>,
 }
 
 /// What the worker is started with; a reconfigure changes it for later restarts too.
@@ -215,7 +224,7 @@ fn requests(
     let stop = handover.child_token();
     let (tx, rx) = mpsc::channel(1);
     let (http_tx, http_rx) = mpsc::channel(HTTP_QUEUE);
-    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let up = Arc::new(std::sync::Mutex::new(false));
     (
         Requests {
             stop: stop.clone(),
@@ -632,6 +641,13 @@ async fn run_once(
         channel: &channel,
     };
     let outcome = supervise_child(ctx, worker, registration, req, pending, spec).await;
+    // The worker is marked down: requests queued before that get their answer now instead of
+    // waiting for (and being run by) the next worker.
+    while let Ok((_, reply)) = req.http.try_recv() {
+        let _ = reply.send(Err(format!(
+            "the {family} worker stopped before answering; retry"
+        )));
+    }
     ctx.registry.unregister(pid);
     if let Outcome::HandedOver(mut adopted) = outcome {
         stop_forwarding.cancel();
@@ -771,13 +787,17 @@ async fn supervise_child(
     let pid = child.id().unwrap_or(0);
     tracing::info!(family, pid, "Worker is up.");
     // Down again whenever this returns (the worker exits, is stopped or handed over).
-    struct Down(Arc<std::sync::atomic::AtomicBool>);
+    struct Down(Arc<std::sync::Mutex<bool>>);
     impl Drop for Down {
         fn drop(&mut self) {
-            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            if let Ok(mut up) = self.0.lock() {
+                *up = false;
+            }
         }
     }
-    req.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(mut up) = req.up.lock() {
+        *up = true;
+    }
     let _down = Down(req.up.clone());
     let mut paused = ctx.paused.clone();
     let now = *paused.borrow_and_update();
