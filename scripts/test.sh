@@ -21,6 +21,7 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   chromium - the headless browser that drives the DCA console page in its e2e test
 #   etcd-server - etcd, the election backend the election tests start on loopback
 #   protobuf-compiler - protoc, which the etcd client crate's build script needs
+#   python3-yaml - parses the Kubernetes DaemonSet example in the container test
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -35,6 +36,7 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

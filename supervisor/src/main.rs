@@ -4,6 +4,7 @@
 mod app;
 mod backoff;
 mod cgroup;
+mod container;
 mod dca;
 mod election;
 mod families;
@@ -56,6 +57,12 @@ enum Cmd {
         /// Log destination: a file path or `stdout`; overrides `[logging] log`.
         #[arg(long)]
         log: Option<String>,
+        /// Container mode: the config comes from the ENV_* variables only (written to
+        /// conf.d/datakit.conf at each start; ENV_DATAKIT_INPUTS to
+        /// conf.d/ENV_DATAKIT_INPUTS.conf), logs go to stdout unless ENV_LOG says otherwise,
+        /// and no PID file is kept.
+        #[arg(short = 'C', long)]
+        container: bool,
     },
     /// Check the configuration and print every problem; exits non-zero if there is any.
     Check {
@@ -160,8 +167,12 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Run { workdir, log }) => app::run(workdir, log),
-        None => app::run(PathBuf::from("/usr/local/datakit"), None),
+        Some(Cmd::Run {
+            workdir,
+            log,
+            container,
+        }) => app::run(workdir, log, container),
+        None => app::run(PathBuf::from("/usr/local/datakit"), None, false),
         Some(Cmd::Check {
             config: _,
             workdir,

@@ -10,6 +10,7 @@ mod beats;
 mod chaos;
 mod config;
 mod conn_cap;
+mod container;
 mod dca;
 mod disk;
 mod election;
