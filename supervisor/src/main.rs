@@ -18,6 +18,7 @@ mod procman;
 mod registry;
 mod release;
 mod service;
+mod tools;
 mod upgrade;
 
 use std::path::PathBuf;
@@ -30,6 +31,25 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Where things are, at the end of every command's `--help`.
+const WHERE_HELP: &str = "Work dir: /usr/local/datakit (conf.d/ holds datakit.conf and the input configs; \
+data/ and cache/dw-wal/ the data and the upload queue); another with --workdir DIR. \
+Logs: /var/log/datakit/log ([logging] log in conf.d/datakit.conf; WORKDIR/log/log for another work dir; \
+stdout with --log stdout or in container mode, `datakit run -C`).";
+
+/// `datakit version`: Datakit's fields (its `Golang Version` is our Rust version).
+fn version_text() -> String {
+    format!(
+        "\n       Version: {}\n        Commit: {}\n        Branch: {}\n Build At(UTC): {}\n  Rust Version: {}\n         Build: {}\n",
+        dk_proto::version(),
+        env!("DK_BUILD_COMMIT"),
+        env!("DK_BUILD_BRANCH"),
+        env!("DK_BUILD_AT"),
+        env!("DK_BUILD_RUSTC"),
+        dk_proto::build_id(),
+    )
+}
+
 /// Exit code for a bad configuration (`EX_CONFIG`).
 const EXIT_CONFIG: u8 = 78;
 
@@ -40,7 +60,10 @@ const EXIT_CONFIG: u8 = 78;
     about = "Host observability agent, compatible with Guance Datakit",
     after_help = "With no command, datakit runs the agent from the work dir /usr/local/datakit \
 (as `datakit run --workdir /usr/local/datakit`), the way the datakit service starts it. \
-Use `datakit run --workdir DIR` to run from another directory."
+Use `datakit run --workdir DIR` to run from another directory. Container mode: `datakit run -C` \
+(the config from ENV_* variables). \
+Work dir: /usr/local/datakit (conf.d/ holds datakit.conf and the input configs); \
+logs: /var/log/datakit/log ([logging] log; WORKDIR/log/log for another work dir)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +73,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the agent in the foreground (the supervisor and its workers).
+    #[command(after_help = WHERE_HELP)]
     Run {
         /// The install directory holding conf.d/, data/ and run/.
         #[arg(long, default_value = "/usr/local/datakit")]
@@ -65,6 +89,7 @@ enum Cmd {
         container: bool,
     },
     /// Check the configuration and print every problem; exits non-zero if there is any.
+    #[command(after_help = WHERE_HELP)]
     Check {
         /// Check datakit.conf and conf.d.
         #[arg(long)]
@@ -89,9 +114,10 @@ enum Cmd {
         log_level: String,
     },
     /// Print the version.
+    #[command(after_help = WHERE_HELP)]
     Version,
     /// Manage the systemd service of a tarball install (deb/rpm installs ship the unit).
-    #[command(group(clap::ArgGroup::new("action").required(true).args(["install", "uninstall", "start", "stop", "restart"])))]
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["install", "uninstall", "start", "stop", "restart"])), after_help = WHERE_HELP)]
     Service {
         /// Install the unit (/etc/systemd/system/datakit.service), enable and start it.
         #[arg(short = 'I', long)]
@@ -114,6 +140,7 @@ enum Cmd {
     },
     /// Install a signed release over this binary (the running agent switches to it without
     /// closing a port), or put the previous binary back.
+    #[command(after_help = WHERE_HELP)]
     Upgrade {
         /// A signed release tarball (path or URL; its `.sig` next to it) or an install base
         /// (directory or URL serving `version`).
@@ -142,6 +169,7 @@ enum Cmd {
         args: Vec<std::ffi::OsString>,
     },
     /// Run a DCA console: agents with `[dca] enable = true` dial its /ws; people use its page.
+    #[command(after_help = WHERE_HELP)]
     Dca {
         /// Address to serve the page and the agents' WebSocket on (e.g. 127.0.0.1:8000).
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -150,8 +178,25 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         tokens: PathBuf,
     },
-    /// Tools: key pairs and signatures for releases.
+    /// Tools: check line protocol, print the default config, dump input samples, release keys.
+    #[command(after_help = WHERE_HELP)]
     Tool {
+        /// Validate and print the line protocol in FILE as the write API takes it (decoded,
+        /// normalised); every invalid line is reported with its number, exit 1 when any.
+        #[arg(long, value_name = "FILE")]
+        parse_lp: Option<PathBuf>,
+        /// With --parse-lp: print the points as JSON (the write API's echo=json).
+        #[arg(long, requires = "parse_lp")]
+        json: bool,
+        /// With --parse-lp: the category the points are normalised for.
+        #[arg(long, default_value = "metric", requires = "parse_lp")]
+        category: String,
+        /// Print the built-in default datakit.conf.
+        #[arg(long)]
+        default_main_conf: bool,
+        /// Write every input's sample config into DIR as <input>.conf.
+        #[arg(long, value_name = "DIR")]
+        dump_samples: Option<PathBuf>,
         /// Write an ed25519 key pair for signing releases into DIR (datakit.key, datakit.pub).
         #[arg(long, value_name = "DIR")]
         keygen: Option<PathBuf>,
@@ -183,7 +228,23 @@ fn main() -> ExitCode {
             run_dir,
             log_level,
         }) => app::worker(&family, &run_dir, &log_level),
-        Some(Cmd::Tool { keygen, sign, key }) => tool(keygen, sign, key),
+        Some(Cmd::Tool {
+            parse_lp: Some(file),
+            json,
+            category,
+            ..
+        }) => tools::parse_lp_cmd(&file, json, &category),
+        Some(Cmd::Tool {
+            default_main_conf: true,
+            ..
+        }) => tools::default_main_conf(),
+        Some(Cmd::Tool {
+            dump_samples: Some(dir),
+            ..
+        }) => tools::dump_samples(&dir),
+        Some(Cmd::Tool {
+            keygen, sign, key, ..
+        }) => tool(keygen, sign, key),
         Some(Cmd::Dca { listen, tokens }) => dca::console::run(&listen, &tokens),
         Some(Cmd::Service {
             install,
@@ -237,15 +298,7 @@ fn main() -> ExitCode {
         ),
         Some(Cmd::Version) => {
             let mut out = std::io::stdout().lock();
-            let _ = std::io::Write::write_all(
-                &mut out,
-                format!(
-                    "datakit {} (build {})\n",
-                    dk_proto::version(),
-                    dk_proto::build_id()
-                )
-                .as_bytes(),
-            );
+            let _ = std::io::Write::write_all(&mut out, version_text().as_bytes());
             ExitCode::SUCCESS
         }
     }
@@ -290,6 +343,6 @@ fn tool(keygen: Option<PathBuf>, sign: Option<PathBuf>, key: Option<PathBuf>) ->
             }
         };
     }
-    say("datakit tool: say what to do: --keygen DIR, or --sign FILE --key KEY\n".into());
+    say("datakit tool: say what to do: --parse-lp FILE, --default-main-conf, --dump-samples DIR, --keygen DIR, or --sign FILE --key KEY\n".into());
     ExitCode::from(64)
 }

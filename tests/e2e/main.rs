@@ -24,5 +24,6 @@ mod operator;
 mod packaging;
 mod sinks;
 mod statsd;
+mod tools;
 mod upgrade;
 mod worker_abuse;
