@@ -6,6 +6,7 @@ mod backoff;
 mod cgroup;
 mod container;
 mod dca;
+mod debug;
 mod election;
 mod families;
 mod ingest;
@@ -178,6 +179,16 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         tokens: PathBuf,
     },
+    /// Debug an input config: run its inputs once and print the points they collect.
+    #[command(after_help = WHERE_HELP)]
+    Debug {
+        /// The input config (a conf.d file with [[inputs.NAME]] tables) to run once.
+        #[arg(long, value_name = "FILE")]
+        input_conf: PathBuf,
+        /// How long to wait for every input's first points.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
     /// Tools: check line protocol, print the default config, dump input samples, release keys.
     #[command(after_help = WHERE_HELP)]
     Tool {
@@ -228,6 +239,19 @@ fn main() -> ExitCode {
             run_dir,
             log_level,
         }) => app::worker(&family, &run_dir, &log_level),
+        Some(Cmd::Debug {
+            input_conf,
+            timeout,
+        }) => match dk_proto::duration::parse(&timeout) {
+            Ok(t) => debug::input_conf(&input_conf, t),
+            Err(e) => {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr().lock(),
+                    format!("datakit debug --timeout: {e}\n").as_bytes(),
+                );
+                ExitCode::from(64)
+            }
+        },
         Some(Cmd::Tool {
             parse_lp: Some(file),
             json,

@@ -227,3 +227,66 @@ fn every_commands_help_says_where_the_work_dir_and_the_logs_are() {
     let run = text(&datakit(&["run", "--help"]).stdout);
     assert!(run.contains("-C, --container"), "{run}");
 }
+
+#[test]
+fn debug_input_conf_prints_the_points_one_run_collects_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("host.conf");
+    std::fs::write(
+        &conf,
+        "[[inputs.mem]]\n  interval = \"10s\"\n[[inputs.system]]\n  interval = \"10s\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = datakit(&["debug", "--input-conf", conf.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "one collection, not an interval"
+    );
+    assert!(stdout.contains("# mem (metric): 1 point(s)\n"), "{stdout}");
+    let body: String = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let points = dk_proto::lineproto::decode(
+        body.as_bytes(),
+        &dk_proto::lineproto::DecodeOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let mem = points
+        .iter()
+        .find(|p| p.name == "mem")
+        .expect("a mem point");
+    assert!(mem.get_field("total").is_some(), "{mem:?}");
+    assert!(points.iter().any(|p| p.name == "system"), "{stdout}");
+    assert!(stderr.contains("mem: 1 point(s)"), "{stderr}");
+}
+
+#[test]
+fn debug_input_conf_reports_config_errors_with_the_files_line_and_refuses_listening_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "[[inputs.mem]]\n  interval = \"soon\"\n").unwrap();
+    let out = datakit(&["debug", "--input-conf", bad.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2: inputs.mem[0].interval", bad.display())),
+        "names the given file and line: {stderr}"
+    );
+
+    let statsd = dir.path().join("statsd.conf");
+    std::fs::write(
+        &statsd,
+        "[[inputs.statsd]]\n  service_address = \":18125\"\n",
+    )
+    .unwrap();
+    let out = datakit(&["debug", "--input-conf", statsd.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("listen on"), "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+}
