@@ -3,7 +3,9 @@
 //! Before anything is bound, the variables are read (every bad one is reported, naming it, and
 //! the agent exits 78), `conf.d/datakit.conf` is written from them (Datakit's code defaults,
 //! logs to stdout, no resource limit) and `ENV_DATAKIT_INPUTS` to
-//! `conf.d/ENV_DATAKIT_INPUTS.conf`; then the agent loads that work dir as usual. No PID file is
+//! `conf.d/ENV_DATAKIT_INPUTS.conf`, and the per-input `ENV_INPUT_<NAME>_*` variables of the
+//! default-enabled inputs to `conf.d/ENV_INPUT_<NAME>.conf`; then the agent loads that work dir
+//! as usual. No PID file is
 //! kept (a container runs one agent).
 
 use std::path::Path;
@@ -44,7 +46,13 @@ fn list(d: &[Diagnostic]) -> String {
 /// Bad variables, or a file that cannot be written.
 pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
     ON.store(true, Ordering::Relaxed);
-    let cfg = dk_config::from_env(&ProcessEnv).map_err(PrepareError::Env)?;
+    let mut cfg = dk_config::from_env(&ProcessEnv).map_err(PrepareError::Env)?;
+    let enabled = cfg.default_enabled_inputs();
+    let (input_files, warnings) = crate::app::with_config_families(|families| {
+        dk_config::input_confs(&ProcessEnv, &enabled, families)
+    })
+    .map_err(PrepareError::Env)?;
+    cfg.warnings.extend(warnings);
     let confd = dk_config::confd_dir(workdir);
     let write = |path: &Path, text: &str| {
         std::fs::create_dir_all(&confd)
@@ -57,6 +65,17 @@ pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
     write(&dk_config::main_conf_path(workdir), &cfg.main_conf_text())?;
     if let Some(inputs) = &cfg.inputs_conf {
         write(&confd.join(dk_config::ENV_INPUTS_FILE), inputs)?;
+    }
+    // The per-input files of the last start go: the variables may have changed.
+    if let Ok(entries) = std::fs::read_dir(&confd) {
+        for e in entries.flatten() {
+            if dk_config::is_input_env_file(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    for (name, text) in &input_files {
+        write(&confd.join(name), text)?;
     }
     Ok(cfg)
 }

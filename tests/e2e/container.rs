@@ -72,7 +72,8 @@ fn container_mode_collects_and_uploads_with_the_env_token_and_tags_and_listens_o
             ),
             ("ENV_HTTP_LISTEN", format!("127.0.0.1:{port}")),
             ("ENV_HOSTNAME", "ctr-node-1".into()),
-            ("ENV_DEFAULT_ENABLED_INPUTS", "-".into()),
+            ("ENV_DEFAULT_ENABLED_INPUTS", "system".into()),
+            ("ENV_INPUT_SYSTEM_TAGS", "via=env_input".into()),
             ("ENV_DATAKIT_INPUTS", inputs.into()),
             ("ENV_IO_FLUSH_INTERVAL", "200ms".into()),
         ],
@@ -96,6 +97,18 @@ fn container_mode_collects_and_uploads_with_the_env_token_and_tags_and_listens_o
     assert_eq!(mem.get_tag("project"), Some("ctr-e2e"), "{mem:?}");
     assert_eq!(mem.get_tag("cluster"), Some("kind"), "{mem:?}");
     assert_eq!(mem.get_tag("host"), Some("ctr-node-1"), "{mem:?}");
+    // The default-enabled input with its per-input variable.
+    let system = wait_for("system points at Dataway", Duration::from_secs(30), || {
+        fake.points(Category::Metric)
+            .into_iter()
+            .find(|p| p.name == "system")
+    });
+    assert_eq!(system.get_tag("via"), Some("env_input"), "{system:?}");
+    assert_eq!(system.get_tag("project"), Some("ctr-e2e"), "{system:?}");
+    assert!(
+        read(&dir.path().join("conf.d/ENV_INPUT_SYSTEM.conf")).contains("env_input"),
+        "written to conf.d"
+    );
     let uploads: Vec<_> = fake
         .requests()
         .into_iter()

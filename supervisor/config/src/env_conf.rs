@@ -767,6 +767,168 @@ impl EnvConfig {
     }
 }
 
+/// Prefix of the per-input variables (`ENV_INPUT_CPU_PERCPU`).
+const INPUT_PREFIX: &str = "ENV_INPUT_";
+
+/// The `conf.d` file per-input variables of `input` are written to.
+pub fn input_env_file(input: &str) -> String {
+    format!("{INPUT_PREFIX}{}.conf", input.to_ascii_uppercase())
+}
+
+/// Whether `name` is a file [`input_confs`] writes (removed at each start before writing).
+pub fn is_input_env_file(name: &str) -> bool {
+    name.starts_with(INPUT_PREFIX) && name.ends_with(".conf")
+}
+
+/// Input configs from Datakit's per-input variables, for the default-enabled inputs:
+/// `ENV_INPUT_<NAME>_<KEY>` sets `<key>` of the input's sample (`ENV_INPUT_CPU_PERCPU=true`
+/// sets `percpu`), typed as the sample's value (a list is comma-separated), and
+/// `ENV_INPUT_<NAME>_TAGS` (`k=v,k2=v2`) its tags. Returns `(file name, TOML)` per input that has
+/// any such variable, and warnings for keys the sample does not have (ignored, as Datakit does).
+///
+/// # Errors
+/// Every variable whose value does not fit its key's type.
+pub fn input_confs(
+    env: &dyn Env,
+    enabled: &[String],
+    families: &[&dyn dk_proto::family::Descriptor],
+) -> Result<(Vec<(String, String)>, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut b = Builder {
+        env,
+        out: EnvConfig::default(),
+        errors: Vec::new(),
+    };
+    let mut vars: Vec<(String, String)> = env
+        .vars()
+        .into_iter()
+        .filter(|(k, v)| k.starts_with(INPUT_PREFIX) && !v.is_empty())
+        .collect();
+    vars.sort();
+    let mut files = Vec::new();
+    for input in enabled.iter().filter(|i| !i.starts_with('-')) {
+        let prefix = format!("{INPUT_PREFIX}{}_", input.to_ascii_uppercase());
+        let mine: Vec<&(String, String)> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let sample = families
+            .iter()
+            .flat_map(|f| f.samples().iter())
+            .find(|(name, _)| name == input)
+            .and_then(|(_, text)| toml::from_str::<toml::Table>(text).ok());
+        let mut instance = sample
+            .as_ref()
+            .and_then(|t| t.get("inputs")?.get(input.as_str()).cloned())
+            .and_then(|v| match v {
+                toml::Value::Array(a) => a.into_iter().next(),
+                other => Some(other),
+            })
+            .and_then(|v| match v {
+                toml::Value::Table(t) => Some(t),
+                _ => None,
+            });
+        let Some(instance) = instance.as_mut() else {
+            for (var, _) in &mine {
+                b.warn(
+                    var,
+                    format!("{input} has no sample config in this agent; ignored"),
+                );
+            }
+            continue;
+        };
+        for (var, value) in mine {
+            let key = var[prefix.len()..].to_ascii_lowercase();
+            if key == "tags" {
+                match parse_tags(value) {
+                    Ok(tags) => {
+                        let t: toml::Table = tags
+                            .into_iter()
+                            .map(|(k, v)| (k, toml::Value::String(v)))
+                            .collect();
+                        instance.insert("tags".into(), toml::Value::Table(t));
+                    }
+                    Err(bad) => b.error(
+                        var,
+                        format!("{bad:?} is not key=value: write the tags as \"k1=v1,k2=v2\""),
+                    ),
+                }
+                continue;
+            }
+            let typed = match instance.get(&key) {
+                None => {
+                    b.warn(
+                        var,
+                        format!("{input} has no key {key:?}; ignored (see its sample: datakit tool --dump-samples DIR)"),
+                    );
+                    continue;
+                }
+                Some(toml::Value::Boolean(_)) => parse_bool(value)
+                    .map(toml::Value::Boolean)
+                    .ok_or("a boolean: use \"true\" or \"false\""),
+                Some(toml::Value::Integer(_)) => value
+                    .trim()
+                    .parse()
+                    .map(toml::Value::Integer)
+                    .map_err(|_| "a whole number"),
+                Some(toml::Value::Float(_)) => value
+                    .trim()
+                    .parse()
+                    .map(toml::Value::Float)
+                    .map_err(|_| "a number"),
+                Some(toml::Value::Array(_)) => Ok(strings(&split_list(value))),
+                Some(_) => Ok(toml::Value::String(value.clone())),
+            };
+            match typed {
+                Ok(v) => {
+                    instance.insert(key, v);
+                }
+                Err(want) => b.error(
+                    var,
+                    format!("{value:?} does not fit {input}.{key}: it takes {want}"),
+                ),
+            }
+        }
+        let mut inputs = toml::Table::new();
+        inputs.insert(
+            input.clone(),
+            toml::Value::Array(vec![toml::Value::Table(instance.clone())]),
+        );
+        let mut root = toml::Table::new();
+        root.insert("inputs".into(), toml::Value::Table(inputs));
+        let body = toml::to_string(&root).unwrap_or_default();
+        files.push((
+            input_env_file(input),
+            format!(
+                "# Written by `datakit run -C` from the {prefix}* variables over the {input} sample;\n\
+                 # replaced at each start.\n\n{body}"
+            ),
+        ));
+    }
+    if b.errors.is_empty() {
+        Ok((files, b.out.warnings))
+    } else {
+        Err(b.errors)
+    }
+}
+
+impl EnvConfig {
+    /// `default_enabled_inputs` as the variables set it (empty when they do not).
+    pub fn default_enabled_inputs(&self) -> Vec<String> {
+        self.table
+            .get("default_enabled_inputs")
+            .and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Deep-merges `over` into `base` (tables merge, other values replace).
 fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
@@ -1308,5 +1470,106 @@ mod tests {
         );
         assert_eq!(cfg.origin_of("dataway.urls[0]"), Some("ENV_DATAWAY"));
         assert_eq!(cfg.origin_of("io.flush_interval"), None);
+    }
+
+    struct HostSamples;
+
+    impl dk_proto::family::Descriptor for HostSamples {
+        fn name(&self) -> &'static str {
+            "host"
+        }
+        fn inputs(&self) -> &'static [&'static str] {
+            &["cpu", "disk"]
+        }
+        fn samples(&self) -> &'static [(&'static str, &'static str)] {
+            &[
+                (
+                    "cpu",
+                    "[[inputs.cpu]]\n  interval = '10s'\n  percpu = false\n  max = 3\n[inputs.cpu.tags]\n",
+                ),
+                (
+                    "disk",
+                    "[[inputs.disk]]\n  interval = '10s'\n  extra_device = []\n",
+                ),
+            ]
+        }
+        fn validate(&self, _: &str, _: &str) -> Vec<dk_proto::config::ConfigProblem> {
+            Vec::new()
+        }
+    }
+
+    fn input_files(pairs: &[(&str, &str)], enabled: &[&str]) -> Vec<(String, toml::Table)> {
+        let enabled: Vec<String> = enabled.iter().map(|s| s.to_string()).collect();
+        let (files, warnings) = input_confs(&env(pairs), &enabled, &[&HostSamples]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        files
+            .into_iter()
+            .map(|(name, text)| (name, toml::from_str(&text).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn per_input_variables_set_the_keys_of_default_enabled_inputs_typed_as_their_sample() {
+        let files = input_files(
+            &[
+                ("ENV_INPUT_CPU_PERCPU", "true"),
+                ("ENV_INPUT_CPU_INTERVAL", "1s"),
+                ("ENV_INPUT_CPU_MAX", "7"),
+                ("ENV_INPUT_CPU_TAGS", "team=infra,tier=1"),
+                ("ENV_INPUT_DISK_EXTRA_DEVICE", "/dev/sdb,/dev/sdc"),
+                ("ENV_INPUT_MEM_INTERVAL", "5s"),
+            ],
+            &["cpu", "disk", "-mem"],
+        );
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ENV_INPUT_CPU.conf", "ENV_INPUT_DISK.conf"]);
+        let cpu = &files[0].1["inputs"]["cpu"][0];
+        assert_eq!(cpu["percpu"].as_bool(), Some(true));
+        assert_eq!(cpu["interval"].as_str(), Some("1s"));
+        assert_eq!(cpu["max"].as_integer(), Some(7));
+        assert_eq!(cpu["tags"]["team"].as_str(), Some("infra"));
+        let disk = &files[1].1["inputs"]["disk"][0];
+        assert_eq!(
+            disk["extra_device"].as_array().unwrap().len(),
+            2,
+            "{disk:?}"
+        );
+        assert_eq!(
+            disk["interval"].as_str(),
+            Some("10s"),
+            "the sample's value stays"
+        );
+        assert!(input_files(&[("ENV_INPUT_CPU_PERCPU", "true")], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_per_input_value_of_the_wrong_type_is_an_error_and_an_unknown_key_a_warning() {
+        let enabled = vec!["cpu".to_string()];
+        let errors = input_confs(
+            &env(&[
+                ("ENV_INPUT_CPU_PERCPU", "maybe"),
+                ("ENV_INPUT_CPU_MAX", "x"),
+            ]),
+            &enabled,
+            &[&HostSamples],
+        )
+        .unwrap_err();
+        let vars: Vec<&str> = errors.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            vars,
+            ["ENV_INPUT_CPU_MAX", "ENV_INPUT_CPU_PERCPU"],
+            "{errors:?}"
+        );
+        let (_, warnings) = input_confs(
+            &env(&[("ENV_INPUT_CPU_NOPE", "1")]),
+            &enabled,
+            &[&HostSamples],
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].message.contains("no key \"nope\""),
+            "{warnings:?}"
+        );
     }
 }

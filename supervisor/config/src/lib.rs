@@ -29,7 +29,10 @@ use dk_proto::rpc::InputSpec;
 pub use addr::ListenAddr;
 pub use diag::{ConfigErrors, Diagnostic};
 pub use env::{Env, MapEnv, ProcessEnv, substitute};
-pub use env_conf::{ENV_INPUTS_FILE, ENV_SOURCE, EnvConfig, from_env};
+pub use env_conf::{
+    ENV_INPUTS_FILE, ENV_SOURCE, EnvConfig, from_env, input_confs, input_env_file,
+    is_input_env_file,
+};
 pub use host::{HostProbe, SystemProbe};
 pub use known_inputs::{DATAKIT_DEFAULT_ENABLED_INPUTS, DATAKIT_INPUTS, is_datakit_input};
 pub use main_conf::{
