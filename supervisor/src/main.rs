@@ -22,7 +22,7 @@ mod service;
 mod tools;
 mod upgrade;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -205,6 +205,12 @@ enum Cmd {
         /// Print the built-in default datakit.conf.
         #[arg(long)]
         default_main_conf: bool,
+        /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+        #[arg(long, value_name = "SHELL")]
+        completer_script: Option<clap_complete::Shell>,
+        /// Install the bash completion script as /etc/bash_completion.d/datakit.
+        #[arg(long)]
+        setup_completer_script: bool,
         /// Write every input's sample config into DIR as <input>.conf.
         #[arg(long, value_name = "DIR")]
         dump_samples: Option<PathBuf>,
@@ -258,6 +264,22 @@ fn main() -> ExitCode {
             category,
             ..
         }) => tools::parse_lp_cmd(&file, json, &category),
+        Some(Cmd::Tool {
+            completer_script: Some(shell),
+            ..
+        }) => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "datakit",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Tool {
+            setup_completer_script: true,
+            ..
+        }) => setup_completer_script(Path::new("/etc/bash_completion.d/datakit")),
         Some(Cmd::Tool {
             default_main_conf: true,
             ..
@@ -328,6 +350,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// `datakit tool --setup-completer-script`: the bash completion script written to `path`.
+fn setup_completer_script(path: &Path) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::Bash,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "datakit",
+        &mut script,
+    );
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, &script));
+    let (text, code) = match written {
+        Ok(()) => (
+            format!(
+                "wrote {}; open a new shell (or `source {}`) to complete datakit commands\n",
+                path.display(),
+                path.display()
+            ),
+            ExitCode::SUCCESS,
+        ),
+        Err(e) => (
+            format!(
+                "datakit tool --setup-completer-script: cannot write {}: {e} (run as root, or use `datakit tool --completer-script bash > FILE`)\n",
+                path.display()
+            ),
+            ExitCode::FAILURE,
+        ),
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+    code
+}
+
 /// `datakit tool`: release keys and signatures.
 fn tool(keygen: Option<PathBuf>, sign: Option<PathBuf>, key: Option<PathBuf>) -> ExitCode {
     let say = |text: String| {
@@ -367,6 +423,6 @@ fn tool(keygen: Option<PathBuf>, sign: Option<PathBuf>, key: Option<PathBuf>) ->
             }
         };
     }
-    say("datakit tool: say what to do: --parse-lp FILE, --default-main-conf, --dump-samples DIR, --keygen DIR, or --sign FILE --key KEY\n".into());
+    say("datakit tool: say what to do: --parse-lp FILE, --default-main-conf, --dump-samples DIR, --completer-script SHELL, --setup-completer-script, --keygen DIR, or --sign FILE --key KEY\n".into());
     ExitCode::from(64)
 }

@@ -290,3 +290,30 @@ fn debug_input_conf_reports_config_errors_with_the_files_line_and_refuses_listen
     assert!(stderr.contains("listen on"), "{stderr}");
     assert!(text(&out.stdout).is_empty());
 }
+
+#[test]
+fn the_bash_completion_script_completes_commands_and_their_flags() {
+    let out = datakit(&["tool", "--completer-script", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("datakit.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // What bash offers after `datakit to<TAB>` and `datakit tool --parse<TAB>`.
+    let probe = format!(
+        r#"source {}
+COMP_WORDS=(datakit to); COMP_CWORD=1; _datakit datakit to datakit; echo "1:${{COMPREPLY[*]}}"
+COMP_WORDS=(datakit tool --parse); COMP_CWORD=2; _datakit datakit --parse tool; echo "2:${{COMPREPLY[*]}}"
+COMP_WORDS=(datakit run -); COMP_CWORD=2; _datakit datakit - run; echo "3:${{COMPREPLY[*]}}""#,
+        script.display()
+    );
+    let run = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let said = text(&run.stdout);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(said.contains("1:tool\n"), "{said}");
+    assert!(said.contains("2:--parse-lp\n"), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("3:") && l.contains("--container")),
+        "{said}"
+    );
+}
