@@ -48,11 +48,11 @@ pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
     ON.store(true, Ordering::Relaxed);
     let mut cfg = dk_config::from_env(&ProcessEnv).map_err(PrepareError::Env)?;
     let enabled = cfg.default_enabled_inputs();
-    let (input_files, warnings) = crate::app::with_config_families(|families| {
+    let inputs = crate::app::with_config_families(|families| {
         dk_config::input_confs(&ProcessEnv, &enabled, families)
     })
     .map_err(PrepareError::Env)?;
-    cfg.warnings.extend(warnings);
+    cfg.warnings.extend(inputs.warnings);
     let confd = dk_config::confd_dir(workdir);
     let write = |path: &Path, text: &str| {
         std::fs::create_dir_all(&confd)
@@ -74,7 +74,7 @@ pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
             }
         }
     }
-    for (name, text) in &input_files {
+    for (name, text) in &inputs.files {
         write(&confd.join(name), text)?;
     }
     Ok(cfg)

@@ -780,6 +780,15 @@ pub fn is_input_env_file(name: &str) -> bool {
     name.starts_with(INPUT_PREFIX) && name.ends_with(".conf")
 }
 
+/// The input configs [`input_confs`] made.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputConfs {
+    /// `(file name in conf.d, TOML)` per input that has a variable.
+    pub files: Vec<(String, String)>,
+    /// Keys the samples do not have, and inputs without a sample.
+    pub warnings: Vec<Diagnostic>,
+}
+
 /// Input configs from Datakit's per-input variables, for the default-enabled inputs:
 /// `ENV_INPUT_<NAME>_<KEY>` sets `<key>` of the input's sample (`ENV_INPUT_CPU_PERCPU=true`
 /// sets `percpu`), typed as the sample's value (a list is comma-separated), and
@@ -792,7 +801,7 @@ pub fn input_confs(
     env: &dyn Env,
     enabled: &[String],
     families: &[&dyn dk_proto::family::Descriptor],
-) -> Result<(Vec<(String, String)>, Vec<Diagnostic>), Vec<Diagnostic>> {
+) -> Result<InputConfs, Vec<Diagnostic>> {
     let mut b = Builder {
         env,
         out: EnvConfig::default(),
@@ -908,7 +917,10 @@ pub fn input_confs(
         ));
     }
     if b.errors.is_empty() {
-        Ok((files, b.out.warnings))
+        Ok(InputConfs {
+            files,
+            warnings: b.out.warnings,
+        })
     } else {
         Err(b.errors)
     }
@@ -1500,7 +1512,8 @@ mod tests {
 
     fn input_files(pairs: &[(&str, &str)], enabled: &[&str]) -> Vec<(String, toml::Table)> {
         let enabled: Vec<String> = enabled.iter().map(|s| s.to_string()).collect();
-        let (files, warnings) = input_confs(&env(pairs), &enabled, &[&HostSamples]).unwrap();
+        let InputConfs { files, warnings } =
+            input_confs(&env(pairs), &enabled, &[&HostSamples]).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         files
             .into_iter()
@@ -1560,12 +1573,13 @@ mod tests {
             ["ENV_INPUT_CPU_MAX", "ENV_INPUT_CPU_PERCPU"],
             "{errors:?}"
         );
-        let (_, warnings) = input_confs(
+        let warnings = input_confs(
             &env(&[("ENV_INPUT_CPU_NOPE", "1")]),
             &enabled,
             &[&HostSamples],
         )
-        .unwrap();
+        .unwrap()
+        .warnings;
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].message.contains("no key \"nope\""),

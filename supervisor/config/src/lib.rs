@@ -30,7 +30,7 @@ pub use addr::ListenAddr;
 pub use diag::{ConfigErrors, Diagnostic};
 pub use env::{Env, MapEnv, ProcessEnv, substitute};
 pub use env_conf::{
-    ENV_INPUTS_FILE, ENV_SOURCE, EnvConfig, from_env, input_confs, input_env_file,
+    ENV_INPUTS_FILE, ENV_SOURCE, EnvConfig, InputConfs, from_env, input_confs, input_env_file,
     is_input_env_file,
 };
 pub use host::{HostProbe, SystemProbe};
