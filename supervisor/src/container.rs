@@ -104,3 +104,37 @@ pub fn host_mode_warning() -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_problem_of_the_written_datakit_conf_names_the_variable_that_set_the_key() {
+        let env = dk_config::MapEnv(HashMap::from([(
+            "ENV_DATAWAY_MAX_RAW_BODY_SIZE".to_string(),
+            "10".to_string(),
+        )]));
+        let cfg = dk_config::from_env(&env).unwrap();
+        let workdir = Path::new("/w");
+        let main = dk_config::main_conf_path(workdir);
+        let mut diags = vec![
+            Diagnostic::new(&main, "dataway.max_raw_body_size", "too small"),
+            Diagnostic::new(&main, "http_api.listen", "busy"),
+            Diagnostic::new(
+                "/w/conf.d/x.conf",
+                "dataway.max_raw_body_size",
+                "other file",
+            ),
+        ];
+        annotate(&cfg, workdir, &mut diags);
+        assert_eq!(
+            diags[0].message,
+            "too small (set by ENV_DATAWAY_MAX_RAW_BODY_SIZE: change the variable)"
+        );
+        assert_eq!(diags[1].message, "busy");
+        assert_eq!(diags[2].message, "other file");
+    }
+}

@@ -38,16 +38,19 @@ data/ and cache/dw-wal/ the data and the upload queue); another with --workdir D
 Logs: /var/log/datakit/log ([logging] log in conf.d/datakit.conf; WORKDIR/log/log for another work dir; \
 stdout with --log stdout or in container mode, `datakit run -C`).";
 
-/// `datakit version`: Datakit's fields (its `Golang Version` is our Rust version).
+/// `datakit version`: the first line `datakit X.Y.Z (build ID)` as before (upgrades and
+/// scripts read it: the version is its second word), then Datakit's fields (its
+/// `Golang Version` is our Rust version).
 fn version_text() -> String {
     format!(
-        "\n       Version: {}\n        Commit: {}\n        Branch: {}\n Build At(UTC): {}\n  Rust Version: {}\n         Build: {}\n",
+        "datakit {} (build {})\n\n       Version: {}\n        Commit: {}\n        Branch: {}\n Build At(UTC): {}\n  Rust Version: {}\n",
+        dk_proto::version(),
+        dk_proto::build_id(),
         dk_proto::version(),
         env!("DK_BUILD_COMMIT"),
         env!("DK_BUILD_BRANCH"),
         env!("DK_BUILD_AT"),
         env!("DK_BUILD_RUSTC"),
-        dk_proto::build_id(),
     )
 }
 

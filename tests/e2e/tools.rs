@@ -178,6 +178,13 @@ fn version_prints_datakits_fields_with_the_rust_version() {
     let out = datakit(&["version"]);
     assert_eq!(out.status.code(), Some(0));
     let v = text(&out.stdout);
+    // The first line stays what upgrades and scripts read.
+    let first = v.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("datakit {} (build ", env!("CARGO_PKG_VERSION")))
+            && first.ends_with(')'),
+        "{v}"
+    );
     let field = |name: &str| -> String {
         v.lines()
             .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
