@@ -26,7 +26,7 @@ fn the_sample_validates_and_listens_for_netflow5_on_2056() {
     let all = dk_worker::testing::uncommented(NetflowFamily::SAMPLE);
     let tables = instances(&all, INPUT_NAME);
     assert_eq!(f.validate("netflow", &tables[0]), Vec::new());
-    assert_eq!(f.listeners("netflow", &tables[0]).len(), 3);
+    assert_eq!(f.listeners("netflow", &tables[0]).len(), 4);
 }
 
 #[test]
