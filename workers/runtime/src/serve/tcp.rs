@@ -16,7 +16,9 @@
 //!   [`super::REPORT_EVERY`], and backed off (10 ms doubling to 1 s) while shutdown still
 //!   interrupts the wait.
 //! - **Replies**: after each hand-over the kit writes what [`Connection::reply`] returns (a
-//!   protocol's acks, e.g. lumberjack's once the points are durable) before reading more.
+//!   protocol's acks, e.g. lumberjack's once the points are durable) before reading more;
+//!   while a hand-over is pending it writes [`Connection::keepalive`]'s bytes at its interval
+//!   (lumberjack's `2A 0` every 3 s, so the client does not time out a slow ack).
 //! - **Graceful drain**: on shutdown the listener stops accepting; every connection reads what
 //!   the client already sent (for at most [`TcpOptions::drain_grace`]), finishes its last line,
 //!   hands it over, and closes.
@@ -136,6 +138,13 @@ pub trait Connection: Send + 'static {
     fn reply(&mut self) -> Option<Vec<u8>> {
         None
     }
+
+    /// Bytes to send every interval while a `flush` is pending (a protocol's keepalive, asked
+    /// before every flush); `None`: nothing. A client that does not take them within
+    /// [`REPLY_TIMEOUT`] is dropped, with the flush.
+    fn keepalive(&self) -> Option<(Duration, &'static [u8])> {
+        None
+    }
 }
 
 /// Longest time writing a [`Connection::reply`] may take.
@@ -146,8 +155,34 @@ async fn answer<C: Connection>(stream: &TcpStream, conn: &mut C) -> bool {
     let Some(bytes) = conn.reply() else {
         return true;
     };
+    write_all(stream, &bytes).await
+}
+
+/// [`Connection::flush`], writing the connection's keepalive while it is pending; `false`
+/// when the flush says so or the client does not take a keepalive.
+async fn flush<C: Connection>(stream: &TcpStream, conn: &mut C) -> bool {
+    let Some((every, bytes)) = conn.keepalive() else {
+        return conn.flush().await;
+    };
+    let flushing = conn.flush();
+    tokio::pin!(flushing);
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            ok = &mut flushing => return ok,
+            _ = tick.tick() => {
+                if !write_all(stream, bytes).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `bytes` within [`REPLY_TIMEOUT`]; `false` when the client is gone or too slow.
+async fn write_all(stream: &TcpStream, bytes: &[u8]) -> bool {
     let write = async {
-        let mut rest: &[u8] = &bytes;
+        let mut rest: &[u8] = bytes;
         while !rest.is_empty() {
             stream.writable().await?;
             match stream.try_write(rest) {
@@ -287,13 +322,13 @@ async fn connection<C: Connection>(
                 if ended {
                     conn.finish();
                 }
-                if !conn.flush().await || !answer(&stream, &mut conn).await || ended {
+                if !flush(&stream, &mut conn).await || !answer(&stream, &mut conn).await || ended {
                     return;
                 }
             }
             Wake::Linger => {
                 conn.idle();
-                if !conn.flush().await || !answer(&stream, &mut conn).await {
+                if !flush(&stream, &mut conn).await || !answer(&stream, &mut conn).await {
                     return;
                 }
             }
@@ -319,12 +354,12 @@ async fn connection<C: Connection>(
                     if !more {
                         break;
                     }
-                    if !conn.flush().await || !answer(&stream, &mut conn).await {
+                    if !flush(&stream, &mut conn).await || !answer(&stream, &mut conn).await {
                         return;
                     }
                 }
                 conn.finish();
-                if conn.flush().await {
+                if flush(&stream, &mut conn).await {
                     let _ = answer(&stream, &mut conn).await;
                 }
                 return;
