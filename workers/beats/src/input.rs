@@ -6,7 +6,8 @@
 //! kit stops reading and calls `flush`, which maps the window's events to logging points,
 //! hands them over with [`dk_worker::Emitter::emit_acked`] and waits until the supervisor has
 //! them in its durable queue. Only then is the ack (`'2' 'A'` with the window's last
-//! sequence number) written back, by the kit, before the connection reads on. Points that
+//! sequence number) written back, by the kit, before the connection reads on; while it
+//! waits, the kit writes go-lumber's keepalive (`'2' 'A' 0`) every 3 s. Points that
 //! were not acknowledged (supervisor gone, batch rejected) close the connection without an
 //! ack: the client sends the window again (at least once, never acknowledged-and-lost). A
 //! protocol error is counted, reported at most once per [`dk_worker::serve::REPORT_EVERY`]
@@ -14,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dk_proto::clock::now_ns;
 use dk_proto::{Category, Point};
@@ -35,12 +37,17 @@ pub const INPUT_NAME: &str = "beats_output";
 pub struct BeatsInput {
     cfg: BeatsConfig,
     telemetry: Telemetry,
+    keepalive: Duration,
 }
 
 impl BeatsInput {
     /// An instance from its checked config; the instances of one worker share `telemetry`.
     pub fn new(cfg: BeatsConfig, telemetry: Telemetry) -> BeatsInput {
-        BeatsInput { cfg, telemetry }
+        BeatsInput {
+            cfg,
+            telemetry,
+            keepalive: frame::KEEPALIVE_EVERY,
+        }
     }
 }
 
@@ -66,6 +73,7 @@ struct Shared {
     too_long: Counter,
     unacked: Counter,
     report: Tally,
+    keepalive: Duration,
 }
 
 /// One client connection.
@@ -154,10 +162,18 @@ impl tcp::Connection for Connection {
     fn reply(&mut self) -> Option<Vec<u8>> {
         self.ack.take().map(|seq| frame::ack(seq).to_vec())
     }
+
+    fn keepalive(&self) -> Option<(Duration, &'static [u8])> {
+        Some((self.shared.keepalive, &frame::KEEPALIVE))
+    }
 }
 
 async fn serve(input: BeatsInput, ctx: InputContext) {
-    let BeatsInput { cfg, telemetry } = input;
+    let BeatsInput {
+        cfg,
+        telemetry,
+        keepalive,
+    } = input;
     telemetry.register(&ctx);
     if !cfg.pipeline.is_empty() {
         tracing::warn!(
@@ -185,6 +201,7 @@ async fn serve(input: BeatsInput, ctx: InputContext) {
         too_long: telemetry.dropped(INPUT_NAME, "too_long"),
         unacked: telemetry.dropped(INPUT_NAME, "not_durable"),
         report: Tally::default(),
+        keepalive,
     });
     tracing::info!(
         input = INPUT_NAME,
@@ -321,6 +338,74 @@ mod tests {
         };
         assert_eq!(sample(r#"input="beats_output",reason="no_message""#), 1.0);
         assert_eq!(sample(r#"input="beats_output",reason="not_durable""#), 1.0);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keepalives_go_out_while_a_window_waits_for_durability_then_the_real_ack() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let listen = format!("tcp://{at}");
+        let cfg = config::parse(&format!("listen = \"{listen}\"")).unwrap();
+        let (emitter, mut rx) = Emitter::channel(16);
+        let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
+        ctx.listeners = vec![InheritedListener {
+            address: listen,
+            kind: ListenerKind::Tcp,
+            fd: listener.as_raw_fd(),
+        }];
+        let mut input = BeatsInput::new(cfg, Telemetry::default());
+        assert_eq!(
+            input.keepalive,
+            Duration::from_secs(3),
+            "go-lumber's interval"
+        );
+        input.keepalive = Duration::from_millis(100);
+        let task = tokio::spawn(Box::new(input).run(ctx.clone()));
+        let mut client = tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(at).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(&encode::batch(
+                1,
+                &[br#"{"message":"a"}"#, br#"{"message":"b"}"#],
+            ))
+            .unwrap();
+            c
+        })
+        .await
+        .unwrap();
+        let (_feed, done) = acked_feed(&mut rx).await;
+        // The ack is held: the client reads three keepalives meanwhile, then the ack is let go.
+        let client_side = tokio::task::spawn_blocking(move || {
+            let mut frames = Vec::new();
+            for _ in 0..3 {
+                let mut f = [0u8; 6];
+                client.read_exact(&mut f).unwrap();
+                frames.push(f);
+            }
+            (client, frames)
+        });
+        let (mut client, frames) = client_side.await.unwrap();
+        assert_eq!(frames, vec![frame::KEEPALIVE; 3]);
+        assert_eq!(&frame::KEEPALIVE, b"2A\0\0\0\0");
+        done.send(true).unwrap();
+        let ack = tokio::task::spawn_blocking(move || {
+            // Keepalives already on the wire may precede the ack; nothing else may.
+            loop {
+                let mut f = [0u8; 6];
+                client.read_exact(&mut f).unwrap();
+                if f != frame::KEEPALIVE {
+                    return f;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(ack, frame::ack(2), "then the real ack");
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
