@@ -15,6 +15,7 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   tinyproxy - a real HTTP proxy for the Dataway proxy test
 #   netcat-openbsd, socat, collectd-core - real StatsD/Graphite/socket-log clients
 #   softflowd - the real NetFlow v5/v9/IPFIX exporter (replays pcaps)
+#   pmacct - pmacctd, whose sfprobe plugin is the real sFlow v5 agent (replays pcaps)
 #   rpm - rpmbuild and rpm for the packaging tests (scripts/package.sh builds the .rpm)
 #   systemd - systemd-analyze, which verifies the unit in the packaging tests
 #   iproute2 - ip, which brings up loopback in the packaging test's network namespace
@@ -30,6 +31,7 @@ command -v nc.openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 [ -x /usr/sbin/collectd ] || need_apt+=(collectd-core)
 [ -x /usr/sbin/softflowd ] || need_apt+=(softflowd)
+command -v pmacctd >/dev/null 2>&1 || need_apt+=(pmacct)
 command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
