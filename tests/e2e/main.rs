@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod api_abuse;
 mod beats;
+mod cat;
 mod chaos;
 mod config;
 mod conn_cap;
