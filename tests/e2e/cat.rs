@@ -3,7 +3,8 @@
 //! a big-endian u32 length, `NT1`, ten LEB128-length-prefixed header strings, then `t`/`T`/
 //! `E`/`M`/`L`/`H` records), independent of the agent's decoder. It sends a transaction tree
 //! and a heartbeat and checks the span and the metrics in the local sink; a stray `T` and an
-//! oversized packet do not take the worker down.
+//! oversized packet do not take the worker down. `GET /cat/s/router` on the API port answers
+//! the instance's client settings, and 503 (never a dead API) while the worker restarts.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -277,4 +278,54 @@ fn nt1_trees_become_spans_heartbeats_become_metrics_and_bad_packets_do_not_stop_
     wait_for("the bad packets counted", Duration::from_secs(20), || {
         (errors("stray_end") >= 1.0 && errors("too_large") >= 1.0).then_some(())
     });
+}
+
+#[test]
+fn the_router_route_answers_the_configured_kvs_and_503_while_the_cat_worker_restarts() {
+    let port = free_port();
+    let agent = Agent::start(&[("cat/cat.conf", &conf(port))]);
+    let get = || agent.request("GET", "/cat/s/router", &[], b"");
+    let (status, body) = wait_for("the router route", Duration::from_secs(20), || {
+        Some(get()).filter(|(s, _)| *s == 200)
+    });
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kvs": {
+            "startTransactionTypes": "Cache.;Squirrel.",
+            "block": "false",
+            "routers": format!("127.0.0.1:{port};"),
+            "sample": "0.5",
+            "matchTransactionTypes": "SQL",
+        }}),
+        "{status}"
+    );
+
+    // kill -9 the worker during a request loop: 200 or a clear 503, never a dead API.
+    let worker = agent.worker_pid("cat").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut saw_503 = false;
+    wait_for(
+        "the route served by a new worker",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = get();
+            match status {
+                503 => {
+                    let body = String::from_utf8_lossy(&body);
+                    assert!(body.contains("the cat worker"), "{body}");
+                    saw_503 = true;
+                    None
+                }
+                200 => agent.worker_pid("cat").filter(|p| *p != worker),
+                other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&body)),
+            }
+        },
+    );
+    assert!(saw_503, "the route said 503 while the worker was down");
+    assert_eq!(agent.request("GET", "/v1/ping", &[], b"").0, 200);
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use dk_proto::clock::now_ns;
 use dk_proto::{Category, Point};
+use dk_worker::http::{HttpRoute, Method};
 use dk_worker::serve::{Tally, tcp};
 use dk_worker::telemetry::Telemetry;
 use dk_worker::{FeedOpts, Input, InputContext};
@@ -47,6 +48,16 @@ impl CatInput {
 impl Input for CatInput {
     fn name(&self) -> &str {
         INPUT_NAME
+    }
+
+    fn routes(&self) -> Vec<HttpRoute> {
+        let kvs = self.cfg.kvs.clone();
+        vec![HttpRoute::new(
+            Method::Get,
+            crate::ROUTER_PATH,
+            INPUT_NAME,
+            move |req| crate::router_answer(&kvs, req),
+        )]
     }
 
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {

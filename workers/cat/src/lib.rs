@@ -12,7 +12,7 @@ pub mod mapping;
 pub mod nt1;
 pub mod status;
 
-use dk_worker::http::{HttpAnswer, HttpRequest};
+use dk_worker::http::{HttpAnswer, HttpRequest, Method, RoutePath};
 use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput, Telemetry};
 
 pub use crate::input::{CatInput, INPUT_NAME, local_utc_offset};
@@ -54,6 +54,10 @@ impl SingleInput for CatFamily {
         config::listeners(toml_text)
     }
 
+    fn routes_of(_cfg: &Self::Config) -> Vec<RoutePath> {
+        vec![RoutePath::new(Method::Get, ROUTER_PATH)]
+    }
+
     fn input(cfg: Self::Config, _source: &str, kit: &Kit<()>) -> Box<dyn Input> {
         let telemetry: Telemetry = kit.telemetry.clone();
         Box::new(CatInput::new(cfg, telemetry))
@@ -79,6 +83,10 @@ mod tests {
         );
         assert_eq!(CatFamily.name(), "cat");
         assert_eq!(CatFamily.inputs(), &["cat"]);
+        assert_eq!(
+            CatFamily.routes(INPUT_NAME, &tables[0]),
+            vec![RoutePath::new(Method::Get, "/cat/s/router")]
+        );
     }
 
     #[test]
@@ -95,7 +103,14 @@ mod tests {
     #[test]
     fn the_router_route_answers_the_instances_kvs_as_json() {
         let cfg = config::parse("sample = \"0.1\"").unwrap_or_else(|p| panic!("{p:?}"));
-        let a = router_answer(&cfg.kvs, HttpRequest::default());
+        let input = CatInput::new(cfg, Telemetry::default());
+        let routes = input.routes();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(
+            (routes[0].method, routes[0].path.as_str()),
+            (Method::Get, ROUTER_PATH)
+        );
+        let a = routes[0].handler.handle(HttpRequest::default());
         assert_eq!((a.status, a.content_type), (200, "application/json"));
         let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
         assert_eq!(v["kvs"]["sample"], "0.1");
