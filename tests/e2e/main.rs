@@ -17,6 +17,7 @@ mod election;
 mod graphite;
 mod inputs;
 mod lifecycle;
+mod logfwd;
 mod logging;
 mod migrate;
 mod netflow;

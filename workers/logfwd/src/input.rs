@@ -8,11 +8,12 @@
 //! (`datakit_input_parse_errors_total{input="logfwdserver",reason="json"}`), reported at most
 //! once per [`dk_worker::serve::REPORT_EVERY`] and dropped; the connection stays. A frame or
 //! message over the caps, or a protocol error, is answered with a close frame (1009, 1002 or
-//! 1007) and the connection ends once the client answers it (or after [`CLOSE_GRACE`]).
+//! 1007); what the client still sends is dropped and the connection ends [`CLOSE_GRACE`]
+//! later (at once after a close the client began).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dk_proto::clock::now_ns;
 use dk_proto::{Category, Point};
@@ -91,8 +92,10 @@ enum Phase {
     Handshake(Vec<u8>),
     /// Exchanging frames.
     Open(Decoder),
-    /// A close (or a refusal) was sent: waiting this long for the client to answer or go.
-    Closing(Duration),
+    /// A close (or a refusal) was sent: what the client still sends is read and dropped (so
+    /// closing does not reset the connection before the client read the close) until the
+    /// client goes or this instant passes.
+    Closing(Instant),
 }
 
 /// One client connection.
@@ -146,8 +149,10 @@ impl Connection {
                 Ok(Some(Event::Ping(p))) => self.out.extend(ws::frame(0xA, &p)),
                 Ok(Some(Event::Pong)) => {}
                 Ok(Some(Event::Close(_))) => {
+                    // The client closed: answer, then hang up at once (the server closes the
+                    // TCP connection first, RFC 6455 7.1.1).
                     self.out.extend(ws::close(ws::code::NORMAL, ""));
-                    self.phase = Phase::Closing(CLOSE_GRACE);
+                    self.phase = Phase::Closing(Instant::now());
                 }
                 Err(e) => {
                     let c = &self.shared.counters;
@@ -157,7 +162,7 @@ impl Connection {
                     };
                     self.out.extend(ws::close(e.code(), &e.to_string()));
                     self.problem = Some(e.to_string());
-                    self.phase = Phase::Closing(CLOSE_GRACE);
+                    self.phase = Phase::Closing(Instant::now() + CLOSE_GRACE);
                 }
             }
         }
@@ -167,7 +172,7 @@ impl Connection {
 impl tcp::Connection for Connection {
     fn data(&mut self, bytes: &[u8]) {
         match &mut self.phase {
-            Phase::Closing(_) => self.fatal = true,
+            Phase::Closing(_) => {}
             Phase::Open(_) => self.frames(bytes),
             Phase::Handshake(head) => {
                 head.extend_from_slice(bytes);
@@ -184,7 +189,7 @@ impl tcp::Connection for Connection {
                         self.out.extend(refusal.response());
                         self.problem = Some(format!("upgrade refused: {refusal}"));
                         // Plain HTTP: nothing to wait for.
-                        self.phase = Phase::Closing(Duration::ZERO);
+                        self.phase = Phase::Closing(Instant::now());
                     }
                 }
             }
@@ -197,13 +202,15 @@ impl tcp::Connection for Connection {
 
     fn linger(&self) -> Option<Duration> {
         match self.phase {
-            Phase::Closing(grace) => Some(grace),
+            Phase::Closing(until) => Some(until.saturating_duration_since(Instant::now())),
             _ => None,
         }
     }
 
     fn idle(&mut self) {
-        if matches!(self.phase, Phase::Closing(_)) {
+        if let Phase::Closing(until) = self.phase
+            && Instant::now() >= until
+        {
             self.fatal = true;
         }
     }
