@@ -360,10 +360,8 @@ impl Decoder {
                         return Err(WsError::Protocol("a continuation frame with no message"));
                     };
                     m.extend_from_slice(&payload);
-                    if fin {
-                        if let Some((op, m)) = self.message.take() {
-                            return self.complete(op, m).map(Some);
-                        }
+                    if fin && let Some((op, m)) = self.message.take() {
+                        return self.complete(op, m).map(Some);
                     }
                 }
                 0x1 | 0x2 => {
