@@ -282,9 +282,16 @@ async fn serve(input: LogfwdInput, ctx: InputContext) {
         listen,
         "logfwd WebSocket server listening on /logfwd."
     );
+    // No idle timeout: a sidecar tailing a quiet file sends nothing for long, and logfwd
+    // loses the line it writes to a connection the server closed (it reconnects only after a
+    // failed write). Datakit's server never closed idle connections either.
+    let opts = tcp::TcpOptions {
+        idle_timeout: Duration::ZERO,
+        ..tcp::TcpOptions::default()
+    };
     tcp::serve(
         listener,
-        tcp::TcpOptions::default(),
+        opts,
         telemetry.listener(INPUT_NAME, &listen),
         ctx.shutdown.clone(),
         move |peer| Connection {
