@@ -3,7 +3,9 @@
 //! Each connection cuts its bytes into packets ([`Framer`]) and maps each packet as it
 //! completes (pure [`nt1::decode`] and [`mapping::output`]); the points wait in the
 //! connection until the kit's flush hands them over (spans as tracing, heartbeats as
-//! metrics, both under the feed `cat`). Bad input is counted in
+//! metrics, both under the feed `cat`); a connection hands over its next points only once the
+//! supervisor holds the previous ones, so the worker never piles up what a fast client sends.
+//! Bad input is counted in
 //! `datakit_input_parse_errors_total{input="cat"}` and reported at most once per
 //! [`dk_worker::serve::REPORT_EVERY`]: a packet over the 200 KiB cap closes its connection
 //! (the stream cannot be re-synchronised, as in Datakit); a truncated packet, a `T` without
@@ -103,6 +105,8 @@ struct Connection {
     pending: Pending,
     /// Whether the stream cannot be read on (the connection closes at the next flush).
     fatal: bool,
+    /// The last hand-overs, until the supervisor holds them.
+    handed: Vec<BoxFuture<'static, bool>>,
     peer: SocketAddr,
 }
 
@@ -188,15 +192,18 @@ impl tcp::Connection for Connection {
             metrics,
             problem,
         } = std::mem::take(&mut self.pending);
-        let alive = s
-            .ctx
-            .emitter
-            .emit(Category::Tracing, INPUT_NAME, opts, spans)
-            .await
-            && s.ctx
-                .emitter
-                .emit(Category::Metric, INPUT_NAME, opts, metrics)
-                .await;
+        // One hand-over in flight per connection: the previous one must be in the
+        // supervisor's queue before the next goes, so a fast client is slowed to what the
+        // agent stores instead of piling points up in the worker.
+        for handed in self.handed.drain(..) {
+            handed.await;
+        }
+        for (category, points) in [(Category::Tracing, spans), (Category::Metric, metrics)] {
+            if !points.is_empty() {
+                let acked = s.ctx.emitter.emit_acked(category, INPUT_NAME, opts, points);
+                self.handed.push(Box::pin(acked.await));
+            }
+        }
         if let Some(problem) = problem
             && let Some(n) = s.report.due(1)
         {
@@ -215,7 +222,7 @@ impl tcp::Connection for Connection {
                 .last_error(INPUT_NAME, INPUT_NAME, Category::Tracing, message)
                 .await;
         }
-        alive && !self.fatal
+        !self.fatal
     }
 }
 
@@ -253,6 +260,7 @@ async fn serve(input: CatInput, ctx: InputContext) {
             framer: Framer::new(),
             pending: Pending::default(),
             fatal: false,
+            handed: Vec::new(),
             peer,
         },
     )
@@ -287,7 +295,10 @@ mod tests {
     async fn next(rx: &mut mpsc::Receiver<Message>, errors: &mut Vec<String>) -> Feed {
         loop {
             match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                Ok(Some(Message::Feed(f))) => return f,
+                Ok(Some(Message::AckedFeed(f, done))) => {
+                    let _ = done.send(true);
+                    return f;
+                }
                 Ok(Some(Message::LastError(e))) => errors.push(e.message),
                 other => panic!("expected a feed, got {other:?}"),
             }

@@ -4,7 +4,8 @@
 //! refusal, then hangs up) through [`tcp::Connection::reply`]; then it decodes frames: each
 //! text (or binary) message is one logfwd JSON message mapped to a logging point, a ping is
 //! answered with a pong, a close with a close. Points are handed over at the kit's flush, one
-//! feed per `logfwd/<source>[/<storage_index>]`. A message that is not logfwd JSON is counted
+//! feed per `logfwd/<source>[/<storage_index>]`, the next only once the supervisor holds the
+//! previous ones (so the worker never piles up what a fast client sends). A message that is not logfwd JSON is counted
 //! (`datakit_input_parse_errors_total{input="logfwdserver",reason="json"}`), reported at most
 //! once per [`dk_worker::serve::REPORT_EVERY`] and dropped; the connection stays. A frame or
 //! message over the caps, or a protocol error, is answered with a close frame (1009, 1002 or
@@ -110,6 +111,8 @@ struct Connection {
     problem: Option<String>,
     /// The connection ends at the next flush.
     fatal: bool,
+    /// The last hand-overs, until the supervisor holds them.
+    handed: Vec<BoxFuture<'static, bool>>,
     peer: SocketAddr,
 }
 
@@ -219,14 +222,19 @@ impl tcp::Connection for Connection {
 
     async fn flush(&mut self) -> bool {
         let s = self.shared.clone();
-        let mut alive = true;
         self.points = 0;
+        // One hand-over in flight per connection: the previous one must be in the
+        // supervisor's queue before the next goes, so a fast client is slowed to what the
+        // agent stores instead of piling points up in the worker.
+        for handed in self.handed.drain(..) {
+            handed.await;
+        }
         for (feed, points) in std::mem::take(&mut self.pending) {
-            alive &= s
-                .ctx
-                .emitter
-                .emit(Category::Logging, &feed, FeedOpts::default(), points)
-                .await;
+            let acked =
+                s.ctx
+                    .emitter
+                    .emit_acked(Category::Logging, &feed, FeedOpts::default(), points);
+            self.handed.push(Box::pin(acked.await));
         }
         if let Some(problem) = self.problem.take()
             && let Some(n) = s.report.due(1)
@@ -241,7 +249,7 @@ impl tcp::Connection for Connection {
                 .last_error(INPUT_NAME, INPUT_NAME, Category::Logging, message)
                 .await;
         }
-        alive && !self.fatal
+        !self.fatal
     }
 
     fn reply(&mut self) -> Option<Vec<u8>> {
@@ -302,6 +310,7 @@ async fn serve(input: LogfwdInput, ctx: InputContext) {
             out: Vec::new(),
             problem: None,
             fatal: false,
+            handed: Vec::new(),
             peer,
         },
     )
@@ -334,7 +343,10 @@ mod tests {
     async fn next_feed(rx: &mut mpsc::Receiver<Message>) -> Feed {
         loop {
             match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                Ok(Some(Message::Feed(f))) => return f,
+                Ok(Some(Message::AckedFeed(f, done))) => {
+                    let _ = done.send(true);
+                    return f;
+                }
                 Ok(Some(Message::LastError(_))) => {}
                 other => panic!("expected a feed, got {other:?}"),
             }
