@@ -52,6 +52,11 @@ python3 -c 'import statsd, datadog, pylogbeat' >/dev/null 2>&1 || {
   echo "== pip install statsd datadog pylogbeat"
   python3 -m pip install -q statsd datadog pylogbeat
 }
+# The websockets client, speaking logfwd's WebSocket protocol to logfwdserver.
+python3 -c 'import websockets' >/dev/null 2>&1 || {
+  echo "== pip install websockets"
+  python3 -m pip install -q websockets
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
