@@ -13,3 +13,44 @@ pub mod logs;
 pub mod metric;
 pub mod options;
 pub mod trace;
+pub mod grpc;
+mod input;
+pub mod receiver;
+
+use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput};
+
+pub use crate::input::OtelInput;
+use crate::receiver::Receiver;
+
+/// Datakit's input name.
+pub const INPUT_NAME: &str = "opentelemetry";
+
+/// The `otel` input family.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OtelFamily;
+
+impl SingleInput for OtelFamily {
+    const FAMILY: &'static str = "otel";
+    const INPUT: &'static str = INPUT_NAME;
+    /// The sample config (`conf.d/opentelemetry/opentelemetry.conf`).
+    const SAMPLE: &'static str = include_str!("../../../conf.d/opentelemetry/opentelemetry.conf");
+    type Config = config::OtelConfig;
+    type Shared = ();
+
+    fn parse(toml_text: &str) -> Result<Self::Config, Vec<ConfigProblem>> {
+        config::parse(toml_text)
+    }
+
+    fn problems(toml_text: &str) -> Vec<ConfigProblem> {
+        config::decode(toml_text).into_problems()
+    }
+
+    fn listeners_of_text(toml_text: &str) -> Vec<ListenSpec> {
+        config::listeners(toml_text)
+    }
+
+    fn input(cfg: Self::Config, _source: &str, kit: &Kit<()>) -> Box<dyn Input> {
+        let receiver = Receiver::new(cfg, &kit.telemetry);
+        Box::new(OtelInput::new(receiver, kit.telemetry.clone()))
+    }
+}
