@@ -67,7 +67,10 @@ impl Otlp {
         map: fn(&Receiver, &R, &Origin) -> Vec<Point>,
     ) -> Result<(), Status> {
         let origin = Origin {
-            remote_ip: req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+            remote_ip: req
+                .remote_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
         };
         let msg = req.into_inner();
         let receiver = self.receiver.clone();
@@ -92,7 +95,8 @@ impl TraceService for Otlp {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.feed(request, Category::Tracing, Receiver::traces).await?;
+        self.feed(request, Category::Tracing, Receiver::traces)
+            .await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -103,7 +107,8 @@ impl MetricsService for Otlp {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.feed(request, Category::Metric, Receiver::metrics).await?;
+        self.feed(request, Category::Metric, Receiver::metrics)
+            .await?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -114,7 +119,8 @@ impl LogsService for Otlp {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.feed(request, Category::Logging, Receiver::logs).await?;
+        self.feed(request, Category::Logging, Receiver::logs)
+            .await?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -155,7 +161,8 @@ pub async fn serve(
                 .max_decoding_message_size(max_payload),
         );
     let stop = shutdown.clone();
-    let serving = server.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
+    let serving =
+        server.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
     tokio::pin!(serving);
     tokio::select! {
         r = &mut serving => r,
@@ -183,7 +190,13 @@ impl Incoming {
         let refused = telemetry.dropped(reason::CONNECTION_LIMIT);
         let accept_errors = telemetry.dropped(reason::ACCEPT_ERROR);
         let report = Arc::new(Tally::default());
-        let state = (listener, slots, telemetry, shutdown, Duration::from_millis(10));
+        let state = (
+            listener,
+            slots,
+            telemetry,
+            shutdown,
+            Duration::from_millis(10),
+        );
         let inner = futures::stream::unfold(state, move |mut st| {
             let refused = refused.clone();
             let accept_errors = accept_errors.clone();
@@ -224,7 +237,11 @@ impl Incoming {
                         Err(e) => {
                             accept_errors.inc();
                             if let Some(n) = report.due(1) {
-                                tracing::warn!(input = INPUT_NAME, errors = n, "accept failed: {e}");
+                                tracing::warn!(
+                                    input = INPUT_NAME,
+                                    errors = n,
+                                    "accept failed: {e}"
+                                );
                             }
                             tokio::select! {
                                 () = st.3.cancelled() => return None,

@@ -44,14 +44,15 @@ impl Input for OtelInput {
             self.receiver.set_host(&ctx.hostname);
             let cfg = &self.receiver.cfg;
             let address = grpc_address(&cfg.grpc_addr);
-            let listener = match dk_worker::listen::tcp(&ctx, &address)
-                .and_then(|l| tokio::net::TcpListener::from_std(l).map_err(|source| {
+            let listener = match dk_worker::listen::tcp(&ctx, &address).and_then(|l| {
+                tokio::net::TcpListener::from_std(l).map_err(|source| {
                     dk_worker::listen::ListenError::Dup {
                         address: address.clone(),
                         fd: -1,
                         source,
                     }
-                })) {
+                })
+            }) {
                 Ok(l) => l,
                 Err(e) => {
                     ctx.emitter
@@ -61,7 +62,7 @@ impl Input for OtelInput {
                     return;
                 }
             };
-            let lt = self.telemetry.listener(INPUT_NAME, &cfg.grpc_addr);
+            let lt = self.telemetry.listener(INPUT_NAME, &address);
             let otlp = Otlp::new(self.receiver.clone(), ctx.emitter.clone());
             let served = grpc::serve(
                 listener,

@@ -9,13 +9,13 @@
 pub mod attrs;
 pub mod body;
 pub mod config;
+pub mod grpc;
+mod input;
 pub mod logs;
 pub mod metric;
 pub mod options;
-pub mod trace;
-pub mod grpc;
-mod input;
 pub mod receiver;
+pub mod trace;
 
 use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput};
 

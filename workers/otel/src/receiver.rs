@@ -133,19 +133,19 @@ impl Receiver {
             remote_ip: client_ip(req),
         };
         let answer = match signal {
-            Signal::Traces => self.http_signal::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
-                req,
-                |r| self.traces(r, &origin),
-            ),
+            Signal::Traces => self
+                .http_signal::<ExportTraceServiceRequest, ExportTraceServiceResponse>(req, |r| {
+                    self.traces(r, &origin)
+                }),
             Signal::Metrics => self
                 .http_signal::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
                     req,
                     |r| self.metrics(r, &origin),
                 ),
-            Signal::Logs => self.http_signal::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
-                req,
-                |r| self.logs(r, &origin),
-            ),
+            Signal::Logs => self
+                .http_signal::<ExportLogsServiceRequest, ExportLogsServiceResponse>(req, |r| {
+                    self.logs(r, &origin)
+                }),
         };
         match answer {
             Ok((encoding, response, points)) => HttpAnswer {
@@ -190,7 +190,11 @@ impl Receiver {
             .iter()
             .any(|(k, v)| req.header(k) == Some(v.as_str()));
         let encoding = body::encoding(req.header("content-type"), accept_other)?;
-        let bytes = body::inflate(&req.body, req.header("content-encoding"), self.cfg.max_payload)?;
+        let bytes = body::inflate(
+            &req.body,
+            req.header("content-encoding"),
+            self.cfg.max_payload,
+        )?;
         let decoded: Req = body::decode(&bytes, encoding)?;
         let points = map(&decoded);
         let response = match encoding {
