@@ -11,7 +11,10 @@ use dk_proto::{Point, Value};
 use crate::harness::{Agent, free_port, wait_for};
 
 const EMIT: &str = include_str!("otel_emit.py");
-const TRACES_PB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../workers/otel/fixtures/python-sdk-traces.pb");
+const TRACES_PB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../workers/otel/fixtures/python-sdk-traces.pb"
+);
 
 fn conf(grpc_port: u16) -> String {
     format!(
@@ -124,7 +127,8 @@ fn check_signals(agent: &Agent) {
             .filter(|p| p.name == "otel_service")
             .collect();
         (m.iter().any(|p| p.get_field("orders.placed").is_some())
-            && m.iter().any(|p| p.get_field("checkout.duration_count").is_some()))
+            && m.iter()
+                .any(|p| p.get_field("checkout.duration_count").is_some()))
         .then_some(m)
     });
     let counter = metrics
@@ -138,7 +142,10 @@ fn check_signals(agent: &Agent) {
         .iter()
         .find(|p| p.get_field("checkout.duration_count").is_some())
         .unwrap();
-    assert_eq!(hist.get_field("checkout.duration_sum"), Some(&Value::F(262.5)));
+    assert_eq!(
+        hist.get_field("checkout.duration_sum"),
+        Some(&Value::F(262.5))
+    );
     assert!(
         metrics.iter().any(|p| p.get_tag("le") == Some("+Inf")
             && p.get_field("checkout.duration_bucket") == Some(&Value::I(2))),
@@ -247,7 +254,12 @@ fn curl_protobuf_json_and_gzip_bodies_are_accepted_and_bad_ones_get_400() {
     );
     assert_eq!(code, 400);
     assert!(body.contains("not a valid OTLP protobuf"), "{body}");
-    let (code, body) = curl(&agent, "/otel/v1/logs", &["Content-Type: text/plain"], &dir.join("body.json"));
+    let (code, body) = curl(
+        &agent,
+        "/otel/v1/logs",
+        &["Content-Type: text/plain"],
+        &dir.join("body.json"),
+    );
     assert_eq!(code, 400);
     assert!(body.contains("Content-Type"), "{body}");
 
@@ -325,15 +337,22 @@ fn otel_routes_answer_503_while_the_worker_restarts_and_kill_9_never_takes_9529_
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let (status, why) = wait_for("a 503 while the worker restarts", Duration::from_secs(10), || {
-        post().ok().filter(|(s, _)| *s == 503)
-    });
+    let (status, why) = wait_for(
+        "a 503 while the worker restarts",
+        Duration::from_secs(10),
+        || post().ok().filter(|(s, _)| *s == 503),
+    );
     let why = String::from_utf8_lossy(&why);
-    assert!(why.contains("the otel worker") && why.contains("retry"), "{status} {why}");
+    assert!(
+        why.contains("the otel worker") && why.contains("retry"),
+        "{status} {why}"
+    );
     assert_eq!(agent.request("GET", "/v1/ping", &[], b"").0, 200);
-    wait_for("the route served by the new worker", Duration::from_secs(30), || {
-        post().ok().filter(|(s, _)| *s == 200)
-    });
+    wait_for(
+        "the route served by the new worker",
+        Duration::from_secs(30),
+        || post().ok().filter(|(s, _)| *s == 200),
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let statuses = looping.join().unwrap();
     assert!(statuses.len() > 3, "the loop ran: {statuses:?}");

@@ -3,7 +3,70 @@
 
 use std::io::Read;
 
-use serde::de::DeserializeOwned;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use serde::Deserialize;
+
+/// An OTLP export request: protobuf through prost, OTLP/JSON through the generated serde
+/// derives (hex ids, lowerCamelCase, 64-bit integers as strings or numbers, unknown fields
+/// ignored). The generated top-level types require their one field, which OTLP/JSON may
+/// leave out: they are read through a wrapper that defaults it.
+pub trait OtlpRequest: prost::Message + Default + Sized {
+    /// Decodes OTLP/JSON.
+    ///
+    /// # Errors
+    /// serde's error.
+    fn from_json(bytes: &[u8]) -> serde_json::Result<Self>;
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct TracesJson {
+    resource_spans: Vec<ResourceSpans>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct MetricsJson {
+    resource_metrics: Vec<ResourceMetrics>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct LogsJson {
+    resource_logs: Vec<ResourceLogs>,
+}
+
+impl OtlpRequest for ExportTraceServiceRequest {
+    fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        let j: TracesJson = serde_json::from_slice(bytes)?;
+        Ok(ExportTraceServiceRequest {
+            resource_spans: j.resource_spans,
+        })
+    }
+}
+
+impl OtlpRequest for ExportMetricsServiceRequest {
+    fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        let j: MetricsJson = serde_json::from_slice(bytes)?;
+        Ok(ExportMetricsServiceRequest {
+            resource_metrics: j.resource_metrics,
+        })
+    }
+}
+
+impl OtlpRequest for ExportLogsServiceRequest {
+    fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        let j: LogsJson = serde_json::from_slice(bytes)?;
+        Ok(ExportLogsServiceRequest {
+            resource_logs: j.resource_logs,
+        })
+    }
+}
 
 /// How a body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +174,7 @@ pub fn inflate<'a>(
 /// [`BodyError::Decode`] when the bytes are not such a message.
 pub fn decode<T>(body: &[u8], encoding: Encoding) -> Result<T, BodyError>
 where
-    T: prost::Message + Default + DeserializeOwned,
+    T: OtlpRequest,
 {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| BodyError::Decode {
@@ -119,7 +182,7 @@ where
             reason: e.to_string(),
         }),
         Encoding::Json if body.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| BodyError::Decode {
+        Encoding::Json => T::from_json(body).map_err(|e| BodyError::Decode {
             encoding: "JSON",
             reason: e.to_string(),
         }),
@@ -138,7 +201,7 @@ pub fn read<T>(
     max: usize,
 ) -> Result<T, BodyError>
 where
-    T: prost::Message + Default + DeserializeOwned,
+    T: OtlpRequest,
 {
     let enc = encoding(content_type, accept_other)?;
     let bytes = inflate(body, content_encoding, max)?;

@@ -10,7 +10,8 @@ use futures::future::BoxFuture;
 use crate::INPUT_NAME;
 use crate::config::grpc_address;
 use crate::grpc::{self, Otlp};
-use crate::receiver::Receiver;
+use crate::receiver::{Receiver, Signal};
+use dk_worker::http::{HttpRequest, HttpRoute, Method};
 
 /// One running instance.
 pub struct OtelInput {
@@ -36,6 +37,27 @@ impl OtelInput {
 impl Input for OtelInput {
     fn name(&self) -> &str {
         INPUT_NAME
+    }
+
+    /// The OTLP/HTTP routes: each decodes its body and maps it with the instance's options.
+    fn routes(&self) -> Vec<HttpRoute> {
+        let cfg = &self.receiver.cfg;
+        [
+            (&cfg.trace_api, Signal::Traces),
+            (&cfg.metric_api, Signal::Metrics),
+            (&cfg.logs_api, Signal::Logs),
+        ]
+        .into_iter()
+        .map(|(path, signal)| {
+            let receiver = self.receiver.clone();
+            HttpRoute::new(
+                Method::Post,
+                path.clone(),
+                INPUT_NAME,
+                move |req: HttpRequest| receiver.http(signal, &req),
+            )
+        })
+        .collect()
     }
 
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {

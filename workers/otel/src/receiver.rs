@@ -20,7 +20,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::body::{self, BodyError, Encoding};
 use crate::config::OtelConfig;
@@ -181,7 +180,7 @@ impl Receiver {
         map: impl FnOnce(&Req) -> Vec<Point>,
     ) -> Result<(Encoding, Vec<u8>, Vec<Point>), BodyError>
     where
-        Req: Message + Default + DeserializeOwned,
+        Req: body::OtlpRequest,
         Resp: Message + Default + Serialize,
     {
         let accept_other = self
