@@ -68,6 +68,15 @@ pub const PUBLIC: &[(&str, &str)] = &[
     ("telemetry.sdk.version", "sdk_version"),
 ];
 
+/// The field a public attribute becomes (a hash lookup into [`PUBLIC`]).
+pub fn public_field(key: &str) -> Option<&'static str> {
+    static MAP: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static str>> =
+        std::sync::OnceLock::new();
+    MAP.get_or_init(|| PUBLIC.iter().copied().collect())
+        .get(key)
+        .copied()
+}
+
 /// Resource and point attributes Datakit drops from metrics (`delMetricKey`).
 pub const DROPPED_METRIC_KEYS: &[&str] = &[
     "process.command_line",
@@ -105,8 +114,8 @@ impl Extract {
         if self.keys.iter().any(|k| k == key) || self.patterns.iter().any(|r| r.is_match(key)) {
             return Some(key_name(key));
         }
-        if let Some((_, f)) = PUBLIC.iter().find(|(k, _)| *k == key) {
-            return Some((*f).to_string());
+        if let Some(f) = public_field(key) {
+            return Some(f.to_string());
         }
         self.all.then(|| key_name(key))
     }

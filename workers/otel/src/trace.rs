@@ -260,21 +260,52 @@ fn message(span: &Span, cx: &SpanCtx<'_>, extracted: &[&str], opts: &Options) ->
     let keep = |kv: &&KeyValue| {
         kv.key != "service.name" && kv.key != "runtime_id" && !extracted.contains(&kv.key.as_str())
     };
-    let cleaned = Span {
-        attributes: span
-            .attributes
-            .iter()
-            .chain(cx.res_attrs)
-            .filter(keep)
-            .cloned()
-            .collect(),
-        ..span.clone()
+    let msg = Message {
+        trace_state: &span.trace_state,
+        flags: span.flags,
+        name: &span.name,
+        kind: span.kind,
+        start_time_unix_nano: span.start_time_unix_nano.to_string(),
+        end_time_unix_nano: span.end_time_unix_nano.to_string(),
+        attributes: span.attributes.iter().chain(cx.res_attrs).filter(keep).collect(),
+        dropped_attributes_count: span.dropped_attributes_count,
+        events: &span.events,
+        dropped_events_count: span.dropped_events_count,
+        links: &span.links,
+        dropped_links_count: span.dropped_links_count,
+        status: span.status.as_ref(),
     };
-    let mut json = serde_json::to_value(&cleaned).unwrap_or_default();
-    if let Some(obj) = json.as_object_mut() {
-        for key in ["traceId", "spanId", "parentSpanId"] {
-            obj.remove(key);
-        }
-    }
-    json.to_string()
+    serde_json::to_string(&msg).unwrap_or_default()
+}
+
+/// A span as OTLP/JSON without its ids, borrowing its parts.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Message<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    trace_state: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    flags: u32,
+    name: &'a str,
+    kind: i32,
+    start_time_unix_nano: String,
+    end_time_unix_nano: String,
+    attributes: Vec<&'a KeyValue>,
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped_attributes_count: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    events: &'a [opentelemetry_proto::tonic::trace::v1::span::Event],
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped_events_count: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    links: &'a [opentelemetry_proto::tonic::trace::v1::span::Link],
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped_links_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a opentelemetry_proto::tonic::trace::v1::Status>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
