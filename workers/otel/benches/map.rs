@@ -11,6 +11,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
+/// The allocator of the `datakit` binary (workers included).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn kv(k: &str, v: Any) -> KeyValue {
     KeyValue {
         key: k.into(),

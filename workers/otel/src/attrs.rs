@@ -1,8 +1,6 @@
 //! OTLP attribute values as Datakit sees them: typed field values, strings, and the public
 //! attribute names Datakit extracts from spans (`otelPubAttrs`).
 
-use std::fmt::Write as _;
-
 use dk_proto::Value;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -221,9 +219,11 @@ fn any_json(v: &AnyValue) -> serde_json::Value {
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }

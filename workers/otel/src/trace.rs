@@ -117,7 +117,12 @@ fn span_point(span: &Span, cx: SpanCtx<'_>, opts: &Options, origin: &Origin) -> 
     let dd = opts.compatible_ddtrace;
     let start = i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX);
     let end = i64::try_from(span.end_time_unix_nano).unwrap_or(i64::MAX);
-    let mut p = Point::new(MEASUREMENT, start);
+    let mut p = Point {
+        name: MEASUREMENT.to_string(),
+        tags: Vec::with_capacity(12 + opts.tags.len()),
+        fields: Vec::with_capacity(16),
+        time: start,
+    };
 
     // Extracted attributes: resource, then scope, then span (the most specific wins).
     let mut extracted: Vec<&str> = Vec::new();
@@ -267,7 +272,12 @@ fn message(span: &Span, cx: &SpanCtx<'_>, extracted: &[&str], opts: &Options) ->
         kind: span.kind,
         start_time_unix_nano: span.start_time_unix_nano.to_string(),
         end_time_unix_nano: span.end_time_unix_nano.to_string(),
-        attributes: span.attributes.iter().chain(cx.res_attrs).filter(keep).collect(),
+        attributes: span
+            .attributes
+            .iter()
+            .chain(cx.res_attrs)
+            .filter(keep)
+            .collect(),
         dropped_attributes_count: span.dropped_attributes_count,
         events: &span.events,
         dropped_events_count: span.dropped_events_count,
