@@ -81,7 +81,7 @@ impl Receiver {
             cfg,
             fingerprint: OnceLock::new(),
             http_requests: http.events.clone(),
-            http_bytes: http.bytes.clone(),
+            http_bytes: http.bytes,
             bad_content_type: telemetry.parse_error(INPUT_NAME, reason::CONTENT_TYPE),
             bad_body: telemetry.parse_error(INPUT_NAME, reason::DECODE),
             too_large: telemetry.parse_error(INPUT_NAME, reason::TOO_LARGE),
