@@ -78,12 +78,17 @@ impl Otlp {
         let points = tokio::task::spawn_blocking(move || map(&receiver, &msg, &origin))
             .await
             .map_err(|e| Status::internal(format!("mapping failed: {e}")))?;
-        if !self
+        // Answered once the points are in the durable queue: what the client was told is
+        // safe survives a crash, and the points a worker holds are bounded by the requests in
+        // flight (a plain feed could queue hundreds of MiB ahead of a slower supervisor).
+        let durable = self
             .emitter
-            .emit(category, INPUT_NAME, dk_worker::FeedOpts::default(), points)
-            .await
-        {
-            return Err(Status::unavailable("the agent is stopping; retry"));
+            .emit_acked(category, INPUT_NAME, dk_worker::FeedOpts::default(), points)
+            .await;
+        if !durable.await {
+            return Err(Status::unavailable(
+                "the agent could not store the data (stopping or its queue refused it); retry",
+            ));
         }
         Ok(())
     }

@@ -65,6 +65,11 @@ async fn next_feed(rx: &mut mpsc::Receiver<Sent>) -> dk_worker::Feed {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
             Ok(Some(Sent::Feed(f))) => return f,
+            // The supervisor's part: the points are durable, the client may be answered.
+            Ok(Some(Sent::AckedFeed(f, done))) => {
+                let _ = done.send(true);
+                return f;
+            }
             Ok(Some(_)) => continue,
             other => panic!("no feed: {other:?}"),
         }
@@ -80,8 +85,9 @@ async fn grpc_exports_with_gzip_reach_the_emitter_as_points_with_the_peer_addres
         .unwrap()
         .send_compressed(CompressionEncoding::Gzip);
     let req = ExportTraceServiceRequest::decode(TRACES).unwrap();
-    client.export(req).await.unwrap();
+    let call = tokio::spawn(async move { client.export(req).await });
     let feed = next_feed(&mut r.rx).await;
+    call.await.unwrap().unwrap();
     assert_eq!(
         (feed.category, feed.input.as_str()),
         (Category::Tracing, "opentelemetry")
@@ -96,10 +102,12 @@ async fn grpc_exports_with_gzip_reach_the_emitter_as_points_with_the_peer_addres
         == Some(&*format!("test-host_{}", env!("CARGO_PKG_VERSION")))));
 
     let mut logs = LogsServiceClient::connect(url).await.unwrap();
-    logs.export(ExportLogsServiceRequest::decode(LOGS).unwrap())
-        .await
-        .unwrap();
+    let call = tokio::spawn(async move {
+        logs.export(ExportLogsServiceRequest::decode(LOGS).unwrap())
+            .await
+    });
     let feed = next_feed(&mut r.rx).await;
+    call.await.unwrap().unwrap();
     assert_eq!(feed.category, Category::Logging);
     assert_eq!(
         feed.points[0].get_field("message"),
@@ -178,5 +186,33 @@ async fn connections_over_the_cap_are_refused_and_counted() {
         .export(ExportTraceServiceRequest::default())
         .await
         .unwrap();
+    r.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_export_is_answered_only_once_durable_and_unavailable_when_the_agent_refuses_it() {
+    let mut r = start("").await;
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", r.port))
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move {
+        client
+            .export(ExportTraceServiceRequest::decode(TRACES).unwrap())
+            .await
+    });
+    let done = match tokio::time::timeout(Duration::from_secs(10), r.rx.recv()).await {
+        Ok(Some(Sent::AckedFeed(feed, done))) => {
+            assert_eq!(feed.points.len(), 3);
+            done
+        }
+        other => panic!("no acked feed: {other:?}"),
+    };
+    // Not answered while the points are not durable.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!call.is_finished());
+    let _ = done.send(false);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.message().contains("retry"), "{err}");
     r.stop.cancel();
 }
