@@ -57,6 +57,11 @@ python3 -c 'import websockets' >/dev/null 2>&1 || {
   echo "== pip install websockets"
   python3 -m pip install -q websockets
 }
+# The OpenTelemetry Python SDK and its OTLP gRPC and HTTP exporters.
+python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' >/dev/null 2>&1 || {
+  echo "== pip install opentelemetry-sdk and the OTLP exporters"
+  python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -14,6 +14,7 @@ pub fn all() -> Vec<&'static dyn Family> {
         &dk_input_netflow::NetflowFamily,
         &dk_input_cat::CatFamily,
         &dk_input_logfwd::LogfwdFamily,
+        &dk_input_otel::OtelFamily,
     ]
 }
 

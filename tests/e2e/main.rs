@@ -23,6 +23,7 @@ mod logging;
 mod migrate;
 mod netflow;
 mod operator;
+mod otel;
 mod packaging;
 mod sinks;
 mod statsd;
