@@ -292,13 +292,24 @@ impl Control for ControlServer {
             body: call.body,
         };
         // Handlers decode whole bodies: off the runtime, so health checks keep answering.
-        let answer = tokio::task::spawn_blocking(move || routes.handle(method, &path, request))
+        let mut answer = tokio::task::spawn_blocking(move || routes.handle(method, &path, request))
             .await
             .unwrap_or_else(|_| HttpAnswer::text(500, "the route's handler failed"));
+        // The client hears the answer once its points are in the durable queue, as writes to
+        // `/v1/write` do: nothing acknowledged is lost, and a fast client cannot pile points
+        // up in this worker ahead of the supervisor.
+        let points = std::mem::take(&mut answer.points);
         if let Some((input, feed)) = target {
-            for (category, points) in answer.points.clone() {
-                if !self.emitter.emit(category, input, feed, points).await {
-                    return reply(HttpAnswer::text(503, "the worker is stopping; retry"));
+            let mut stored = Vec::with_capacity(points.len());
+            for (category, points) in points {
+                stored.push(self.emitter.emit_acked(category, input, feed, points).await);
+            }
+            for done in stored {
+                if !done.await {
+                    return reply(HttpAnswer::text(
+                        503,
+                        "the points could not be stored now (the queue refused them or the worker is stopping); retry",
+                    ));
                 }
             }
         }
