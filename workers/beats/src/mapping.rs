@@ -9,9 +9,9 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use dk_proto::{Point, Value};
+use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::Value as Json;
 
 /// What every event of one instance gets.
@@ -65,9 +65,8 @@ impl Mapping {
         let Ok(text) = std::str::from_utf8(event) else {
             return self.point_via_value(event, now);
         };
-        let parsed = match serde_json::from_str::<Doc<'_>>(text) {
-            Ok(d) => d,
-            Err(_) => return self.point_via_value(event, now),
+        let Ok(parsed) = serde_json::from_str::<Doc<'_>>(text) else {
+            return self.point_via_value(event, now);
         };
         let (message, host, path, fields) = match parsed {
             Doc::Object(o) => {
@@ -526,7 +525,6 @@ fn as_json_map<'a>(mut members: Vec<(Cow<'a, str>, Val<'a>)>) -> Vec<(Cow<'a, st
         out
     }
 }
-
 
 #[cfg(test)]
 mod tests {
