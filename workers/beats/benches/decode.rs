@@ -49,6 +49,22 @@ fn bench(c: &mut Criterion) {
             n
         });
     });
+    // The former mapping (a whole serde_json::Value tree per event), beside the current one.
+    g.bench_function("decode_and_map_via_value_window_2048", |b| {
+        b.iter(|| {
+            let mut d = Decoder::new(Limits::default());
+            for chunk in wire.chunks(64 * 1024) {
+                d.feed(chunk).ok();
+            }
+            let mut n = 0;
+            for w in d.take() {
+                for e in &w.events {
+                    n += usize::from(mapping.point_via_value(&e.json, 0).is_ok());
+                }
+            }
+            n
+        });
+    });
     g.finish();
 }
 

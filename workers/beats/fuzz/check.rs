@@ -39,7 +39,8 @@ fn decode(data: &[u8], sizes: &[usize]) -> (Vec<Window>, Option<FrameError>) {
 }
 
 /// The stream layer: the same windows and error whatever the read sizes; windows within the
-/// caps; every event maps to a point with a message and `status`, or is skipped.
+/// caps; every event maps to a point with a message and `status`, or is skipped, as the
+/// reference mapping through a `serde_json::Value` tree does.
 pub fn check_stream(data: &[u8]) {
     let whole = decode(data, &[usize::MAX]);
     let sizes: Vec<usize> = data
@@ -59,7 +60,13 @@ pub fn check_stream(data: &[u8]) {
         assert!(n >= 1 && n <= LIMITS.max_window as usize, "window of {n}");
         for e in &w.events {
             assert!(e.json.len() <= LIMITS.max_event);
-            if let Ok(p) = mapping.point(&e.json, 1) {
+            let point = mapping.point(&e.json, 1);
+            assert_eq!(
+                point,
+                mapping.point_via_value(&e.json, 1),
+                "the borrowed reading and the value tree disagree"
+            );
+            if let Ok(p) = point {
                 assert_eq!(p.name, "fuzz");
                 assert!(p.get_field("message").is_some());
                 assert!(p.get_field("status").is_some());

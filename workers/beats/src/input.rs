@@ -138,7 +138,8 @@ impl tcp::Connection for Connection {
             return true;
         };
         let now = now_ns();
-        let mut points: Vec<Point> = Vec::new();
+        let mut points: Vec<Point> =
+            Vec::with_capacity(windows.iter().map(|w| w.events.len()).sum());
         for w in &windows {
             self.shared.too_long.inc_by(u64::from(w.skipped));
             for e in &w.events {
