@@ -14,6 +14,7 @@ pub mod json;
 pub mod lineproto;
 pub mod normalize;
 pub mod pb;
+pub mod profile;
 pub mod point;
 pub mod rpc;
 pub mod sink;

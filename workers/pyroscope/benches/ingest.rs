@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dk_input_pyroscope::ingest::{MAX_BODY_BYTES, Upload, accept};
-use dk_input_pyroscope::multipart::{FilePart, boundary_for, write};
+use dk_proto::profile::{FilePart, boundary_for, write};
 
 const QUERY: &str = "name=bench-app%7Benv%3Dprod,version%3D1.2%7D&from=1700000000&until=1700000010&spyName=gospy&sampleRate=100&format=pprof";
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use dk_input_pyroscope::ingest::{EVENT_FIELD, MAX_TAGS, Upload, accept};
-use dk_input_pyroscope::multipart::{self, FilePart};
+use dk_proto::profile::{self as multipart, FilePart};
 use dk_proto::Value;
 
 /// Limit used by the checks (small, so the size check is reached).

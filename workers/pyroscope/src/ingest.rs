@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use dk_proto::{Point, Value};
 use serde::Serialize;
 
-use crate::multipart::{self, MultipartError};
+use dk_proto::profile::{self as multipart, MultipartError};
+
+pub use dk_proto::profile::EVENT_FIELD;
 use crate::query::{self, IngestQuery, Language, QueryError};
 
 /// Measurement of the profiling points.
 pub const MEASUREMENT: &str = "pyroscope";
-/// The string field holding `event.json` (the Dataway sink reads it).
-pub const EVENT_FIELD: &str = "event.json";
 /// The largest body accepted: one profile travels as one point through the worker RPC
 /// (4 MiB per point) and the durable queue, with room for its tags and `event.json`.
 pub const MAX_BODY_BYTES: usize = 3 << 20;

@@ -4,12 +4,12 @@
 //! Each upload is validated before it is answered (query, size, Content-Type, multipart
 //! `profile` part) and becomes one profiling point (see [`ingest`]) that travels through the
 //! durable queue; the Dataway sink uploads it as Datakit's multipart profile (ADR 0009). Pure
-//! parts: [`query`], [`multipart`], [`ingest`], [`config`]; the serving lives in `input`.
+//! parts: [`query`], [`ingest`], [`config`] (multipart is `dk_proto::profile`, shared with the
+//! Dataway sink); the serving lives in `input`.
 
 pub mod config;
 pub mod ingest;
 mod input;
-pub mod multipart;
 pub mod query;
 
 pub use crate::input::{INPUT_NAME, PyroscopeInput};

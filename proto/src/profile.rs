@@ -1,7 +1,73 @@
-//! A small, bounded `multipart/form-data` reader and writer (RFC 7578) over byte slices: no
-//! I/O, no copies of part bodies, limits on parts and header sizes.
+//! Profiles as points, and the `multipart/form-data` they travel in to Dataway.
+//!
+//! A profile (what the pyroscope input accepts) is one [`crate::Category::Profiling`] point:
+//! its tags, the `event.json` Datakit sends to Dataway's profiling upload as the string field
+//! [`EVENT_FIELD`], then every attachment as a binary field named after its file.
+//! [`upload_body`] turns such a point back into Datakit's multipart upload (attachments, then
+//! `event.json`); [`parse`] reads multipart bodies (the pyroscope input's uploads, the fake
+//! Dataway's checks). A small, bounded reader and writer (RFC 7578) over byte slices: no I/O,
+//! no copies of part bodies, limits on parts and header sizes.
 
 use memchr::memmem;
+
+use crate::{Point, Value};
+
+/// The string field of a profiling point holding `event.json`.
+pub const EVENT_FIELD: &str = "event.json";
+/// Dataway's profiling upload path.
+pub const UPLOAD_PATH: &str = "/v1/upload/profiling";
+
+/// Why a point is not a profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// No `event.json` string field.
+    #[error("the profiling point {0:?} has no {EVENT_FIELD} string field")]
+    NoEvent(String),
+    /// No binary field.
+    #[error("the profiling point {0:?} has no attachment (binary field)")]
+    NoAttachment(String),
+}
+
+/// Datakit's profiling upload of a profile point: the multipart body (each attachment as a
+/// file part named after its field, then `event.json` as the part `event`) and its boundary.
+///
+/// # Errors
+/// [`ProfileError`] when the point is not a profile.
+pub fn upload_body(point: &Point, seed: u64) -> Result<(String, Vec<u8>), ProfileError> {
+    let event = point
+        .fields
+        .iter()
+        .find_map(|(k, v)| match v {
+            Value::S(s) if k == EVENT_FIELD => Some(s.as_bytes()),
+            _ => None,
+        })
+        .ok_or_else(|| ProfileError::NoEvent(point.name.clone()))?;
+    let mut parts: Vec<FilePart<'_>> = point
+        .fields
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::D(d) => Some(FilePart {
+                name: k,
+                filename: k,
+                data: d,
+            }),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        return Err(ProfileError::NoAttachment(point.name.clone()));
+    }
+    parts.push(FilePart {
+        name: "event",
+        filename: EVENT_FIELD,
+        data: event,
+    });
+    let boundary = boundary_for(&parts, seed);
+    let size = parts.iter().map(|p| p.data.len() + 200).sum::<usize>() + 64;
+    let mut out = Vec::with_capacity(size);
+    write(&boundary, &parts, &mut out);
+    Ok((boundary, out))
+}
 
 /// Parts one body may hold.
 pub const MAX_PARTS: usize = 64;
@@ -308,6 +374,35 @@ mod tests {
             param("form-data; name=\"a\\\"b\"; filename=c.txt", "name").as_deref(),
             Some("a\"b")
         );
+    }
+
+    #[test]
+    fn a_profile_point_becomes_datakits_upload_with_event_json_last() {
+        let pprof: Vec<u8> = (0..=255u8).collect();
+        let point = Point::new("pyroscope", 1)
+            .tag("service", "app")
+            .field(EVENT_FIELD, Value::S("{\"format\":\"pprof\"}".into()))
+            .field("auto.pprof", Value::D(pprof.clone()));
+        let (boundary, body) = upload_body(&point, 3).unwrap();
+        let parts = parse(&body, &boundary).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (parts[0].name.as_str(), parts[0].filename.as_deref()),
+            ("auto.pprof", Some("auto.pprof"))
+        );
+        assert_eq!(parts[0].data, &pprof[..]);
+        assert_eq!(
+            (parts[1].name.as_str(), parts[1].filename.as_deref()),
+            ("event", Some(EVENT_FIELD))
+        );
+        assert_eq!(parts[1].data, b"{\"format\":\"pprof\"}");
+        let no_event = Point::new("p", 1).field("a", Value::D(vec![1]));
+        assert!(matches!(upload_body(&no_event, 1), Err(ProfileError::NoEvent(_))));
+        let no_file = Point::new("p", 1).field(EVENT_FIELD, Value::S("{}".into()));
+        assert!(matches!(
+            upload_body(&no_file, 1),
+            Err(ProfileError::NoAttachment(_))
+        ));
     }
 
     #[test]
