@@ -14,8 +14,8 @@ pub mod json;
 pub mod lineproto;
 pub mod normalize;
 pub mod pb;
-pub mod profile;
 pub mod point;
+pub mod profile;
 pub mod rpc;
 pub mod sink;
 #[cfg(feature = "test-util")]

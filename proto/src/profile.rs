@@ -397,7 +397,10 @@ mod tests {
         );
         assert_eq!(parts[1].data, b"{\"format\":\"pprof\"}");
         let no_event = Point::new("p", 1).field("a", Value::D(vec![1]));
-        assert!(matches!(upload_body(&no_event, 1), Err(ProfileError::NoEvent(_))));
+        assert!(matches!(
+            upload_body(&no_event, 1),
+            Err(ProfileError::NoEvent(_))
+        ));
         let no_file = Point::new("p", 1).field(EVENT_FIELD, Value::S("{}".into()));
         assert!(matches!(
             upload_body(&no_file, 1),

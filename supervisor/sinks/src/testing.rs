@@ -724,13 +724,18 @@ fn check_profile(parts: &http::request::Parts, body: &[u8]) -> Result<Point, Ref
     let event = form
         .iter()
         .find(|p| p.name == "event" && p.filename.as_deref() == Some(EVENT_FIELD))
-        .ok_or((400, "fake.noEventJson", "no event part with event.json".into()))?;
+        .ok_or((
+            400,
+            "fake.noEventJson",
+            "no event part with event.json".into(),
+        ))?;
     let json: serde_json::Value = serde_json::from_slice(event.data)
         .map_err(|e| (400, "fake.badEventJson", format!("event.json: {e}")))?;
-    let attachments = json
-        .get("attachments")
-        .and_then(|a| a.as_array())
-        .ok_or((400, "fake.badEventJson", "event.json has no attachments".into()))?;
+    let attachments = json.get("attachments").and_then(|a| a.as_array()).ok_or((
+        400,
+        "fake.badEventJson",
+        "event.json has no attachments".into(),
+    ))?;
     for a in attachments {
         let name = a.as_str().unwrap_or_default();
         if !form

@@ -1108,7 +1108,10 @@ async fn uploads_each_profile_as_datakits_multipart_to_the_profiling_upload() {
         .unwrap();
     let got = dw.wait_points(Category::Profiling, 3, WAIT).await.unwrap();
     for (point, pprof) in got.iter().zip(&pprofs) {
-        assert_eq!(point.get_field("auto.pprof"), Some(&Value::D(pprof.clone())));
+        assert_eq!(
+            point.get_field("auto.pprof"),
+            Some(&Value::D(pprof.clone()))
+        );
         let Some(Value::S(json)) = point.get_field(dk_proto::profile::EVENT_FIELD) else {
             panic!("{point:?}")
         };
@@ -1120,7 +1123,10 @@ async fn uploads_each_profile_as_datakits_multipart_to_the_profiling_upload() {
     for r in &reqs {
         assert_eq!(r.category, "profiling");
         assert_eq!(r.status, 200);
-        assert!(r.header("content-type").starts_with("multipart/form-data; boundary="));
+        assert!(
+            r.header("content-type")
+                .starts_with("multipart/form-data; boundary=")
+        );
         assert_eq!(r.header("x-datakit-version"), "1.84.1");
         assert_eq!(r.header("content-encoding"), "", "profiles are not gzipped");
         assert!(r.query.contains(TOKEN));
@@ -1144,12 +1150,21 @@ async fn a_failing_profiling_upload_is_retried_and_a_point_that_is_no_profile_is
     dw.fail_next(1, 503);
     expect_unavailable(sink.write(Category::Profiling, &pts).await);
     sink.write(Category::Profiling, &pts).await.unwrap();
-    assert_eq!(dw.wait_points(Category::Profiling, 1, WAIT).await.unwrap().len(), 1);
+    assert_eq!(
+        dw.wait_points(Category::Profiling, 1, WAIT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let not_profile = vec![Point::new("pyroscope", 1).field("x", Value::I(1))];
     let msg = expect_rejected(sink.write(Category::Profiling, &not_profile).await);
     assert!(msg.contains("event.json"), "{msg}");
     // The fake refuses what Dataway refuses: a wrong token, a multipart without event.json.
-    let (bad, _r) = new_sink(config(vec![format!("http://{}?token=tkn_other", dw.addr())]));
+    let (bad, _r) = new_sink(config(vec![format!(
+        "http://{}?token=tkn_other",
+        dw.addr()
+    )]));
     let msg = expect_rejected(bad.write(Category::Profiling, &pts).await);
     assert!(msg.contains("403"), "{msg}");
     let client = reqwest::Client::new();

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use dk_input_pyroscope::ingest::{EVENT_FIELD, MAX_TAGS, Upload, accept};
-use dk_proto::profile::{self as multipart, FilePart};
 use dk_proto::Value;
+use dk_proto::profile::{self as multipart, FilePart};
 
 /// Limit used by the checks (small, so the size check is reached).
 const LIMIT: usize = 64 * 1024;

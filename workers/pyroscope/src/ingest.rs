@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use dk_proto::profile::{self as multipart, MultipartError};
 
-pub use dk_proto::profile::EVENT_FIELD;
 use crate::query::{self, IngestQuery, Language, QueryError};
+pub use dk_proto::profile::EVENT_FIELD;
 
 /// Measurement of the profiling points.
 pub const MEASUREMENT: &str = "pyroscope";
