@@ -155,6 +155,9 @@ async fn run(input: PyroscopeInput, ctx: InputContext) {
             ..FeedOpts::default()
         },
         durable: true,
+        // pyroscope-io gzips its pprof with Content-Encoding: gzip; the bytes are forwarded
+        // as sent (a gzipped pprof is a pprof), as Datakit does.
+        pass_encoded: true,
         ..HttpOptions::default()
     };
     serve(

@@ -6,7 +6,8 @@
 //! - **Caps**: at most [`HttpOptions::max_connections`] connections (over it: closed at once,
 //!   counted `reason="connection_limit"`); a body over [`HttpOptions::max_body`] is answered
 //!   [`HttpOptions::too_large_status`] without reading the rest; a compressed body
-//!   (`Content-Encoding` other than `identity`) is answered 415.
+//!   (`Content-Encoding` other than `identity`) is answered 415 unless
+//!   [`HttpOptions::pass_encoded`].
 //! - **Timeouts**: request headers within [`HttpOptions::header_timeout`], the body within
 //!   [`HttpOptions::body_timeout`]; a keep-alive connection idle for
 //!   [`HttpOptions::idle_timeout`] is closed (counted `reason="idle_timeout"`).
@@ -59,6 +60,10 @@ pub struct HttpOptions {
     pub feed: FeedOpts,
     /// Answer only once the points are in the durable queue.
     pub durable: bool,
+    /// Hand a body with a `Content-Encoding` to the handler as it came (the header tells
+    /// it), instead of answering 415: for protocols that forward the bytes (Pyroscope's
+    /// gzip-encoded pprof).
+    pub pass_encoded: bool,
 }
 
 impl Default for HttpOptions {
@@ -72,6 +77,7 @@ impl Default for HttpOptions {
             idle_timeout: Duration::from_secs(90),
             feed: FeedOpts::default(),
             durable: false,
+            pass_encoded: false,
         }
     }
 }
@@ -237,7 +243,7 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
-    if !encoding.eq_ignore_ascii_case("identity") {
+    if !opts.pass_encoded && !encoding.eq_ignore_ascii_case("identity") {
         return reply(HttpAnswer::text(
             415,
             format!(
