@@ -48,6 +48,71 @@ impl ListenSpec {
     }
 }
 
+/// An HTTP method a route on the API port answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+}
+
+impl Method {
+    /// The method from its name (`"POST"`); `None` for others.
+    pub fn parse(name: &str) -> Option<Method> {
+        match name {
+            "GET" => Some(Method::Get),
+            "POST" => Some(Method::Post),
+            "PUT" => Some(Method::Put),
+            _ => None,
+        }
+    }
+
+    /// The method's name (`"POST"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A route one input instance serves on the agent's API port (9529), as Datakit's
+/// OpenTelemetry (`/otel/v1/traces`) or Pyroscope (`/ingest`) inputs do: declared from the
+/// instance's config like its listeners, served by the supervisor, handled by the worker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoutePath {
+    /// The method.
+    pub method: Method,
+    /// The exact path (`/otel/v1/traces`).
+    pub path: String,
+}
+
+impl RoutePath {
+    /// `method path`.
+    pub fn new(method: Method, path: impl Into<String>) -> RoutePath {
+        RoutePath {
+            method,
+            path: path.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RoutePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
 /// An input family as the config loader sees it (see the module docs).
 pub trait Descriptor: Send + Sync {
     /// The family name (`host`, `socket`), also the `datakit worker <family>` argument.
@@ -64,6 +129,12 @@ pub trait Descriptor: Send + Sync {
 
     /// The listening sockets one instance claims (empty for inputs that do not listen).
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
+        let _ = (input, toml_text);
+        Vec::new()
+    }
+
+    /// The routes one instance serves on the API port (empty for most inputs).
+    fn routes(&self, input: &str, toml_text: &str) -> Vec<RoutePath> {
         let _ = (input, toml_text);
         Vec::new()
     }

@@ -719,34 +719,37 @@ async fn api_answers(api: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// The routes families serve on the API port, forwarded to each family's worker
-/// (`dk_api::RouteForward`).
+/// The routes input instances serve on the API port (from the config; updated at a reload),
+/// forwarded to each family's worker (`dk_api::RouteForward`).
 struct Forwarder {
-    /// `(method, path, family)` of every route any family serves.
-    routes: Vec<(String, String, String)>,
+    /// `(route, family)` of every route a configured input serves.
+    routes: std::sync::RwLock<BTreeMap<dk_proto::family::RoutePath, String>>,
     /// The running families' callers.
     callers: std::sync::RwLock<BTreeMap<String, procman::HttpCaller>>,
 }
 
 impl Forwarder {
     fn new() -> Forwarder {
-        let routes = families::all()
-            .into_iter()
-            .flat_map(|f| {
-                dk_worker::http::routes_of(f).into_iter().map(move |r| {
-                    let method = format!("{:?}", r.method).to_uppercase();
-                    (method, r.path.to_string(), f.name().to_string())
-                })
-            })
-            .collect();
         Forwarder {
-            routes,
+            routes: std::sync::RwLock::new(BTreeMap::new()),
             callers: std::sync::RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// Points every family's routes at its current handle.
-    fn sync(&self, running: &Running) {
+    /// Serves the routes of `plan` (and the debug echo route of the families that ask for
+    /// it), each forwarded to its family's current handle.
+    fn sync(&self, plan: &Plan, running: &Running) {
+        let mut routes = BTreeMap::new();
+        for (family, fp) in &plan.families {
+            let echo = dk_worker::http::debug_echo_enabled(family)
+                .then(|| dk_worker::http::debug_echo_route().path());
+            for r in fp.routes.iter().cloned().chain(echo) {
+                routes.entry(r).or_insert_with(|| family.clone());
+            }
+        }
+        if let Ok(mut r) = self.routes.write() {
+            *r = routes;
+        }
         if let Ok(mut callers) = self.callers.write() {
             *callers = running
                 .handles
@@ -755,25 +758,36 @@ impl Forwarder {
                 .collect();
         }
     }
+
+    /// The family serving `method path`.
+    fn family_of(&self, method: &str, path: &str) -> Option<String> {
+        let method = dk_proto::family::Method::parse(method)?;
+        let key = dk_proto::family::RoutePath::new(method, path);
+        self.routes.read().ok()?.get(&key).cloned()
+    }
 }
 
 impl dk_api::RouteForward for Forwarder {
-    fn routes(&self) -> Vec<(String, String)> {
-        self.routes
-            .iter()
-            .map(|(m, p, _)| (m.clone(), p.clone()))
-            .collect()
+    fn lookup(&self, method: &str, path: &str) -> dk_api::RouteMatch {
+        if self.family_of(method, path).is_some() {
+            return dk_api::RouteMatch::Served;
+        }
+        let other = self
+            .routes
+            .read()
+            .is_ok_and(|r| r.keys().any(|k| k.path == path));
+        if other {
+            dk_api::RouteMatch::OtherMethod
+        } else {
+            dk_api::RouteMatch::None
+        }
     }
 
     fn call(
         &self,
         call: dk_proto::rpc::HttpCall,
     ) -> BoxFuture<'static, Result<dk_proto::rpc::HttpReply, String>> {
-        let family = self
-            .routes
-            .iter()
-            .find(|(m, p, _)| *m == call.method && *p == call.path)
-            .map(|(_, _, f)| f.clone());
+        let family = self.family_of(&call.method, &call.path);
         let caller = family
             .as_ref()
             .and_then(|f| self.callers.read().ok()?.get(f).cloned());
@@ -781,7 +795,7 @@ impl dk_api::RouteForward for Forwarder {
             match (family, caller) {
                 (_, Some(caller)) => caller.call(call).await,
                 (Some(family), None) => Err(format!(
-                    "no {family} input is configured to serve {}; add its [[inputs]] table to conf.d",
+                    "the {family} worker that serves {} is not running; it is being started",
                     call.path
                 )),
                 (None, None) => Err(format!("nothing serves {} {}", call.method, call.path)),
@@ -1064,7 +1078,7 @@ async fn supervise(
             None => start_family(&ctx, &plan, family, &hostname, &mut running),
         }
     }
-    forwarder.sync(&running);
+    forwarder.sync(&plan, &running);
     for old in adopted.into_values() {
         drop(procman::retire_unconfigured(ctx.clone(), old));
     }
@@ -1129,7 +1143,7 @@ async fn supervise(
                     metrics: &sup_metrics,
                 };
                 plan = reload(&reloader, plan, &mut running).await;
-                forwarder.sync(&running);
+                forwarder.sync(&plan, &running);
             }
         }
     }

@@ -108,7 +108,8 @@ fn written_points_reach_the_local_sink_with_global_tags() {
 }
 
 #[test]
-fn a_route_a_family_serves_on_9529_is_forwarded_to_its_worker_and_answers_503_while_it_restarts() {
+fn a_route_a_family_serves_on_9529_is_forwarded_to_its_worker_answers_503_while_it_restarts_and_follows_the_config()
+ {
     use std::time::Duration;
 
     use crate::harness::{free_port, wait_for};
@@ -172,4 +173,18 @@ fn a_route_a_family_serves_on_9529_is_forwarded_to_its_worker_and_answers_503_wh
         || messages(&agent).iter().any(|m| m == "four").then_some(()),
     );
     assert_ne!(agent.worker_pid("logging"), Some(worker));
+
+    // Another method on a served path is 405; an unknown path the 404 page.
+    assert_eq!(agent.request("GET", "/v1/debug/echo", &[], b"").0, 405);
+    assert_eq!(agent.request("POST", "/v1/debug/nothing", &[], b"").0, 404);
+
+    // Routes come from the config: once no input of the family is configured, the route is gone.
+    std::fs::remove_file(agent.workdir().join("conf.d/log/logging.conf")).unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(
+        "the route gone after the reload",
+        Duration::from_secs(20),
+        || (post("five\n").0 == 404).then_some(()),
+    );
+    assert_eq!(agent.request("GET", "/v1/ping", &[], b"").0, 200);
 }

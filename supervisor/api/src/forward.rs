@@ -16,17 +16,47 @@ use crate::Inner;
 use crate::error::ApiError;
 use crate::write::read_body;
 
+/// Whether an input serves a request's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// An input serves this method and path: forward it.
+    Served,
+    /// An input serves the path, with other methods: 405.
+    OtherMethod,
+    /// No input serves the path.
+    None,
+}
+
 /// Forwards the routes of input families to their workers (implemented by the supervisor).
+/// The routes come from the config (they change at a reload), so the API asks for each
+/// request that none of its own routes answered.
 pub trait RouteForward: Send + Sync + 'static {
-    /// Every `(method, path)` a family serves (`("POST", "/v1/pyroscope/ingest")`).
-    fn routes(&self) -> Vec<(String, String)>;
+    /// Whether an input serves `method path` (`"POST"`, `"/otel/v1/traces"`).
+    fn lookup(&self, method: &str, path: &str) -> RouteMatch;
 
     /// Forwards one request; `Err` says why no worker answered (not running, busy...).
     fn call(&self, call: HttpCall) -> BoxFuture<'static, Result<HttpReply, String>>;
 }
 
-/// The handler of every forwarded route.
-pub(crate) async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+/// The fallback of the API: a route an input serves is forwarded to its worker; anything
+/// else gets 405 (a served path with another method) or the 404 page.
+pub(crate) async fn forward_or_404(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let found = inner.state.routes.as_ref().map_or(RouteMatch::None, |f| {
+        f.lookup(req.method().as_str(), req.uri().path())
+    });
+    match found {
+        RouteMatch::Served => forward(inner, req).await,
+        RouteMatch::OtherMethod => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} does not answer {}", req.uri().path(), req.method()),
+        )
+            .into_response(),
+        RouteMatch::None => crate::routes::page404(State(inner)).await,
+    }
+}
+
+/// Forwards one request to the worker of the input that serves it.
+async fn forward(inner: Arc<Inner>, req: Request) -> Response {
     let Some(fwd) = inner.state.routes.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };

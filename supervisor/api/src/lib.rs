@@ -32,7 +32,7 @@ use dk_proto::Category;
 use dk_proto::normalize::Limits;
 
 pub use error::{ApiError, camel_case};
-pub use forward::RouteForward;
+pub use forward::{RouteForward, RouteMatch};
 pub use lasterr::{LAST_ERRORS_CAPACITY, LastErrorEntry, LastErrors};
 pub use metrics::ApiMetrics;
 pub use middleware::{ClientInfo, X_DATAKIT};
@@ -114,35 +114,7 @@ pub fn router(state: ApiState) -> Router {
         x_datakit,
         state,
     });
-    let mut router = Router::new();
-    // Routes of input families, forwarded to their workers; one method router per path.
-    let mut by_path: std::collections::BTreeMap<String, axum::routing::MethodRouter<Arc<Inner>>> =
-        std::collections::BTreeMap::new();
-    for (method, path) in inner
-        .state
-        .routes
-        .as_ref()
-        .map(|r| r.routes())
-        .unwrap_or_default()
-    {
-        let Some(filter) = axum::http::Method::from_bytes(method.as_bytes())
-            .ok()
-            .and_then(|m| axum::routing::MethodFilter::try_from(m).ok())
-        else {
-            tracing::warn!(method, path, "Route with an unknown method not served.");
-            continue;
-        };
-        let entry = by_path.remove(&path);
-        let routed = match entry {
-            Some(r) => r.on(filter, forward::forward),
-            None => axum::routing::on(filter, forward::forward),
-        };
-        by_path.insert(path, routed);
-    }
-    for (path, method_router) in by_path {
-        router = router.route(&path, method_router);
-    }
-    router
+    Router::new()
         .route("/v1/write/{category}", post(write::write))
         .route("/v1/ping", get(routes::ping))
         .route("/v1/ntp", get(routes::ntp))
@@ -152,7 +124,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/election/info", get(routes::election_info))
         .route("/metrics", get(routes::metrics))
-        .fallback(routes::page404)
+        // Routes of input families come from the config: looked up per request.
+        .fallback(forward::forward_or_404)
         .method_not_allowed_fallback(routes::page404)
         .layer(axum::middleware::from_fn_with_state(
             inner.clone(),

@@ -17,6 +17,8 @@ pub(crate) struct Instance {
     pub(crate) family: &'static str,
     pub(crate) spec: InputSpec,
     pub(crate) listeners: Vec<ListenSpec>,
+    /// The routes it serves on the API port.
+    pub(crate) routes: Vec<dk_proto::family::RoutePath>,
     /// Where it came from, for messages (`file`, `inputs.statsd[0]`).
     pub(crate) file: PathBuf,
     pub(crate) key: String,
@@ -315,9 +317,13 @@ impl<'a> Loader<'a> {
             // A family's validator is code of ours that may have a bug: a panic in it is a
             // config problem of this instance, never the end of the supervisor.
             let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                (family.validate(name, &text), family.listeners(name, &text))
+                (
+                    family.validate(name, &text),
+                    family.listeners(name, &text),
+                    family.routes(name, &text),
+                )
             }));
-            let (problems, listeners) = match checked {
+            let (problems, listeners, routes) = match checked {
                 Ok(v) => v,
                 Err(payload) => {
                     sink.error(
@@ -348,6 +354,7 @@ impl<'a> Loader<'a> {
                     toml: text,
                 },
                 listeners,
+                routes,
                 file: file.to_path_buf(),
                 key,
             });

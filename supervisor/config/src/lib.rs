@@ -81,6 +81,8 @@ pub struct FamilyPlan {
     pub inputs: Vec<InputSpec>,
     /// Listeners the instances claim, in the same order.
     pub listeners: Vec<ListenSpec>,
+    /// Routes the instances serve on the API port (forwarded to the family's worker).
+    pub routes: Vec<dk_proto::family::RoutePath>,
     /// Stable hash of the inputs (name, toml) and listeners; equal means nothing to restart.
     pub fingerprint: u64,
 }
@@ -267,6 +269,7 @@ pub fn inspect_confd(
     loader.report_disabled(&main_file, &mut sink);
 
     check_listener_clashes(&loader.instances, &main, &main_file, &mut sink);
+    check_route_clashes(&loader.instances, &mut sink);
     let listeners = listener_origins(&loader.instances, &main, &main_file);
     let plan = build_plan(loader.instances);
     add_lines(&mut sink);
@@ -414,6 +417,62 @@ fn check_listener_clashes(
     }
 }
 
+/// The API's own paths (and path prefixes, ending in `/`): an input route may not shadow them.
+const API_PATHS: &[&str] = &[
+    "/v1/write/",
+    "/v1/ping",
+    "/v1/ntp",
+    "/v1/lasterror",
+    "/v1/election/",
+    "/metrics",
+];
+
+/// Two instances serving the same route on the API port, a route shadowing one of the API's
+/// own, or a path that is not absolute.
+fn check_route_clashes(instances: &[Instance], sink: &mut Sink) {
+    let mut claimed: Vec<(&dk_proto::family::RoutePath, &Path, &str)> = Vec::new();
+    for inst in instances {
+        for r in &inst.routes {
+            if !r.path.starts_with('/') || r.path.contains(['?', '#', ' ']) {
+                sink.error(
+                    &inst.file,
+                    inst.key.clone(),
+                    format!(
+                        "route {r} is not a plain absolute path; write it like \"/otel/v1/traces\""
+                    ),
+                );
+                continue;
+            }
+            if let Some(own) = API_PATHS.iter().find(|p| {
+                if p.ends_with('/') {
+                    r.path.starts_with(*p)
+                } else {
+                    r.path == **p
+                }
+            }) {
+                sink.error(
+                    &inst.file,
+                    inst.key.clone(),
+                    format!("route {r} would shadow the API's own {own}; choose another path"),
+                );
+                continue;
+            }
+            if let Some((_, file0, key0)) = claimed.iter().find(|(c, ..)| *c == r) {
+                sink.error(
+                    &inst.file,
+                    inst.key.clone(),
+                    format!(
+                        "route {r} is also served by {} ({key0}); give each input its own path",
+                        file0.display()
+                    ),
+                );
+                continue;
+            }
+            claimed.push((r, &inst.file, &inst.key));
+        }
+    }
+}
+
 fn build_plan(instances: Vec<Instance>) -> Plan {
     let mut families: BTreeMap<String, FamilyPlan> = BTreeMap::new();
     for inst in instances {
@@ -422,10 +481,12 @@ fn build_plan(instances: Vec<Instance>) -> Plan {
             .or_insert_with(|| FamilyPlan {
                 inputs: Vec::new(),
                 listeners: Vec::new(),
+                routes: Vec::new(),
                 fingerprint: 0,
             });
         fp.inputs.push(inst.spec);
         fp.listeners.extend(inst.listeners);
+        fp.routes.extend(inst.routes);
     }
     for fp in families.values_mut() {
         fp.fingerprint = fingerprint(&fp.inputs, &fp.listeners);

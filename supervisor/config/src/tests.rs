@@ -623,6 +623,78 @@ fn an_input_on_the_http_api_address_is_an_error() {
     }
 }
 
+/// Serves the route its instance's `path` key names, on the API port.
+struct Routed;
+
+impl Descriptor for Routed {
+    fn name(&self) -> &'static str {
+        "routed"
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["routed"]
+    }
+    fn samples(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn validate(&self, _: &str, _: &str) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
+    fn routes(&self, _: &str, toml_text: &str) -> Vec<dk_proto::family::RoutePath> {
+        let t: toml::Table = toml::from_str(toml_text).unwrap_or_default();
+        t.get("path")
+            .and_then(toml::Value::as_str)
+            .map(|p| dk_proto::family::RoutePath::new(dk_proto::family::Method::Post, p))
+            .into_iter()
+            .collect()
+    }
+}
+
+#[test]
+fn routes_come_from_each_instance_and_a_clash_or_a_shadowed_api_path_is_an_error() {
+    let ok = workdir(&[
+        ("datakit.conf", QUIET_MAIN),
+        (
+            "a.conf",
+            "[[inputs.routed]]\n  path = \"/otel/v1/traces\"\n[[inputs.routed]]\n  path = \"/ingest\"\n",
+        ),
+    ]);
+    let loaded = load_with(ok.path(), &[&Routed], &no_env(), &FixedProbe).expect("no clash");
+    let routes: Vec<String> = loaded.plan.families["routed"]
+        .routes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(routes, ["POST /otel/v1/traces", "POST /ingest"]);
+
+    let bad = workdir(&[
+        ("datakit.conf", QUIET_MAIN),
+        ("a.conf", "[[inputs.routed]]\n  path = \"/ingest\"\n"),
+        (
+            "b.conf",
+            "[[inputs.routed]]\n  path = \"/ingest\"\n[[inputs.routed]]\n  path = \"/v1/write/metric\"\n[[inputs.routed]]\n  path = \"ingest\"\n",
+        ),
+    ]);
+    let errs = load_with(bad.path(), &[&Routed], &no_env(), &FixedProbe)
+        .expect_err("clashes")
+        .0;
+    let got: Vec<(String, String)> = errs
+        .iter()
+        .map(|e| (e.key.clone(), e.message.clone()))
+        .collect();
+    assert_eq!(errs.len(), 3, "{got:#?}");
+    assert!(errs.iter().all(|e| e.file.ends_with("b.conf")), "{errs:#?}");
+    assert!(
+        got[0].1.contains("also served by") && got[0].1.contains("a.conf"),
+        "{got:#?}"
+    );
+    assert_eq!(got[1].0, "inputs.routed[1]");
+    assert!(
+        got[1].1.contains("shadow the API's own /v1/write/"),
+        "{got:#?}"
+    );
+    assert!(got[2].1.contains("not a plain absolute path"), "{got:#?}");
+}
+
 #[test]
 fn changed_families_sees_added_removed_and_changed_families_only() {
     let dir = workdir(&[

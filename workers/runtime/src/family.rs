@@ -35,8 +35,10 @@ pub trait Family: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Routes this family serves on the agent's API port (see [`crate::http`]).
-    fn http_routes(&self) -> Vec<crate::http::HttpRoute> {
+    /// The routes one instance serves on the agent's API port (see [`crate::http`]); its
+    /// running input handles them ([`Input::routes`]).
+    fn routes(&self, input: &str, toml_text: &str) -> Vec<crate::http::RoutePath> {
+        let _ = (input, toml_text);
         Vec::new()
     }
 
@@ -62,6 +64,12 @@ pub trait Input: Send {
     /// Runs until `ctx.shutdown` is cancelled. Errors are reported through
     /// [`Emitter::last_error`], never by returning early.
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()>;
+
+    /// The handlers of the routes this input serves on the API port (those its family's
+    /// `routes` declared for its config); asked once, before [`Input::run`].
+    fn routes(&self) -> Vec<crate::http::HttpRoute> {
+        Vec::new()
+    }
 }
 
 /// What an input gets from the runtime.
@@ -142,5 +150,9 @@ impl dk_proto::family::Descriptor for Described<'_> {
 
     fn listeners(&self, input: &str, toml_text: &str) -> Vec<ListenSpec> {
         self.0.listeners(input, toml_text)
+    }
+
+    fn routes(&self, input: &str, toml_text: &str) -> Vec<dk_proto::family::RoutePath> {
+        self.0.routes(input, toml_text)
     }
 }

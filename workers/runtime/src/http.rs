@@ -1,39 +1,21 @@
 //! The HTTP-route hook: how a family declares routes it serves on the agent's API port (9529),
 //! as Datakit's inputs do (`/v1/write/...` of OpenTelemetry, Pyroscope's `/ingest`, CAT...).
 //!
-//! A family returns [`HttpRoute`]s from [`crate::Family::http_routes`]: a method, a path and a
-//! [`HttpHandler`] that takes the request (query, headers, body bytes) and returns an
-//! [`HttpAnswer`]: the status and body to send back and the points to feed. The handler is
-//! plain, synchronous code over bytes, so it runs the same in the worker (behind an RPC) or in a
-//! test. [`RouteTable`] collects the routes of every family and refuses two claims of one
-//! route.
+//! Routes work like listeners: an instance declares from its config the [`RoutePath`]s it
+//! serves ([`crate::SingleInput::routes_of`], through `Family::routes`); the supervisor serves
+//! them on the API port and forwards each request to the family's worker; there the running
+//! input's [`HttpRoute`]s ([`crate::Input::routes`]: a method, a path and an [`HttpHandler`],
+//! which may hold the input's config and counters) turn the request (query, headers, body
+//! bytes) into an [`HttpAnswer`]: the status and body to send back and the points to feed. The
+//! handler is plain, synchronous code over bytes, so it runs the same in the worker (behind an
+//! RPC) or in a test. [`RouteTable`] collects the routes of a worker's inputs (rebuilt at every
+//! reconfigure) and refuses two claims of one route.
 
 use std::sync::Arc;
 
 use dk_proto::{Category, Point};
 
-/// An HTTP method a route answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
-    /// `GET`.
-    Get,
-    /// `POST`.
-    Post,
-    /// `PUT`.
-    Put,
-}
-
-impl Method {
-    /// The method from its name (`"POST"`); `None` for others.
-    pub fn parse(name: &str) -> Option<Method> {
-        match name {
-            "GET" => Some(Method::Get),
-            "POST" => Some(Method::Post),
-            "PUT" => Some(Method::Put),
-            _ => None,
-        }
-    }
-}
+pub use dk_proto::family::{Method, RoutePath};
 
 /// One request as a route handler sees it (the body already read, bounded and decompressed
 /// by the API server).
@@ -97,15 +79,18 @@ where
     }
 }
 
-/// A route a family serves on the API port.
+/// A route a running input handles on the API port (declared from its config with
+/// [`crate::SingleInput::routes_of`], handled by [`crate::Input::routes`]).
 #[derive(Clone)]
 pub struct HttpRoute {
     /// The method.
     pub method: Method,
-    /// The exact path (`/v1/pyroscope/ingest`).
-    pub path: &'static str,
+    /// The exact path (`/otel/v1/traces`).
+    pub path: String,
     /// The input the points are fed under.
     pub input: &'static str,
+    /// How the points are fed (election-aware inputs set `election`).
+    pub feed: crate::FeedOpts,
     /// The handler.
     pub handler: Arc<dyn HttpHandler>,
 }
@@ -120,22 +105,35 @@ impl HttpRoute {
     /// A route of `input` answering `method path` with `handler`.
     pub fn new(
         method: Method,
-        path: &'static str,
+        path: impl Into<String>,
         input: &'static str,
         handler: impl HttpHandler,
     ) -> HttpRoute {
         HttpRoute {
             method,
-            path,
+            path: path.into(),
             input,
+            feed: crate::FeedOpts::default(),
             handler: Arc::new(handler),
         }
     }
+
+    /// The same route feeding its points with `feed` (election tags for election-aware inputs).
+    #[must_use]
+    pub fn with_feed(mut self, feed: crate::FeedOpts) -> HttpRoute {
+        self.feed = feed;
+        self
+    }
+
+    /// The method and path this route answers.
+    pub fn path(&self) -> RoutePath {
+        RoutePath::new(self.method, self.path.clone())
+    }
 }
 
-/// Two families claimed one route.
+/// Two inputs claimed one route.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{method:?} {path} is served by both {first} and {second}; disable one of the two inputs")]
+#[error("{method} {path} is served by both {first} and {second}; disable one of the two inputs")]
 pub struct RouteConflict {
     /// The method.
     pub method: Method,
@@ -150,7 +148,7 @@ pub struct RouteConflict {
 /// The routes of every family, looked up by method and path.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: std::collections::BTreeMap<(Method, &'static str), HttpRoute>,
+    routes: std::collections::BTreeMap<(Method, String), HttpRoute>,
 }
 
 impl RouteTable {
@@ -159,11 +157,11 @@ impl RouteTable {
     /// # Errors
     /// [`RouteConflict`] when another input serves the same method and path.
     pub fn add(&mut self, route: HttpRoute) -> Result<(), RouteConflict> {
-        let key = (route.method, route.path);
+        let key = (route.method, route.path.clone());
         if let Some(first) = self.routes.get(&key) {
             return Err(RouteConflict {
                 method: route.method,
-                path: route.path.to_string(),
+                path: route.path.clone(),
                 first: first.input.to_string(),
                 second: route.input.to_string(),
             });
@@ -174,10 +172,7 @@ impl RouteTable {
 
     /// The route for `method path`.
     pub fn find(&self, method: Method, path: &str) -> Option<&HttpRoute> {
-        self.routes
-            .iter()
-            .find(|((m, p), _)| *m == method && *p == path)
-            .map(|(_, r)| r)
+        self.routes.get(&(method, path.to_string()))
     }
 
     /// Handles a request: the route's answer, 404 for an unknown path, 405 for a known path
@@ -185,8 +180,8 @@ impl RouteTable {
     pub fn handle(&self, method: Method, path: &str, request: HttpRequest) -> HttpAnswer {
         match self.find(method, path) {
             Some(route) => route.handler.handle(request),
-            None if self.routes.keys().any(|(_, p)| *p == path) => {
-                HttpAnswer::text(405, format!("{path} does not answer {method:?}"))
+            None if self.routes.keys().any(|(_, p)| p == path) => {
+                HttpAnswer::text(405, format!("{path} does not answer {method}"))
             }
             None => HttpAnswer::text(404, format!("no input serves {path}")),
         }
@@ -197,15 +192,10 @@ impl RouteTable {
 /// each body line a logging point (source `echo`), to exercise the API's route forwarding.
 pub const DEBUG_ECHO_ROUTE: &str = "DK_DEBUG_ECHO_ROUTE";
 
-/// The routes `family` serves on the API port: its own, plus the debug echo route when
-/// [`DEBUG_ECHO_ROUTE`] names it. The supervisor (which paths to serve) and the worker (which
-/// handlers to run) both ask this.
-pub fn routes_of(family: &dyn crate::Family) -> Vec<HttpRoute> {
-    let mut routes = family.http_routes();
-    if std::env::var(DEBUG_ECHO_ROUTE).is_ok_and(|v| v.split(',').any(|f| f == family.name())) {
-        routes.push(debug_echo_route());
-    }
-    routes
+/// Whether [`DEBUG_ECHO_ROUTE`] names `family`: then its worker also handles the debug echo
+/// route, and the supervisor serves it while the family runs. Both sides ask this.
+pub fn debug_echo_enabled(family: &str) -> bool {
+    std::env::var(DEBUG_ECHO_ROUTE).is_ok_and(|v| v.split(',').any(|f| f == family))
 }
 
 /// The debug echo route (`POST /v1/debug/echo`, input `echo`): each body line becomes a

@@ -21,7 +21,7 @@
 
 use dk_proto::rpc::WorkerConfig;
 
-use crate::http::HttpRoute;
+use crate::http::RoutePath;
 use crate::telemetry::Telemetry;
 use crate::{ConfigProblem, Family, Input, ListenSpec};
 
@@ -80,8 +80,10 @@ pub trait SingleInput: Send + Sync + 'static {
     /// The running input of one instance read from the file `source`.
     fn input(cfg: Self::Config, source: &str, kit: &Kit<Self::Shared>) -> Box<dyn Input>;
 
-    /// Routes the input serves on the API port.
-    fn routes() -> Vec<HttpRoute> {
+    /// The routes one instance serves on the API port (its running input handles them with
+    /// [`Input::routes`]); none by default.
+    fn routes_of(cfg: &Self::Config) -> Vec<RoutePath> {
+        let _ = cfg;
         Vec::new()
     }
 }
@@ -117,8 +119,13 @@ impl<T: SingleInput> Family for T {
         T::listeners_of_text(toml_text)
     }
 
-    fn http_routes(&self) -> Vec<HttpRoute> {
-        T::routes()
+    fn routes(&self, input: &str, toml_text: &str) -> Vec<RoutePath> {
+        if input != T::INPUT {
+            return Vec::new();
+        }
+        T::parse(toml_text)
+            .map(|cfg| T::routes_of(&cfg))
+            .unwrap_or_default()
     }
 
     fn build(&self, config: &WorkerConfig) -> Result<Vec<Box<dyn Input>>, Vec<ConfigProblem>> {
@@ -190,11 +197,21 @@ mod tests {
     /// A family whose instance is `port = N`.
     struct Ports;
 
-    struct PortInput(Telemetry);
+    struct PortInput(Telemetry, u16);
 
     impl Input for PortInput {
         fn name(&self) -> &str {
             "ports"
+        }
+
+        fn routes(&self) -> Vec<crate::http::HttpRoute> {
+            let port = self.1;
+            vec![crate::http::HttpRoute::new(
+                crate::http::Method::Post,
+                format!("/v1/ports/{port}"),
+                "ports",
+                move |_| crate::http::HttpAnswer::text(200, format!("port {port}")),
+            )]
         }
 
         fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
@@ -223,9 +240,16 @@ mod tests {
             vec![ListenSpec::new(format!("tcp://:{port}"), ListenerKind::Tcp)]
         }
 
-        fn input(_port: u16, _source: &str, kit: &Kit<Self::Shared>) -> Box<dyn Input> {
+        fn routes_of(port: &u16) -> Vec<RoutePath> {
+            vec![RoutePath::new(
+                crate::http::Method::Post,
+                format!("/v1/ports/{port}"),
+            )]
+        }
+
+        fn input(port: u16, _source: &str, kit: &Kit<Self::Shared>) -> Box<dyn Input> {
             kit.shared.fetch_add(1, Ordering::SeqCst);
-            Box::new(PortInput(kit.telemetry.clone()))
+            Box::new(PortInput(kit.telemetry.clone(), port))
         }
     }
 
@@ -243,7 +267,8 @@ mod tests {
             vec![ListenSpec::new("tcp://:9", ListenerKind::Tcp)]
         );
         assert!(f.listeners("other", "port = 9").is_empty());
-        assert!(f.http_routes().is_empty());
+        assert!(f.routes("other", "port = 9").is_empty());
+        assert!(f.routes("ports", "port = \"x\"").is_empty());
         let inputs = f
             .build(&worker_config(
                 "portfam",
@@ -266,6 +291,33 @@ mod tests {
             .unwrap();
         assert_eq!(keys(&problems), vec!["port", ""]);
         assert!(problems[0].message.starts_with("a.conf: "), "{problems:?}");
+    }
+
+    #[test]
+    fn an_instance_declares_the_routes_its_config_names_and_its_input_handles_them() {
+        let f: &dyn Family = &Ports;
+        let declared = f.routes("ports", "port = 9");
+        assert_eq!(
+            declared,
+            vec![RoutePath::new(crate::http::Method::Post, "/v1/ports/9")]
+        );
+        let inputs = f
+            .build(&worker_config(
+                "portfam",
+                [spec("ports", "a.conf", "port = 9")],
+            ))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        let mut table = crate::http::RouteTable::default();
+        for route in inputs[0].routes() {
+            assert_eq!(route.path(), declared[0]);
+            table.add(route).unwrap();
+        }
+        let answer = table.handle(
+            crate::http::Method::Post,
+            "/v1/ports/9",
+            crate::http::HttpRequest::default(),
+        );
+        assert_eq!((answer.status, answer.body), (200, b"port 9".to_vec()));
     }
 
     #[tokio::test]

@@ -67,16 +67,23 @@ struct ControlServer {
     metrics: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     misbehave: Option<crate::misbehave::Misbehave>,
     handover: Arc<Handover>,
-    /// The routes this family serves on the API port.
-    routes: Arc<crate::http::RouteTable>,
+    /// The routes this worker's inputs handle on the API port (swapped at each reconfigure).
+    routes: Routes,
     /// Where the points of those routes go.
     emitter: crate::Emitter,
 }
 
-/// The routes of `family` (and the debug echo route when asked for).
-fn route_table(family: &dyn Family) -> crate::http::RouteTable {
+/// The current route table, shared by the control server and the run loop.
+type Routes = Arc<std::sync::RwLock<Arc<crate::http::RouteTable>>>;
+
+/// The table of `routes` (and the debug echo route when asked for `family`).
+fn route_table(
+    family: &str,
+    routes: impl Iterator<Item = crate::http::HttpRoute>,
+) -> crate::http::RouteTable {
     let mut table = crate::http::RouteTable::default();
-    for route in crate::http::routes_of(family) {
+    let echo = crate::http::debug_echo_enabled(family).then(crate::http::debug_echo_route);
+    for route in routes.chain(echo) {
         if let Err(e) = table.add(route) {
             tracing::error!(error = %e, "Route not served.");
         }
@@ -273,8 +280,11 @@ impl Control for ControlServer {
                 format!("{} does not answer {}", call.path, call.method),
             ));
         };
-        let input = self.routes.find(method, &call.path).map(|r| r.input);
-        let routes = self.routes.clone();
+        let routes = match self.routes.read() {
+            Ok(r) => r.clone(),
+            Err(_) => return reply(HttpAnswer::text(500, "the route table is unusable")),
+        };
+        let target = routes.find(method, &call.path).map(|r| (r.input, r.feed));
         let path = call.path;
         let request = HttpRequest {
             query: call.query,
@@ -285,13 +295,9 @@ impl Control for ControlServer {
         let answer = tokio::task::spawn_blocking(move || routes.handle(method, &path, request))
             .await
             .unwrap_or_else(|_| HttpAnswer::text(500, "the route's handler failed"));
-        if let Some(input) = input {
+        if let Some((input, feed)) = target {
             for (category, points) in answer.points.clone() {
-                if !self
-                    .emitter
-                    .emit(category, input, crate::FeedOpts::default(), points)
-                    .await
-                {
+                if !self.emitter.emit(category, input, feed, points).await {
                     return reply(HttpAnswer::text(503, "the worker is stopping; retry"));
                 }
             }
@@ -430,8 +436,9 @@ pub async fn run_with(
         prometheus_client::registry::Registry::default(),
     ));
     let (emitter, rx) = Emitter::channel(256);
+    let routes: Routes = Arc::default();
     let control = ControlServer {
-        routes: Arc::new(route_table(family)),
+        routes: routes.clone(),
         emitter: emitter.clone(),
         started,
         stats: stats.clone(),
@@ -467,6 +474,7 @@ pub async fn run_with(
     };
     drop(emitter);
     let mut running = Running::start(family, inputs, &config, &shared, crate::fdpass::from_env());
+    running.publish_routes(family, &routes);
     // The supervisor tags every forwarded worker line with `family=`; not repeated here.
     tracing::info!(inputs = running.len(), "Worker started.");
 
@@ -483,6 +491,7 @@ pub async fn run_with(
             Some((config, reply)) = reconfigure_rx.recv() => {
                 let grace = Duration::from_millis(grace.load(Ordering::Relaxed));
                 let answer = running.reconfigure(family, config, &shared, grace).await;
+                running.publish_routes(family, &routes);
                 let _ = reply.send(answer);
             }
         }
@@ -550,6 +559,17 @@ impl Running {
 
     fn len(&self) -> usize {
         self.gens.iter().map(|(_, g)| g.tasks.len()).sum()
+    }
+
+    /// Makes the routes of the running inputs the ones the control server answers.
+    fn publish_routes(&self, family: &dyn Family, routes: &Routes) {
+        let table = route_table(
+            family.name(),
+            self.gens.iter().flat_map(|(_, g)| g.routes.iter().cloned()),
+        );
+        if let Ok(mut r) = routes.write() {
+            *r = Arc::new(table);
+        }
     }
 
     /// Applies a new configuration in place; on error the running inputs are untouched.
@@ -665,6 +685,8 @@ fn join(problems: &[crate::ConfigProblem]) -> String {
 struct Generation {
     cancel: CancellationToken,
     tasks: JoinSet<()>,
+    /// The routes its inputs handle on the API port.
+    routes: Vec<crate::http::HttpRoute>,
 }
 
 /// What every generation of inputs shares.
@@ -684,7 +706,9 @@ impl Generation {
     ) -> Generation {
         let cancel = shared.shutdown.child_token();
         let mut tasks = JoinSet::new();
+        let mut routes = Vec::new();
         for input in inputs {
+            routes.extend(input.routes());
             let ctx = InputContext {
                 emitter: shared.emitter.clone(),
                 shutdown: cancel.clone(),
@@ -696,7 +720,11 @@ impl Generation {
             };
             tasks.spawn(input.run(ctx));
         }
-        Generation { cancel, tasks }
+        Generation {
+            cancel,
+            tasks,
+            routes,
+        }
     }
 
     /// Cancels the inputs and waits up to `grace` for them to finish; aborts the rest.
