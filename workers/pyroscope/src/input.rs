@@ -102,8 +102,15 @@ impl PyroscopeInput {
             .iter()
             .map(|path| {
                 let h = self.handler.clone();
-                HttpRoute::new(Method::Post, path.clone(), INPUT_NAME, move |req: HttpRequest| {
-                    h.handle(&req)
+                HttpRoute::new(
+                    Method::Post,
+                    path.clone(),
+                    INPUT_NAME,
+                    move |req: HttpRequest| h.handle(&req),
+                )
+                .with_feed(FeedOpts {
+                    election: self.cfg.election,
+                    ..FeedOpts::default()
                 })
             })
             .collect()
@@ -150,10 +157,6 @@ async fn run(input: PyroscopeInput, ctx: InputContext) {
     let opts = HttpOptions {
         max_body: input.cfg.body_limit,
         too_large_status: 400,
-        feed: FeedOpts {
-            election: input.cfg.election,
-            ..FeedOpts::default()
-        },
         durable: true,
         // pyroscope-io gzips its pprof with Content-Encoding: gzip; the bytes are forwarded
         // as sent (a gzipped pprof is a pprof), as Datakit does.

@@ -12,7 +12,7 @@
 //!   [`HttpOptions::body_timeout`]; a keep-alive connection idle for
 //!   [`HttpOptions::idle_timeout`] is closed (counted `reason="idle_timeout"`).
 //! - **Handling**: the route's handler runs off the runtime (`spawn_blocking`), its points are
-//!   fed under the route's input with [`HttpOptions::feed`]; with [`HttpOptions::durable`] the
+//!   fed under the route's input with the route's feed options; with [`HttpOptions::durable`] the
 //!   answer waits until the supervisor has them in the durable queue (503 if it refused).
 //!   Unknown paths answer 404, other methods 405.
 //! - **Telemetry**: the listener's uniform counters (connections, open, bytes, events = requests).
@@ -36,7 +36,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Tally;
-use crate::FeedOpts;
 use crate::emitter::Emitter;
 use crate::http::{HttpAnswer, HttpRequest, Method, RouteTable};
 use crate::telemetry::{ListenerTelemetry, reason};
@@ -56,8 +55,6 @@ pub struct HttpOptions {
     pub body_timeout: Duration,
     /// Keep-alive idle time after which a connection is closed.
     pub idle_timeout: Duration,
-    /// Options the points of the answers are fed with.
-    pub feed: FeedOpts,
     /// Answer only once the points are in the durable queue.
     pub durable: bool,
     /// Hand a body with a `Content-Encoding` to the handler as it came (the header tells
@@ -75,7 +72,6 @@ impl Default for HttpOptions {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
-            feed: FeedOpts::default(),
             durable: false,
             pass_encoded: false,
         }
@@ -311,7 +307,9 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
     drop(body);
     let routes = shared.routes.clone();
     let (input, answer) = match tokio::task::spawn_blocking(move || {
-        let input = routes.find(method, &path).map(|r| r.input.to_string());
+        let input = routes
+            .find(method, &path)
+            .map(|r| (r.input.to_string(), r.feed));
         (input, routes.handle(method, &path, request))
     })
     .await
@@ -321,19 +319,16 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
     };
     let mut answer = answer;
     let points = std::mem::take(&mut answer.points);
-    if let Some(input) = input {
+    if let Some((input, feed)) = input {
         for (category, points) in points {
             let ok = if opts.durable {
                 shared
                     .emitter
-                    .emit_acked(category, &input, opts.feed, points)
+                    .emit_acked(category, &input, feed, points)
                     .await
                     .await
             } else {
-                shared
-                    .emitter
-                    .emit(category, &input, opts.feed, points)
-                    .await
+                shared.emitter.emit(category, &input, feed, points).await
             };
             if !ok {
                 return reply(HttpAnswer::text(
