@@ -139,7 +139,7 @@ impl Profile {
     }
 }
 
-/// The attachment name of a profile (§6.2): `jfr` or `pprof` by `format`, else Java → JFR.
+/// The attachment name of a profile, as Datakit names it: `jfr` or `pprof` by `format`, else Java → JFR.
 pub fn attachment_name(format: &str, language: Language) -> (&'static str, &'static str) {
     match format {
         "jfr" => ("auto.jfr", "jfr"),

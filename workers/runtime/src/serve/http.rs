@@ -15,7 +15,8 @@
 //!   fed under the route's input with the route's feed options; with [`HttpOptions::durable`] the
 //!   answer waits until the supervisor has them in the durable queue (503 if it refused).
 //!   Unknown paths answer 404, other methods 405.
-//! - **Telemetry**: the listener's uniform counters (connections, open, bytes, events = requests).
+//! - **Telemetry**: the listener's uniform counters (connections, open, bytes and events =
+//!   socket reads, as for every TCP listener).
 //! - **Stop**: the listener closes; open connections finish the request in flight (at most
 //!   [`super::tcp::DEFAULT_DRAIN_GRACE`]) and close.
 
@@ -182,7 +183,14 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(shared.opts.header_timeout)
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(
+            TokioIo::new(Counted {
+                inner: stream,
+                bytes: shared.telemetry.bytes.clone(),
+                events: shared.telemetry.events.clone(),
+            }),
+            svc,
+        );
     tokio::pin!(conn);
     let idle = shared.opts.idle_timeout;
     let tick = (idle / 4).max(Duration::from_millis(10));
@@ -209,6 +217,66 @@ async fn connection(
     }
 }
 
+/// A stream whose reads are counted in the listener's telemetry.
+struct Counted {
+    inner: tokio::net::TcpStream,
+    bytes: prometheus_client::metrics::counter::Counter,
+    events: prometheus_client::metrics::counter::Counter,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.events.inc();
+            self.bytes.inc_by(n as u64);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 fn reply(a: HttpAnswer) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::from(a.body)));
     *resp.status_mut() =
@@ -222,7 +290,6 @@ fn reply(a: HttpAnswer) -> hyper::Response<Full<Bytes>> {
 /// One request: read the body under the caps, run the handler, feed its points, answer.
 async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let opts = &shared.opts;
-    shared.telemetry.events.inc();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let Some(method) = Method::parse(parts.method.as_str()) else {
@@ -292,7 +359,6 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
             ));
         }
     };
-    shared.telemetry.bytes.inc_by(body.len() as u64);
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (k, v) in &parts.headers {
         if let Ok(v) = v.to_str() {
