@@ -48,6 +48,11 @@ python3 -c 'import statsd, datadog, pylogbeat' >/dev/null 2>&1 || {
   echo "== pip install statsd datadog pylogbeat"
   python3 -m pip install -q statsd datadog pylogbeat
 }
+# pyroscope-io's 0.8 line: the /ingest push API Datakit serves (1.x speaks push.v1 instead).
+python3 -c 'import importlib.metadata as m, sys; sys.exit(not m.version("pyroscope-io").startswith("0."))' >/dev/null 2>&1 || {
+  echo "== pip install pyroscope-io<1"
+  python3 -m pip install -q 'pyroscope-io<1'
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -21,6 +21,7 @@ mod migrate;
 mod netflow;
 mod operator;
 mod packaging;
+mod pyroscope;
 mod sinks;
 mod statsd;
 mod upgrade;
