@@ -372,18 +372,16 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
     };
     drop(body);
     let routes = shared.routes.clone();
-    let (input, answer) = match tokio::task::spawn_blocking(move || {
+    let Ok((input, mut answer)) = tokio::task::spawn_blocking(move || {
         let input = routes
             .find(method, &path)
             .map(|r| (r.input.to_string(), r.feed));
         (input, routes.handle(method, &path, request))
     })
     .await
-    {
-        Ok(v) => v,
-        Err(_) => return reply(HttpAnswer::text(500, "the route's handler failed")),
+    else {
+        return reply(HttpAnswer::text(500, "the route's handler failed"));
     };
-    let mut answer = answer;
     let points = std::mem::take(&mut answer.points);
     if let Some((input, feed)) = input {
         for (category, points) in points {
