@@ -147,6 +147,21 @@ fn curl_multipart_and_octet_stream_uploads_to_9529_reach_dataway_byte_for_byte()
     assert_eq!(code, 400);
     assert!(body.contains("unsupported Content-Type"), "{body}");
 
+    // Over the limit: refused whole, on 9529 (whose own cap is larger) and on 4040.
+    let big = dir.path().join("big.pprof");
+    std::fs::write(&big, vec![1u8; 9 << 20]).unwrap();
+    for base in [api.clone(), format!("http://127.0.0.1:{}", s.port)] {
+        let (code, body) = curl(&[
+            "-H",
+            "Content-Type: binary/octet-stream",
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &format!("{base}/ingest?name=big&from=1700000000&until=1700000010"),
+        ]);
+        assert!(matches!(code, 400 | 413), "{base}: {code} {body}");
+    }
+    let worker = s.agent.worker_pid("pyroscope");
+
     let got =
         s.rt.block_on(
             s.dataway
@@ -191,6 +206,7 @@ fn curl_multipart_and_octet_stream_uploads_to_9529_reach_dataway_byte_for_byte()
         .filter(|r| r.category == "profiling")
         .collect();
     assert_eq!(uploads.len(), 2, "refused uploads never reach Dataway");
+    assert_eq!(s.agent.worker_pid("pyroscope"), worker, "no worker restart");
     assert!(
         uploads
             .iter()
