@@ -150,7 +150,7 @@ fn curl_multipart_and_octet_stream_uploads_to_9529_reach_dataway_byte_for_byte()
     // Over the limit: refused whole, on 9529 (whose own cap is larger) and on 4040.
     let big = dir.path().join("big.pprof");
     std::fs::write(&big, vec![1u8; 9 << 20]).unwrap();
-    for base in [api.clone(), format!("http://127.0.0.1:{}", s.port)] {
+    for base in [api, format!("http://127.0.0.1:{}", s.port)] {
         let (code, body) = curl(&[
             "-H",
             "Content-Type: binary/octet-stream",
@@ -210,7 +210,7 @@ fn curl_multipart_and_octet_stream_uploads_to_9529_reach_dataway_byte_for_byte()
     assert!(
         uploads
             .iter()
-            .all(|r| r.status == 200 && r.header("x-datakit-version") != "")
+            .all(|r| r.status == 200 && !r.header("x-datakit-version").is_empty())
     );
     // Counted: two refusals.
     let refused = s.agent.wait_metric_at_least(
