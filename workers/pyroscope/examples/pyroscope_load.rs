@@ -3,7 +3,8 @@
 //! clients each POST `--uploads` profiles of `--size` bytes (octet-stream pprof, as
 //! pyroscope-io sends them) to `/ingest` on that port. The input answers 200 only once a
 //! profile is in the durable queue, so the rate is of durable uploads. Reports uploads/s,
-//! MiB/s and the RSS of the worker and the supervisor.
+//! MiB/s and the RSS of the worker and the supervisor. `--via api` sends to `/ingest` on the
+//! API port (9529) instead, forwarded to the worker over its RPC.
 //!
 //! ```sh
 //! cargo build --release -p datakit
@@ -63,6 +64,7 @@ fn client(port: u16, c: usize, uploads: usize, body: &[u8]) -> std::io::Result<(
 }
 
 fn main() -> Result<(), Error> {
+    let mut via_api = false;
     let (mut datakit, mut connections, mut uploads, mut size) = (
         PathBuf::from("target/release/datakit"),
         4usize,
@@ -77,6 +79,7 @@ fn main() -> Result<(), Error> {
             "--connections" => connections = value.parse()?,
             "--uploads" => uploads = value.parse()?,
             "--size" => size = value.parse()?,
+            "--via" => via_api = value == "api",
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -110,12 +113,21 @@ fn main() -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let target = if via_api { agent.api.port() } else { port };
+    // The route on the API port is served once the worker is up.
+    let t = Instant::now();
+    while client(target, 0, 1, &body).is_err() {
+        if t.elapsed() > Duration::from_secs(20) {
+            return Err("/ingest does not answer 200".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let cpu0 = (cpu_seconds(worker), cpu_seconds(agent.pid()));
     let start = Instant::now();
     let handles: Vec<_> = (0..connections)
         .map(|c| {
             let body = body.clone();
-            std::thread::spawn(move || client(port, c, uploads, &body))
+            std::thread::spawn(move || client(target, c, uploads, &body))
         })
         .collect();
     for h in handles {
@@ -125,8 +137,13 @@ fn main() -> Result<(), Error> {
     let total = connections * uploads;
     let mib = (total * size) as f64 / (1 << 20) as f64;
     println!(
-        "{total} uploads of {} KiB over {connections} connections in {secs:.2} s: {:.0} uploads/s, {:.1} MiB/s (answered once durable)",
+        "{total} uploads of {} KiB over {connections} connections to {} in {secs:.2} s: {:.0} uploads/s, {:.1} MiB/s",
         size / 1024,
+        if via_api {
+            "the API port (answered once fed)"
+        } else {
+            "the input's port (answered once durable)"
+        },
         total as f64 / secs,
         mib / secs
     );
