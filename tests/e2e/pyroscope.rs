@@ -1,6 +1,6 @@
 //! The pyroscope input on the real binary: the real `pyroscope-io` client (PyPI, 0.8 line:
 //! the `/ingest` push API Datakit serves; 1.x speaks Grafana Pyroscope's newer
-//! `/push.v1.PusherService/Push` instead) profiling a Python program against port 4040, and
+//! `/push.v1.PusherService/Push` instead) profiling Python programs against port 4040 and 9529, and
 //! `curl` uploads (multipart and octet-stream) to `/ingest` on 9529. Each accepted upload
 //! reaches the fake Dataway's profiling upload as Datakit's multipart with the right
 //! `event.json` and the bytes that were sent; bad uploads get 400; `/ingest` on 9529 answers
@@ -221,12 +221,12 @@ fn curl_multipart_and_octet_stream_uploads_to_9529_reach_dataway_byte_for_byte()
     assert_eq!(refused, 1.0);
 }
 
-/// A Python program profiled by pyroscope-io, uploading to `server`, running until `stop`
-/// exists or 60 s have passed.
+/// A Python program profiled by pyroscope-io as application `app`, uploading to `server`,
+/// running until `stop` exists or 60 s have passed.
 const PROFILED: &str = r#"
 import os, sys, time, pyroscope
-server, stop = sys.argv[1], sys.argv[2]
-pyroscope.configure(application_name="e2e.py.app", server_address=server,
+server, stop, app = sys.argv[1], sys.argv[2], sys.argv[3]
+pyroscope.configure(application_name=app, server_address=server,
                     tags={"region": "eu"}, sample_rate=100)
 def busy():
     return sum(i * i for i in range(20000))
@@ -237,7 +237,7 @@ pyroscope.shutdown()
 "#;
 
 #[test]
-fn pyroscope_io_profiling_a_python_program_on_4040_reaches_dataways_profiling_upload() {
+fn pyroscope_io_profiling_python_programs_on_4040_and_9529_reaches_dataways_profiling_upload() {
     if !dk_proto::testing::require_python_modules(&["pyroscope"], "'pyroscope-io<1'") {
         return;
     }
@@ -256,23 +256,62 @@ fn pyroscope_io_profiling_a_python_program_on_4040_reaches_dataways_profiling_up
     let s = start();
     let dir = tempfile::tempdir().unwrap();
     let stop = dir.path().join("stop");
-    let mut child = Command::new("python3")
-        .args(["-c", PROFILED])
-        .arg(format!("http://127.0.0.1:{}", s.port))
-        .arg(&stop)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // pyroscope-io uploads every 10 s.
-    let got = s.rt.block_on(
-        s.dataway
-            .wait_points(Category::Profiling, 1, Duration::from_secs(45)),
-    );
+    let spawn = |server: String, app: &str| {
+        Command::new("python3")
+            .args(["-c", PROFILED])
+            .arg(server)
+            .arg(&stop)
+            .arg(app)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut children = [
+        spawn(format!("http://127.0.0.1:{}", s.port), "e2e.py.app"),
+        spawn(format!("http://{}", s.agent.api), "e2e.py.api"),
+    ];
+    // pyroscope-io uploads every 10 s: wait for one profile of each program.
+    let service = |p: &Point| {
+        p.get_field(EVENT_FIELD)
+            .map(|_| event(p)["tags_profiler"].to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut want = 1;
+    let got = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got =
+            s.rt.block_on(s.dataway.wait_points(Category::Profiling, want, left))
+                .unwrap_or_else(|e| panic!("{e}\n{}", s.agent.log()));
+        let seen = |app: &str| {
+            got.iter()
+                .any(|p| service(p).is_some_and(|t| t.contains(&format!("service:{app},"))))
+        };
+        if seen("e2e.py.app") && seen("e2e.py.api") {
+            break got;
+        }
+        want = got.len() + 1;
+    };
     std::fs::write(&stop, b"").unwrap();
-    let _ = child.wait();
-    let got = got.unwrap_or_else(|e| panic!("{e}\n{}", s.agent.log()));
-    let p = &got[0];
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    let from_api = got
+        .iter()
+        .find(|p| service(p).is_some_and(|t| t.contains("service:e2e.py.api,")))
+        .unwrap();
+    assert_eq!(event(from_api)["language"], "python");
+    // 9529 forwards the body as sent too (Content-Encoding: gzip, kept as Datakit does).
+    let raw = attachment(from_api, "auto.pprof");
+    assert!(
+        raw.len() > 20 && raw[..2] == *b"\x1f\x8b",
+        "{:?}",
+        &raw[..2]
+    );
+    let p = got
+        .iter()
+        .find(|p| service(p).is_some_and(|t| t.contains("service:e2e.py.app,")))
+        .unwrap();
     let ev = event(p);
     assert_eq!(ev["language"], "python", "{ev}");
     assert_eq!(ev["format"], "pprof");

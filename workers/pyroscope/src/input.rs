@@ -159,7 +159,7 @@ async fn run(input: PyroscopeInput, ctx: InputContext) {
         too_large_status: 400,
         durable: true,
         // pyroscope-io gzips its pprof with Content-Encoding: gzip; the bytes are forwarded
-        // as sent (a gzipped pprof is a pprof), as Datakit does.
+        // as sent (a gzipped pprof is a pprof), as Datakit does and as 9529 hands them over.
         pass_encoded: true,
         ..HttpOptions::default()
     };
