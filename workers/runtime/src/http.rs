@@ -91,6 +91,9 @@ pub struct HttpRoute {
     pub input: &'static str,
     /// How the points are fed (election-aware inputs set `election`).
     pub feed: crate::FeedOpts,
+    /// Answer only once the points are in the durable queue (503 if the supervisor refused
+    /// them), instead of once they are fed.
+    pub durable: bool,
     /// The handler.
     pub handler: Arc<dyn HttpHandler>,
 }
@@ -114,6 +117,7 @@ impl HttpRoute {
             path: path.into(),
             input,
             feed: crate::FeedOpts::default(),
+            durable: false,
             handler: Arc::new(handler),
         }
     }
@@ -122,6 +126,13 @@ impl HttpRoute {
     #[must_use]
     pub fn with_feed(mut self, feed: crate::FeedOpts) -> HttpRoute {
         self.feed = feed;
+        self
+    }
+
+    /// The same route answering only once its points are durable.
+    #[must_use]
+    pub fn durable(mut self) -> HttpRoute {
+        self.durable = true;
         self
     }
 

@@ -284,7 +284,9 @@ impl Control for ControlServer {
             Ok(r) => r.clone(),
             Err(_) => return reply(HttpAnswer::text(500, "the route table is unusable")),
         };
-        let target = routes.find(method, &call.path).map(|r| (r.input, r.feed));
+        let target = routes
+            .find(method, &call.path)
+            .map(|r| (r.input, r.feed, r.durable));
         let path = call.path;
         let request = HttpRequest {
             query: call.query,
@@ -295,9 +297,17 @@ impl Control for ControlServer {
         let answer = tokio::task::spawn_blocking(move || routes.handle(method, &path, request))
             .await
             .unwrap_or_else(|_| HttpAnswer::text(500, "the route's handler failed"));
-        if let Some((input, feed)) = target {
+        if let Some((input, feed, durable)) = target {
             for (category, points) in answer.points.clone() {
-                if !self.emitter.emit(category, input, feed, points).await {
+                if durable {
+                    let acked = self.emitter.emit_acked(category, input, feed, points).await;
+                    if !acked.await {
+                        return reply(HttpAnswer::text(
+                            503,
+                            "the agent could not store the data (stopping, or its queue refused it); retry",
+                        ));
+                    }
+                } else if !self.emitter.emit(category, input, feed, points).await {
                     return reply(HttpAnswer::text(503, "the worker is stopping; retry"));
                 }
             }
