@@ -5,8 +5,8 @@
 //! The handler is synchronous and runs off the runtime (both servers call it from the
 //! blocking pool). A refused upload is answered 400 with the reason, counted in
 //! `datakit_input_parse_errors_total{input="pyroscope",reason}` and logged at most every
-//! [`dk_worker::serve::REPORT_EVERY`]. On the own port the answer waits until the profile is
-//! in the durable queue.
+//! [`dk_worker::serve::REPORT_EVERY`]. The routes are durable: on both ports the 200 waits
+//! until the profile is in the durable queue.
 
 use std::sync::Arc;
 
@@ -112,6 +112,7 @@ impl PyroscopeInput {
                     election: self.cfg.election,
                     ..FeedOpts::default()
                 })
+                .durable()
             })
             .collect()
     }
@@ -157,7 +158,6 @@ async fn run(input: PyroscopeInput, ctx: InputContext) {
     let opts = HttpOptions {
         max_body: input.cfg.body_limit,
         too_large_status: 400,
-        durable: true,
         // pyroscope-io gzips its pprof with Content-Encoding: gzip; the bytes are forwarded
         // as sent (a gzipped pprof is a pprof), as Datakit does and as 9529 hands them over.
         pass_encoded: true,

@@ -12,8 +12,8 @@
 //!   [`HttpOptions::body_timeout`]; a keep-alive connection idle for
 //!   [`HttpOptions::idle_timeout`] is closed (counted `reason="idle_timeout"`).
 //! - **Handling**: the route's handler runs off the runtime (`spawn_blocking`), its points are
-//!   fed under the route's input with the route's feed options; with [`HttpOptions::durable`] the
-//!   answer waits until the supervisor has them in the durable queue (503 if it refused).
+//!   fed under the route's input with the route's feed options; for a durable route
+//!   ([`crate::http::HttpRoute::durable`]) the answer waits until the supervisor has them in the durable queue (503 if it refused).
 //!   Unknown paths answer 404, other methods 405.
 //! - **Telemetry**: the listener's uniform counters (connections, open, bytes and events =
 //!   socket reads, as for every TCP listener).
@@ -56,8 +56,6 @@ pub struct HttpOptions {
     pub body_timeout: Duration,
     /// Keep-alive idle time after which a connection is closed.
     pub idle_timeout: Duration,
-    /// Answer only once the points are in the durable queue.
-    pub durable: bool,
     /// Hand a body with a `Content-Encoding` to the handler as it came (the header tells
     /// it), instead of answering 415: for protocols that forward the bytes (Pyroscope's
     /// gzip-encoded pprof).
@@ -73,7 +71,6 @@ impl Default for HttpOptions {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
-            durable: false,
             pass_encoded: false,
         }
     }
@@ -375,7 +372,7 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
     let Ok((input, mut answer)) = tokio::task::spawn_blocking(move || {
         let input = routes
             .find(method, &path)
-            .map(|r| (r.input.to_string(), r.feed));
+            .map(|r| (r.input.to_string(), r.feed, r.durable));
         (input, routes.handle(method, &path, request))
     })
     .await
@@ -383,9 +380,9 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
         return reply(HttpAnswer::text(500, "the route's handler failed"));
     };
     let points = std::mem::take(&mut answer.points);
-    if let Some((input, feed)) = input {
+    if let Some((input, feed, durable)) = input {
         for (category, points) in points {
-            let ok = if opts.durable {
+            let ok = if durable {
                 shared
                     .emitter
                     .emit_acked(category, &input, feed, points)
