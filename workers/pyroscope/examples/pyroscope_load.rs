@@ -4,7 +4,7 @@
 //! pyroscope-io sends them) to `/ingest` on that port. The input answers 200 only once a
 //! profile is in the durable queue, so the rate is of durable uploads. Reports uploads/s,
 //! MiB/s and the RSS of the worker and the supervisor. `--via api` sends to `/ingest` on the
-//! API port (9529) instead, forwarded to the worker over its RPC.
+//! API port (9529) instead, forwarded to the worker over its RPC (also answered once durable).
 //!
 //! ```sh
 //! cargo build --release -p datakit
@@ -140,7 +140,7 @@ fn main() -> Result<(), Error> {
         "{total} uploads of {} KiB over {connections} connections to {} in {secs:.2} s: {:.0} uploads/s, {:.1} MiB/s",
         size / 1024,
         if via_api {
-            "the API port (answered once fed)"
+            "the API port (forwarded to the worker, answered once durable)"
         } else {
             "the input's port (answered once durable)"
         },
