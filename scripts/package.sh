@@ -101,9 +101,10 @@ open(path, "wb").write(data)
 PY
 fi
 reported="$("$stage/datakit" version)" || die "$bin does not run: $reported"
-# "datakit 1.84.1 (build 0.1.0+abc)"
-got="$(echo "$reported" | awk '{print $2}')"
-commit="$(echo "$reported" | sed -n 's/.*(build \(.*\))$/\1/p')"
+# First line: "datakit 1.84.1 (build 0.1.0+abc)" (Datakit's fields follow).
+first="$(echo "$reported" | head -n1)"
+got="$(echo "$first" | awk '{print $2}')"
+commit="$(echo "$first" | sed -n 's/.*(build \(.*\))$/\1/p')"
 if [ -n "$version" ] && [ "$got" != "$version" ]; then
     die "the stamped binary reports '$got', not '$version'"
 fi

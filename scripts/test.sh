@@ -15,12 +15,14 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   tinyproxy - a real HTTP proxy for the Dataway proxy test
 #   netcat-openbsd, socat, collectd-core - real StatsD/Graphite/socket-log clients
 #   softflowd - the real NetFlow v5/v9/IPFIX exporter (replays pcaps)
+#   pmacct - pmacctd, whose sfprobe plugin is the real sFlow v5 agent (replays pcaps)
 #   rpm - rpmbuild and rpm for the packaging tests (scripts/package.sh builds the .rpm)
 #   systemd - systemd-analyze, which verifies the unit in the packaging tests
 #   iproute2 - ip, which brings up loopback in the packaging test's network namespace
 #   chromium - the headless browser that drives the DCA console page in its e2e test
 #   etcd-server - etcd, the election backend the election tests start on loopback
 #   protobuf-compiler - protoc, which the etcd client crate's build script needs
+#   python3-yaml - parses the Kubernetes DaemonSet example in the container test
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -29,12 +31,14 @@ command -v nc.openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 [ -x /usr/sbin/collectd ] || need_apt+=(collectd-core)
 [ -x /usr/sbin/softflowd ] || need_apt+=(softflowd)
+command -v pmacctd >/dev/null 2>&1 || need_apt+=(pmacct)
 command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -47,6 +51,11 @@ fi
 python3 -c 'import statsd, datadog, pylogbeat' >/dev/null 2>&1 || {
   echo "== pip install statsd datadog pylogbeat"
   python3 -m pip install -q statsd datadog pylogbeat
+}
+# The websockets client, speaking logfwd's WebSocket protocol to logfwdserver.
+python3 -c 'import websockets' >/dev/null 2>&1 || {
+  echo "== pip install websockets"
+  python3 -m pip install -q websockets
 }
 # pyroscope-io's 0.8 line: the /ingest push API Datakit serves (1.x speaks push.v1 instead).
 python3 -c 'import importlib.metadata as m, sys; sys.exit(not m.version("pyroscope-io").startswith("0."))' >/dev/null 2>&1 || {

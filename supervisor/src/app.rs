@@ -285,7 +285,7 @@ enum Exit {
 }
 
 /// `datakit run`.
-pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
+pub fn run(workdir: PathBuf, log_override: Option<String>, container: bool) -> ExitCode {
     // Sockets handed over by the binary we replace, and our own path before any swap.
     let inherited = Inherited::from_env();
     let exe = crate::upgrade::stage::exe_path();
@@ -301,6 +301,17 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    let env_conf = if container {
+        match crate::container::prepare(&workdir) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                print_err(&format!("datakit run -C: {e}"));
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        None
+    };
     match dk_config::ensure_main_conf(&workdir) {
         Ok(true) => print_err(&format!(
             "wrote the default {}",
@@ -317,7 +328,10 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     }
     let loaded = match load(&workdir) {
         Ok(l) => l,
-        Err((errors, warnings)) => {
+        Err((mut errors, warnings)) => {
+            if let Some(cfg) = &env_conf {
+                crate::container::annotate(cfg, &workdir, &mut errors);
+            }
             report_problems(&errors, &warnings);
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -334,6 +348,14 @@ pub fn run(workdir: PathBuf, log_override: Option<String>) -> ExitCode {
     );
     for w in &loaded.warnings {
         tracing::warn!("{w}");
+    }
+    match &env_conf {
+        Some(cfg) => cfg.warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        None => {
+            if let Some(w) = crate::container::host_mode_warning() {
+                tracing::warn!("{w}");
+            }
+        }
     }
     // As many async threads as the machine has CPUs (at least 2); file I/O runs elsewhere.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
@@ -873,7 +895,9 @@ async fn supervise(
     apply_resource_limit(&main.resource_limit);
 
     // One agent per work dir; then bind everything: any failure is reported before a worker starts.
-    let _pid_lock = lock_pid_file(&workdir)?;
+    let _pid_lock = (!crate::container::is_on())
+        .then(|| lock_pid_file(&workdir))
+        .transpose()?;
     let handed_over = !inherited.is_empty();
     let (api_listener, bound, upgrader_listener) = bind_everything(&loaded, &mut inherited).await?;
     let mut adopted = std::mem::take(&mut inherited.workers);

@@ -12,6 +12,8 @@ pub fn all() -> Vec<&'static dyn Family> {
         &dk_input_logging::LoggingFamily,
         &dk_input_beats::BeatsFamily,
         &dk_input_netflow::NetflowFamily,
+        &dk_input_cat::CatFamily,
+        &dk_input_logfwd::LogfwdFamily,
         &dk_input_pyroscope::PyroscopeFamily,
     ]
 }

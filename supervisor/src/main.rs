@@ -4,7 +4,9 @@
 mod app;
 mod backoff;
 mod cgroup;
+mod container;
 mod dca;
+mod debug;
 mod election;
 mod families;
 mod ingest;
@@ -17,9 +19,10 @@ mod procman;
 mod registry;
 mod release;
 mod service;
+mod tools;
 mod upgrade;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,28 @@ use clap::{Parser, Subcommand};
 /// than glibc malloc (`docs/performance.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Where things are, at the end of every command's `--help`.
+const WHERE_HELP: &str = "Work dir: /usr/local/datakit (conf.d/ holds datakit.conf and the input configs; \
+data/ and cache/dw-wal/ the data and the upload queue); another with --workdir DIR. \
+Logs: /var/log/datakit/log ([logging] log in conf.d/datakit.conf; WORKDIR/log/log for another work dir; \
+stdout with --log stdout or in container mode, `datakit run -C`).";
+
+/// `datakit version`: the first line `datakit X.Y.Z (build ID)` as before (upgrades and
+/// scripts read it: the version is its second word), then Datakit's fields (its
+/// `Golang Version` is our Rust version).
+fn version_text() -> String {
+    format!(
+        "datakit {} (build {})\n\n       Version: {}\n        Commit: {}\n        Branch: {}\n Build At(UTC): {}\n  Rust Version: {}\n",
+        dk_proto::version(),
+        dk_proto::build_id(),
+        dk_proto::version(),
+        env!("DK_BUILD_COMMIT"),
+        env!("DK_BUILD_BRANCH"),
+        env!("DK_BUILD_AT"),
+        env!("DK_BUILD_RUSTC"),
+    )
+}
 
 /// Exit code for a bad configuration (`EX_CONFIG`).
 const EXIT_CONFIG: u8 = 78;
@@ -39,7 +64,10 @@ const EXIT_CONFIG: u8 = 78;
     about = "Host observability agent, compatible with Guance Datakit",
     after_help = "With no command, datakit runs the agent from the work dir /usr/local/datakit \
 (as `datakit run --workdir /usr/local/datakit`), the way the datakit service starts it. \
-Use `datakit run --workdir DIR` to run from another directory."
+Use `datakit run --workdir DIR` to run from another directory. Container mode: `datakit run -C` \
+(the config from ENV_* variables). \
+Work dir: /usr/local/datakit (conf.d/ holds datakit.conf and the input configs); \
+logs: /var/log/datakit/log ([logging] log; WORKDIR/log/log for another work dir)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +77,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the agent in the foreground (the supervisor and its workers).
+    #[command(after_help = WHERE_HELP)]
     Run {
         /// The install directory holding conf.d/, data/ and run/.
         #[arg(long, default_value = "/usr/local/datakit")]
@@ -56,8 +85,15 @@ enum Cmd {
         /// Log destination: a file path or `stdout`; overrides `[logging] log`.
         #[arg(long)]
         log: Option<String>,
+        /// Container mode: the config comes from the ENV_* variables only (written to
+        /// conf.d/datakit.conf at each start; ENV_DATAKIT_INPUTS to
+        /// conf.d/ENV_DATAKIT_INPUTS.conf), logs go to stdout unless ENV_LOG says otherwise,
+        /// and no PID file is kept.
+        #[arg(short = 'C', long)]
+        container: bool,
     },
     /// Check the configuration and print every problem; exits non-zero if there is any.
+    #[command(after_help = WHERE_HELP)]
     Check {
         /// Check datakit.conf and conf.d.
         #[arg(long)]
@@ -82,9 +118,10 @@ enum Cmd {
         log_level: String,
     },
     /// Print the version.
+    #[command(after_help = WHERE_HELP)]
     Version,
     /// Manage the systemd service of a tarball install (deb/rpm installs ship the unit).
-    #[command(group(clap::ArgGroup::new("action").required(true).args(["install", "uninstall", "start", "stop", "restart"])))]
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["install", "uninstall", "start", "stop", "restart"])), after_help = WHERE_HELP)]
     Service {
         /// Install the unit (/etc/systemd/system/datakit.service), enable and start it.
         #[arg(short = 'I', long)]
@@ -107,6 +144,7 @@ enum Cmd {
     },
     /// Install a signed release over this binary (the running agent switches to it without
     /// closing a port), or put the previous binary back.
+    #[command(after_help = WHERE_HELP)]
     Upgrade {
         /// A signed release tarball (path or URL; its `.sig` next to it) or an install base
         /// (directory or URL serving `version`).
@@ -135,6 +173,7 @@ enum Cmd {
         args: Vec<std::ffi::OsString>,
     },
     /// Run a DCA console: agents with `[dca] enable = true` dial its /ws; people use its page.
+    #[command(after_help = WHERE_HELP)]
     Dca {
         /// Address to serve the page and the agents' WebSocket on (e.g. 127.0.0.1:8000).
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -143,8 +182,41 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         tokens: PathBuf,
     },
-    /// Tools: key pairs and signatures for releases.
+    /// Debug an input config: run its inputs once and print the points they collect.
+    #[command(after_help = WHERE_HELP)]
+    Debug {
+        /// The input config (a conf.d file with [[inputs.NAME]] tables) to run once.
+        #[arg(long, value_name = "FILE")]
+        input_conf: PathBuf,
+        /// How long to wait for every input's first points.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
+    /// Tools: check line protocol, print the default config, dump input samples, release keys.
+    #[command(after_help = WHERE_HELP)]
     Tool {
+        /// Validate and print the line protocol in FILE as the write API takes it (decoded,
+        /// normalised); every invalid line is reported with its number, exit 1 when any.
+        #[arg(long, value_name = "FILE")]
+        parse_lp: Option<PathBuf>,
+        /// With --parse-lp: print the points as JSON (the write API's echo=json).
+        #[arg(long, requires = "parse_lp")]
+        json: bool,
+        /// With --parse-lp: the category the points are normalised for.
+        #[arg(long, default_value = "metric", requires = "parse_lp")]
+        category: String,
+        /// Print the built-in default datakit.conf.
+        #[arg(long)]
+        default_main_conf: bool,
+        /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+        #[arg(long, value_name = "SHELL")]
+        completer_script: Option<clap_complete::Shell>,
+        /// Install the bash completion script as /etc/bash_completion.d/datakit.
+        #[arg(long)]
+        setup_completer_script: bool,
+        /// Write every input's sample config into DIR as <input>.conf.
+        #[arg(long, value_name = "DIR")]
+        dump_samples: Option<PathBuf>,
         /// Write an ed25519 key pair for signing releases into DIR (datakit.key, datakit.pub).
         #[arg(long, value_name = "DIR")]
         keygen: Option<PathBuf>,
@@ -160,8 +232,12 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Run { workdir, log }) => app::run(workdir, log),
-        None => app::run(PathBuf::from("/usr/local/datakit"), None),
+        Some(Cmd::Run {
+            workdir,
+            log,
+            container,
+        }) => app::run(workdir, log, container),
+        None => app::run(PathBuf::from("/usr/local/datakit"), None, false),
         Some(Cmd::Check {
             config: _,
             workdir,
@@ -172,7 +248,52 @@ fn main() -> ExitCode {
             run_dir,
             log_level,
         }) => app::worker(&family, &run_dir, &log_level),
-        Some(Cmd::Tool { keygen, sign, key }) => tool(keygen, sign, key),
+        Some(Cmd::Debug {
+            input_conf,
+            timeout,
+        }) => match dk_proto::duration::parse(&timeout) {
+            Ok(t) => debug::input_conf(&input_conf, t),
+            Err(e) => {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr().lock(),
+                    format!("datakit debug --timeout: {e}\n").as_bytes(),
+                );
+                ExitCode::from(64)
+            }
+        },
+        Some(Cmd::Tool {
+            parse_lp: Some(file),
+            json,
+            category,
+            ..
+        }) => tools::parse_lp_cmd(&file, json, &category),
+        Some(Cmd::Tool {
+            completer_script: Some(shell),
+            ..
+        }) => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "datakit",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Tool {
+            setup_completer_script: true,
+            ..
+        }) => setup_completer_script(Path::new("/etc/bash_completion.d/datakit")),
+        Some(Cmd::Tool {
+            default_main_conf: true,
+            ..
+        }) => tools::default_main_conf(),
+        Some(Cmd::Tool {
+            dump_samples: Some(dir),
+            ..
+        }) => tools::dump_samples(&dir),
+        Some(Cmd::Tool {
+            keygen, sign, key, ..
+        }) => tool(keygen, sign, key),
         Some(Cmd::Dca { listen, tokens }) => dca::console::run(&listen, &tokens),
         Some(Cmd::Service {
             install,
@@ -226,18 +347,44 @@ fn main() -> ExitCode {
         ),
         Some(Cmd::Version) => {
             let mut out = std::io::stdout().lock();
-            let _ = std::io::Write::write_all(
-                &mut out,
-                format!(
-                    "datakit {} (build {})\n",
-                    dk_proto::version(),
-                    dk_proto::build_id()
-                )
-                .as_bytes(),
-            );
+            let _ = std::io::Write::write_all(&mut out, version_text().as_bytes());
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `datakit tool --setup-completer-script`: the bash completion script written to `path`.
+fn setup_completer_script(path: &Path) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        clap_complete::Shell::Bash,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "datakit",
+        &mut script,
+    );
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, &script));
+    let (text, code) = match written {
+        Ok(()) => (
+            format!(
+                "wrote {}; open a new shell (or `source {}`) to complete datakit commands\n",
+                path.display(),
+                path.display()
+            ),
+            ExitCode::SUCCESS,
+        ),
+        Err(e) => (
+            format!(
+                "datakit tool --setup-completer-script: cannot write {}: {e} (run as root, or use `datakit tool --completer-script bash > FILE`)\n",
+                path.display()
+            ),
+            ExitCode::FAILURE,
+        ),
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+    code
 }
 
 /// `datakit tool`: release keys and signatures.
@@ -279,6 +426,6 @@ fn tool(keygen: Option<PathBuf>, sign: Option<PathBuf>, key: Option<PathBuf>) ->
             }
         };
     }
-    say("datakit tool: say what to do: --keygen DIR, or --sign FILE --key KEY\n".into());
+    say("datakit tool: say what to do: --parse-lp FILE, --default-main-conf, --dump-samples DIR, --completer-script SHELL, --setup-completer-script, --keygen DIR, or --sign FILE --key KEY\n".into());
     ExitCode::from(64)
 }

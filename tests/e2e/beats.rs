@@ -163,3 +163,141 @@ fn pylogbeat_batches_survive_a_kill_9_mid_stream_and_nothing_acknowledged_is_los
         want.len()
     );
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// pylogbeat over TLS (`ssl_enable`, `ssl_verify` against the test CA's `ca_certs`): batches are
+/// acknowledged and stored; pylogbeat without TLS on the TLS port, and pylogbeat trusting
+/// another CA, get nothing acknowledged and are counted as failed handshakes.
+const TLS_CLIENT: &str = r#"
+import sys
+from pylogbeat import PyLogBeatClient
+port, ca, batches = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for b in range(batches):
+    client = PyLogBeatClient("127.0.0.1", port, timeout=10, ssl_enable=True, ssl_verify=True,
+                             ca_certs=ca)
+    client.connect()
+    client.send([{"message": f"tls-{b}-{i}", "host": {"name": "web-2"}} for i in range(20)])
+    client.close()
+    print(f"acked {b}", flush=True)
+for ssl, ca_file in [(False, None), (True, sys.argv[4])]:
+    client = PyLogBeatClient("127.0.0.1", port, timeout=3, ssl_enable=ssl, ssl_verify=True,
+                             ca_certs=ca_file)
+    try:
+        client.connect()
+        client.send([{"message": "must not arrive"}])
+        print("unexpected ack", flush=True)
+    except Exception as e:
+        print(f"refused {type(e).__name__}", flush=True)
+"#;
+
+#[test]
+fn pylogbeat_over_tls_trusting_the_test_ca_is_acknowledged_and_others_are_refused() {
+    if !dk_proto::testing::require_python_modules(&["pylogbeat"], "pylogbeat") {
+        return;
+    }
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let ca_for = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let ca = ca_for("beats test CA");
+    let other = ca_for("another CA");
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(path("ca.pem"), pem("CERTIFICATE", ca.der())).unwrap();
+    std::fs::write(path("other.pem"), pem("CERTIFICATE", other.der())).unwrap();
+    std::fs::write(path("cert.pem"), pem("CERTIFICATE", cert.der())).unwrap();
+    std::fs::write(path("key.pem"), pem("PRIVATE KEY", &key.serialize_der())).unwrap();
+
+    let port = free_port();
+    let conf = format!(
+        r#"
+[[inputs.beats_output]]
+  listen = "tcp://127.0.0.1:{port}"
+  source = "tlsbeat"
+  tls_cert_file = "{}"
+  tls_key_file = "{}"
+  tls_handshake_timeout = "2s"
+"#,
+        path("cert.pem"),
+        path("key.pem")
+    );
+    let agent = Agent::start(&[("beats_output/beats_output.conf", &conf)]);
+    let batches = 5usize;
+    let out = Command::new("python3")
+        .args(["-c", TLS_CLIENT])
+        .args([
+            port.to_string(),
+            path("ca.pem"),
+            batches.to_string(),
+            path("other.pem"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pylogbeat over TLS failed: {stdout}{}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        &lines[..batches],
+        &(0..batches)
+            .map(|b| format!("acked {b}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(lines.len(), batches + 2, "{stdout}");
+    assert!(
+        lines[batches..].iter().all(|l| l.starts_with("refused")),
+        "{stdout}"
+    );
+    let want: HashSet<String> = (0..batches)
+        .flat_map(|b| (0..20).map(move |i| format!("tls-{b}-{i}")))
+        .collect();
+    let got = wait_for(
+        "every TLS event in the local sink",
+        Duration::from_secs(30),
+        || {
+            let got: HashSet<String> = agent
+                .local_points("logging")
+                .iter()
+                .filter(|p| p.name == "tlsbeat")
+                .filter_map(|p| match p.get_field("message") {
+                    Some(Value::S(m)) => Some(m.clone()),
+                    _ => None,
+                })
+                .collect();
+            want.is_subset(&got).then_some(got)
+        },
+    );
+    assert_eq!(got, want, "nothing from the refused clients");
+    agent.wait_metric_at_least(
+        "datakit_input_dropped_total{input=\"beats_output\",reason=\"tls_handshake\"}",
+        2.0,
+        Duration::from_secs(10),
+    );
+}

@@ -119,6 +119,9 @@ fn package_sh_stamps_the_version_and_signs_a_tarball_that_fails_to_verify_after_
         .collect();
     assert_eq!(version["sha256"], sha.as_str());
     let build = String::from_utf8_lossy(&run(Command::new(bin()).arg("version")).stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
         .trim()
         .to_string();
     assert!(

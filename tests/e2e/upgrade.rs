@@ -124,6 +124,9 @@ impl Releases {
         let sha = sum.split_whitespace().next().unwrap();
         let commit = Command::new(bin()).arg("version").output().unwrap();
         let commit = String::from_utf8_lossy(&commit.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
             .split("(build ")
             .nth(1)
             .unwrap()

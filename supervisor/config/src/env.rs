@@ -6,6 +6,11 @@ use std::collections::HashMap;
 pub trait Env {
     /// The value of `key`, if set.
     fn var(&self, key: &str) -> Option<String>;
+
+    /// Every variable (for finding groups by prefix); empty where it cannot list them.
+    fn vars(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The process environment.
@@ -16,6 +21,17 @@ impl Env for ProcessEnv {
     fn var(&self, key: &str) -> Option<String> {
         std::env::var_os(key).map(|v| v.to_string_lossy().into_owned())
     }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// A fixed set of variables.
@@ -25,6 +41,10 @@ pub struct MapEnv(pub HashMap<String, String>);
 impl Env for MapEnv {
     fn var(&self, key: &str) -> Option<String> {
         self.0.get(key).cloned()
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 

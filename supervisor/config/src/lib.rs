@@ -15,6 +15,7 @@ mod addr;
 mod confd;
 mod diag;
 mod env;
+mod env_conf;
 mod host;
 mod known_inputs;
 mod main_conf;
@@ -28,6 +29,10 @@ use dk_proto::rpc::InputSpec;
 pub use addr::ListenAddr;
 pub use diag::{ConfigErrors, Diagnostic};
 pub use env::{Env, MapEnv, ProcessEnv, substitute};
+pub use env_conf::{
+    ENV_INPUTS_FILE, ENV_SOURCE, EnvConfig, InputConfs, from_env, input_confs, input_env_file,
+    is_input_env_file,
+};
 pub use host::{HostProbe, SystemProbe};
 pub use known_inputs::{DATAKIT_DEFAULT_ENABLED_INPUTS, DATAKIT_INPUTS, is_datakit_input};
 pub use main_conf::{

@@ -7,13 +7,18 @@
 //! ```sh
 //! cargo build --release -p datakit
 //! cargo run --release -p dk-input-beats --example beats_load -- \
-//!     --datakit target/release/datakit [--connections 4] [--windows 100] [--events 2048]
+//!     --datakit target/release/datakit [--connections 4] [--windows 100] [--events 2048] \
+//!     [--tls true]
 //! ```
+//!
+//! `--tls true` serves the listener with TLS (a certificate from a CA made for the run) and
+//! the clients speak TLS 1.3 (rustls, ring).
 #![allow(clippy::print_stdout)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dk_input_beats::frame::{self, encode};
@@ -34,9 +39,68 @@ fn window(c: usize, w: usize, events: usize) -> Vec<u8> {
     encode::batch(1, &refs)
 }
 
-fn client(port: u16, c: usize, windows: usize, events: usize) -> std::io::Result<()> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<String> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// A CA and a `localhost` certificate it signed, written to `dir` as `cert.pem`/`key.pem`;
+/// the client config trusting the CA.
+fn tls_files(dir: &Path) -> Result<Arc<rustls::ClientConfig>, Error> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    std::fs::create_dir_all(dir)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&key, &ca)?;
+    std::fs::write(dir.join("cert.pem"), pem("CERTIFICATE", cert.der()))?;
+    std::fs::write(
+        dir.join("key.pem"),
+        pem("PRIVATE KEY", &key.serialize_der()),
+    )?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+trait Wire: Read + Write {}
+impl<T: Read + Write> Wire for T {}
+
+fn client(
+    port: u16,
+    c: usize,
+    windows: usize,
+    events: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> std::io::Result<()> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut s: Box<dyn Wire> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(std::io::Error::other)?;
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let wire: Vec<Vec<u8>> = (0..4).map(|w| window(c, w, events)).collect();
     for w in 0..windows {
         s.write_all(&wire[w % wire.len()])?;
@@ -50,11 +114,12 @@ fn client(port: u16, c: usize, windows: usize, events: usize) -> std::io::Result
 }
 
 fn main() -> Result<(), Error> {
-    let (mut datakit, mut connections, mut windows, mut events) = (
+    let (mut datakit, mut connections, mut windows, mut events, mut tls) = (
         PathBuf::from("target/release/datakit"),
         4usize,
         100usize,
         2048usize,
+        false,
     );
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -64,11 +129,24 @@ fn main() -> Result<(), Error> {
             "--connections" => connections = value.parse()?,
             "--windows" => windows = value.parse()?,
             "--events" => events = value.parse()?,
+            "--tls" => tls = value.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
     let port = free_port()?;
-    let conf = format!("[[inputs.beats_output]]\n  listen = \"tcp://127.0.0.1:{port}\"\n");
+    let mut conf = format!("[[inputs.beats_output]]\n  listen = \"tcp://127.0.0.1:{port}\"\n");
+    let pki = std::env::temp_dir().join(format!("dk-beats-load-tls-{}", std::process::id()));
+    let client_tls = if tls {
+        let config = tls_files(&pki)?;
+        conf.push_str(&format!(
+            "  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+            pki.join("cert.pem").display(),
+            pki.join("key.pem").display()
+        ));
+        Some(config)
+    } else {
+        None
+    };
     let agent = LoadAgent::start(
         &datakit,
         "beats-load",
@@ -91,7 +169,10 @@ fn main() -> Result<(), Error> {
     let total = connections * windows * events;
     let start = Instant::now();
     let clients: Vec<_> = (0..connections)
-        .map(|c| std::thread::spawn(move || client(port, c, windows, events)))
+        .map(|c| {
+            let tls = client_tls.clone();
+            std::thread::spawn(move || client(port, c, windows, events, tls))
+        })
         .collect();
     for c in clients {
         c.join().map_err(|_| "a client panicked")??;
@@ -103,7 +184,8 @@ fn main() -> Result<(), Error> {
     let (w_rss, w_hwm) = rss_kib(worker).unwrap_or_default();
     let (s_rss, s_hwm) = rss_kib(agent.pid()).unwrap_or_default();
     println!(
-        "beats: {total} events ({connections} connections x {windows} windows x {events}) acknowledged in {:.2}s = {:.0} events/s with acks; sink wrote {got} in {:.2}s = {:.0} events/s",
+        "beats{}: {total} events ({connections} connections x {windows} windows x {events}) acknowledged in {:.2}s = {:.0} events/s with acks; sink wrote {got} in {:.2}s = {:.0} events/s",
+        if tls { " over TLS" } else { "" },
         acked.as_secs_f64(),
         total as f64 / acked.as_secs_f64(),
         done.as_secs_f64(),
@@ -114,6 +196,7 @@ fn main() -> Result<(), Error> {
         cpu_seconds(agent.pid()) - cpu_before.0,
         cpu_seconds(worker) - cpu_before.1
     );
+    let _ = std::fs::remove_dir_all(&pki);
     if got < total as f64 {
         return Err(format!("only {got} of {total} events reached the sink").into());
     }

@@ -2,6 +2,7 @@
 //! defaults, every problem at once.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use dk_proto::rpc::ListenerKind;
 use dk_worker::config::{Decoded, Problems};
@@ -15,6 +16,19 @@ use crate::mapping::Mapping;
 pub const DEFAULT_LISTEN: &str = "tcp://0.0.0.0:5044";
 /// Datakit's default `source`.
 pub const DEFAULT_SOURCE: &str = "default";
+/// Default `tls_handshake_timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS on the listener (`tls_cert_file` and `tls_key_file`, our addition to Datakit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// Longest time a client may take to complete its handshake.
+    pub handshake_timeout: Duration,
+}
 
 /// One instance's settings, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +43,8 @@ pub struct BeatsConfig {
     pub storage_index: String,
     /// `maximum_length`: longest event kept, in bytes.
     pub maximum_length: usize,
+    /// TLS, when `tls_cert_file` and `tls_key_file` are set.
+    pub tls: Option<Tls>,
 }
 
 impl BeatsConfig {
@@ -60,6 +76,10 @@ struct BeatsToml {
     pipeline: String,
     storage_index: String,
     maximum_length: i64,
+    tls_cert_file: String,
+    tls_key_file: String,
+    #[serde(with = "dk_worker::config::seconds")]
+    tls_handshake_timeout: Duration,
     tags: BTreeMap<String, String>,
 }
 
@@ -72,6 +92,9 @@ impl Default for BeatsToml {
             pipeline: String::new(),
             storage_index: String::new(),
             maximum_length: DEFAULT_MAX_EVENT as i64,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tags: BTreeMap::new(),
         }
     }
@@ -147,6 +170,34 @@ fn check(t: BeatsToml, p: &mut Problems) -> BeatsConfig {
             DEFAULT_MAX_EVENT
         }
     };
+    let (cert, key) = (t.tls_cert_file.trim(), t.tls_key_file.trim());
+    let tls = match (cert.is_empty(), key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(Tls {
+            cert_file: cert.to_string(),
+            key_file: key.to_string(),
+            handshake_timeout: p.clamp(
+                "tls_handshake_timeout",
+                t.tls_handshake_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            ),
+        }),
+        (true, false) => {
+            p.error(
+                "tls_cert_file",
+                "tls_key_file is set without tls_cert_file; set both (PEM files) for TLS, or neither",
+            );
+            None
+        }
+        (false, true) => {
+            p.error(
+                "tls_key_file",
+                "tls_cert_file is set without tls_key_file; set both (PEM files) for TLS, or neither",
+            );
+            None
+        }
+    };
     if !t.pipeline.is_empty() {
         p.warn(
             "pipeline",
@@ -163,6 +214,7 @@ fn check(t: BeatsToml, p: &mut Problems) -> BeatsConfig {
         pipeline: t.pipeline,
         storage_index: t.storage_index,
         maximum_length,
+        tls,
     }
 }
 
@@ -212,5 +264,31 @@ mod tests {
         assert_eq!(listeners("").len(), 1);
         let warned = decode("pipeline = \"x.p\"").into_problems();
         assert_eq!(keys(&warned), vec!["pipeline"]);
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_takes_a_handshake_timeout() {
+        assert_eq!(parse("").unwrap().tls, None);
+        let cfg = parse(
+            "tls_cert_file = \"/etc/c.pem\"\ntls_key_file = \"/etc/k.pem\"\ntls_handshake_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.tls,
+            Some(Tls {
+                cert_file: "/etc/c.pem".into(),
+                key_file: "/etc/k.pem".into(),
+                handshake_timeout: Duration::from_secs(3),
+            })
+        );
+        let defaulted = parse("tls_cert_file = \"c\"\ntls_key_file = \"k\"\n").unwrap();
+        assert_eq!(
+            defaulted.tls.map(|t| t.handshake_timeout),
+            Some(DEFAULT_HANDSHAKE_TIMEOUT)
+        );
+        let problems = parse("tls_cert_file = \"c\"").unwrap_err();
+        assert_eq!(keys(&problems), vec!["tls_key_file"]);
+        let problems = parse("tls_key_file = \"k\"").unwrap_err();
+        assert_eq!(keys(&problems), vec!["tls_cert_file"]);
     }
 }

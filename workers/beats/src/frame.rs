@@ -148,6 +148,12 @@ pub struct Decoder {
     ready: Vec<Window>,
 }
 
+/// The keepalive go-lumber sends every 3 s while a window waits for its ack: an ack of 0.
+pub const KEEPALIVE: [u8; SHORT_FRAME] = [VERSION, b'A', 0, 0, 0, 0];
+
+/// Go-lumber's keepalive interval.
+pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The ack frame for `seq`.
 pub fn ack(seq: u32) -> [u8; SHORT_FRAME] {
     let s = seq.to_be_bytes();

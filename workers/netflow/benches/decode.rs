@@ -1,6 +1,7 @@
 //! NetFlow v9 throughput: decoding softflowd-shaped packets with warm templates, and decoding
 //! plus Datakit's aggregation (rollup, merge) and the flush into points. Throughput is in
-//! flow records.
+//! flow records. sFlow v5: decoding switch-shaped datagrams of flow samples with raw headers,
+//! and decoding plus aggregation; throughput in samples.
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -150,5 +151,91 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// An sFlow v5 datagram of `n` flow samples (1 in 256) from agent 192.0.2.10, each with an
+/// extended switch record and a 128-byte raw Ethernet/IPv4/TCP header (as switches send),
+/// with distinct addresses and ports so that aggregation sees many keys.
+fn sflow_datagram(n: usize, salt: usize) -> Vec<u8> {
+    let u32s = |out: &mut Vec<u8>, vs: &[u32]| {
+        for v in vs {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    };
+    let mut d = Vec::new();
+    u32s(&mut d, &[5, 1, 0xc000_020a, 0, salt as u32, 1000, n as u32]);
+    for i in 0..n {
+        let k = salt * n + i;
+        let mut header = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+        header.extend_from_slice(&[0x45, 0, 5, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        header.extend_from_slice(&[10, 0, (k >> 8) as u8, k as u8]);
+        header.extend_from_slice(&[10, 1, 0, (k % 7) as u8]);
+        header.extend_from_slice(&(40000 + (k % 20) as u16).to_be_bytes());
+        header.extend_from_slice(&443u16.to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        header.resize(128, b'x');
+        let mut sample = Vec::new();
+        u32s(&mut sample, &[k as u32, 3, 256, 256 * k as u32, 0, 3, 4, 2]);
+        u32s(&mut sample, &[1001, 16, 10, 0, 10, 0]);
+        u32s(&mut sample, &[1, 16 + 128, 1, 1518, 4, 128]);
+        sample.extend_from_slice(&header);
+        u32s(&mut d, &[1, sample.len() as u32]);
+        d.extend_from_slice(&sample);
+    }
+    d
+}
+
+fn bench_sflow(c: &mut Criterion) {
+    let exporter = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // 7 samples a datagram (1,392 bytes, under a 1,500-byte MTU as agents fill it).
+    let datagrams: Vec<Vec<u8>> = (0..400).map(|s| sflow_datagram(7, s)).collect();
+    let samples = 7 * datagrams.len() as u64;
+    {
+        let mut out = Vec::new();
+        let mut counts = Counts::default();
+        decode(
+            &mut Templates::new(),
+            exporter,
+            &datagrams[0],
+            1,
+            &mut out,
+            &mut counts,
+        )
+        .expect("decodes");
+        assert_eq!(out.len(), 7, "{counts:?}");
+        assert_eq!((out[0].dst_port, out[0].bytes), (443, 1518));
+    }
+    let mut g = c.benchmark_group("sflow_v5");
+    g.throughput(Throughput::Elements(samples));
+    g.bench_function("decode", |b| {
+        let mut t = Templates::new();
+        let mut out = Vec::with_capacity(64);
+        let mut counts = Counts::default();
+        b.iter(|| {
+            for d in &datagrams {
+                out.clear();
+                let _ = decode(&mut t, exporter, black_box(d), 1, &mut out, &mut counts);
+                black_box(&out);
+            }
+        });
+    });
+    // Steady state: the same 2,800 keys again and again (samples merge into held flows).
+    g.bench_function("decode_merge", |b| {
+        let mut t = Templates::new();
+        let mut out = Vec::with_capacity(64);
+        let mut counts = Counts::default();
+        let mut agg = Aggregator::new(1);
+        b.iter(|| {
+            for d in &datagrams {
+                out.clear();
+                let _ = decode(&mut t, exporter, black_box(d), 1, &mut out, &mut counts);
+                for r in out.drain(..) {
+                    agg.add(r, 1);
+                }
+            }
+            black_box(agg.len());
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_sflow);
 criterion_main!(benches);

@@ -3,8 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use dk_input_netflow::aggregate::Aggregator;
-use dk_input_netflow::decode::{Counts, MAX_TEMPLATES_PER_DOMAIN, Templates, decode};
+use dk_input_netflow::decode::{Counts, FlowType, MAX_TEMPLATES_PER_DOMAIN, Templates, decode};
 use dk_input_netflow::payload::{PointSettings, point};
+use dk_input_netflow::sflow::MAX_SAMPLES;
 
 const V9: &[u8] = include_bytes!("seeds/decode/softflowd_v9.bin");
 const IPFIX: &[u8] = include_bytes!("seeds/decode/softflowd_ipfix.bin");
@@ -46,4 +47,34 @@ pub fn check_decode(data: &[u8]) {
             let _: serde_json::Value = serde_json::from_str(m).unwrap();
         }
     }
+}
+
+/// Decodes `data` as an sFlow datagram (the version is forced to 5 so that mutations reach the
+/// samples): nothing panics, no template is learnt, every record is a one-packet sFlow flow
+/// received now, at most one per sample, and all of them go through [`check_decode`].
+pub fn check_sflow(data: &[u8]) {
+    let mut bytes = data.to_vec();
+    if bytes.len() >= 4 {
+        bytes[..4].copy_from_slice(&5u32.to_be_bytes());
+    }
+    let mut t = Templates::new();
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    let _ = decode(
+        &mut t,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &bytes,
+        7,
+        &mut out,
+        &mut counts,
+    );
+    assert!(t.is_empty());
+    assert_eq!(counts.records, out.len() as u64);
+    let samples = counts.records + counts.sflow_counter_samples + counts.sflow_skipped;
+    assert!(samples <= u64::from(MAX_SAMPLES));
+    for r in &out {
+        assert_eq!(r.flow_type, FlowType::Sflow5);
+        assert_eq!((r.packets, r.start, r.end), (1, 7, 7));
+    }
+    check_decode(&bytes);
 }

@@ -32,6 +32,8 @@ pub enum ListenerType {
     Netflow9,
     /// `ipfix`.
     Ipfix,
+    /// `sflow5`.
+    Sflow5,
 }
 
 impl ListenerType {
@@ -41,6 +43,7 @@ impl ListenerType {
             ListenerType::Netflow5 => "netflow5",
             ListenerType::Netflow9 => "netflow9",
             ListenerType::Ipfix => "ipfix",
+            ListenerType::Sflow5 => "sflow5",
         }
     }
 }
@@ -190,17 +193,13 @@ fn check(t: NetflowToml, p: &mut Problems) -> NetflowConfig {
             "netflow5" => Some(ListenerType::Netflow5),
             "netflow9" => Some(ListenerType::Netflow9),
             "ipfix" => Some(ListenerType::Ipfix),
-            "sflow5" => {
-                p.warn(
-                    key("flow_type"),
-                    "sflow5 is not supported yet: this listener is skipped (NetFlow v5, v9 and IPFIX are)",
-                );
-                None
-            }
+            "sflow5" => Some(ListenerType::Sflow5),
             other => {
                 p.error(
                     key("flow_type"),
-                    format!("{other:?} is not a flow type; write netflow5, netflow9 or ipfix"),
+                    format!(
+                        "{other:?} is not a flow type; write netflow5, netflow9, ipfix or sflow5"
+                    ),
                 );
                 None
             }
@@ -211,7 +210,7 @@ fn check(t: NetflowToml, p: &mut Problems) -> NetflowConfig {
                 p.error(
                     key("port"),
                     format!(
-                        "{} is not a UDP port; write a number from 1 to 65535 (Datakit's defaults: netflow9 2055, netflow5 2056, ipfix 4739)",
+                        "{} is not a UDP port; write a number from 1 to 65535 (Datakit's defaults: netflow9 2055, netflow5 2056, ipfix 4739, sflow5 6343)",
                         l.port
                     ),
                 );
@@ -306,10 +305,19 @@ mod tests {
     }
 
     #[test]
-    fn sflow_is_a_warning_and_claims_no_port() {
+    fn an_sflow5_listener_claims_its_udp_port() {
         let d = decode("[[listeners]]\nflow_type = \"sflow5\"\nport = 6343\n");
-        assert!(!d.problems.has_errors());
-        assert_eq!(keys(&d.problems.0), vec!["listeners[0].flow_type"]);
-        assert!(d.value.listeners.is_empty());
+        assert!(d.problems.0.is_empty(), "{:?}", d.problems);
+        assert_eq!(
+            d.value.listeners,
+            vec![Listener {
+                flow_type: ListenerType::Sflow5,
+                port: 6343
+            }]
+        );
+        assert_eq!(
+            d.value.listen_specs(),
+            vec![ListenSpec::new("udp://0.0.0.0:6343", ListenerKind::Udp)]
+        );
     }
 }

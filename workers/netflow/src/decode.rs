@@ -32,6 +32,8 @@ pub enum FlowType {
     Netflow9,
     /// IPFIX (NetFlow v10).
     Ipfix,
+    /// sFlow v5 flow samples.
+    Sflow5,
 }
 
 impl FlowType {
@@ -41,6 +43,7 @@ impl FlowType {
             FlowType::Netflow5 => "netflow5",
             FlowType::Netflow9 => "netflow9",
             FlowType::Ipfix => "ipfix",
+            FlowType::Sflow5 => "sflow5",
         }
     }
 }
@@ -99,7 +102,7 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
-    fn empty(flow_type: FlowType, exporter: IpAddr) -> FlowRecord {
+    pub(crate) fn empty(flow_type: FlowType, exporter: IpAddr) -> FlowRecord {
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         FlowRecord {
             flow_type,
@@ -136,8 +139,8 @@ pub enum DecodeError {
     /// Shorter than its header says.
     #[error("the packet is truncated ({0})")]
     Truncated(&'static str),
-    /// Not version 5, 9 or 10.
-    #[error("version {0} is not NetFlow v5, v9 or IPFIX")]
+    /// Not NetFlow version 5, 9 or 10, nor sFlow version 5.
+    #[error("version {0} is not NetFlow v5, v9, IPFIX nor sFlow v5")]
     Version(u16),
     /// A set or template is malformed.
     #[error("malformed {0}")]
@@ -160,6 +163,10 @@ pub struct Counts {
     pub templates_refused: u64,
     /// Options templates and options data skipped.
     pub options_skipped: u64,
+    /// sFlow counter samples skipped.
+    pub sflow_counter_samples: u64,
+    /// sFlow samples of other formats, and flow samples without packet data, skipped.
+    pub sflow_skipped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,12 +268,12 @@ impl Templates {
 
 /// A bounds-checked big-endian reader.
 #[derive(Clone, Copy)]
-struct Cursor<'a> {
-    b: &'a [u8],
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.b.len() < n {
             return Err(DecodeError::Truncated(what));
         }
@@ -275,16 +282,16 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
-    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let b = self.take(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
@@ -296,13 +303,13 @@ fn uint(b: &[u8]) -> u64 {
     b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
 }
 
-fn ipv4(b: &[u8]) -> Option<IpAddr> {
+pub(crate) fn ipv4(b: &[u8]) -> Option<IpAddr> {
     <[u8; 4]>::try_from(b)
         .ok()
         .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
 }
 
-fn ipv6(b: &[u8]) -> Option<IpAddr> {
+pub(crate) fn ipv6(b: &[u8]) -> Option<IpAddr> {
     <[u8; 16]>::try_from(b)
         .ok()
         .map(|a| IpAddr::V6(Ipv6Addr::from(a)))
@@ -321,7 +328,9 @@ fn low_u32(v: u64) -> u32 {
 }
 
 /// Decodes one datagram from `exporter` received at `now` (Unix seconds), appending its
-/// records to `out`. Records decoded before an error in a later set are kept.
+/// records to `out`: NetFlow v5, v9, IPFIX, or sFlow v5 (whose records name the agent address
+/// the datagram carries as their exporter, see [`crate::sflow`]). Records decoded before an
+/// error in a later set or sample are kept.
 ///
 /// # Errors
 /// Why the datagram, or the rest of it, could not be read.
@@ -338,6 +347,8 @@ pub fn decode(
         5 => v5(exporter, c, out, counts),
         9 => v9(templates, exporter, c, now, out, counts),
         10 => ipfix(templates, exporter, c, now, out, counts),
+        // sFlow's version is a 32-bit 5.
+        0 if c.u16("version")? == 5 => crate::sflow::datagram(c, now, out, counts),
         v => Err(DecodeError::Version(v)),
     }
 }

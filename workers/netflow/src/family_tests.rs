@@ -26,7 +26,7 @@ fn the_sample_validates_and_listens_for_netflow5_on_2056() {
     let all = dk_worker::testing::uncommented(NetflowFamily::SAMPLE);
     let tables = instances(&all, INPUT_NAME);
     assert_eq!(f.validate("netflow", &tables[0]), Vec::new());
-    assert_eq!(f.listeners("netflow", &tables[0]).len(), 3);
+    assert_eq!(f.listeners("netflow", &tables[0]).len(), 4);
 }
 
 #[test]
@@ -182,6 +182,65 @@ async fn softflowd_packets_become_aggregated_netflow_logs_with_rolled_up_ports()
             r#"input="netflow",listener="udp://0.0.0.0:2055""#
         ),
         2.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sfprobe_datagrams_on_an_sflow5_listener_become_flows_of_the_agent_and_counters_are_counted()
+ {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let toml = "flush_interval = \"200ms\"\n[[listeners]]\nflow_type = \"sflow5\"\nport = 6343\n";
+    let inputs = NetflowFamily
+        .build(&worker_config(
+            "netflow",
+            [spec(INPUT_NAME, "t.conf", toml)],
+        ))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    let (emitter, mut rx) = Emitter::channel(64);
+    let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
+    ctx.listeners = vec![InheritedListener {
+        address: "udp://0.0.0.0:6343".into(),
+        kind: ListenerKind::Udp,
+        fd: sock.as_raw_fd(),
+    }];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in inputs {
+        tasks.spawn(i.run(ctx.clone()));
+    }
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for d in [
+        &include_bytes!("../tests/fixtures/sfprobe_flows_0.bin")[..],
+        include_bytes!("../tests/fixtures/sfprobe_flows_1.bin"),
+        include_bytes!("../tests/fixtures/sfprobe_counters.bin"),
+    ] {
+        tx.send_to(d, sock.local_addr().expect("addr"))
+            .expect("send");
+    }
+    let points = collect(&mut rx, 12).await;
+    assert!(
+        points.iter().all(|p| s(p, "type") == "sflow5"),
+        "{points:?}"
+    );
+    assert!(
+        points.iter().all(|p| s(p, "device_ip") == "192.0.2.10"),
+        "the agent address, not the sender"
+    );
+    let tcp = points
+        .iter()
+        .find(|p| s(p, "source_ip") == "10.0.0.1")
+        .expect("the TCP flow");
+    assert_eq!(tcp.get_field("bytes"), Some(&Value::I(274)));
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    let text = dk_worker::telemetry::encode(&ctx);
+    assert_eq!(
+        dk_worker::telemetry::sample(
+            &text,
+            "datakit_input_dropped_total",
+            r#"input="netflow",reason="sflow_counter_sample""#
+        ),
+        1.0,
         "{text}"
     );
 }

@@ -94,6 +94,8 @@ struct Receiver {
     malformed: Counter,
     unknown_template: Counter,
     templates_refused: Counter,
+    sflow_counter_samples: Counter,
+    sflow_skipped: Counter,
     report: Arc<Tally>,
     tx: mpsc::Sender<Vec<FlowRecord>>,
 }
@@ -127,6 +129,9 @@ impl udp::Datagrams for Receiver {
         self.malformed.inc_by(self.errors);
         self.unknown_template.inc_by(counts.unknown_template);
         self.templates_refused.inc_by(counts.templates_refused);
+        self.sflow_counter_samples
+            .inc_by(counts.sflow_counter_samples);
+        self.sflow_skipped.inc_by(counts.sflow_skipped);
         let errors = std::mem::take(&mut self.errors);
         if let Some((err, from)) = self.last.take()
             && let Some(n) = self.report.due(errors + counts.unknown_template)
@@ -231,6 +236,9 @@ fn receiver(
         malformed: telemetry.parse_error(INPUT_NAME, "malformed"),
         unknown_template: telemetry.parse_error(INPUT_NAME, "unknown_template"),
         templates_refused: telemetry.parse_error(INPUT_NAME, "template_refused"),
+        // Datakit's decoder ignores them too.
+        sflow_counter_samples: telemetry.dropped(INPUT_NAME, "sflow_counter_sample"),
+        sflow_skipped: telemetry.dropped(INPUT_NAME, "sflow_unsupported_sample"),
         report: report.clone(),
         tx,
     }

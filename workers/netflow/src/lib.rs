@@ -1,9 +1,9 @@
 //! The `netflow` family: Datakit's NetFlow/IPFIX collector (`[[inputs.netflow]]`).
 //!
-//! Each `[[inputs.netflow.listeners]]` is a UDP port receiving NetFlow v5, v9 or IPFIX from
-//! exporters. Flows are decoded ([`decode`]), aggregated as Datakit does ([`aggregate`]: key,
-//! 10 s flush, 300 s re-emit, port rollup to `*`) and fed as `netflow` logging points
-//! ([`payload`]). sFlow v5 is not decoded yet. Pure parts: [`decode`], [`aggregate`],
+//! Each `[[inputs.netflow.listeners]]` is a UDP port receiving NetFlow v5, v9, IPFIX or sFlow
+//! v5 from exporters. Flows are decoded ([`decode`], [`sflow`]), aggregated as Datakit does
+//! ([`aggregate`]: key, 10 s flush, 300 s re-emit, port rollup to `*`) and fed as `netflow`
+//! logging points ([`payload`]). Pure parts: [`decode`], [`sflow`], [`aggregate`],
 //! [`payload`], [`config`]; the sockets live in `input`.
 
 pub mod aggregate;
@@ -11,6 +11,7 @@ pub mod config;
 pub mod decode;
 mod input;
 pub mod payload;
+pub mod sflow;
 
 use dk_worker::{ConfigProblem, Input, Kit, ListenSpec, SingleInput};
 
@@ -48,5 +49,7 @@ impl SingleInput for NetflowFamily {
 
 #[cfg(test)]
 mod family_tests;
+#[cfg(test)]
+mod sflow_tests;
 #[cfg(test)]
 mod tests;

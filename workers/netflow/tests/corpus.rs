@@ -24,3 +24,15 @@ fn decode_seeds_and_mutations_never_panic_nor_overgrow() {
         check::check_decode(&body);
     }
 }
+
+#[test]
+fn sflow_seeds_and_mutations_never_panic_nor_overgrow() {
+    let corpus = Corpus::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/sflow"));
+    assert!(corpus.seeds.len() >= 4, "the seeds are there");
+    for (_, data) in &corpus.seeds {
+        check::check_sflow(data);
+    }
+    for body in corpus.mutations(Mutator::new(INTERESTING), 11, MUTATIONS) {
+        check::check_sflow(&body);
+    }
+}

@@ -16,7 +16,12 @@
 //!   [`super::REPORT_EVERY`], and backed off (10 ms doubling to 1 s) while shutdown still
 //!   interrupts the wait.
 //! - **Replies**: after each hand-over the kit writes what [`Connection::reply`] returns (a
-//!   protocol's acks, e.g. lumberjack's once the points are durable) before reading more.
+//!   protocol's acks, e.g. lumberjack's once the points are durable) before reading more;
+//!   while a hand-over is pending it writes [`Connection::keepalive`]'s bytes at its interval
+//!   (lumberjack's `2A 0` every 3 s, so the client does not time out a slow ack).
+//! - **Upgrades**: [`serve_with`] upgrades each accepted socket inside its connection's task
+//!   and under the cap before serving it (a TLS handshake with its timeout); any async stream
+//!   is served through [`Buffered`].
 //! - **Graceful drain**: on shutdown the listener stops accepting; every connection reads what
 //!   the client already sent (for at most [`TcpOptions::drain_grace`]), finishes its last line,
 //!   hands it over, and closes.
@@ -24,10 +29,13 @@
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -136,29 +144,141 @@ pub trait Connection: Send + 'static {
     fn reply(&mut self) -> Option<Vec<u8>> {
         None
     }
+
+    /// Bytes to send every interval while a `flush` is pending (a protocol's keepalive, asked
+    /// before every flush); `None`: nothing. A client that does not take them within
+    /// [`REPLY_TIMEOUT`] is dropped, with the flush.
+    fn keepalive(&self) -> Option<(Duration, &'static [u8])> {
+        None
+    }
 }
 
 /// Longest time writing a [`Connection::reply`] may take.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Writes what the connection has to say back; `false` when the client is gone or too slow.
-async fn answer<C: Connection>(stream: &TcpStream, conn: &mut C) -> bool {
-    let Some(bytes) = conn.reply() else {
-        return true;
-    };
-    let write = async {
-        let mut rest: &[u8] = &bytes;
+/// A connection's byte stream as the kit reads and answers it: a plain [`TcpStream`], or any
+/// async stream (TLS) through [`Buffered`].
+pub trait Stream: Send + 'static {
+    /// Waits until a read may return data, the end or an error.
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// One read without waiting (`WouldBlock` when nothing is there); `drain` reads the socket
+    /// whatever the runtime knows of its readiness (shutdown drain).
+    fn read_now(&mut self, buf: &mut [u8], drain: bool) -> std::io::Result<usize>;
+
+    /// Writes all of `bytes`.
+    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Stream for TcpStream {
+    async fn readable(&mut self) -> std::io::Result<()> {
+        TcpStream::readable(self).await
+    }
+
+    fn read_now(&mut self, buf: &mut [u8], drain: bool) -> std::io::Result<usize> {
+        if drain {
+            recv_now(self, buf)
+        } else {
+            self.try_read(buf)
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut rest: &[u8] = bytes;
         while !rest.is_empty() {
-            stream.writable().await?;
-            match stream.try_write(rest) {
+            self.writable().await?;
+            match self.try_write(rest) {
                 Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok::<(), std::io::Error>(())
+        Ok(())
+    }
+}
+
+/// Bytes a [`Buffered`] stream reads ahead (one TLS record).
+pub const BUFFERED_READ: usize = 16 * 1024;
+
+/// Any async stream (a TLS session) served as a [`Stream`]: what it decrypts is read ahead
+/// into a [`BUFFERED_READ`]-byte buffer, so waiting for data never loses any.
+pub struct Buffered<S>(tokio::io::BufReader<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Buffered<S> {
+    /// `inner`, served by the kit.
+    pub fn new(inner: S) -> Buffered<S> {
+        Buffered(tokio::io::BufReader::with_capacity(BUFFERED_READ, inner))
+    }
+}
+
+/// Polls the buffered reader once, with no waker (the next `readable` registers one).
+fn fill_now<R: AsyncBufRead + Unpin>(r: &mut R) -> Poll<std::io::Result<usize>> {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    Pin::new(r).poll_fill_buf(&mut cx).map_ok(<[u8]>::len)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for Buffered<S> {
+    async fn readable(&mut self) -> std::io::Result<()> {
+        self.0.fill_buf().await.map(|_| ())
+    }
+
+    fn read_now(&mut self, buf: &mut [u8], _drain: bool) -> std::io::Result<usize> {
+        match fill_now(&mut self.0) {
+            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Ready(Ok(_)) => {
+                let ahead = self.0.buffer();
+                let n = ahead.len().min(buf.len());
+                buf[..n].copy_from_slice(&ahead[..n]);
+                self.0.consume(n);
+                Ok(n)
+            }
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let inner = self.0.get_mut();
+        inner.write_all(bytes).await?;
+        inner.flush().await
+    }
+}
+
+/// Writes what the connection has to say back; `false` when the client is gone or too slow.
+async fn answer<C: Connection, S: Stream>(stream: &mut S, conn: &mut C) -> bool {
+    let Some(bytes) = conn.reply() else {
+        return true;
     };
-    matches!(tokio::time::timeout(REPLY_TIMEOUT, write).await, Ok(Ok(())))
+    write_all(stream, &bytes).await
+}
+
+/// [`Connection::flush`], writing the connection's keepalive while it is pending; `false`
+/// when the flush says so or the client does not take a keepalive.
+async fn flush<C: Connection, S: Stream>(stream: &mut S, conn: &mut C) -> bool {
+    let Some((every, bytes)) = conn.keepalive() else {
+        return conn.flush().await;
+    };
+    let flushing = conn.flush();
+    tokio::pin!(flushing);
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            ok = &mut flushing => return ok,
+            _ = tick.tick() => {
+                if !write_all(stream, bytes).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `bytes` within [`REPLY_TIMEOUT`]; `false` when the client is gone or too slow.
+async fn write_all<S: Stream>(stream: &mut S, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(REPLY_TIMEOUT, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Serves `listener` until `shutdown`, then drains the open connections and returns once they
@@ -173,6 +293,30 @@ pub async fn serve<C, F>(
     C: Connection,
     F: Fn(SocketAddr) -> C + Send + Sync + 'static,
 {
+    serve_with(listener, opts, telemetry, shutdown, make, |s, _| {
+        std::future::ready(Some(s))
+    })
+    .await;
+}
+
+/// [`serve`], each accepted socket first upgraded by `upgrade` (a TLS handshake, which bounds
+/// its own time) in its connection's task while it holds its place under the cap; `None`
+/// closes it. Shutdown interrupts an upgrade.
+pub async fn serve_with<C, F, S, U, Fut>(
+    listener: TcpListener,
+    opts: TcpOptions,
+    telemetry: ListenerTelemetry,
+    shutdown: CancellationToken,
+    make: F,
+    upgrade: U,
+) where
+    C: Connection,
+    F: Fn(SocketAddr) -> C + Send + Sync + 'static,
+    S: Stream,
+    U: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<S>> + Send + 'static,
+{
+    let upgrade = Arc::new(upgrade);
     let cap = opts.effective_max_connections();
     let permits = Arc::new(Semaphore::new(cap));
     // Created now, so the series show 0 from the start.
@@ -207,8 +351,15 @@ pub async fn serve<C, F>(
                     let conn = make(peer);
                     let (telemetry, shutdown) = (telemetry.clone(), shutdown.clone());
                     let idle_closed = idle_closed.clone();
+                    let upgrading = upgrade(stream, peer);
                     conns.spawn(async move {
-                        connection(stream, conn, opts, telemetry, idle_closed, shutdown).await;
+                        let stream = tokio::select! {
+                            () = shutdown.cancelled() => None,
+                            s = upgrading => s,
+                        };
+                        if let Some(stream) = stream {
+                            connection(stream, conn, opts, telemetry, idle_closed, shutdown).await;
+                        }
                         drop(permit);
                     });
                 }
@@ -251,8 +402,8 @@ enum Wake {
     Shutdown,
 }
 
-async fn connection<C: Connection>(
-    stream: TcpStream,
+async fn connection<C: Connection, S: Stream>(
+    mut stream: S,
     mut conn: C,
     opts: TcpOptions,
     telemetry: ListenerTelemetry,
@@ -280,20 +431,23 @@ async fn connection<C: Connection>(
         };
         match wake {
             Wake::Readable => {
-                let ended = read_ready(&stream, &mut buf, &mut conn, &opts, &telemetry, None);
+                let ended = read_ready(&mut stream, &mut buf, &mut conn, &opts, &telemetry, None);
                 if let Some(idle) = idle {
                     idle_timer.as_mut().reset(Instant::now() + idle);
                 }
                 if ended {
                     conn.finish();
                 }
-                if !conn.flush().await || !answer(&stream, &mut conn).await || ended {
+                if !flush(&mut stream, &mut conn).await
+                    || !answer(&mut stream, &mut conn).await
+                    || ended
+                {
                     return;
                 }
             }
             Wake::Linger => {
                 conn.idle();
-                if !conn.flush().await || !answer(&stream, &mut conn).await {
+                if !flush(&mut stream, &mut conn).await || !answer(&mut stream, &mut conn).await {
                     return;
                 }
             }
@@ -308,7 +462,7 @@ async fn connection<C: Connection>(
                 let deadline = Instant::now() + opts.drain_grace;
                 loop {
                     let ended = read_ready(
-                        &stream,
+                        &mut stream,
                         &mut buf,
                         &mut conn,
                         &opts,
@@ -319,13 +473,14 @@ async fn connection<C: Connection>(
                     if !more {
                         break;
                     }
-                    if !conn.flush().await || !answer(&stream, &mut conn).await {
+                    if !flush(&mut stream, &mut conn).await || !answer(&mut stream, &mut conn).await
+                    {
                         return;
                     }
                 }
                 conn.finish();
-                if conn.flush().await {
-                    let _ = answer(&stream, &mut conn).await;
+                if flush(&mut stream, &mut conn).await {
+                    let _ = answer(&mut stream, &mut conn).await;
                 }
                 return;
             }
@@ -344,8 +499,8 @@ const FIRST_READ: usize = 4096;
 /// `read_buffer` (allocated then), which is released again after a round of less than
 /// [`FIRST_READ`] bytes, so idle and slow connections cost no buffer and the cap bounds the
 /// memory of busy ones.
-fn read_ready<C: Connection>(
-    stream: &TcpStream,
+fn read_ready<C: Connection, S: Stream>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     conn: &mut C,
     opts: &TcpOptions,
@@ -371,11 +526,7 @@ fn read_ready<C: Connection>(
         let target: &mut [u8] = if buf.is_empty() { &mut small } else { buf };
         // Draining, the socket is read directly: tokio's readiness may not have seen data
         // that arrived while the task was not polled.
-        let read = if deadline.is_some() {
-            recv_now(stream, target)
-        } else {
-            stream.try_read(target)
-        };
+        let read = stream.read_now(target, deadline.is_some());
         match read {
             Ok(0) => break true,
             Ok(n) => {
@@ -627,6 +778,74 @@ mod tests {
             let mut byte = [0u8; 1];
             assert_eq!(late.read(&mut byte).unwrap_or(0), 0);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upgraded_stream_is_served_like_a_plain_one_and_shutdown_interrupts_upgrades() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (emitter, _rx) = Emitter::channel(1);
+        let (ctx, stop, _) = InputContext::for_test(emitter);
+        let t = Telemetry::new();
+        t.register(&ctx);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        // The first byte says whether the upgrade completes ('+') or never does.
+        let task = tokio::spawn(serve_with(
+            listener,
+            TcpOptions::default(),
+            t.listener("test", "tcp://x"),
+            stop.clone(),
+            move |_| Lines {
+                partial: Vec::new(),
+                ready: Vec::new(),
+                out: sink.clone(),
+            },
+            |s: TcpStream, _| async move {
+                let mut first = [0u8; 1];
+                s.readable().await.ok()?;
+                s.try_read(&mut first).ok()?;
+                if first[0] != b'+' {
+                    std::future::pending::<()>().await;
+                }
+                Some(Buffered::new(s))
+            },
+        ));
+        let mut stuck = std::net::TcpStream::connect(addr).unwrap();
+        stuck.write_all(b"-never served\n").unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"+one\ntw").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "nothing served");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // 40 KiB more: more than the read-ahead buffer, in several reads.
+        let long = "x".repeat(40 * 1024);
+        c.write_all(format!("o\n{long}\nlast").as_bytes()).unwrap();
+        drop(c);
+        while out.lock().unwrap().len() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "only {:?}",
+                out.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            out.lock().unwrap().clone(),
+            vec!["one".to_string(), "two".into(), long, "last".into()]
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown interrupts the stuck upgrade")
+            .unwrap();
+        stuck
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(stuck.read(&mut byte).unwrap_or(0), 0, "closed unserved");
     }
 
     #[test]

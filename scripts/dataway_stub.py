@@ -1,0 +1,137 @@
+"""A minimal Dataway stand-in on loopback for load comparisons: answers 200 to everything and
+counts what arrives at POST /v1/write/<category> (gzip bodies decoded, line-protocol points
+counted as non-empty lines; protobuf bodies are counted in bytes only).
+
+    stub = Stub(); stub.start()   # stub.url is "http://127.0.0.1:<port>?token=tkn_..."
+    ... stub.points("logging") ...
+"""
+import gzip
+import json
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN = "tkn_0123456789abcdef0123456789abcdef"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _answer(self, body=b"", code=200, ctype="application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        self.server.stub._note("GET " + path, 0, 0)
+        if path.startswith("/v1/ntp"):
+            return self._answer(json.dumps({"timestamp_sec": int(time.time())}).encode())
+        return self._answer(b"{}")
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        path = self.path.split("?", 1)[0]
+        raw = body
+        enc = (self.headers.get("Content-Encoding") or "").lower()
+        try:
+            if "gzip" in enc or body[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(body)
+            elif "deflate" in enc:
+                raw = zlib.decompress(body)
+        except Exception:  # noqa: BLE001 - a stub: count what it can
+            raw = body
+        ctype = (self.headers.get("Content-Type") or "").lower()
+        points = 0
+        if path.startswith("/v1/write/") and "protobuf" not in ctype:
+            lines = [line for line in raw.split(b"\n") if line.strip()]
+            points = len(lines)
+            st = self.server.stub
+            if st.keep_sum and path.startswith("/v1/write/metric"):
+                st._sum(lines)
+        self.server.stub._note("POST " + path, points, len(raw))
+        if path.startswith("/v1/election"):
+            return self._answer(json.dumps({"content": {"status": "success", "interval": 4}}).encode())
+        self._answer(b"")
+
+
+class Stub:
+    def __init__(self, port=0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.stub = self
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}?token={TOKEN}"
+        self.lock = threading.Lock()
+        self.counts = {}  # "POST /v1/write/metric" -> [requests, points, raw bytes]
+        self.thread = None
+        # Optional: sum the numeric field values of metric points whose line starts with
+        # sum_prefix (a statsd counter flood: the sum is the number of samples aggregated).
+        self.keep_sum = False
+        self.sum_prefix = b""
+        self.value_sum = 0.0
+        self.series = set()
+
+    def _sum(self, lines):
+        total, keys = 0.0, []
+        for line in lines:
+            if not line.startswith(self.sum_prefix):
+                continue
+            parts = line.split(b" ")
+            if len(parts) < 2:
+                continue
+            for kv in parts[1].split(b","):
+                k, _, v = kv.partition(b"=")
+                try:
+                    total += float(v.rstrip(b"iu"))
+                    keys.append(parts[0] + b" " + k)
+                except ValueError:
+                    pass
+        with self.lock:
+            self.value_sum += total
+            self.series.update(keys)
+
+    def _note(self, key, points, raw):
+        with self.lock:
+            c = self.counts.setdefault(key, [0, 0, 0])
+            c[0] += 1
+            c[1] += points
+            c[2] += raw
+
+    def start(self):
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def points(self, category):
+        with self.lock:
+            return sum(v[1] for k, v in self.counts.items() if k.startswith(f"POST /v1/write/{category}"))
+
+    def snapshot(self):
+        with self.lock:
+            return {k: list(v) for k, v in self.counts.items()}
+
+
+if __name__ == "__main__":
+    import sys
+
+    s = Stub(int(sys.argv[1]) if len(sys.argv) > 1 else 0).start()
+    print(s.url, flush=True)
+    try:
+        while True:
+            time.sleep(5)
+            print(s.snapshot(), flush=True)
+    except KeyboardInterrupt:
+        s.stop()

@@ -1,0 +1,36 @@
+//! The fuzz seeds of `fuzz/seeds/` and seeded random mutations of them, run on stable Rust
+//! through the same checks as the fuzz targets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use dk_worker::testing::{Corpus, Mutator};
+
+#[path = "../fuzz/check.rs"]
+mod check;
+
+const MUTATIONS: usize = 3_000;
+const INTERESTING: &[u8] = b"NT1tTEMLH<>/=\"\x00\x01\x03\xff\x7f\x80";
+
+fn seeds() -> Corpus {
+    Corpus::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/stream"))
+}
+
+#[test]
+fn stream_seeds_and_mutations_never_panic_and_do_not_depend_on_read_sizes() {
+    let corpus = seeds();
+    for (_, data) in &corpus.seeds {
+        check::check_stream(data);
+    }
+    for body in corpus.mutations(Mutator::new(INTERESTING), 1, MUTATIONS) {
+        check::check_stream(&body);
+    }
+}
+
+#[test]
+fn heartbeat_documents_and_mutations_never_panic() {
+    check::check_status(dk_input_cat::status::SAMPLE.as_bytes());
+    for body in seeds().mutations(Mutator::new(INTERESTING), 2, MUTATIONS) {
+        check::check_status(&body);
+    }
+}
