@@ -62,6 +62,11 @@ python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, op
   echo "== pip install opentelemetry-sdk and the OTLP exporters"
   python3 -m pip install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
 }
+# pyroscope-io's 0.8 line: the /ingest push API Datakit serves (1.x speaks push.v1 instead).
+python3 -c 'import importlib.metadata as m, sys; sys.exit(not m.version("pyroscope-io").startswith("0."))' >/dev/null 2>&1 || {
+  echo "== pip install pyroscope-io<1"
+  python3 -m pip install -q 'pyroscope-io<1'
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

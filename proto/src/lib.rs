@@ -15,6 +15,7 @@ pub mod lineproto;
 pub mod normalize;
 pub mod pb;
 pub mod point;
+pub mod profile;
 pub mod rpc;
 pub mod sink;
 #[cfg(feature = "test-util")]

@@ -15,6 +15,7 @@ pub fn all() -> Vec<&'static dyn Family> {
         &dk_input_cat::CatFamily,
         &dk_input_logfwd::LogfwdFamily,
         &dk_input_otel::OtelFamily,
+        &dk_input_pyroscope::PyroscopeFamily,
     ]
 }
 

@@ -25,6 +25,7 @@ mod netflow;
 mod operator;
 mod otel;
 mod packaging;
+mod pyroscope;
 mod sinks;
 mod statsd;
 mod tools;

@@ -16,6 +16,9 @@ use crate::Inner;
 use crate::error::ApiError;
 use crate::write::read_body;
 
+/// Room left in an RPC frame for a forwarded request's path, query and headers.
+const FRAME_HEADROOM: usize = 256 * 1024;
+
 /// Whether an input serves a request's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -64,7 +67,13 @@ async fn forward(inner: Arc<Inner>, req: Request) -> Response {
     let budget = inner.budget.clone();
     let total = budget.total_bytes();
     let mut lease = budget.lease();
-    let max = inner.state.config.max_body_bytes;
+    // The request crosses the worker's RPC in one frame: a body that cannot fit is refused
+    // here (413) instead of breaking the worker's control connection.
+    let max = inner
+        .state
+        .config
+        .max_body_bytes
+        .min(dk_proto::rpc::MAX_FRAME_BYTES - FRAME_HEADROOM);
     let body = match read_body(body, &parts.headers, max, Some(&mut lease), total).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),

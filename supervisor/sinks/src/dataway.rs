@@ -5,7 +5,9 @@
 //! counted. With `v2` the sink takes its batches from delivery as protobuf
 //! ([`SinkInput::Protobuf`]): the queued records' point entries are copied into bodies as they
 //! are, which are the bytes encoding the decoded points would give, so nothing is decoded
-//! into owned points or encoded again. Each body is gzipped (if enabled) and POSTed to every configured URL at once
+//! into owned points or encoded again. Profiling points are not line protocol: each is one
+//! profile, uploaded as Datakit's multipart body to `/v1/upload/profiling`
+//! ([`dk_proto::profile`]). Each body is gzipped (if enabled) and POSTed to every configured URL at once
 //! (Datakit's deprecated fan-out) with Datakit's headers.
 //!
 //! Outcome of [`Sink::write`] for one batch:
@@ -279,6 +281,8 @@ struct Endpoint {
     urls: HashMap<Category, reqwest::Url>,
     /// `GET /v1/ntp` (Dataway's clock, for `[dataway.ntp]`).
     ntp: reqwest::Url,
+    /// `POST /v1/upload/profiling` (profiles, one multipart body each).
+    upload: reqwest::Url,
     /// Rate limiting of failure logs.
     log: Mutex<FailLog>,
 }
@@ -400,6 +404,7 @@ pub struct DatawaySink {
     timeout: Duration,
     metrics: Metrics,
     pkg_ids: XidGen,
+    version: String,
 }
 
 impl std::fmt::Debug for DatawaySink {
@@ -499,6 +504,7 @@ impl DatawaySink {
             timeout,
             metrics,
             pkg_ids: XidGen::new(&cfg.hostname),
+            version: cfg.version.clone(),
         })
     }
 
@@ -551,6 +557,7 @@ impl DatawaySink {
                 npts,
                 raw_len,
                 payload,
+                multipart: None,
             };
             let outcomes =
                 futures::future::join_all(self.endpoints.iter().map(|ep| self.post(ep, &body)))
@@ -598,6 +605,60 @@ impl DatawaySink {
         Ok(())
     }
 
+    /// Uploads each profile point as Datakit's multipart body to every URL's
+    /// `/v1/upload/profiling` (see [`dk_proto::profile`]). Outcomes as for other categories:
+    /// a retryable failure stops the batch (resent whole), a 4xx or a point that is not a
+    /// profile drops that point.
+    async fn write_profiles(&self, points: &[Point]) -> Result<(), SinkError> {
+        let cat = Category::Profiling.name();
+        let mut rejected: Option<String> = None;
+        let mut refused = 0usize;
+        for (i, point) in points.iter().enumerate() {
+            let seed = unix_now() as u64 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (boundary, payload) = match dk_proto::profile::upload_body(point, seed) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.count_skipped(cat, 1);
+                    refused += 1;
+                    rejected.get_or_insert(e.to_string());
+                    continue;
+                }
+            };
+            let body = Body {
+                category: Category::Profiling,
+                npts: 1,
+                raw_len: payload.len(),
+                payload: Bytes::from(payload),
+                multipart: Some(format!("multipart/form-data; boundary={boundary}")),
+            };
+            let outcomes =
+                futures::future::join_all(self.endpoints.iter().map(|ep| self.post(ep, &body)))
+                    .await;
+            let mut this_refused = false;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Ok => {}
+                    Outcome::Unavailable(message) => return Err(self.unavailable(message)),
+                    Outcome::Rejected(message) => {
+                        this_refused = true;
+                        rejected.get_or_insert(message);
+                    }
+                }
+            }
+            refused += usize::from(this_refused);
+        }
+        match rejected {
+            Some(first) => Err(SinkError::Rejected {
+                sink: SINK_NAME.into(),
+                message: format!(
+                    "{refused} of {} profiles refused; first: {first}",
+                    points.len()
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn count_skipped(&self, cat: &'static str, skipped: usize) {
         if skipped > 0 {
             self.metrics
@@ -617,20 +678,32 @@ impl DatawaySink {
     /// POSTs one body to one URL and accounts for it.
     async fn post(&self, ep: &Endpoint, body: &Body) -> Outcome {
         let cat = body.category.name();
-        let api = api_path(body.category);
-        let Some(url) = ep.urls.get(&body.category) else {
-            return Outcome::Rejected(format!("category {cat} has no upload path"));
+        let (api, req) = if let Some(content_type) = &body.multipart {
+            // A profile: Datakit's multipart upload, never gzipped.
+            let req = self
+                .client
+                .post(ep.upload.clone())
+                .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                .header("X-Datakit-Version", self.version.as_str())
+                .body(body.payload.clone());
+            (dk_proto::profile::UPLOAD_PATH, req)
+        } else {
+            let api = api_path(body.category);
+            let Some(url) = ep.urls.get(&body.category) else {
+                return Outcome::Rejected(format!("category {cat} has no upload path"));
+            };
+            let mut req = self
+                .client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, self.encoding.content_type())
+                .header("X-Points", body.npts.to_string())
+                .header("X-Pkg-Id", self.pkg_ids.next_pkg_id())
+                .body(body.payload.clone());
+            if self.gzip {
+                req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+            }
+            (api, req)
         };
-        let mut req = self
-            .client
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, self.encoding.content_type())
-            .header("X-Points", body.npts.to_string())
-            .header("X-Pkg-Id", self.pkg_ids.next_pkg_id())
-            .body(body.payload.clone());
-        if self.gzip {
-            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
         let start = Instant::now();
         let result = match req.send().await {
             Ok(resp) => {
@@ -772,6 +845,9 @@ impl Sink for DatawaySink {
         category: Category,
         points: &'a [Point],
     ) -> BoxFuture<'a, Result<(), SinkError>> {
+        if category == Category::Profiling {
+            return Box::pin(self.write_profiles(points));
+        }
         let size = points.iter().map(|p| p.approx_size() + 16).sum();
         let splitter = Splitter::new(
             Items::Points(points.iter()),
@@ -799,8 +875,9 @@ impl Sink for DatawaySink {
         message: &'a [u8],
         _points: usize,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        if self.encoding == Encoding::V1 {
+        if self.encoding == Encoding::V1 || category == Category::Profiling {
             // Only `v2` asks for protobuf; should `v1` get it, its points are re-encoded.
+            // Profiles are uploaded one multipart body per point, built from the points.
             return Box::pin(async move {
                 let points = dk_proto::pb::decode(message).map_err(|e| SinkError::Rejected {
                     sink: SINK_NAME.into(),
@@ -821,6 +898,8 @@ struct Body {
     npts: usize,
     raw_len: usize,
     payload: Bytes,
+    /// `Some(Content-Type)` for a profile's multipart upload.
+    multipart: Option<String>,
 }
 
 /// The points of a batch, as [`Splitter`] reads them.
@@ -1110,10 +1189,13 @@ fn parse_endpoint(raw: &str) -> Result<Endpoint, DatawayError> {
     ntp.set_fragment(None);
     ntp.set_path(NTP_PATH);
     ntp.set_query((!query.is_empty()).then_some(query.as_str()));
+    let mut upload = ntp.clone();
+    upload.set_path(dk_proto::profile::UPLOAD_PATH);
     Ok(Endpoint {
         display: origin,
         urls,
         ntp,
+        upload,
         log: Mutex::new(FailLog::default()),
     })
 }

@@ -12,6 +12,13 @@
 //!    missing or differs from the number of decoded points;
 //! 6. otherwise 200, and the points are recorded.
 //!
+//! `POST /v1/upload/profiling?token=<token>` (a profile, as Datakit uploads it) gets the same
+//! programmed failures and token checks, then 415 unless `Content-Type` is
+//! `multipart/form-data` with a boundary, 400 unless the body parses, has the part `event`
+//! (`event.json`, a JSON object) and a file part for every name in its `attachments`;
+//! accepted, it is recorded as one profiling point: the field `event.json` and one binary
+//! field per other part (see `dk_proto::profile`).
+//!
 //! `GET /v1/ntp?token=<token>` answers Dataway's clock, `{"timestamp_sec": <unix s>}`: the
 //! host clock moved by [`FakeDataway::set_clock_skew`] (programmed failures and the token
 //! checks apply to it too).
@@ -618,6 +625,12 @@ fn check(
             format!("{} {path}", parts.method),
         ));
     }
+    if path == dk_proto::profile::UPLOAD_PATH {
+        check_token(inner, query)?;
+        record.raw_len = body.len();
+        record.points = vec![check_profile(parts, body)?];
+        return Ok(());
+    }
     let known = path
         .strip_prefix("/v1/write/")
         .and_then(|c| c.parse::<Category>().ok())
@@ -689,6 +702,63 @@ fn check(
 }
 
 /// Dataway's token check: 401 without `token`, 403 with another one.
+/// A profiling upload as Dataway checks it, recorded as a profiling point.
+fn check_profile(parts: &http::request::Parts, body: &[u8]) -> Result<Point, Refusal> {
+    use dk_proto::profile::{self, EVENT_FIELD};
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("multipart/form-data") {
+        return Err((
+            415,
+            "fake.unsupportedContentType",
+            format!("profiling upload with Content-Type {content_type:?}"),
+        ));
+    }
+    let boundary = profile::boundary_of(content_type)
+        .map_err(|e| (415, "fake.unsupportedContentType", e.to_string()))?;
+    let form =
+        profile::parse(body, &boundary).map_err(|e| (400, "fake.badMultipart", e.to_string()))?;
+    let event = form
+        .iter()
+        .find(|p| p.name == "event" && p.filename.as_deref() == Some(EVENT_FIELD))
+        .ok_or((
+            400,
+            "fake.noEventJson",
+            "no event part with event.json".into(),
+        ))?;
+    let json: serde_json::Value = serde_json::from_slice(event.data)
+        .map_err(|e| (400, "fake.badEventJson", format!("event.json: {e}")))?;
+    let attachments = json.get("attachments").and_then(|a| a.as_array()).ok_or((
+        400,
+        "fake.badEventJson",
+        "event.json has no attachments".into(),
+    ))?;
+    for a in attachments {
+        let name = a.as_str().unwrap_or_default();
+        if !form
+            .iter()
+            .any(|p| p.name == name || p.filename.as_deref() == Some(name))
+        {
+            return Err((
+                400,
+                "fake.missingAttachment",
+                format!("event.json lists {name:?}, which is not in the body"),
+            ));
+        }
+    }
+    let mut point = Point::new("profile", now_ns()).field(
+        EVENT_FIELD,
+        dk_proto::Value::S(String::from_utf8_lossy(event.data).into_owned()),
+    );
+    for p in form.iter().filter(|p| p.name != "event") {
+        point = point.field(p.name.clone(), dk_proto::Value::D(p.data.to_vec()));
+    }
+    Ok(point)
+}
+
 fn check_token(inner: &Inner, query: &str) -> Result<(), Refusal> {
     match query_param(query, "token").as_deref() {
         None | Some("") => Err((

@@ -1081,3 +1081,100 @@ async fn the_fake_elects_one_leader_per_namespace_and_hands_over_when_its_heartb
     let reqs = fake.requests();
     assert_eq!(reqs.iter().filter(|r| r.category == "heartbeat").count(), 3);
 }
+
+/// A profile point as the pyroscope input makes it.
+fn profile_point(pprof: &[u8]) -> Point {
+    let event = serde_json::json!({
+        "format": "pprof", "profiler": "pyroscope", "attachments": ["auto.pprof"],
+        "language": "python", "tags_profiler": "service:app",
+        "start": "2023-11-14T22:13:20Z", "end": "2023-11-14T22:13:30Z",
+    });
+    Point::new("pyroscope", 1_700_000_010_000_000_000)
+        .tag("service", "app")
+        .field(dk_proto::profile::EVENT_FIELD, Value::S(event.to_string()))
+        .field("auto.pprof", Value::D(pprof.to_vec()))
+}
+
+#[tokio::test]
+async fn uploads_each_profile_as_datakits_multipart_to_the_profiling_upload() {
+    let dw = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(config(vec![dw.url()]));
+    let pprofs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+    let pts: Vec<Point> = pprofs.iter().map(|p| profile_point(p)).collect();
+    // Through the protobuf path delivery uses with v2, as records come from the queue.
+    let message = dk_proto::pb::encode(&pts);
+    sink.write_protobuf(Category::Profiling, &message, pts.len())
+        .await
+        .unwrap();
+    let got = dw.wait_points(Category::Profiling, 3, WAIT).await.unwrap();
+    for (point, pprof) in got.iter().zip(&pprofs) {
+        assert_eq!(
+            point.get_field("auto.pprof"),
+            Some(&Value::D(pprof.clone()))
+        );
+        let Some(Value::S(json)) = point.get_field(dk_proto::profile::EVENT_FIELD) else {
+            panic!("{point:?}")
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["language"], "python");
+    }
+    let reqs = dw.requests();
+    assert_eq!(reqs.len(), 3, "one upload per profile");
+    for r in &reqs {
+        assert_eq!(r.category, "profiling");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.header("content-type")
+                .starts_with("multipart/form-data; boundary=")
+        );
+        assert_eq!(r.header("x-datakit-version"), "1.84.1");
+        assert_eq!(r.header("content-encoding"), "", "profiles are not gzipped");
+        assert!(r.query.contains(TOKEN));
+    }
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(
+            &text,
+            r#"datakit_io_dataway_point_total{category="profiling",status="OK"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_profiling_upload_is_retried_and_a_point_that_is_no_profile_is_dropped() {
+    let dw = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, _registry) = new_sink(config(vec![dw.url()]));
+    let pts = vec![profile_point(b"pprof")];
+    dw.fail_next(1, 503);
+    expect_unavailable(sink.write(Category::Profiling, &pts).await);
+    sink.write(Category::Profiling, &pts).await.unwrap();
+    assert_eq!(
+        dw.wait_points(Category::Profiling, 1, WAIT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let not_profile = vec![Point::new("pyroscope", 1).field("x", Value::I(1))];
+    let msg = expect_rejected(sink.write(Category::Profiling, &not_profile).await);
+    assert!(msg.contains("event.json"), "{msg}");
+    // The fake refuses what Dataway refuses: a wrong token, a multipart without event.json.
+    let (bad, _r) = new_sink(config(vec![format!(
+        "http://{}?token=tkn_other",
+        dw.addr()
+    )]));
+    let msg = expect_rejected(bad.write(Category::Profiling, &pts).await);
+    assert!(msg.contains("403"), "{msg}");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("http://{}/v1/upload/profiling?token={TOKEN}", dw.addr()))
+        .header("content-type", "multipart/form-data; boundary=xx")
+        .body("--xx\r\nContent-Disposition: form-data; name=\"auto.pprof\"; filename=\"auto.pprof\"\r\n\r\nP\r\n--xx--\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.unwrap().contains("event.json"));
+}

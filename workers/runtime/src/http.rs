@@ -17,8 +17,9 @@ use dk_proto::{Category, Point};
 
 pub use dk_proto::family::{Method, RoutePath};
 
-/// One request as a route handler sees it (the body already read, bounded and decompressed
-/// by the API server).
+/// One request as a route handler sees it: the body already read and bounded by the server,
+/// but as the client encoded it (a handler that takes `Content-Encoding: gzip` inflates it
+/// itself, under its own cap; Pyroscope forwards compressed profiles as they came).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
     /// The raw query string, without `?`.

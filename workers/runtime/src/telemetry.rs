@@ -60,6 +60,8 @@ pub mod reason {
     pub const TRUNCATED: &str = "truncated";
     /// `accept` failed (out of descriptors and the like).
     pub const ACCEPT_ERROR: &str = "accept_error";
+    /// An HTTP request body over the listener's cap.
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
 }
 
 #[derive(Debug, Default)]

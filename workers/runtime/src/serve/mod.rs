@@ -1,4 +1,5 @@
-//! Serving sockets for input families: TCP accept/serve ([`tcp`]), UDP and Unix datagram
+//! Serving sockets for input families: TCP accept/serve ([`tcp`]), HTTP on a family's own
+//! port with the route handlers ([`http`]), UDP and Unix datagram
 //! receive ([`udp`], batched with `recvmmsg` in [`mmsg`]), and the rate limit their reports
 //! share ([`Tally`]).
 //!
@@ -7,6 +8,7 @@
 //! family: connection cap, idle timeout, bounded reads, accept errors backed off, graceful
 //! drain on stop, kernel drop counting, and the uniform [`crate::telemetry`] counters.
 
+pub mod http;
 pub mod mmsg;
 pub mod tcp;
 pub mod udp;
