@@ -437,7 +437,8 @@ mod tests {
 
     struct Server {
         addr: std::net::SocketAddr,
-        rx: tokio::sync::mpsc::Receiver<Message>,
+        /// What the server fed; acked feeds are acknowledged as durable on the way.
+        rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<()>,
         ctx: crate::InputContext,
@@ -447,7 +448,23 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let telemetry = Telemetry::new();
-        let (emitter, rx) = Emitter::channel(16);
+        let (emitter, mut fed) = Emitter::channel(16);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Stands for the supervisor: every feed is taken into the "durable queue" at once.
+        tokio::spawn(async move {
+            while let Some(m) = fed.recv().await {
+                let m = match m {
+                    Message::AckedFeed(f, done) => {
+                        let _ = done.send(true);
+                        Message::Feed(f)
+                    }
+                    other => other,
+                };
+                if tx.send(m).is_err() {
+                    break;
+                }
+            }
+        });
         let (ctx, shutdown, _) = crate::InputContext::for_test(emitter.clone());
         telemetry.register(&ctx);
         let task = tokio::spawn(serve(
