@@ -513,7 +513,21 @@ def run_otlp(a, args, stub, out, transport):
                cpu_s_during_send=round(cpu_sent, 2), cpu_s=round(cpu, 2),
                spans_per_cpu_s=round(accepted / max(cpu, 1e-9)), rss_before_kib=rss0,
                rss_peak_kib=peak[0], rss_after_kib=a.tree.rss(), errors=len(errors), error_sample=errors[:3])
+    out["per_process"] = per_process(a.proc.pid)
     out["stub"] = stub.snapshot()
+
+
+def per_process(root):
+    """CPU s and peak RSS (VmHWM) of each process of the tree, by its argv (worker family for ours)."""
+    rows = []
+    for p in tree(root):
+        try:
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        name = b" ".join(x for x in argv[1:4] if x).decode(errors="replace") or argv[0].decode(errors="replace")
+        rows.append({"proc": name, "cpu_s": round(cpu_s(p), 2), "hwm_kib": status_kib(p, "VmHWM")})
+    return rows
 
 
 def main():
