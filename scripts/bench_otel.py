@@ -85,6 +85,39 @@ def request(n, seed):
         resource=res, scope_spans=[trace_pb2.ScopeSpans(spans=spans)])])
 
 
+def grpc_senders(port, bodies):
+    """A factory of gRPC senders (one channel per client) exporting `bodies` in turn."""
+    def factory(i):
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = trace_service_pb2_grpc.TraceServiceStub(ch)
+        reqs = [trace_service_pb2.ExportTraceServiceRequest.FromString(b) for b in bodies]
+        n = [0]
+
+        def send():
+            n[0] += 1
+            stub.Export(reqs[n[0] % len(reqs)], timeout=10)
+        return send
+    return factory
+
+
+def http_senders(port, bodies, path="/otel/v1/traces"):
+    """A factory of OTLP/HTTP senders (one keep-alive connection per client) posting `bodies` in turn."""
+    def factory(i):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        n = [0]
+
+        def send():
+            n[0] += 1
+            conn.request("POST", path, body=bodies[n[0] % len(bodies)],
+                         headers={"Content-Type": "application/x-protobuf"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
+        return send
+    return factory
+
+
 def run_clients(args, send_factory):
     """Runs --clients threads calling their send() until --seconds pass; returns requests done."""
     done = [0] * args.clients
@@ -146,31 +179,7 @@ def main():
         print(f"request: {args.spans} spans, {len(bodies[0])} bytes protobuf; {args.clients} clients; "
               f"worker RSS idle {status_kib(worker) // 1024} MiB")
         for transport in args.transport.split(","):
-            if transport == "grpc":
-                def factory(i):
-                    ch = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-                    stub = trace_service_pb2_grpc.TraceServiceStub(ch)
-                    reqs = [trace_service_pb2.ExportTraceServiceRequest.FromString(b) for b in bodies]
-                    n = [0]
-
-                    def send():
-                        n[0] += 1
-                        stub.Export(reqs[n[0] % len(reqs)], timeout=10)
-                    return send
-            else:
-                def factory(i):
-                    conn = http.client.HTTPConnection("127.0.0.1", api, timeout=10)
-                    n = [0]
-
-                    def send():
-                        n[0] += 1
-                        conn.request("POST", "/otel/v1/traces", body=bodies[n[0] % len(bodies)],
-                                     headers={"Content-Type": "application/x-protobuf"})
-                        r = conn.getresponse()
-                        r.read()
-                        if r.status != 200:
-                            raise RuntimeError(f"HTTP {r.status}")
-                    return send
+            factory = grpc_senders(grpc_port, bodies) if transport == "grpc" else http_senders(api, bodies)
             m0 = get(api, "/metrics")
             fed0 = metric(m0, 'datakit_io_feed_point_total{name="opentelemetry",category="tracing"')
             cpu0 = cpu_seconds(worker)

@@ -10,8 +10,14 @@ that reach the stub. The load senders are the ones of this directory (bench_netf
 and its softflowd template; bench_statsd_series' datagram format) and, for Beats, a Python
 port of workers/beats/examples/beats_load.rs (same events, same compressed windows, acks).
 
+OTLP (otlp-grpc, otlp-http) reuses bench_otel.py's requests (--spans spans each, pre-encoded)
+and client threads (--clients, for --seconds): both agents get the same [[inputs.opentelemetry]]
+(its sample's keys, [grpc] addr on an ephemeral loopback port, the default HTTP routes on the API
+port); the figures are spans accepted/s, spans delivered to the stub (tracing), CPU s and peak RSS
+of the whole tree. Needs grpcio and opentelemetry-proto (as bench_otel.py).
+
 Usage: bench_vs_datakit.py --kind dk|ours --bin PATH LOAD [options]
-  LOAD: idle | netflow | statsd-flood | statsd-rate | beats
+  LOAD: idle | netflow | statsd-flood | statsd-rate | beats | otlp-grpc | otlp-http
 Prints one JSON line with the figures (and a human summary on stderr).
 """
 import argparse
@@ -415,11 +421,121 @@ def run_beats(a, args, stub, out):
     out["stub"] = stub.snapshot()
 
 
+# OTLP: bench_otel.py's requests and client threads, over gRPC or HTTP on the API port.
+OTEL_CONF = """[[inputs.opentelemetry]]
+  split_service_name = true
+  log_max = 500
+  jmarshaler = "protojson"
+  clean_message = true
+  [inputs.opentelemetry.http]
+    http_status_ok = 200
+    trace_api = "/otel/v1/traces"
+    metric_api = "/otel/v1/metrics"
+    logs_api = "/otel/v1/logs"
+  [inputs.opentelemetry.grpc]
+    addr = "127.0.0.1:{port}"
+    max_payload = 16777216
+"""
+
+
+def wait_otlp_ready(a, args, timeout=30):
+    """Both transports answer an export of one empty ResourceSpans (no span) before the load."""
+    import bench_otel
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    empty = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans()])
+    body = empty.SerializeToString()
+    deadline = time.time() + timeout
+    ready = {"grpc": False, "http": False}
+    last = None
+    while time.time() < deadline and not all(ready.values()):
+        try:
+            if not ready["grpc"]:
+                bench_otel.grpc_senders(args.grpc, [body])(0)()
+                ready["grpc"] = True
+            if not ready["http"]:
+                bench_otel.http_senders(a.api, [body])(0)()
+                ready["http"] = True
+        except Exception as e:  # noqa: BLE001 - not up yet
+            last = e
+            time.sleep(0.1)
+    if not all(ready.values()):
+        raise SystemExit(f"OTLP not ready in {timeout}s ({ready}, last error {last!r}); see {a.work}.out")
+
+
+def run_otlp(a, args, stub, out, transport):
+    import argparse as _ap
+
+    import bench_otel
+
+    wait_otlp_ready(a, args)
+    time.sleep(1.0)
+    bodies = [bench_otel.request(args.spans, s + 1).SerializeToString() for s in range(8)]
+    factory = (bench_otel.grpc_senders(args.grpc, bodies) if transport == "grpc"
+               else bench_otel.http_senders(a.api, bodies))
+    t0_points = stub.points("tracing")
+    rss0, cpu0 = a.tree.rss(), a.tree.cpu()
+    peak = [rss0]
+    timeline = []  # (seconds since start, spans at the stub)
+    done = threading.Event()
+
+    def sampler():
+        while not done.is_set():
+            peak[0] = max(peak[0], a.tree.rss())
+            timeline.append((time.perf_counter() - t0, stub.points("tracing") - t0_points))
+            time.sleep(0.1)
+
+    t0 = time.perf_counter()
+    threading.Thread(target=sampler, daemon=True).start()
+    threads, reqs, errors = bench_otel.run_clients(_ap.Namespace(clients=args.clients, seconds=args.seconds),
+                                                   factory)
+    for t in threads:
+        t.join()
+    sent_s = time.perf_counter() - t0
+    cpu_sent = a.tree.cpu() - cpu0
+    got_sent = stub.points("tracing") - t0_points
+    accepted = sum(reqs) * args.spans
+    end = time.time() + args.watch
+    while time.time() < end and stub.points("tracing") - t0_points < accepted:
+        time.sleep(0.1)
+    got = stub.points("tracing") - t0_points
+    done_s = time.perf_counter() - t0
+    done.set()
+    cpu = a.tree.cpu() - cpu0
+    # Datakit holds a last partial batch for its flush timer: the time to 95 % is the steadier figure.
+    t95 = next((t for t, n in timeline if n >= 0.95 * accepted), done_s)
+    out.update(transport=transport, clients=args.clients, spans_per_request=args.spans,
+               request_bytes=len(bodies[0]), requests=sum(reqs), spans_accepted=accepted,
+               send_s=round(sent_s, 2), accepted_spans_per_s=round(accepted / sent_s),
+               at_stub_when_sent=got_sent, at_stub=got, at_stub_s=round(done_s, 2), delivered_spans_per_s=round(got / done_s),
+               at_stub_95pct_s=round(t95, 2), delivered_95pct_spans_per_s=round(0.95 * accepted / t95),
+               cpu_s_during_send=round(cpu_sent, 2), cpu_s=round(cpu, 2),
+               spans_per_cpu_s=round(accepted / max(cpu, 1e-9)), rss_before_kib=rss0,
+               rss_peak_kib=peak[0], rss_after_kib=a.tree.rss(), errors=len(errors), error_sample=errors[:3])
+    out["per_process"] = per_process(a.proc.pid)
+    out["stub"] = stub.snapshot()
+
+
+def per_process(root):
+    """CPU s and peak RSS (VmHWM) of each process of the tree, by its argv (worker family for ours)."""
+    rows = []
+    for p in tree(root):
+        try:
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        name = b" ".join(x for x in argv[1:4] if x).decode(errors="replace") or argv[0].decode(errors="replace")
+        rows.append({"proc": name, "cpu_s": round(cpu_s(p), 2), "hwm_kib": status_kib(p, "VmHWM")})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kind", choices=["dk", "ours"], required=True)
     ap.add_argument("--bin", required=True)
-    ap.add_argument("load", choices=["idle", "netflow", "statsd-flood", "statsd-rate", "beats"])
+    ap.add_argument("load", choices=["idle", "netflow", "statsd-flood", "statsd-rate", "beats", "otlp-grpc",
+                                     "otlp-http"])
     ap.add_argument("--settle", type=float, default=30)
     ap.add_argument("--window", type=float, default=60)
     ap.add_argument("--records", type=int, default=3_000_000)
@@ -435,6 +551,9 @@ def main():
     ap.add_argument("--windows", type=int, default=100)
     ap.add_argument("--events", type=int, default=2048)
     ap.add_argument("--flush", default="200ms")
+    ap.add_argument("--clients", type=int, default=4, help="otlp: client threads")
+    ap.add_argument("--spans", type=int, default=512, help="otlp: spans per request")
+    ap.add_argument("--seconds", type=float, default=5.0, help="otlp: sending time")
     args = ap.parse_args()
 
     stub = Stub().start()
@@ -457,6 +576,9 @@ def main():
         args.tcp = free_port()
         a.add_input("beats_output/beats_output.conf",
                     f'[[inputs.beats_output]]\n  listen = "tcp://127.0.0.1:{args.tcp}"\n')
+    elif args.load.startswith("otlp"):
+        args.grpc = free_port()
+        a.add_input("opentelemetry/opentelemetry.conf", OTEL_CONF.format(port=args.grpc))
     out = {"kind": args.kind, "load": args.load, "bin": args.bin,
            "t": time.strftime("%H:%M:%S", time.gmtime()), "loadavg_start": open("/proc/loadavg").read().split()[0]}
     a.start()
@@ -472,6 +594,8 @@ def main():
             run_statsd(a, args, stub, out, False)
         elif args.load == "beats":
             run_beats(a, args, stub, out)
+        elif args.load.startswith("otlp"):
+            run_otlp(a, args, stub, out, args.load.split("-", 1)[1])
         out["loadavg_end"] = open("/proc/loadavg").read().split()[0]
         out["pids_seen"] = len(a.tree.seen)
         out["process_tree_cpu_total_s"] = round(a.tree.cpu(), 2)
