@@ -353,9 +353,7 @@ fn acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
 
 async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
     let message = format!("beats_output {listen}: cannot serve: {err}");
-    tracing::error!(input = INPUT_NAME, "{message}");
-    ctx.emitter
-        .last_error(INPUT_NAME, INPUT_NAME, Category::Logging, message)
+    ctx.startup_error(INPUT_NAME, Category::Logging, message)
         .await;
 }
 

@@ -269,9 +269,7 @@ async fn serve(input: CatInput, ctx: InputContext) {
 
 async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
     let message = format!("cat {listen}: cannot serve: {err}");
-    tracing::error!(input = INPUT_NAME, "{message}");
-    ctx.emitter
-        .last_error(INPUT_NAME, INPUT_NAME, Category::Tracing, message)
+    ctx.startup_error(INPUT_NAME, Category::Tracing, message)
         .await;
 }
 

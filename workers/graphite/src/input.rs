@@ -311,9 +311,7 @@ async fn serve(input: GraphiteInput, ctx: InputContext) {
 
 async fn startup_error(ctx: &InputContext, address: &str, what: &str, err: &str) {
     let message = format!("graphite {address}: cannot serve {what}: {err}");
-    tracing::error!(input = INPUT_NAME, "{message}");
-    ctx.emitter
-        .last_error(INPUT_NAME, "graphite", Category::Metric, message)
+    ctx.startup_error(INPUT_NAME, Category::Metric, message)
         .await;
 }
 

@@ -319,9 +319,7 @@ async fn serve(input: LogfwdInput, ctx: InputContext) {
 
 async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
     let message = format!("logfwdserver {listen}: cannot serve: {err}");
-    tracing::error!(input = INPUT_NAME, "{message}");
-    ctx.emitter
-        .last_error(INPUT_NAME, INPUT_NAME, Category::Logging, message)
+    ctx.startup_error(INPUT_NAME, Category::Logging, message)
         .await;
 }
 

@@ -175,9 +175,7 @@ async fn run(input: PyroscopeInput, ctx: InputContext) {
 
 async fn startup_error(ctx: &InputContext, address: &str, err: &str) {
     let message = format!("pyroscope {address}: cannot serve HTTP: {err}");
-    tracing::error!(input = INPUT_NAME, "{message}");
-    ctx.emitter
-        .last_error(INPUT_NAME, INPUT_NAME, Category::Profiling, message)
+    ctx.startup_error(INPUT_NAME, Category::Profiling, message)
         .await;
     ctx.shutdown.cancelled().await;
 }

@@ -93,6 +93,15 @@ pub struct InputContext {
 }
 
 impl InputContext {
+    /// Reports that `input` cannot serve (its socket is missing or unusable): logged once
+    /// and shown in `/v1/lasterror` under `category`.
+    pub async fn startup_error(&self, input: &str, category: dk_proto::Category, message: String) {
+        tracing::error!(input, "{message}");
+        self.emitter
+            .last_error(input, input, category, message)
+            .await;
+    }
+
     /// A context for tests: returns it with the cancel token and the pause sender.
     pub fn for_test(emitter: Emitter) -> (InputContext, CancellationToken, watch::Sender<bool>) {
         let shutdown = CancellationToken::new();
