@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dk_input_beats::frame::{self, encode};
-use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, rss_kib, worker_pid};
+use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, rss_kib};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -152,18 +152,7 @@ fn main() -> Result<(), Error> {
         "beats-load",
         &[("beats_output/beats_output.conf", &conf)],
     )?;
-    let ready = Instant::now();
-    let worker = loop {
-        if let Some(pid) = worker_pid(agent.pid(), "beats")
-            && TcpStream::connect(("127.0.0.1", port)).is_ok()
-        {
-            break pid;
-        }
-        if ready.elapsed() > Duration::from_secs(20) {
-            return Err("no beats worker listening after 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let worker = agent.wait_worker("beats", Some(port))?;
     let before = agent.sink_points("logging");
     let cpu_before = (cpu_seconds(agent.pid()), cpu_seconds(worker));
     let total = connections * windows * events;

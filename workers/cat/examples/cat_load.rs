@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dk_input_cat::nt1::encode;
-use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, rss_kib, worker_pid};
+use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, rss_kib};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -58,18 +58,7 @@ fn main() -> Result<(), Error> {
     let port = free_port()?;
     let conf = format!("[[inputs.cat]]\n  tcp_port = \"{port}\"\n");
     let agent = LoadAgent::start(&datakit, "cat-load", &[("cat/cat.conf", &conf)])?;
-    let ready = Instant::now();
-    let worker = loop {
-        if let Some(pid) = worker_pid(agent.pid(), "cat")
-            && TcpStream::connect(("127.0.0.1", port)).is_ok()
-        {
-            break pid;
-        }
-        if ready.elapsed() > Duration::from_secs(20) {
-            return Err("no cat worker listening after 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let worker = agent.wait_worker("cat", Some(port))?;
     let before = agent.sink_points("tracing");
     let cpu_before = (cpu_seconds(agent.pid()), cpu_seconds(worker));
     let total = connections * trees;

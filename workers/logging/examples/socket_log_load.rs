@@ -15,9 +15,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dk_worker::testing::load::{
-    LoadAgent, cpu_seconds, free_port, metric_sum, rss_kib, worker_pid,
-};
+use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, metric_sum, rss_kib};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -60,24 +58,9 @@ fn main() -> Result<(), Error> {
         "socket-log-load",
         &[("log/logging.conf", &conf)],
     )?;
-    let ready = Instant::now();
-    while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
-        if ready.elapsed() > Duration::from_secs(20) {
-            return Err("the logging socket did not open in 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The supervisor binds the socket before it starts the worker: wait for both.
+    let worker = agent.wait_worker("logging", Some(tcp))?;
     let before = agent.sink_points("logging");
-    // The supervisor binds the socket before it starts the worker: wait for the worker too.
-    let worker = loop {
-        if let Some(pid) = worker_pid(agent.pid(), "logging") {
-            break pid;
-        }
-        if ready.elapsed() > Duration::from_secs(20) {
-            return Err("no logging worker process after 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let cpu_before = (cpu_seconds(agent.pid()), cpu_seconds(worker));
 
     let total = o.connections * o.lines;

@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, rss_kib, worker_pid};
+use dk_worker::testing::load::{LoadAgent, cpu_seconds, free_port, rss_kib};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -92,26 +92,7 @@ fn main() -> Result<(), Error> {
         "pyroscope-load",
         &[("pyroscope/pyroscope.conf", &conf)],
     )?;
-    let worker = {
-        let t = Instant::now();
-        loop {
-            if let Some(p) = worker_pid(agent.pid(), "pyroscope") {
-                break p;
-            }
-            if t.elapsed() > Duration::from_secs(20) {
-                return Err("no pyroscope worker".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    // Wait until the port answers.
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t.elapsed() > Duration::from_secs(20) {
-            return Err("the pyroscope port does not answer".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let worker = agent.wait_worker("pyroscope", Some(port))?;
     let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     let target = if via_api { agent.api.port() } else { port };
     // The route on the API port is served once the worker is up.

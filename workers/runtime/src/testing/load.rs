@@ -140,6 +140,28 @@ impl LoadAgent {
         Ok(agent)
     }
 
+    /// Waits until the `family` worker runs and, when given, `tcp_port` on loopback accepts
+    /// connections (the supervisor binds sockets before it starts the worker); the worker's pid.
+    ///
+    /// # Errors
+    /// Neither within 20 s.
+    pub fn wait_worker(&self, family: &str, tcp_port: Option<u16>) -> io::Result<u32> {
+        let ready = Instant::now();
+        loop {
+            if let Some(pid) = worker_pid(self.pid(), family)
+                && tcp_port.is_none_or(|p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok())
+            {
+                return Ok(pid);
+            }
+            if ready.elapsed() > Duration::from_secs(20) {
+                return Err(io::Error::other(format!(
+                    "no {family} worker listening after 20 s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The supervisor's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
