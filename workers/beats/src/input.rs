@@ -360,10 +360,8 @@ async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
 #[cfg(test)]
 mod tests {
     use std::io::{ErrorKind, Read, Write};
-    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    use dk_proto::rpc::{InheritedListener, ListenerKind};
     use dk_worker::Emitter;
     use dk_worker::emitter::Message;
     use tokio::sync::mpsc;
@@ -393,11 +391,7 @@ mod tests {
         let cfg = config::parse(&format!("listen = \"{listen}\"\nsource = \"fb\"")).unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: listen.clone(),
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(listen.clone(), &listener);
         let task =
             tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
         let mut client = tokio::task::spawn_blocking(move || {
@@ -478,11 +472,7 @@ mod tests {
         let cfg = config::parse(&format!("listen = \"{listen}\"")).unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: listen,
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(listen, &listener);
         let mut input = BeatsInput::new(cfg, Telemetry::default());
         assert_eq!(
             input.keepalive,
@@ -584,11 +574,7 @@ mod tests {
         .unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: listen,
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(listen, &listener);
         let task =
             tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
 
@@ -694,11 +680,7 @@ mod tests {
         .unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, _cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: listen,
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(listen, &listener);
         let task = tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx));
         let report = match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
             Ok(Some(Message::LastError(e))) => e.message,
@@ -722,11 +704,7 @@ mod tests {
         let cfg = config::parse(&format!("listen = \"{listen}\"")).unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: listen,
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(listen, &listener);
         let task =
             tokio::spawn(Box::new(BeatsInput::new(cfg, Telemetry::default())).run(ctx.clone()));
         let closed = tokio::task::spawn_blocking(move || {

@@ -276,10 +276,8 @@ async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    use dk_proto::rpc::{InheritedListener, ListenerKind};
     use dk_worker::Emitter;
     use dk_worker::emitter::{Feed, Message};
     use tokio::sync::mpsc;
@@ -310,11 +308,7 @@ mod tests {
         let cfg = config::parse(&format!("tcp_port = {}\n[tags]\nenv = \"t\"", at.port())).unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: cfg.listen(),
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(cfg.listen(), &listener);
         let task =
             tokio::spawn(Box::new(CatInput::new(cfg, Telemetry::default())).run(ctx.clone()));
         // A stray end, a tree split across writes, a truncated packet, a heartbeat.

@@ -326,9 +326,7 @@ async fn startup_error(ctx: &InputContext, listen: &str, err: &str) {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
 
-    use dk_proto::rpc::{InheritedListener, ListenerKind};
     use dk_worker::Emitter;
     use dk_worker::emitter::{Feed, Message};
     use tokio::sync::mpsc;
@@ -365,11 +363,7 @@ mod tests {
         let cfg = config::parse(&format!("address = \"{at}\"\n[tags]\nenv = \"t\"")).unwrap();
         let (emitter, mut rx) = Emitter::channel(16);
         let (mut ctx, cancel, _pause) = InputContext::for_test(emitter);
-        ctx.listeners = vec![InheritedListener {
-            address: cfg.listen(),
-            kind: ListenerKind::Tcp,
-            fd: listener.as_raw_fd(),
-        }];
+        ctx.inherit_tcp(cfg.listen(), &listener);
         let limits = Limits {
             max_frame: 1024,
             max_message: 4096,

@@ -102,6 +102,17 @@ impl InputContext {
             .await;
     }
 
+    /// For tests: the input finds `listener` as the inherited TCP socket of `address` (the
+    /// listener must outlive the test; the input serves a duplicate of it).
+    pub fn inherit_tcp(&mut self, address: impl Into<String>, listener: &std::net::TcpListener) {
+        use std::os::fd::AsRawFd;
+        self.listeners = vec![InheritedListener {
+            address: address.into(),
+            kind: dk_proto::rpc::ListenerKind::Tcp,
+            fd: listener.as_raw_fd(),
+        }];
+    }
+
     /// A context for tests: returns it with the cancel token and the pause sender.
     pub fn for_test(emitter: Emitter) -> (InputContext, CancellationToken, watch::Sender<bool>) {
         let shutdown = CancellationToken::new();
