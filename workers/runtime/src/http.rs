@@ -189,6 +189,43 @@ impl RouteTable {
     }
 }
 
+/// Answers `request` on `method path` with the route of `routes` and feeds its points: the
+/// handler runs off the runtime (it decodes whole bodies; health checks keep answering), and
+/// the answer is returned once its points are in the durable queue, as writes to `/v1/write`
+/// are: nothing a client was answered 200 for is lost, and a fast client cannot pile points
+/// up in the worker ahead of the supervisor. Both the API-port forwarding and
+/// [`crate::serve::http`] answer this way.
+pub async fn answer(
+    routes: Arc<RouteTable>,
+    emitter: &crate::Emitter,
+    method: Method,
+    path: String,
+    request: HttpRequest,
+) -> HttpAnswer {
+    let target = routes.find(method, &path).map(|r| (r.input, r.feed));
+    let Ok(mut answer) =
+        tokio::task::spawn_blocking(move || routes.handle(method, &path, request)).await
+    else {
+        return HttpAnswer::text(500, "the route's handler failed");
+    };
+    let points = std::mem::take(&mut answer.points);
+    if let Some((input, feed)) = target {
+        let mut stored = Vec::with_capacity(points.len());
+        for (category, points) in points {
+            stored.push(emitter.emit_acked(category, input, feed, points).await);
+        }
+        for done in stored {
+            if !done.await {
+                return HttpAnswer::text(
+                    503,
+                    "the points could not be stored now (the queue refused them or the worker is stopping); retry",
+                );
+            }
+        }
+    }
+    answer
+}
+
 /// Debug knob: `DK_DEBUG_ECHO_ROUTE=<family>` makes that family serve `POST /v1/debug/echo`,
 /// each body line a logging point (source `echo`), to exercise the API's route forwarding.
 pub const DEBUG_ECHO_ROUTE: &str = "DK_DEBUG_ECHO_ROUTE";

@@ -284,36 +284,12 @@ impl Control for ControlServer {
             Ok(r) => r.clone(),
             Err(_) => return reply(HttpAnswer::text(500, "the route table is unusable")),
         };
-        let target = routes.find(method, &call.path).map(|r| (r.input, r.feed));
-        let path = call.path;
         let request = HttpRequest {
             query: call.query,
             headers: call.headers,
             body: call.body,
         };
-        // Handlers decode whole bodies: off the runtime, so health checks keep answering.
-        let mut answer = tokio::task::spawn_blocking(move || routes.handle(method, &path, request))
-            .await
-            .unwrap_or_else(|_| HttpAnswer::text(500, "the route's handler failed"));
-        // The client hears the answer once its points are in the durable queue, as writes to
-        // `/v1/write` do: nothing acknowledged is lost, and a fast client cannot pile points
-        // up in this worker ahead of the supervisor.
-        let points = std::mem::take(&mut answer.points);
-        if let Some((input, feed)) = target {
-            let mut stored = Vec::with_capacity(points.len());
-            for (category, points) in points {
-                stored.push(self.emitter.emit_acked(category, input, feed, points).await);
-            }
-            for done in stored {
-                if !done.await {
-                    return reply(HttpAnswer::text(
-                        503,
-                        "the points could not be stored now (the queue refused them or the worker is stopping); retry",
-                    ));
-                }
-            }
-        }
-        reply(answer)
+        reply(crate::http::answer(routes, &self.emitter, method, call.path, request).await)
     }
 
     async fn set_clock_offset(self, _: tarpc::context::Context, offset_ns: i64) {

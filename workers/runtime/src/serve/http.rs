@@ -368,35 +368,16 @@ async fn request(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respo
         body: body.to_vec(),
     };
     drop(body);
-    let routes = shared.routes.clone();
-    let Ok((input, mut answer)) = tokio::task::spawn_blocking(move || {
-        let input = routes
-            .find(method, &path)
-            .map(|r| (r.input.to_string(), r.feed));
-        (input, routes.handle(method, &path, request))
-    })
-    .await
-    else {
-        return reply(HttpAnswer::text(500, "the route's handler failed"));
-    };
-    let points = std::mem::take(&mut answer.points);
-    // As on the API port: the answer goes out once the points are in the durable queue.
-    if let Some((input, feed)) = input {
-        for (category, points) in points {
-            let stored = shared
-                .emitter
-                .emit_acked(category, &input, feed, points)
-                .await
-                .await;
-            if !stored {
-                return reply(HttpAnswer::text(
-                    503,
-                    "the agent could not store the data (stopping, or its queue refused it); retry",
-                ));
-            }
-        }
-    }
-    reply(answer)
+    reply(
+        crate::http::answer(
+            shared.routes.clone(),
+            &shared.emitter,
+            method,
+            path,
+            request,
+        )
+        .await,
+    )
 }
 
 fn reason_too_large() -> &'static str {
