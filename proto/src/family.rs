@@ -113,6 +113,28 @@ impl std::fmt::Display for RoutePath {
     }
 }
 
+/// The API's own paths on 9529 (a trailing `/` marks a prefix): the API's router serves
+/// exactly these, and no input route may shadow one.
+pub const API_PATHS: &[&str] = &[
+    "/v1/write/",
+    "/v1/ping",
+    "/v1/ntp",
+    "/v1/lasterror",
+    "/v1/election/",
+    "/metrics",
+];
+
+/// The API path (or prefix) of [`API_PATHS`] that `path` would shadow, if any.
+pub fn shadowed_api_path(path: &str) -> Option<&'static str> {
+    API_PATHS.iter().copied().find(|own| {
+        if own.ends_with('/') {
+            path.starts_with(own)
+        } else {
+            path == *own
+        }
+    })
+}
+
 /// An input family as the config loader sees it (see the module docs).
 pub trait Descriptor: Send + Sync {
     /// The family name (`host`, `socket`), also the `datakit worker <family>` argument.

@@ -422,16 +422,6 @@ fn check_listener_clashes(
     }
 }
 
-/// The API's own paths (and path prefixes, ending in `/`): an input route may not shadow them.
-const API_PATHS: &[&str] = &[
-    "/v1/write/",
-    "/v1/ping",
-    "/v1/ntp",
-    "/v1/lasterror",
-    "/v1/election/",
-    "/metrics",
-];
-
 /// Two instances serving the same route on the API port, a route shadowing one of the API's
 /// own, or a path that is not absolute.
 fn check_route_clashes(instances: &[Instance], sink: &mut Sink) {
@@ -448,13 +438,7 @@ fn check_route_clashes(instances: &[Instance], sink: &mut Sink) {
                 );
                 continue;
             }
-            if let Some(own) = API_PATHS.iter().find(|p| {
-                if p.ends_with('/') {
-                    r.path.starts_with(*p)
-                } else {
-                    r.path == **p
-                }
-            }) {
+            if let Some(own) = dk_proto::family::shadowed_api_path(&r.path) {
                 sink.error(
                     &inst.file,
                     inst.key.clone(),

@@ -814,6 +814,40 @@ async fn unknown_routes_get_the_welcome_page_or_a_plain_404() {
 }
 
 #[tokio::test]
+async fn every_path_the_config_keeps_free_for_the_api_is_served_by_the_router() {
+    let h = harness();
+    for own in dk_proto::family::API_PATHS {
+        // A prefix stands for the paths under it: take one the router serves.
+        let path = match *own {
+            "/v1/write/" => "/v1/write/metric".to_string(),
+            "/v1/election/" => "/v1/election/info".to_string(),
+            p => {
+                assert!(!p.ends_with('/'), "a new API prefix {p} needs a path here");
+                p.to_string()
+            }
+        };
+        let by_get = send(&h.app, get(&path)).await.status;
+        let by_post = send(
+            &h.app,
+            Request::post(path.as_str())
+                .body(Body::from("m f=1i 1\n"))
+                .unwrap_or_default(),
+        )
+        .await
+        .status;
+        assert!(
+            by_get != StatusCode::NOT_FOUND || by_post != StatusCode::NOT_FOUND,
+            "{own} is kept free of input routes but the API does not serve {path}"
+        );
+    }
+    assert_eq!(
+        dk_proto::family::shadowed_api_path("/v1/write/logging"),
+        Some("/v1/write/")
+    );
+    assert_eq!(dk_proto::family::shadowed_api_path("/otel/v1/traces"), None);
+}
+
+#[tokio::test]
 async fn options_is_204_with_cors_headers_everywhere() {
     let h = harness();
     for path in ["/v1/write/metric", "/anything", "/metrics"] {
