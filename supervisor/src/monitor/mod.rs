@@ -139,15 +139,13 @@ impl Source {
     }
 }
 
+/// The root cause of an error (reqwest's own text only says "error sending request").
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+    let mut root = e;
+    while let Some(c) = root.source() {
+        root = c;
     }
-    s
+    root.to_string()
 }
 
 /// The address the agent of `workdir` listens on (`[http_api] listen` of its datakit.conf,

@@ -35,10 +35,9 @@ pub(crate) struct Screen<'a> {
 pub(crate) fn body_lines<'a>(error: Option<&str>, sections: &[render::Section]) -> Vec<Line<'a>> {
     let mut body: Vec<Line<'a>> = Vec::new();
     if let Some(e) = error {
-        body.push(Line::styled(
-            format!("Error: {e}"),
-            Style::default().fg(Color::Red),
-        ));
+        for line in wrap(&format!("Error: {e}"), 78) {
+            body.push(Line::styled(line, Style::default().fg(Color::Red)));
+        }
     }
     for s in sections {
         body.push(Line::styled(
@@ -50,6 +49,41 @@ pub(crate) fn body_lines<'a>(error: Option<&str>, sections: &[render::Section]) 
         body.extend(s.lines.iter().map(|l| Line::raw(format!("  {l}"))));
     }
     body
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where there are any.
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        loop {
+            let room = width - line.chars().count().min(width);
+            let sep = usize::from(!line.is_empty());
+            if word.chars().count() + sep <= room {
+                if sep == 1 {
+                    line.push(' ');
+                }
+                line.push_str(&word);
+                break;
+            }
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            // A word longer than a line: cut it.
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(head);
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// Draws one frame: the title line, the sparkline line, the body.
@@ -287,6 +321,15 @@ mod tests {
                 "{needle:?} in\n{screen}"
             );
         }
+    }
+
+    #[test]
+    fn long_errors_wrap_at_spaces_and_long_words_are_cut() {
+        assert_eq!(
+            wrap("Error: cannot read http://x/metrics: refused", 20),
+            ["Error: cannot read", "http://x/metrics:", "refused"]
+        );
+        assert_eq!(wrap("abcdefghij kl", 4), ["abcd", "efgh", "ij", "kl"]);
     }
 
     #[test]
