@@ -148,21 +148,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     root.to_string()
 }
 
-/// The address the agent of `workdir` listens on (`[http_api] listen` of its datakit.conf,
-/// `localhost:9529` without one); a wildcard host is asked on loopback.
-pub fn local_address(workdir: &Path) -> String {
-    let listen = std::fs::read_to_string(dk_config::main_conf_path(workdir))
+/// The base URL of the agent of `workdir`: `[http_api] listen` of its datakit.conf
+/// (`localhost:9529` without one; a wildcard host is asked on loopback), `https` when
+/// `[http_api.tls]` names a certificate and key that exist (Datakit's rule).
+pub fn local_base_url(workdir: &Path) -> String {
+    let conf = std::fs::read_to_string(dk_config::main_conf_path(workdir))
         .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("http_api")?
-                .get("listen")?
-                .as_str()
-                .map(str::to_string)
-        })
+        .and_then(|t| t.parse::<toml::Table>().ok());
+    let http = conf.as_ref().and_then(|t| t.get("http_api"));
+    let listen = http
+        .and_then(|h| h.get("listen")?.as_str())
         .filter(|l| !l.is_empty())
-        .unwrap_or_else(|| "localhost:9529".to_string());
-    loopback_for(&listen)
+        .unwrap_or("localhost:9529");
+    let tls_file = |key: &str| {
+        http.and_then(|h| h.get("tls")?.get(key)?.as_str())
+            .is_some_and(|p| !p.is_empty() && Path::new(p).is_file())
+    };
+    let scheme = if tls_file("cert") && tls_file("privkey") {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", loopback_for(listen))
 }
 
 /// `0.0.0.0:9529` → `127.0.0.1:9529`, `[::]:9529` → `[::1]:9529`, `:9529` → `127.0.0.1:9529`.
@@ -178,6 +185,34 @@ pub fn loopback_for(listen: &str) -> String {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_url_comes_from_the_listen_address_and_tls_files_of_datakit_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(local_base_url(dir.path()), "http://localhost:9529");
+        let conf = dk_config::main_conf_path(dir.path());
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(&conf, "[http_api]\n  listen = \"0.0.0.0:19529\"\n").unwrap();
+        assert_eq!(local_base_url(dir.path()), "http://127.0.0.1:19529");
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "[http_api]\n  listen = \"[::]:9529\"\n[http_api.tls]\n  cert = \"{0}\"\n  privkey = \"{0}\"\n",
+                cert.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(local_base_url(dir.path()), "https://[::1]:9529");
+        assert_eq!(loopback_for(":9529"), "127.0.0.1:9529");
+        assert_eq!(loopback_for("10.0.0.1:9529"), "10.0.0.1:9529");
+    }
+}
+
 fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -188,19 +223,19 @@ fn source(opts: &Options) -> Result<Source, MonitorError> {
     if let Some(path) = &opts.path {
         return Ok(Source::File(path.clone()));
     }
-    let to = opts
-        .to
-        .clone()
-        .unwrap_or_else(|| local_address(&opts.workdir));
-    let url = if to.starts_with("http://") || to.starts_with("https://") {
-        format!("{}/metrics", to.trim_end_matches('/'))
-    } else {
-        format!("http://{to}/metrics")
+    let base = match &opts.to {
+        Some(to) if to.starts_with("http://") || to.starts_with("https://") => to.clone(),
+        Some(to) => format!("http://{to}"),
+        None => local_base_url(&opts.workdir),
     };
+    let url = format!("{}/metrics", base.trim_end_matches('/'));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .no_proxy()
+        // As Datakit's monitor: the agent's own certificate is often self-signed; only
+        // metrics are read.
+        .danger_accept_invalid_certs(true)
         .build()
         .map_err(|e| MonitorError::Fetch {
             url: url.clone(),
