@@ -185,34 +185,6 @@ pub fn loopback_for(listen: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_local_url_comes_from_the_listen_address_and_tls_files_of_datakit_conf() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(local_base_url(dir.path()), "http://localhost:9529");
-        let conf = dk_config::main_conf_path(dir.path());
-        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
-        std::fs::write(&conf, "[http_api]\n  listen = \"0.0.0.0:19529\"\n").unwrap();
-        assert_eq!(local_base_url(dir.path()), "http://127.0.0.1:19529");
-        let cert = dir.path().join("c.pem");
-        std::fs::write(&cert, "x").unwrap();
-        std::fs::write(
-            &conf,
-            format!(
-                "[http_api]\n  listen = \"[::]:9529\"\n[http_api.tls]\n  cert = \"{0}\"\n  privkey = \"{0}\"\n",
-                cert.display()
-            ),
-        )
-        .unwrap();
-        assert_eq!(local_base_url(dir.path()), "https://[::1]:9529");
-        assert_eq!(loopback_for(":9529"), "127.0.0.1:9529");
-        assert_eq!(loopback_for("10.0.0.1:9529"), "10.0.0.1:9529");
-    }
-}
-
 fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -331,4 +303,32 @@ fn run_inner(opts: &Options) -> Result<(), MonitorError> {
         url: src.describe(),
         reason: format!("terminal: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_url_comes_from_the_listen_address_and_tls_files_of_datakit_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(local_base_url(dir.path()), "http://localhost:9529");
+        let conf = dk_config::main_conf_path(dir.path());
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(&conf, "[http_api]\n  listen = \"0.0.0.0:19529\"\n").unwrap();
+        assert_eq!(local_base_url(dir.path()), "http://127.0.0.1:19529");
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "[http_api]\n  listen = \"[::]:9529\"\n[http_api.tls]\n  cert = \"{0}\"\n  privkey = \"{0}\"\n",
+                cert.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(local_base_url(dir.path()), "https://[::1]:9529");
+        assert_eq!(loopback_for(":9529"), "127.0.0.1:9529");
+        assert_eq!(loopback_for("10.0.0.1:9529"), "10.0.0.1:9529");
+    }
 }
