@@ -105,6 +105,10 @@ enum Cmd {
         /// Check the datakit.conf and *.conf files in this directory instead of WORKDIR/conf.d.
         #[arg(long)]
         config_dir: Option<PathBuf>,
+        /// Container mode: check the config `datakit run -C` would write from the ENV_*
+        /// variables (bad values reported as it reports them) with the rest of conf.d.
+        #[arg(short = 'C', long)]
+        container: bool,
     },
     /// Run one input family's worker (started by the supervisor; not for direct use).
     #[command(hide = true)]
@@ -282,7 +286,8 @@ fn main() -> ExitCode {
             config: _,
             workdir,
             config_dir,
-        }) => app::check(&workdir, config_dir.as_deref()),
+            container,
+        }) => app::check(&workdir, config_dir.as_deref(), container),
         Some(Cmd::Worker {
             family,
             run_dir,
