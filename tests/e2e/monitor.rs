@@ -313,3 +313,45 @@ fn monitor_says_where_it_looked_when_no_agent_answers_and_refuses_unknown_module
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("has no module: nope"), "{err}");
 }
+
+#[test]
+fn a_saved_metrics_page_is_shown_as_of_the_time_given_with_t() {
+    let page = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/monitor/testdata/agent.prom"
+    );
+    let out = Command::new(bin())
+        .args(["monitor", "-P", page, "-T", "1796318130000", "-M", "In,WAL"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with(&format!("From {page}\n")), "{text}");
+    let statsd = row(&text, "Inputs", "statsd").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        statsd,
+        [
+            "statsd",
+            "logging,metric",
+            "2",
+            "1010",
+            "-",
+            "3s",
+            "ago",
+            "5",
+            "4"
+        ],
+        "{text}"
+    );
+    let queue = row(&text, "Queue", "metric").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(queue[..4], ["metric", "dataway", "88", "7m27s"], "{text}");
+    assert!(text.contains("Last errors"), "{text}");
+
+    let out = Command::new(bin())
+        .args(["monitor", "-P", page, "-R", "soon"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("datakit monitor --refresh"), "{err}");
+}
