@@ -213,6 +213,23 @@ fn the_monitor_in_an_80x24_tmux_pane_shows_statsd_points_growing_the_queue_and_a
         "{screen}"
     );
     keep_capture(&agent, "monitor-capture-after-kill.txt", &screen);
+
+    // `q` quits: the monitor exits and its session ends with it.
+    let sent = Command::new("tmux")
+        .args(["send-keys", "-t", &session, "q"])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    wait_for("the monitor to quit on q", Duration::from_secs(10), || {
+        let alive = Command::new("tmux")
+            .args(["has-session", "-t", &session])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        (!alive).then_some(())
+    });
+    drop(tmux);
 }
 
 #[test]
