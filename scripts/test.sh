@@ -23,6 +23,7 @@ export DK_REQUIRE_PEERS="${DK_REQUIRE_PEERS:-1}"
 #   etcd-server - etcd, the election backend the election tests start on loopback
 #   protobuf-compiler - protoc, which the etcd client crate's build script needs
 #   python3-yaml - parses the Kubernetes DaemonSet example in the container test
+#   tmux - the 80x24 terminal whose screen the `datakit monitor` e2e test reads
 #   (logger comes with bsdutils on every Debian)
 need_apt=()
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
@@ -39,6 +40,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -135,16 +135,109 @@ fn upgrader_origin(
 }
 
 /// `datakit check --config`: the same validation as `run`, without starting anything; every
-/// port the agent would bind is probed (unless an agent runs with this work dir).
-pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
+/// port the agent would bind is probed (unless an agent runs with this work dir). With
+/// `container` (`-C`), the config `datakit run -C` would write from the `ENV_*` variables is
+/// checked (in a scratch copy of conf.d: nothing in the work dir changes).
+pub fn check(workdir: &Path, config_dir: Option<&Path>, container: bool) -> ExitCode {
     let confd = config_dir.map_or_else(|| dk_config::confd_dir(workdir), Path::to_path_buf);
-    let (mut errors, mut warnings) = dk_config::confd_problems(workdir, &confd);
+    if container {
+        return check_container(workdir, &confd);
+    }
+    let (errors, warnings, summary) = check_confd(workdir, &confd);
+    check_report(&errors, &warnings, &summary)
+}
+
+fn check_report(
+    errors: &[dk_config::Diagnostic],
+    warnings: &[dk_config::Diagnostic],
+    summary: &str,
+) -> ExitCode {
+    report_problems(errors, warnings);
+    if errors.is_empty() {
+        print_err(summary);
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// `datakit check --config -C`: the ENV_* variables read as `run -C` reads them (every bad one
+/// reported), then the files it would write checked with the rest of conf.d; problems name the
+/// real conf.d and the variable that set a key.
+fn check_container(workdir: &Path, confd: &Path) -> ExitCode {
+    let scratch = std::env::temp_dir().join(format!("datakit-check-{}", std::process::id()));
+    let scratch_confd = scratch.join("conf.d");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let result = copy_tree(confd, &scratch_confd)
+        .map_err(|e| {
+            format!(
+                "cannot copy {} to {} to check it: {e}; is TMPDIR writable?",
+                confd.display(),
+                scratch_confd.display()
+            )
+        })
+        .and_then(|()| crate::container::write_confs(&scratch_confd).map_err(|e| e.to_string()));
+    let code = match result {
+        Err(e) => {
+            print_err(&format!("datakit check --config -C: {e}"));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok(cfg) => {
+            let (mut errors, mut warnings, summary) = check_confd(workdir, &scratch_confd);
+            let main = scratch_confd.join(dk_config::MAIN_CONF_NAME);
+            crate::container::annotate_file(&cfg, &main, &mut errors);
+            crate::container::annotate_file(&cfg, &main, &mut warnings);
+            warnings.extend(cfg.warnings.iter().cloned());
+            for d in errors.iter_mut().chain(warnings.iter_mut()) {
+                if let Ok(rest) = d.file.strip_prefix(&scratch_confd) {
+                    d.file = confd.join(rest);
+                }
+            }
+            check_report(&errors, &warnings, &summary)
+        }
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    code
+}
+
+/// Copies the directory tree `from` into `to` (missing `from`: an empty `to`); symlinks stay
+/// symlinks, as mounted ConfigMaps have them.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e?;
+        let target = to.join(e.file_name());
+        let kind = e.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &target)?;
+        } else if kind.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The problems, warnings and summary of checking `confd`.
+fn check_confd(
+    workdir: &Path,
+    confd: &Path,
+) -> (
+    Vec<dk_config::Diagnostic>,
+    Vec<dk_config::Diagnostic>,
+    String,
+) {
+    let (mut errors, mut warnings) = dk_config::confd_problems(workdir, confd);
     let mut summary = String::new();
     if errors.is_empty() {
         let report = with_config_families(|families| {
             dk_config::inspect_confd(
                 workdir,
-                &confd,
+                confd,
                 families,
                 &ProcessEnv,
                 &dk_config::SystemProbe,
@@ -159,7 +252,7 @@ pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
             ));
         } else {
             let mut origins = report.listeners.clone();
-            origins.extend(upgrader_origin(&report.main, &confd));
+            origins.extend(upgrader_origin(&report.main, confd));
             errors.extend(probe_listeners(&origins));
         }
         let inputs: usize = report.plan.families.values().map(|f| f.inputs.len()).sum();
@@ -169,13 +262,7 @@ pub fn check(workdir: &Path, config_dir: Option<&Path>) -> ExitCode {
             if n == 1 { "y" } else { "ies" }
         );
     }
-    report_problems(&errors, &warnings);
-    if errors.is_empty() {
-        print_err(&summary);
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_CONFIG)
-    }
+    (errors, warnings, summary)
 }
 
 /// `datakit worker <family>`: one family's worker process.

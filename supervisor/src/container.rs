@@ -46,6 +46,15 @@ fn list(d: &[Diagnostic]) -> String {
 /// Bad variables, or a file that cannot be written.
 pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
     ON.store(true, Ordering::Relaxed);
+    write_confs(&dk_config::confd_dir(workdir))
+}
+
+/// Writes the files of [`prepare`] into `confd` (`datakit check --config -C` writes them into a
+/// scratch copy of conf.d).
+///
+/// # Errors
+/// Bad variables, or a file that cannot be written.
+pub fn write_confs(confd: &Path) -> Result<EnvConfig, PrepareError> {
     let mut cfg = dk_config::from_env(&ProcessEnv).map_err(PrepareError::Env)?;
     let enabled = cfg.default_enabled_inputs();
     let inputs = crate::app::with_config_families(|families| {
@@ -53,21 +62,23 @@ pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
     })
     .map_err(PrepareError::Env)?;
     cfg.warnings.extend(inputs.warnings);
-    let confd = dk_config::confd_dir(workdir);
     let write = |path: &Path, text: &str| {
-        std::fs::create_dir_all(&confd)
+        std::fs::create_dir_all(confd)
             .and_then(|()| std::fs::write(path, text))
             .map_err(|source| PrepareError::Write {
                 path: path.display().to_string(),
                 source,
             })
     };
-    write(&dk_config::main_conf_path(workdir), &cfg.main_conf_text())?;
+    write(
+        &confd.join(dk_config::MAIN_CONF_NAME),
+        &cfg.main_conf_text(),
+    )?;
     if let Some(inputs) = &cfg.inputs_conf {
         write(&confd.join(dk_config::ENV_INPUTS_FILE), inputs)?;
     }
     // The per-input files of the last start go: the variables may have changed.
-    if let Ok(entries) = std::fs::read_dir(&confd) {
+    if let Ok(entries) = std::fs::read_dir(confd) {
         for e in entries.flatten() {
             if dk_config::is_input_env_file(&e.file_name().to_string_lossy()) {
                 let _ = std::fs::remove_file(e.path());
@@ -82,7 +93,11 @@ pub fn prepare(workdir: &Path) -> Result<EnvConfig, PrepareError> {
 
 /// Adds the variable that set it to each problem of the written `datakit.conf`.
 pub fn annotate(cfg: &EnvConfig, workdir: &Path, diags: &mut [Diagnostic]) {
-    let main = dk_config::main_conf_path(workdir);
+    annotate_file(cfg, &dk_config::main_conf_path(workdir), diags);
+}
+
+/// [`annotate`] for the `datakit.conf` at `main`.
+pub fn annotate_file(cfg: &EnvConfig, main: &Path, diags: &mut [Diagnostic]) {
     for d in diags.iter_mut().filter(|d| d.file == main) {
         if let Some(var) = cfg.origin_of(&d.key) {
             d.message = format!("{} (set by {var}: change the variable)", d.message);

@@ -15,6 +15,7 @@ mod limits;
 mod listeners;
 mod logging;
 mod metrics;
+mod monitor;
 mod procman;
 mod registry;
 mod release;
@@ -104,6 +105,10 @@ enum Cmd {
         /// Check the datakit.conf and *.conf files in this directory instead of WORKDIR/conf.d.
         #[arg(long)]
         config_dir: Option<PathBuf>,
+        /// Container mode: check the config `datakit run -C` would write from the ENV_*
+        /// variables (bad values reported as it reports them) with the rest of conf.d.
+        #[arg(short = 'C', long)]
+        container: bool,
     },
     /// Run one input family's worker (started by the supervisor; not for direct use).
     #[command(hide = true)]
@@ -192,6 +197,45 @@ enum Cmd {
         #[arg(long, default_value = "30s")]
         timeout: String,
     },
+    /// Show what the agent is doing: inputs, workers, queue, uploads, HTTP API, errors, live
+    /// from its /metrics (a terminal UI; plain text once with --once or when not on a terminal).
+    #[command(after_help = WHERE_HELP)]
+    Monitor {
+        /// The agent's API address (HOST:PORT); default: [http_api] listen in WORKDIR's datakit.conf.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: Option<String>,
+        /// The work dir whose conf.d/datakit.conf says where the agent listens.
+        #[arg(long, default_value = "/usr/local/datakit")]
+        workdir: PathBuf,
+        /// Refresh interval (at least 1s).
+        #[arg(short = 'R', long, default_value = "5s")]
+        refresh: String,
+        /// Show only these modules, comma separated: B basic, R runtime, In inputs, G goroutine,
+        /// H http, F filter, P pipeline, IO io_stats, W dataway, WAL wal.
+        #[arg(short = 'M', long)]
+        module: Option<String>,
+        /// Show only these inputs, comma separated (e.g. -I cpu,mem).
+        #[arg(short = 'I', long)]
+        input: Option<String>,
+        /// The widest a table cell may be.
+        #[arg(short = 'W', long, default_value_t = 128)]
+        max_table_width: usize,
+        /// Show every row (empty queues too) and every recorded error.
+        #[arg(short = 'V', long)]
+        verbose: bool,
+        /// Read the metrics from this file (a saved /metrics page) instead of the agent.
+        #[arg(short = 'P', long, value_name = "FILE")]
+        path: Option<PathBuf>,
+        /// With --path: the time the metrics were taken, unix milliseconds.
+        #[arg(short = 'T', long)]
+        timestamp: Option<i64>,
+        /// Print the raw /metrics page and exit.
+        #[arg(long)]
+        dump_metrics: bool,
+        /// Print the tables once as plain text and exit (the default when stdout is not a terminal).
+        #[arg(long)]
+        once: bool,
+    },
     /// Tools: check line protocol, print the default config, dump input samples, release keys.
     #[command(after_help = WHERE_HELP)]
     Tool {
@@ -242,7 +286,8 @@ fn main() -> ExitCode {
             config: _,
             workdir,
             config_dir,
-        }) => app::check(&workdir, config_dir.as_deref()),
+            container,
+        }) => app::check(&workdir, config_dir.as_deref(), container),
         Some(Cmd::Worker {
             family,
             run_dir,
@@ -294,6 +339,40 @@ fn main() -> ExitCode {
         Some(Cmd::Tool {
             keygen, sign, key, ..
         }) => tool(keygen, sign, key),
+        Some(Cmd::Monitor {
+            to,
+            workdir,
+            refresh,
+            module,
+            input,
+            max_table_width,
+            verbose,
+            path,
+            timestamp,
+            dump_metrics,
+            once,
+        }) => match dk_proto::duration::parse(&refresh) {
+            Ok(refresh) => monitor::run(&monitor::Options {
+                to,
+                workdir,
+                refresh,
+                modules: module,
+                inputs: input,
+                max_table_width,
+                verbose,
+                path,
+                timestamp_ms: timestamp,
+                dump_metrics,
+                once,
+            }),
+            Err(e) => {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr().lock(),
+                    format!("datakit monitor --refresh: {e}\n").as_bytes(),
+                );
+                ExitCode::from(64)
+            }
+        },
         Some(Cmd::Dca { listen, tokens }) => dca::console::run(&listen, &tokens),
         Some(Cmd::Service {
             install,

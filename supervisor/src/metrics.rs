@@ -21,6 +21,8 @@ pub struct SupervisorMetrics {
     pub restarts: Family<FamilyCauseLabels, Counter>,
     /// `datakit_worker_up{family}`: 1 while a worker is connected and healthy.
     pub up: Family<FamilyLabel, Gauge>,
+    /// `datakit_worker_pid{family}`: the pid of the family's running worker (absent while none runs).
+    pub pid: Family<FamilyLabel, Gauge>,
     /// `datakit_worker_rss_bytes{family}` from the last health check.
     pub rss: Family<FamilyLabel, Gauge>,
     /// `datakit_rpc_push_points_total{family}`: points received over RPC.
@@ -199,6 +201,7 @@ impl SupervisorMetrics {
         let m = SupervisorMetrics {
             restarts: Family::default(),
             up: Family::default(),
+            pid: Family::default(),
             rss: Family::default(),
             push_points: Family::default(),
             push_latency: Family::new_with_constructor(|| {
@@ -231,6 +234,11 @@ impl SupervisorMetrics {
             "datakit_worker_paused",
             "1 while the family's election-aware inputs are paused (this node does not lead)",
             m.worker_paused.clone(),
+        );
+        registry.register(
+            "datakit_worker_pid",
+            "The pid of the family's running worker process",
+            m.pid.clone(),
         );
         registry.register(
             "datakit_worker_rss_bytes",

@@ -493,6 +493,7 @@ async fn supervise(
             .up
             .get_or_create(&SupervisorMetrics::family(&family))
             .set(0);
+        ctx.metrics.pid.remove(&SupervisorMetrics::family(&family));
         ctx.metrics
             .worker_paused
             .remove(&SupervisorMetrics::family(&family));
@@ -785,6 +786,7 @@ async fn supervise_child(
     let label = SupervisorMetrics::family(family);
     ctx.metrics.up.get_or_create(&label).set(1);
     let pid = child.id().unwrap_or(0);
+    ctx.metrics.pid.get_or_create(&label).set(i64::from(pid));
     tracing::info!(family, pid, "Worker is up.");
     // Down again whenever this returns (the worker exits, is stopped or handed over).
     struct Down(Arc<std::sync::Mutex<bool>>);

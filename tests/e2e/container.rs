@@ -344,3 +344,93 @@ print(json.dumps({"kinds": [d["kind"] for d in docs], "image": c["image"],
     let cfg = dk_config::from_env(&dk_config::MapEnv(pairs)).expect("valid ENV_* values");
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
 }
+
+/// `datakit check --config -C --workdir DIR` with only `env` among the ENV_* variables.
+fn check_container(workdir: &Path, env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(["check", "--config", "-C", "--workdir"])
+        .arg(workdir)
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ENV_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_config_in_container_mode_reports_bad_env_values_as_run_does_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_container(
+        dir.path(),
+        &[
+            ("ENV_DATAWAY_TIMEOUT", "30".into()),
+            ("ENV_GLOBAL_HOST_TAGS", "project".into()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("2 problem(s) in the ENV_* variables"), "{err}");
+    assert!(
+        err.contains("environment: ENV_DATAWAY_TIMEOUT: invalid duration \"30\""),
+        "{err}"
+    );
+    assert!(err.contains("environment: ENV_GLOBAL_HOST_TAGS: "), "{err}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "the work dir is untouched"
+    );
+
+    // Good values with a busy ENV_HTTP_LISTEN: the problem names the variable that set it.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = check_container(
+        dir.path(),
+        &[
+            ("ENV_HTTP_LISTEN", format!("127.0.0.1:{port}")),
+            ("ENV_DATAWAY", "http://127.0.0.1:9/?token=tkn_x".into()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!(
+            "http_api.listen: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("(set by ENV_HTTP_LISTEN: change the variable)"),
+        "{err}"
+    );
+    drop(busy);
+
+    // With an input config mounted in conf.d, good values check clean and count the inputs.
+    std::fs::create_dir_all(dir.path().join("conf.d/host")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/host/mem.conf"),
+        "[[inputs.mem]]\n  interval = \"10s\"\n",
+    )
+    .unwrap();
+    let out = check_container(
+        dir.path(),
+        &[
+            ("ENV_HTTP_LISTEN", format!("127.0.0.1:{}", free_port())),
+            ("ENV_DEFAULT_ENABLED_INPUTS", "cpu".into()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("configuration OK: 1 family with 2 input instance(s)"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("conf.d/datakit.conf").exists(),
+        "check writes no datakit.conf"
+    );
+}

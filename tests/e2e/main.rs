@@ -21,6 +21,7 @@ mod lifecycle;
 mod logfwd;
 mod logging;
 mod migrate;
+mod monitor;
 mod netflow;
 mod operator;
 mod otel;
