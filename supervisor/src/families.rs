@@ -51,6 +51,43 @@ mod tests {
         }
         assert!(checked >= 24, "only {checked} instances checked");
     }
+
+    /// A first start (no datakit.conf) runs Datakit's whole default input list from the
+    /// built-in samples, with no warning about any of them.
+    #[test]
+    fn the_first_run_datakit_conf_enables_every_default_input_without_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf.d")).expect("conf.d");
+        let families = all();
+        let described: Vec<dk_worker::family::Described<'_>> = families
+            .iter()
+            .map(|f| dk_worker::family::Described(*f))
+            .collect();
+        let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
+            .iter()
+            .map(|d| d as &dyn dk_proto::family::Descriptor)
+            .collect();
+        let env = dk_config::MapEnv(std::collections::HashMap::new());
+        let loaded = dk_config::load(dir.path(), &descriptors, &env).expect("loads");
+        assert_eq!(
+            loaded.main.default_enabled_inputs,
+            dk_config::DATAKIT_DEFAULT_ENABLED_INPUTS
+        );
+        let about_inputs: Vec<_> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.key.starts_with("default_enabled_inputs"))
+            .collect();
+        assert!(about_inputs.is_empty(), "{about_inputs:#?}");
+        let mut running: Vec<&str> = loaded
+            .plan
+            .families
+            .values()
+            .flat_map(|f| f.inputs.iter().map(|i| i.name.as_str()))
+            .collect();
+        running.sort_unstable();
+        assert_eq!(running, dk_config::DATAKIT_DEFAULT_ENABLED_INPUTS);
+    }
 }
 
 #[cfg(test)]
