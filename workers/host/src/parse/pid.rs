@@ -464,6 +464,23 @@ mod tests {
     }
 
     #[test]
+    fn captured_files_parse() {
+        let s = parse_pid_stat(include_str!("../../testdata/pid_stat")).unwrap();
+        assert_eq!(s.comm, "cp");
+        assert_eq!((s.state, s.num_threads, s.starttime), (b'R', 1, 2_918_825));
+        assert_eq!((s.vsize, s.rss_pages), (4_141_056, 528));
+        let st = parse_pid_status(include_str!("../../testdata/pid_status")).unwrap();
+        assert_eq!(st.uid, Some(0));
+        assert_eq!(st.threads, Some(1));
+        assert!(st.voluntary.is_some() && st.nonvoluntary.is_some());
+        let mut l = Vec::new();
+        listening_sockets(include_str!("../../testdata/net_tcp"), &mut l);
+        listening_sockets(include_str!("../../testdata/net_tcp6"), &mut l);
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l[0], (640, 0x07E8));
+    }
+
+    #[test]
     fn socket_links_give_their_inode() {
         assert_eq!(socket_inode(b"socket:[31337]"), Some(31337));
         assert_eq!(socket_inode(b"pipe:[31337]"), None);
