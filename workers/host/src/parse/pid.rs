@@ -328,6 +328,37 @@ pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
     out
 }
 
+/// Runs every parser of this module on `data` and checks what they return stays within
+/// it (the fuzz target and the corpus replay call this).
+///
+/// # Panics
+/// When a parser returns something that did not come from `data`.
+pub fn check_all(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(s) = parse_pid_stat(&text) {
+        assert!(text.contains(s.comm));
+    }
+    let _ = parse_pid_status(&text);
+    let _ = parse_pid_io(&text);
+    let mut joined = String::new();
+    join_cmdline(data, &mut joined);
+    assert!(!joined.contains('\0'));
+    let comm = text.get(..text.len().min(15)).unwrap_or("");
+    let name = process_name(comm, data);
+    assert!(name.len() <= data.len().max(comm.len()) * 3);
+    if let Some(id) = container_id(&text) {
+        assert_eq!(id.len(), 64);
+        assert!(text.contains(id));
+    }
+    let mut sockets = Vec::new();
+    listening_sockets(&text, &mut sockets);
+    assert!(sockets.iter().all(|(inode, _)| *inode != 0));
+    let _ = socket_inode(data);
+    for name in parse_passwd(&text).values() {
+        assert!(!name.contains(':') && !name.contains('\n'));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,7 +507,7 @@ mod tests {
         let mut l = Vec::new();
         listening_sockets(include_str!("../../testdata/net_tcp"), &mut l);
         listening_sockets(include_str!("../../testdata/net_tcp6"), &mut l);
-        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l.len(), 2, "{l:?}");
         assert_eq!(l[0], (640, 0x07E8));
     }
 
