@@ -88,6 +88,54 @@ mod tests {
         running.sort_unstable();
         assert_eq!(running, dk_config::DATAKIT_DEFAULT_ENABLED_INPUTS);
     }
+
+    /// Datakit's `ENV_INPUT_HOST_PROCESSES_*` variables set the keys of the host_processes
+    /// sample, and the host family accepts the result.
+    #[test]
+    fn env_input_host_processes_variables_configure_the_input() {
+        let vars = [
+            ("ENV_INPUT_HOST_PROCESSES_OPEN_METRIC", "true"),
+            ("ENV_INPUT_HOST_PROCESSES_PROCESS_NAME", ".*datakit.*,nginx"),
+            ("ENV_INPUT_HOST_PROCESSES_MIN_RUN_TIME", "1m"),
+            ("ENV_INPUT_HOST_PROCESSES_ENABLE_LISTEN_PORTS", "true"),
+            ("ENV_INPUT_HOST_PROCESSES_ONLY_CONTAINER_PROCESSES", "true"),
+            ("ENV_INPUT_HOST_PROCESSES_METRIC_INTERVAL", "15s"),
+            ("ENV_INPUT_HOST_PROCESSES_OBJECT_INTERVAL", "60s"),
+            ("ENV_INPUT_HOST_PROCESSES_TAGS", "team=ops"),
+        ];
+        let env = dk_config::MapEnv(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let families = all();
+        let described: Vec<dk_worker::family::Described<'_>> = families
+            .iter()
+            .map(|f| dk_worker::family::Described(*f))
+            .collect();
+        let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
+            .iter()
+            .map(|d| d as &dyn dk_proto::family::Descriptor)
+            .collect();
+        let confs =
+            dk_config::input_confs(&env, &["host_processes".to_string()], &descriptors).unwrap();
+        assert!(confs.warnings.is_empty(), "{:?}", confs.warnings);
+        let (name, text) = &confs.files[0];
+        assert_eq!(name, "ENV_INPUT_HOST_PROCESSES.conf");
+        let t: toml::Table = toml::from_str(text).unwrap();
+        let i = &t["inputs"]["host_processes"][0];
+        assert_eq!(i["open_metric"].as_bool(), Some(true));
+        assert_eq!(i["process_name"].as_array().map(Vec::len), Some(2));
+        assert_eq!(i["min_run_time"].as_str(), Some("1m"));
+        assert_eq!(i["enable_listen_ports"].as_bool(), Some(true));
+        assert_eq!(i["only_container_processes"].as_bool(), Some(true));
+        assert_eq!(i["metric_interval"].as_str(), Some("15s"));
+        assert_eq!(i["object_interval"].as_str(), Some("60s"));
+        assert_eq!(i["tags"]["team"].as_str(), Some("ops"));
+        let host = by_name("host").unwrap();
+        let instance = toml::to_string(i).unwrap();
+        assert_eq!(host.validate("host_processes", &instance), vec![]);
+    }
 }
 
 #[cfg(test)]
