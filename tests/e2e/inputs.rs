@@ -268,7 +268,10 @@ fn a_test_started_process_arrives_at_dataway_as_a_host_processes_object_with_its
     );
     assert_eq!(object.get_tag("e2e"), Some("yes"), "global host tags");
     let host = object.get_tag("host").unwrap().to_string();
-    assert_eq!(object.get_tag("name"), Some(format!("{host}_{pid}").as_str()));
+    assert_eq!(
+        object.get_tag("name"),
+        Some(format!("{host}_{pid}").as_str())
+    );
     let metric = wait_for(
         "the python process as a host_processes metric at Dataway",
         Duration::from_secs(30),

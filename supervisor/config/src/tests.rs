@@ -202,10 +202,7 @@ fn loads_datakit_defaults_when_there_are_no_files() {
         "no built-in sample"
     ));
     assert!(
-        !loaded
-            .warnings
-            .iter()
-            .any(|w| w.key == "enable_pprof"),
+        !loaded.warnings.iter().any(|w| w.key == "enable_pprof"),
         "{:#?}",
         loaded.warnings
     );

@@ -3,6 +3,7 @@
 //! prints the CPU time (user + system, from getrusage) per collection and the RSS.
 //!
 //! `cargo run --release -p dk-input-host --example procs_load -- [N] [listen_ports]`
+#![allow(clippy::print_stdout)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,9 +57,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let listen = args.get(2).is_some_and(|a| a == "listen_ports");
-    let before = std::fs::read_dir("/proc")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let before = std::fs::read_dir("/proc").map(|d| d.count()).unwrap_or(0);
     let started = Instant::now();
     let mut kids = Kids(Vec::with_capacity(n));
     for _ in 0..n {
@@ -99,9 +98,15 @@ fn main() {
     let mut metrics = MetricCollector::new(cfg, HostPaths::from_env(), "load".into());
     for round in 0..5 {
         let (c0, t0) = (cpu_secs(), Instant::now());
-        let o = objects.collect_at(now_ms(), 1).map(|p| p.len()).unwrap_or(0);
+        let o = objects
+            .collect_at(now_ms(), 1)
+            .map(|p| p.len())
+            .unwrap_or(0);
         let (c1, t1) = (cpu_secs(), Instant::now());
-        let m = metrics.collect_at(now_ms(), 1).map(|p| p.len()).unwrap_or(0);
+        let m = metrics
+            .collect_at(now_ms(), 1)
+            .map(|p| p.len())
+            .unwrap_or(0);
         let c2 = cpu_secs();
         println!(
             "round {round}: object scan {o} processes: cpu {:.1} ms ({:.1} us/process), wall {:.1?}; \

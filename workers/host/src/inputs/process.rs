@@ -26,8 +26,8 @@ use serde_json::json;
 use crate::config::compile_all;
 use crate::parse::meminfo::parse_meminfo;
 use crate::parse::pid::{
-    PidIo, PidStatus, container_id, join_cmdline, listening_sockets, parse_passwd,
-    parse_pid_io, parse_pid_stat, parse_pid_status, process_name, socket_inode, state_name,
+    PidIo, PidStatus, container_id, join_cmdline, listening_sockets, parse_passwd, parse_pid_io,
+    parse_pid_stat, parse_pid_status, process_name, socket_inode, state_name,
 };
 use crate::parse::stat::parse_stat;
 use crate::runner::{Collector, run_loop};
@@ -217,7 +217,11 @@ impl Scanner {
             .filter(|v| *v > 0)
             .unwrap_or(4096);
         Scanner {
-            proc_dir: paths.proc("").to_string_lossy().trim_end_matches('/').to_string(),
+            proc_dir: paths
+                .proc("")
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string(),
             paths,
             clk_tck,
             page_size,
@@ -282,11 +286,6 @@ impl Scanner {
             .boot_time
             .unwrap_or(0);
         Ok((mem.total, boot))
-    }
-
-    /// Memory total of the host in bytes (for `mem_used_percent`).
-    pub fn mem_total(&mut self) -> Result<u64, CollectError> {
-        Ok(self.host_basics()?.0)
     }
 
     /// Every process older than `min_run_time` at `now_ms` that passes the filters.
@@ -360,8 +359,7 @@ impl Scanner {
         let mut cmdline = String::new();
         join_cmdline(&self.raw_cmdline, &mut cmdline);
         if opts.for_metric {
-            if !cfg.process_name.is_empty() && !cfg.process_name.iter().any(|r| r.is_match(&name))
-            {
+            if !cfg.process_name.is_empty() && !cfg.process_name.iter().any(|r| r.is_match(&name)) {
                 return Ok(None);
             }
             if cmdline.is_empty() {
@@ -463,7 +461,10 @@ impl Scanner {
             .ok()
             .and_then(|t| {
                 let t = t.to_string_lossy();
-                t.strip_prefix("net:[")?.strip_suffix(']')?.parse::<u64>().ok()
+                t.strip_prefix("net:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
             })
             .unwrap_or(0);
         if !self.netns.contains_key(&ns) {

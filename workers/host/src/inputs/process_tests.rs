@@ -72,7 +72,9 @@ fn python(code: &str) -> (Proc, String) {
     let out = c.stdout.take().expect("stdout");
     let p = Proc(c);
     let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).expect("ready line");
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("ready line");
     (p, line.trim().to_string())
 }
 
@@ -140,7 +142,10 @@ fn a_started_sleep_is_an_object_with_its_pid_name_user_cmdline_and_state() {
     assert_eq!(msg["cpu"]["cpu"], "cpu");
     assert!(msg["memory"]["rss"].as_u64().unwrap() > 0);
     // A kernel thread has no command line: Datakit writes its name in parentheses.
-    if let Some(k) = points.iter().find(|p| p.get_tag("process_name") == Some("kthreadd")) {
+    if let Some(k) = points
+        .iter()
+        .find(|p| p.get_tag("process_name") == Some("kthreadd"))
+    {
         assert_eq!(string_field(k, "cmdline"), "(kthreadd)");
     }
 }
@@ -205,7 +210,10 @@ fn the_process_name_filter_keeps_only_matching_processes_in_metrics_not_objects(
     assert!(of_pid(&metrics, me).is_none());
     let mut o = ObjectCollector::new(cfg, HostPaths::from_env(), HOST.into());
     let objects = o.collect_at(wall_ms(), 7).unwrap();
-    assert!(of_pid(&objects, me).is_some(), "objects are not filtered by name");
+    assert!(
+        of_pid(&objects, me).is_some(),
+        "objects are not filtered by name"
+    );
 }
 
 #[test]
@@ -229,9 +237,15 @@ fn fake_proc(root: &Path, container: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     };
-    w("proc/meminfo", b"MemTotal:        1000000 kB\nMemFree: 1 kB\n");
+    w(
+        "proc/meminfo",
+        b"MemTotal:        1000000 kB\nMemFree: 1 kB\n",
+    );
     w("proc/stat", b"cpu  1 2 3 4 5 6 7 8 0 0\nbtime 1700000000\n");
-    w("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n");
+    w(
+        "etc/passwd",
+        b"root:x:0:0::/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n",
+    );
     // Started 500 s after boot (CLK_TCK 100), 2 s user and 1 s system CPU.
     w(
         "proc/77/stat",
@@ -240,7 +254,10 @@ fn fake_proc(root: &Path, container: &str) {
     );
     w("proc/77/cmdline", b"nginx: master\0-g\0daemon off;\0");
     w("proc/77/status", b"Name:\tnginx\nUid:\t1001\t1001\t1001\t1001\nThreads:\t4\nvoluntary_ctxt_switches:\t9\nnonvoluntary_ctxt_switches:\t1\n");
-    w("proc/77/io", b"syscr: 5\nsyscw: 6\nread_bytes: 4096\nwrite_bytes: 8192\n");
+    w(
+        "proc/77/io",
+        b"syscr: 5\nsyscw: 6\nread_bytes: 4096\nwrite_bytes: 8192\n",
+    );
     w(
         "proc/77/cgroup",
         format!("0::/system.slice/docker-{container}.scope\n").as_bytes(),
@@ -251,7 +268,10 @@ fn fake_proc(root: &Path, container: &str) {
           0 0 0 0 0 0 0\n",
     );
     w("proc/2/cmdline", b"");
-    w("proc/2/status", b"Name:\tkthreadd\nUid:\t0\t0\t0\t0\nThreads:\t1\n");
+    w(
+        "proc/2/status",
+        b"Name:\tkthreadd\nUid:\t0\t0\t0\t0\nThreads:\t1\n",
+    );
     w("proc/2/cgroup", b"0::/\n");
     w("proc/self/stat", b"not a pid\n");
 }
@@ -289,9 +309,15 @@ fn fields_units_and_container_id_come_from_the_proc_files_as_datakit_computes_th
     assert_eq!(p.get_field("proc_write_bytes"), Some(&Value::U(8192)));
     assert_eq!(p.get_field("voluntary_ctxt_switches"), Some(&Value::I(9)));
     assert_eq!(p.get_field("page_minor_faults"), Some(&Value::U(10)));
-    assert_eq!(p.get_field("page_children_minor_faults"), Some(&Value::U(20)));
+    assert_eq!(
+        p.get_field("page_children_minor_faults"),
+        Some(&Value::U(20))
+    );
     assert_eq!(p.get_field("page_major_faults"), Some(&Value::U(30)));
-    assert_eq!(p.get_field("page_children_major_faults"), Some(&Value::U(40)));
+    assert_eq!(
+        p.get_field("page_children_major_faults"),
+        Some(&Value::U(40))
+    );
     assert_eq!(p.get_field("start_time"), Some(&Value::I(start_ms)));
     assert_eq!(p.get_field("started_duration"), Some(&Value::I(100)));
     assert_eq!(
@@ -302,14 +328,20 @@ fn fields_units_and_container_id_come_from_the_proc_files_as_datakit_computes_th
     assert_eq!(k.get_field("cmdline"), Some(&Value::S("(kthreadd)".into())));
     assert_eq!(k.get_tag("username"), Some("root"));
     assert!(k.get_tag("container_id").is_none());
-    assert!(k.get_field("proc_syscr").is_none(), "no io file, no io fields");
+    assert!(
+        k.get_field("proc_syscr").is_none(),
+        "no io file, no io fields"
+    );
 
     // The metric skips the kernel thread (no command line) and tags pid and cmdline.
     let mut m = MetricCollector::new(cfg, paths.clone(), HOST.into());
     let metrics = m.collect_at(now_ms, 9).unwrap();
     assert_eq!(metrics.len(), 1);
     assert_eq!(metrics[0].get_tag("pid"), Some("77"));
-    assert_eq!(metrics[0].get_tag("cmdline"), Some("nginx: master -g daemon off;"));
+    assert_eq!(
+        metrics[0].get_tag("cmdline"),
+        Some("nginx: master -g daemon off;")
+    );
 
     // Only container processes.
     let cfg = config("min_run_time = \"0s\"\nonly_container_processes = true");

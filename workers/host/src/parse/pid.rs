@@ -54,8 +54,12 @@ pub fn parse_pid_stat(text: &str) -> Result<PidStat<'_>, ParseError> {
         line: 1,
         reason: reason.to_string(),
     };
-    let open = text.find('(').ok_or_else(|| bad("no '(' before the name"))?;
-    let close = text.rfind(')').ok_or_else(|| bad("no ')' after the name"))?;
+    let open = text
+        .find('(')
+        .ok_or_else(|| bad("no '(' before the name"))?;
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| bad("no ')' after the name"))?;
     if close < open {
         return Err(bad("')' before '('"));
     }
@@ -372,7 +376,10 @@ mod tests {
         let s = parse_pid_stat(STAT_LINE).unwrap();
         assert_eq!(s.comm, "my (odd) name");
         assert_eq!(s.state, b'S');
-        assert_eq!((s.minflt, s.cminflt, s.majflt, s.cmajflt), (1500, 300, 7, 2));
+        assert_eq!(
+            (s.minflt, s.cminflt, s.majflt, s.cmajflt),
+            (1500, 300, 7, 2)
+        );
         assert_eq!((s.utime, s.stime), (250, 125));
         assert_eq!(s.num_threads, 6);
         assert_eq!(s.starttime, 987_654);
@@ -474,11 +481,17 @@ mod tests {
             container_id(&format!("0::/kubepods/burstable/pod-x/{id}\n")),
             Some(id)
         );
-        assert_eq!(container_id("0::/user.slice/user-0.slice/session-3.scope\n"), None);
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-3.scope\n"),
+            None
+        );
         assert_eq!(container_id("0::/\n"), None);
         assert_eq!(container_id(""), None);
         // Only the first line counts, as in Datakit.
-        assert_eq!(container_id(&format!("1:name=x:/\n0::/docker/{id}\n")), None);
+        assert_eq!(
+            container_id(&format!("1:name=x:/\n0::/docker/{id}\n")),
+            None
+        );
     }
 
     #[test]
@@ -520,7 +533,9 @@ mod tests {
 
     #[test]
     fn passwd_maps_uids_to_the_first_name() {
-        let m = parse_passwd("root:x:0:0:root:/root:/bin/bash\n# c\nbad\nalias:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/usr/sbin/nologin\n");
+        let m = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\n# c\nbad\nalias:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/usr/sbin/nologin\n",
+        );
         assert_eq!(m.get(&0).map(String::as_str), Some("root"));
         assert_eq!(m.get(&65534).map(String::as_str), Some("nobody"));
         assert_eq!(m.len(), 2);

@@ -33,6 +33,10 @@ fn the_stat_seeds_parse_except_the_truncated_one() {
         }
         let text = String::from_utf8_lossy(&data);
         let parsed = parse_pid_stat(&text);
-        assert_eq!(parsed.is_ok(), !name.contains("truncated"), "{name}: {parsed:?}");
+        assert_eq!(
+            parsed.is_ok(),
+            !name.contains("truncated"),
+            "{name}: {parsed:?}"
+        );
     }
 }
