@@ -333,8 +333,9 @@ impl Scanner {
         boot: u64,
     ) -> Result<Option<ProcInfo>, Skip> {
         self.read_pid(pid, "stat")?;
-        let text = std::str::from_utf8(&self.buf).map_err(|_| Skip)?;
-        let st = parse_pid_stat(text).map_err(|_| Skip)?;
+        // A name may hold any bytes (prctl): read them as Go strings are printed.
+        let text = String::from_utf8_lossy(&self.buf);
+        let st = parse_pid_stat(&text).map_err(|_| Skip)?;
         let start_ms = i64::try_from((st.starttime / self.clk_tck + boot) * 1000).unwrap_or(0);
         // Datakit keeps a process when it has run for longer than min_run_time.
         if now_ms - start_ms <= min_run_ms {
@@ -379,10 +380,7 @@ impl Scanner {
         }
 
         self.read_pid(pid, "status")?;
-        let status = std::str::from_utf8(&self.buf)
-            .ok()
-            .and_then(|t| parse_pid_status(t).ok())
-            .unwrap_or_default();
+        let status = parse_pid_status(&String::from_utf8_lossy(&self.buf)).unwrap_or_default();
         let io = match self.read_pid(pid, "io") {
             Ok(()) => std::str::from_utf8(&self.buf).ok().map(parse_pid_io),
             Err(_) => None,

@@ -416,3 +416,31 @@ fn config_defaults_and_bounds_are_datakits() {
     let e = decode("host_processes", "min_run_time = \"ten\"").unwrap_err();
     assert_eq!(e[0].key, "min_run_time");
 }
+
+#[test]
+fn a_process_whose_name_is_not_utf8_is_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_proc(dir.path(), &"b".repeat(64));
+    let w = |rel: &str, text: &[u8]| std::fs::write(dir.path().join(rel), text).unwrap();
+    std::fs::create_dir_all(dir.path().join("proc/88")).unwrap();
+    w(
+        "proc/88/stat",
+        b"88 (\xffbad) S 1 88 88 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 1 0 0 0 0 0 0 0 0 0 0 \
+          0 0 0 0 0 0 0 0 0 0 0 0\n",
+    );
+    w("proc/88/cmdline", b"\xffbad\0");
+    w(
+        "proc/88/status",
+        b"Name:\t\xffbad\nUid:\t0\t0\t0\t0\nThreads:\t2\n",
+    );
+    let mut o = ObjectCollector::new(
+        config("min_run_time = \"0s\""),
+        HostPaths::under(dir.path()),
+        HOST.into(),
+    );
+    let points = o.collect_at((1_700_000_000 + 600) * 1000, 1).unwrap();
+    let p = of_pid(&points, 88).expect("the process with a binary name");
+    assert_eq!(p.get_tag("process_name"), Some("\u{fffd}bad"));
+    assert_eq!(p.get_tag("username"), Some("root"));
+    assert_eq!(p.get_field("threads"), Some(&Value::I(2)));
+}
