@@ -51,6 +51,91 @@ mod tests {
         }
         assert!(checked >= 24, "only {checked} instances checked");
     }
+
+    /// A first start (no datakit.conf) runs Datakit's whole default input list from the
+    /// built-in samples, with no warning about any of them.
+    #[test]
+    fn the_first_run_datakit_conf_enables_every_default_input_without_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf.d")).expect("conf.d");
+        let families = all();
+        let described: Vec<dk_worker::family::Described<'_>> = families
+            .iter()
+            .map(|f| dk_worker::family::Described(*f))
+            .collect();
+        let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
+            .iter()
+            .map(|d| d as &dyn dk_proto::family::Descriptor)
+            .collect();
+        let env = dk_config::MapEnv(std::collections::HashMap::new());
+        let loaded = dk_config::load(dir.path(), &descriptors, &env).expect("loads");
+        assert_eq!(
+            loaded.main.default_enabled_inputs,
+            dk_config::DATAKIT_DEFAULT_ENABLED_INPUTS
+        );
+        let about_inputs: Vec<_> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.key.starts_with("default_enabled_inputs"))
+            .collect();
+        assert!(about_inputs.is_empty(), "{about_inputs:#?}");
+        let mut running: Vec<&str> = loaded
+            .plan
+            .families
+            .values()
+            .flat_map(|f| f.inputs.iter().map(|i| i.name.as_str()))
+            .collect();
+        running.sort_unstable();
+        assert_eq!(running, dk_config::DATAKIT_DEFAULT_ENABLED_INPUTS);
+    }
+
+    /// Datakit's `ENV_INPUT_HOST_PROCESSES_*` variables set the keys of the host_processes
+    /// sample, and the host family accepts the result.
+    #[test]
+    fn env_input_host_processes_variables_configure_the_input() {
+        let vars = [
+            ("ENV_INPUT_HOST_PROCESSES_OPEN_METRIC", "true"),
+            ("ENV_INPUT_HOST_PROCESSES_PROCESS_NAME", ".*datakit.*,nginx"),
+            ("ENV_INPUT_HOST_PROCESSES_MIN_RUN_TIME", "1m"),
+            ("ENV_INPUT_HOST_PROCESSES_ENABLE_LISTEN_PORTS", "true"),
+            ("ENV_INPUT_HOST_PROCESSES_ONLY_CONTAINER_PROCESSES", "true"),
+            ("ENV_INPUT_HOST_PROCESSES_METRIC_INTERVAL", "15s"),
+            ("ENV_INPUT_HOST_PROCESSES_OBJECT_INTERVAL", "60s"),
+            ("ENV_INPUT_HOST_PROCESSES_TAGS", "team=ops"),
+        ];
+        let env = dk_config::MapEnv(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let families = all();
+        let described: Vec<dk_worker::family::Described<'_>> = families
+            .iter()
+            .map(|f| dk_worker::family::Described(*f))
+            .collect();
+        let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
+            .iter()
+            .map(|d| d as &dyn dk_proto::family::Descriptor)
+            .collect();
+        let confs =
+            dk_config::input_confs(&env, &["host_processes".to_string()], &descriptors).unwrap();
+        assert!(confs.warnings.is_empty(), "{:?}", confs.warnings);
+        let (name, text) = &confs.files[0];
+        assert_eq!(name, "ENV_INPUT_HOST_PROCESSES.conf");
+        let t: toml::Table = toml::from_str(text).unwrap();
+        let i = &t["inputs"]["host_processes"][0];
+        assert_eq!(i["open_metric"].as_bool(), Some(true));
+        assert_eq!(i["process_name"].as_array().map(Vec::len), Some(2));
+        assert_eq!(i["min_run_time"].as_str(), Some("1m"));
+        assert_eq!(i["enable_listen_ports"].as_bool(), Some(true));
+        assert_eq!(i["only_container_processes"].as_bool(), Some(true));
+        assert_eq!(i["metric_interval"].as_str(), Some("15s"));
+        assert_eq!(i["object_interval"].as_str(), Some("60s"));
+        assert_eq!(i["tags"]["team"].as_str(), Some("ops"));
+        let host = by_name("host").unwrap();
+        let instance = toml::to_string(i).unwrap();
+        assert_eq!(host.validate("host_processes", &instance), vec![]);
+    }
 }
 
 #[cfg(test)]

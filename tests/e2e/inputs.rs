@@ -202,3 +202,92 @@ fn socket_input_reports_tcp_and_udp_reachability() {
     );
     drop(open_udp);
 }
+
+/// A Python process listening on an ephemeral loopback port; killed on drop.
+struct Listener(std::process::Child, u16);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_listener() -> Listener {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\n\
+             print(s.getsockname()[1],flush=True)\ntime.sleep(120)",
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().unwrap();
+    Listener(child, port)
+}
+
+#[test]
+fn a_test_started_process_arrives_at_dataway_as_a_host_processes_object_with_its_port() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt
+        .block_on(dk_sinks::testing::FakeDataway::start("tkn_procs"))
+        .unwrap();
+    let py = python_listener();
+    let conf = "[[inputs.host_processes]]\n  min_run_time = \"0s\"\n  enable_listen_ports = true\n  \
+                open_metric = true\n  process_name = [\"^python3$\"]\n";
+    let _agent = Agent::start_with(
+        &[("host/host_processes.conf", conf)],
+        &format!("[dataway]\n  urls = [\"{}\"]\n", fake.url()),
+        &[],
+    );
+    let pid = i64::from(py.0.id());
+    let object = wait_for(
+        "the python process as a host_processes object at Dataway",
+        Duration::from_secs(30),
+        || {
+            fake.points(dk_proto::Category::Object)
+                .into_iter()
+                .find(|p| p.name == "host_processes" && p.get_field("pid") == Some(&Value::I(pid)))
+        },
+    );
+    assert_eq!(object.get_tag("process_name"), Some("python3"));
+    assert_eq!(
+        object.get_field("listen_ports"),
+        Some(&Value::S(format!("[{}]", py.1)))
+    );
+    assert_eq!(object.get_tag("e2e"), Some("yes"), "global host tags");
+    let host = object.get_tag("host").unwrap().to_string();
+    assert_eq!(
+        object.get_tag("name"),
+        Some(format!("{host}_{pid}").as_str())
+    );
+    let metric = wait_for(
+        "the python process as a host_processes metric at Dataway",
+        Duration::from_secs(30),
+        || {
+            fake.points(dk_proto::Category::Metric)
+                .into_iter()
+                .find(|p| p.name == "host_processes" && p.get_tag("pid") == Some(&*pid.to_string()))
+        },
+    );
+    assert_field(&metric, "rss", "integer");
+    assert_field(&metric, "cpu_usage", "float");
+    // The name filter applies to metrics: no other process is reported.
+    assert!(
+        fake.points(dk_proto::Category::Metric)
+            .iter()
+            .filter(|p| p.name == "host_processes")
+            .all(|p| p.get_tag("process_name") == Some("python3"))
+    );
+}

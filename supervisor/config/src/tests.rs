@@ -190,13 +190,8 @@ fn loads_datakit_defaults_when_there_are_no_files() {
         .iter()
         .map(String::as_str)
         .collect();
-    // Datakit's list without host_processes, which this build does not serve.
-    let datakit_served: Vec<&str> = DATAKIT_DEFAULT_ENABLED_INPUTS
-        .iter()
-        .copied()
-        .filter(|n| *n != "host_processes")
-        .collect();
-    assert_eq!(listed, datakit_served);
+    // Datakit's whole list: every default input is served.
+    assert_eq!(listed, DATAKIT_DEFAULT_ENABLED_INPUTS);
     // cpu and mem come from the samples; disk has none; the rest are not served.
     assert_eq!(input_names(&loaded.plan, "host"), ["cpu", "mem"]);
     assert!(!loaded.plan.families.contains_key("statsd"));
@@ -207,10 +202,7 @@ fn loads_datakit_defaults_when_there_are_no_files() {
         "no built-in sample"
     ));
     assert!(
-        !loaded
-            .warnings
-            .iter()
-            .any(|w| w.message.contains("host_processes") || w.key == "enable_pprof"),
+        !loaded.warnings.iter().any(|w| w.key == "enable_pprof"),
         "{:#?}",
         loaded.warnings
     );
@@ -221,14 +213,14 @@ fn loads_datakit_defaults_when_there_are_no_files() {
 fn a_datakit_conf_listing_an_unserved_default_input_warns_about_it() {
     let dir = workdir(&[(
         "datakit.conf",
-        "default_enabled_inputs = [\"cpu\", \"host_processes\"]\n",
+        "default_enabled_inputs = [\"cpu\", \"host_healthcheck\"]\n",
     )]);
     let loaded = load_ok(dir.path(), &no_env());
     assert!(has(
         &loaded.warnings,
         "datakit.conf",
         "default_enabled_inputs[1]",
-        "input host_processes is a Datakit input this build does not serve yet; it is ignored"
+        "input host_healthcheck is a Datakit input this build does not serve yet; it is ignored"
     ));
 }
 
@@ -852,11 +844,10 @@ fn builtin_sample_parses_with_no_problems_and_matches_the_defaults() {
     );
 
     // The sample differs from Datakit's code defaults only where this build serves nothing:
-    // no host_processes, no pprof.
+    // no pprof.
     let mut expected = MainConfig {
         default_enabled_inputs: DATAKIT_DEFAULT_ENABLED_INPUTS
             .iter()
-            .filter(|n| **n != "host_processes")
             .map(|s| s.to_string())
             .collect(),
         enable_pprof: false,

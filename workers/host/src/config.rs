@@ -160,6 +160,8 @@ pub enum InputConfig {
     Swap(BasicConfig),
     /// `hostobject`.
     HostObject(HostObjectConfig),
+    /// `host_processes`.
+    HostProcesses(crate::inputs::process::ProcessesConfig),
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -510,12 +512,14 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
                 tags: t.tags.into_iter().collect(),
             }))
         }),
+        "host_processes" => crate::inputs::process::decode_config(table)
+            .map(|c, _| Some(InputConfig::HostProcesses(c))),
         other => Decoded {
             value: None,
             problems: Problems(vec![ConfigProblem::new(
                 "",
                 format!(
-                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject)"
+                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject, host_processes)"
                 ),
             )]),
         },
@@ -551,7 +555,7 @@ fn mount_filter(
     }
 }
 
-fn compile_all(p: &mut Problems, key: &str, texts: &[String]) -> Vec<Regex> {
+pub(crate) fn compile_all(p: &mut Problems, key: &str, texts: &[String]) -> Vec<Regex> {
     texts
         .iter()
         .enumerate()

@@ -1,5 +1,5 @@
 //! The `host` input family: Datakit's `cpu`, `mem`, `disk`, `diskio`, `net`, `system`,
-//! `swap` and `hostobject` inputs, reading Linux `/proc` and `/sys` directly.
+//! `swap`, `hostobject` and `host_processes` inputs, reading Linux `/proc` and `/sys` directly.
 //!
 //! [`HostFamily`] is the only thing the worker runtime needs: it validates instances with
 //! Datakit's keys and builds one [`dk_worker::Input`] per instance. The parsers in
@@ -22,7 +22,7 @@ use crate::runner::HostInput;
 use crate::sys::HostPaths;
 
 /// The inputs of the host family.
-pub const INPUTS: [&str; 8] = [
+pub const INPUTS: [&str; 9] = [
     "cpu",
     "mem",
     "disk",
@@ -31,9 +31,10 @@ pub const INPUTS: [&str; 8] = [
     "system",
     "swap",
     "hostobject",
+    "host_processes",
 ];
 
-const SAMPLES: [(&str, &str); 8] = [
+const SAMPLES: [(&str, &str); 9] = [
     ("cpu", include_str!("../../../conf.d/host/cpu.conf")),
     ("mem", include_str!("../../../conf.d/host/mem.conf")),
     ("disk", include_str!("../../../conf.d/host/disk.conf")),
@@ -44,6 +45,10 @@ const SAMPLES: [(&str, &str); 8] = [
     (
         "hostobject",
         include_str!("../../../conf.d/host/hostobject.conf"),
+    ),
+    (
+        "host_processes",
+        include_str!("../../../conf.d/host/host_processes.conf"),
     ),
 ];
 
@@ -88,6 +93,9 @@ impl HostFamily {
                 let tags = c.tags.clone();
                 let o = hostobject::HostObject::new(c, paths, hostname.to_string());
                 Box::new(HostInput::new(o, tags))
+            }
+            InputConfig::HostProcesses(c) => {
+                Box::new(process::ProcessesInput::new(c, paths, hostname))
             }
         }
     }

@@ -100,7 +100,11 @@ fn ticker(period: Duration) -> Interval {
     i
 }
 
-async fn run_loop<C: Collector>(mut collector: C, tags: Vec<(String, String)>, ctx: InputContext) {
+pub(crate) async fn run_loop<C: Collector>(
+    mut collector: C,
+    tags: Vec<(String, String)>,
+    ctx: InputContext,
+) {
     collector.bind(&ctx.hostname);
     let name = collector.name();
     let category = collector.category();

@@ -769,8 +769,13 @@ fn samples_decode_to_datakit_defaults() {
             InputConfig::Diskio(c) => c.interval,
             InputConfig::Net(c) => c.interval,
             InputConfig::HostObject(c) => c.interval,
+            InputConfig::HostProcesses(c) => c.object_interval,
         };
-        let want = if *input == "hostobject" { 300 } else { 10 };
+        let want = if matches!(*input, "hostobject" | "host_processes") {
+            300
+        } else {
+            10
+        };
         assert_eq!(interval, Duration::from_secs(want), "{input}");
     }
 }

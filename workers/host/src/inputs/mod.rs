@@ -7,6 +7,7 @@ pub mod diskio;
 pub mod hostobject;
 pub mod mem;
 pub mod net;
+pub mod process;
 pub mod swap;
 pub mod system;
 

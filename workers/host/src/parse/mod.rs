@@ -9,6 +9,7 @@ pub mod diskstats;
 pub mod meminfo;
 pub mod mountinfo;
 pub mod netdev;
+pub mod pid;
 pub mod platform;
 pub mod snmp;
 pub mod stat;

@@ -124,3 +124,5 @@ async fn hostobject_emits_a_host_object_tagged_with_the_runtime_host_name() {
         .expect("stops")
         .expect("no panic");
 }
+
+mod corpus;
