@@ -5,7 +5,9 @@
 //! counted. With `v2` the sink takes its batches from delivery as protobuf
 //! ([`SinkInput::Protobuf`]): the queued records' point entries are copied into bodies as they
 //! are, which are the bytes encoding the decoded points would give, so nothing is decoded
-//! into owned points or encoded again. Profiling points are not line protocol: each is one
+//! into owned points or encoded again. With `v1` the records' points are decoded borrowed and
+//! written as line protocol (`encode_point_ref`, the bytes `encode_point` gives for the owned
+//! points), and bodies are cut at line ends. Profiling points are not line protocol: each is one
 //! profile, uploaded as Datakit's multipart body to `/v1/upload/profiling`
 //! ([`dk_proto::profile`]). Each body is gzipped (if enabled) and POSTed to every configured URL at once
 //! (Datakit's deprecated fan-out) with Datakit's headers.
@@ -857,15 +859,14 @@ impl Sink for DatawaySink {
         Box::pin(self.write_batch(category, splitter, size))
     }
 
-    /// `v2` takes the queued protobuf records as they are (bodies are their points' entries,
-    /// the bytes encoding the decoded points gives); `v1` takes owned points.
+    /// Both encodings take the queued protobuf records, nothing decoded into owned points:
+    /// `v2` copies their points' entries into bodies (the bytes encoding the decoded points
+    /// gives), `v1` encodes line protocol from borrowed points (the lines encoding the decoded
+    /// points gives).
     fn input(&self, max_cache_count: usize) -> SinkInput {
-        match self.encoding {
-            Encoding::V2 => SinkInput::Protobuf {
-                points: max_cache_count,
-                bytes: usize::MAX,
-            },
-            Encoding::V1 => SinkInput::Points,
+        SinkInput::Protobuf {
+            points: max_cache_count,
+            bytes: usize::MAX,
         }
     }
 
@@ -875,8 +876,7 @@ impl Sink for DatawaySink {
         message: &'a [u8],
         _points: usize,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        if self.encoding == Encoding::V1 || category == Category::Profiling {
-            // Only `v2` asks for protobuf; should `v1` get it, its points are re-encoded.
+        if category == Category::Profiling {
             // Profiles are uploaded one multipart body per point, built from the points.
             return Box::pin(async move {
                 let points = dk_proto::pb::decode(message).map_err(|e| SinkError::Rejected {
@@ -886,10 +886,34 @@ impl Sink for DatawaySink {
                 self.write(category, &points).await
             });
         }
+        if self.encoding == Encoding::V1 {
+            return Box::pin(async move {
+                let lines = lines_of(message).map_err(|e| SinkError::Rejected {
+                    sink: SINK_NAME.into(),
+                    message: format!("the {category} batch is not valid protobuf: {e}"),
+                })?;
+                let splitter =
+                    Splitter::new(Items::Lines(&lines), Encoding::V1, self.max_raw_body_size);
+                self.write_batch(category, splitter, lines.len()).await
+            });
+        }
         let items = Items::Entries(dk_proto::pb::entries(message));
         let splitter = Splitter::new(items, Encoding::V2, self.max_raw_body_size);
         Box::pin(self.write_batch(category, splitter, message.len()))
     }
+}
+
+/// The line protocol of a `PBPoints` message's points, one line each ending in `\n` (empty
+/// for a point with nothing to write), from borrowed points: the lines
+/// [`dk_proto::lineproto::encode_point`] writes for the decoded points.
+fn lines_of(message: &[u8]) -> Result<Vec<u8>, dk_proto::pb::PbError> {
+    // Line protocol is about as long as protobuf; one growth at most.
+    let mut lines = Vec::with_capacity(message.len() + message.len() / 4);
+    dk_proto::pb::decode_each(message, |p| {
+        dk_proto::lineproto::encode_point_ref(p, &mut lines);
+        lines.push(b'\n');
+    })?;
+    Ok(lines)
 }
 
 /// One encoded body of one category.
@@ -908,6 +932,9 @@ enum Items<'a> {
     Points(std::slice::Iter<'a, Point>),
     /// Points already encoded as protobuf entries (concatenated, they are a `v2` body).
     Entries(dk_proto::pb::Entries<'a>),
+    /// Points already encoded as line protocol, each line ending in `\n` (an empty line is a
+    /// point with nothing to write); what is left to read.
+    Lines(&'a [u8]),
 }
 
 /// Cuts a batch into bodies of at most `max` raw bytes, point by point.
@@ -957,6 +984,17 @@ impl<'a> Splitter<'a> {
                 }
                 None => return false,
             },
+            Items::Lines(rest) => {
+                if rest.is_empty() {
+                    return false;
+                }
+                let (line, tail) = match memchr::memchr(b'\n', rest) {
+                    Some(i) => (&rest[..i], &rest[i + 1..]),
+                    None => (&rest[..], &[][..]),
+                };
+                out.extend_from_slice(line);
+                *rest = tail;
+            }
         }
         true
     }
@@ -1422,6 +1460,33 @@ mod tests {
                 .collect();
             assert_eq!(decoded, want, "max {max}");
         }
+    }
+
+    #[test]
+    fn line_protocol_bodies_from_queued_records_are_those_of_the_decoded_points() {
+        let mut points: Vec<Point> = (0..60).map(|i| point(i, (i * 37) % 300)).collect();
+        points.insert(20, point(999, 2000));
+        // A point with no field has no line: skipped, as when encoded from the owned point.
+        points.insert(40, Point::new("empty", 1).tag("host", "h1"));
+        let mut message = Vec::new();
+        for record in points.chunks(7) {
+            message.extend_from_slice(&dk_proto::pb::encode(record));
+        }
+        let lines = lines_of(&message).unwrap();
+        assert_eq!(lines.iter().filter(|b| **b == b'\n').count(), points.len());
+        for max in [300, 700, 1000, 5000, 1 << 20] {
+            let from_records = split_items(Items::Lines(&lines), Encoding::V1, max);
+            assert_eq!(
+                from_records,
+                split_all(&points, Encoding::V1, max),
+                "max {max}"
+            );
+            let (bodies, counts, skipped) = from_records;
+            assert!(bodies.iter().all(|b| b.len() <= max && !b.ends_with(b"\n")));
+            assert_eq!(counts.iter().sum::<usize>() + skipped, points.len());
+            assert!(max < 2100 || skipped == 1, "max {max}: {skipped} skipped");
+        }
+        assert!(lines_of(&message[..message.len() - 3]).is_err());
     }
 
     #[test]
