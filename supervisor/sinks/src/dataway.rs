@@ -5,9 +5,9 @@
 //! counted. With `v2` the sink takes its batches from delivery as protobuf
 //! ([`SinkInput::Protobuf`]): the queued records' point entries are copied into bodies as they
 //! are, which are the bytes encoding the decoded points would give, so nothing is decoded
-//! into owned points or encoded again. With `v1` the records' points are decoded borrowed and
-//! written as line protocol (`encode_point_ref`, the bytes `encode_point` gives for the owned
-//! points), and bodies are cut at line ends. Profiling points are not line protocol: each is one
+//! into owned points or encoded again. With `v1` it takes line protocol made straight from
+//! the records ([`SinkInput::Lines`]: `encode_point_ref` of borrowed points, the bytes
+//! `encode_point` gives for the owned ones) and cuts bodies at line ends. Profiling points are not line protocol: each is one
 //! profile, uploaded as Datakit's multipart body to `/v1/upload/profiling`
 //! ([`dk_proto::profile`]). Each body is gzipped (if enabled) and POSTed to every configured URL at once
 //! (Datakit's deprecated fan-out) with Datakit's headers.
@@ -859,15 +859,54 @@ impl Sink for DatawaySink {
         Box::pin(self.write_batch(category, splitter, size))
     }
 
-    /// Both encodings take the queued protobuf records, nothing decoded into owned points:
-    /// `v2` copies their points' entries into bodies (the bytes encoding the decoded points
-    /// gives), `v1` encodes line protocol from borrowed points (the lines encoding the decoded
-    /// points gives).
+    /// `v2` takes the queued protobuf records as they are (bodies are their points' entries,
+    /// the bytes encoding the decoded points gives); `v1` takes line protocol made from them
+    /// (the lines encoding the decoded points gives). Neither decodes into owned points.
     fn input(&self, max_cache_count: usize) -> SinkInput {
-        SinkInput::Protobuf {
-            points: max_cache_count,
-            bytes: usize::MAX,
+        match self.encoding {
+            Encoding::V2 => SinkInput::Protobuf {
+                points: max_cache_count,
+                bytes: usize::MAX,
+            },
+            Encoding::V1 => SinkInput::Lines {
+                points: max_cache_count,
+                bytes: usize::MAX,
+            },
         }
+    }
+
+    /// Profiles are uploaded from points (one multipart body each), which protobuf carries
+    /// whole: that category takes protobuf with either encoding.
+    fn input_for(&self, category: Category, max_cache_count: usize) -> SinkInput {
+        match category {
+            Category::Profiling => SinkInput::Protobuf {
+                points: max_cache_count,
+                bytes: usize::MAX,
+            },
+            _ => self.input(max_cache_count),
+        }
+    }
+
+    fn write_lines<'a>(
+        &'a self,
+        category: Category,
+        lines: &'a [u8],
+        _points: usize,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        if self.encoding == Encoding::V2 || category == Category::Profiling {
+            // Neither asks for lines (see `input_for`): retried, as any sink refusing an input.
+            let message = format!(
+                "the {category} batch came as line protocol, which this sink takes only for content_encoding v1 and no profiles"
+            );
+            return Box::pin(async move {
+                Err(SinkError::Unavailable {
+                    sink: SINK_NAME.into(),
+                    message,
+                })
+            });
+        }
+        let splitter = Splitter::new(Items::Lines(lines), Encoding::V1, self.max_raw_body_size);
+        Box::pin(self.write_batch(category, splitter, lines.len()))
     }
 
     fn write_protobuf<'a>(
@@ -876,8 +915,10 @@ impl Sink for DatawaySink {
         message: &'a [u8],
         _points: usize,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
-        if category == Category::Profiling {
-            // Profiles are uploaded one multipart body per point, built from the points.
+        if self.encoding == Encoding::V1 || category == Category::Profiling {
+            // Only `v2` asks for protobuf, but for profiles; should `v1` get it, its points are
+            // re-encoded. Profiles are uploaded one multipart body per point, built from the
+            // points.
             return Box::pin(async move {
                 let points = dk_proto::pb::decode(message).map_err(|e| SinkError::Rejected {
                     sink: SINK_NAME.into(),
@@ -886,34 +927,10 @@ impl Sink for DatawaySink {
                 self.write(category, &points).await
             });
         }
-        if self.encoding == Encoding::V1 {
-            return Box::pin(async move {
-                let lines = lines_of(message).map_err(|e| SinkError::Rejected {
-                    sink: SINK_NAME.into(),
-                    message: format!("the {category} batch is not valid protobuf: {e}"),
-                })?;
-                let splitter =
-                    Splitter::new(Items::Lines(&lines), Encoding::V1, self.max_raw_body_size);
-                self.write_batch(category, splitter, lines.len()).await
-            });
-        }
         let items = Items::Entries(dk_proto::pb::entries(message));
         let splitter = Splitter::new(items, Encoding::V2, self.max_raw_body_size);
         Box::pin(self.write_batch(category, splitter, message.len()))
     }
-}
-
-/// The line protocol of a `PBPoints` message's points, one line each ending in `\n` (empty
-/// for a point with nothing to write), from borrowed points: the lines
-/// [`dk_proto::lineproto::encode_point`] writes for the decoded points.
-fn lines_of(message: &[u8]) -> Result<Vec<u8>, dk_proto::pb::PbError> {
-    // Line protocol is about as long as protobuf; one growth at most.
-    let mut lines = Vec::with_capacity(message.len() + message.len() / 4);
-    dk_proto::pb::decode_each(message, |p| {
-        dk_proto::lineproto::encode_point_ref(p, &mut lines);
-        lines.push(b'\n');
-    })?;
-    Ok(lines)
 }
 
 /// One encoded body of one category.
@@ -1378,6 +1395,18 @@ mod tests {
             .tag("host", "h1")
             .field("usage", Value::F(i as f64))
             .field("pad", Value::S("x".repeat(pad)))
+    }
+
+    /// The line protocol of a `PBPoints` message's points as delivery hands it to `v1`
+    /// (`SinkInput::Lines`): one line each ending in `\n`, empty for a point with nothing to
+    /// write.
+    fn lines_of(message: &[u8]) -> Result<Vec<u8>, dk_proto::pb::PbError> {
+        let mut lines = Vec::new();
+        dk_proto::pb::decode_each(message, |p| {
+            dk_proto::lineproto::encode_point_ref(p, &mut lines);
+            lines.push(b'\n');
+        })?;
+        Ok(lines)
     }
 
     fn split_all(points: &[Point], enc: Encoding, max: usize) -> (Vec<Vec<u8>>, Vec<usize>, usize) {
