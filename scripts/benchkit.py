@@ -88,3 +88,19 @@ def http_lua(work, lines=1000):
     with open(lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = [[' + body + ']]\nwrk.headers["Content-Type"] = "text/plain"\n')
     return lua
+
+
+def udp_drops(port):
+    """Kernel drops counted on the UDP socket(s) bound to `port` (IPv4 and IPv6 tables)."""
+    total, found = 0, False
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port:
+                total += int(f[-1])
+                found = True
+    return total if found else None

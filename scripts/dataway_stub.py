@@ -9,6 +9,7 @@ exact end. What does not decode is counted as `bad` (bodies or lines), never as 
 """
 import gzip
 import json
+import queue
 import threading
 import time
 import zlib
@@ -42,9 +43,25 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         path = self.path.split("?", 1)[0]
-        raw = body
         enc = (self.headers.get("Content-Encoding") or "").lower()
+        ctype = (self.headers.get("Content-Type") or "").lower()
         st = self.server.stub
+        if path.startswith("/v1/write/"):
+            st.last_write = time.perf_counter()
+        if st.backlog is not None and path.startswith("/v1/write/"):
+            # Answer at once; the counting thread decodes (what it counts did arrive).
+            st.backlog.put((path, enc, ctype, body))
+        else:
+            st._count(path, enc, ctype, body)
+        if path.startswith("/v1/election"):
+            return self._answer(json.dumps({"content": {"status": "success", "interval": 4}}).encode())
+        self._answer(b"")
+
+
+class _Counter:
+    def _count(self, path, enc, ctype, body):
+        raw = body
+        st = self
         bad = 0
         try:
             if "gzip" in enc or body[:2] == b"\x1f\x8b":
@@ -53,7 +70,6 @@ class _Handler(BaseHTTPRequestHandler):
                 raw = zlib.decompress(body)
         except Exception:  # noqa: BLE001 - a stub: a body that does not inflate is bad
             raw, bad = b"", 1
-        ctype = (self.headers.get("Content-Type") or "").lower()
         points = 0
         if path.startswith("/v1/write/") and "protobuf" in ctype:
             points, broken = pb_points(raw)
@@ -69,9 +85,6 @@ class _Handler(BaseHTTPRequestHandler):
         st._note("POST " + path, points, len(raw), len(body), bad)
         if st.keep_body and points and path not in st.bodies:
             st.bodies[path] = raw
-        if path.startswith("/v1/election"):
-            return self._answer(json.dumps({"content": {"status": "success", "interval": 4}}).encode())
-        self._answer(b"")
 
 
 def _varint(buf, i):
@@ -107,8 +120,8 @@ def pb_points(raw):
     return n, 0
 
 
-class Stub:
-    def __init__(self, port=0):
+class Stub(_Counter):
+    def __init__(self, port=0, answer_first=False):
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.stub = self
@@ -127,6 +140,25 @@ class Stub:
         # Optional: keep the first decoded (raw) body of each write path, to study it offline.
         self.keep_body = False
         self.bodies = {}
+        # answer_first: writes are answered before they are decoded and counted, on one
+        # counting thread, so the agent's next body is not held up by this Python stub;
+        # drain() waits until everything received is counted.
+        self.backlog = queue.Queue() if answer_first else None
+        self.last_write = 0.0  # time.perf_counter() when the latest write arrived
+        if answer_first:
+            threading.Thread(target=self._count_backlog, daemon=True).start()
+
+    def _count_backlog(self):
+        while True:
+            item = self.backlog.get()
+            try:
+                self._count(*item)
+            finally:
+                self.backlog.task_done()
+
+    def drain(self):
+        if self.backlog is not None:
+            self.backlog.join()
 
     def _sum(self, lines):
         total, keys = 0.0, []
