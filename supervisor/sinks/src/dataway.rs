@@ -77,8 +77,8 @@ const LOG_REPEAT: Duration = Duration::from_secs(60);
 /// How much of an error response body goes into messages.
 const MAX_ERROR_BODY: usize = 1024;
 /// The gzip level of bodies. Datakit uses Go's default (6); with zlib-rs, level 2 takes 2.7×
-/// less CPU on log bodies for 12-19 % more bytes on the wire, and the same size on metric
-/// bodies (docs/performance.md, "Supervisor cost per point to Dataway").
+/// less CPU on log bodies for 12-20 % more bytes on the wire (docs/performance.md,
+/// "Supervisor cost per point to Dataway").
 const GZIP_LEVEL: u32 = 2;
 /// Bodies larger than this are gzipped on the blocking pool instead of the async worker.
 const GZIP_INLINE_LIMIT: usize = 64 << 10;
