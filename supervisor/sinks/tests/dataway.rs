@@ -856,12 +856,22 @@ async fn v2_takes_protobuf_and_v1_takes_lines_but_profiles_as_protobuf() {
 
 #[tokio::test]
 async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed() {
+    delivery_uploads_queued_records_as_they_were_fed(Encoding::V2).await;
+}
+
+#[tokio::test]
+async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed_in_line_protocol() {
+    delivery_uploads_queued_records_as_they_were_fed(Encoding::V1).await;
+}
+
+async fn delivery_uploads_queued_records_as_they_were_fed(encoding: Encoding) {
     let fake = FakeDataway::start(TOKEN).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let sink = DatawaySink::new(
         DatawayConfig {
             max_raw_body_size: 2048,
+            content_encoding: encoding,
             ..config(vec![fake.url()])
         },
         &mut registry,
@@ -899,8 +909,13 @@ async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed() {
     }
     let got = fake.wait_points(Category::Metric, 150, WAIT).await.unwrap();
     assert_eq!(got, sent);
+    let content_type = match encoding {
+        Encoding::V1 => CONTENT_TYPE_LINE_PROTOCOL,
+        Encoding::V2 => CONTENT_TYPE_PROTOBUF,
+    };
     for r in fake.requests() {
         assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), content_type);
         assert!(r.raw_len <= 2048, "raw body of {}", r.raw_len);
         assert!(r.points.len() <= 40, "{} points in a body", r.points.len());
     }
