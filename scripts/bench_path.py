@@ -7,7 +7,7 @@ Starts `datakit run` on a temp work dir with one input (none for `http`) and `[d
 pointed at a loopback stand-in (dataway_stub.py) that decompresses and decodes every body
 (v1 line protocol or v2 protobuf) and counts the points in it, so nothing is counted that did
 not arrive. Then it sends the load and waits until the stub has every point (or nothing moved
-for --stall seconds), and prints points/s end to end (first byte sent to last point at the
+for --stall seconds), and prints points/s end to end (first byte sent to the last body at the
 stub), CPU µs per point arrived for the supervisor and the worker (/proc/<pid>/stat before and
 after), their peak RSS (VmHWM), the bytes on the wire, and the load average.
 
