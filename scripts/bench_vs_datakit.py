@@ -34,7 +34,7 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchkit import free_port, get, status_kib  # noqa: E402
+from benchkit import free_port, get, status_kib, udp_drops  # noqa: E402
 import bench_netflow  # noqa: E402  (packet(), TEMPLATE, PER_PACKET)
 
 from dataway_stub import Stub  # noqa: E402
@@ -105,22 +105,6 @@ class Tree:
 
     def hwm(self):
         return sum(status_kib(p, "VmHWM") for p in tree(self.root))
-
-
-def udp_drops(port):
-    """Kernel drops counted on the UDP socket(s) bound to `port` (IPv4 and IPv6 tables)."""
-    total, found = 0, False
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if int(f[1].rsplit(":", 1)[1], 16) == port:
-                total += int(f[-1])
-                found = True
-    return total if found else None
 
 
 # ---------------------------------------------------------------- agents

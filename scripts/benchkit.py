@@ -1,9 +1,11 @@
 """What the load harnesses in scripts/ share: free loopback ports, GETs against the agent and
 /proc readings of its processes. Imported by the bench_*.py scripts next to it."""
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 
 
@@ -46,3 +48,59 @@ def stop_agent(proc, work, timeout=60):
     except subprocess.TimeoutExpired:
         proc.kill()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU seconds of a process (/proc/<pid>/stat); 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            x = f.read().rsplit(")", 1)[1].split()
+        return (int(x[11]) + int(x[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def worker_pid(agent, family):
+    """The pid of the live `datakit worker <family>` child of the supervisor `agent`, or None."""
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat") as f:
+                after = f.read().rsplit(")", 1)[1].split()
+            if after[0] == "Z" or int(after[1]) != agent:
+                continue
+            argv = open(f"/proc/{e}/cmdline", "rb").read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if argv[1:3] == [b"worker", family.encode()]:
+            return int(e)
+    return None
+
+
+def http_lua(work, lines=1000):
+    """wrk's script for POST /v1/write/metric: a `lines`-line body of current points (points
+    more than 2 h off would be corrected by auto_timestamp_correction). Its path."""
+    now_s = int(time.time())
+    body = "".join(f"bench,host=h{i % 10},region=eu-west-1,service=api value={i}.5,count={i}i,ok=true "
+                   f"{now_s}{i:09d}\n" for i in range(lines))
+    lua = f"{work}/post.lua"
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = [[' + body + ']]\nwrk.headers["Content-Type"] = "text/plain"\n')
+    return lua
+
+
+def udp_drops(port):
+    """Kernel drops counted on the UDP socket(s) bound to `port` (IPv4 and IPv6 tables)."""
+    total, found = 0, False
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port:
+                total += int(f[-1])
+                found = True
+    return total if found else None

@@ -73,6 +73,13 @@ pub trait Sink: Send + Sync + 'static {
         SinkInput::Points
     }
 
+    /// [`Sink::input`] for the uploader of one category (delivery asks this); the default is
+    /// the same for every category.
+    fn input_for(&self, category: Category, max_cache_count: usize) -> SinkInput {
+        let _ = category;
+        self.input(max_cache_count)
+    }
+
     /// Writes `points` normalised points of one category given as line protocol, one line per
     /// point in queue order, each ending in `\n` (a point with no writable field is an empty
     /// line). The contract is that of [`Sink::write`]. Called only when [`Sink::input`] is

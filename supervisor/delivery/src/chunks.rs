@@ -1,6 +1,6 @@
 //! Sink input made straight from queued protobuf records, without decoding them into owned
-//! points: line protocol (the local-files sink) or `PBPoints` messages (Dataway), cut into
-//! chunks, one per sink write.
+//! points: line protocol (the local-files sink, Dataway `v1`) or `PBPoints` messages (Dataway
+//! `v2`), cut into chunks, one per sink write.
 //!
 //! Every point is decoded once, borrowed, with `dk_proto::pb::decode_each_entry`, so a record
 //! that does not decode is refused whole, as when it is decoded into owned points. A line is

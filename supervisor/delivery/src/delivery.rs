@@ -623,7 +623,7 @@ impl Uploader {
     async fn run(self) {
         let name = self.sink.name().to_string();
         let mut read_backoff = self.tuning.retry_initial;
-        let (form, limits) = match self.sink.input(self.max_points) {
+        let (form, limits) = match self.sink.input_for(self.category, self.max_points) {
             SinkInput::Points => (None, (self.max_points, usize::MAX)),
             SinkInput::Lines { points, bytes } => (Some(Form::Lines), (points, bytes)),
             SinkInput::Protobuf { points, bytes } => (Some(Form::Protobuf), (points, bytes)),

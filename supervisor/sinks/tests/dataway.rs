@@ -750,7 +750,58 @@ async fn a_body_of_concatenated_records_delivers_exactly_the_points_fed_in_order
 }
 
 #[tokio::test]
-async fn v2_takes_protobuf_and_v1_takes_points() {
+async fn v1_bodies_cut_from_delivered_lines_are_those_of_the_points_themselves() {
+    let fake = FakeDataway::start(TOKEN).await.unwrap();
+    let (sink, registry) = new_sink(DatawayConfig {
+        max_raw_body_size: 4096,
+        content_encoding: Encoding::V1,
+        ..config(vec![fake.url()])
+    });
+    let mut sent = points(200);
+    sent.insert(
+        77,
+        Point::new("big", 1).field("blob", Value::S("x".repeat(10_000))),
+    );
+    // What delivery hands a v1 sink: each queued point's line protocol, from the borrowed
+    // point, ending in a newline.
+    let mut lines = Vec::new();
+    dk_proto::pb::decode_each(&records_message(&[&sent]), |p| {
+        dk_proto::lineproto::encode_point_ref(p, &mut lines);
+        lines.push(b'\n');
+    })
+    .unwrap();
+    sink.write_lines(Category::Metric, &lines, sent.len())
+        .await
+        .unwrap();
+    let from_lines = fake.requests();
+    assert!(from_lines.len() >= 5, "{} bodies", from_lines.len());
+    for r in &from_lines {
+        assert_eq!(r.status, 200);
+        assert!(r.raw_len <= 4096, "raw body of {}", r.raw_len);
+        assert_eq!(
+            r.header("content-type"),
+            CONTENT_TYPE_LINE_PROTOCOL,
+            "a v1 body"
+        );
+    }
+    let text = metrics_text(&registry);
+    let skipped = r#"datakit_io_dataway_skipped_point_total{category="metric"} 1"#;
+    assert!(text.lines().any(|l| l == skipped), "{text}");
+    let big = sent.remove(77);
+    assert_eq!(fake.points(Category::Metric), sent);
+
+    // Byte for byte the bodies of writing the points themselves.
+    fake.clear();
+    sent.insert(77, big);
+    sink.write(Category::Metric, &sent).await.unwrap();
+    let shape = |reqs: &[dk_sinks::testing::Request]| -> Vec<(usize, Vec<Point>)> {
+        reqs.iter().map(|r| (r.raw_len, r.points.clone())).collect()
+    };
+    assert_eq!(shape(&fake.requests()), shape(&from_lines));
+}
+
+#[tokio::test]
+async fn v2_takes_protobuf_and_v1_takes_lines_but_profiles_as_protobuf() {
     use dk_delivery::SinkInput;
     let (v2, _) = new_sink(config(vec!["http://127.0.0.1:9?token=t".into()]));
     assert_eq!(
@@ -764,7 +815,22 @@ async fn v2_takes_protobuf_and_v1_takes_points() {
         content_encoding: Encoding::V1,
         ..config(vec!["http://127.0.0.1:9?token=t".into()])
     });
-    assert_eq!(v1.input(1000), SinkInput::Points);
+    assert_eq!(
+        v1.input_for(Category::Logging, 1000),
+        SinkInput::Lines {
+            points: 1000,
+            bytes: usize::MAX
+        }
+    );
+    for sink in [&v1, &v2] {
+        assert_eq!(
+            sink.input_for(Category::Profiling, 1000),
+            SinkInput::Protobuf {
+                points: 1000,
+                bytes: usize::MAX
+            }
+        );
+    }
 
     // Handed protobuf anyway, v1 sends line protocol.
     let fake = FakeDataway::start(TOKEN).await.unwrap();
@@ -790,12 +856,22 @@ async fn v2_takes_protobuf_and_v1_takes_points() {
 
 #[tokio::test]
 async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed() {
+    delivery_uploads_queued_records_as_they_were_fed(Encoding::V2).await;
+}
+
+#[tokio::test]
+async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed_in_line_protocol() {
+    delivery_uploads_queued_records_as_they_were_fed(Encoding::V1).await;
+}
+
+async fn delivery_uploads_queued_records_as_they_were_fed(encoding: Encoding) {
     let fake = FakeDataway::start(TOKEN).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let sink = DatawaySink::new(
         DatawayConfig {
             max_raw_body_size: 2048,
+            content_encoding: encoding,
             ..config(vec![fake.url()])
         },
         &mut registry,
@@ -833,8 +909,13 @@ async fn delivery_uploads_queued_records_to_dataway_as_they_were_fed() {
     }
     let got = fake.wait_points(Category::Metric, 150, WAIT).await.unwrap();
     assert_eq!(got, sent);
+    let content_type = match encoding {
+        Encoding::V1 => CONTENT_TYPE_LINE_PROTOCOL,
+        Encoding::V2 => CONTENT_TYPE_PROTOBUF,
+    };
     for r in fake.requests() {
         assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), content_type);
         assert!(r.raw_len <= 2048, "raw body of {}", r.raw_len);
         assert!(r.points.len() <= 40, "{} points in a body", r.points.len());
     }
