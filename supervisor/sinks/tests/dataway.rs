@@ -1152,9 +1152,10 @@ async fn the_fake_elects_one_leader_per_namespace_and_hands_over_when_its_heartb
         assert!(std::time::Instant::now() < deadline, "the lease never ran out");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    fake.set_election_timing(Duration::from_secs(1), Duration::from_secs(30));
     let (_, b) = elect(&fake, "election", "ns1", "b").await;
     assert_eq!(b["status"], "success");
+    // The new leader's lease is fresh: long again, so it holds while `a` asks.
+    fake.set_election_timing(Duration::from_secs(1), Duration::from_secs(30));
     let (_, hb) = elect(&fake, "election/heartbeat", "ns1", "a").await;
     assert_eq!(hb["status"], "defeat");
     assert_eq!(hb["incumbency_id"], "b");
