@@ -160,6 +160,8 @@ pub enum InputConfig {
     Swap(BasicConfig),
     /// `hostobject`.
     HostObject(HostObjectConfig),
+    /// `dk`.
+    Dk(crate::inputs::dk::DkConfig),
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -510,12 +512,13 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
                 tags: t.tags.into_iter().collect(),
             }))
         }),
+        "dk" => crate::inputs::dk::decode(table),
         other => Decoded {
             value: None,
             problems: Problems(vec![ConfigProblem::new(
                 "",
                 format!(
-                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject)"
+                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject, dk)"
                 ),
             )]),
         },

@@ -6,6 +6,7 @@
 //! [`parse`] are pure and tested on captured files; [`sys`] is the thin I/O shell.
 
 pub mod config;
+pub mod http;
 pub mod inputs;
 pub mod parse;
 mod runner;
@@ -22,7 +23,7 @@ use crate::runner::HostInput;
 use crate::sys::HostPaths;
 
 /// The inputs of the host family.
-pub const INPUTS: [&str; 8] = [
+pub const INPUTS: [&str; 9] = [
     "cpu",
     "mem",
     "disk",
@@ -31,9 +32,10 @@ pub const INPUTS: [&str; 8] = [
     "system",
     "swap",
     "hostobject",
+    "dk",
 ];
 
-const SAMPLES: [(&str, &str); 8] = [
+const SAMPLES: [(&str, &str); 9] = [
     ("cpu", include_str!("../../../conf.d/host/cpu.conf")),
     ("mem", include_str!("../../../conf.d/host/mem.conf")),
     ("disk", include_str!("../../../conf.d/host/disk.conf")),
@@ -45,6 +47,7 @@ const SAMPLES: [(&str, &str); 8] = [
         "hostobject",
         include_str!("../../../conf.d/host/hostobject.conf"),
     ),
+    ("dk", include_str!("../../../conf.d/host/dk.conf")),
 ];
 
 /// The `host` family.
@@ -89,6 +92,7 @@ impl HostFamily {
                 let o = hostobject::HostObject::new(c, paths, hostname.to_string());
                 Box::new(HostInput::new(o, tags))
             }
+            InputConfig::Dk(c) => Box::new(dk::Dk::new(c, dk::Dk::url_from_env())),
         }
     }
 }

@@ -769,8 +769,13 @@ fn samples_decode_to_datakit_defaults() {
             InputConfig::Diskio(c) => c.interval,
             InputConfig::Net(c) => c.interval,
             InputConfig::HostObject(c) => c.interval,
+            InputConfig::Dk(c) => c.interval,
         };
-        let want = if *input == "hostobject" { 300 } else { 10 };
+        let want = match *input {
+            "hostobject" => 300,
+            "dk" => 30,
+            _ => 10,
+        };
         assert_eq!(interval, Duration::from_secs(want), "{input}");
     }
 }

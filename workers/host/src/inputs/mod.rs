@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod dk;
 pub mod hostobject;
 pub mod mem;
 pub mod net;
