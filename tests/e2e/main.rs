@@ -14,6 +14,7 @@ mod conn_cap;
 mod container;
 mod dca;
 mod disk;
+mod dk;
 mod election;
 mod graphite;
 mod inputs;
