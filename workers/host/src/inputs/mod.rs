@@ -1,6 +1,7 @@
 //! The eight host inputs: each a [`crate::runner::Collector`] that reads through
 //! [`crate::sys::Reader`], keeps what it needs for deltas, and builds Datakit's points.
 
+pub mod cloud;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
