@@ -470,103 +470,11 @@ async fn run(cfg: CloudConfig, tx: &watch::Sender<Option<Vec<(String, String)>>>
     }
 }
 
-/// A local metadata server for tests: answers `GET`/`PUT` of the paths it was given, 404
-/// otherwise, and records every request.
+/// Test fixtures: every provider's base URL on one fake metadata server.
 #[cfg(test)]
 pub(crate) mod fake {
-    use std::collections::HashMap;
-    use std::io::{BufRead, BufReader, Write};
-    use std::net::{SocketAddr, TcpListener};
-    use std::sync::{Arc, Mutex};
-
-    /// One recorded request: method, path with query, headers (lower-case names).
-    pub type Seen = (String, String, Vec<(String, String)>);
-
-    pub struct FakeMeta {
-        pub addr: SocketAddr,
-        pub seen: Arc<Mutex<Vec<Seen>>>,
-    }
-
-    impl FakeMeta {
-        /// Serves `routes` (`"GET /path"` → body). With `token`, a `GET` without header
-        /// `X-aws-ec2-metadata-token: token` gets 401, as IMDSv2 answers.
-        pub fn start(routes: &[(&str, &str)], token: Option<&str>) -> FakeMeta {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            let routes: HashMap<String, String> =
-                routes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let token = token.map(str::to_string);
-            let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-            let log = seen.clone();
-            std::thread::spawn(move || {
-                for conn in l.incoming() {
-                    let Ok(mut conn) = conn else { return };
-                    let routes = routes.clone();
-                    let token = token.clone();
-                    let log = log.clone();
-                    std::thread::spawn(move || {
-                        let mut r = BufReader::new(conn.try_clone().unwrap());
-                        let mut first = String::new();
-                        if r.read_line(&mut first).is_err() {
-                            return;
-                        }
-                        let mut headers = Vec::new();
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.trim().split_once(':') {
-                                headers.push((k.trim().to_lowercase(), v.trim().to_string()));
-                            }
-                        }
-                        let mut words = first.split_whitespace();
-                        let method = words.next().unwrap_or("").to_string();
-                        let path = words.next().unwrap_or("").to_string();
-                        let authorised = token.as_deref().is_none_or(|t| {
-                            method == "PUT"
-                                || headers.iter().any(|(k, v)| k == "x-aws-ec2-metadata-token" && v == t)
-                        });
-                        log.lock().unwrap().push((method.clone(), path.clone(), headers));
-                        let (status, body) = match routes.get(&format!("{method} {path}")) {
-                            _ if !authorised => ("401 Unauthorized", String::new()),
-                            Some(b) => ("200 OK", b.clone()),
-                            None => ("404 Not Found", String::new()),
-                        };
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                    });
-                }
-            });
-            FakeMeta { addr, seen }
-        }
-
-        /// A server that accepts connections and never answers; one message per connection.
-        pub fn blackhole() -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut held = Vec::new();
-                for c in l.incoming().flatten() {
-                    held.push(c);
-                    let _ = tx.send(());
-                }
-            });
-            (addr, rx)
-        }
-
-        pub fn url(&self, path: &str) -> String {
-            format!("http://{}{path}", self.addr)
-        }
-
-        pub fn paths(&self) -> Vec<String> {
-            self.seen.lock().unwrap().iter().map(|(m, p, _)| format!("{m} {p}")).collect()
-        }
-    }
+    pub use dk_worker::testing::fake_http::FakeHttp as FakeMeta;
+    use std::net::SocketAddr;
 
     /// Every provider's base URL on `addr`, under `/<provider>` (AWS under Datakit's
     /// `/latest/meta-data`).
