@@ -9,6 +9,7 @@ mod api_abuse;
 mod beats;
 mod cat;
 mod chaos;
+mod cloud;
 mod config;
 mod conn_cap;
 mod container;
