@@ -8,7 +8,9 @@ use dk_proto::promtext;
 fn page() -> String {
     let mut s = String::new();
     for f in 0..12 {
-        s.push_str(&format!("# HELP datakit_family_{f}_points Points.\n# TYPE datakit_family_{f}_points counter\n"));
+        s.push_str(&format!(
+            "# HELP datakit_family_{f}_points Points.\n# TYPE datakit_family_{f}_points counter\n"
+        ));
         for i in 0..20 {
             s.push_str(&format!(
                 "datakit_family_{f}_points_total{{family=\"fam{f}\",input=\"in{i}\",category=\"metric\"}} {}\n",
@@ -18,7 +20,9 @@ fn page() -> String {
         s.push_str(&format!("# TYPE datakit_family_{f}_rss gauge\ndatakit_family_{f}_rss{{family=\"fam{f}\"}} 1.2345e7\n"));
         s.push_str(&format!("# TYPE datakit_family_{f}_seconds histogram\n"));
         for le in ["0.001", "0.01", "0.1", "1.0", "+Inf"] {
-            s.push_str(&format!("datakit_family_{f}_seconds_bucket{{family=\"fam{f}\",le=\"{le}\"}} 7\n"));
+            s.push_str(&format!(
+                "datakit_family_{f}_seconds_bucket{{family=\"fam{f}\",le=\"{le}\"}} 7\n"
+            ));
         }
         s.push_str(&format!("datakit_family_{f}_seconds_sum{{family=\"fam{f}\"}} 0.25\ndatakit_family_{f}_seconds_count{{family=\"fam{f}\"}} 7\n"));
     }

@@ -73,7 +73,7 @@ pub struct Sample {
     /// The sample name (`x_total`, `x_bucket`...).
     pub name: String,
     /// Labels in the order written, values unescaped.
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     /// The value (`NaN` and infinities included).
     pub value: f64,
     /// The timestamp when one was written: milliseconds (Prometheus text) or seconds
@@ -141,15 +141,21 @@ pub fn parse_value(s: &str) -> Option<f64> {
         "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
         "NaN" | "nan" => Some(f64::NAN),
-        _ if s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE_xXabcdefABCDEF".contains(&b)) => {
+        _ if s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE_xXabcdefABCDEF".contains(&b)) =>
+        {
             s.parse::<f64>().ok()
         }
         _ => None,
     }
 }
 
+/// Label names and unescaped values, in the order written.
+pub type Labels = Vec<(String, String)>;
+
 /// Parses the `{a="b",c="d"}` part; returns the labels and the rest after `}`.
-fn parse_labels(s: &str, line: usize) -> Result<(Vec<(String, String)>, &str), ParseError> {
+fn parse_labels(s: &str, line: usize) -> Result<(Labels, &str), ParseError> {
     let mut labels = Vec::new();
     let mut rest = s.trim_start();
     loop {
@@ -212,7 +218,10 @@ fn parse_sample(text: &str, line: usize) -> Result<Sample, ParseError> {
         rest = r;
     }
     if !rest.starts_with([' ', '\t']) {
-        return Err(err(line, format!("{name}: expected a space before the value")));
+        return Err(err(
+            line,
+            format!("{name}: expected a space before the value"),
+        ));
     }
     // An OpenMetrics exemplar follows " # ".
     let rest = rest.split_once(" # ").map_or(rest, |(a, _)| a);
@@ -231,7 +240,10 @@ fn parse_sample(text: &str, line: usize) -> Result<Sample, ParseError> {
         ),
     };
     if words.next().is_some() {
-        return Err(err(line, format!("{name}: unexpected text after the timestamp")));
+        return Err(err(
+            line,
+            format!("{name}: unexpected text after the timestamp"),
+        ));
     }
     Ok(Sample {
         name,
@@ -358,12 +370,16 @@ ignored 1\n";
     fn samples_of_another_name_start_an_untyped_family() {
         let f = parse("# TYPE a gauge\na 1\nb_total 2\n").unwrap();
         assert_eq!(f.len(), 2);
-        assert_eq!((f[1].name.as_str(), f[1].kind), ("b_total", MetricType::Untyped));
+        assert_eq!(
+            (f[1].name.as_str(), f[1].kind),
+            ("b_total", MetricType::Untyped)
+        );
     }
 
     #[test]
     fn an_exemplar_after_the_value_is_ignored() {
-        let f = parse("# TYPE h histogram\nh_bucket{le=\"1\"} 4 # {trace_id=\"x\"} 0.5 123\n").unwrap();
+        let f =
+            parse("# TYPE h histogram\nh_bucket{le=\"1\"} 4 # {trace_id=\"x\"} 0.5 123\n").unwrap();
         assert_eq!(f[0].samples[0].value, 4.0);
         assert_eq!(f[0].samples[0].timestamp, None);
     }

@@ -93,13 +93,15 @@ impl ProcessMetrics {
 
     /// Forgets `family`'s worker (it exited): its series go away.
     pub fn worker_gone(&self, family: &str) {
-        if let Ok(mut w) = self.workers.lock() {
+        let mut w = self.workers.lock();
+        if let Ok(w) = w.as_mut() {
             w.remove(family);
         }
         let label = SupervisorMetrics::family(family);
         self.pid.remove(&label);
         self.rss.remove(&label);
         self.cpu.remove(&label);
+        drop(w);
     }
 
     fn workers(&self) -> Vec<(String, u32)> {
@@ -111,6 +113,15 @@ impl ProcessMetrics {
 
     fn set(&self, family: &str, pid: u32, rss: u64, cpu: Option<f64>) {
         let label = SupervisorMetrics::family(family);
+        // Held while setting: a worker that exited meanwhile gets no series back.
+        let workers = self.workers.lock();
+        if family != SUPERVISOR_FAMILY
+            && workers
+                .as_ref()
+                .map_or(true, |w| w.get(family) != Some(&pid))
+        {
+            return;
+        }
         self.pid.get_or_create(&label).set(i64::from(pid));
         self.rss
             .get_or_create(&label)
@@ -261,13 +272,13 @@ impl SupervisorMetrics {
             let read = tokio::task::spawn_blocking(move || {
                 let ticks = clock_ticks();
                 let own = read_self();
-                let others: Vec<(String, u32, Option<(f64, u64)>)> = workers
+                let others = workers
                     .into_iter()
                     .map(|(f, pid)| {
                         let r = read_process(pid, ticks);
                         (f, pid, r)
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
                 (own, others)
             })
             .await;
@@ -276,7 +287,8 @@ impl SupervisorMetrics {
             };
             let now = Instant::now();
             if let Ok(s) = own {
-                let cpu = last.map(|(at, cpu)| cpu_percent(cpu, s.cpu_seconds, now.duration_since(at)));
+                let cpu =
+                    last.map(|(at, cpu)| cpu_percent(cpu, s.cpu_seconds, now.duration_since(at)));
                 if let Some(c) = cpu {
                     self.cpu_usage.set(c);
                 }
@@ -530,5 +542,65 @@ mod tests {
             assert!(line.contains(label), "{label} in {line}");
         }
         assert!(line.ends_with(" 5"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn process_series_cover_the_supervisor_and_running_workers_and_go_with_a_worker() {
+        let mut registry = Registry::default();
+        let m = SupervisorMetrics::new(&mut registry);
+        // A real child stands in for a worker.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        m.processes.worker_seen("host", child.id());
+        let sampler = tokio::spawn(m.clone().sample_process());
+        let encode = |r: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, r).unwrap();
+            text
+        };
+        let rss_line = "datakit_process_rss_bytes{family=\"host\"}";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = encode(&registry);
+            if text.contains(rss_line)
+                && text.contains("datakit_process_rss_bytes{family=\"supervisor\"}")
+            {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "no process series: {text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            text.contains(&format!(
+                "datakit_process_pid{{family=\"supervisor\"}} {}",
+                std::process::id()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "datakit_process_pid{{family=\"host\"}} {}",
+                child.id()
+            )),
+            "{text}"
+        );
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(rss_line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let proc_rss = dk_worker::worker::status_bytes(child.id(), "VmRSS").unwrap() as f64;
+        assert!(
+            (rss - proc_rss).abs() <= proc_rss * 0.5,
+            "{rss} vs {proc_rss}"
+        );
+        m.processes.worker_gone("host");
+        let text = encode(&registry);
+        assert!(!text.contains("family=\"host\""), "{text}");
+        sampler.abort();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

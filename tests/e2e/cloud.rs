@@ -14,7 +14,10 @@ fn host_objects_carry_aws_metadata_from_the_configured_metadata_url() {
             ("GET /latest/meta-data/instance-id", "i-0e2e0e2e0e2e0e2e0"),
             ("GET /latest/meta-data/instance-type", "m5.large"),
             ("GET /latest/meta-data/local-ipv4", "10.1.2.3"),
-            ("GET /latest/meta-data/placement/availability-zone-id", "euw1-az2"),
+            (
+                "GET /latest/meta-data/placement/availability-zone-id",
+                "euw1-az2",
+            ),
             ("GET /latest/meta-data/placement/region", "eu-west-1"),
         ],
         None,
@@ -31,12 +34,16 @@ fn host_objects_carry_aws_metadata_from_the_configured_metadata_url() {
     let agent = Agent::start(&[("host/hostobject.conf", &conf)]);
     // The first object goes out at start; the probe answers in the background and the next
     // collection (10 s later) carries its tags.
-    let host = wait_for("a HOST object with cloud tags", Duration::from_secs(40), || {
-        agent
-            .local_points("object")
-            .into_iter()
-            .find(|p| p.name == "HOST" && p.get_tag("cloud_provider").is_some())
-    });
+    let host = wait_for(
+        "a HOST object with cloud tags",
+        Duration::from_secs(40),
+        || {
+            agent
+                .local_points("object")
+                .into_iter()
+                .find(|p| p.name == "HOST" && p.get_tag("cloud_provider").is_some())
+        },
+    );
     for (k, v) in [
         ("cloud_provider", "aws"),
         ("instance_id", "i-0e2e0e2e0e2e0e2e0"),
@@ -47,9 +54,15 @@ fn host_objects_carry_aws_metadata_from_the_configured_metadata_url() {
     ] {
         assert_eq!(host.get_tag(k), Some(v), "{k}: {:?}", host.tags);
     }
-    assert_eq!(host.get_tag("security_group_id"), None, "not answered: no tag");
+    assert_eq!(
+        host.get_tag("security_group_id"),
+        None,
+        "not answered: no tag"
+    );
     assert!(
-        aws.paths().iter().any(|p| p == "GET /latest/meta-data/placement/region"),
+        aws.paths()
+            .iter()
+            .any(|p| p == "GET /latest/meta-data/placement/region"),
         "{:?}",
         aws.paths()
     );

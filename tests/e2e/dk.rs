@@ -21,9 +21,9 @@ fn float(p: &Point, key: &str) -> Option<f64> {
 
 /// The latest `dk` point carrying `field` for `family`.
 fn latest<'a>(pts: &'a [Point], field: &str, family: &str) -> Option<&'a Point> {
-    pts.iter()
-        .rev()
-        .find(|p| p.name == "dk" && p.get_tag("family") == Some(family) && p.get_field(field).is_some())
+    pts.iter().rev().find(|p| {
+        p.name == "dk" && p.get_tag("family") == Some(family) && p.get_field(field).is_some()
+    })
 }
 
 #[test]
@@ -44,8 +44,12 @@ fn dk_points_carry_the_pids_and_rss_of_the_supervisor_and_every_worker() {
   team = "ops"
 "#;
     let agent = Agent::start(&[("host/dk.conf", dk), ("network/socket.conf", &socket)]);
-    let host = wait_for("the host worker", Duration::from_secs(20), || agent.worker_pid("host"));
-    let net = wait_for("the socket worker", Duration::from_secs(20), || agent.worker_pid("socket"));
+    let host = wait_for("the host worker", Duration::from_secs(20), || {
+        agent.worker_pid("host")
+    });
+    let net = wait_for("the socket worker", Duration::from_secs(20), || {
+        agent.worker_pid("socket")
+    });
     let families = [("supervisor", agent.pid()), ("host", host), ("socket", net)];
     let points = wait_for(
         "dk points with the pid of the supervisor and of both workers",
@@ -80,11 +84,17 @@ fn dk_points_carry_the_pids_and_rss_of_the_supervisor_and_every_worker() {
     // The supervisor's own CPU, Datakit's `datakit_cpu_usage`, is there too; what the filter
     // leaves out (the API's request counters) is not.
     let dk: Vec<&Point> = points.iter().filter(|p| p.name == "dk").collect();
-    assert!(dk.iter().any(|p| p.get_field("datakit_cpu_usage").is_some()));
     assert!(
-        dk.iter().all(|p| p.fields.iter().all(|(k, _)| k.starts_with("datakit_process_")
-            || k.starts_with("datakit_worker_restarts")
-            || k == "datakit_cpu_usage")),
+        dk.iter()
+            .any(|p| p.get_field("datakit_cpu_usage").is_some())
+    );
+    assert!(
+        dk.iter().all(|p| p
+            .fields
+            .iter()
+            .all(|(k, _)| k.starts_with("datakit_process_")
+                || k.starts_with("datakit_worker_restarts")
+                || k == "datakit_cpu_usage")),
         "only what metric_name_filter keeps"
     );
 }

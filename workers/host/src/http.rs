@@ -80,7 +80,11 @@ impl<'a> Request<'a> {
 /// # Errors
 /// A bad URL, a connection or protocol failure, a timeout, a status other than 200 or a body
 /// over `max_body`.
-pub async fn fetch(req: Request<'_>, timeout: Duration, max_body: usize) -> Result<Bytes, HttpError> {
+pub async fn fetch(
+    req: Request<'_>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Bytes, HttpError> {
     let url = req.url;
     match tokio::time::timeout(timeout, exchange(req, max_body)).await {
         Ok(r) => r,
@@ -109,7 +113,10 @@ async fn exchange(req: Request<'_>, max_body: usize) -> Result<Bytes, HttpError>
         .authority()
         .ok_or_else(|| bad("no host".into()))?
         .clone();
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port))
         .await

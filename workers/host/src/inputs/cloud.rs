@@ -83,7 +83,10 @@ impl CloudConfig {
         let root = base
             .strip_prefix("http://")
             .and_then(|rest| rest.split('/').next())
-            .map_or_else(|| "http://169.254.169.254".to_string(), |h| format!("http://{h}"));
+            .map_or_else(
+                || "http://169.254.169.254".to_string(),
+                |h| format!("http://{h}"),
+            );
         format!("{root}/openstack/latest/{doc}")
     }
 }
@@ -273,7 +276,9 @@ pub async fn sync(provider: &str, cfg: &CloudConfig) -> BTreeMap<String, String>
             if provider == "volcengine" {
                 let mac = or_unavailable(get(&u("/mac"), &[]).await);
                 let sg = get(
-                    &u(&format!("/network/interfaces/macs/{mac}/security_group_ids")),
+                    &u(&format!(
+                        "/network/interfaces/macs/{mac}/security_group_ids"
+                    )),
                     &[],
                 )
                 .await;
@@ -338,7 +343,12 @@ pub async fn sync(provider: &str, cfg: &CloudConfig) -> BTreeMap<String, String>
                 );
                 put(
                     "private_ip",
-                    Some(n.links.iter().map(|x| format!("{} ", x.local_ipv4)).collect()),
+                    Some(
+                        n.links
+                            .iter()
+                            .map(|x| format!("{} ", x.local_ipv4))
+                            .collect(),
+                    ),
                 );
             }
             put("security_group_id", sg);
@@ -456,7 +466,9 @@ async fn run(cfg: CloudConfig, tx: &watch::Sender<Option<Vec<(String, String)>>>
             provider = detect(&cfg).await.map(str::to_string);
             last_detect = Some(tokio::time::Instant::now());
             match &provider {
-                Some(p) => tracing::info!(cloud_provider = %p, "hostobject: cloud provider detected"),
+                Some(p) => {
+                    tracing::info!(cloud_provider = %p, "hostobject: cloud provider detected")
+                }
                 None => tracing::info!(
                     "hostobject: no cloud metadata service answered; asking again in 24 h"
                 ),
@@ -482,7 +494,11 @@ pub(crate) mod fake {
         super::PROVIDERS
             .iter()
             .map(|p| {
-                let path = if *p == "aws" { "/latest/meta-data".to_string() } else { format!("/{p}") };
+                let path = if *p == "aws" {
+                    "/latest/meta-data".to_string()
+                } else {
+                    format!("/{p}")
+                };
                 (p.to_string(), format!("http://{addr}{path}"))
             })
             .collect()
@@ -500,7 +516,10 @@ mod tests {
         ("GET /latest/meta-data/instance-type", "t3.micro"),
         ("GET /latest/meta-data/security-groups", "web\nssh"),
         ("GET /latest/meta-data/local-ipv4", "172.31.5.9"),
-        ("GET /latest/meta-data/placement/availability-zone-id", "use1-az4"),
+        (
+            "GET /latest/meta-data/placement/availability-zone-id",
+            "use1-az4",
+        ),
         ("GET /latest/meta-data/placement/region", "us-east-1"),
     ];
 
@@ -543,7 +562,11 @@ mod tests {
         ] {
             assert_eq!(tag(&tags, k), Some(v), "{k}: {tags:?}");
         }
-        assert_eq!(tag(&tags, "instance_name"), None, "unavailable values are no tags");
+        assert_eq!(
+            tag(&tags, "instance_name"),
+            None,
+            "unavailable values are no tags"
+        );
         let extra: BTreeMap<String, String> =
             serde_json::from_str(tag(&tags, "extra_cloud_meta").unwrap()).unwrap();
         assert_eq!(extra["instance_name"], "-");
@@ -585,7 +608,9 @@ mod tests {
         let seen = s.seen.lock().unwrap().clone();
         let put = seen.iter().find(|(m, _, _)| m == "PUT").unwrap();
         assert!(
-            put.2.iter().any(|(k, v)| k == "x-aws-ec2-metadata-token-ttl-seconds" && v == "300"),
+            put.2
+                .iter()
+                .any(|(k, v)| k == "x-aws-ec2-metadata-token-ttl-seconds" && v == "300"),
             "{put:?}"
         );
     }
@@ -607,7 +632,8 @@ mod tests {
             None,
         );
         let mut c = cfg(s.addr);
-        c.meta_url.insert("hwcloud".into(), s.url("/latest/meta-data"));
+        c.meta_url
+            .insert("hwcloud".into(), s.url("/latest/meta-data"));
         assert_eq!(detect(&c).await, Some("hwcloud"));
         let info = sync("hwcloud", &c).await;
         assert_eq!(info["instance_id"], "4a4f-uuid");
@@ -631,6 +657,10 @@ mod tests {
         let tags = probe.answered().await.unwrap();
         assert_eq!(tag(&tags, "cloud_provider"), Some("tencent"));
         assert_eq!(tag(&tags, "region"), Some("ap-guangzhou"));
-        assert!(s.paths().iter().all(|p| p.starts_with("GET /tencent/")), "{:?}", s.paths());
+        assert!(
+            s.paths().iter().all(|p| p.starts_with("GET /tencent/")),
+            "{:?}",
+            s.paths()
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dk_proto::promtext::{self, MetricFamily, MetricType, Sample};
+use dk_proto::promtext::{self, Labels, MetricFamily, MetricType, Sample};
 use dk_proto::{Category, FeedOpts, Point, Value};
 use dk_worker::config::{Decoded, Problems};
 use dk_worker::{Input, InputContext};
@@ -81,7 +81,7 @@ pub(crate) fn decode(table: Table) -> Decoded<Option<crate::config::InputConfig>
             match Regex::new(text) {
                 Ok(r) => filter.push(r),
                 Err(e) => p.error(
-                    &format!("metric_name_filter[{i}]"),
+                    format!("metric_name_filter[{i}]"),
                     format!(
                         "{text:?} is not a valid regular expression ({}); fix or remove it",
                         e.to_string().lines().last().unwrap_or("")
@@ -171,10 +171,15 @@ fn point(ts: i64, tags: &[(String, String)], labels: &[(String, String)], skip: 
 
 /// Label sets of `samples` without `skip` (`le`, `quantile`), in first-seen order, each with
 /// its samples.
-fn by_series<'a>(samples: &'a [Sample], skip: &str) -> Vec<(Vec<(String, String)>, Vec<&'a Sample>)> {
-    let mut out: Vec<(Vec<(String, String)>, Vec<&Sample>)> = Vec::new();
+fn by_series<'a>(samples: &'a [Sample], skip: &str) -> Vec<(Labels, Vec<&'a Sample>)> {
+    let mut out: Vec<(Labels, Vec<&Sample>)> = Vec::new();
     for s in samples {
-        let key: Vec<(String, String)> = s.labels.iter().filter(|(k, _)| k != skip).cloned().collect();
+        let key: Labels = s
+            .labels
+            .iter()
+            .filter(|(k, _)| k != skip)
+            .cloned()
+            .collect();
         match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(s),
             None => out.push((key, vec![s])),
@@ -189,7 +194,12 @@ fn by_series<'a>(samples: &'a [Sample], skip: &str) -> Vec<(Vec<(String, String)
 /// `NAME_count` and `NAME_sum` per series plus one per quantile (tag `quantile`, field `NAME`)
 /// or bucket (tag `le`, field `NAME_bucket`); info series lend their labels to every point.
 /// NaN and infinite values are skipped; `tags` win over labels of the same key.
-pub fn to_points(families: &[MetricFamily], sel: &Selection, tags: &[(String, String)], ts: i64) -> Vec<Point> {
+pub fn to_points(
+    families: &[MetricFamily],
+    sel: &Selection,
+    tags: &[(String, String)],
+    ts: i64,
+) -> Vec<Point> {
     let mut base: Vec<(String, String)> = tags.to_vec();
     for f in families.iter().filter(|f| f.kind == MetricType::Info) {
         if !sel.keeps(datakit_name(f), f.kind) {
@@ -218,7 +228,11 @@ pub fn to_points(families: &[MetricFamily], sel: &Selection, tags: &[(String, St
                     if !s.value.is_finite() {
                         continue;
                     }
-                    let field = if f.kind == MetricType::Counter { s.name.as_str() } else { name };
+                    let field = if f.kind == MetricType::Counter {
+                        s.name.as_str()
+                    } else {
+                        name
+                    };
                     out.push(point(ts, &base, &s.labels, "").field(field, Value::F(s.value)));
                 }
             }
@@ -232,7 +246,10 @@ pub fn to_points(families: &[MetricFamily], sel: &Selection, tags: &[(String, St
                     let mut head = point(ts, &base, &labels, "");
                     for suffix in ["_count", "_sum"] {
                         let sn = format!("{}{suffix}", f.name);
-                        let v = samples.iter().find(|s| s.name == sn).map_or(0.0, |s| s.value);
+                        let v = samples
+                            .iter()
+                            .find(|s| s.name == sn)
+                            .map_or(0.0, |s| s.value);
                         head.set_field(sn, Value::F(v));
                     }
                     out.push(head);
@@ -300,7 +317,8 @@ impl Input for Dk {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let interval = self.cfg.interval;
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut ts = now_ns();
             tracing::info!(input = "dk", url = %self.url, ?interval, "dk input started");
@@ -323,7 +341,9 @@ impl Input for Dk {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(input = "dk", "{e}; retrying in {interval:?}");
-                        ctx.emitter.last_error("dk", SOURCE, Category::Metric, e).await;
+                        ctx.emitter
+                            .last_error("dk", SOURCE, Category::Metric, e)
+                            .await;
                     }
                 }
                 tokio::select! {
@@ -385,18 +405,38 @@ datakit_cpu_usage NaN\n\
             .filter(|p| p.get_field("datakit_process_pid").is_some())
             .map(|p| (p.get_tag("family"), f(p, "datakit_process_pid")))
             .collect();
-        assert_eq!(pid, [(Some("supervisor"), Some(100.0)), (Some("host"), Some(101.0))]);
-        let restarts: Vec<&Point> = pts.iter().filter(|p| p.get_field("datakit_worker_restarts_total").is_some()).collect();
+        assert_eq!(
+            pid,
+            [
+                (Some("supervisor"), Some(100.0)),
+                (Some("host"), Some(101.0))
+            ]
+        );
+        let restarts: Vec<&Point> = pts
+            .iter()
+            .filter(|p| p.get_field("datakit_worker_restarts_total").is_some())
+            .collect();
         assert_eq!(restarts.len(), 1, "the _created sample is not a series");
         assert_eq!(restarts[0].get_tag("cause"), Some("signal"));
-        assert!(pts.iter().all(|p| p.get_field("datakit_last_err").is_none()), "always blocked");
-        assert!(pts.iter().all(|p| p.get_field("datakit_cpu_usage").is_none()), "NaN skipped");
+        assert!(
+            pts.iter()
+                .all(|p| p.get_field("datakit_last_err").is_none()),
+            "always blocked"
+        );
+        assert!(
+            pts.iter()
+                .all(|p| p.get_field("datakit_cpu_usage").is_none()),
+            "NaN skipped"
+        );
     }
 
     #[test]
     fn histograms_and_summaries_give_count_sum_and_one_point_per_bucket_or_quantile() {
         let pts = points(&Selection::default());
-        let head = pts.iter().find(|p| p.get_field("datakit_rpc_push_seconds_count").is_some()).unwrap();
+        let head = pts
+            .iter()
+            .find(|p| p.get_field("datakit_rpc_push_seconds_count").is_some())
+            .unwrap();
         assert_eq!(f(head, "datakit_rpc_push_seconds_sum"), Some(0.5));
         assert_eq!(f(head, "datakit_rpc_push_seconds_count"), Some(4.0));
         assert_eq!(head.get_tag("le"), None);
@@ -405,26 +445,52 @@ datakit_cpu_usage NaN\n\
             .filter(|p| p.get_field("datakit_rpc_push_seconds_bucket").is_some())
             .map(|p| (p.get_tag("le"), f(p, "datakit_rpc_push_seconds_bucket")))
             .collect();
-        assert_eq!(buckets, [(Some("0.001"), Some(1.0)), (Some("1"), Some(3.0)), (Some("+Inf"), Some(4.0))]);
+        assert_eq!(
+            buckets,
+            [
+                (Some("0.001"), Some(1.0)),
+                (Some("1"), Some(3.0)),
+                (Some("+Inf"), Some(4.0))
+            ]
+        );
         let q = pts.iter().find(|p| p.get_field("gc").is_some()).unwrap();
         assert_eq!(q.get_tag("quantile"), Some("0.5"));
-        let gc = pts.iter().find(|p| p.get_field("gc_count").is_some()).unwrap();
+        let gc = pts
+            .iter()
+            .find(|p| p.get_field("gc_count").is_some())
+            .unwrap();
         assert_eq!((f(gc, "gc_count"), f(gc, "gc_sum")), (Some(9.0), Some(1.5)));
     }
 
     #[test]
     fn name_and_type_filters_keep_only_what_they_match() {
         let sel = Selection {
-            names: vec![Regex::new("datakit_process_.*").unwrap(), Regex::new("restarts_total$").unwrap()],
+            names: vec![
+                Regex::new("datakit_process_.*").unwrap(),
+                Regex::new("restarts_total$").unwrap(),
+            ],
             types: vec![],
         };
-        let fields: Vec<String> = points(&sel).iter().flat_map(|p| p.fields.iter().map(|(k, _)| k.clone())).collect();
-        assert_eq!(fields, ["datakit_process_pid", "datakit_process_pid", "datakit_worker_restarts_total"]);
+        let fields: Vec<String> = points(&sel)
+            .iter()
+            .flat_map(|p| p.fields.iter().map(|(k, _)| k.clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "datakit_process_pid",
+                "datakit_process_pid",
+                "datakit_worker_restarts_total"
+            ]
+        );
         let sel = Selection {
             names: vec![],
             types: vec!["counter".into()],
         };
-        let fields: Vec<String> = points(&sel).iter().flat_map(|p| p.fields.iter().map(|(k, _)| k.clone())).collect();
+        let fields: Vec<String> = points(&sel)
+            .iter()
+            .flat_map(|p| p.fields.iter().map(|(k, _)| k.clone()))
+            .collect();
         assert_eq!(fields, ["datakit_worker_restarts_total"]);
     }
 
@@ -444,10 +510,23 @@ datakit_cpu_usage NaN\n\
             panic!()
         };
         assert_eq!(c.interval, Duration::from_secs(30));
-        assert!(c.metric_name_filter.iter().any(|r| r.is_match("datakit_process_pid")));
-        assert!(c.metric_name_filter.iter().any(|r| r.is_match("datakit_worker_restarts_total")));
-        assert!(!c.metric_name_filter.iter().any(|r| r.is_match("datakit_io_dataway_point_total")));
-        let problems = crate::config::check("dk", "metric_name_filter = ['(']\ninterval = '1s'").into_problems();
+        assert!(
+            c.metric_name_filter
+                .iter()
+                .any(|r| r.is_match("datakit_process_pid"))
+        );
+        assert!(
+            c.metric_name_filter
+                .iter()
+                .any(|r| r.is_match("datakit_worker_restarts_total"))
+        );
+        assert!(
+            !c.metric_name_filter
+                .iter()
+                .any(|r| r.is_match("datakit_io_dataway_point_total"))
+        );
+        let problems = crate::config::check("dk", "metric_name_filter = ['(']\ninterval = '1s'")
+            .into_problems();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["interval", "metric_name_filter[0]"]);
     }

@@ -654,7 +654,8 @@ mod tests {
         for (k, v) in urls {
             text.push_str(&format!("{k} = {v:?}\n"));
         }
-        let crate::config::InputConfig::HostObject(c) = crate::config::decode("hostobject", &text).unwrap()
+        let crate::config::InputConfig::HostObject(c) =
+            crate::config::decode("hostobject", &text).unwrap()
         else {
             panic!()
         };
@@ -669,7 +670,9 @@ mod tests {
         // Readiness: the probe is in flight (the server holds its connections unanswered).
         tokio::task::block_in_place(|| accepted.recv_timeout(Duration::from_secs(10)))
             .expect("the probe connects to the metadata server");
-        let p = tokio::task::block_in_place(|| o.collect(1)).unwrap().remove(0);
+        let p = tokio::task::block_in_place(|| o.collect(1))
+            .unwrap()
+            .remove(0);
         assert_eq!(p.name, "HOST");
         assert!(p.get_field("message").is_some());
         assert_eq!(p.get_tag("cloud_provider"), None, "{:?}", p.tags);
@@ -692,11 +695,16 @@ mod tests {
         let mut o = with_cloud(&crate::inputs::cloud::fake::all_on(s.addr));
         o.bind("h");
         o.cloud.as_mut().unwrap().answered().await.unwrap();
-        let p = tokio::task::block_in_place(|| o.collect(1)).unwrap().remove(0);
+        let p = tokio::task::block_in_place(|| o.collect(1))
+            .unwrap()
+            .remove(0);
         assert_eq!(p.get_tag("cloud_provider"), Some("aliyun"));
         assert_eq!(p.get_tag("instance_id"), Some("i-bp1"));
         assert_eq!(p.get_tag("region"), Some("cn-hangzhou"));
         assert_eq!(p.get_tag("zone_id"), Some("cn-hangzhou-i"));
-        assert!(p.get_tag("extra_cloud_meta").is_some_and(|j| j.contains("\"instance_type\":\"-\"")));
+        assert!(
+            p.get_tag("extra_cloud_meta")
+                .is_some_and(|j| j.contains("\"instance_type\":\"-\""))
+        );
     }
 }
