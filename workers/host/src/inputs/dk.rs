@@ -276,13 +276,22 @@ pub fn to_points(
 /// The `dk` input.
 pub struct Dk {
     cfg: DkConfig,
+    selection: Selection,
     url: String,
 }
 
 impl Dk {
     /// A `dk` input scraping `url`.
     pub fn new(cfg: DkConfig, url: String) -> Self {
-        Dk { cfg, url }
+        let selection = Selection {
+            names: cfg.metric_name_filter.clone(),
+            types: cfg.metric_types.clone(),
+        };
+        Dk {
+            cfg,
+            selection,
+            url,
+        }
     }
 
     /// The URL of the agent's `/metrics`: from [`dk_worker::worker::ENV_API_ADDR`], else
@@ -301,11 +310,7 @@ impl Dk {
         let text = std::str::from_utf8(&body)
             .map_err(|e| format!("{}: the page is not UTF-8 ({e})", self.url))?;
         let families = promtext::parse(text).map_err(|e| format!("{}: {e}", self.url))?;
-        let sel = Selection {
-            names: self.cfg.metric_name_filter.clone(),
-            types: self.cfg.metric_types.clone(),
-        };
-        Ok(to_points(&families, &sel, &self.cfg.tags, ts))
+        Ok(to_points(&families, &self.selection, &self.cfg.tags, ts))
     }
 }
 
@@ -529,5 +534,23 @@ datakit_cpu_usage NaN\n\
             .into_problems();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["interval", "metric_name_filter[0]"]);
+    }
+
+    #[tokio::test]
+    async fn a_scrape_fetches_the_page_and_a_failed_one_names_the_url() {
+        let s = dk_worker::testing::fake_http::FakeHttp::start(&[("GET /metrics", PAGE)], None);
+        let cfg = DkConfig {
+            interval: Duration::from_secs(30),
+            metric_name_filter: vec![Regex::new("datakit_process_pid").unwrap()],
+            metric_types: vec![],
+            tags: vec![],
+        };
+        let dk = Dk::new(cfg.clone(), s.url("/metrics"));
+        let pts = dk.scrape(5).await.unwrap();
+        assert_eq!(pts.len(), 2);
+        assert_eq!(s.paths(), ["GET /metrics"]);
+        let missing = Dk::new(cfg, s.url("/nope"));
+        let e = missing.scrape(5).await.unwrap_err();
+        assert!(e.contains("/nope") && e.contains("404"), "{e}");
     }
 }
