@@ -28,7 +28,7 @@ fn host_objects_carry_aws_metadata_from_the_configured_metadata_url() {
         urls.push_str(&format!("  {p} = \"{}\"\n", aws.url(&format!("/{p}"))));
     }
     let conf = format!(
-        "[inputs.hostobject]\n  interval = \"10s\"\n[inputs.hostobject.cloud_meta_url]\n  aws = \"{}\"\n{urls}",
+        "[inputs.hostobject]\n[inputs.hostobject.cloud_meta_url]\n  aws = \"{}\"\n{urls}",
         aws.url("/latest/meta-data")
     );
     let agent = Agent::start(&[("host/hostobject.conf", &conf)]);

@@ -421,6 +421,7 @@ pub fn host_tags(info: &BTreeMap<String, String>) -> Vec<(String, String)> {
 /// The background probe and its last answer.
 pub struct CloudProbe {
     tags: watch::Receiver<Option<Vec<(String, String)>>>,
+    first: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl CloudProbe {
@@ -429,17 +430,25 @@ impl CloudProbe {
     /// The task ends when the probe is dropped.
     pub fn start(cfg: CloudConfig) -> CloudProbe {
         let (tx, rx) = watch::channel(None);
+        let first = std::sync::Arc::new(tokio::sync::Notify::new());
         if !cfg.disabled
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            let notify = first.clone();
             rt.spawn(async move {
                 tokio::select! {
                     _ = tx.closed() => {}
-                    _ = run(cfg, &tx) => {}
+                    _ = run(cfg, &tx, &notify) => {}
                 }
             });
         }
-        CloudProbe { tags: rx }
+        CloudProbe { tags: rx, first }
+    }
+
+    /// Notified once, when the first answer arrives (the input then collects at once rather
+    /// than a whole interval later).
+    pub fn first_answer(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.first.clone()
     }
 
     /// The tags of the last answer (`None` before the first, or without a cloud).
@@ -457,7 +466,11 @@ impl CloudProbe {
     }
 }
 
-async fn run(cfg: CloudConfig, tx: &watch::Sender<Option<Vec<(String, String)>>>) {
+async fn run(
+    cfg: CloudConfig,
+    tx: &watch::Sender<Option<Vec<(String, String)>>>,
+    first: &tokio::sync::Notify,
+) {
     let mut provider: Option<String> = cfg.provider.clone();
     let mut last_detect: Option<tokio::time::Instant> = None;
     let period = cfg.interval.max(Duration::from_secs(1));
@@ -476,7 +489,9 @@ async fn run(cfg: CloudConfig, tx: &watch::Sender<Option<Vec<(String, String)>>>
         }
         if let Some(p) = &provider {
             let info = sync(p, &cfg).await;
-            tx.send_replace(Some(host_tags(&info)));
+            if tx.send_replace(Some(host_tags(&info))).is_none() {
+                first.notify_one();
+            }
         }
         tokio::time::sleep(period).await;
     }

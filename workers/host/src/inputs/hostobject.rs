@@ -483,6 +483,10 @@ impl Collector for HostObject {
         self.cloud = Some(CloudProbe::start(self.cfg.cloud.clone()));
     }
 
+    fn early(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.cloud.as_ref().map(CloudProbe::first_answer)
+    }
+
     fn collect(&mut self, ts: i64) -> Result<Vec<Point>, CollectError> {
         let stat = parse_stat(self.reader.proc("stat")?)?;
         let boot_time = stat.boot_time.unwrap_or(0);
