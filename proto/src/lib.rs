@@ -16,6 +16,7 @@ pub mod normalize;
 pub mod pb;
 pub mod point;
 pub mod profile;
+pub mod promtext;
 pub mod rpc;
 pub mod sink;
 #[cfg(feature = "test-util")]

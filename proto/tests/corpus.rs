@@ -136,6 +136,46 @@ fn json_seeds_and_mutations_never_panic() {
     run_target("json_decode", 3, check_json);
 }
 
+/// The `/metrics` parser: no panic; families are named and hold only samples that extend
+/// their name; errors name a line of the text.
+fn check_promtext(body: &[u8]) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return;
+    };
+    match dk_proto::promtext::parse(text) {
+        Ok(families) => {
+            for f in &families {
+                assert!(!f.name.is_empty());
+                for s in &f.samples {
+                    assert!(s.name.starts_with(&f.name), "{} in {}", s.name, f.name);
+                }
+            }
+        }
+        Err(e) => assert!(
+            e.line >= 1 && e.line <= text.lines().count().max(1) && !e.message.is_empty(),
+            "{e}"
+        ),
+    }
+}
+
+#[test]
+fn promtext_seeds_and_mutations_never_panic() {
+    let corpus = seeds("promtext_parse");
+    assert!(corpus.seeds.len() >= 12);
+    for (_, data) in &corpus.seeds {
+        check_promtext(data);
+    }
+    run_target("promtext_parse", 4, check_promtext);
+    let page = &corpus
+        .seeds
+        .iter()
+        .find(|(name, _)| name.to_string_lossy().contains("agent_page"))
+        .expect("the agent page seed")
+        .1;
+    let families = dk_proto::promtext::parse(std::str::from_utf8(page).unwrap()).unwrap();
+    assert!(families.iter().any(|f| f.name == "datakit_process_pid"));
+}
+
 #[test]
 fn valid_seeds_decode_to_the_expected_points() {
     let lp = std::fs::read(

@@ -1160,6 +1160,10 @@ async fn supervise(
             ..ProcPolicy::default()
         },
         worker_args: vec!["--log-level".into(), main.logging.level.clone()],
+        worker_env: vec![(
+            dk_worker::worker::ENV_API_ADDR.into(),
+            dk_worker::worker::connectable(api_addr).to_string(),
+        )],
         worker_metrics,
         paused: election.reporter().paused(),
     };

@@ -21,8 +21,6 @@ pub struct SupervisorMetrics {
     pub restarts: Family<FamilyCauseLabels, Counter>,
     /// `datakit_worker_up{family}`: 1 while a worker is connected and healthy.
     pub up: Family<FamilyLabel, Gauge>,
-    /// `datakit_worker_pid{family}`: the pid of the family's running worker (absent while none runs).
-    pub pid: Family<FamilyLabel, Gauge>,
     /// `datakit_worker_rss_bytes{family}` from the last health check.
     pub rss: Family<FamilyLabel, Gauge>,
     /// `datakit_rpc_push_points_total{family}`: points received over RPC.
@@ -58,6 +56,98 @@ pub struct SupervisorMetrics {
     pub heap_alloc: Gauge,
     /// `datakit_sys_alloc_bytes`: resident memory of the supervisor (`VmRSS`).
     pub sys_alloc: Gauge,
+    /// `datakit_process_pid{family}`, `datakit_process_rss_bytes{family}` and
+    /// `datakit_process_cpu_usage{family}` of the supervisor (`family="supervisor"`) and of
+    /// every running worker, read from `/proc` every [`SAMPLE_EVERY`].
+    pub processes: ProcessMetrics,
+}
+
+/// The pid, resident memory and CPU of the supervisor and of each worker process.
+#[derive(Clone, Default)]
+pub struct ProcessMetrics {
+    /// `datakit_process_pid{family}`.
+    pub pid: Family<FamilyLabel, Gauge>,
+    /// `datakit_process_rss_bytes{family}` (`VmRSS`).
+    pub rss: Family<FamilyLabel, Gauge>,
+    /// `datakit_process_cpu_usage{family}`: percent of one core since the previous sample.
+    pub cpu: Family<FamilyLabel, Gauge<f64, AtomicU64>>,
+    /// The running workers: family to pid (set at each health check, removed when it exits).
+    workers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+}
+
+/// The `family` label value of the supervisor's own process series.
+pub const SUPERVISOR_FAMILY: &str = "supervisor";
+
+impl ProcessMetrics {
+    /// Records the pid of `family`'s running worker (at every health check).
+    pub fn worker_seen(&self, family: &str, pid: u32) {
+        if let Ok(mut w) = self.workers.lock()
+            && w.get(family) != Some(&pid)
+        {
+            w.insert(family.to_string(), pid);
+        }
+        self.pid
+            .get_or_create(&SupervisorMetrics::family(family))
+            .set(i64::from(pid));
+    }
+
+    /// Forgets `family`'s worker (it exited): its series go away.
+    pub fn worker_gone(&self, family: &str) {
+        let mut w = self.workers.lock();
+        if let Ok(w) = w.as_mut() {
+            w.remove(family);
+        }
+        let label = SupervisorMetrics::family(family);
+        self.pid.remove(&label);
+        self.rss.remove(&label);
+        self.cpu.remove(&label);
+        drop(w);
+    }
+
+    fn workers(&self) -> Vec<(String, u32)> {
+        self.workers
+            .lock()
+            .map(|w| w.iter().map(|(f, p)| (f.clone(), *p)).collect())
+            .unwrap_or_default()
+    }
+
+    fn set(&self, family: &str, pid: u32, rss: u64, cpu: Option<f64>) {
+        let label = SupervisorMetrics::family(family);
+        // Held while setting: a worker that exited meanwhile gets no series back.
+        let workers = self.workers.lock();
+        if family != SUPERVISOR_FAMILY
+            && workers
+                .as_ref()
+                .map_or(true, |w| w.get(family) != Some(&pid))
+        {
+            return;
+        }
+        self.pid.get_or_create(&label).set(i64::from(pid));
+        self.rss
+            .get_or_create(&label)
+            .set(i64::try_from(rss).unwrap_or(i64::MAX));
+        if let Some(c) = cpu {
+            self.cpu.get_or_create(&label).set(c);
+        }
+    }
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 when unknown).
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .map_or(100.0, |t| t as f64)
+}
+
+/// CPU seconds and `VmRSS` of process `pid` (blocking: two small `/proc` reads); `None` when
+/// it is gone.
+pub fn read_process(pid: u32, ticks: f64) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let cpu = stat_cpu_seconds(&stat, ticks)?;
+    let rss = dk_worker::worker::status_bytes(pid, "VmRSS")?;
+    Some((cpu, rss))
 }
 
 /// The labels of Datakit 1.84's `datakit_uptime_seconds`.
@@ -140,11 +230,7 @@ pub fn stat_cpu_seconds(stat: &str, ticks: f64) -> Option<f64> {
 /// # Errors
 /// When `/proc/self` cannot be read.
 pub fn read_self() -> std::io::Result<ProcSample> {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .map_or(100.0, |t| t as f64);
+    let ticks = clock_ticks();
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let pid = std::process::id();
     Ok(ProcSample {
@@ -176,21 +262,52 @@ impl SupervisorMetrics {
         self.cpu_cores.set(
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as i64,
         );
+        let me = std::process::id();
         let mut last: Option<(Instant, f64)> = None;
+        // Worker CPU seconds at the previous sample, by pid.
+        let mut last_workers: std::collections::HashMap<u32, (Instant, f64)> = Default::default();
         loop {
             tick.tick().await;
-            let Ok(Ok(s)) = tokio::task::spawn_blocking(read_self).await else {
+            let workers = self.processes.workers();
+            let read = tokio::task::spawn_blocking(move || {
+                let ticks = clock_ticks();
+                let own = read_self();
+                let others = workers
+                    .into_iter()
+                    .map(|(f, pid)| {
+                        let r = read_process(pid, ticks);
+                        (f, pid, r)
+                    })
+                    .collect::<Vec<_>>();
+                (own, others)
+            })
+            .await;
+            let Ok((own, others)) = read else {
                 continue;
             };
             let now = Instant::now();
-            if let Some((at, cpu)) = last {
-                self.cpu_usage
-                    .set(cpu_percent(cpu, s.cpu_seconds, now.duration_since(at)));
+            if let Ok(s) = own {
+                let cpu =
+                    last.map(|(at, cpu)| cpu_percent(cpu, s.cpu_seconds, now.duration_since(at)));
+                if let Some(c) = cpu {
+                    self.cpu_usage.set(c);
+                }
+                last = Some((now, s.cpu_seconds));
+                self.open_files.set(s.open_files as i64);
+                self.sys_alloc.set(s.rss as i64);
+                self.heap_alloc.set(s.rss_anon as i64);
+                self.processes.set(SUPERVISOR_FAMILY, me, s.rss, cpu);
             }
-            last = Some((now, s.cpu_seconds));
-            self.open_files.set(s.open_files as i64);
-            self.sys_alloc.set(s.rss as i64);
-            self.heap_alloc.set(s.rss_anon as i64);
+            let mut seen = std::collections::HashMap::new();
+            for (family, pid, r) in others {
+                let Some((cpu_s, rss)) = r else { continue };
+                let cpu = last_workers
+                    .get(&pid)
+                    .map(|(at, c)| cpu_percent(*c, cpu_s, now.duration_since(*at)));
+                self.processes.set(&family, pid, rss, cpu);
+                seen.insert(pid, (now, cpu_s));
+            }
+            last_workers = seen;
         }
     }
 }
@@ -201,7 +318,6 @@ impl SupervisorMetrics {
         let m = SupervisorMetrics {
             restarts: Family::default(),
             up: Family::default(),
-            pid: Family::default(),
             rss: Family::default(),
             push_points: Family::default(),
             push_latency: Family::new_with_constructor(|| {
@@ -219,7 +335,23 @@ impl SupervisorMetrics {
             open_files: Gauge::default(),
             heap_alloc: Gauge::default(),
             sys_alloc: Gauge::default(),
+            processes: ProcessMetrics::default(),
         };
+        registry.register(
+            "datakit_process_pid",
+            "Pid of the supervisor (family=\"supervisor\") and of each family's worker",
+            m.processes.pid.clone(),
+        );
+        registry.register(
+            "datakit_process_rss_bytes",
+            "Resident memory (VmRSS) of the supervisor and of each family's worker",
+            m.processes.rss.clone(),
+        );
+        registry.register(
+            "datakit_process_cpu_usage",
+            "CPU usage(%) of the supervisor and of each family's worker, 100 = one core",
+            m.processes.cpu.clone(),
+        );
         registry.register(
             "datakit_worker_restarts",
             "Worker restarts by family and cause",
@@ -234,11 +366,6 @@ impl SupervisorMetrics {
             "datakit_worker_paused",
             "1 while the family's election-aware inputs are paused (this node does not lead)",
             m.worker_paused.clone(),
-        );
-        registry.register(
-            "datakit_worker_pid",
-            "The pid of the family's running worker process",
-            m.pid.clone(),
         );
         registry.register(
             "datakit_worker_rss_bytes",
@@ -415,5 +542,65 @@ mod tests {
             assert!(line.contains(label), "{label} in {line}");
         }
         assert!(line.ends_with(" 5"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn process_series_cover_the_supervisor_and_running_workers_and_go_with_a_worker() {
+        let mut registry = Registry::default();
+        let m = SupervisorMetrics::new(&mut registry);
+        // A real child stands in for a worker.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        m.processes.worker_seen("host", child.id());
+        let sampler = tokio::spawn(m.clone().sample_process());
+        let encode = |r: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, r).unwrap();
+            text
+        };
+        let rss_line = "datakit_process_rss_bytes{family=\"host\"}";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = encode(&registry);
+            if text.contains(rss_line)
+                && text.contains("datakit_process_rss_bytes{family=\"supervisor\"}")
+            {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "no process series: {text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            text.contains(&format!(
+                "datakit_process_pid{{family=\"supervisor\"}} {}",
+                std::process::id()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "datakit_process_pid{{family=\"host\"}} {}",
+                child.id()
+            )),
+            "{text}"
+        );
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(rss_line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let proc_rss = dk_worker::worker::status_bytes(child.id(), "VmRSS").unwrap() as f64;
+        assert!(
+            (rss - proc_rss).abs() <= proc_rss * 0.5,
+            "{rss} vs {proc_rss}"
+        );
+        m.processes.worker_gone("host");
+        let text = encode(&registry);
+        assert!(!text.contains("family=\"host\""), "{text}");
+        sampler.abort();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

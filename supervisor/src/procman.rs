@@ -88,6 +88,8 @@ pub struct ProcContext {
     pub policy: ProcPolicy,
     /// Extra arguments for every worker (e.g. the log level).
     pub worker_args: Vec<String>,
+    /// Extra environment for every worker (e.g. where the HTTP API answers).
+    pub worker_env: Vec<(String, String)>,
     /// Where each worker's own metrics go (served on `/metrics`).
     pub worker_metrics: Arc<dk_api::WorkerMetrics>,
     /// Whether election-aware inputs are paused (election): every worker starts in this state
@@ -489,11 +491,11 @@ async fn supervise(
         let started = Instant::now();
         let outcome = run_once(&ctx, &mut spec, &mut req, &mut pending).await;
         ctx.worker_metrics.remove(&family);
+        ctx.metrics.processes.worker_gone(&family);
         ctx.metrics
             .up
             .get_or_create(&SupervisorMetrics::family(&family))
             .set(0);
-        ctx.metrics.pid.remove(&SupervisorMetrics::family(&family));
         ctx.metrics
             .worker_paused
             .remove(&SupervisorMetrics::family(&family));
@@ -542,6 +544,7 @@ fn spawn_worker(
         .arg("--run-dir")
         .arg(&ctx.run_dir)
         .args(&ctx.worker_args)
+        .envs(ctx.worker_env.iter().map(|(k, v)| (k, v)))
         .env(
             dk_worker::fdpass::ENV_FD_CHANNEL,
             theirs.as_raw_fd().to_string(),
@@ -786,7 +789,7 @@ async fn supervise_child(
     let label = SupervisorMetrics::family(family);
     ctx.metrics.up.get_or_create(&label).set(1);
     let pid = child.id().unwrap_or(0);
-    ctx.metrics.pid.get_or_create(&label).set(i64::from(pid));
+    ctx.metrics.processes.worker_seen(family, pid);
     tracing::info!(family, pid, "Worker is up.");
     // Down again whenever this returns (the worker exits, is stopped or handed over).
     struct Down(Arc<std::sync::Mutex<bool>>);
@@ -859,6 +862,7 @@ async fn supervise_child(
                             ctx.metrics.metrics_refused.get_or_create(&label).inc();
                         }
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
+                        ctx.metrics.processes.worker_seen(family, h.pid);
                         ctx.metrics.worker_paused.get_or_create(&label).set(i64::from(h.paused));
                         ctx.metrics.worker_dropped.get_or_create(&label).set(i64::try_from(h.points_dropped).unwrap_or(i64::MAX));
                     }

@@ -300,9 +300,9 @@ fn monitor_once_prints_the_asked_modules_as_text_and_dump_metrics_prints_the_raw
         .unwrap();
     let raw = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{raw}");
-    assert!(raw.contains("# HELP datakit_worker_pid "), "{raw}");
+    assert!(raw.contains("# HELP datakit_process_pid "), "{raw}");
     assert!(
-        raw.contains(&format!("datakit_worker_pid{{family=\"statsd\"}} {pid}\n")),
+        raw.contains(&format!("datakit_process_pid{{family=\"statsd\"}} {pid}\n")),
         "{raw}"
     );
 }

@@ -291,7 +291,7 @@ pub fn view(prev: Option<&Scrape>, cur: &Scrape, now: f64, filter: &Filter) -> V
         let first = |name: &str| cur.series(name).find(|s| of(s)).map(|s| s.value);
         v.workers.push(WorkerRow {
             up: first("datakit_worker_up").is_some_and(|x| x > 0.0),
-            pid: first("datakit_worker_pid")
+            pid: first("datakit_process_pid")
                 .filter(|p| *p > 0.0)
                 .map(|p| p as u32),
             restarts: causes.iter().fold(0.0, |a, c| a + c.1),

@@ -139,6 +139,8 @@ pub struct HostObjectConfig {
     pub config_path: Vec<String>,
     /// `[inputs.hostobject.tags]`.
     pub tags: Vec<(String, String)>,
+    /// Cloud metadata settings.
+    pub cloud: crate::inputs::cloud::CloudConfig,
 }
 
 /// A decoded instance of any host input.
@@ -162,6 +164,8 @@ pub enum InputConfig {
     HostObject(HostObjectConfig),
     /// `host_processes`.
     HostProcesses(crate::inputs::process::ProcessesConfig),
+    /// `dk`.
+    Dk(crate::inputs::dk::DkConfig),
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -509,17 +513,27 @@ pub fn check(input: &str, toml_text: &str) -> Decoded<Option<InputConfig>> {
                     &t.ignore_mountpoints,
                 ),
                 config_path: t.config_path,
+                cloud: crate::inputs::cloud::CloudConfig {
+                    disabled: t.disable_cloud_provider_sync,
+                    provider: t.tags.get("cloud_provider").cloned(),
+                    aws_imds_v2: t.enable_cloud_aws_imds_v2,
+                    aws_ipv6: t.enable_cloud_aws_ipv6,
+                    meta_url: t.cloud_meta_url,
+                    token_url: t.cloud_meta_token_url,
+                    interval: t.interval,
+                },
                 tags: t.tags.into_iter().collect(),
             }))
         }),
         "host_processes" => crate::inputs::process::decode_config(table)
             .map(|c, _| Some(InputConfig::HostProcesses(c))),
+        "dk" => crate::inputs::dk::decode(table),
         other => Decoded {
             value: None,
             problems: Problems(vec![ConfigProblem::new(
                 "",
                 format!(
-                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject, host_processes)"
+                    "input {other:?} is not part of the host family (cpu, mem, disk, diskio, net, system, swap, hostobject, host_processes, dk)"
                 ),
             )]),
         },

@@ -6,6 +6,7 @@
 //! [`parse`] are pure and tested on captured files; [`sys`] is the thin I/O shell.
 
 pub mod config;
+pub mod http;
 pub mod inputs;
 pub mod parse;
 mod runner;
@@ -22,7 +23,7 @@ use crate::runner::HostInput;
 use crate::sys::HostPaths;
 
 /// The inputs of the host family.
-pub const INPUTS: [&str; 9] = [
+pub const INPUTS: [&str; 10] = [
     "cpu",
     "mem",
     "disk",
@@ -32,9 +33,10 @@ pub const INPUTS: [&str; 9] = [
     "swap",
     "hostobject",
     "host_processes",
+    "dk",
 ];
 
-const SAMPLES: [(&str, &str); 9] = [
+const SAMPLES: [(&str, &str); 10] = [
     ("cpu", include_str!("../../../conf.d/host/cpu.conf")),
     ("mem", include_str!("../../../conf.d/host/mem.conf")),
     ("disk", include_str!("../../../conf.d/host/disk.conf")),
@@ -50,6 +52,7 @@ const SAMPLES: [(&str, &str); 9] = [
         "host_processes",
         include_str!("../../../conf.d/host/host_processes.conf"),
     ),
+    ("dk", include_str!("../../../conf.d/host/dk.conf")),
 ];
 
 /// The `host` family.
@@ -97,6 +100,7 @@ impl HostFamily {
             InputConfig::HostProcesses(c) => {
                 Box::new(process::ProcessesInput::new(c, paths, hostname))
             }
+            InputConfig::Dk(c) => Box::new(dk::Dk::new(c, dk::Dk::url_from_env())),
         }
     }
 }

@@ -45,6 +45,12 @@ pub(crate) trait Collector: Send + 'static {
 
     /// Called every [`Collector::side_interval`].
     fn side_tick(&mut self) {}
+
+    /// A signal for one collection now, out of schedule (`hostobject` once its background
+    /// cloud probe first answers). Asked once, after [`Collector::bind`].
+    fn early(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// A [`Collector`] plus the instance's `[inputs.X.tags]`, runnable as an [`Input`].
@@ -85,6 +91,13 @@ pub(crate) fn align(now_ns: i64, last_ns: i64, interval: Duration) -> i64 {
     }
 }
 
+async fn early(n: &Option<std::sync::Arc<tokio::sync::Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
 async fn side_tick(side: &mut Option<Interval>) {
     match side {
         Some(i) => {
@@ -111,6 +124,7 @@ pub(crate) async fn run_loop<C: Collector>(
     let interval = collector.interval();
     let mut main = ticker(interval);
     let mut side = collector.side_interval().map(ticker);
+    let wake = collector.early();
     let mut ts = now_ns();
     tracing::info!(input = name, ?interval, "host input started");
     loop {
@@ -171,6 +185,10 @@ pub(crate) async fn run_loop<C: Collector>(
                 }
                 _ = main.tick() => {
                     ts = align(now_ns(), ts, interval);
+                    break;
+                }
+                _ = early(&wake) => {
+                    ts = now_ns();
                     break;
                 }
                 _ = side_tick(&mut side) => collector.side_tick(),

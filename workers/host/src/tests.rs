@@ -770,11 +770,12 @@ fn samples_decode_to_datakit_defaults() {
             InputConfig::Net(c) => c.interval,
             InputConfig::HostObject(c) => c.interval,
             InputConfig::HostProcesses(c) => c.object_interval,
+            InputConfig::Dk(c) => c.interval,
         };
-        let want = if matches!(*input, "hostobject" | "host_processes") {
-            300
-        } else {
-            10
+        let want = match *input {
+            "hostobject" | "host_processes" => 300,
+            "dk" => 30,
+            _ => 10,
         };
         assert_eq!(interval, Duration::from_secs(want), "{input}");
     }

@@ -5,6 +5,7 @@
 //! Only dev-dependencies enable the feature, so release builds leave this module out. The
 //! functions panic with a message on bad test data.
 
+pub mod fake_http;
 pub mod load;
 
 use dk_proto::rpc::{InputSpec, WorkerConfig};

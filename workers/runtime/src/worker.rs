@@ -94,6 +94,25 @@ fn route_table(
 /// Set to `1` by the supervisor when the worker must start with election-aware inputs paused.
 pub const ENV_START_PAUSED: &str = "DK_WORKER_START_PAUSED";
 
+/// The environment variable holding the address (`127.0.0.1:9529`) where the supervisor's HTTP
+/// API answers, for inputs that read the agent's own endpoints (the `dk` input scrapes
+/// `/metrics`).
+pub const ENV_API_ADDR: &str = "DK_WORKER_API_ADDR";
+
+/// The address to connect to for a listening address: the loopback address of its family
+/// when it listens on every address (`0.0.0.0`, `::`).
+pub fn connectable(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut a = listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    a
+}
+
 /// How long a worker that outlives its supervisor's binary swap waits for the new one.
 pub const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 

@@ -10,6 +10,7 @@ use dk_proto::{Category, Point, Value};
 use serde::Serialize;
 
 use crate::config::HostObjectConfig;
+use crate::inputs::cloud::CloudProbe;
 use crate::inputs::disk::{MountUsage, mounts};
 use crate::inputs::secs_between;
 use crate::inputs::system::conntrack;
@@ -197,6 +198,7 @@ pub struct HostObject {
     last_net: Option<(i64, u64, u64)>,
     disk_rates: (i64, i64),
     net_rates: (i64, i64),
+    cloud: Option<CloudProbe>,
 }
 
 impl HostObject {
@@ -212,6 +214,7 @@ impl HostObject {
             last_net: None,
             disk_rates: (0, 0),
             net_rates: (0, 0),
+            cloud: None,
         }
     }
 
@@ -476,6 +479,12 @@ impl Collector for HostObject {
 
     fn bind(&mut self, hostname: &str) {
         self.hostname = hostname.to_string();
+        // The cloud probe runs beside the collections; they only read its last answer.
+        self.cloud = Some(CloudProbe::start(self.cfg.cloud.clone()));
+    }
+
+    fn early(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.cloud.as_ref().map(CloudProbe::first_answer)
     }
 
     fn collect(&mut self, ts: i64) -> Result<Vec<Point>, CollectError> {
@@ -561,7 +570,7 @@ impl Collector for HostObject {
         };
         let message = serde_json::to_string(&msg).unwrap_or_default();
         let meta = &msg.host.meta;
-        let p = Point::new("HOST", ts)
+        let mut p = Point::new("HOST", ts)
             .tag("host", self.hostname.as_str())
             .tag("name", meta.host_name.as_str())
             .tag("os", meta.os.as_str())
@@ -588,6 +597,11 @@ impl Collector for HostObject {
                 "is_docker",
                 Value::I(i64::from(Path::new("/.dockerenv").exists())),
             );
+        if let Some(tags) = self.cloud.as_ref().and_then(CloudProbe::tags) {
+            for (k, v) in tags {
+                p.set_tag(k, v);
+            }
+        }
         Ok(vec![p])
     }
 }
@@ -637,5 +651,64 @@ mod tests {
         assert!(looks_like_text(b"[inputs]\n\tkey = 1\r\n"));
         assert!(!looks_like_text(b"\x7fELF\x00\x01"));
         assert!(!looks_like_text(&[0xff, 0xfe]));
+    }
+
+    fn with_cloud(urls: &std::collections::BTreeMap<String, String>) -> HostObject {
+        let mut text = String::from("[cloud_meta_url]\n");
+        for (k, v) in urls {
+            text.push_str(&format!("{k} = {v:?}\n"));
+        }
+        let crate::config::InputConfig::HostObject(c) =
+            crate::config::decode("hostobject", &text).unwrap()
+        else {
+            panic!()
+        };
+        HostObject::new(c, HostPaths::from_env(), "h".into())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_host_object_does_not_wait_for_a_metadata_service_that_never_answers() {
+        let (addr, accepted) = crate::inputs::cloud::fake::FakeMeta::blackhole();
+        let mut o = with_cloud(&crate::inputs::cloud::fake::all_on(addr));
+        o.bind("h");
+        // Readiness: the probe is in flight (the server holds its connections unanswered).
+        tokio::task::block_in_place(|| accepted.recv_timeout(Duration::from_secs(10)))
+            .expect("the probe connects to the metadata server");
+        let p = tokio::task::block_in_place(|| o.collect(1))
+            .unwrap()
+            .remove(0);
+        assert_eq!(p.name, "HOST");
+        assert!(p.get_field("message").is_some());
+        assert_eq!(p.get_tag("cloud_provider"), None, "{:?}", p.tags);
+        assert!(
+            o.cloud.as_ref().unwrap().tags().is_none(),
+            "the probe is still waiting: the object did not wait for it"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_objects_after_the_probe_answered_carry_the_cloud_tags() {
+        let s = crate::inputs::cloud::fake::FakeMeta::start(
+            &[
+                ("GET /aliyun/instance-id", "i-bp1"),
+                ("GET /aliyun/region-id", "cn-hangzhou"),
+                ("GET /aliyun/zone-id", "cn-hangzhou-i"),
+            ],
+            None,
+        );
+        let mut o = with_cloud(&crate::inputs::cloud::fake::all_on(s.addr));
+        o.bind("h");
+        o.cloud.as_mut().unwrap().answered().await.unwrap();
+        let p = tokio::task::block_in_place(|| o.collect(1))
+            .unwrap()
+            .remove(0);
+        assert_eq!(p.get_tag("cloud_provider"), Some("aliyun"));
+        assert_eq!(p.get_tag("instance_id"), Some("i-bp1"));
+        assert_eq!(p.get_tag("region"), Some("cn-hangzhou"));
+        assert_eq!(p.get_tag("zone_id"), Some("cn-hangzhou-i"));
+        assert!(
+            p.get_tag("extra_cloud_meta")
+                .is_some_and(|j| j.contains("\"instance_type\":\"-\""))
+        );
     }
 }

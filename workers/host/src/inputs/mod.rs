@@ -1,9 +1,11 @@
 //! The eight host inputs: each a [`crate::runner::Collector`] that reads through
 //! [`crate::sys::Reader`], keeps what it needs for deltas, and builds Datakit's points.
 
+pub mod cloud;
 pub mod cpu;
 pub mod disk;
 pub mod diskio;
+pub mod dk;
 pub mod hostobject;
 pub mod mem;
 pub mod net;
