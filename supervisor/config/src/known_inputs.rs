@@ -111,11 +111,13 @@ pub const DATAKIT_INPUTS: &[&str] = &[
     "zipkin",
 ];
 
-/// The `default_enabled_inputs` of Datakit's sample `datakit.conf`.
+/// The `default_enabled_inputs` Datakit's installer writes on Linux, less `container` (not
+/// served) and `statsd` (it would bind UDP 8125 on every install; listed in docs/compat.md).
 pub const DATAKIT_DEFAULT_ENABLED_INPUTS: &[&str] = &[
     "cpu",
     "disk",
     "diskio",
+    "dk",
     "host_processes",
     "hostobject",
     "mem",
