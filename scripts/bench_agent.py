@@ -88,14 +88,17 @@ def set_dataway(conf, url):
 
 
 def idle_cpu(proc, port, args, conf, stub):
-    inputs = [l for l in conf.splitlines() if l.strip().startswith("default_enabled_inputs")]
+    inputs = ""
+    if "default_enabled_inputs" in conf:
+        tail = conf.split("default_enabled_inputs", 1)[1]
+        inputs = " ".join(l.split("#", 1)[0].strip() for l in tail[:tail.index("]") + 1].splitlines())
     procs = [(proc.pid, "supervisor")] + children(proc.pid)
     load0 = loadavg()
     c0 = {pid: cpu_s(pid) for pid, _ in procs}
     time.sleep(args.idle)
     per_min = 60.0 / args.idle
     print(f"idle CPU over {args.idle:.0f} s after {args.settle:.0f} s of settling, Dataway stand-in configured")
-    print(f"  inputs: {inputs[0].strip() if inputs else '(default)'}")
+    print(f"  inputs: default_enabled_inputs {inputs or '(absent: the defaults)'}")
     total = 0.0
     for pid, name in procs:
         c = (cpu_s(pid) - c0[pid]) * per_min

@@ -44,8 +44,9 @@ pub struct SupervisorMetrics {
     pub handovers: Family<FamilyCauseLabels, Counter>,
     /// `datakit_config_reload_total{result}`.
     pub reloads: Family<[(&'static str, String); 1], Counter>,
-    /// `datakit_uptime_seconds{...}` with Datakit's labels (one series).
-    pub uptime: Family<UptimeLabels, Gauge>,
+    /// `datakit_uptime_seconds{...}` with Datakit's labels (one series); read when scraped,
+    /// so nothing ticks to keep it current.
+    pub uptime: Family<UptimeLabels, Gauge<i64, SinceStart>>,
     /// `datakit_cpu_usage`: CPU used by the supervisor process, percent of one core.
     pub cpu_usage: Gauge<f64, AtomicU64>,
     /// `datakit_cpu_cores`: CPUs this process may run on.
@@ -56,6 +57,60 @@ pub struct SupervisorMetrics {
     pub heap_alloc: Gauge,
     /// `datakit_sys_alloc_bytes`: resident memory of the supervisor (`VmRSS`).
     pub sys_alloc: Gauge,
+}
+
+/// A gauge value that is the whole seconds since a start (`set(n)`: started `n` seconds ago;
+/// created: now), computed when read.
+#[derive(Debug)]
+pub struct SinceStart {
+    /// Nanoseconds from [`since_start_base`] to the start.
+    start_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The monotonic instant every [`SinceStart`] counts from.
+fn since_start_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn ns_since_base() -> u64 {
+    u64::try_from(since_start_base().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Default for SinceStart {
+    fn default() -> Self {
+        SinceStart {
+            start_ns: std::sync::atomic::AtomicU64::new(ns_since_base()),
+        }
+    }
+}
+
+impl prometheus_client::metrics::gauge::Atomic<i64> for SinceStart {
+    fn inc(&self) -> i64 {
+        self.get()
+    }
+    fn inc_by(&self, _: i64) -> i64 {
+        self.get()
+    }
+    fn dec(&self) -> i64 {
+        self.get()
+    }
+    fn dec_by(&self, _: i64) -> i64 {
+        self.get()
+    }
+    fn set(&self, v: i64) -> i64 {
+        let back = u64::try_from(v).unwrap_or(0).saturating_mul(1_000_000_000);
+        let old = self.get();
+        self.start_ns.store(
+            ns_since_base().saturating_sub(back),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        old
+    }
+    fn get(&self) -> i64 {
+        let start = self.start_ns.load(std::sync::atomic::Ordering::Relaxed);
+        i64::try_from(ns_since_base().saturating_sub(start) / 1_000_000_000).unwrap_or(i64::MAX)
+    }
 }
 
 /// The labels of Datakit 1.84's `datakit_uptime_seconds`.
@@ -407,5 +462,20 @@ mod tests {
             assert!(line.contains(label), "{label} in {line}");
         }
         assert!(line.ends_with(" 5"), "{line}");
+    }
+
+    #[test]
+    fn uptime_is_read_when_scraped_without_a_ticker() {
+        use prometheus_client::metrics::gauge::Atomic;
+        let g = SinceStart::default();
+        assert_eq!(g.get(), 0);
+        g.set(3600);
+        assert_eq!(g.get(), 3600);
+        // Nobody sets it again, yet it moves on: poll (with a deadline) until it reads 3601.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while g.get() == 3600 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(g.get(), 3601);
     }
 }

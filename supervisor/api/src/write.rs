@@ -470,12 +470,19 @@ pub(crate) fn decode_chunks(
     }
 }
 
-/// Normalises a chunk's points (RUM location tags, `strict`) and encodes its echo.
-fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Result<Chunk, ApiError> {
-    let mut points = Vec::with_capacity(decoded.len());
+/// Normalises a chunk's points in place (RUM location tags, `strict`) and encodes its echo.
+fn finish_chunk(
+    mut points: Vec<Point>,
+    a: &ProcessArgs,
+    mut lease: Lease,
+) -> Result<Chunk, ApiError> {
     let mut dropped = 0;
     let mut drop_reason = None;
-    for mut p in decoded {
+    let mut strict_error = None;
+    points.retain_mut(|p| {
+        if strict_error.is_some() {
+            return false;
+        }
         if a.category == Category::Rum {
             for k in ["city", "province", "country", "isp"] {
                 p.add_tag_if_absent(k, "unknown");
@@ -484,21 +491,20 @@ fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Resul
                 p.add_tag_if_absent("ip", &a.client_ip);
             }
         }
-        let (keep, warns) = match normalize::normalize(&mut p, a.category, &a.limits) {
+        let (keep, warns) = match normalize::normalize(p, a.category, &a.limits) {
             Ok(w) => (true, w),
             Err(w) => (false, w),
         };
         if a.params.strict
             && let Some(w) = warns.first()
         {
-            return Err(ApiError::PointGotWarning(format!(
+            strict_error = Some(ApiError::PointGotWarning(format!(
                 "{}: {}",
                 w.kind, w.message
             )));
+            return false;
         }
-        if keep {
-            points.push(p);
-        } else {
+        if !keep {
             if drop_reason.is_none() {
                 drop_reason = Some(
                     warns
@@ -510,6 +516,10 @@ fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Resul
             }
             dropped += 1;
         }
+        keep
+    });
+    if let Some(e) = strict_error {
+        return Err(e);
     }
     let echo = a.params.echo.map(|e| match e {
         Echo::Json => json::encode(&points),
