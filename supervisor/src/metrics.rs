@@ -63,8 +63,8 @@ pub struct SupervisorMetrics {
 /// created: now), computed when read.
 #[derive(Debug)]
 pub struct SinceStart {
-    /// Nanoseconds from [`since_start_base`] to the start.
-    start_ns: std::sync::atomic::AtomicU64,
+    /// Nanoseconds from [`since_start_base`] to the start (negative: the start was before it).
+    start_ns: std::sync::atomic::AtomicI64,
 }
 
 /// The monotonic instant every [`SinceStart`] counts from.
@@ -73,14 +73,14 @@ fn since_start_base() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
-fn ns_since_base() -> u64 {
-    u64::try_from(since_start_base().elapsed().as_nanos()).unwrap_or(u64::MAX)
+fn ns_since_base() -> i64 {
+    i64::try_from(since_start_base().elapsed().as_nanos()).unwrap_or(i64::MAX)
 }
 
 impl Default for SinceStart {
     fn default() -> Self {
         SinceStart {
-            start_ns: std::sync::atomic::AtomicU64::new(ns_since_base()),
+            start_ns: std::sync::atomic::AtomicI64::new(ns_since_base()),
         }
     }
 }
@@ -99,7 +99,7 @@ impl prometheus_client::metrics::gauge::Atomic<i64> for SinceStart {
         self.get()
     }
     fn set(&self, v: i64) -> i64 {
-        let back = u64::try_from(v).unwrap_or(0).saturating_mul(1_000_000_000);
+        let back = v.max(0).saturating_mul(1_000_000_000);
         let old = self.get();
         self.start_ns.store(
             ns_since_base().saturating_sub(back),
@@ -109,7 +109,7 @@ impl prometheus_client::metrics::gauge::Atomic<i64> for SinceStart {
     }
     fn get(&self) -> i64 {
         let start = self.start_ns.load(std::sync::atomic::Ordering::Relaxed);
-        i64::try_from(ns_since_base().saturating_sub(start) / 1_000_000_000).unwrap_or(i64::MAX)
+        (ns_since_base().saturating_sub(start) / 1_000_000_000).max(0)
     }
 }
 
