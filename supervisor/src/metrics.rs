@@ -199,12 +199,13 @@ pub fn read_self() -> std::io::Result<ProcSample> {
         .filter(|t| *t > 0)
         .map_or(100.0, |t| t as f64);
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let pid = std::process::id();
+    let status = dk_worker::worker::read_status(std::process::id()).unwrap_or_default();
+    let value = |key| dk_worker::worker::status_value(&status, key).unwrap_or(0);
     Ok(ProcSample {
         cpu_seconds: stat_cpu_seconds(&stat, ticks).unwrap_or(0.0),
         open_files: std::fs::read_dir("/proc/self/fd")?.count() as u64,
-        rss: dk_worker::worker::status_bytes(pid, "VmRSS").unwrap_or(0),
-        rss_anon: dk_worker::worker::status_bytes(pid, "RssAnon").unwrap_or(0),
+        rss: value("VmRSS"),
+        rss_anon: value("RssAnon"),
     })
 }
 
@@ -224,8 +225,12 @@ impl SupervisorMetrics {
     /// Reads `/proc/self` every [`SAMPLE_EVERY`] (on a blocking thread) and sets the process
     /// self metrics; runs until the runtime stops.
     pub async fn sample_process(self) {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // On the shared grid, so an idle supervisor wakes once for this and its other ticks.
+        let mut tick = tokio::time::interval_at(
+            dk_proto::clock::grid_start(SAMPLE_EVERY).into(),
+            SAMPLE_EVERY,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         self.cpu_cores.set(
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as i64,
         );
