@@ -4,7 +4,8 @@
 //!
 //! Feeds are grouped by (category, feed name, options). A group is pushed when it reaches
 //! [`MAX_BATCH_POINTS`] or [`MAX_BATCH_BYTES`] (estimated wire size, so a batch always fits
-//! the RPC frame cap), or when [`LINGER`] has passed since the last flush; a single point over
+//! the RPC frame cap), or when [`LINGER`] has passed since a point started waiting (a timer
+//! armed by that point: an idle sender does not wake up); a single point over
 //! [`MAX_POINT_BYTES`] is dropped and counted. At most [`MAX_IN_FLIGHT`] pushes are
 //! outstanding; while that many wait for acks, the task stops reading the emitter channel, so
 //! back-pressure reaches the inputs. A batch answered with `Ack::Retry` (transient: queue busy,
