@@ -7,7 +7,13 @@ then prints:
   * time from `kill -9` of the host worker to the replacement being up (hello + control done,
     `datakit_worker_up{family="host"} 1`), over several rounds.
 
+With --idle SECONDS it instead points the agent at a loopback Dataway stand-in
+(dataway_stub.py), lets it settle, and prints the CPU seconds per minute (utime + stime from
+/proc) of the supervisor and of every worker over SECONDS, with the inputs that were on, the
+points that reached the stand-in and the load average.
+
 Usage: scripts/bench_agent.py [--bin target/release/datakit] [--settle 20] [--rounds 10]
+       scripts/bench_agent.py --idle 120 [--settle 20]
 """
 import argparse
 import os
@@ -17,7 +23,8 @@ import sys
 import tempfile
 import time
 
-from benchkit import free_port, get, rss_kib, stop_agent
+from benchkit import children, cpu_s, free_port, get, loadavg, rss_kib, stop_agent
+from dataway_stub import Stub
 
 
 def metric(port, series):
@@ -25,22 +32,6 @@ def metric(port, series):
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return None
-
-
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{d}/stat").read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-                out.append((int(d), b" ".join(cmd[1:3]).decode()))
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
 
 
 def pss_kib(pid):
@@ -78,12 +69,58 @@ def kill_and_time(proc, port):
         time.sleep(0.002)
 
 
+def set_dataway(conf, url):
+    """The generated main config with `[dataway] urls` (maybe spread over lines) set to `url`."""
+    out, section, skipping = [], "", False
+    for line in conf.splitlines():
+        t = line.strip()
+        if skipping:
+            skipping = "]" not in t.split("#", 1)[0]
+            continue
+        if t.startswith("["):
+            section = t
+        if section == "[dataway]" and t.startswith("urls"):
+            out.append(f'  urls = ["{url}"]')
+            skipping = "]" not in t.split("#", 1)[0].split("=", 1)[1]
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def idle_cpu(proc, port, args, conf, stub):
+    inputs = ""
+    if "default_enabled_inputs" in conf:
+        tail = conf.split("default_enabled_inputs", 1)[1]
+        inputs = " ".join(l.split("#", 1)[0].strip() for l in tail[:tail.index("]") + 1].splitlines())
+    procs = [(proc.pid, "supervisor")] + children(proc.pid)
+    load0 = loadavg()
+    c0 = {pid: cpu_s(pid) for pid, _ in procs}
+    time.sleep(args.idle)
+    per_min = 60.0 / args.idle
+    print(f"idle CPU over {args.idle:.0f} s after {args.settle:.0f} s of settling, Dataway stand-in configured")
+    print(f"  inputs: default_enabled_inputs {inputs or '(absent: the defaults)'}")
+    total = 0.0
+    for pid, name in procs:
+        c = (cpu_s(pid) - c0[pid]) * per_min
+        total += c
+        print(f"  {name:<20} pid {pid:>7}  {c:6.3f} CPU s per minute")
+    print(f"  total {total:.3f} CPU s per minute (target <= 0.05)")
+    print(f"  points at the stand-in: {stub.snapshot()}")
+    print(f"  load average (1 min): {load0:.2f} before, {loadavg():.2f} after")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/datakit")
     ap.add_argument("--settle", type=float, default=20)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--idle", type=float, default=0,
+                    help="measure idle CPU per process over this many seconds (Dataway stand-in configured)")
     args = ap.parse_args()
+    stub = None
+    if args.idle:
+        stub = Stub()
+        stub.start()
     work = tempfile.mkdtemp(prefix="dk-bench-")
     port = free_port()
     os.makedirs(f"{work}/conf.d")
@@ -97,11 +134,16 @@ def main():
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         conf = open(f"{work}/conf.d/datakit.conf").read().replace("localhost:9529", f"127.0.0.1:{port}")
+        if stub:
+            conf = set_dataway(conf, stub.url)
         open(f"{work}/conf.d/datakit.conf", "w").write(conf)
         proc = subprocess.Popen([args.bin, "run", "--workdir", work, "--log", f"{work}/log"],
                                 stdin=subprocess.DEVNULL)
         wait_up(port)
         time.sleep(args.settle)
+        if args.idle:
+            idle_cpu(proc, port, args, conf, stub)
+            return
         procs = [(proc.pid, "supervisor")] + children(proc.pid)
         total_pss = 0
         print(f"idle after {args.settle:.0f}s with the default inputs:")
@@ -127,6 +169,8 @@ def main():
               f"(includes the 100 ms +-20 % first backoff step)")
     finally:
         stop_agent(proc, work, timeout=20)
+        if stub:
+            stub.stop()
 
 
 if __name__ == "__main__":

@@ -34,12 +34,11 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchkit import free_port, get, status_kib, udp_drops  # noqa: E402
+from benchkit import cpu_s, free_port, get, status_kib, udp_drops  # noqa: E402
 import bench_netflow  # noqa: E402  (packet(), TEMPLATE, PER_PACKET)
 
 from dataway_stub import Stub  # noqa: E402
 
-TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_INPUTS = ["cpu", "disk", "diskio", "host_processes", "hostobject", "mem", "net", "swap", "system"]
 
 
@@ -63,15 +62,6 @@ def tree(root):
         out.append(p)
         todo.extend(kids.get(p, []))
     return out
-
-
-def cpu_s(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            x = f.read().rsplit(")", 1)[1].split()
-        return (int(x[11]) + int(x[12])) / TCK
-    except OSError:
-        return 0.0
 
 
 def pss_kib(pid):

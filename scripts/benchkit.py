@@ -35,6 +35,44 @@ def status_kib(pid, key="VmRSS"):
     return 0
 
 
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    """utime + stime of a process in seconds; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            x = f.read().rsplit(")", 1)[1].split()
+        return (int(x[11]) + int(x[12])) / TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def children(pid):
+    """(pid, "worker <family>") of the direct children of `pid`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+                out.append((int(d), b" ".join(cmd[1:3]).decode()))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def loadavg():
+    """The 1-minute load average, as other work on the machine skews every figure."""
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
 def rss_kib(pid):
     """Resident memory of a process in KiB; 0 when it is gone."""
     return status_kib(pid, "VmRSS")

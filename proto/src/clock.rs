@@ -32,6 +32,22 @@ pub fn offset_ns() -> i64 {
     OFFSET_NS.load(Ordering::Relaxed)
 }
 
+/// The last instant, at or before now, that is a whole number of `period`s after one
+/// process-wide origin. Periodic timers started there (`tokio::time::interval_at`, with
+/// `MissedTickBehavior::Skip` so a late tick keeps the grid) tick at once and then on the
+/// shared grid: with periods that divide each other they fire at the same instants, so an
+/// idle process wakes once for all of them instead of once for each.
+pub fn grid_start(period: std::time::Duration) -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    let period_ns = period.as_nanos().max(1);
+    let since = std::time::Instant::now()
+        .saturating_duration_since(origin)
+        .as_nanos();
+    let last = since / period_ns * period_ns;
+    origin + std::time::Duration::from_nanos(u64::try_from(last).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +65,32 @@ mod tests {
             (3_599_000_000_000..=3_600_000_000_000).contains(&shifted),
             "{shifted}"
         );
+    }
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::grid_start;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn timers_of_dividing_periods_started_apart_share_their_instants() {
+        let one = grid_start(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(30));
+        let two = grid_start(Duration::from_secs(2));
+        let now = Instant::now();
+        assert!(one <= now && two <= now);
+        // Both lie on the same grid: every tick of the 2 s timer is a tick of the 1 s one.
+        let gap = if one > two {
+            one.duration_since(two)
+        } else {
+            two.duration_since(one)
+        };
+        assert_eq!(
+            gap.as_nanos() % Duration::from_secs(1).as_nanos(),
+            0,
+            "{gap:?}"
+        );
+        assert!(now.duration_since(two) < Duration::from_secs(2));
     }
 }

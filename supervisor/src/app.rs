@@ -1235,7 +1235,11 @@ async fn supervise(
     let mut sighup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sigusr2 = signal(tokio::signal::unix::SignalKind::user_defined2())?;
     let mut exec: Option<String> = None;
-    let mut uptime = tokio::time::interval(Duration::from_secs(1));
+    // Read when scraped: started this long ago.
+    sup_metrics
+        .uptime
+        .get_or_create(&uptime_labels)
+        .set(started.elapsed().as_secs() as i64);
 
     loop {
         tokio::select! {
@@ -1244,7 +1248,6 @@ async fn supervise(
             _ = sighup.recv() => { let _ = reload_tx.try_send(()); }
             Some(req) = exec_rx.recv() => { exec = Some(req.version); break; }
             _ = sigusr2.recv() => { exec = Some("the binary on disk (SIGUSR2)".into()); break; }
-            _ = uptime.tick() => { sup_metrics.uptime.get_or_create(&uptime_labels).set(started.elapsed().as_secs() as i64); }
             Some(()) = reload_rx.recv() => {
                 // Let a burst of editor writes settle, then re-validate once.
                 tokio::time::sleep(Duration::from_millis(300)).await;

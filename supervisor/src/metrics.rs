@@ -44,8 +44,9 @@ pub struct SupervisorMetrics {
     pub handovers: Family<FamilyCauseLabels, Counter>,
     /// `datakit_config_reload_total{result}`.
     pub reloads: Family<[(&'static str, String); 1], Counter>,
-    /// `datakit_uptime_seconds{...}` with Datakit's labels (one series).
-    pub uptime: Family<UptimeLabels, Gauge>,
+    /// `datakit_uptime_seconds{...}` with Datakit's labels (one series); read when scraped,
+    /// so nothing ticks to keep it current.
+    pub uptime: Family<UptimeLabels, Gauge<i64, SinceStart>>,
     /// `datakit_cpu_usage`: CPU used by the supervisor process, percent of one core.
     pub cpu_usage: Gauge<f64, AtomicU64>,
     /// `datakit_cpu_cores`: CPUs this process may run on.
@@ -150,6 +151,60 @@ pub fn read_process(pid: u32, ticks: f64) -> Option<(f64, u64)> {
     Some((cpu, rss))
 }
 
+/// A gauge value that is the whole seconds since a start (`set(n)`: started `n` seconds ago;
+/// created: now), computed when read.
+#[derive(Debug)]
+pub struct SinceStart {
+    /// Nanoseconds from [`since_start_base`] to the start (negative: the start was before it).
+    start_ns: std::sync::atomic::AtomicI64,
+}
+
+/// The monotonic instant every [`SinceStart`] counts from.
+fn since_start_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn ns_since_base() -> i64 {
+    i64::try_from(since_start_base().elapsed().as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Default for SinceStart {
+    fn default() -> Self {
+        SinceStart {
+            start_ns: std::sync::atomic::AtomicI64::new(ns_since_base()),
+        }
+    }
+}
+
+impl prometheus_client::metrics::gauge::Atomic<i64> for SinceStart {
+    fn inc(&self) -> i64 {
+        self.get()
+    }
+    fn inc_by(&self, _: i64) -> i64 {
+        self.get()
+    }
+    fn dec(&self) -> i64 {
+        self.get()
+    }
+    fn dec_by(&self, _: i64) -> i64 {
+        self.get()
+    }
+    fn set(&self, v: i64) -> i64 {
+        let back = v.max(0).saturating_mul(1_000_000_000);
+        let old = self.get();
+        self.start_ns.store(
+            ns_since_base().saturating_sub(back),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        old
+    }
+    fn get(&self) -> i64 {
+        let start = self.start_ns.load(std::sync::atomic::Ordering::Relaxed);
+        (ns_since_base().saturating_sub(start) / 1_000_000_000).max(0)
+    }
+}
+
 /// The labels of Datakit 1.84's `datakit_uptime_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UptimeLabels {
@@ -232,12 +287,13 @@ pub fn stat_cpu_seconds(stat: &str, ticks: f64) -> Option<f64> {
 pub fn read_self() -> std::io::Result<ProcSample> {
     let ticks = clock_ticks();
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let pid = std::process::id();
+    let status = dk_worker::worker::read_status(std::process::id()).unwrap_or_default();
+    let value = |key| dk_worker::worker::status_value(&status, key).unwrap_or(0);
     Ok(ProcSample {
         cpu_seconds: stat_cpu_seconds(&stat, ticks).unwrap_or(0.0),
         open_files: std::fs::read_dir("/proc/self/fd")?.count() as u64,
-        rss: dk_worker::worker::status_bytes(pid, "VmRSS").unwrap_or(0),
-        rss_anon: dk_worker::worker::status_bytes(pid, "RssAnon").unwrap_or(0),
+        rss: value("VmRSS"),
+        rss_anon: value("RssAnon"),
     })
 }
 
@@ -257,8 +313,12 @@ impl SupervisorMetrics {
     /// Reads `/proc/self` every [`SAMPLE_EVERY`] (on a blocking thread) and sets the process
     /// self metrics; runs until the runtime stops.
     pub async fn sample_process(self) {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // On the shared grid, so an idle supervisor wakes once for this and its other ticks.
+        let mut tick = tokio::time::interval_at(
+            dk_proto::clock::grid_start(SAMPLE_EVERY).into(),
+            SAMPLE_EVERY,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         self.cpu_cores.set(
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as i64,
         );
@@ -602,5 +662,20 @@ mod tests {
         sampler.abort();
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn uptime_is_read_when_scraped_without_a_ticker() {
+        use prometheus_client::metrics::gauge::Atomic;
+        let g = SinceStart::default();
+        assert_eq!(g.get(), 0);
+        g.set(3600);
+        assert_eq!(g.get(), 3600);
+        // Nobody sets it again, yet it moves on: poll (with a deadline) until it reads 3601.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while g.get() == 3600 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(g.get(), 3601);
     }
 }

@@ -812,8 +812,13 @@ async fn supervise_child(
         tokio::spawn(retire(ctx.clone(), family.to_string(), old, Some(pid)));
     }
 
-    let mut ticker = tokio::time::interval(policy.health_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // On the shared grid: the health checks of every worker and the other periodic work of
+    // an idle supervisor wake it together.
+    let mut ticker = tokio::time::interval_at(
+        dk_proto::clock::grid_start(policy.health_interval).into(),
+        policy.health_interval,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut misses = 0u32;
     // The `[dataway.ntp]` offset the worker stamps points with (it starts at 0).
     let mut clock_offset = 0i64;

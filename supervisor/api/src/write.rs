@@ -132,9 +132,30 @@ impl Compression {
     }
 }
 
-/// Inflated output is collected in blocks of this size (no reallocation while inflating, so
-/// a refused bomb leaves no trail of freed huge buffers in the allocator).
+/// Inflated output is collected in blocks of at most this size (no reallocation while
+/// inflating, so a refused bomb leaves no trail of freed huge buffers in the allocator).
 const INFLATE_BLOCK: usize = 1 << 20;
+/// The first block is sized from the body (see [`first_block`]), but never below this.
+const INFLATE_FIRST_MIN: usize = 64 << 10;
+
+/// The size of the first output block: the length a single-member gzip body declares in its
+/// trailer (ISIZE, a hint only: the body is untrusted and may lie) plus a little, else eight
+/// times the compressed size; between [`INFLATE_FIRST_MIN`] and [`INFLATE_BLOCK`] and never
+/// over `max + 1`. A right guess inflates into one block: no copy, and no megabyte zeroed for a
+/// 10 KiB body.
+fn first_block(body: &[u8], how: Compression, max: usize) -> usize {
+    let declared = match (how, body.len()) {
+        (Compression::Gzip, n) if n >= 18 => body
+            .get(n - 4..)
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .map(|t| u32::from_le_bytes(t) as usize + 1),
+        _ => None,
+    };
+    declared
+        .unwrap_or_else(|| body.len().saturating_mul(8))
+        .clamp(INFLATE_FIRST_MIN, INFLATE_BLOCK)
+        .min(max.saturating_add(1).max(1))
+}
 
 /// Undoes the compression in a streaming loop, refusing output larger than `max` bytes and
 /// taking every block of the output from `lease` before it is allocated (and the final
@@ -167,41 +188,56 @@ pub(crate) fn inflate(
         Compression::Gzip => "gzip",
         _ => "deflate",
     };
+    // Each block is zeroed once when allocated and filled up to `filled`.
     let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut filled = 0usize;
+    let mut reserved = 0usize;
     let mut total = 0usize;
     loop {
-        if blocks.last().is_none_or(|b| b.len() == b.capacity()) {
+        if blocks.last().is_none_or(|b| filled == b.len()) {
+            let size = if blocks.is_empty() {
+                first_block(body, how, max)
+            } else {
+                INFLATE_BLOCK
+            };
+            reserved += size;
             lease
-                .grow_to(held + (blocks.len() + 1) * INFLATE_BLOCK)
+                .grow_to(held + reserved)
                 .map_err(|_| spent(budget_total))?;
-            blocks.push(Vec::with_capacity(INFLATE_BLOCK));
+            if let Some(b) = blocks.last_mut() {
+                b.truncate(filled);
+            }
+            blocks.push(vec![0; size]);
+            filled = 0;
         }
         let Some(block) = blocks.last_mut() else {
             break;
         };
-        let len = block.len();
-        let room = block.capacity() - len;
-        block.resize(len + room, 0);
-        let n = match reader.read(&mut block[len..]) {
+        let n = match reader.read(&mut block[filled..]) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ApiError::DecodeBodyFailed(format!("{what} body: {e}"))),
         };
-        block.truncate(len + n);
+        filled += n;
         total += n;
         if total > max {
             return Err(too_large(max, "decompressed body"));
         }
-        if n == 0 && room > 0 {
+        if n == 0 {
             break;
         }
     }
+    if let Some(b) = blocks.last_mut() {
+        b.truncate(filled);
+    }
     if blocks.len() == 1 {
-        return Ok(blocks.pop().unwrap_or_default());
+        let out = blocks.pop().unwrap_or_default();
+        lease.shrink_to(held + out.capacity());
+        return Ok(out);
     }
     // One contiguous copy for the decoders; the blocks go as it fills.
     lease
-        .grow_to(held + blocks.len() * INFLATE_BLOCK + total)
+        .grow_to(held + reserved + total)
         .map_err(|_| spent(budget_total))?;
     let mut out = Vec::with_capacity(total);
     for b in blocks {
@@ -434,12 +470,19 @@ pub(crate) fn decode_chunks(
     }
 }
 
-/// Normalises a chunk's points (RUM location tags, `strict`) and encodes its echo.
-fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Result<Chunk, ApiError> {
-    let mut points = Vec::with_capacity(decoded.len());
+/// Normalises a chunk's points in place (RUM location tags, `strict`) and encodes its echo.
+fn finish_chunk(
+    mut points: Vec<Point>,
+    a: &ProcessArgs,
+    mut lease: Lease,
+) -> Result<Chunk, ApiError> {
     let mut dropped = 0;
     let mut drop_reason = None;
-    for mut p in decoded {
+    let mut strict_error = None;
+    points.retain_mut(|p| {
+        if strict_error.is_some() {
+            return false;
+        }
         if a.category == Category::Rum {
             for k in ["city", "province", "country", "isp"] {
                 p.add_tag_if_absent(k, "unknown");
@@ -448,21 +491,20 @@ fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Resul
                 p.add_tag_if_absent("ip", &a.client_ip);
             }
         }
-        let (keep, warns) = match normalize::normalize(&mut p, a.category, &a.limits) {
+        let (keep, warns) = match normalize::normalize(p, a.category, &a.limits) {
             Ok(w) => (true, w),
             Err(w) => (false, w),
         };
         if a.params.strict
             && let Some(w) = warns.first()
         {
-            return Err(ApiError::PointGotWarning(format!(
+            strict_error = Some(ApiError::PointGotWarning(format!(
                 "{}: {}",
                 w.kind, w.message
             )));
+            return false;
         }
-        if keep {
-            points.push(p);
-        } else {
+        if !keep {
             if drop_reason.is_none() {
                 drop_reason = Some(
                     warns
@@ -474,6 +516,10 @@ fn finish_chunk(decoded: Vec<Point>, a: &ProcessArgs, mut lease: Lease) -> Resul
             }
             dropped += 1;
         }
+        keep
+    });
+    if let Some(e) = strict_error {
+        return Err(e);
     }
     let echo = a.params.echo.map(|e| match e {
         Echo::Json => json::encode(&points),
@@ -956,6 +1002,60 @@ mod tests {
             bad.map_err(|e| e.code()),
             Err("datakit.decodeBodyFailed".to_string())
         );
+    }
+
+    fn gzip_of(plain: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(plain).unwrap_or_default();
+        gz.finish().unwrap_or_default()
+    }
+
+    fn lp_body(lines: usize) -> Vec<u8> {
+        (0..lines)
+            .flat_map(|i| {
+                format!("bench,host=h{} value={i}.5,count={i}i {i}\n", i % 10).into_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gzip_body_inflates_into_one_block_sized_from_its_trailer() {
+        let plain = lp_body(3000);
+        assert!(plain.len() > INFLATE_FIRST_MIN && plain.len() < INFLATE_BLOCK);
+        let gz = gzip_of(&plain);
+        let b = budget(64 << 20);
+        let mut l = b.lease();
+        let out = inflate(&gz, Compression::Gzip, 64 << 20, &mut l, 0, b.total_bytes())
+            .unwrap_or_default();
+        assert_eq!(out, plain);
+        // One block of the declared size (+1 to see the end), not a megabyte.
+        assert_eq!(out.capacity(), plain.len() + 1);
+        assert!(l.held() < plain.len() + 4096, "lease holds {}", l.held());
+    }
+
+    #[test]
+    fn a_lying_gzip_trailer_is_a_decode_error_and_the_cap_still_holds() {
+        let plain = lp_body(40_000);
+        assert!(plain.len() > INFLATE_BLOCK);
+        for isize in [0u32, 10, u32::MAX] {
+            let mut gz = gzip_of(&plain);
+            let n = gz.len();
+            gz[n - 4..].copy_from_slice(&isize.to_le_bytes());
+            // flate2 checks the trailer after the data: the lie is an error, never a short read.
+            let r = inflate_all(&gz, Compression::Gzip, 64 << 20);
+            assert_eq!(
+                r.map_err(|e| e.code()),
+                Err("datakit.decodeBodyFailed".to_string()),
+                "ISIZE {isize}"
+            );
+        }
+        let gz = gzip_of(&plain);
+        assert_eq!(
+            inflate_all(&gz, Compression::Gzip, 64 << 20).ok(),
+            Some(plain.clone())
+        );
+        let too_big = inflate_all(&gz, Compression::Gzip, plain.len() - 1);
+        assert_eq!(too_big.map_err(|e| e.status().as_u16()), Err(413));
     }
 
     fn gzip_zeros(n: usize) -> Vec<u8> {

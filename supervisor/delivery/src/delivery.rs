@@ -881,8 +881,11 @@ struct DiskWatch {
 impl Reporter {
     /// Reports every `interval` until `stop`, then once more.
     async fn run(mut self, interval: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = interval.max(Duration::from_millis(1));
+        // On the shared grid, so an idle supervisor wakes once for this and its other ticks.
+        let mut tick =
+            tokio::time::interval_at(dk_proto::clock::grid_start(interval).into(), interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = tick.tick() => {

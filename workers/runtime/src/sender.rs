@@ -4,7 +4,8 @@
 //!
 //! Feeds are grouped by (category, feed name, options). A group is pushed when it reaches
 //! [`MAX_BATCH_POINTS`] or [`MAX_BATCH_BYTES`] (estimated wire size, so a batch always fits
-//! the RPC frame cap), or when [`LINGER`] has passed since the last flush; a single point over
+//! the RPC frame cap), or when [`LINGER`] has passed since a point started waiting (a timer
+//! armed by that point: an idle sender does not wake up); a single point over
 //! [`MAX_POINT_BYTES`] is dropped and counted. At most [`MAX_IN_FLIGHT`] pushes are
 //! outstanding; while that many wait for acks, the task stops reading the emitter channel, so
 //! back-pressure reaches the inputs. A batch answered with `Ack::Retry` (transient: queue busy,
@@ -165,8 +166,11 @@ pub async fn run(
     let mut groups: HashMap<Key, Group> = HashMap::new();
     let reports = Arc::new(tokio::sync::Semaphore::new(MAX_ERROR_REPORTS));
     let mut in_flight = FuturesUnordered::new();
-    let mut ticker = tokio::time::interval(LINGER);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed when a point starts waiting (and while closing), never ticking in vain: an idle
+    // worker sleeps until something arrives.
+    let linger = tokio::time::sleep(LINGER);
+    tokio::pin!(linger);
+    let mut armed = false;
     let mut open = true;
 
     loop {
@@ -237,14 +241,21 @@ pub async fn run(
                         stats.dropped_error_reports.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                None => open = false,
+                None => {
+                    open = false;
+                    if !armed {
+                        linger.as_mut().reset(tokio::time::Instant::now());
+                        armed = true;
+                    }
+                }
             },
             done = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(Err(e)) = done {
                     return Err(e);
                 }
             }
-            _ = ticker.tick() => {
+            () = &mut linger, if armed => {
+                armed = false;
                 for (key, group) in groups.iter_mut() {
                     if !group.points.is_empty() {
                         let (points, holds) = group.take();
@@ -255,7 +266,16 @@ pub async fn run(
                 if !open && in_flight.is_empty() && groups.values().all(|g| g.points.is_empty()) {
                     return Ok(());
                 }
+                if !open {
+                    // Closing: look again until the last pushes are acknowledged.
+                    linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                    armed = true;
+                }
             }
+        }
+        if !armed && groups.values().any(|g| !g.points.is_empty()) {
+            linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+            armed = true;
         }
     }
 }
@@ -379,6 +399,41 @@ mod tests {
 
     fn points(name: &str, n: usize) -> Vec<Point> {
         (0..n).map(|i| Point::new(name, i as i64)).collect()
+    }
+
+    /// Polls (with a deadline) until the supervisor has accepted `n` batches.
+    async fn wait_batches(supervisor: &Supervisor, n: usize) -> Vec<usize> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let sizes = supervisor.0.lock().map(|s| s.clone()).unwrap_or_default();
+            if sizes.len() >= n || std::time::Instant::now() > deadline {
+                return sizes;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_point_is_pushed_one_linger_after_it_arrived_also_after_an_idle_gap() {
+        let supervisor = Supervisor::default();
+        let (emitter, _task) = start(supervisor.clone());
+        for round in 1..=2 {
+            let t0 = std::time::Instant::now();
+            emitter
+                .emit(
+                    Category::Metric,
+                    "lone",
+                    FeedOpts::default(),
+                    points("ok", 1),
+                )
+                .await;
+            let sizes = wait_batches(&supervisor, round).await;
+            assert_eq!(sizes, vec![1; round]);
+            // The linger starts with the point (not with some earlier tick), and an idle
+            // sender is armed again by the next point.
+            assert!(t0.elapsed() >= LINGER, "round {round}: {:?}", t0.elapsed());
+            tokio::time::sleep(LINGER * 3).await;
+        }
     }
 
     #[tokio::test]

@@ -348,7 +348,24 @@ fn encode_metrics(registry: &std::sync::Mutex<prometheus_client::registry::Regis
 /// A memory line of `/proc/<pid>/status` (`"VmRSS"`, `"VmHWM"`...) in bytes; `None` when
 /// the process is gone. The kernel reports these in kB, so no page size is assumed.
 pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_value(&read_status(pid)?, key)
+}
+
+/// `/proc/<pid>/status` in one read (the kernel reports its size as 0, so reading it into an
+/// empty buffer takes eight growing reads); `None` when the process is gone. Called every
+/// second per worker by the health checks.
+pub fn read_status(pid: u32) -> Option<String> {
+    use std::io::Read;
+    let mut out = String::with_capacity(4096);
+    std::fs::File::open(format!("/proc/{pid}/status"))
+        .ok()?
+        .read_to_string(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// A memory line (`"VmRSS"`...) of a `/proc/<pid>/status` text, in bytes.
+pub fn status_value(status: &str, key: &str) -> Option<u64> {
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
