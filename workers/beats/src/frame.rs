@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn caps_frames_windows_and_decompressed_size_before_buffering() {
         let limits = Limits {
-            max_frame: 8192,
+            max_frame: 16384,
             max_window: 10,
             max_decompressed: 4096,
             max_event: 100,
@@ -483,7 +483,7 @@ mod tests {
             d.feed(b"2W\0\0\0\x01\x32J\0\0\0\x01\x7f\xff\xff\xff"),
             Err(FrameError::FrameTooLarge {
                 len: 0x7fff_ffff,
-                max: 8192
+                max: 16384
             })
         );
         let mut d = Decoder::new(limits);
@@ -491,9 +491,9 @@ mod tests {
             d.feed(&encode::window(11)),
             Err(FrameError::WindowTooLarge { count: 11, max: 10 })
         );
-        // A zip bomb: 1 MiB of zeros compresses to about 5 KiB.
+        // A zip bomb: 1 MiB of zeros compresses to 5-10 KiB (by the deflate backend).
         let bomb = encode::compressed(&vec![0u8; 1 << 20]);
-        assert!(bomb.len() <= 8192 + 6, "{}", bomb.len());
+        assert!(bomb.len() <= 16384 + 6, "{}", bomb.len());
         let mut d = Decoder::new(limits);
         let mut wire = encode::window(1);
         wire.extend(bomb);
