@@ -597,6 +597,18 @@ fn json_of(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The tags and fields the object and the metric of one process share.
+fn base_point(p: &ProcInfo, mem_total: u64, cpu: (f64, f64), ts: i64) -> Point {
+    let mut pt = Point::new(NAME, ts);
+    if let Some(c) = &p.container_id {
+        pt.tags.push(("container_id".into(), c.clone()));
+    }
+    pt.tags.push(("process_name".into(), p.name.clone()));
+    pt.tags.push(("username".into(), p.username.clone()));
+    pt.fields = common_fields(p, mem_total, cpu);
+    pt
+}
+
 /// The `host_processes` object of one process, with Datakit's tags, fields and `message`.
 pub fn object_point(
     p: &ProcInfo,
@@ -607,13 +619,7 @@ pub fn object_point(
     now_ms: i64,
     ts: i64,
 ) -> Point {
-    let mut pt = Point::new(NAME, ts);
-    if let Some(c) = &p.container_id {
-        pt.tags.push(("container_id".into(), c.clone()));
-    }
-    pt.tags.push(("process_name".into(), p.name.clone()));
-    pt.tags.push(("username".into(), p.username.clone()));
-    pt.fields = common_fields(p, mem_total, cpu);
+    let mut pt = base_point(p, mem_total, cpu, ts);
     pt.set_tag("name", format!("{hostname}_{}", p.pid));
     if let Some(ports) = &p.listen_ports {
         // json.Marshal of Go's nil slice when no port listens.
@@ -676,13 +682,7 @@ pub fn metric_point(
     cpu: (f64, f64),
     ts: i64,
 ) -> Point {
-    let mut pt = Point::new(NAME, ts);
-    if let Some(c) = &p.container_id {
-        pt.tags.push(("container_id".into(), c.clone()));
-    }
-    pt.tags.push(("process_name".into(), p.name.clone()));
-    pt.tags.push(("username".into(), p.username.clone()));
-    pt.fields = common_fields(p, mem_total, cpu);
+    let mut pt = base_point(p, mem_total, cpu, ts);
     pt.set_tag("pid", p.pid.to_string());
     pt.set_tag("cmdline", p.cmdline.clone());
     for (k, v) in tags {
