@@ -1149,7 +1149,10 @@ async fn the_fake_elects_one_leader_per_namespace_and_hands_over_when_its_heartb
     fake.set_election_timing(Duration::from_secs(1), Duration::from_millis(50));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while fake.election_leader("ns1").is_some() {
-        assert!(std::time::Instant::now() < deadline, "the lease never ran out");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never ran out"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (_, b) = elect(&fake, "election", "ns1", "b").await;
