@@ -583,6 +583,11 @@ struct Uploader {
 /// Records read per queue call.
 const READ_RECORDS: usize = 64;
 
+/// Payload bytes read per queue call (the record reaching it is the last): 64 records of a
+/// log worker's batches were ~15 MiB copied from the segments per read, and the allocator
+/// kept that churn resident (supervisor peak RSS ~100 MiB under socket logs).
+const READ_BYTES: usize = 2 << 20;
+
 /// A chunk buffer grown past this by a huge record is not kept for reuse.
 const MAX_KEPT_CHUNKS: usize = 8 << 20;
 
@@ -633,13 +638,17 @@ impl Uploader {
             bytes: limits.1.max(1),
         };
         let mut chunks = form.map(Chunks::new);
+        // At least one group of records a read.
+        let read_bytes = READ_BYTES.max(limits.bytes.min(MAX_KEPT_CHUNKS));
         loop {
             let read = if self.closing.is_cancelled() {
                 // Draining: an empty queue means done.
-                self.queue.try_read(&name, READ_RECORDS).await
+                self.queue
+                    .try_read_within(&name, READ_RECORDS, read_bytes)
+                    .await
             } else {
                 tokio::select! {
-                    r = self.queue.read(&name, READ_RECORDS) => r,
+                    r = self.queue.read_within(&name, READ_RECORDS, read_bytes) => r,
                     () = self.closing.cancelled() => continue,
                 }
             };

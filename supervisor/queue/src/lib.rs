@@ -244,11 +244,23 @@ impl Queue {
     /// are returned again. Records the queue lost meanwhile (evicted, corrupt) are skipped and
     /// counted in the consumer's [`Dropped`].
     pub async fn read(&self, consumer: &str, max: usize) -> Result<Vec<(u64, Record)>, QueueError> {
+        self.read_within(consumer, max, usize::MAX).await
+    }
+
+    /// Like [`read`](Self::read) but stops after the record that brings the payload bytes
+    /// returned to `max_bytes` (at least one record is returned): what a reader holds at once
+    /// stays near `max_bytes` however large the records are.
+    pub async fn read_within(
+        &self,
+        consumer: &str,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Record)>, QueueError> {
         loop {
             let notified = self.inner.sh.notify.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if let Some(records) = self.read_now(consumer, max).await? {
+            if let Some(records) = self.read_now(consumer, max, max_bytes).await? {
                 return Ok(records);
             }
             notified.await;
@@ -262,7 +274,20 @@ impl Queue {
         consumer: &str,
         max: usize,
     ) -> Result<Vec<(u64, Record)>, QueueError> {
-        Ok(self.read_now(consumer, max).await?.unwrap_or_default())
+        self.try_read_within(consumer, max, usize::MAX).await
+    }
+
+    /// Like [`try_read`](Self::try_read), within `max_bytes` as [`read_within`](Self::read_within).
+    pub async fn try_read_within(
+        &self,
+        consumer: &str,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Record)>, QueueError> {
+        Ok(self
+            .read_now(consumer, max, max_bytes)
+            .await?
+            .unwrap_or_default())
     }
 
     /// `None` when nothing is pending for the consumer.
@@ -270,6 +295,7 @@ impl Queue {
         &self,
         consumer: &str,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Option<Vec<(u64, Record)>>, QueueError> {
         let sh = &self.inner.sh;
         loop {
@@ -292,11 +318,18 @@ impl Queue {
                     && first <= start
                 {
                     let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
+                    // At least one record, then while under max_bytes.
+                    let mut bytes = None::<usize>;
                     let out = st
                         .cache
                         .iter()
                         .skip(skip)
                         .take(max)
+                        .take_while(|c| {
+                            let more = bytes.is_none_or(|b| b < max_bytes);
+                            bytes = Some(bytes.unwrap_or(0).saturating_add(c.payload.len()));
+                            more
+                        })
                         .map(|c| {
                             (
                                 c.seq,
@@ -334,7 +367,7 @@ impl Queue {
             };
             let read = tokio::task::spawn_blocking(move || {
                 let mut slot = lock(&slot);
-                reader::read(&mut slot, &plan, start, max, upper)
+                reader::read(&mut slot, &plan, start, max, max_bytes, upper)
             })
             .await
             .map_err(|e| {

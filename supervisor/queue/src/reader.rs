@@ -169,7 +169,8 @@ pub(crate) struct DiskRead {
 }
 
 /// Reads up to `max` records from `start` on through the planned segments, reusing the
-/// consumer's open file when it is already positioned at or before `start`.
+/// consumer's open file when it is already positioned at or before `start`; stops after the
+/// record that brings the payload bytes read to `max_bytes` (so at least one record).
 ///
 /// Unreadable records are reported as skips only when no record precedes them in this read,
 /// so applying the skips never moves a position past a record the consumer has not committed.
@@ -178,6 +179,7 @@ pub(crate) fn read(
     plan: &[PlanSeg],
     start: u64,
     max: usize,
+    max_bytes: usize,
     upper: u64,
 ) -> DiskRead {
     let mut out = DiskRead {
@@ -185,6 +187,11 @@ pub(crate) fn read(
         ..DiskRead::default()
     };
     let mut start = start;
+    let mut budget = Budget {
+        records: max,
+        bytes: max_bytes,
+        read: 0,
+    };
     for seg in plan {
         let want = start.max(seg.first);
         if want > seg.last_seq {
@@ -221,7 +228,7 @@ pub(crate) fn read(
         let Some(r) = slot.as_mut() else {
             return out;
         };
-        match read_segment(r, seg, want, max, &mut out.records) {
+        match read_segment(r, seg, want, &mut budget, &mut out.records) {
             Ok(true) => {
                 out.stop();
                 return out;
@@ -273,11 +280,25 @@ impl DiskRead {
 }
 
 /// Reads one segment's records from `want` on; `Ok(true)` when `max` records are collected.
+/// How much one [`read`] may still collect.
+struct Budget {
+    records: usize,
+    bytes: usize,
+    /// Payload bytes collected so far.
+    read: usize,
+}
+
+impl Budget {
+    fn spent(&self, records: usize) -> bool {
+        records >= self.records || (records > 0 && self.read >= self.bytes)
+    }
+}
+
 fn read_segment(
     r: &mut SegReader,
     seg: &PlanSeg,
     want: u64,
-    max: usize,
+    budget: &mut Budget,
     out: &mut Vec<(u64, Record)>,
 ) -> Result<bool, Bad> {
     let limit = seg.readable_len;
@@ -285,12 +306,14 @@ fn read_segment(
         r.skip(limit)?;
     }
     while r.next_seq <= seg.readable_last {
-        if out.len() >= max {
+        if budget.spent(out.len()) {
             return Ok(true);
         }
-        out.push(r.next(limit)?);
+        let rec = r.next(limit)?;
+        budget.read = budget.read.saturating_add(rec.1.payload.len());
+        out.push(rec);
     }
-    Ok(out.len() >= max)
+    Ok(budget.spent(out.len()))
 }
 
 #[cfg(test)]
@@ -316,18 +339,39 @@ mod tests {
     }
 
     #[test]
+    fn a_read_stops_after_the_record_that_reaches_the_byte_budget_and_takes_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Payloads of 10, 11, 12, 13, 14, 15 bytes (seq 5..=10).
+        let (plan, _) = segment_file(dir.path(), 5, 6);
+        let mut slot = None;
+        let seqs = |r: &DiskRead| r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+        let r = read(&mut slot, std::slice::from_ref(&plan), 5, 64, 21, 10);
+        assert_eq!(seqs(&r), vec![5, 6]);
+        assert_eq!(r.through, 6);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 7, 64, 13, 10);
+        assert_eq!(seqs(&r), vec![7, 8]);
+        assert_eq!(r.through, 8);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 9, 64, 0, 10);
+        assert_eq!(seqs(&r), vec![9]);
+        assert_eq!(r.through, 9);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 10, 64, 0, 10);
+        assert_eq!(seqs(&r), vec![10]);
+        assert_eq!(r.through, 10);
+    }
+
+    #[test]
     fn reads_continue_from_the_open_file_and_stop_at_max() {
         let dir = tempfile::tempdir().unwrap();
         let (plan, _) = segment_file(dir.path(), 5, 6);
         let mut slot = None;
-        let r = read(&mut slot, std::slice::from_ref(&plan), 5, 4, 10);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 5, 4, usize::MAX, 10);
         assert_eq!(
             r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![5, 6, 7, 8]
         );
         assert_eq!(r.through, 8);
         assert_eq!(r.records[2].1.payload.len(), 12);
-        let r = read(&mut slot, std::slice::from_ref(&plan), 9, 4, 10);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 9, 4, usize::MAX, 10);
         assert_eq!(
             r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![9, 10]
@@ -345,13 +389,13 @@ mod tests {
         plan.last_seq = 2;
         plan.readable_len = (2 * HEADER_LEN + 10 + 11) as u64;
         let mut slot = None;
-        let r = read(&mut slot, std::slice::from_ref(&plan), 1, 10, 2);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 1, 10, usize::MAX, 2);
         assert_eq!(r.records.len(), 2);
         assert_eq!(slot.as_ref().unwrap().buf.len() as u64, plan.readable_len);
         plan.readable_last = 3;
         plan.last_seq = 3;
         plan.readable_len = buf.len() as u64;
-        let r = read(&mut slot, std::slice::from_ref(&plan), 3, 10, 3);
+        let r = read(&mut slot, std::slice::from_ref(&plan), 3, 10, usize::MAX, 3);
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.records[0].1.payload.as_ref(), &[2u8; 12][..]);
     }
@@ -366,7 +410,7 @@ mod tests {
         let mut slot = None;
         let plan = [a, b];
         // Record 1 comes first: the read ends there, before the lost records.
-        let r = read(&mut slot, &plan, 1, 10, 5);
+        let r = read(&mut slot, &plan, 1, 10, usize::MAX, 5);
         assert_eq!(
             r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![1]
@@ -375,7 +419,7 @@ mod tests {
         assert!(r.skips.is_empty());
         assert_eq!(r.through, 1);
         // Once 1 is done, the next read reports the skip and goes on to the next segment.
-        let r = read(&mut slot, &plan, 2, 10, 5);
+        let r = read(&mut slot, &plan, 2, 10, usize::MAX, 5);
         assert_eq!(
             r.records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![4, 5]

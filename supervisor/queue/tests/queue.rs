@@ -496,3 +496,47 @@ async fn positions_are_written_lazily_and_a_crash_copy_only_causes_duplicates() 
     let (c2, _) = Queue::open(cfg(&crash2, 1 << 20), &["a"]).unwrap();
     assert_eq!(seqs(&drain(&c2, "a").await), vec![5, 6]);
 }
+
+#[tokio::test]
+async fn a_read_within_a_byte_budget_stops_after_the_record_reaching_it_from_memory_and_from_disk()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(cfg(dir.path(), 1 << 20), &["up"]).unwrap();
+    fill(&q, 1, 10, 300).await;
+    // From the memory cache.
+    assert_eq!(
+        seqs(&q.read_within("up", 64, 600).await.unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(
+        seqs(&q.read_within("up", 64, 601).await.unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(seqs(&q.read_within("up", 64, 0).await.unwrap()), vec![1]);
+    assert_eq!(
+        seqs(&q.read_within("up", 2, 1 << 20).await.unwrap()),
+        vec![1, 2]
+    );
+    q.commit("up", 3).await.unwrap();
+    q.close();
+    drop(q);
+
+    // From the segment files (the cache is empty after a reopen).
+    let (q, _) = Queue::open(cfg(dir.path(), 1 << 20), &["up"]).unwrap();
+    assert_eq!(
+        seqs(&q.try_read_within("up", 64, 601).await.unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        seqs(&q.try_read_within("up", 64, 0).await.unwrap()),
+        vec![4]
+    );
+    q.commit("up", 4).await.unwrap();
+    assert_eq!(seqs(&q.read_within("up", 64, 300).await.unwrap()), vec![5]);
+    q.commit("up", 5).await.unwrap();
+    let rest = q.try_read_within("up", 64, usize::MAX).await.unwrap();
+    assert_eq!(seqs(&rest), (6..=10).collect::<Vec<_>>());
+    for (s, r) in &rest {
+        assert_eq!(*r, rec(*s, 300));
+    }
+}
