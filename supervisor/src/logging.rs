@@ -17,7 +17,10 @@ fn filter(level: &str) -> EnvFilter {
 pub fn init_supervisor(dest: &str, level: &str) -> LogGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level))
-        .with_ansi(false);
+        .with_ansi(false)
+        // A log destination that broke (a closed stdout pipe) must not turn every log call into
+        // a panic: tracing-subscriber reports write errors with `eprintln!`, which panics then.
+        .log_internal_errors(false);
     match dest {
         "stdout" => {
             let (w, g) = tracing_appender::non_blocking(std::io::stdout());
@@ -54,11 +57,14 @@ pub fn init_supervisor(dest: &str, level: &str) -> LogGuard {
     }
 }
 
-/// Workers log plain lines to stderr (no timestamps: the supervisor adds its own).
+/// Workers log plain lines to stderr (no timestamps: the supervisor adds its own). A worker
+/// whose supervisor died has a broken stderr pipe: its log calls are then dropped silently
+/// rather than panicking the task that logs (a panicking task could not stop the worker).
 pub fn init_worker(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter(level))
         .with_ansi(false)
+        .log_internal_errors(false)
         .without_time()
         .with_target(false)
         .with_writer(std::io::stderr)

@@ -636,6 +636,33 @@ fn an_upgrade_under_statsd_and_http_load_loses_no_datagram_and_refuses_no_connec
         "upgrade under load: request to B serving {swap:?}; {sent} datagrams sent, {drops} dropped; {} writes acknowledged, {refused} refused",
         acked.len()
     );
+
+    // Killed while its workers still move back to it: no worker outlives the supervisor (a
+    // worker whose stderr pipe broke used to panic in its log call instead of exiting).
+    drop(agent);
+    wait_for(
+        "every process of the test's binary gone after the supervisor was killed",
+        Duration::from_secs(20),
+        || running_from(&exe).is_empty().then_some(()),
+    );
+}
+
+/// Pids of the processes whose executable is `exe` (also once it was replaced on disk).
+fn running_from(exe: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let want = exe.as_os_str().to_string_lossy().into_owned();
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| {
+                let p = p.to_string_lossy();
+                p == want || p.strip_suffix(" (deleted)") == Some(want.as_str())
+            })
+        })
+        .filter(|pid| dk_worker::worker::proc_state(*pid).is_some_and(|s| s != 'Z'))
+        .collect()
 }
 
 #[test]
