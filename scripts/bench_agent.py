@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from benchkit import children, cpu_s, free_port, get, loadavg, rss_kib, stop_agent
+from benchkit import children, cpu_s, free_port, get, loadavg, pss_kib, rss_kib, stop_agent
 from dataway_stub import Stub
 
 
@@ -32,13 +32,6 @@ def metric(port, series):
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return None
-
-
-def pss_kib(pid):
-    for line in open(f"/proc/{pid}/smaps_rollup"):
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
 
 
 def wait_up(port, timeout=20):

@@ -19,14 +19,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchkit import free_port, get, rss_kib, stop_agent
-
-
-def pss_kib(pid):
-    for line in open(f"/proc/{pid}/smaps_rollup"):
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
+from benchkit import free_port, get, pss_kib, rss_kib, stop_agent
 
 
 def cpu_ticks(pid):

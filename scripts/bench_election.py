@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from benchkit import free_port, get, rss_kib, stop_agent
+from benchkit import cpu_s, free_port, get, pss_kib, rss_kib, stop_agent
 
 TOKEN = "tkn_0123456789abcdef0123456789abcdef"
 PUSHED = 'datakit_rpc_push_points_total{family="socket"}'
@@ -56,18 +56,6 @@ def wait(what, timeout, f, step=0.02):
         if time.time() > deadline:
             sys.exit(f"timed out waiting for {what}")
         time.sleep(step)
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pss_kib(pid):
-    for line in open(f"/proc/{pid}/smaps_rollup"):
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Agent:
@@ -151,12 +139,12 @@ def main():
         lead = wait("a leader", 30, leader)
         follower = next(a for a in agents if a is not lead)
         time.sleep(2)
-        before = {a.name: (cpu_seconds(a.proc.pid), time.time()) for a in (lead, follower)}
+        before = {a.name: (cpu_s(a.proc.pid), time.time()) for a in (lead, follower)}
         time.sleep(args.settle)
         print(f"idle supervisor with election on ({args.backend}), socket input only, over {args.settle:.0f}s:")
         for role, a in (("leader", lead), ("follower", follower)):
             cpu0, t0 = before[a.name]
-            cpu = (cpu_seconds(a.proc.pid) - cpu0) / (time.time() - t0) * 100
+            cpu = (cpu_s(a.proc.pid) - cpu0) / (time.time() - t0) * 100
             print(f"  {role:<9} RSS {rss_kib(a.proc.pid)/1024:5.1f} MiB  PSS {pss_kib(a.proc.pid)/1024:5.1f} MiB"
                   f"  CPU {cpu:.2f} % of a core")
 

@@ -21,41 +21,11 @@ import sys
 import tempfile
 import time
 
-from benchkit import free_port, get, status_kib, stop_agent
+from benchkit import cpu_s, free_port, get, metric, status_kib, stop_agent, worker_pid
 
 PER_PACKET = 30
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, "../workers/netflow/tests/fixtures/softflowd_v9.bin")
-
-
-def worker_pid(agent_pid):
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == agent_pid and b"worker" in argv and b"netflow" in argv:
-            return int(entry)
-    return None
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def metric(text, prefix):
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def packet(seq, first_key, keys):
@@ -105,7 +75,7 @@ def main():
         while time.time() < deadline and worker is None:
             try:
                 get(api, "/v1/ping")
-                worker = worker_pid(agent.pid)
+                worker = worker_pid(agent.pid, "netflow")
             except OSError:
                 pass
             time.sleep(0.05)
@@ -113,7 +83,7 @@ def main():
             sys.exit("no netflow worker")
         time.sleep(0.5)
         rss0 = status_kib(worker)
-        cpu0 = cpu_seconds(worker)
+        cpu0 = cpu_s(worker)
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tx.connect(("127.0.0.1", udp))
         tx.send(open(TEMPLATE, "rb").read())
@@ -136,7 +106,7 @@ def main():
         while time.perf_counter() < end:
             peak = max(peak, status_kib(worker))
             time.sleep(0.1)
-        cpu = cpu_seconds(worker) - cpu0
+        cpu = cpu_s(worker) - cpu0
         m = get(api, "/metrics")
         received = metric(m, 'datakit_input_received_events_total{input="netflow"')
         dropped = metric(m, 'datakit_input_dropped_total{input="netflow"')

@@ -30,33 +30,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from benchkit import free_port, get, status_kib, stop_agent
-
-
-def worker_pid(agent_pid, family):
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == agent_pid and b"worker" in argv and family.encode() in argv:
-            return int(entry)
-    return None
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def metric(text, prefix):
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
+from benchkit import cpu_s, free_port, get, metric, status_kib, stop_agent, worker_pid
 
 
 def kv(k, v):
@@ -182,7 +156,7 @@ def main():
             factory = grpc_senders(grpc_port, bodies) if transport == "grpc" else http_senders(api, bodies)
             m0 = get(api, "/metrics")
             fed0 = metric(m0, 'datakit_io_feed_point_total{name="opentelemetry",category="tracing"')
-            cpu0 = cpu_seconds(worker)
+            cpu0 = cpu_s(worker)
             rss0 = status_kib(worker)
             t0 = time.perf_counter()
             threads, done, errors = run_clients(args, factory)
@@ -191,7 +165,7 @@ def main():
                 peak = max(peak, status_kib(worker))
                 time.sleep(0.1)
             elapsed = time.perf_counter() - t0
-            cpu = cpu_seconds(worker) - cpu0
+            cpu = cpu_s(worker) - cpu0
             time.sleep(1.5)
             fed = metric(get(api, "/metrics"), 'datakit_io_feed_point_total{name="opentelemetry",category="tracing"') - fed0
             reqs = sum(done)

@@ -35,7 +35,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchkit import cpu_seconds, free_port, get, http_lua, status_kib, stop_agent, udp_drops, worker_pid  # noqa: E402
+from benchkit import cpu_s, free_port, get, http_lua, status_kib, stop_agent, udp_drops, worker_pid  # noqa: E402
 from dataway_stub import Stub  # noqa: E402
 
 MAIN_CONF = """default_enabled_inputs = []
@@ -177,7 +177,7 @@ def main():
         time.sleep(0.5)  # let start-up work (first host reads, NTP) settle out of the figures
         out["loadavg_start"] = float(open("/proc/loadavg").read().split()[0])
         p0 = stub.total(category, 1)
-        cpu0 = (cpu_seconds(proc.pid), cpu_seconds(worker) if worker else 0.0)
+        cpu0 = (cpu_s(proc.pid), cpu_s(worker) if worker else 0.0)
         errors = []
         perf = None
         if args.perf:
@@ -230,7 +230,7 @@ def main():
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait(timeout=60)
-        cpu = (cpu_seconds(proc.pid) - cpu0[0], (cpu_seconds(worker) - cpu0[1]) if worker else 0.0)
+        cpu = (cpu_s(proc.pid) - cpu0[0], (cpu_s(worker) - cpu0[1]) if worker else 0.0)
         out.update(
             sent=expected, arrived=got, errors=errors[:3], bad=stub.total(category, 4),
             wall_s=round(wall, 3), points_per_s=round(got / max(wall, 1e-9)),

@@ -19,35 +19,9 @@ import sys
 import tempfile
 import time
 
-from benchkit import free_port, get, status_kib, stop_agent
+from benchkit import free_port, get, metric, status_kib, stop_agent, worker_pid
 
 PER_DATAGRAM = 40
-
-
-def worker_pid(agent_pid):
-    """The pid of the agent's `worker statsd` child, or None."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == agent_pid and b"worker" in argv and b"statsd" in argv:
-            return int(entry)
-    return None
-
-
-def metric(text, prefix):
-    """Sum of the /metrics samples whose line starts with `prefix`."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def main():
@@ -88,7 +62,7 @@ def main():
         while time.time() < deadline and worker is None:
             try:
                 get(api, "/v1/ping")
-                worker = worker_pid(agent.pid)
+                worker = worker_pid(agent.pid, "statsd")
             except OSError:
                 pass
             time.sleep(0.05)
@@ -115,7 +89,7 @@ def main():
         pids = {worker}
         end = time.perf_counter() + args.watch
         while time.perf_counter() < end:
-            w = worker_pid(agent.pid)
+            w = worker_pid(agent.pid, "statsd")
             if w:
                 pids.add(w)
                 peak = max(peak, status_kib(w))
@@ -127,7 +101,7 @@ def main():
                 worst_ping = float("inf")
             time.sleep(0.05)
         m = get(api, "/metrics")
-        w = worker_pid(agent.pid)
+        w = worker_pid(agent.pid, "statsd")
         final = status_kib(w) if w else 0
         hwm = status_kib(w, "VmHWM") if w else 0
         restarts = metric(m, 'datakit_worker_restarts_total{family="statsd"')

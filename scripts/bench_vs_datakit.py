@@ -34,7 +34,7 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchkit import cpu_s, free_port, get, status_kib, udp_drops  # noqa: E402
+from benchkit import cpu_s, free_port, get, pss_kib, status_kib, udp_drops  # noqa: E402
 import bench_netflow  # noqa: E402  (packet(), TEMPLATE, PER_PACKET)
 
 from dataway_stub import Stub  # noqa: E402
@@ -62,16 +62,6 @@ def tree(root):
         out.append(p)
         todo.extend(kids.get(p, []))
     return out
-
-
-def pss_kib(pid):
-    try:
-        for line in open(f"/proc/{pid}/smaps_rollup"):
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 class Tree:

@@ -49,15 +49,14 @@ def cpu_s(pid):
 
 
 def children(pid):
-    """(pid, "worker <family>") of the direct children of `pid`."""
+    """(pid, "worker <family>") of the live (not zombie) direct children of `pid`."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            stat = open(f"/proc/{d}/stat").read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
+            after = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            if after[0] != "Z" and int(after[1]) == pid:
                 cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
                 out.append((int(d), b" ".join(cmd[1:3]).decode()))
         except (OSError, IndexError, ValueError):
@@ -88,32 +87,25 @@ def stop_agent(proc, work, timeout=60):
     shutil.rmtree(work, ignore_errors=True)
 
 
-def cpu_seconds(pid):
-    """User plus system CPU seconds of a process (/proc/<pid>/stat); 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            x = f.read().rsplit(")", 1)[1].split()
-        return (int(x[11]) + int(x[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def worker_pid(agent, family):
     """The pid of the live `datakit worker <family>` child of the supervisor `agent`, or None."""
-    for e in os.listdir("/proc"):
-        if not e.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e}/stat") as f:
-                after = f.read().rsplit(")", 1)[1].split()
-            if after[0] == "Z" or int(after[1]) != agent:
-                continue
-            argv = open(f"/proc/{e}/cmdline", "rb").read().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if argv[1:3] == [b"worker", family.encode()]:
-            return int(e)
-    return None
+    return next((p for p, name in children(agent) if name == f"worker {family}"), None)
+
+
+def pss_kib(pid):
+    """Proportional set size of a process in KiB (shared pages split); 0 when it is gone."""
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def metric(text, prefix):
+    """Sum of the samples of a /metrics page whose line starts with `prefix`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def http_lua(work, lines=1000):
