@@ -58,17 +58,10 @@ mod tests {
     fn the_first_run_datakit_conf_enables_every_default_input_without_a_warning() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("conf.d")).expect("conf.d");
-        let families = all();
-        let described: Vec<dk_worker::family::Described<'_>> = families
-            .iter()
-            .map(|f| dk_worker::family::Described(*f))
-            .collect();
-        let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
-            .iter()
-            .map(|d| d as &dyn dk_proto::family::Descriptor)
-            .collect();
         let env = dk_config::MapEnv(std::collections::HashMap::new());
-        let loaded = dk_config::load(dir.path(), &descriptors, &env).expect("loads");
+        let loaded = crate::app::with_config_families(|descriptors| {
+            dk_config::load(dir.path(), descriptors, &env).expect("loads")
+        });
         assert_eq!(
             loaded.main.default_enabled_inputs,
             dk_config::DATAKIT_DEFAULT_ENABLED_INPUTS
@@ -108,17 +101,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
-        let families = all();
-        let described: Vec<dk_worker::family::Described<'_>> = families
-            .iter()
-            .map(|f| dk_worker::family::Described(*f))
-            .collect();
-        let descriptors: Vec<&dyn dk_proto::family::Descriptor> = described
-            .iter()
-            .map(|d| d as &dyn dk_proto::family::Descriptor)
-            .collect();
-        let confs =
-            dk_config::input_confs(&env, &["host_processes".to_string()], &descriptors).unwrap();
+        let confs = crate::app::with_config_families(|descriptors| {
+            dk_config::input_confs(&env, &["host_processes".to_string()], descriptors).unwrap()
+        });
         assert!(confs.warnings.is_empty(), "{:?}", confs.warnings);
         let (name, text) = &confs.files[0];
         assert_eq!(name, "ENV_INPUT_HOST_PROCESSES.conf");

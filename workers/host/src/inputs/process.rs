@@ -692,31 +692,58 @@ pub fn metric_point(
     pt
 }
 
-/// The object half (`category = object`).
-pub struct ObjectCollector {
+/// What both halves keep between collections: the config, the scanner's buffers and the CPU
+/// times of the previous scan.
+struct Scanning {
     cfg: ProcessesConfig,
     scanner: Scanner,
     recorder: CpuRecorder,
     hostname: String,
 }
 
-/// The metric half (`open_metric`).
-pub struct MetricCollector {
-    cfg: ProcessesConfig,
-    scanner: Scanner,
-    recorder: CpuRecorder,
-    hostname: String,
-}
-
-impl ObjectCollector {
-    /// The object collector of `cfg`.
-    pub fn new(cfg: ProcessesConfig, paths: HostPaths, hostname: String) -> Self {
-        ObjectCollector {
+impl Scanning {
+    fn new(cfg: ProcessesConfig, paths: HostPaths, hostname: String) -> Self {
+        Scanning {
             cfg,
             scanner: Scanner::new(paths),
             recorder: CpuRecorder::default(),
             hostname,
         }
+    }
+
+    /// One scan with `opts`, each process made a point by `point(process, cpu, mem_total)`.
+    fn collect(
+        &mut self,
+        opts: ScanOptions,
+        now_ms: i64,
+        point: impl Fn(&ProcInfo, &Self, (f64, f64), u64) -> Point,
+    ) -> Result<Vec<Point>, CollectError> {
+        let (procs, mem_total) = self.scanner.scan(&self.cfg, opts, now_ms)?;
+        let points = procs
+            .iter()
+            .map(|p| {
+                let cpu = (
+                    CpuRecorder::since_start(p, now_ms),
+                    self.recorder.top(p, now_ms),
+                );
+                point(p, self, cpu, mem_total)
+            })
+            .collect();
+        self.recorder.flush(&procs, now_ms);
+        Ok(points)
+    }
+}
+
+/// The object half (`category = object`).
+pub struct ObjectCollector(Scanning);
+
+/// The metric half (`open_metric`).
+pub struct MetricCollector(Scanning);
+
+impl ObjectCollector {
+    /// The object collector of `cfg`.
+    pub fn new(cfg: ProcessesConfig, paths: HostPaths, hostname: String) -> Self {
+        ObjectCollector(Scanning::new(cfg, paths, hostname))
     }
 
     /// One collection at `now_ms`, points at `ts`.
@@ -727,42 +754,19 @@ impl ObjectCollector {
         let opts = ScanOptions {
             for_metric: false,
             cwd: true,
-            listen_ports: self.cfg.enable_listen_ports,
+            listen_ports: self.0.cfg.enable_listen_ports,
             open_files: true,
         };
-        let (procs, mem_total) = self.scanner.scan(&self.cfg, opts, now_ms)?;
-        let points = procs
-            .iter()
-            .map(|p| {
-                let cpu = (
-                    CpuRecorder::since_start(p, now_ms),
-                    self.recorder.top(p, now_ms),
-                );
-                object_point(
-                    p,
-                    &self.hostname,
-                    &self.cfg.tags,
-                    mem_total,
-                    cpu,
-                    now_ms,
-                    ts,
-                )
-            })
-            .collect();
-        self.recorder.flush(&procs, now_ms);
-        Ok(points)
+        self.0.collect(opts, now_ms, |p, s, cpu, mem_total| {
+            object_point(p, &s.hostname, &s.cfg.tags, mem_total, cpu, now_ms, ts)
+        })
     }
 }
 
 impl MetricCollector {
     /// The metric collector of `cfg`.
     pub fn new(cfg: ProcessesConfig, paths: HostPaths, hostname: String) -> Self {
-        MetricCollector {
-            cfg,
-            scanner: Scanner::new(paths),
-            recorder: CpuRecorder::default(),
-            hostname,
-        }
+        MetricCollector(Scanning::new(cfg, paths, hostname))
     }
 
     /// One collection at `now_ms`, points at `ts`.
@@ -776,19 +780,9 @@ impl MetricCollector {
             listen_ports: false,
             open_files: true,
         };
-        let (procs, mem_total) = self.scanner.scan(&self.cfg, opts, now_ms)?;
-        let points = procs
-            .iter()
-            .map(|p| {
-                let cpu = (
-                    CpuRecorder::since_start(p, now_ms),
-                    self.recorder.top(p, now_ms),
-                );
-                metric_point(p, &self.hostname, &self.cfg.tags, mem_total, cpu, ts)
-            })
-            .collect();
-        self.recorder.flush(&procs, now_ms);
-        Ok(points)
+        self.0.collect(opts, now_ms, |p, s, cpu, mem_total| {
+            metric_point(p, &s.hostname, &s.cfg.tags, mem_total, cpu, ts)
+        })
     }
 }
 
@@ -800,13 +794,13 @@ impl Collector for ObjectCollector {
         Category::Object
     }
     fn interval(&self) -> Duration {
-        self.cfg.object_interval
+        self.0.cfg.object_interval
     }
     fn may_block(&self) -> bool {
         true
     }
     fn bind(&mut self, hostname: &str) {
-        self.hostname = hostname.to_string();
+        self.0.hostname = hostname.to_string();
     }
     fn collect(&mut self, ts: i64) -> Result<Vec<Point>, CollectError> {
         self.collect_at(wall_ms(), ts)
@@ -818,13 +812,13 @@ impl Collector for MetricCollector {
         NAME
     }
     fn interval(&self) -> Duration {
-        self.cfg.metric_interval
+        self.0.cfg.metric_interval
     }
     fn may_block(&self) -> bool {
         true
     }
     fn bind(&mut self, hostname: &str) {
-        self.hostname = hostname.to_string();
+        self.0.hostname = hostname.to_string();
     }
     fn collect(&mut self, ts: i64) -> Result<Vec<Point>, CollectError> {
         self.collect_at(wall_ms(), ts)
