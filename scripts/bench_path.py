@@ -35,7 +35,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchkit import cpu_s, free_port, get, http_lua, status_kib, stop_agent, udp_drops, worker_pid  # noqa: E402
+from benchkit import cpu_s, free_port, get, http_lua, metric, pss_kib, status_kib, stop_agent, udp_drops, worker_pid  # noqa: E402
 from dataway_stub import Stub  # noqa: E402
 
 MAIN_CONF = """default_enabled_inputs = []
@@ -123,6 +123,9 @@ def main():
     ap.add_argument("--stall", type=float, default=15, help="give up when no point arrived for this long")
     ap.add_argument("--save-body", default="", help="write the first raw (uncompressed) body that "
                                                     "arrived to this file")
+    ap.add_argument("--decode-during", action="store_true",
+                    help="decode and count bodies as they arrive (the stub then competes with the "
+                         "agent for the cores) instead of after the load")
     ap.add_argument("--perf", default="", help="record the supervisor with `perf record -e cpu-clock` "
                                                "into this file during the load")
     args = ap.parse_args()
@@ -184,7 +187,24 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g",
                                      "-o", args.perf, "-p", str(proc.pid)], stdout=subprocess.DEVNULL)
             time.sleep(0.5)
+        # Peaks of supervisor + worker together (sampled every 50 ms): RSS counts the binary's
+        # code pages both processes share twice, PSS splits them.
+        both = {"rss": 0, "pss": 0}
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.wait(0.05):
+                pids = [proc.pid] + ([worker] if worker else [])
+                both["rss"] = max(both["rss"], sum(status_kib(p) for p in pids))
+                both["pss"] = max(both["pss"], sum(pss_kib(p) for p in pids))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        ok = f'datakit_io_sink_point_total{{sink="dataway",category="{category}",status="ok"}}'
+        base = metric(get(api, "/metrics"), ok)
+        if not args.decode_during:
+            stub.counting.clear()
         t0 = time.perf_counter()
+        me0 = os.times()
         expected = args.lines
         if payloads:
             threads = [threading.Thread(target=send_tcp, args=(port, p, errors)) for p in payloads]
@@ -214,19 +234,29 @@ def main():
             out.update(http_requests=total, http_non2xx=non2xx,
                        accepted_points_per_s=round(expected / max(secs, 1e-9)))
         out["send_s"] = round(time.perf_counter() - t0, 3)
-        # Every point sent (acknowledged, for http) must reach the stub: the time is when the
-        # stub received the last body (it is counted a little later, off the agent's path).
-        last, moved = stub.total(category, 1) - p0, time.perf_counter()
-        while last < expected and time.perf_counter() - moved < args.stall:
-            time.sleep(0.01)
-            now = stub.total(category, 1) - p0
-            if now > last:
-                last, moved = now, stub.last_write
-            elif not stub.backlog.empty():
-                moved = time.perf_counter()  # still counting what arrived
+        # Every point sent (acknowledged, for http) must reach the stub. During the load the stub
+        # only answers and keeps the bodies; they are decoded and counted afterwards, so the
+        # stub takes no CPU from the agent. The load is over when the agent reports every point
+        # written to the sink (status ok: the stub answered 200) or no body arrived for --stall
+        # seconds; the time is when the stub received the last body.
+        seen = stub.last_write
+        quiet = time.perf_counter()
+        while time.perf_counter() - quiet < args.stall:
+            time.sleep(0.1)
+            if args.decode_during:
+                if stub.total(category, 1) - p0 >= expected:
+                    break
+            elif metric(get(api, "/metrics"), ok) - base >= expected:
+                break
+            if stub.last_write != seen or (args.decode_during and not stub.backlog.empty()):
+                seen, quiet = stub.last_write, time.perf_counter()
+        me1 = os.times()
+        sampling.set()
+        sampler.join()
+        stub.counting.set()
         stub.drain()
-        wall = moved - t0
-        got = last
+        wall = stub.last_write - t0
+        got = stub.total(category, 1) - p0
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait(timeout=60)
@@ -239,7 +269,15 @@ def main():
             worker_us_per_point=round(cpu[1] * 1e6 / max(got, 1), 3),
             supervisor_hwm_mib=round(status_kib(proc.pid, "VmHWM") / 1024, 1),
             worker_hwm_mib=round(status_kib(worker, "VmHWM") / 1024, 1) if worker else 0,
+            both_rss_peak_mib=round(both["rss"] / 1024, 1), both_pss_peak_mib=round(both["pss"] / 1024, 1),
+            # After the load: anonymous memory (heap) and file pages (the binary's code) apart.
+            supervisor_anon_mib=round(status_kib(proc.pid, "RssAnon") / 1024, 1),
+            supervisor_file_mib=round(status_kib(proc.pid, "RssFile") / 1024, 1),
+            worker_anon_mib=round(status_kib(worker, "RssAnon") / 1024, 1) if worker else 0,
+            worker_file_mib=round(status_kib(worker, "RssFile") / 1024, 1) if worker else 0,
             raw_bytes=stub.total(category, 2), wire_bytes=stub.total(category, 3),
+            # This script's own CPU over the load (senders and the stub share the 2 cores).
+            harness_cpu_s=round(me1.user + me1.system - me0.user - me0.system, 2),
             loadavg_end=float(open("/proc/loadavg").read().split()[0]))
         if args.path == "statsd":
             drops = get(api, "/metrics")
@@ -257,7 +295,7 @@ def main():
           f"{out['sent']:,} points at the stub ({out['bad']} bad) in {out['wall_s']:.2f} s = "
           f"{out['points_per_s']:,} points/s; CPU per point: supervisor {out['supervisor_us_per_point']:.2f} µs, "
           f"worker {out['worker_us_per_point']:.2f} µs; peak RSS supervisor {out['supervisor_hwm_mib']} MiB, "
-          f"worker {out['worker_hwm_mib']} MiB; wire {out['wire_bytes'] / max(out['raw_bytes'], 1):.3f} of raw; "
+          f"worker {out['worker_hwm_mib']} MiB (together, sampled: RSS {out['both_rss_peak_mib']}, PSS {out['both_pss_peak_mib']} MiB); wire {out['wire_bytes'] / max(out['raw_bytes'], 1):.3f} of raw; "
           f"load average {out['loadavg_start']} → {out['loadavg_end']}", file=sys.stderr)
     if out["arrived"] < out["sent"] or out["bad"]:
         sys.exit(1)

@@ -145,12 +145,18 @@ class Stub(_Counter):
         # drain() waits until everything received is counted.
         self.backlog = queue.Queue() if answer_first else None
         self.last_write = 0.0  # time.perf_counter() when the latest write arrived
+        # Cleared: the counting thread holds what arrived until it is set again, so decoding
+        # does not take CPU from the agent during a load on the same cores (the arrival times
+        # are kept: last_write is the time the latest body arrived, counted or not).
+        self.counting = threading.Event()
+        self.counting.set()
         if answer_first:
             threading.Thread(target=self._count_backlog, daemon=True).start()
 
     def _count_backlog(self):
         while True:
             item = self.backlog.get()
+            self.counting.wait()
             try:
                 self._count(*item)
             finally:
