@@ -20,10 +20,10 @@ pub use dk_proto::FeedOpts;
 
 /// Estimated bytes ([`dk_proto::rpc::wire_size`]) of the points waiting in an emitter's channel
 /// at most; a single feed larger than this takes the whole budget (it waits until the channel
-/// is empty). About 800 socket-log lines of 120 bytes: enough for the sender to cut its next
-/// batch at once when an ack frees a slot (socket logs end to end were as fast with 256 KiB as
-/// with 1 MiB and 256 messages, and the worker's peak RSS 1-2 MiB lower).
-pub const CHANNEL_BYTES: usize = 256 * 1024;
+/// is empty). About 400 socket-log lines of 120 bytes, 1000 small metric points: the inputs
+/// refill it as fast as the sender empties it (socket logs end to end were as fast with 128 KiB
+/// as with 256 feeds of 64 lines, ~16k points, and the worker's peak RSS ~10 MiB lower).
+pub const CHANNEL_BYTES: usize = 128 * 1024;
 
 /// A feed's share of its channel's byte budget, given back when the feed is dropped (the
 /// sender has moved its points out, or the feed was never delivered).
