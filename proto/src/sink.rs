@@ -48,9 +48,11 @@ pub enum SinkError {
 
 /// A destination for batches of normalised points (local files; later Dataway, InfluxDB).
 ///
-/// Delivery calls `write` from one uploader task per sink and category, so calls for one
-/// category never overlap; calls for different categories may run concurrently. Each sink
-/// reads the durable queue at its own position: a slow or failing sink never delays another.
+/// Delivery calls a sink from one uploader task per sink and category. Calls for one category
+/// overlap only for a sink whose [`Sink::concurrent_writes`] is above 1 (then up to that many
+/// `write_lines`/`write_protobuf` calls run at once and may end in any order); calls for
+/// different categories may run concurrently. Each sink reads the durable queue at its own
+/// position: a slow or failing sink never delays another.
 pub trait Sink: Send + Sync + 'static {
     /// A short stable name, used as the `sink` label of metrics and in logs.
     fn name(&self) -> &str;
@@ -107,6 +109,15 @@ pub trait Sink: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         let _ = (category, message, points);
         refuse(self.name(), "protobuf")
+    }
+
+    /// How many [`Sink::write_lines`] or [`Sink::write_protobuf`] calls of one category
+    /// delivery may have in flight at once: above 1, the next batch is encoded and sent while
+    /// the sink still waits on the one before (a remote sink's round trip is hidden). Delivery
+    /// moves the queue position past a group of batches only once every call of it is done, so
+    /// the calls may end in any order. The default, 1, never overlaps calls.
+    fn concurrent_writes(&self) -> usize {
+        1
     }
 
     /// Registers the sink's own metrics; called once by [`crate::Delivery::start`].

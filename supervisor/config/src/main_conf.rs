@@ -1391,7 +1391,10 @@ const NOT_APPLIED: &[(&str, &str)] = &[
         "every sink retries from its own queue position",
     ),
     ("dataway.wal.no_pos", "queue positions are always kept"),
-    ("io.flush_workers", "one uploader per sink"),
+    (
+        "io.flush_workers",
+        "one uploader per category and sink, with up to 2 Dataway bodies in flight",
+    ),
     (
         "io.feed_chan_size",
         "inputs feed through their workers' own bounded queues",

@@ -9,7 +9,10 @@
 //! consumer position in every category's queue: an uploader task reads records after that
 //! position, writes at most `max_cache_count` points per call to its sink (or what the sink's
 //! [`SinkInput`] asks for: owned points, or line protocol or protobuf made straight from the
-//! records) and commits the position once every point of the records read is written. A sink that fails is retried with
+//! records) and commits the position once every point of the records read is written. A sink
+//! whose [`Sink::concurrent_writes`] is above 1 (Dataway: 2) gets the next write of a group
+//! while the one before is unanswered; the position still moves only past a group all of whose
+//! writes are done, in whatever order they ended. A sink that fails is retried with
 //! capped exponential backoff from the queue; a sink that rejects a batch (a Dataway 4xx) has
 //! it dropped and counted. At shutdown uploaders drain for `shutdown_grace` and are then
 //! stopped; what is left stays on disk for the next start.
@@ -28,7 +31,7 @@ use dk_proto::sink::SinkError;
 use dk_proto::sink::{Sink, SinkInput};
 use dk_proto::{Category, FeedOpts, Point};
 use dk_queue::{Queue, QueueConfig, QueueError, Record};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use prometheus_client::registry::Registry;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -588,6 +591,9 @@ const READ_RECORDS: usize = 64;
 /// kept that churn resident (supervisor peak RSS ~100 MiB under socket logs).
 const READ_BYTES: usize = 2 << 20;
 
+/// The most sink writes of one uploader in flight, whatever a sink asks.
+const MAX_CONCURRENT_WRITES: usize = 8;
+
 /// A chunk buffer grown past this by a huge record is not kept for reuse.
 const MAX_KEPT_CHUNKS: usize = 8 << 20;
 
@@ -638,6 +644,10 @@ impl Uploader {
             bytes: limits.1.max(1),
         };
         let mut chunks = form.map(Chunks::new);
+        let in_flight = self
+            .sink
+            .concurrent_writes()
+            .clamp(1, MAX_CONCURRENT_WRITES);
         // At least one group of records a read.
         let read_bytes = READ_BYTES.max(limits.bytes.min(MAX_KEPT_CHUNKS));
         loop {
@@ -687,12 +697,28 @@ impl Uploader {
                 // A record can hold more than max_points: it is written in several calls.
                 if let Some(chunks) = &mut chunks {
                     self.encode_chunks(group, limits, chunks);
-                    for (bytes, n) in chunks.iter() {
-                        let batch = Batch::Chunk(chunks.form(), bytes, n);
-                        if let Delivered::Stopped = self.deliver(&name, batch).await {
-                            return;
+                    // Up to `concurrent_writes` writes in flight: the next body is encoded and
+                    // compressed while the sink still waits for the answer to the one before.
+                    // The group is committed once every write of it is done, whatever order
+                    // they end in.
+                    let form = chunks.form();
+                    let mut pending = chunks.iter();
+                    let mut writes = futures::stream::FuturesUnordered::new();
+                    loop {
+                        while writes.len() < in_flight {
+                            let Some((bytes, n)) = pending.next() else {
+                                break;
+                            };
+                            writes.push(self.deliver(&name, Batch::Chunk(form, bytes, n)));
+                        }
+                        match writes.next().await {
+                            None => break,
+                            Some(Delivered::Stopped) => return,
+                            Some(Delivered::Done) => {}
                         }
                     }
+                    drop(writes);
+                    drop(pending);
                     if chunks.buf.capacity() > MAX_KEPT_CHUNKS {
                         *chunks = Chunks::new(chunks.form());
                     }

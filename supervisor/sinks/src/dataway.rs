@@ -59,6 +59,9 @@ use crate::http::{ClientError, ClientOptions, build_client, error_chain};
 
 /// The sink's name (the `sink` label of delivery's metrics).
 pub const SINK_NAME: &str = "dataway";
+/// Bodies of one category in flight at once (see `Sink::concurrent_writes`).
+const CONCURRENT_WRITES: usize = 2;
+
 /// Datakit's default `[dataway] max_raw_body_size` (1 MiB).
 pub const DEFAULT_MAX_RAW_BODY_SIZE: usize = 1 << 20;
 /// Datakit's default `[dataway] timeout_v2`.
@@ -889,6 +892,12 @@ impl Sink for DatawaySink {
             },
             _ => self.input(max_cache_count),
         }
+    }
+
+    /// Two bodies of a category in flight: the next is cut and gzipped while Dataway answers
+    /// the one before.
+    fn concurrent_writes(&self) -> usize {
+        CONCURRENT_WRITES
     }
 
     fn write_lines<'a>(

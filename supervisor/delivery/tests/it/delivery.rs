@@ -1045,3 +1045,233 @@ fn the_feed_and_shutdown_futures_can_be_spawned() {
     assert_eq!(outcome, FeedOutcome::default());
     runtime.block_on(shutdown).unwrap();
 }
+
+/// A line-protocol sink that takes `concurrent` overlapping writes, as Dataway does: it counts
+/// the calls in flight, can hold one call (by number, from 1) until released, fail one call
+/// once, and reports the `n` field of every point it wrote.
+struct PipeSink {
+    concurrent: usize,
+    calls: std::sync::atomic::AtomicUsize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+    hold_call: usize,
+    release: tokio::sync::watch::Sender<bool>,
+    fail_call: usize,
+    written: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
+}
+
+/// Counts a call out of flight when it ends or is dropped (cancelled at shutdown).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PipeSink {
+    fn new(
+        concurrent: usize,
+        hold_call: usize,
+        fail_call: usize,
+    ) -> (Arc<Self>, tokio::sync::mpsc::UnboundedReceiver<Vec<i64>>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = PipeSink {
+            concurrent,
+            calls: Default::default(),
+            in_flight: Default::default(),
+            most_in_flight: Default::default(),
+            hold_call,
+            release: tokio::sync::watch::Sender::new(false),
+            fail_call,
+            written: tx,
+        };
+        (Arc::new(sink), rx)
+    }
+}
+
+impl Sink for PipeSink {
+    fn name(&self) -> &str {
+        "pipe"
+    }
+
+    fn write<'a>(
+        &'a self,
+        _: Category,
+        _: &'a [Point],
+    ) -> futures::future::BoxFuture<'a, Result<(), dk_delivery::SinkError>> {
+        unreachable!("the sink takes line protocol")
+    }
+
+    fn input(&self, max_cache_count: usize) -> dk_delivery::SinkInput {
+        dk_delivery::SinkInput::Lines {
+            points: max_cache_count,
+            bytes: usize::MAX,
+        }
+    }
+
+    fn concurrent_writes(&self) -> usize {
+        self.concurrent
+    }
+
+    fn write_lines<'a>(
+        &'a self,
+        _: Category,
+        lines: &'a [u8],
+        _: usize,
+    ) -> futures::future::BoxFuture<'a, Result<(), dk_delivery::SinkError>> {
+        Box::pin(async move {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            let _out = InFlight(&self.in_flight);
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            if call == self.hold_call {
+                let _ = self.release.subscribe().wait_for(|go| *go).await;
+            }
+            if call == self.fail_call {
+                return Err(dk_delivery::SinkError::Unavailable {
+                    sink: "pipe".into(),
+                    message: "test failure".into(),
+                });
+            }
+            let points =
+                dk_proto::lineproto::decode(lines, &dk_proto::lineproto::DecodeOptions::default())
+                    .unwrap();
+            let ns = points
+                .iter()
+                .map(|p| match p.get_field("n") {
+                    Some(Value::I(n)) => *n,
+                    other => panic!("no int field n: {other:?}"),
+                })
+                .collect();
+            let _ = self.written.send(ns);
+            Ok(())
+        })
+    }
+}
+
+/// Receives written batches until `n` points arrived; their `n` fields in arrival order.
+async fn pipe_points(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<i64>>,
+    n: usize,
+) -> Vec<i64> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match timeout(PATIENCE, rx.recv()).await {
+            Ok(Some(batch)) => got.extend(batch),
+            _ => panic!("only {} of {n} points arrived", got.len()),
+        }
+    }
+    got
+}
+
+fn start_pipe(dir: &Path, sink: &Arc<PipeSink>, grace: Duration) -> (Delivery, Registry) {
+    let mut registry = Registry::default();
+    let tuning = DeliveryTuning {
+        shutdown_grace: grace,
+        ..tuning()
+    };
+    let sinks = vec![Arc::clone(sink) as Arc<dyn Sink>];
+    let delivery = Delivery::start_tuned(config(dir, 5), tuning, sinks, &mut registry).unwrap();
+    (delivery, registry)
+}
+
+#[tokio::test]
+async fn a_sink_taking_two_writes_gets_the_next_batch_while_the_first_is_unanswered_and_the_position_waits_for_both()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    // One record of 15 points is written as three batches of 5; the first is held.
+    let (sink, mut rx) = PipeSink::new(2, 1, 0);
+    let (delivery, registry) = start_pipe(tmp.path(), &sink, Duration::from_millis(100));
+    feed(&delivery, points("cpu0", 0, 15)).await;
+    let later = pipe_points(&mut rx, 10).await;
+    let mut sorted = later.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (5..15).collect::<Vec<_>>(),
+        "the 2nd and 3rd batches, not the held 1st"
+    );
+    assert_eq!(
+        sink.most_in_flight.load(Ordering::SeqCst),
+        2,
+        "never more than 2 at once"
+    );
+    // Shutdown cancels the held write: the group is not done, so its position was not moved.
+    shut(&delivery).await;
+    let pending = metric(
+        &registry,
+        "datakit_io_queue_points",
+        &[("category", "metric"), ("sink", "pipe")],
+    );
+    assert_eq!(pending, 15.0, "the whole record stays queued");
+    drop(delivery);
+
+    // After a restart the whole group comes again (at least once), the held batch included.
+    let (sink, mut rx) = PipeSink::new(2, 0, 0);
+    let (again, _reg) = start_pipe(tmp.path(), &sink, PATIENCE);
+    let mut got = pipe_points(&mut rx, 15).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..15).collect::<Vec<_>>());
+    shut(&again).await;
+}
+
+#[tokio::test]
+async fn writes_answered_out_of_order_and_a_failed_one_between_good_ones_deliver_everything_once_committed()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    // Batch 1 (call 1) is held; batch 2 (call 2) fails and is retried (call 3) while batch 1
+    // is still held, then batch 3 (call 4) takes its slot; batch 1 is released last.
+    let (sink, mut rx) = PipeSink::new(2, 1, 2);
+    let (delivery, registry) = start_pipe(tmp.path(), &sink, PATIENCE);
+    feed(&delivery, points("cpu0", 0, 15)).await;
+    let first = pipe_points(&mut rx, 10).await;
+    let mut sorted = first.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (5..15).collect::<Vec<_>>(),
+        "2 (retried) and 3 before the held 1"
+    );
+    sink.release.send_replace(true);
+    let held = pipe_points(&mut rx, 5).await;
+    assert_eq!(held, (0..5).collect::<Vec<_>>());
+    assert_eq!(
+        sink.calls.load(Ordering::SeqCst),
+        4,
+        "one retry, of the failed batch only"
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "datakit_io_sink_point_total",
+            &[("sink", "pipe"), ("status", "ok")]
+        ),
+        15.0
+    );
+    // Every batch is done: the position moved past the record, and a restart sends only new
+    // points.
+    shut(&delivery).await;
+    drop(delivery);
+    let (sink, mut rx) = PipeSink::new(2, 0, 0);
+    let (again, _reg) = start_pipe(tmp.path(), &sink, PATIENCE);
+    feed(&again, points("marker", 100, 1)).await;
+    assert_eq!(pipe_points(&mut rx, 1).await, vec![100]);
+    shut(&again).await;
+    assert!(rx.try_recv().is_err(), "nothing of the first record again");
+}
+
+#[tokio::test]
+async fn a_sink_taking_one_write_at_a_time_never_sees_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sink, mut rx) = PipeSink::new(1, 0, 0);
+    let (delivery, _reg) = start_pipe(tmp.path(), &sink, PATIENCE);
+    feed(&delivery, points("cpu0", 0, 40)).await;
+    assert_eq!(
+        pipe_points(&mut rx, 40).await,
+        (0..40).collect::<Vec<_>>(),
+        "in queue order"
+    );
+    assert_eq!(sink.most_in_flight.load(Ordering::SeqCst), 1);
+    shut(&delivery).await;
+}
