@@ -47,7 +47,13 @@ mod tests {
     fn purge_delay_in_a_process(env: Option<&str>) -> i64 {
         let exe = std::env::current_exe().expect("the test binary");
         let mut cmd = std::process::Command::new(exe);
-        cmd.args(["--exact", CHILD, "--ignored", "--nocapture", "--test-threads=1"]);
+        cmd.args([
+            "--exact",
+            CHILD,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
         cmd.env_remove("MIMALLOC_PURGE_DELAY");
         cmd.env_remove("MIMALLOC_RESET_DELAY");
         if let Some(v) = env {
@@ -56,11 +62,15 @@ mod tests {
         let out = cmd.output().expect("run the child test");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "child failed: {text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix("purge_delay_ms="))
-            .expect("the child printed the purge delay")
-            .trim()
-            .parse()
+        // libtest prints it on the line that names the test.
+        let value = text
+            .split("purge_delay_ms=")
+            .nth(1)
+            .expect("the child printed the purge delay");
+        value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
             .expect("a number")
     }
 
