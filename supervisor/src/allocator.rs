@@ -31,9 +31,9 @@ pub fn set_defaults() {
 
 /// The purge delay in force (ms).
 #[cfg(test)]
-fn purge_delay_ms() -> i64 {
+fn purge_delay_ms() -> std::ffi::c_long {
     // SAFETY: reads mimalloc's option table; the index is `mi_option_purge_delay`.
-    i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 #[cfg(test)]
