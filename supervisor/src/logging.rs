@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 /// Keeps the non-blocking writer flushing until dropped.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
-/// Log lines the non-blocking writer buffers before it drops (and counts) new ones: the
+/// Log lines the non-blocking writer buffers before it drops new ones: the
 /// supervisor logs rarely (never per point), and tracing-appender's default of 128 000 slots
 /// is a channel of 4 MiB kept resident from the start.
 pub const BUFFERED_LINES: usize = 8192;
