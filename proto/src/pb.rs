@@ -405,10 +405,17 @@ pub fn encode_to(points: &[Point], out: &mut Vec<u8>) {
     }
 }
 
-/// Encodes points as a `PBPoints` message.
+/// Encodes points as a `PBPoints` message, in a buffer of exactly its size: the supervisor
+/// keeps these as queue records (in the queue's memory cache too), and a buffer grown past an
+/// estimate doubles, holding up to twice the bytes.
 pub fn encode(points: &[Point]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(points.iter().map(|p| p.approx_size() + 16).sum());
-    encode_to(points, &mut out);
+    let lens: Vec<usize> = points.iter().map(point_len).collect();
+    let mut out = Vec::with_capacity(lens.iter().map(|&n| len_field_len(n)).sum());
+    for (p, &n) in points.iter().zip(&lens) {
+        put_key(1, WT_LEN, &mut out);
+        put_varint(n as u64, &mut out);
+        put_point(p, &mut out);
+    }
     out
 }
 
@@ -1014,6 +1021,21 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(encode(&points), derived);
+    }
+
+    #[test]
+    fn an_encoded_message_holds_no_spare_capacity() {
+        let log = |i: usize| {
+            Point::new("socket", i as i64 + 1)
+                .tag("host", "h1")
+                .tag("service", "app")
+                .field("message", Value::S("x".repeat(100 + i % 50)))
+                .field("status", Value::S("info".into()))
+        };
+        for points in [edge_points(), (0..1000).map(log).collect()] {
+            let out = encode(&points);
+            assert_eq!(out.capacity(), out.len(), "{} points", points.len());
+        }
     }
 
     #[test]

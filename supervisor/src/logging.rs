@@ -8,6 +8,25 @@ use tracing_subscriber::EnvFilter;
 /// Keeps the non-blocking writer flushing until dropped.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
+/// Log lines the non-blocking writer buffers before it drops new ones: the
+/// supervisor logs rarely (never per point), and tracing-appender's default of 128 000 slots
+/// is a channel of 4 MiB kept resident from the start.
+pub const BUFFERED_LINES: usize = 8192;
+
+/// The non-blocking writer with [`BUFFERED_LINES`] slots (lossy, as tracing-appender's
+/// default: a log destination that stalls never blocks the agent).
+fn non_blocking<W: std::io::Write + Send + 'static>(
+    w: W,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(BUFFERED_LINES)
+        .lossy(true)
+        .finish(w)
+}
+
 fn filter(level: &str) -> EnvFilter {
     EnvFilter::try_from_env("DK_LOG").unwrap_or_else(|_| EnvFilter::new(level))
 }
@@ -23,7 +42,7 @@ pub fn init_supervisor(dest: &str, level: &str) -> LogGuard {
         .log_internal_errors(false);
     match dest {
         "stdout" => {
-            let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+            let (w, g) = non_blocking(std::io::stdout());
             builder.with_writer(w).init();
             LogGuard(Some(g))
         }
@@ -43,7 +62,7 @@ pub fn init_supervisor(dest: &str, level: &str) -> LogGuard {
                 });
             match opened {
                 Ok(file) => {
-                    let (w, g) = tracing_appender::non_blocking(file);
+                    let (w, g) = non_blocking(file);
                     builder.with_writer(w).init();
                     LogGuard(Some(g))
                 }

@@ -1,6 +1,7 @@
 //! The `datakit` binary: the supervisor (`run`), its config check (`check --config`), and the
 //! worker processes it starts (`worker <family>`).
 
+mod allocator;
 mod app;
 mod backoff;
 mod cgroup;
@@ -274,6 +275,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (mimalloc's options are not thread safe).
+    allocator::set_defaults();
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::Run {

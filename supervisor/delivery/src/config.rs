@@ -52,7 +52,7 @@ impl QueueSettings {
             max_disk_bytes: 2 * 1024 * 1024 * 1024,
             max_disk_ratio: 0.95,
             no_drop: Vec::new(),
-            mem_cache_bytes: 4 * 1024 * 1024,
+            mem_cache_bytes: 1024 * 1024,
             commit_window: Duration::from_millis(2),
         }
     }

@@ -588,8 +588,21 @@ const READ_RECORDS: usize = 64;
 
 /// Payload bytes read per queue call (the record reaching it is the last): 64 records of a
 /// log worker's batches were ~15 MiB copied from the segments per read, and the allocator
-/// kept that churn resident (supervisor peak RSS ~100 MiB under socket logs).
-const READ_BYTES: usize = 2 << 20;
+/// kept that churn resident (supervisor peak RSS ~100 MiB under socket logs). A group of
+/// records bigger than this (1000 points of over 1 KiB each) is written in more calls.
+const READ_BYTES: usize = 1 << 20;
+
+/// Payload bytes one read may take for a sink whose groups of records hold at most
+/// `group_bytes`: [`READ_BYTES`], or one whole group where the sink caps them higher (up to
+/// [`MAX_KEPT_CHUNKS`]). A sink with no byte cap (Dataway) groups by points only: it reads
+/// within [`READ_BYTES`] (it read 8 MiB before, the cap taken for a group).
+fn read_budget(group_bytes: usize) -> usize {
+    if group_bytes == usize::MAX {
+        READ_BYTES
+    } else {
+        READ_BYTES.max(group_bytes.min(MAX_KEPT_CHUNKS))
+    }
+}
 
 /// The most sink writes of one uploader in flight, whatever a sink asks.
 const MAX_CONCURRENT_WRITES: usize = 8;
@@ -649,7 +662,7 @@ impl Uploader {
             .concurrent_writes()
             .clamp(1, MAX_CONCURRENT_WRITES);
         // At least one group of records a read.
-        let read_bytes = READ_BYTES.max(limits.bytes.min(MAX_KEPT_CHUNKS));
+        let read_bytes = read_budget(limits.bytes);
         loop {
             let read = if self.closing.is_cancelled() {
                 // Draining: an empty queue means done.
@@ -1063,6 +1076,14 @@ mod tests {
             );
             assert_eq!(p.get_field("f"), Some(&dk_proto::Value::I(1)));
         }
+    }
+
+    #[test]
+    fn a_sink_without_a_byte_cap_reads_within_one_mebibyte_and_a_capped_one_a_whole_group() {
+        assert_eq!(read_budget(usize::MAX), 1 << 20);
+        assert_eq!(read_budget(1000), 1 << 20);
+        assert_eq!(read_budget(4 << 20), 4 << 20);
+        assert_eq!(read_budget(64 << 20), MAX_KEPT_CHUNKS);
     }
 
     #[test]

@@ -461,6 +461,7 @@ impl Queue {
                 return Ok(());
             }
             st.consumers[i].committed = seq;
+            st.cache_release_committed();
             st.has_consumed_segment()
         };
         let was_dirty = sh.dirty.swap(true, Ordering::SeqCst);

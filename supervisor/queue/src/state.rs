@@ -216,6 +216,14 @@ impl State {
         }
     }
 
+    /// Drops the cached records every consumer has committed: no reader asks for them again,
+    /// so the cache holds only what is still pending (at most its cap).
+    pub(crate) fn cache_release_committed(&mut self) {
+        if let Some(min) = self.min_committed() {
+            self.cache_drop_through(min);
+        }
+    }
+
     /// First sequence number served from memory, if any.
     pub(crate) fn cache_first(&self) -> Option<u64> {
         self.cache.front().map(|c| c.seq)

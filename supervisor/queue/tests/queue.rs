@@ -406,6 +406,31 @@ async fn read_waits_for_data_and_returns_empty_after_close() {
 }
 
 #[tokio::test]
+async fn the_memory_cache_lets_go_of_records_once_every_consumer_committed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 2000);
+    c.mem_cache_bytes = 10_000;
+    let (q, _) = Queue::open(c, &["a", "b"]).unwrap();
+    fill(&q, 1, 10, 300).await;
+    assert_eq!(q.stats().mem_cache_records, 10);
+    let read = q.try_read("a", 4).await.unwrap();
+    assert_eq!(seqs(&read), vec![1, 2, 3, 4]);
+    q.commit("a", 4).await.unwrap();
+    // "b" has not read them yet: all stay.
+    assert_eq!(q.stats().mem_cache_records, 10);
+    q.commit("b", 6).await.unwrap();
+    let s = q.stats();
+    assert_eq!((s.mem_cache_records, s.mem_cache_bytes), (6, 1800));
+    // What is pending for "a" (5 and 6) still comes back, from memory or disk alike.
+    let read = q.try_read("a", 10).await.unwrap();
+    assert_eq!(seqs(&read), (5..=10).collect::<Vec<_>>());
+    q.commit("a", 10).await.unwrap();
+    q.commit("b", 10).await.unwrap();
+    let s = q.stats();
+    assert_eq!((s.mem_cache_records, s.mem_cache_bytes), (0, 0));
+}
+
+#[tokio::test]
 async fn lagging_consumer_reads_from_disk_while_memory_holds_only_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path(), 2000);
