@@ -124,25 +124,92 @@ pub struct ApiState {
 /// Produces the election state shown on `GET /v1/election/info`.
 pub type ElectionInfo = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// The latest metrics text each worker reported (OpenMetrics, without `# EOF`), by family.
-#[derive(Debug, Default)]
+/// Asks one running worker for its metrics text (OpenMetrics, without `# EOF`); `Err` says
+/// why not, and the last good text stays served. Bounded in time by the implementation.
+pub type MetricsSource = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// The latest metrics text of each worker, by family, fetched when `/metrics` is scraped (at
+/// most once per [`WorkerMetrics::REFRESH_EVERY`]) rather than at every health check, so an
+/// idle agent renders no text nobody reads.
+#[derive(Default)]
 pub struct WorkerMetrics {
     by_family: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    sources: std::sync::Mutex<std::collections::BTreeMap<String, MetricsSource>>,
+    /// When the texts were last fetched; held across a fetch, so scrapes arriving meanwhile
+    /// wait for it and serve its result instead of asking the workers again.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for WorkerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let families: Vec<String> = self
+            .sources
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("WorkerMetrics")
+            .field("sources", &families)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerMetrics {
-    /// Replaces a family's metrics text (from its latest health check).
+    /// Scrapes within this long of a fetch serve its texts.
+    pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+    /// Replaces a family's metrics text.
     pub fn set(&self, family: &str, text: String) {
         if let Ok(mut m) = self.by_family.lock() {
             m.insert(family.to_string(), text);
         }
     }
 
+    /// Where a family's running worker is asked for its text from now on.
+    pub fn attach(&self, family: &str, source: MetricsSource) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.insert(family.to_string(), source);
+        }
+    }
+
     /// Forgets a family (its worker is gone; a new one reports afresh).
     pub fn remove(&self, family: &str) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.remove(family);
+        }
         if let Ok(mut m) = self.by_family.lock() {
             m.remove(family);
         }
+    }
+
+    /// Asks every attached worker for its text at once (unless the last fetch is younger
+    /// than [`Self::REFRESH_EVERY`]); a worker that does not answer keeps its last text.
+    pub async fn refresh(&self) {
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|t| t.elapsed() < Self::REFRESH_EVERY) {
+            return;
+        }
+        let sources: Vec<(String, MetricsSource)> = match self.sources.lock() {
+            Ok(s) => s.iter().map(|(f, s)| (f.clone(), Arc::clone(s))).collect(),
+            Err(_) => return,
+        };
+        let answers = futures::future::join_all(
+            sources
+                .iter()
+                .map(|(family, source)| async move { (family, source, source().await) }),
+        )
+        .await;
+        for (family, source, answer) in answers {
+            let Ok(text) = answer else { continue };
+            // Only for the worker that was asked: one that exited meanwhile is forgotten.
+            let current = self
+                .sources
+                .lock()
+                .is_ok_and(|s| s.get(family).is_some_and(|now| Arc::ptr_eq(now, source)));
+            if current {
+                self.set(family, text);
+            }
+        }
+        *fetched = Some(Instant::now());
     }
 
     /// Appends every family's text to `out`. A metric several workers report (the input
