@@ -805,7 +805,10 @@ async fn supervise_child(
         *up = true;
     }
     let _down = Down(req.up.clone());
-    ctx.worker_metrics.attach(family, metrics_source(ctx, family, &control, policy.health_timeout));
+    ctx.worker_metrics.attach(
+        family,
+        metrics_source(ctx, family, &control, policy.health_timeout),
+    );
     let mut paused = ctx.paused.clone();
     let now = *paused.borrow_and_update();
     set_paused(family, &control, now).await;
@@ -955,7 +958,9 @@ fn metrics_source(
                         text.len()
                     ))
                 }
-                Err(e) => Err(format!("the {family} worker did not report its metrics: {e}")),
+                Err(e) => Err(format!(
+                    "the {family} worker did not report its metrics: {e}"
+                )),
             }
         })
     })

@@ -38,7 +38,8 @@ pub use metrics::ApiMetrics;
 pub use middleware::{ClientInfo, X_DATAKIT};
 pub use server::connection_cap;
 pub use state::{
-    AgentInfo, ApiConfig, ApiState, ElectionInfo, FeedError, Feeder, MetricsSource, WorkerMetrics,
+    AgentInfo, ApiConfig, ApiState, ElectionInfo, FeedError, Feeder, MetricsSource, ScrapeHook,
+    WorkerMetrics,
 };
 pub use write::{CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF};
 

@@ -128,13 +128,17 @@ pub type ElectionInfo = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// why not, and the last good text stays served. Bounded in time by the implementation.
 pub type MetricsSource = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
+/// Brings metrics up to date before a scrape (the supervisor's `/proc` sample).
+pub type ScrapeHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// The latest metrics text of each worker, by family, fetched when `/metrics` is scraped (at
 /// most once per [`WorkerMetrics::REFRESH_EVERY`]) rather than at every health check, so an
-/// idle agent renders no text nobody reads.
+/// idle agent renders no text nobody reads; the [`ScrapeHook`]s run at the same time.
 #[derive(Default)]
 pub struct WorkerMetrics {
     by_family: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     sources: std::sync::Mutex<std::collections::BTreeMap<String, MetricsSource>>,
+    hooks: std::sync::Mutex<Vec<ScrapeHook>>,
     /// When the texts were last fetched; held across a fetch, so scrapes arriving meanwhile
     /// wait for it and serve its result instead of asking the workers again.
     fetched: tokio::sync::Mutex<Option<Instant>>,
@@ -171,6 +175,13 @@ impl WorkerMetrics {
         }
     }
 
+    /// Runs `hook` with every refresh.
+    pub fn before_scrape(&self, hook: ScrapeHook) {
+        if let Ok(mut h) = self.hooks.lock() {
+            h.push(hook);
+        }
+    }
+
     /// Forgets a family (its worker is gone; a new one reports afresh).
     pub fn remove(&self, family: &str) {
         if let Ok(mut s) = self.sources.lock() {
@@ -181,8 +192,9 @@ impl WorkerMetrics {
         }
     }
 
-    /// Asks every attached worker for its text at once (unless the last fetch is younger
-    /// than [`Self::REFRESH_EVERY`]); a worker that does not answer keeps its last text.
+    /// Asks every attached worker for its text and runs the hooks, all at once (unless the
+    /// last refresh is younger than [`Self::REFRESH_EVERY`]); a worker that does not answer
+    /// keeps its last text.
     pub async fn refresh(&self) {
         let mut fetched = self.fetched.lock().await;
         if fetched.is_some_and(|t| t.elapsed() < Self::REFRESH_EVERY) {
@@ -192,10 +204,14 @@ impl WorkerMetrics {
             Ok(s) => s.iter().map(|(f, s)| (f.clone(), Arc::clone(s))).collect(),
             Err(_) => return,
         };
-        let answers = futures::future::join_all(
-            sources
-                .iter()
-                .map(|(family, source)| async move { (family, source, source().await) }),
+        let hooks: Vec<ScrapeHook> = self.hooks.lock().map(|h| h.clone()).unwrap_or_default();
+        let (answers, _) = futures::future::join(
+            futures::future::join_all(
+                sources
+                    .iter()
+                    .map(|(family, source)| async move { (family, source, source().await) }),
+            ),
+            futures::future::join_all(hooks.iter().map(|hook| hook())),
         )
         .await;
         for (family, source, answer) in answers {

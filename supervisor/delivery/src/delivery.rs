@@ -255,6 +255,8 @@ impl Delivery {
                 full: false,
                 alert: Arc::clone(&disk_alert),
                 checked: None,
+                queued: 0,
+                queued_at_check: 0,
             },
         };
         let reporter = runtime.spawn(reporter.run(tuning.stats_interval, stats_stop.clone()));
@@ -883,9 +885,17 @@ struct DiskWatch {
     /// Above the ratio at the last check (and reported).
     full: bool,
     alert: Arc<Mutex<Option<DiskAlert>>>,
-    /// When the file system was last read (at most once a second).
+    /// When the file system was last read: at most once a second while the queues hold more
+    /// than at that read, every [`DISK_IDLE_CHECK`] otherwise.
     checked: Option<std::time::Instant>,
+    /// The queues' bytes on disk at the last report, and at the last read of the file system.
+    queued: u64,
+    queued_at_check: u64,
 }
+
+/// How often the queue's file system is read while the queues do not change (others may fill
+/// or free the disk meanwhile).
+const DISK_IDLE_CHECK: Duration = Duration::from_secs(5);
 
 impl Reporter {
     /// Reports every `interval` until `stop`, then once more.
@@ -910,14 +920,16 @@ impl Reporter {
     /// Reads the queue's file-system usage (off the async threads) and reports a change
     /// between below and above `max_disk_ratio`: log, `datakit_io_disk_full`, the alert.
     async fn check_disk(&mut self) {
-        if self
-            .disk
-            .checked
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
+        let gap = if self.disk.queued > self.disk.queued_at_check {
+            Duration::from_secs(1)
+        } else {
+            DISK_IDLE_CHECK
+        };
+        if self.disk.checked.is_some_and(|t| t.elapsed() < gap) {
             return;
         }
         self.disk.checked = Some(std::time::Instant::now());
+        self.disk.queued_at_check = self.disk.queued;
         let dir = self.disk.dir.clone();
         let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || dk_queue::fs_usage(&dir)).await
         else {
@@ -955,8 +967,10 @@ impl Reporter {
     }
 
     fn report(&mut self) {
+        let mut queued = 0u64;
         for (i, (category, queue)) in Category::ALL.into_iter().zip(&self.queues).enumerate() {
             let stats = queue.stats();
+            queued = queued.saturating_add(stats.disk_bytes);
             let cat = category.name();
             self.metrics
                 .queue_bytes
@@ -1007,6 +1021,7 @@ impl Reporter {
                 }
             }
         }
+        self.disk.queued = queued;
     }
 }
 
