@@ -276,7 +276,112 @@ impl WorkerMetrics {
 
 #[cfg(test)]
 mod worker_metrics_tests {
-    use super::WorkerMetrics;
+    use super::{MetricsSource, WorkerMetrics};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A source answering `text` followed by its call count, or failing once `fail` is set.
+    fn counting(
+        text: &'static str,
+        calls: Arc<AtomicU64>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    ) -> MetricsSource {
+        Arc::new(move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let fail = fail.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if fail {
+                    Err("no answer".to_string())
+                } else {
+                    Ok(format!("{text} {n}\n"))
+                }
+            })
+        })
+    }
+
+    fn rendered(w: &WorkerMetrics) -> String {
+        let mut out = String::new();
+        w.render(&mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn workers_are_asked_only_when_scraped_and_once_for_scrapes_within_the_gap() {
+        let w = Arc::new(WorkerMetrics::default());
+        let calls = Arc::new(AtomicU64::new(0));
+        let fail = Arc::default();
+        w.attach(
+            "host",
+            counting("datakit_input_points_total", calls.clone(), fail),
+        );
+        let hooks = Arc::new(AtomicU64::new(0));
+        w.before_scrape({
+            let hooks = hooks.clone();
+            Arc::new(move || {
+                hooks.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async {})
+            })
+        });
+        // Attaching asks nothing.
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(rendered(&w), "");
+        // Three scrapes at once, then one more within the gap: one fetch, one hook run.
+        let (a, b, c) = (w.clone(), w.clone(), w.clone());
+        tokio::join!(a.refresh(), b.refresh(), c.refresh());
+        w.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(hooks.load(Ordering::SeqCst), 1);
+        assert_eq!(rendered(&w), "datakit_input_points_total 1\n");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_does_not_answer_keeps_its_last_text_and_a_gone_one_is_forgotten() {
+        let w = WorkerMetrics::default();
+        let calls = Arc::new(AtomicU64::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        w.attach(
+            "host",
+            counting("datakit_input_points_total", calls.clone(), fail.clone()),
+        );
+        w.refresh().await;
+        fail.store(true, Ordering::SeqCst);
+        // The gap has passed (time must pass for a second fetch; nothing is awaited).
+        tokio::time::sleep(WorkerMetrics::REFRESH_EVERY + std::time::Duration::from_millis(50))
+            .await;
+        w.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again after the gap");
+        assert_eq!(rendered(&w), "datakit_input_points_total 1\n");
+        w.remove("host");
+        assert_eq!(rendered(&w), "");
+    }
+
+    /// A source that answers once `go` is notified, after its worker may have gone.
+    #[tokio::test]
+    async fn an_answer_from_a_worker_that_exited_meanwhile_is_not_served() {
+        let w = Arc::new(WorkerMetrics::default());
+        let go = Arc::new(tokio::sync::Notify::new());
+        let asked = Arc::new(tokio::sync::Notify::new());
+        w.attach("host", {
+            let (go, asked) = (go.clone(), asked.clone());
+            Arc::new(move || {
+                let (go, asked) = (go.clone(), asked.clone());
+                Box::pin(async move {
+                    asked.notify_one();
+                    go.notified().await;
+                    Ok("late 1\n".to_string())
+                })
+            })
+        });
+        let scrape = tokio::spawn({
+            let w = w.clone();
+            async move { w.refresh().await }
+        });
+        asked.notified().await;
+        w.remove("host");
+        go.notify_one();
+        scrape.await.unwrap();
+        assert_eq!(rendered(&w), "");
+    }
 
     #[test]
     fn a_metric_two_workers_report_is_declared_once_with_both_samples() {
