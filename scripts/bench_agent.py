@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from benchkit import children, cpu_s, free_port, get, loadavg, pss_kib, rss_kib, stop_agent
 from dataway_stub import Stub
@@ -35,10 +36,14 @@ def metric(port, series):
     return None
 
 
-def wait_up(port, timeout=20):
+def wait_up(port, timeout=20, worker=True):
+    """Until the host worker is up (or, with `worker` false, the API answers)."""
     deadline = time.time() + timeout
     while True:
         try:
+            if not worker:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/ping", timeout=2).read()
+                return
             if metric(port, 'datakit_worker_up{family="host"}') == 1.0:
                 return
         except OSError:
@@ -76,6 +81,24 @@ def set_dataway(conf, url):
         if section == "[dataway]" and t.startswith("urls"):
             out.append(f'  urls = ["{url}"]')
             skipping = "]" not in t.split("#", 1)[0].split("=", 1)[1]
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def set_inputs(conf, inputs):
+    """The main config with `default_enabled_inputs` (maybe spread over lines) set to the
+    comma-separated `inputs` ("" for none)."""
+    names = [n.strip() for n in inputs.split(",") if n.strip()]
+    out, skipping = [], False
+    for line in conf.splitlines():
+        t = line.split("#", 1)[0].strip()
+        if skipping:
+            skipping = "]" not in t
+            continue
+        if t.startswith("default_enabled_inputs"):
+            out.append("default_enabled_inputs = [" + ", ".join(f'"{n}"' for n in names) + "]")
+            skipping = "]" not in t
             continue
         out.append(line)
     return "\n".join(out) + "\n"
@@ -127,6 +150,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--idle", type=float, default=0,
                     help="measure idle CPU per process over this many seconds (Dataway stand-in configured)")
+    ap.add_argument("--inputs", default=None,
+                    help="replace default_enabled_inputs with these (comma-separated; '' for none)")
     args = ap.parse_args()
     stub = None
     if args.idle:
@@ -147,10 +172,14 @@ def main():
         conf = open(f"{work}/conf.d/datakit.conf").read().replace("localhost:9529", f"127.0.0.1:{port}")
         if stub:
             conf = set_dataway(conf, stub.url)
+        if args.inputs is not None:
+            conf = set_inputs(conf, args.inputs)
         open(f"{work}/conf.d/datakit.conf", "w").write(conf)
         proc = subprocess.Popen([args.bin, "run", "--workdir", work, "--log", f"{work}/log"],
                                 stdin=subprocess.DEVNULL)
-        wait_up(port)
+        host = args.inputs is None or any(
+            n.strip() and not n.strip().startswith("-") for n in args.inputs.split(","))
+        wait_up(port, worker=host)
         time.sleep(args.settle)
         if args.idle:
             idle_cpu(proc, port, args, conf, stub)
