@@ -20,7 +20,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Category, Point};
 
-/// Bumped whenever a message below changes shape.
+/// Bumped whenever a message a worker of the previous binary exchanges with a new supervisor
+/// across a binary swap changes shape (hello, push, last_error; shutdown is the only
+/// [`Control`] call such a worker gets): the new supervisor refuses a worker with another
+/// version. Same-build workers are checked by [`crate::build_id`] as well; a new [`Control`]
+/// call goes at the end of the trait, so the calls before it keep their wire index.
 pub const PROTO_VERSION: u32 = 1;
 
 /// Largest frame either side accepts: 8 MiB.
@@ -46,7 +50,7 @@ pub const MAX_POINT_BYTES: usize = MAX_FRAME_BYTES / 2;
 /// 4 pushes and 2 error reports at a time; a connection that keeps exceeding this is cut off.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 8;
 
-/// Largest metrics text ([`Health::metrics`]) the supervisor stores and serves per family: a
+/// Largest metrics text ([`Control::metrics`]) the supervisor stores and serves per family: a
 /// larger report is refused and counted, and the last good one keeps being served.
 pub const MAX_WORKER_METRICS_BYTES: usize = 1024 * 1024;
 
@@ -197,10 +201,6 @@ pub struct Health {
     pub pending_batches: u64,
     /// Resident memory in bytes.
     pub rss_bytes: u64,
-    /// The worker's own metrics (its inputs' counters: packets, parse errors, kernel drops...)
-    /// in the OpenMetrics text format without the final `# EOF`; the supervisor serves them
-    /// on `/metrics`.
-    pub metrics: String,
 }
 
 /// The supervisor's side: served on `ingest.sock`.
@@ -218,7 +218,8 @@ pub trait Ingest {
 /// The worker's side: served by the worker on its `control.sock` connection.
 #[tarpc::service]
 pub trait Control {
-    /// Liveness and counters; a worker that does not answer in time is restarted.
+    /// Liveness and counters; a worker that does not answer in time is restarted. Cheap (a
+    /// few counters), as it is asked every second: the metrics text is [`Control::metrics`].
     async fn health() -> Health;
     /// Pause (true) or resume (false) election-aware inputs.
     async fn set_paused(paused: bool);
@@ -240,6 +241,10 @@ pub trait Control {
     /// A request for a route the worker's family serves on the API port (9529); the worker
     /// feeds the points its handler made and answers.
     async fn http(call: HttpCall) -> HttpReply;
+    /// The worker's own metrics (its inputs' counters: packets, parse errors, kernel drops...)
+    /// in the OpenMetrics text format without the final `# EOF`. The supervisor asks when
+    /// `/metrics` is scraped (at most once a second) and appends them there.
+    async fn metrics() -> String;
 }
 
 /// A request the supervisor's API forwards to a worker (the body already read, bounded and

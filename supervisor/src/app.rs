@@ -1002,7 +1002,11 @@ async fn supervise(
     let mut registry = Registry::default();
     let sup_metrics = SupervisorMetrics::new(&mut registry);
     let uptime_labels = crate::metrics::UptimeLabels::new(&hostname, &main.resource_limit);
-    tokio::spawn(sup_metrics.clone().sample_process());
+    // The baseline the first scrape's CPU percent is measured from.
+    tokio::spawn({
+        let m = sup_metrics.clone();
+        async move { m.sample_processes().await }
+    });
     let last_errors = LastErrors::new(&mut registry);
     record_bind_warnings(&bound.warnings, &last_errors);
     let api_metrics = ApiMetrics::new(&mut registry);
@@ -1053,6 +1057,13 @@ async fn supervise(
     let registry = Arc::new(registry);
 
     let worker_metrics = Arc::new(dk_api::WorkerMetrics::default());
+    worker_metrics.before_scrape({
+        let m = sup_metrics.clone();
+        Arc::new(move || {
+            let m = m.clone();
+            Box::pin(async move { m.sample_processes().await })
+        })
+    });
     let forwarder = Arc::new(Forwarder::new());
     let stop_api = CancellationToken::new();
     let api_state = ApiState {

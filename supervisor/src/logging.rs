@@ -28,7 +28,19 @@ fn non_blocking<W: std::io::Write + Send + 'static>(
 }
 
 fn filter(level: &str) -> EnvFilter {
-    EnvFilter::try_from_env("DK_LOG").unwrap_or_else(|_| EnvFilter::new(level))
+    EnvFilter::try_from_env("DK_LOG").unwrap_or_else(|_| EnvFilter::new(directives(level)))
+}
+
+/// The filter for `[logging] level`: at `info`, tarpc only from `warn` up. tarpc opens an
+/// INFO span for every call (each push, each 1 s health check) whose fields the log formats,
+/// which cost an idle agent a measurable share of its CPU and logs nothing; its warnings
+/// still show, and `debug` (or `DK_LOG`) shows everything.
+fn directives(level: &str) -> String {
+    if level.trim().eq_ignore_ascii_case("info") {
+        format!("{level},tarpc=warn")
+    } else {
+        level.to_string()
+    }
 }
 
 /// Logs to `dest` (`stdout`, `stderr` or a file path, created with its directory). If the file
@@ -88,4 +100,28 @@ pub fn init_worker(level: &str) {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directives;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Whether an INFO span of `target` is created under the filter for `level`.
+    fn info_span_enabled(level: &str, target: &'static str) -> bool {
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(directives(level)));
+        tracing::subscriber::with_default(subscriber, || match target {
+            "tarpc" => !tracing::info_span!(target: "tarpc::client", "RPC").is_disabled(),
+            _ => !tracing::info_span!(target: "datakit::procman", "worker").is_disabled(),
+        })
+    }
+
+    #[test]
+    fn at_info_tarpc_opens_no_span_per_call_and_our_spans_stay() {
+        assert!(!info_span_enabled("info", "tarpc"));
+        assert!(info_span_enabled("info", "datakit"));
+        assert!(info_span_enabled("debug", "tarpc"), "debug shows tarpc too");
+        assert!(!info_span_enabled("warn", "datakit"));
+    }
 }

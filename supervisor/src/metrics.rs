@@ -59,8 +59,21 @@ pub struct SupervisorMetrics {
     pub sys_alloc: Gauge,
     /// `datakit_process_pid{family}`, `datakit_process_rss_bytes{family}` and
     /// `datakit_process_cpu_usage{family}` of the supervisor (`family="supervisor"`) and of
-    /// every running worker, read from `/proc` every [`SAMPLE_EVERY`].
+    /// every running worker, read from `/proc` when `/metrics` is scraped
+    /// ([`SupervisorMetrics::sample_processes`]).
     pub processes: ProcessMetrics,
+    /// What the previous process sample read.
+    sampled: std::sync::Arc<tokio::sync::Mutex<Sampled>>,
+}
+
+/// The previous process sample: when, and the CPU seconds it read (to turn the next one into
+/// percent).
+#[derive(Default)]
+struct Sampled {
+    at: Option<Instant>,
+    own: Option<f64>,
+    /// By worker pid.
+    workers: std::collections::HashMap<u32, f64>,
 }
 
 /// The pid, resident memory and CPU of the supervisor and of each worker process.
@@ -306,69 +319,66 @@ pub fn cpu_percent(before: f64, after: f64, wall: Duration) -> f64 {
     ((after - before).max(0.0) / wall * 100.0).max(0.0)
 }
 
-/// How often the process self metrics are read from `/proc`.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Scrapes within this long of a process sample serve it instead of reading `/proc` again.
+pub const SAMPLE_GAP: Duration = Duration::from_secs(1);
 
 impl SupervisorMetrics {
-    /// Reads `/proc/self` every [`SAMPLE_EVERY`] (on a blocking thread) and sets the process
-    /// self metrics; runs until the runtime stops.
-    pub async fn sample_process(self) {
-        // On the shared grid, so an idle supervisor wakes once for this and its other ticks.
-        let mut tick = tokio::time::interval_at(
-            dk_proto::clock::grid_start(SAMPLE_EVERY).into(),
-            SAMPLE_EVERY,
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        self.cpu_cores.set(
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as i64,
-        );
-        let me = std::process::id();
-        let mut last: Option<(Instant, f64)> = None;
-        // Worker CPU seconds at the previous sample, by pid.
-        let mut last_workers: std::collections::HashMap<u32, (Instant, f64)> = Default::default();
-        loop {
-            tick.tick().await;
-            let workers = self.processes.workers();
-            let read = tokio::task::spawn_blocking(move || {
-                let ticks = clock_ticks();
-                let own = read_self();
-                let others = workers
-                    .into_iter()
-                    .map(|(f, pid)| {
-                        let r = read_process(pid, ticks);
-                        (f, pid, r)
-                    })
-                    .collect::<Vec<_>>();
-                (own, others)
-            })
-            .await;
-            let Ok((own, others)) = read else {
-                continue;
-            };
-            let now = Instant::now();
-            if let Ok(s) = own {
-                let cpu =
-                    last.map(|(at, cpu)| cpu_percent(cpu, s.cpu_seconds, now.duration_since(at)));
-                if let Some(c) = cpu {
-                    self.cpu_usage.set(c);
-                }
-                last = Some((now, s.cpu_seconds));
-                self.open_files.set(s.open_files as i64);
-                self.sys_alloc.set(s.rss as i64);
-                self.heap_alloc.set(s.rss_anon as i64);
-                self.processes.set(SUPERVISOR_FAMILY, me, s.rss, cpu);
-            }
-            let mut seen = std::collections::HashMap::new();
-            for (family, pid, r) in others {
-                let Some((cpu_s, rss)) = r else { continue };
-                let cpu = last_workers
-                    .get(&pid)
-                    .map(|(at, c)| cpu_percent(*c, cpu_s, now.duration_since(*at)));
-                self.processes.set(&family, pid, rss, cpu);
-                seen.insert(pid, (now, cpu_s));
-            }
-            last_workers = seen;
+    /// Reads `/proc` for the supervisor and every running worker (on a blocking thread) and
+    /// sets the process self metrics; called when `/metrics` is scraped, so an idle agent
+    /// nobody scrapes reads nothing. CPU percent is over the time since the previous sample
+    /// (a process's first sample has none; the supervisor takes one at start). Within
+    /// [`SAMPLE_GAP`] of the previous sample it does nothing.
+    pub async fn sample_processes(&self) {
+        let mut prev = self.sampled.lock().await;
+        if prev.at.is_some_and(|t| t.elapsed() < SAMPLE_GAP) {
+            return;
         }
+        let workers = self.processes.workers();
+        let read = tokio::task::spawn_blocking(move || {
+            let ticks = clock_ticks();
+            let own = read_self();
+            let others = workers
+                .into_iter()
+                .map(|(f, pid)| {
+                    let r = read_process(pid, ticks);
+                    (f, pid, r)
+                })
+                .collect::<Vec<_>>();
+            (own, others)
+        })
+        .await;
+        let Ok((own, others)) = read else {
+            return;
+        };
+        let now = Instant::now();
+        let since = prev.at.map(|at| now.duration_since(at));
+        if let Ok(s) = own {
+            let cpu = match (prev.own, since) {
+                (Some(before), Some(wall)) => Some(cpu_percent(before, s.cpu_seconds, wall)),
+                _ => None,
+            };
+            if let Some(c) = cpu {
+                self.cpu_usage.set(c);
+            }
+            prev.own = Some(s.cpu_seconds);
+            self.open_files.set(s.open_files as i64);
+            self.sys_alloc.set(s.rss as i64);
+            self.heap_alloc.set(s.rss_anon as i64);
+            self.processes
+                .set(SUPERVISOR_FAMILY, std::process::id(), s.rss, cpu);
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (family, pid, r) in others {
+            let Some((cpu_s, rss)) = r else { continue };
+            let cpu = match (prev.workers.get(&pid), since) {
+                (Some(before), Some(wall)) => Some(cpu_percent(*before, cpu_s, wall)),
+                _ => None,
+            };
+            self.processes.set(&family, pid, rss, cpu);
+            seen.insert(pid, cpu_s);
+        }
+        prev.workers = seen;
+        prev.at = Some(now);
     }
 }
 
@@ -392,11 +402,15 @@ impl SupervisorMetrics {
             uptime: Family::default(),
             cpu_usage: Gauge::default(),
             cpu_cores: Gauge::default(),
+            sampled: std::sync::Arc::default(),
             open_files: Gauge::default(),
             heap_alloc: Gauge::default(),
             sys_alloc: Gauge::default(),
             processes: ProcessMetrics::default(),
         };
+        m.cpu_cores.set(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as i64,
+        );
         registry.register(
             "datakit_process_pid",
             "Pid of the supervisor (family=\"supervisor\") and of each family's worker",
@@ -614,24 +628,21 @@ mod tests {
             .spawn()
             .unwrap();
         m.processes.worker_seen("host", child.id());
-        let sampler = tokio::spawn(m.clone().sample_process());
         let encode = |r: &Registry| {
             let mut text = String::new();
             prometheus_client::encoding::text::encode(&mut text, r).unwrap();
             text
         };
         let rss_line = "datakit_process_rss_bytes{family=\"host\"}";
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let text = loop {
-            let text = encode(&registry);
-            if text.contains(rss_line)
-                && text.contains("datakit_process_rss_bytes{family=\"supervisor\"}")
-            {
-                break text;
-            }
-            assert!(Instant::now() < deadline, "no process series: {text}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        // Nothing reads /proc until a scrape asks.
+        assert!(!encode(&registry).contains(rss_line));
+        m.sample_processes().await;
+        let text = encode(&registry);
+        assert!(text.contains(rss_line), "{text}");
+        assert!(
+            text.contains("datakit_process_rss_bytes{family=\"supervisor\"}"),
+            "{text}"
+        );
         assert!(
             text.contains(&format!(
                 "datakit_process_pid{{family=\"supervisor\"}} {}",
@@ -659,9 +670,63 @@ mod tests {
         m.processes.worker_gone("host");
         let text = encode(&registry);
         assert!(!text.contains("family=\"host\""), "{text}");
-        sampler.abort();
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[tokio::test]
+    async fn cpu_percent_comes_with_the_second_sample_and_a_scrape_within_the_gap_reads_nothing() {
+        let mut registry = Registry::default();
+        let m = SupervisorMetrics::new(&mut registry);
+        let encode = |r: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, r).unwrap();
+            text
+        };
+        // A busy child stands in for a worker.
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        m.processes.worker_seen("host", busy.id());
+        m.sample_processes().await;
+        let cpu_line = "datakit_process_cpu_usage{family=\"host\"}";
+        let text = encode(&registry);
+        assert!(
+            text.contains("datakit_process_rss_bytes{family=\"host\"}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(cpu_line),
+            "no CPU percent from one sample: {text}"
+        );
+
+        // Within the gap the previous sample is served: a worker seen since gets no series yet.
+        let mut idle = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        m.processes.worker_seen("statsd", idle.id());
+        m.sample_processes().await;
+        let statsd_rss = "datakit_process_rss_bytes{family=\"statsd\"}";
+        assert!(!encode(&registry).contains(statsd_rss));
+
+        // The gap has passed (a span of time to measure CPU over, not a synchronisation).
+        tokio::time::sleep(SAMPLE_GAP + Duration::from_millis(200)).await;
+        m.sample_processes().await;
+        let text = encode(&registry);
+        assert!(text.contains(statsd_rss), "{text}");
+        let cpu: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(cpu_line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {cpu_line}: {text}"));
+        // A busy loop on a shared 2-core machine: well above idle, at most one core.
+        assert!((20.0..=110.0).contains(&cpu), "{cpu}");
+        for child in [&mut busy, &mut idle] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! `spawn_failed` (exec failed), `protocol_violation` (oversize or garbage frames, a flood of
 //! requests, a hello for another family: see `ingest`).
 //!
-//! A worker's metrics text is served only up to [`MAX_WORKER_METRICS_BYTES`]; a larger report
-//! is refused and counted (`datakit_worker_metrics_refused_total`) and the last good one stays.
+//! A worker's metrics text is asked for when `/metrics` is scraped (not at every health check)
+//! and served only up to [`MAX_WORKER_METRICS_BYTES`]; a larger report is refused and counted
+//! (`datakit_worker_metrics_refused_total`) and the last good one stays.
 
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -804,6 +805,10 @@ async fn supervise_child(
         *up = true;
     }
     let _down = Down(req.up.clone());
+    ctx.worker_metrics.attach(
+        family,
+        metrics_source(ctx, family, &control, policy.health_timeout),
+    );
     let mut paused = ctx.paused.clone();
     let now = *paused.borrow_and_update();
     set_paused(family, &control, now).await;
@@ -861,11 +866,6 @@ async fn supervise_child(
                 match control.health(context_with_timeout(policy.health_timeout)).await {
                     Ok(h) => {
                         misses = 0;
-                        if h.metrics.len() <= MAX_WORKER_METRICS_BYTES {
-                            ctx.worker_metrics.set(family, h.metrics);
-                        } else {
-                            ctx.metrics.metrics_refused.get_or_create(&label).inc();
-                        }
                         ctx.metrics.rss.get_or_create(&label).set(i64::try_from(h.rss_bytes).unwrap_or(i64::MAX));
                         ctx.metrics.processes.worker_seen(family, h.pid);
                         ctx.metrics.worker_paused.get_or_create(&label).set(i64::from(h.paused));
@@ -929,6 +929,41 @@ async fn supervise_child(
             _ = stop.cancelled() => return stop_gracefully(policy, family, &control, child).await,
         }
     }
+}
+
+/// Asks `control`'s worker for its metrics text when `/metrics` is scraped, within `timeout`;
+/// a text over [`MAX_WORKER_METRICS_BYTES`] is refused and counted.
+fn metrics_source(
+    ctx: &ProcContext,
+    family: &str,
+    control: &ControlClient,
+    timeout: Duration,
+) -> dk_api::MetricsSource {
+    let control = control.clone();
+    let refused = ctx
+        .metrics
+        .metrics_refused
+        .get_or_create(&SupervisorMetrics::family(family))
+        .clone();
+    let family = family.to_string();
+    Arc::new(move || {
+        let (control, refused, family) = (control.clone(), refused.clone(), family.clone());
+        Box::pin(async move {
+            match control.metrics(context_with_timeout(timeout)).await {
+                Ok(text) if text.len() <= MAX_WORKER_METRICS_BYTES => Ok(text),
+                Ok(text) => {
+                    refused.inc();
+                    Err(format!(
+                        "the {family} worker reported {} bytes of metrics, over the {MAX_WORKER_METRICS_BYTES} served",
+                        text.len()
+                    ))
+                }
+                Err(e) => Err(format!(
+                    "the {family} worker did not report its metrics: {e}"
+                )),
+            }
+        })
+    })
 }
 
 /// Tells a worker whether election-aware inputs are paused; a worker that does not answer is

@@ -37,7 +37,10 @@ pub use lasterr::{LAST_ERRORS_CAPACITY, LastErrorEntry, LastErrors};
 pub use metrics::ApiMetrics;
 pub use middleware::{ClientInfo, X_DATAKIT};
 pub use server::connection_cap;
-pub use state::{AgentInfo, ApiConfig, ApiState, ElectionInfo, FeedError, Feeder, WorkerMetrics};
+pub use state::{
+    AgentInfo, ApiConfig, ApiState, ElectionInfo, FeedError, Feeder, MetricsSource, ScrapeHook,
+    WorkerMetrics,
+};
 pub use write::{CONTENT_TYPE_PBJSON, CONTENT_TYPE_PROTOBUF};
 
 /// How long [`serve`] lets in-flight requests finish after `shutdown` resolves.

@@ -168,6 +168,7 @@ pub(crate) async fn election_info(
 
 /// `GET /metrics`: the whole registry in the OpenMetrics text format.
 pub(crate) async fn metrics(State(inner): State<Arc<Inner>>) -> Response {
+    inner.state.worker_metrics.refresh().await;
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &inner.state.registry) {
         return ApiError::Untyped(format!("encoding metrics failed: {e}")).into_response();

@@ -124,25 +124,108 @@ pub struct ApiState {
 /// Produces the election state shown on `GET /v1/election/info`.
 pub type ElectionInfo = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// The latest metrics text each worker reported (OpenMetrics, without `# EOF`), by family.
-#[derive(Debug, Default)]
+/// Asks one running worker for its metrics text (OpenMetrics, without `# EOF`); `Err` says
+/// why not, and the last good text stays served. Bounded in time by the implementation.
+pub type MetricsSource = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// Brings metrics up to date before a scrape (the supervisor's `/proc` sample).
+pub type ScrapeHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The latest metrics text of each worker, by family, fetched when `/metrics` is scraped (at
+/// most once per [`WorkerMetrics::REFRESH_EVERY`]) rather than at every health check, so an
+/// idle agent renders no text nobody reads; the [`ScrapeHook`]s run at the same time.
+#[derive(Default)]
 pub struct WorkerMetrics {
     by_family: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    sources: std::sync::Mutex<std::collections::BTreeMap<String, MetricsSource>>,
+    hooks: std::sync::Mutex<Vec<ScrapeHook>>,
+    /// When the texts were last fetched; held across a fetch, so scrapes arriving meanwhile
+    /// wait for it and serve its result instead of asking the workers again.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for WorkerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let families: Vec<String> = self
+            .sources
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("WorkerMetrics")
+            .field("sources", &families)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerMetrics {
-    /// Replaces a family's metrics text (from its latest health check).
+    /// Scrapes within this long of a fetch serve its texts.
+    pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+    /// Replaces a family's metrics text.
     pub fn set(&self, family: &str, text: String) {
         if let Ok(mut m) = self.by_family.lock() {
             m.insert(family.to_string(), text);
         }
     }
 
+    /// Where a family's running worker is asked for its text from now on.
+    pub fn attach(&self, family: &str, source: MetricsSource) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.insert(family.to_string(), source);
+        }
+    }
+
+    /// Runs `hook` with every refresh.
+    pub fn before_scrape(&self, hook: ScrapeHook) {
+        if let Ok(mut h) = self.hooks.lock() {
+            h.push(hook);
+        }
+    }
+
     /// Forgets a family (its worker is gone; a new one reports afresh).
     pub fn remove(&self, family: &str) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.remove(family);
+        }
         if let Ok(mut m) = self.by_family.lock() {
             m.remove(family);
         }
+    }
+
+    /// Asks every attached worker for its text and runs the hooks, all at once (unless the
+    /// last refresh is younger than [`Self::REFRESH_EVERY`]); a worker that does not answer
+    /// keeps its last text.
+    pub async fn refresh(&self) {
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|t| t.elapsed() < Self::REFRESH_EVERY) {
+            return;
+        }
+        let sources: Vec<(String, MetricsSource)> = match self.sources.lock() {
+            Ok(s) => s.iter().map(|(f, s)| (f.clone(), Arc::clone(s))).collect(),
+            Err(_) => return,
+        };
+        let hooks: Vec<ScrapeHook> = self.hooks.lock().map(|h| h.clone()).unwrap_or_default();
+        let (answers, _) = futures::future::join(
+            futures::future::join_all(
+                sources
+                    .iter()
+                    .map(|(family, source)| async move { (family, source, source().await) }),
+            ),
+            futures::future::join_all(hooks.iter().map(|hook| hook())),
+        )
+        .await;
+        for (family, source, answer) in answers {
+            let Ok(text) = answer else { continue };
+            // Only for the worker that was asked: one that exited meanwhile is forgotten.
+            let current = self
+                .sources
+                .lock()
+                .is_ok_and(|s| s.get(family).is_some_and(|now| Arc::ptr_eq(now, source)));
+            if current {
+                self.set(family, text);
+            }
+        }
+        *fetched = Some(Instant::now());
     }
 
     /// Appends every family's text to `out`. A metric several workers report (the input
@@ -193,7 +276,112 @@ impl WorkerMetrics {
 
 #[cfg(test)]
 mod worker_metrics_tests {
-    use super::WorkerMetrics;
+    use super::{MetricsSource, WorkerMetrics};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A source answering `text` followed by its call count, or failing once `fail` is set.
+    fn counting(
+        text: &'static str,
+        calls: Arc<AtomicU64>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    ) -> MetricsSource {
+        Arc::new(move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let fail = fail.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if fail {
+                    Err("no answer".to_string())
+                } else {
+                    Ok(format!("{text} {n}\n"))
+                }
+            })
+        })
+    }
+
+    fn rendered(w: &WorkerMetrics) -> String {
+        let mut out = String::new();
+        w.render(&mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn workers_are_asked_only_when_scraped_and_once_for_scrapes_within_the_gap() {
+        let w = Arc::new(WorkerMetrics::default());
+        let calls = Arc::new(AtomicU64::new(0));
+        let fail = Arc::default();
+        w.attach(
+            "host",
+            counting("datakit_input_points_total", calls.clone(), fail),
+        );
+        let hooks = Arc::new(AtomicU64::new(0));
+        w.before_scrape({
+            let hooks = hooks.clone();
+            Arc::new(move || {
+                hooks.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async {})
+            })
+        });
+        // Attaching asks nothing.
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(rendered(&w), "");
+        // Three scrapes at once, then one more within the gap: one fetch, one hook run.
+        let (a, b, c) = (w.clone(), w.clone(), w.clone());
+        tokio::join!(a.refresh(), b.refresh(), c.refresh());
+        w.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(hooks.load(Ordering::SeqCst), 1);
+        assert_eq!(rendered(&w), "datakit_input_points_total 1\n");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_does_not_answer_keeps_its_last_text_and_a_gone_one_is_forgotten() {
+        let w = WorkerMetrics::default();
+        let calls = Arc::new(AtomicU64::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        w.attach(
+            "host",
+            counting("datakit_input_points_total", calls.clone(), fail.clone()),
+        );
+        w.refresh().await;
+        fail.store(true, Ordering::SeqCst);
+        // The gap has passed (time must pass for a second fetch; nothing is awaited).
+        tokio::time::sleep(WorkerMetrics::REFRESH_EVERY + std::time::Duration::from_millis(50))
+            .await;
+        w.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again after the gap");
+        assert_eq!(rendered(&w), "datakit_input_points_total 1\n");
+        w.remove("host");
+        assert_eq!(rendered(&w), "");
+    }
+
+    /// A source that answers once `go` is notified, after its worker may have gone.
+    #[tokio::test]
+    async fn an_answer_from_a_worker_that_exited_meanwhile_is_not_served() {
+        let w = Arc::new(WorkerMetrics::default());
+        let go = Arc::new(tokio::sync::Notify::new());
+        let asked = Arc::new(tokio::sync::Notify::new());
+        w.attach("host", {
+            let (go, asked) = (go.clone(), asked.clone());
+            Arc::new(move || {
+                let (go, asked) = (go.clone(), asked.clone());
+                Box::pin(async move {
+                    asked.notify_one();
+                    go.notified().await;
+                    Ok("late 1\n".to_string())
+                })
+            })
+        });
+        let scrape = tokio::spawn({
+            let w = w.clone();
+            async move { w.refresh().await }
+        });
+        asked.notified().await;
+        w.remove("host");
+        go.notify_one();
+        scrape.await.unwrap();
+        assert_eq!(rendered(&w), "");
+    }
 
     #[test]
     fn a_metric_two_workers_report_is_declared_once_with_both_samples() {

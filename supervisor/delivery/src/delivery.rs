@@ -258,6 +258,8 @@ impl Delivery {
                 full: false,
                 alert: Arc::clone(&disk_alert),
                 checked: None,
+                queued: 0,
+                queued_at_check: 0,
             },
         };
         let reporter = runtime.spawn(reporter.run(tuning.stats_interval, stats_stop.clone()));
@@ -922,8 +924,30 @@ struct DiskWatch {
     /// Above the ratio at the last check (and reported).
     full: bool,
     alert: Arc<Mutex<Option<DiskAlert>>>,
-    /// When the file system was last read (at most once a second).
+    /// When the file system was last read: at most once a second while the queues hold more
+    /// than at that read, every [`DISK_IDLE_CHECK`] otherwise.
     checked: Option<std::time::Instant>,
+    /// The queues' bytes on disk at the last report, and at the last read of the file system.
+    queued: u64,
+    queued_at_check: u64,
+}
+
+/// How often the queue's file system is read while the queues do not change (others may fill
+/// or free the disk meanwhile).
+const DISK_IDLE_CHECK: Duration = Duration::from_secs(5);
+
+impl DiskWatch {
+    /// Whether the file system is to be read at `now`: first thing, then a second after the
+    /// last read while the queues hold more than they did then, else [`DISK_IDLE_CHECK`] after.
+    fn due(&self, now: std::time::Instant) -> bool {
+        let gap = if self.queued > self.queued_at_check {
+            Duration::from_secs(1)
+        } else {
+            DISK_IDLE_CHECK
+        };
+        self.checked
+            .is_none_or(|t| now.saturating_duration_since(t) >= gap)
+    }
 }
 
 impl Reporter {
@@ -949,14 +973,12 @@ impl Reporter {
     /// Reads the queue's file-system usage (off the async threads) and reports a change
     /// between below and above `max_disk_ratio`: log, `datakit_io_disk_full`, the alert.
     async fn check_disk(&mut self) {
-        if self
-            .disk
-            .checked
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
+        let now = std::time::Instant::now();
+        if !self.disk.due(now) {
             return;
         }
-        self.disk.checked = Some(std::time::Instant::now());
+        self.disk.checked = Some(now);
+        self.disk.queued_at_check = self.disk.queued;
         let dir = self.disk.dir.clone();
         let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || dk_queue::fs_usage(&dir)).await
         else {
@@ -994,8 +1016,10 @@ impl Reporter {
     }
 
     fn report(&mut self) {
+        let mut queued = 0u64;
         for (i, (category, queue)) in Category::ALL.into_iter().zip(&self.queues).enumerate() {
             let stats = queue.stats();
+            queued = queued.saturating_add(stats.disk_bytes);
             let cat = category.name();
             self.metrics
                 .queue_bytes
@@ -1046,11 +1070,44 @@ impl Reporter {
                 }
             }
         }
+        self.disk.queued = queued;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_disk_is_read_every_second_while_the_queues_grow_and_every_five_seconds_otherwise() {
+        use super::{DISK_IDLE_CHECK, DiskWatch};
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let mut w = DiskWatch {
+            dir: std::path::PathBuf::new(),
+            ratio: 0.95,
+            full: false,
+            alert: Default::default(),
+            checked: None,
+            queued: 0,
+            queued_at_check: 0,
+        };
+        assert!(w.due(t0), "first thing");
+        w.checked = Some(t0);
+        let second = t0 + Duration::from_secs(1);
+        assert!(!w.due(second), "idle queues: not after a second");
+        assert!(!w.due(t0 + DISK_IDLE_CHECK - Duration::from_millis(1)));
+        assert!(w.due(t0 + DISK_IDLE_CHECK));
+        // The queues grew past what they held at the read: every second again.
+        w.queued = 4096;
+        assert!(!w.due(t0 + Duration::from_millis(999)));
+        assert!(w.due(second));
+        // Read then; shrinking (uploads) or holding steady goes back to the idle period.
+        w.checked = Some(second);
+        w.queued_at_check = 4096;
+        w.queued = 1024;
+        assert!(!w.due(second + Duration::from_secs(2)));
+        assert!(w.due(second + DISK_IDLE_CHECK));
+    }
+
     use super::*;
 
     const NOW: i64 = 1_764_700_000_000_000_000;

@@ -107,9 +107,18 @@ async fn side_tick(side: &mut Option<Interval>) {
     }
 }
 
+/// Ticks every `period` on the worker's shared grid ([`dk_proto::clock::grid_start`]), the
+/// first time between half a period and one and a half after now: inputs started together
+/// (and side ticks whose periods divide each other) tick at the same instants, so an idle
+/// worker wakes once for all of them and their points travel in one batch. A late tick keeps
+/// the grid.
 fn ticker(period: Duration) -> Interval {
-    let mut i = tokio::time::interval_at(Instant::now() + period, period);
-    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut start = Instant::from_std(dk_proto::clock::grid_start(period)) + period;
+    if start.saturating_duration_since(Instant::now()) < period / 2 {
+        start += period;
+    }
+    let mut i = tokio::time::interval_at(start, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Skip);
     i
 }
 

@@ -21,7 +21,7 @@ pub enum Misbehave {
     Garbage,
     /// Says hello for another family than the one it was started for, and stays alive.
     WrongFamily,
-    /// Reports 2 MiB of metrics text at every health check (over the 1 MiB the supervisor
+    /// Reports 2 MiB of metrics text whenever asked (over the 1 MiB the supervisor
     /// keeps); not a protocol violation, the report is refused and counted.
     BigMetrics,
 }
@@ -53,7 +53,7 @@ impl Misbehave {
         }
     }
 
-    /// The metrics text a health check reports instead of `real`.
+    /// The metrics text reported instead of `real`.
     pub(crate) fn metrics(self, real: String) -> String {
         match self {
             Misbehave::BigMetrics => "# misbehave\n".repeat((2 << 20) / 12 + 1),

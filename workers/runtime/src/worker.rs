@@ -248,10 +248,13 @@ impl Control for ControlServer {
             points_dropped: self.stats.dropped.load(Ordering::Relaxed),
             pending_batches: self.stats.pending.load(Ordering::Relaxed),
             rss_bytes: status_bytes(std::process::id(), "VmRSS").unwrap_or(0),
-            metrics: match self.misbehave {
-                Some(m) => m.metrics(encode_metrics(&self.metrics)),
-                None => encode_metrics(&self.metrics),
-            },
+        }
+    }
+
+    async fn metrics(self, _: tarpc::context::Context) -> String {
+        match self.misbehave {
+            Some(m) => m.metrics(encode_metrics(&self.metrics)),
+            None => encode_metrics(&self.metrics),
         }
     }
 
