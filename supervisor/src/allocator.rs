@@ -5,8 +5,8 @@
 //! gives it back to the OS. Under a sustained load the supervisor frees and reallocates
 //! megabytes a second on different threads (queue reads and gzip on the blocking pool, worker
 //! batches and bodies on the runtime threads), so a second's worth of freed memory stayed
-//! resident: a peak RSS of ~90-100 MiB where the live heap peaked at ~18 MiB. A short delay returns it
-//! almost at once for a small CPU cost. The operator's `MIMALLOC_PURGE_DELAY` still wins.
+//! resident: a peak RSS of ~90-100 MiB where the live heap peaked at ~18 MiB. A short delay (20 ms)
+//! returns it soon for a small CPU cost. The operator's `MIMALLOC_PURGE_DELAY` still wins.
 #![allow(unsafe_code)]
 
 use libmimalloc_sys::mi_option_t;
@@ -16,7 +16,7 @@ use libmimalloc_sys::mi_option_t;
 const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
 
 /// The purge delay the binary runs with unless `MIMALLOC_PURGE_DELAY` is set (ms).
-pub const PURGE_DELAY_MS: i64 = 3;
+pub const PURGE_DELAY_MS: i64 = 20;
 
 /// Sets the built-in allocator defaults; an option the environment set (`MIMALLOC_*`) is left
 /// as the operator set it. Call before any other thread starts.

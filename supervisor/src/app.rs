@@ -935,7 +935,7 @@ fn worker_config(
             .filter_map(|l| bound.get(&l.address))
             .flat_map(BoundListener::inherited)
             .collect(),
-        health_interval_ms: 1000,
+        health_interval_ms: crate::procman::HEALTH_INTERVAL.as_millis() as u64,
     }
 }
 

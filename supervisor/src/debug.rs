@@ -140,7 +140,7 @@ async fn run_once(plan: dk_config::Plan, hostname: String, timeout: Duration) ->
             hostname: hostname.clone(),
             inputs: fp.inputs.clone(),
             listeners: Vec::new(),
-            health_interval_ms: 1000,
+            health_interval_ms: crate::procman::HEALTH_INTERVAL.as_millis() as u64,
         };
         let inputs = match family.build(&config) {
             Ok(i) => i,

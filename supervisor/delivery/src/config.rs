@@ -110,7 +110,8 @@ pub struct DeliveryTuning {
     /// middle of a sink write) and leaving the rest on disk.
     pub shutdown_grace: Duration,
     /// How often the queue gauges and the queues' eviction counts are published (and once
-    /// more at shutdown).
+    /// more at shutdown): 2 s, the period of the worker health checks, on the same grid, so
+    /// an idle supervisor wakes once for both.
     pub stats_interval: Duration,
 }
 
@@ -121,7 +122,7 @@ impl Default for DeliveryTuning {
             retry_max: Duration::from_secs(30),
             shutdown_attempts: 3,
             shutdown_grace: Duration::from_secs(5),
-            stats_interval: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(2),
         }
     }
 }
