@@ -20,10 +20,11 @@ pub use dk_proto::FeedOpts;
 
 /// Estimated bytes ([`dk_proto::rpc::wire_size`]) of the points waiting in an emitter's channel
 /// at most; a single feed larger than this takes the whole budget (it waits until the channel
-/// is empty). About 400 socket-log lines of 120 bytes, 1000 small metric points: the inputs
-/// refill it as fast as the sender empties it (socket logs end to end were as fast with 128 KiB
-/// as with 256 feeds of 64 lines, ~16k points, and the worker's peak RSS ~10 MiB lower).
-pub const CHANNEL_BYTES: usize = 128 * 1024;
+/// is empty). About 3,200 socket-log lines of 120 bytes: enough that the inputs keep the sender
+/// fed while its pushes wait for acks (socket logs end to end 562-580 k lines/s against
+/// 546-571 k with 128 KiB, for 2 MiB more worker peak RSS), and ~9 MiB less than the 256 feeds
+/// of 64 lines (~16k points) the channel held when it was bounded in messages only.
+pub const CHANNEL_BYTES: usize = 1024 * 1024;
 
 /// A feed's share of its channel's byte budget, given back when the feed is dropped (the
 /// sender has moved its points out, or the feed was never delivered).
