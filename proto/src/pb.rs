@@ -399,10 +399,15 @@ fn put_point(p: &Point, out: &mut Vec<u8>) {
 /// nested array, which protobuf cannot carry, is skipped.
 pub fn encode_to(points: &[Point], out: &mut Vec<u8>) {
     for p in points {
-        put_key(1, WT_LEN, out);
-        put_varint(point_len(p) as u64, out);
-        put_point(p, out);
+        put_entry(p, point_len(p), out);
     }
+}
+
+/// Appends one `PBPoints` entry (field 1) holding `p`, whose encoded length is `len`.
+fn put_entry(p: &Point, len: usize, out: &mut Vec<u8>) {
+    put_key(1, WT_LEN, out);
+    put_varint(len as u64, out);
+    put_point(p, out);
 }
 
 /// Encodes points as a `PBPoints` message, in a buffer of exactly its size: the supervisor
@@ -412,9 +417,7 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
     let lens: Vec<usize> = points.iter().map(point_len).collect();
     let mut out = Vec::with_capacity(lens.iter().map(|&n| len_field_len(n)).sum());
     for (p, &n) in points.iter().zip(&lens) {
-        put_key(1, WT_LEN, &mut out);
-        put_varint(n as u64, &mut out);
-        put_point(p, &mut out);
+        put_entry(p, n, &mut out);
     }
     out
 }

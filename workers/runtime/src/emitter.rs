@@ -116,6 +116,25 @@ impl Emitter {
         (Emitter { tx, budget, bytes }, rx)
     }
 
+    /// A feed of `points` holding its share of the byte budget, once the budget has room for
+    /// it; `None` when the runtime is gone.
+    async fn feed(
+        &self,
+        category: Category,
+        input: &str,
+        opts: FeedOpts,
+        points: Vec<Point>,
+    ) -> Option<Feed> {
+        let share = self.share(&points).await?;
+        Some(Feed {
+            category,
+            input: input.to_string(),
+            opts,
+            points,
+            share,
+        })
+    }
+
     /// Waits for the byte budget of `points` (all of it for a feed larger than the budget);
     /// `None` when the runtime is gone.
     async fn share(&self, points: &[Point]) -> Option<Share> {
@@ -144,15 +163,8 @@ impl Emitter {
         if points.is_empty() {
             return true;
         }
-        let Some(share) = self.share(&points).await else {
+        let Some(feed) = self.feed(category, input, opts, points).await else {
             return false;
-        };
-        let feed = Feed {
-            category,
-            input: input.to_string(),
-            opts,
-            points,
-            share,
         };
         self.tx.send(Message::Feed(feed)).await.is_ok()
     }
@@ -172,14 +184,7 @@ impl Emitter {
         let (done, acked) = tokio::sync::oneshot::channel();
         let sent = if points.is_empty() {
             done.send(true).is_ok()
-        } else if let Some(share) = self.share(&points).await {
-            let feed = Feed {
-                category,
-                input: input.to_string(),
-                opts,
-                points,
-                share,
-            };
+        } else if let Some(feed) = self.feed(category, input, opts, points).await {
             self.tx.send(Message::AckedFeed(feed, done)).await.is_ok()
         } else {
             false
